@@ -1,0 +1,135 @@
+//! The openraft type configuration: what a log entry carries and what applying it returns.
+//!
+//! A log entry's payload is an etcd write ([`Command`], wrapping `InternalRequest`); it is
+//! serialized as its protobuf encoding so that every serde format stores it compactly.
+
+use std::io::Cursor;
+
+use prost::Message;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+
+/// A member id, stable for the life of a cluster (etcd's `types.ID`).
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// minietcd's Raft type configuration.
+    pub TypeConfig:
+        D = Command,
+        R = CommandResponse,
+        NodeId = NodeId,
+        Node = MemberNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+);
+
+/// What the cluster knows of a member besides its id: kept in Raft membership so that every
+/// member can answer MemberList and reach its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberNode {
+    /// etcd's `--name`; empty until a member added by MemberAdd has started.
+    pub name: String,
+    /// Where peers reach this member (`--initial-advertise-peer-urls`).
+    pub peer_urls: Vec<String>,
+    /// Where clients reach this member (`--advertise-client-urls`).
+    pub client_urls: Vec<String>,
+}
+
+/// One etcd write in the Raft log.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Command(pub InternalRequest);
+
+/// The answer of the state machine to one [`Command`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CommandResponse(pub InternalResponse);
+
+fn ser_proto<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_bytes(&m.encode_to_vec())
+}
+
+fn de_proto<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
+    let bytes: serde_bytes_buf::Buf = Deserialize::deserialize(d)?;
+    M::decode(bytes.0.as_slice()).map_err(serde::de::Error::custom)
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ser_proto(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_proto(d).map(Command)
+    }
+}
+
+impl Serialize for CommandResponse {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ser_proto(&self.0, s)
+    }
+}
+
+impl<'de> Deserialize<'de> for CommandResponse {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        de_proto(d).map(CommandResponse)
+    }
+}
+
+/// A byte buffer that deserializes from either serde bytes or a sequence of u8 (what
+/// self-describing formats such as JSON produce for bytes).
+mod serde_bytes_buf {
+    use serde::de::{Deserialize, Deserializer, SeqAccess, Visitor};
+    use std::fmt;
+
+    pub struct Buf(pub Vec<u8>);
+
+    impl<'de> Deserialize<'de> for Buf {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Buf;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("bytes")
+                }
+                fn visit_bytes<E>(self, v: &[u8]) -> Result<Buf, E> {
+                    Ok(Buf(v.to_vec()))
+                }
+                fn visit_byte_buf<E>(self, v: Vec<u8>) -> Result<Buf, E> {
+                    Ok(Buf(v))
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Buf, A::Error> {
+                    let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                    while let Some(b) = seq.next_element::<u8>()? {
+                        out.push(b);
+                    }
+                    Ok(Buf(out))
+                }
+            }
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::etcdserverpb::PutRequest;
+    use crate::pb::minietcdpb::internal_request::Request;
+
+    #[test]
+    fn command_roundtrips_through_postcard_and_json() {
+        let cmd = Command(InternalRequest {
+            request: Some(Request::Put(PutRequest {
+                key: b"k".to_vec(),
+                value: vec![0, 255, 7],
+                ..Default::default()
+            })),
+        });
+        let bin = postcard::to_allocvec(&cmd).unwrap();
+        assert_eq!(postcard::from_bytes::<Command>(&bin).unwrap(), cmd);
+        let json = serde_json::to_vec(&cmd).unwrap();
+        assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), cmd);
+    }
+}
