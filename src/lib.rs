@@ -10,6 +10,9 @@
 //! - [`raft`]: openraft storage, network and proposer.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod config;
+pub mod data_dir;
 pub mod pb;
 pub mod raft;
+pub mod server;
 pub mod storage;

@@ -2,3 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod support;
+mod cluster;
+mod kv;
+mod errors;
+mod crash;
+mod etcdctl;

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs every test minietcd has. Installs what the tests need when it is missing:
+#   etcd-server, etcd-client  real etcd 3.4 and etcdctl (differential and client tests)
+#   protobuf-compiler         protoc, needed by the etcd-client crate's build (not by ours)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# Integration tests start real processes; a few at a time keeps a 2-core machine responsive.
+export RUST_BACKTRACE=1
+cargo build --bins
+cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}" "$@"

@@ -1,0 +1,187 @@
+//! The data directory: `member.json` (who this member is, in which cluster) beside the sled
+//! database in `db/`. A directory that holds something else, or a damaged one, is refused
+//! with a clear error instead of being overwritten.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Marks a data dir written by this version of minietcd.
+const FORMAT: &str = "minietcd/1";
+const IDENTITY_FILE: &str = "member.json";
+const DB_DIR: &str = "db";
+
+/// A data dir problem, one line each.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("data dir {0}: not a minietcd data dir (it holds other files and no {IDENTITY_FILE})")]
+    Foreign(PathBuf),
+    #[error("data dir {path}: damaged: {reason}")]
+    Damaged { path: PathBuf, reason: String },
+    #[error("data dir {path}: belongs to member {stored:?} but --name is {given:?}")]
+    WrongMember {
+        path: PathBuf,
+        stored: String,
+        given: String,
+    },
+    #[error("data dir {0}: in use by another minietcd process")]
+    InUse(PathBuf),
+    #[error("data dir {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Who this member is; written once when the data dir is created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub format: String,
+    pub name: String,
+    pub member_id: u64,
+    pub cluster_id: u64,
+    pub cluster_token: String,
+}
+
+/// An open data dir.
+pub struct DataDir {
+    pub path: PathBuf,
+    pub identity: Identity,
+    pub db: sled::Db,
+    /// True when the dir was created by this start (a new member, no Raft state yet).
+    pub fresh: bool,
+}
+
+impl DataDir {
+    /// Opens `path`, creating it with `identity` when it does not exist or is empty.
+    pub fn open(path: &Path, identity: Identity) -> Result<DataDir, DataDirError> {
+        let io = |source| DataDirError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let damaged = |reason: String| DataDirError::Damaged {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let id_path = path.join(IDENTITY_FILE);
+        let empty = match fs::read_dir(path) {
+            Ok(mut entries) => entries.next().is_none(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) => return Err(io(e)),
+        };
+        let (identity, fresh) = if empty {
+            fs::create_dir_all(path).map_err(io)?;
+            write_identity(&id_path, &identity).map_err(io)?;
+            (identity, true)
+        } else {
+            let raw = match fs::read(&id_path) {
+                Ok(raw) => raw,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(DataDirError::Foreign(path.to_path_buf()))
+                }
+                Err(e) => return Err(io(e)),
+            };
+            let stored: Identity = serde_json::from_slice(&raw)
+                .map_err(|e| damaged(format!("{IDENTITY_FILE}: {e}")))?;
+            if stored.format != FORMAT {
+                return Err(damaged(format!(
+                    "{IDENTITY_FILE}: unknown format {:?} (expected {FORMAT:?})",
+                    stored.format
+                )));
+            }
+            if stored.name != identity.name {
+                return Err(DataDirError::WrongMember {
+                    path: path.to_path_buf(),
+                    stored: stored.name,
+                    given: identity.name,
+                });
+            }
+            if !path.join(DB_DIR).is_dir() {
+                return Err(damaged(format!("{DB_DIR}/ is missing")));
+            }
+            (stored, false)
+        };
+        let db = sled::Config::new()
+            .path(path.join(DB_DIR))
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(ref ioe) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
+                    DataDirError::InUse(path.to_path_buf())
+                }
+                sled::Error::Io(ioe) if ioe.to_string().contains("lock") => {
+                    DataDirError::InUse(path.to_path_buf())
+                }
+                other => damaged(format!("database: {other}")),
+            })?;
+        Ok(DataDir {
+            path: path.to_path_buf(),
+            identity,
+            db,
+            fresh,
+        })
+    }
+}
+
+impl Identity {
+    pub fn new(name: &str, member_id: u64, cluster_id: u64, token: &str) -> Identity {
+        Identity {
+            format: FORMAT.to_string(),
+            name: name.to_string(),
+            member_id,
+            cluster_id,
+            cluster_token: token.to_string(),
+        }
+    }
+}
+
+/// Writes the identity file durably: temp file, fsync, rename.
+fn write_identity(path: &Path, id: &Identity) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(id).map_err(std::io::Error::other)?)?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str) -> Identity {
+        Identity::new(name, 1, 2, "t")
+    }
+
+    #[test]
+    fn create_reopen_and_refuse() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let d = DataDir::open(&dir, id("a")).unwrap();
+        assert!(d.fresh);
+        drop(d);
+        let d = DataDir::open(&dir, id("a")).unwrap();
+        assert!(!d.fresh);
+        drop(d);
+        let e = DataDir::open(&dir, id("b")).err().unwrap();
+        assert!(matches!(e, DataDirError::WrongMember { .. }), "{e}");
+
+        let foreign = tmp.path().join("f");
+        fs::create_dir_all(&foreign).unwrap();
+        fs::write(foreign.join("x"), b"hello").unwrap();
+        assert!(matches!(
+            DataDir::open(&foreign, id("a")),
+            Err(DataDirError::Foreign(_))
+        ));
+
+        fs::write(dir.join(IDENTITY_FILE), b"{not json").unwrap();
+        assert!(matches!(
+            DataDir::open(&dir, id("a")),
+            Err(DataDirError::Damaged { .. })
+        ));
+    }
+}

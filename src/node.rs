@@ -1,0 +1,169 @@
+//! The one place that wires storage, Raft, watch and the gRPC servers into a running member.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+use crate::config::Config;
+use crate::data_dir::{DataDir, DataDirError, Identity};
+use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::raft::types::{ApplyObserver, MemberNode, NoopObserver};
+use crate::raft::{RaftNode, RaftSettings};
+use crate::server::kv::KvService;
+use crate::server::{HeaderSource, ServerContext};
+use crate::storage::MvccStore;
+
+/// gRPC adds framing around a request; etcd allows this much on top of --max-request-bytes
+/// before the transport refuses a message, so that the request-size check answers first.
+const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// Why a node could not start or had to stop: each one line for the operator.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
+    #[error("cannot open the store: {0}")]
+    Storage(#[from] crate::storage::StorageError),
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, NodeError> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let l = TcpListener::bind(addr)
+            .await
+            .map_err(|source| NodeError::Listen { addr, source })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    // Bind first: a port in use is the most common start-up failure and must leave nothing
+    // behind (no data dir created).
+    let client_listeners = bind_all(&cfg.listen_client_addrs).await?;
+    let peer_listeners = bind_all(&cfg.listen_peer_addrs).await?;
+
+    let identity = Identity::new(
+        &cfg.name,
+        cfg.member_id,
+        cfg.cluster_id(),
+        &cfg.initial_cluster_token,
+    );
+    let data_dir = {
+        let path = cfg.data_dir.clone();
+        tokio::task::spawn_blocking(move || DataDir::open(&path, identity))
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))??
+    };
+    let identity = data_dir.identity.clone();
+    info!(
+        name = %identity.name,
+        member_id = %format!("{:x}", identity.member_id),
+        cluster_id = %format!("{:x}", identity.cluster_id),
+        data_dir = %data_dir.path.display(),
+        "starting member"
+    );
+
+    let store = Arc::new(MvccStore::open(&data_dir.db)?);
+    let observer: Arc<dyn ApplyObserver> = Arc::new(NoopObserver);
+    let members = cfg
+        .initial_cluster
+        .iter()
+        .map(|(id, m)| {
+            let node = MemberNode {
+                name: m.name.clone(),
+                peer_urls: m.peer_urls.clone(),
+                client_urls: if *id == identity.member_id {
+                    cfg.advertise_client_urls.clone()
+                } else {
+                    Vec::new()
+                },
+            };
+            (*id, node)
+        })
+        .collect();
+    let settings = RaftSettings {
+        node_id: identity.member_id,
+        members,
+        initialize: data_dir.fresh && cfg.initial_cluster_state == crate::config::ClusterState::New,
+        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
+        election_timeout_ms: cfg.election_timeout_ms,
+        snapshot_count: cfg.snapshot_count,
+    };
+    let raft = crate::raft::start(settings, data_dir.db.clone(), store.clone(), observer)
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))?;
+
+    let ctx = ServerContext {
+        store: store.clone(),
+        proposer: raft.proposer(),
+        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
+        max_request_bytes: cfg.max_request_bytes,
+        max_txn_ops: cfg.max_txn_ops,
+    };
+    let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in client_listeners {
+        let addr = l.local_addr().ok();
+        let router = tonic::transport::Server::builder().add_service(
+            KvServer::new(KvService::new(ctx.clone()))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(usize::MAX),
+        );
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            info!(?addr, "serving client requests");
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+    for l in peer_listeners {
+        let addr = l.local_addr().ok();
+        let router = tonic::transport::Server::builder().add_service(raft.peer_service());
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            info!(?addr, "serving peers");
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+
+    let result = tokio::select! {
+        _ = shutdown => Ok(()),
+        Some(r) = tasks.join_next() => match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(NodeError::Serve(e)),
+            Err(e) => Err(NodeError::Raft(format!("server task failed: {e}"))),
+        },
+    };
+    info!("stopping member");
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    raft.shutdown().await;
+    if let Err(e) = data_dir.db.flush_async().await {
+        tracing::warn!(error = %e, "final flush failed");
+    }
+    result
+}

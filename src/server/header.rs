@@ -1,0 +1,47 @@
+//! Response headers: every response carries cluster_id, member_id, revision and raft_term.
+
+use openraft::Raft;
+
+use crate::pb::etcdserverpb::ResponseHeader;
+use crate::raft::types::TypeConfig;
+
+/// Makes response headers for this member.
+#[derive(Clone)]
+pub struct HeaderSource {
+    cluster_id: u64,
+    member_id: u64,
+    raft: Raft<TypeConfig>,
+}
+
+impl HeaderSource {
+    pub fn new(cluster_id: u64, member_id: u64, raft: Raft<TypeConfig>) -> Self {
+        HeaderSource {
+            cluster_id,
+            member_id,
+            raft,
+        }
+    }
+
+    /// A header for a response at store revision `revision`.
+    pub fn at(&self, revision: i64) -> ResponseHeader {
+        ResponseHeader {
+            cluster_id: self.cluster_id,
+            member_id: self.member_id,
+            revision,
+            raft_term: self.raft.metrics().borrow().current_term,
+        }
+    }
+
+    /// Fills `header` in place, keeping nothing of what was there but the revision.
+    pub fn fill(&self, header: &mut Option<ResponseHeader>, revision: i64) {
+        *header = Some(self.at(revision));
+    }
+
+    pub fn cluster_id(&self) -> u64 {
+        self.cluster_id
+    }
+
+    pub fn member_id(&self) -> u64 {
+        self.member_id
+    }
+}

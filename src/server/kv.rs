@@ -1,0 +1,136 @@
+//! The KV service: Range, Put, DeleteRange, Txn, Compact.
+//!
+//! Reads come from the local store, after a Raft read barrier unless serializable. Writes
+//! become one `InternalRequest` proposed through Raft; its apply-time errors are etcd's.
+
+use prost::Message;
+use tonic::{Request, Response, Status};
+use tracing::instrument;
+
+use crate::pb::etcdserverpb::kv_server::Kv;
+use crate::pb::etcdserverpb::{
+    CompactionRequest, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse, PutRequest,
+    PutResponse, RangeRequest, RangeResponse, TxnRequest, TxnResponse,
+};
+use crate::pb::minietcdpb::internal_request::Request as Write;
+use crate::pb::minietcdpb::internal_response::Response as Applied;
+use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+
+use super::{txn_check, ApiError, ServerContext};
+
+/// The KV gRPC service.
+pub struct KvService {
+    ctx: ServerContext,
+}
+
+impl KvService {
+    pub fn new(ctx: ServerContext) -> Self {
+        KvService { ctx }
+    }
+}
+
+impl ServerContext {
+    /// Proposes one write through Raft and returns what its apply produced, with the apply's
+    /// error (if any) turned into etcd's.
+    pub async fn propose(&self, write: Write) -> Result<(Applied, i64), ApiError> {
+        let req = InternalRequest {
+            request: Some(write),
+        };
+        if req.encoded_len() > self.max_request_bytes {
+            return Err(ApiError::RequestTooLarge);
+        }
+        let resp: InternalResponse = self.proposer.write(req).await?;
+        if let Some(e) = ApiError::from_apply(resp.error) {
+            return Err(e);
+        }
+        let applied = resp
+            .response
+            .ok_or_else(|| ApiError::Internal("apply returned no response".into()))?;
+        Ok((applied, resp.revision))
+    }
+
+    /// A linearizable read barrier unless the request asked for a serializable read.
+    pub async fn read_barrier(&self, serializable: bool) -> Result<(), ApiError> {
+        if !serializable {
+            self.proposer.read_index().await?;
+        }
+        Ok(())
+    }
+}
+
+fn unexpected(what: &str) -> Status {
+    ApiError::Internal(format!("apply answered a {what} with another response")).into()
+}
+
+#[tonic::async_trait]
+impl Kv for KvService {
+    #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
+    async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let req = req.into_inner();
+        txn_check::check_range(&req)?;
+        self.ctx.read_barrier(req.serializable).await?;
+        let store = self.ctx.store.clone();
+        let mut resp = store.range(&req).map_err(ApiError::from)?;
+        self.ctx
+            .header
+            .fill(&mut resp.header, self.ctx.store.current_revision());
+        Ok(Response::new(resp))
+    }
+
+    #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
+    async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let req = req.into_inner();
+        txn_check::check_put(&req)?;
+        match self.ctx.propose(Write::Put(req)).await? {
+            (Applied::Put(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("put")),
+        }
+    }
+
+    #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
+    async fn delete_range(
+        &self,
+        req: Request<DeleteRangeRequest>,
+    ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let req = req.into_inner();
+        txn_check::check_delete(&req)?;
+        match self.ctx.propose(Write::DeleteRange(req)).await? {
+            (Applied::DeleteRange(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("delete")),
+        }
+    }
+
+    #[instrument(skip_all, fields(ops = req.get_ref().success.len() + req.get_ref().failure.len()))]
+    async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let req = req.into_inner();
+        txn_check::check_txn(&req, self.ctx.max_txn_ops)?;
+        match self.ctx.propose(Write::Txn(req)).await? {
+            (Applied::Txn(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("txn")),
+        }
+    }
+
+    #[instrument(skip_all, fields(rev = req.get_ref().revision))]
+    async fn compact(
+        &self,
+        req: Request<CompactionRequest>,
+    ) -> Result<Response<CompactionResponse>, Status> {
+        let req = req.into_inner();
+        match self.ctx.propose(Write::Compaction(req)).await? {
+            (Applied::Compaction(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(unexpected("compaction")),
+        }
+    }
+}

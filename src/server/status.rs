@@ -1,0 +1,129 @@
+//! The one place where errors become `tonic::Status`: etcd's exact message strings and gRPC
+//! codes (clients match on both), from etcd's api/v3rpc/rpctypes/error.go.
+
+use tonic::{Code, Status};
+
+use crate::pb::minietcdpb::ApplyError;
+use crate::raft::proposer::ProposeError;
+use crate::storage::StorageError;
+
+/// An error of the etcd API, as a client sees it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("etcdserver: key is not provided")]
+    EmptyKey,
+    #[error("etcdserver: key not found")]
+    KeyNotFound,
+    #[error("etcdserver: value is provided")]
+    ValueProvided,
+    #[error("etcdserver: lease is provided")]
+    LeaseProvided,
+    #[error("etcdserver: too many operations in txn request")]
+    TooManyOps,
+    #[error("etcdserver: duplicate key given in txn request")]
+    DuplicateKey,
+    #[error("etcdserver: mvcc: required revision has been compacted")]
+    Compacted,
+    #[error("etcdserver: mvcc: required revision is a future revision")]
+    FutureRevision,
+    #[error("etcdserver: requested lease not found")]
+    LeaseNotFound,
+    #[error("etcdserver: lease already exists")]
+    LeaseExists,
+    #[error("etcdserver: too large lease TTL")]
+    LeaseTtlTooLarge,
+    #[error("etcdserver: request is too large")]
+    RequestTooLarge,
+    #[error("etcdserver: no leader")]
+    NoLeader,
+    #[error("etcdserver: request timed out")]
+    Timeout,
+    #[error("etcdserver: leader changed")]
+    LeaderChanged,
+    #[error("etcdserver: server stopped")]
+    Stopped,
+    #[error("etcdserver: member not found")]
+    MemberNotFound,
+    #[error("etcdserver: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// The gRPC code etcd answers this error with.
+    pub fn code(&self) -> Code {
+        use ApiError::*;
+        match self {
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
+            | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
+            Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
+            LeaseNotFound | MemberNotFound => Code::NotFound,
+            LeaseExists => Code::FailedPrecondition,
+            NoLeader | Timeout | LeaderChanged | Stopped => Code::Unavailable,
+            Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(e: ApiError) -> Status {
+        Status::new(e.code(), e.to_string())
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> ApiError {
+        match e {
+            StorageError::Compacted => ApiError::Compacted,
+            StorageError::FutureRevision => ApiError::FutureRevision,
+            other => {
+                tracing::error!(error = %other, "storage failure");
+                ApiError::Internal(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<ProposeError> for ApiError {
+    fn from(e: ProposeError) -> ApiError {
+        match e {
+            ProposeError::NoLeader => ApiError::NoLeader,
+            ProposeError::Timeout => ApiError::Timeout,
+            ProposeError::LeaderChanged => ApiError::LeaderChanged,
+            other => {
+                tracing::error!(error = %other, "raft failure");
+                ApiError::Stopped
+            }
+        }
+    }
+}
+
+impl ApiError {
+    /// The API error for an apply-time error code, `None` when the apply succeeded.
+    pub fn from_apply(code: i32) -> Option<ApiError> {
+        match ApplyError::try_from(code) {
+            Ok(ApplyError::ApplyOk) => None,
+            Ok(ApplyError::LeaseNotFound) => Some(ApiError::LeaseNotFound),
+            Ok(ApplyError::Compacted) => Some(ApiError::Compacted),
+            Ok(ApplyError::FutureRevision) => Some(ApiError::FutureRevision),
+            Ok(ApplyError::LeaseExists) => Some(ApiError::LeaseExists),
+            Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strings_and_codes_are_etcds() {
+        let s = Status::from(ApiError::Compacted);
+        assert_eq!(s.code(), Code::OutOfRange);
+        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        let s = Status::from(ApiError::NoLeader);
+        assert_eq!(s.code(), Code::Unavailable);
+        assert_eq!(s.message(), "etcdserver: no leader");
+        assert_eq!(ApiError::from_apply(0), None);
+        assert_eq!(ApiError::from_apply(1), Some(ApiError::LeaseNotFound));
+    }
+}
