@@ -2,5 +2,7 @@
 //! MVCC store, the peer network (outbound) and service (inbound), and the proposer.
 pub mod codec;
 pub mod log_store;
+pub mod network;
+pub mod service;
 pub mod state_machine;
 pub mod types;
