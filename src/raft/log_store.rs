@@ -11,6 +11,9 @@
 //! id is written without a flush: losing it only means re-applying a few entries, which the
 //! state machine tolerates.
 
+// The error types are openraft's, fixed by the traits implemented here.
+#![allow(clippy::result_large_err)]
+
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};

@@ -7,6 +7,9 @@
 //! is bounded by openraft's `RPCOption` deadline, and openraft spaces retries to an
 //! unreachable peer with [`PeerNetwork::backoff`].
 
+// The error types are openraft's, fixed by the traits implemented here.
+#![allow(clippy::result_large_err)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -14,6 +14,9 @@
 //! hands over every committed entry it has in one call), not one per entry: see
 //! `apply_in_blocking_pool_per_call_vs_per_entry` for the measurement behind that choice.
 
+// The error types are openraft's, fixed by the traits implemented here.
+#![allow(clippy::result_large_err)]
+
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
