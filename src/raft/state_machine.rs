@@ -175,6 +175,12 @@ impl Shared {
         };
         let blob = codec::encode("applied state", &next)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+        // Keep the snapshot first: if the node dies while the store is being rewritten,
+        // `open` finds the store empty and installs this snapshot again.
+        self.store_snapshot(meta, data)?;
+        self.snapshots
+            .flush()
+            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
         let mut applied = self.lock()?;
         self.store
             .install_snapshot(data)
@@ -186,7 +192,6 @@ impl Shared {
             .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
         *applied = next;
         drop(applied);
-        self.store_snapshot(meta, data)?;
         self.observer.restored(self.store.current_revision());
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
         Ok(())
@@ -245,22 +250,31 @@ impl StateMachine {
             .open_tree(SNAPSHOT_TREE)
             .map_err(|e| sm_err(ErrorVerb::Read, &e))?;
         let blob = store.applied().map_err(|e| sm_err(ErrorVerb::Read, &e))?;
-        let applied = match blob {
+        let applied = match &blob {
             Some(b) => {
-                codec::decode("applied state", &b).map_err(|e| sm_err(ErrorVerb::Read, &e))?
+                codec::decode("applied state", b).map_err(|e| sm_err(ErrorVerb::Read, &e))?
             }
             None => AppliedState::default(),
         };
-        tracing::info!(last_applied = ?applied.last_applied, "state machine opened");
-        Ok(StateMachine {
-            shared: Arc::new(Shared {
-                store,
-                observer,
-                snapshots,
-                applied: Mutex::new(applied),
-                snapshot_seq: AtomicU64::new(0),
-            }),
-        })
+        let shared = Arc::new(Shared {
+            store,
+            observer,
+            snapshots,
+            applied: Mutex::new(applied),
+            snapshot_seq: AtomicU64::new(0),
+        });
+        if blob.is_none() {
+            // An empty store next to a kept snapshot: the store lost its state (a snapshot
+            // install was interrupted). The log below the snapshot may be purged, so the
+            // snapshot is the only way back.
+            if let Some(snap) = shared.current_snapshot()? {
+                tracing::warn!(snapshot_id = %snap.meta.snapshot_id, "store empty, restoring kept snapshot");
+                shared.install(&snap.meta, snap.snapshot.get_ref())?;
+            }
+        }
+        let last_applied = shared.lock()?.last_applied;
+        tracing::info!(?last_applied, "state machine opened");
+        Ok(StateMachine { shared })
     }
 
     /// The MVCC store this state machine applies to.
@@ -327,3 +341,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         blocking(move || shared.current_snapshot()).await
     }
 }
+
+#[cfg(test)]
+mod tests;
