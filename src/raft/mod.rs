@@ -43,8 +43,10 @@ pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
 /// How long sending a whole snapshot may take.
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
-/// A request waits for a leader for this many election timeouts before "no leader".
-pub const LEADER_WAIT_ELECTIONS: u32 = 3;
+/// A request waits for a leader for this many election timeouts before "no leader": a
+/// follower notices a dead leader only after its lease (up to 2 timeouts) and the election
+/// takes up to 2 more, measured at about 3.5 timeouts.
+pub const LEADER_WAIT_ELECTIONS: u32 = 5;
 /// etcd's request timeout: 5 s plus two election timeouts.
 const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
 
@@ -241,3 +243,6 @@ fn is_sole_voter(raft: &Raft<TypeConfig>, id: NodeId) -> bool {
     let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
     voters == [id]
 }
+
+#[cfg(test)]
+mod cluster_tests;

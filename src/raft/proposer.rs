@@ -229,14 +229,13 @@ impl Proposer {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
             Ok(Ok(resp)) => Attempt::Done(Ok(resp.into_inner())),
             Ok(Err(status)) if is_not_leader(&status) || never_connected(&status) => {
+                tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward re-routed");
                 Attempt::Reroute
             }
-            Ok(Err(status)) => Attempt::Done(Err(match status.code() {
-                Code::DeadlineExceeded | Code::Cancelled => self.expired(leader),
-                // The leader went away while it had the request.
-                Code::Unavailable | Code::Unknown | Code::Aborted => ProposeError::LeaderChanged,
-                _ => ProposeError::Fatal(status.message().to_string()),
-            })),
+            Ok(Err(status)) => {
+                tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward failed");
+                Attempt::Done(Err(forward_failed(&status, || self.expired(leader))))
+            }
         }
     }
 
@@ -291,6 +290,16 @@ impl Proposer {
                 Attempt::Done(Err(ProposeError::Fatal("raft stopped".to_string())))
             }
         }
+    }
+}
+
+/// The outcome of a forwarded write that failed after it may have reached the leader.
+fn forward_failed(status: &tonic::Status, expired: impl FnOnce() -> ProposeError) -> ProposeError {
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => expired(),
+        // The leader went away while it had the request.
+        Code::Unavailable | Code::Unknown | Code::Aborted => ProposeError::LeaderChanged,
+        _ => ProposeError::Fatal(status.message().to_string()),
     }
 }
 

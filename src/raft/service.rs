@@ -163,6 +163,10 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<InternalRequest>,
     ) -> Result<Response<InternalResponse>, Status> {
+        if self.raft.metrics().borrow().running_state.is_err() {
+            // Stopped before anything was proposed: the caller can safely go elsewhere.
+            return Err(not_leader(&ForwardToLeader::empty()));
+        }
         match self.raft.client_write(Command(request.into_inner())).await {
             Ok(resp) => Ok(Response::new(resp.data.0)),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
