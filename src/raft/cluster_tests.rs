@@ -283,3 +283,93 @@ async fn lagging_member_catches_up_from_a_streamed_snapshot() {
         m.stop().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_leads_at_once_and_again_after_restart() {
+    init_log();
+    let (mut ls, members_map) = listeners(1).await;
+    let listener = ls.pop().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A long election timeout: leading within a fraction of it proves no election wait.
+    let mut s = RaftSettings::new(1, members_map.clone());
+    s.election_timeout_ms = 5000;
+    s.heartbeat_interval_ms = 500;
+    let quick = Duration::from_millis(1500);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let node = start(s.clone(), db, store, Arc::new(NoopObserver))
+            .await
+            .unwrap();
+        node.raft()
+            .wait(Some(quick))
+            .current_leader(1, "fresh single member leads")
+            .await
+            .unwrap();
+        let r = node.proposer().write(put("k", "v")).await.unwrap();
+        assert_eq!(r.revision, 2);
+        node.shutdown().await.unwrap();
+    }
+    drop(listener);
+    // Restart on the same data: the member is initialized already and leads again at once.
+    // openraft's storage tasks let go of the database shortly after shutdown returns.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let db = loop {
+        match sled::open(dir.path()) {
+            Ok(db) => break db,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "database still locked: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let node = start(s, db, store.clone(), Arc::new(NoopObserver))
+        .await
+        .unwrap();
+    node.raft()
+        .wait(Some(quick))
+        .current_leader(1, "restarted single member leads")
+        .await
+        .unwrap();
+    node.proposer().read_index().await.unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(resp.kvs.len(), 1, "the write survived the restart");
+    let r = node.proposer().write(put("k", "w")).await.unwrap();
+    assert_eq!(r.revision, 3);
+    node.shutdown().await.unwrap();
+    let _ = addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_requests_fail_with_no_leader_in_bounded_time() {
+    init_log();
+    let (mut ls, members_map) = listeners(3).await;
+    // Only member 1 runs; 2 and 3 never start, so no leader can be elected.
+    ls.truncate(1);
+    let member = start_member(settings(1, &members_map), ls.pop().unwrap()).await;
+    let budget = Duration::from_millis(ELECTION_MS * u64::from(LEADER_WAIT_ELECTIONS));
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        member.node.proposer().write(put("k", "v")).await,
+        Err(ProposeError::NoLeader)
+    );
+    assert_eq!(
+        member.node.proposer().read_index().await,
+        Err(ProposeError::NoLeader)
+    );
+    let took = t0.elapsed();
+    assert!(took >= budget, "gave up before the leader wait: {took:?}");
+    assert!(
+        took < budget * 2 + Duration::from_secs(1),
+        "waited too long: {took:?}"
+    );
+    assert_eq!(member.get("k"), None);
+}

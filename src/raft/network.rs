@@ -427,6 +427,63 @@ mod tests {
         assert_eq!(*delays.last().unwrap(), BACKOFF_MAX);
     }
 
+    fn network_to(addr: std::net::SocketAddr) -> PeerNetwork {
+        let node = MemberNode {
+            peer_urls: vec![format!("http://{addr}")],
+            ..Default::default()
+        };
+        PeerNetwork {
+            id: 1,
+            target: 2,
+            client: PeerChannels::default().client(2, &node),
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+        }
+    }
+
+    fn vote_req() -> VoteRequest<NodeId> {
+        VoteRequest::new(Vote::new(1, 1), None)
+    }
+
+    #[tokio::test]
+    async fn rpc_to_a_dead_peer_fails_fast_as_unreachable() {
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut net = network_to(addr);
+        let t0 = std::time::Instant::now();
+        let err = net
+            .vote(vote_req(), RPCOption::new(Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn rpc_to_a_silent_peer_times_out_within_the_ttl() {
+        // Accepts TCP connections (the kernel does) but never speaks HTTP/2.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut net = network_to(silent.local_addr().unwrap());
+        let ttl = Duration::from_millis(300);
+        let t0 = std::time::Instant::now();
+        let err = net.vote(vote_req(), RPCOption::new(ttl)).await.unwrap_err();
+        assert!(
+            matches!(err, RPCError::Timeout(_) | RPCError::Unreachable(_)),
+            "{err:?}"
+        );
+        assert!(
+            t0.elapsed() < ttl + CONNECT_TIMEOUT + Duration::from_millis(500),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+
     #[test]
     fn channels_are_reused_per_peer() {
         let channels = PeerChannels::default();

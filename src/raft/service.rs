@@ -25,6 +25,9 @@ use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.
 pub const NOT_LEADER: &str = "raft: not leader";
+/// The largest snapshot accepted from a peer: etcd's largest allowed backend quota (8 GiB),
+/// so that a confused peer cannot make this member buffer without limit.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// Metadata key carrying the leader id (hex) a non-leader knows of, if any.
 pub const LEADER_ID_METADATA: &str = "minietcd-leader-id";
 
@@ -126,6 +129,11 @@ impl RaftPeer for PeerService {
                 let vote = codec::decode("vote", &chunk.vote).map_err(bad_request)?;
                 let meta = codec::decode("snapshot meta", &chunk.meta).map_err(bad_request)?;
                 header = Some((vote, meta));
+            }
+            if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(
+                    "snapshot larger than MAX_SNAPSHOT_BYTES",
+                ));
             }
             data.extend_from_slice(&chunk.data);
             if chunk.done {
