@@ -12,6 +12,8 @@
 
 pub mod config;
 pub mod data_dir;
+pub mod lessor;
+pub mod node;
 pub mod pb;
 pub mod raft;
 pub mod server;

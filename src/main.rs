@@ -29,11 +29,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // openraft reports every vote and membership step at info; keep it at warn unless asked.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        let level = cfg.log_level.directive();
+        let raft = if level == "debug" { "debug" } else { "warn" };
+        tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft}"))
+    });
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(cfg.log_level.directive())),
-        )
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Runtime::new() {

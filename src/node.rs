@@ -10,10 +10,13 @@ use tracing::info;
 
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataDirError, Identity};
+use crate::lessor::Lessor;
 use crate::pb::etcdserverpb::kv_server::KvServer;
+use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::raft::types::{ApplyObserver, MemberNode, NoopObserver};
-use crate::raft::{RaftNode, RaftSettings};
+use crate::raft::RaftSettings;
 use crate::server::kv::KvService;
+use crate::server::lease::LeaseService;
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
 
@@ -96,14 +99,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             (*id, node)
         })
         .collect();
-    let settings = RaftSettings {
-        node_id: identity.member_id,
-        members,
-        initialize: data_dir.fresh && cfg.initial_cluster_state == crate::config::ClusterState::New,
-        heartbeat_interval_ms: cfg.heartbeat_interval_ms,
-        election_timeout_ms: cfg.election_timeout_ms,
-        snapshot_count: cfg.snapshot_count,
-    };
+    let mut settings = RaftSettings::new(identity.member_id, members);
+    settings.initialize =
+        data_dir.fresh && cfg.initial_cluster_state == crate::config::ClusterState::New;
+    settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
+    settings.election_timeout_ms = cfg.election_timeout_ms;
+    settings.snapshot_count = cfg.snapshot_count;
     let raft = crate::raft::start(settings, data_dir.db.clone(), store.clone(), observer)
         .await
         .map_err(|e| NodeError::Raft(e.to_string()))?;
@@ -111,13 +112,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let ctx = ServerContext {
         store: store.clone(),
         proposer: raft.proposer(),
-        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
+        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft().clone()),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
     };
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
+    let lessor = Lessor::new(
+        store.clone(),
+        raft.raft().clone(),
+        identity.member_id,
+        cfg.election_timeout_ms,
+    );
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let lessor_task = tokio::spawn(lessor.clone().run(ctx.proposer.clone(), stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     for l in client_listeners {
         let addr = l.local_addr().ok();
@@ -125,6 +133,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             KvServer::new(KvService::new(ctx.clone()))
                 .max_decoding_message_size(max_msg)
                 .max_encoding_message_size(usize::MAX),
+        )
+        .add_service(
+            LeaseServer::new(LeaseService::new(ctx.clone(), lessor.clone()))
+                .max_decoding_message_size(max_msg),
         );
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
@@ -161,7 +173,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     info!("stopping member");
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    raft.shutdown().await;
+    let _ = lessor_task.await;
+    if let Err(e) = raft.shutdown().await {
+        tracing::warn!(error = %e, "raft shutdown");
+    }
     if let Err(e) = data_dir.db.flush_async().await {
         tracing::warn!(error = %e, "final flush failed");
     }

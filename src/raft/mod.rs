@@ -1,4 +1,248 @@
 //! openraft glue, no etcd semantics: types, the sled log store, the state machine over the
 //! MVCC store, the peer network (outbound) and service (inbound), and the proposer.
-pub mod types;
+//!
+//! [`start`] wires them: it opens the log store and state machine in the node's sled
+//! database, starts openraft with etcd's timing (heartbeat 100 ms, election 1000 ms, a
+//! snapshot every `snapshot_count` entries), initializes a brand-new cluster, and hands back
+//! a [`RaftNode`] whose [`Proposer`] the gRPC servers use and whose peer service the node
+//! mounts on its peer URL.
+
+pub mod codec;
+pub mod log_store;
+pub mod network;
 pub mod proposer;
+pub mod service;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, Raft, SnapshotPolicy};
+
+use crate::pb::minietcdpb::raft_peer_server::RaftPeerServer;
+use crate::storage::MvccStore;
+pub use log_store::LogStore;
+pub use network::{PeerChannels, PeerNetworkFactory, SNAPSHOT_CHUNK_BYTES};
+pub use proposer::{ProposeError, Proposer, ProposerTimeouts};
+pub use service::PeerService;
+pub use state_machine::StateMachine;
+use types::{ApplyObserver, MemberNode, NodeId, TypeConfig};
+
+/// etcd's default election timeout.
+pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
+/// etcd's default heartbeat interval.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// etcd's default `--snapshot-count`.
+pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
+/// Entries kept after a snapshot so that a slightly lagging follower catches up from the
+/// log rather than a snapshot (etcd's `SnapshotCatchUpEntries`).
+pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
+/// Entries per AppendEntries (openraft's default); bounds one peer message.
+pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
+/// How long sending a whole snapshot may take.
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// A request waits for a leader for this many election timeouts before "no leader": a
+/// follower notices a dead leader only after its lease (up to 2 timeouts) and the election
+/// takes up to 2 more, measured at about 3.5 timeouts.
+pub const LEADER_WAIT_ELECTIONS: u32 = 5;
+/// etcd's request timeout: 5 s plus two election timeouts.
+const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
+
+/// What the Raft layer needs to know about this member and the cluster.
+#[derive(Debug, Clone)]
+pub struct RaftSettings {
+    /// This member's id.
+    pub node_id: NodeId,
+    /// The initial cluster (`--initial-cluster`), this member included.
+    pub initial_members: BTreeMap<NodeId, MemberNode>,
+    /// Whether to form a new cluster from `initial_members` if this member has no Raft state
+    /// yet (`--initial-cluster-state new`); ignored once state exists.
+    pub initialize: bool,
+    /// Leader heartbeat period (`--heartbeat-interval`).
+    pub heartbeat_interval_ms: u64,
+    /// Election timeout (`--election-timeout`); openraft draws each timeout from
+    /// `[t, 2t)`, as etcd randomizes its own.
+    pub election_timeout_ms: u64,
+    /// Applied entries between snapshots (`--snapshot-count`).
+    pub snapshot_count: u64,
+    /// Entries kept in the log after a snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// Entries per AppendEntries message.
+    pub max_payload_entries: u64,
+    /// Snapshot bytes per streamed chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Budget for sending one whole snapshot.
+    pub snapshot_timeout_ms: u64,
+}
+
+impl RaftSettings {
+    /// Settings with etcd's defaults for member `node_id` of `initial_members`.
+    pub fn new(node_id: NodeId, initial_members: BTreeMap<NodeId, MemberNode>) -> RaftSettings {
+        RaftSettings {
+            node_id,
+            initial_members,
+            initialize: true,
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
+            snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+            max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+            snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
+        }
+    }
+
+    fn openraft_config(&self) -> Result<Config, RaftError> {
+        let config = Config {
+            cluster_name: "minietcd".to_string(),
+            heartbeat_interval: self.heartbeat_interval_ms,
+            election_timeout_min: self.election_timeout_ms,
+            election_timeout_max: self.election_timeout_ms.saturating_mul(2),
+            install_snapshot_timeout: self.snapshot_timeout_ms,
+            max_payload_entries: self.max_payload_entries,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count),
+            max_in_snapshot_log_to_keep: self.snapshot_catchup_entries,
+            ..Default::default()
+        };
+        config
+            .validate()
+            .map_err(|e| RaftError::Config(e.to_string()))
+    }
+
+    fn proposer_timeouts(&self) -> ProposerTimeouts {
+        let election = Duration::from_millis(self.election_timeout_ms);
+        ProposerTimeouts {
+            request: REQUEST_TIMEOUT_BASE + election * 2,
+            leader_wait: election * LEADER_WAIT_ELECTIONS,
+        }
+    }
+}
+
+/// Starting or stopping Raft failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RaftError {
+    /// The settings are not a valid openraft configuration.
+    #[error("raft config: {0}")]
+    Config(String),
+    /// Opening the log store or state machine failed.
+    #[error("raft storage: {0}")]
+    Storage(String),
+    /// openraft refused to start or to initialize.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// A running Raft member.
+pub struct RaftNode {
+    /// This member's id.
+    id: NodeId,
+    /// The openraft handle (metrics, membership changes).
+    raft: Raft<TypeConfig>,
+    /// Writes and linearizable reads for the gRPC servers.
+    proposer: Arc<Proposer>,
+    /// Channels to the peers (also used by the proposer).
+    channels: Arc<PeerChannels>,
+}
+
+impl RaftNode {
+    /// This member's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle.
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The proposer the gRPC servers use.
+    pub fn proposer(&self) -> Arc<Proposer> {
+        self.proposer.clone()
+    }
+
+    /// The shared peer channels.
+    pub fn channels(&self) -> Arc<PeerChannels> {
+        self.channels.clone()
+    }
+
+    /// The peer gRPC service, to mount on the peer listener.
+    pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
+        PeerService::new(self.id, self.raft.clone()).into_server()
+    }
+
+    /// Stops Raft (its tasks end; peers see this member as down).
+    pub async fn shutdown(&self) -> Result<(), RaftError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| RaftError::Raft(e.to_string()))
+    }
+}
+
+/// Starts this member's Raft over the node's sled database and MVCC store.
+#[tracing::instrument(level = "info", skip_all, fields(id = cfg.node_id))]
+pub async fn start(
+    cfg: RaftSettings,
+    db: sled::Db,
+    store: Arc<MvccStore>,
+    observer: Arc<dyn ApplyObserver>,
+) -> Result<RaftNode, RaftError> {
+    let config = Arc::new(cfg.openraft_config()?);
+    let log_store = LogStore::open(&db).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let state_machine =
+        StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let channels = Arc::new(PeerChannels::default());
+    let network = PeerNetworkFactory::new(cfg.node_id, channels.clone(), cfg.snapshot_chunk_bytes);
+    let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine)
+        .await
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
+
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| RaftError::Raft(e.to_string()))?;
+    if cfg.initialize && !initialized {
+        // Every founding member initializes with the same membership, which openraft allows:
+        // they all write the same first entry, and whoever wins the first election leads.
+        match raft.initialize(cfg.initial_members.clone()).await {
+            Ok(()) => tracing::info!(members = cfg.initial_members.len(), "cluster initialized"),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::InitializeError::NotAllowed(e),
+            )) => {
+                tracing::info!(error = %e, "already initialized")
+            }
+            Err(e) => return Err(RaftError::Raft(e.to_string())),
+        }
+    } else if initialized && is_sole_voter(&raft, cfg.node_id) {
+        // A restarted single-member cluster need not wait out an election timeout.
+        raft.trigger()
+            .elect()
+            .await
+            .map_err(|e| RaftError::Raft(e.to_string()))?;
+    }
+
+    let proposer = Arc::new(Proposer::new(
+        cfg.node_id,
+        raft.clone(),
+        channels.clone(),
+        cfg.proposer_timeouts(),
+    ));
+    Ok(RaftNode {
+        id: cfg.node_id,
+        raft,
+        proposer,
+        channels,
+    })
+}
+
+fn is_sole_voter(raft: &Raft<TypeConfig>, id: NodeId) -> bool {
+    let m = raft.metrics();
+    let m = m.borrow();
+    let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
+    voters == [id]
+}
+
+#[cfg(test)]
+mod cluster_tests;

@@ -1,26 +1,311 @@
-//! PLACEHOLDER until the raft branch lands: the agreed Proposer API.
-use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+//! The proposer: how the etcd servers get a write through Raft, or a linearizable read
+//! confirmed, from any member.
+//!
+//! The leader proposes locally (`client_write`, `ensure_linearizable`); a follower sends the
+//! request to the leader over the peer channel (Forward, ReadIndex). A request is re-routed
+//! only when it certainly did not take effect: the member asked was not the leader, the
+//! leader could not be connected to, or openraft dropped the proposal before it committed
+//! (`ForwardToLeader`). A write whose fate is unknown (the leader vanished mid-call, or the
+//! deadline passed after leadership moved) is answered with `LeaderChanged`, as etcd does;
+//! it is never retried here, since that could apply it twice.
 
-#[derive(Debug, thiserror::Error)]
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::Raft;
+use std::sync::Arc;
+use tokio::time::{timeout_at, Instant};
+use tonic::Code;
+use tracing::instrument;
+
+use crate::pb::minietcdpb::{InternalRequest, InternalResponse, ReadIndexRequest};
+use crate::raft::network::{PeerChannels, PeerClient};
+use crate::raft::service::is_not_leader;
+use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+
+/// How many times one request may be routed to a (new) leader before giving up.
+pub const MAX_ROUTING_ATTEMPTS: usize = 5;
+
+/// Why a proposal or read index failed; the server maps each to etcd's error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ProposeError {
+    /// No leader emerged within the leader wait (etcd: "etcdserver: no leader").
     #[error("no leader")]
     NoLeader,
-    #[error("timeout")]
+    /// The request did not finish within the request timeout, under one leader
+    /// (etcd: "etcdserver: request timed out").
+    #[error("request timed out")]
     Timeout,
+    /// Leadership moved while the request was in flight; its outcome is unknown
+    /// (etcd: "etcdserver: leader changed").
     #[error("leader changed")]
     LeaderChanged,
-    #[error("fatal: {0}")]
+    /// Raft stopped or storage failed.
+    #[error("fatal raft error: {0}")]
     Fatal(String),
 }
 
-#[derive(Clone)]
-pub struct Proposer {}
+/// How long requests may wait.
+#[derive(Debug, Clone, Copy)]
+pub struct ProposerTimeouts {
+    /// The whole budget of one request (etcd: 5 s + 2 election timeouts).
+    pub request: Duration,
+    /// How long a request waits for a leader to appear (a few election timeouts).
+    pub leader_wait: Duration,
+}
+
+/// The leader as this member sees it.
+#[derive(Debug, Clone)]
+struct Leader {
+    id: NodeId,
+    term: u64,
+    node: Option<MemberNode>,
+}
+
+/// What one routing attempt achieved.
+enum Attempt<T> {
+    /// Finished, well or not.
+    Done(Result<T, ProposeError>),
+    /// Certainly had no effect: try again with the leader known after this one.
+    Reroute,
+}
+
+/// Gets writes committed and reads confirmed through the current leader.
+pub struct Proposer {
+    /// This member.
+    id: NodeId,
+    /// The local Raft.
+    raft: Raft<TypeConfig>,
+    /// Channels to the peers, shared with the Raft network.
+    channels: Arc<PeerChannels>,
+    /// Request and leader-wait budgets.
+    timeouts: ProposerTimeouts,
+}
 
 impl Proposer {
-    pub async fn write(&self, _req: InternalRequest) -> Result<InternalResponse, ProposeError> {
-        Err(ProposeError::Fatal("placeholder".into()))
+    /// A proposer for member `id`.
+    pub fn new(
+        id: NodeId,
+        raft: Raft<TypeConfig>,
+        channels: Arc<PeerChannels>,
+        timeouts: ProposerTimeouts,
+    ) -> Proposer {
+        Proposer {
+            id,
+            raft,
+            channels,
+            timeouts,
+        }
     }
+
+    /// Commits `req` through Raft and returns what the state machine answered.
+    #[instrument(level = "debug", skip_all)]
+    pub async fn write(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {
+        let deadline = Instant::now() + self.timeouts.request;
+        let mut avoid = None;
+        for _ in 0..MAX_ROUTING_ATTEMPTS {
+            let leader = self.leader(deadline, avoid.as_ref()).await?;
+            let attempt = if leader.id == self.id {
+                self.write_local(req.clone(), &leader, deadline).await
+            } else {
+                self.write_forward(req.clone(), &leader, deadline).await
+            };
+            match attempt {
+                Attempt::Done(r) => return r,
+                Attempt::Reroute => avoid = Some(leader),
+            }
+        }
+        Err(ProposeError::LeaderChanged)
+    }
+
+    /// Returns once a read served from the local store would be linearizable: the leader
+    /// confirmed its leadership with a quorum and this member has applied up to the read
+    /// index.
+    #[instrument(level = "debug", skip_all)]
     pub async fn read_index(&self) -> Result<(), ProposeError> {
-        Err(ProposeError::Fatal("placeholder".into()))
+        let deadline = Instant::now() + self.timeouts.request;
+        let mut avoid = None;
+        for _ in 0..MAX_ROUTING_ATTEMPTS {
+            let leader = self.leader(deadline, avoid.as_ref()).await?;
+            let attempt = if leader.id == self.id {
+                self.read_index_local(&leader, deadline).await
+            } else {
+                self.read_index_remote(&leader, deadline).await
+            };
+            match attempt {
+                Attempt::Done(r) => return r,
+                Attempt::Reroute => avoid = Some(leader),
+            }
+        }
+        Err(ProposeError::LeaderChanged)
     }
+
+    /// Waits (at most the leader wait, and never past `deadline`) for a leader other than
+    /// `avoid` (or the same one in a newer term).
+    async fn leader(
+        &self,
+        deadline: Instant,
+        avoid: Option<&Leader>,
+    ) -> Result<Leader, ProposeError> {
+        let wait_until = deadline.min(Instant::now() + self.timeouts.leader_wait);
+        let mut rx = self.raft.metrics();
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if let Err(e) = &m.running_state {
+                    return Err(ProposeError::Fatal(e.to_string()));
+                }
+                if let Some(id) = m.current_leader {
+                    let stale = avoid.is_some_and(|a| a.id == id && a.term == m.current_term);
+                    if !stale {
+                        let node = m.membership_config.membership().get_node(&id).cloned();
+                        return Ok(Leader {
+                            id,
+                            term: m.current_term,
+                            node,
+                        });
+                    }
+                }
+            }
+            match timeout_at(wait_until, rx.changed()).await {
+                Err(_) => return Err(ProposeError::NoLeader),
+                Ok(Err(_)) => return Err(ProposeError::Fatal("raft stopped".to_string())),
+                Ok(Ok(())) => {}
+            }
+        }
+    }
+
+    /// The deadline passed: if leadership moved meanwhile, the outcome is unknown because
+    /// of that, otherwise the cluster was just slow.
+    fn expired(&self, leader: &Leader) -> ProposeError {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        if m.current_term != leader.term || m.current_leader != Some(leader.id) {
+            ProposeError::LeaderChanged
+        } else {
+            ProposeError::Timeout
+        }
+    }
+
+    fn peer(&self, leader: &Leader) -> Result<PeerClient, ProposeError> {
+        let node = leader.node.clone().unwrap_or_default();
+        self.channels
+            .client(leader.id, &node)
+            .map_err(|e| ProposeError::Fatal(e.to_string()))
+    }
+
+    async fn write_local(
+        &self,
+        req: InternalRequest,
+        leader: &Leader,
+        deadline: Instant,
+    ) -> Attempt<InternalResponse> {
+        match timeout_at(deadline, self.raft.client_write(Command(req))).await {
+            Err(_) => Attempt::Done(Err(self.expired(leader))),
+            Ok(Ok(resp)) => Attempt::Done(Ok(resp.data.0)),
+            // Either never appended or truncated by a new leader: not committed.
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Reroute,
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Attempt::Done(Err(ProposeError::Fatal(e.to_string())))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Attempt::Done(Err(ProposeError::Fatal(f.to_string()))),
+        }
+    }
+
+    async fn write_forward(
+        &self,
+        req: InternalRequest,
+        leader: &Leader,
+        deadline: Instant,
+    ) -> Attempt<InternalResponse> {
+        let mut client = match self.peer(leader) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let mut request = tonic::Request::new(req);
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        match timeout_at(deadline, client.forward(request)).await {
+            Err(_) => Attempt::Done(Err(self.expired(leader))),
+            Ok(Ok(resp)) => Attempt::Done(Ok(resp.into_inner())),
+            Ok(Err(status)) if is_not_leader(&status) || never_connected(&status) => {
+                tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward re-routed");
+                Attempt::Reroute
+            }
+            Ok(Err(status)) => {
+                tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward failed");
+                Attempt::Done(Err(forward_failed(&status, || self.expired(leader))))
+            }
+        }
+    }
+
+    async fn read_index_local(&self, leader: &Leader, deadline: Instant) -> Attempt<()> {
+        match timeout_at(deadline, self.raft.ensure_linearizable()).await {
+            Err(_) => Attempt::Done(Err(self.expired(leader))),
+            Ok(Ok(_)) => Attempt::Done(Ok(())),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Attempt::Reroute
+            }
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+                Attempt::Done(Err(ProposeError::Timeout))
+            }
+            Ok(Err(RaftError::Fatal(f))) => Attempt::Done(Err(ProposeError::Fatal(f.to_string()))),
+        }
+    }
+
+    /// Asks the leader for the read index, then waits until the local state machine has
+    /// applied it. A read has no effect, so any failure to reach the leader re-routes.
+    async fn read_index_remote(&self, leader: &Leader, deadline: Instant) -> Attempt<()> {
+        let mut client = match self.peer(leader) {
+            Ok(c) => c,
+            Err(e) => return Attempt::Done(Err(e)),
+        };
+        let mut request = tonic::Request::new(ReadIndexRequest {});
+        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+        let index = match timeout_at(deadline, client.read_index(request)).await {
+            Err(_) => return Attempt::Done(Err(self.expired(leader))),
+            Ok(Ok(resp)) => resp.into_inner().read_index,
+            Ok(Err(status)) => {
+                return match status.code() {
+                    Code::DeadlineExceeded | Code::Cancelled => {
+                        Attempt::Done(Err(self.expired(leader)))
+                    }
+                    Code::FailedPrecondition | Code::Unavailable | Code::Unknown => {
+                        Attempt::Reroute
+                    }
+                    _ => Attempt::Done(Err(ProposeError::Fatal(status.message().to_string()))),
+                };
+            }
+        };
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        match self
+            .raft
+            .wait(Some(remaining))
+            .applied_index_at_least(Some(index), "read index")
+            .await
+        {
+            Ok(_) => Attempt::Done(Ok(())),
+            Err(WaitError::Timeout(..)) => Attempt::Done(Err(ProposeError::Timeout)),
+            Err(WaitError::ShuttingDown) => {
+                Attempt::Done(Err(ProposeError::Fatal("raft stopped".to_string())))
+            }
+        }
+    }
+}
+
+/// The outcome of a forwarded write that failed after it may have reached the leader.
+fn forward_failed(status: &tonic::Status, expired: impl FnOnce() -> ProposeError) -> ProposeError {
+    match status.code() {
+        Code::DeadlineExceeded | Code::Cancelled => expired(),
+        // The leader went away while it had the request.
+        Code::Unavailable | Code::Unknown | Code::Aborted => ProposeError::LeaderChanged,
+        _ => ProposeError::Fatal(status.message().to_string()),
+    }
+}
+
+/// Whether the call failed before reaching the peer: tonic reports a failed TCP connect as
+/// `Unavailable` with the connector's message ("tcp connect error ...", "... error trying to
+/// connect ..."). Anything else is treated as possibly delivered.
+fn never_connected(status: &tonic::Status) -> bool {
+    status.code() == Code::Unavailable && status.message().to_ascii_lowercase().contains("connect")
 }

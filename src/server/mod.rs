@@ -3,6 +3,7 @@
 
 pub mod header;
 pub mod kv;
+pub mod lease;
 pub mod status;
 pub mod txn_check;
 
@@ -20,7 +21,7 @@ pub struct ServerContext {
     /// The local MVCC store: reads are served from it.
     pub store: Arc<MvccStore>,
     /// Writes and read barriers go through Raft.
-    pub proposer: Proposer,
+    pub proposer: Arc<Proposer>,
     /// Fills response headers (cluster, member, revision, term).
     pub header: HeaderSource,
     /// `--max-request-bytes`: a write whose Raft entry is larger is refused.

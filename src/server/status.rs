@@ -106,6 +106,8 @@ impl ApiError {
             Ok(ApplyError::Compacted) => Some(ApiError::Compacted),
             Ok(ApplyError::FutureRevision) => Some(ApiError::FutureRevision),
             Ok(ApplyError::LeaseExists) => Some(ApiError::LeaseExists),
+            Ok(ApplyError::KeyNotFound) => Some(ApiError::KeyNotFound),
+            Ok(ApplyError::LeaseTtlTooLarge) => Some(ApiError::LeaseTtlTooLarge),
             Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
         }
     }

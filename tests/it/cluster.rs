@@ -118,7 +118,7 @@ impl MiniCluster {
         let mut cmd = self.command(i);
         cmd.stdout(Stdio::null())
             .stderr(log)
-            .env("RUST_LOG", "info");
+            ;
         let name = self.members[i].name.clone();
         self.members[i].proc = Some(ChildGuard::spawn(&name, &mut cmd));
     }

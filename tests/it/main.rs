@@ -7,3 +7,4 @@ mod kv;
 mod errors;
 mod crash;
 mod etcdctl;
+mod lease;

@@ -1,0 +1,375 @@
+//! Three Raft members in one process, each with its own sled database, MVCC store and peer
+//! gRPC server on a loopback port: election, writes through the leader and through a
+//! follower, follower read index, leader loss, and a snapshot streamed to a lagging member.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use super::*;
+use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+use crate::pb::minietcdpb::internal_request::Request;
+use crate::pb::minietcdpb::InternalRequest;
+use crate::raft::types::NoopObserver;
+
+const HEARTBEAT_MS: u64 = 50;
+const ELECTION_MS: u64 = 300;
+/// How long a test waits for a condition before failing.
+const WAIT: Duration = Duration::from_secs(20);
+
+struct Member {
+    id: NodeId,
+    node: RaftNode,
+    store: Arc<MvccStore>,
+    stop_server: Option<oneshot::Sender<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Member {
+    async fn stop(&mut self) {
+        self.node.shutdown().await.unwrap();
+        if let Some(tx) = self.stop_server.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Vec<u8>> {
+        let resp = self
+            .store
+            .range(&RangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        resp.kvs.first().map(|kv| kv.value.clone())
+    }
+}
+
+fn put(key: &str, value: &str) -> InternalRequest {
+    InternalRequest {
+        request: Some(Request::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Reserves loopback ports for `n` members; the listeners are handed to the members that
+/// start now, and dropped (freeing the port) for those that start later.
+async fn listeners(n: usize) -> (Vec<TcpListener>, BTreeMap<NodeId, MemberNode>) {
+    let mut ls = Vec::new();
+    let mut members = BTreeMap::new();
+    for i in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr: SocketAddr = l.local_addr().unwrap();
+        members.insert(
+            i as NodeId + 1,
+            MemberNode {
+                name: format!("m{}", i + 1),
+                peer_urls: vec![format!("http://{addr}")],
+                client_urls: vec![],
+            },
+        );
+        ls.push(l);
+    }
+    (ls, members)
+}
+
+fn settings(id: NodeId, members: &BTreeMap<NodeId, MemberNode>) -> RaftSettings {
+    let mut s = RaftSettings::new(id, members.clone());
+    s.heartbeat_interval_ms = HEARTBEAT_MS;
+    s.election_timeout_ms = ELECTION_MS;
+    s
+}
+
+async fn start_member(settings: RaftSettings, listener: TcpListener) -> Member {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path()).unwrap();
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let id = settings.node_id;
+    let node = start(settings, db, store.clone(), Arc::new(NoopObserver))
+        .await
+        .unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let svc = node.peer_service();
+    tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(svc)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Member {
+        id,
+        node,
+        store,
+        stop_server: Some(tx),
+        _dir: dir,
+    }
+}
+
+/// Waits until every member in `alive` names the same leader, among `alive`.
+async fn agreed_leader(members: &[Member], alive: &[usize]) -> NodeId {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let leaders: Vec<Option<NodeId>> = alive
+            .iter()
+            .map(|&i| members[i].node.raft().metrics().borrow().current_leader)
+            .collect();
+        if let Some(Some(l)) = leaders.first() {
+            let l = *l;
+            if leaders.iter().all(|x| *x == Some(l)) && alive.iter().any(|&i| members[i].id == l) {
+                return l;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no agreed leader: {leaders:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Logs to the test output when RUST_LOG asks for it.
+fn init_log() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .try_init();
+}
+
+fn index_of(members: &[Member], id: NodeId) -> usize {
+    members.iter().position(|m| m.id == id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_elect_write_forward_read_and_survive_leader_loss() {
+    init_log();
+    let (ls, members_map) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(start_member(settings(i as NodeId + 1, &members_map), l).await);
+    }
+    let leader = agreed_leader(&members, &[0, 1, 2]).await;
+    let li = index_of(&members, leader);
+    let fi = (li + 1) % 3;
+
+    // Through the leader.
+    let r = members[li]
+        .node
+        .proposer()
+        .write(put("a", "1"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 2);
+    // Through a follower (forwarded to the leader).
+    let r = members[fi]
+        .node
+        .proposer()
+        .write(put("b", "2"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 3);
+    // A linearizable read on the other follower sees both writes once read_index returns.
+    let oi = (li + 2) % 3;
+    members[oi].node.proposer().read_index().await.unwrap();
+    assert_eq!(members[oi].get("a"), Some(b"1".to_vec()));
+    assert_eq!(members[oi].get("b"), Some(b"2".to_vec()));
+    members[li].node.proposer().read_index().await.unwrap();
+
+    // Lose the leader; a surviving member elects a new one and the next write commits.
+    members[li].stop().await;
+    let r = members[fi]
+        .node
+        .proposer()
+        .write(put("c", "3"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 4);
+    let survivors = [fi, oi];
+    let new_leader = agreed_leader(&members, &survivors).await;
+    assert_ne!(new_leader, leader);
+    members[oi].node.proposer().read_index().await.unwrap();
+    assert_eq!(members[oi].get("c"), Some(b"3".to_vec()));
+    wait_for("c on every survivor", || {
+        survivors.iter().all(|&i| members[i].get("c").is_some())
+    })
+    .await;
+    for i in survivors {
+        members[i].stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_member_catches_up_from_a_streamed_snapshot() {
+    init_log();
+    let (mut ls, members_map) = listeners(3).await;
+    let late_listener_addr = ls.pop().unwrap().local_addr().unwrap();
+    let tweak = |id| {
+        let mut s = settings(id, &members_map);
+        s.snapshot_count = 10;
+        s.snapshot_catchup_entries = 0;
+        // Force many chunks: the snapshot of 60 keys is a few KiB.
+        s.snapshot_chunk_bytes = 64;
+        s
+    };
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(start_member(tweak(i as NodeId + 1), l).await);
+    }
+    let leader = agreed_leader(&members, &[0, 1]).await;
+    let li = index_of(&members, leader);
+    for i in 0..60 {
+        members[li]
+            .node
+            .proposer()
+            .write(put(&format!("k{i:02}"), &format!("v{i}")))
+            .await
+            .unwrap();
+    }
+    // The leader's log no longer reaches back to the start: member 3 can only catch up from
+    // a snapshot.
+    wait_for("leader purged its log", || {
+        let m = members[li].node.raft().metrics().borrow().clone();
+        m.purged.is_some_and(|p| p.index > 10)
+    })
+    .await;
+
+    let listener = TcpListener::bind(late_listener_addr).await.unwrap();
+    members.push(start_member(tweak(3), listener).await);
+    let leader_applied = members[li].node.raft().metrics().borrow().last_applied;
+    wait_for("member 3 caught up", || {
+        members[2].node.raft().metrics().borrow().last_applied >= leader_applied
+    })
+    .await;
+    let m3 = members[2].node.raft().metrics().borrow().clone();
+    assert!(
+        m3.snapshot.is_some(),
+        "member 3 installed a snapshot: {m3:?}"
+    );
+    for i in 0..60 {
+        assert_eq!(
+            members[2].get(&format!("k{i:02}")),
+            Some(format!("v{i}").into_bytes())
+        );
+    }
+    // And it keeps up from the log afterwards, forwarding its own writes.
+    let r = members[2]
+        .node
+        .proposer()
+        .write(put("after", "x"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 62);
+    for m in &mut members {
+        m.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_leads_at_once_and_again_after_restart() {
+    init_log();
+    let (mut ls, members_map) = listeners(1).await;
+    let listener = ls.pop().unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // A long election timeout: leading within a fraction of it proves no election wait.
+    let mut s = RaftSettings::new(1, members_map.clone());
+    s.election_timeout_ms = 5000;
+    s.heartbeat_interval_ms = 500;
+    let quick = Duration::from_millis(1500);
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let node = start(s.clone(), db, store, Arc::new(NoopObserver))
+            .await
+            .unwrap();
+        node.raft()
+            .wait(Some(quick))
+            .current_leader(1, "fresh single member leads")
+            .await
+            .unwrap();
+        let r = node.proposer().write(put("k", "v")).await.unwrap();
+        assert_eq!(r.revision, 2);
+        node.shutdown().await.unwrap();
+    }
+    drop(listener);
+    // Restart on the same data: the member is initialized already and leads again at once.
+    // openraft's storage tasks let go of the database shortly after shutdown returns.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let db = loop {
+        match sled::open(dir.path()) {
+            Ok(db) => break db,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "database still locked: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let node = start(s, db, store.clone(), Arc::new(NoopObserver))
+        .await
+        .unwrap();
+    node.raft()
+        .wait(Some(quick))
+        .current_leader(1, "restarted single member leads")
+        .await
+        .unwrap();
+    node.proposer().read_index().await.unwrap();
+    let resp = store
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(resp.kvs.len(), 1, "the write survived the restart");
+    let r = node.proposer().write(put("k", "w")).await.unwrap();
+    assert_eq!(r.revision, 3);
+    node.shutdown().await.unwrap();
+    let _ = addr;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_quorum_requests_fail_with_no_leader_in_bounded_time() {
+    init_log();
+    let (mut ls, members_map) = listeners(3).await;
+    // Only member 1 runs; 2 and 3 never start, so no leader can be elected.
+    ls.truncate(1);
+    let member = start_member(settings(1, &members_map), ls.pop().unwrap()).await;
+    let budget = Duration::from_millis(ELECTION_MS * u64::from(LEADER_WAIT_ELECTIONS));
+    let t0 = std::time::Instant::now();
+    assert_eq!(
+        member.node.proposer().write(put("k", "v")).await,
+        Err(ProposeError::NoLeader)
+    );
+    assert_eq!(
+        member.node.proposer().read_index().await,
+        Err(ProposeError::NoLeader)
+    );
+    let took = t0.elapsed();
+    assert!(took >= budget, "gave up before the leader wait: {took:?}");
+    assert!(
+        took < budget * 2 + Duration::from_secs(1),
+        "waited too long: {took:?}"
+    );
+    assert_eq!(member.get("k"), None);
+}

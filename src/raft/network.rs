@@ -1,0 +1,512 @@
+//! Outbound peer traffic: openraft's `RaftNetwork` over the `RaftPeer` gRPC service.
+//!
+//! One tonic `Channel` per peer, created lazily and shared by every user (openraft's
+//! replication and vote tasks, the snapshot sender, the proposer forwarding writes): a
+//! `Channel` multiplexes calls over one HTTP/2 connection and reconnects by itself when the
+//! connection drops. A dead peer costs at most [`CONNECT_TIMEOUT`] per attempt, every call
+//! is bounded by openraft's `RPCOption` deadline, and openraft spaces retries to an
+//! unreachable peer with [`PeerNetwork::backoff`].
+
+// The error types are openraft's, fixed by the traits implemented here.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
+    StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    SnapshotResponse, VoteRequest, VoteResponse,
+};
+use openraft::{RPCTypes, Snapshot, Vote};
+use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
+
+use crate::pb::minietcdpb::raft_peer_client::RaftPeerClient;
+use crate::pb::minietcdpb::{RaftPayload, SnapshotChunk};
+use crate::raft::codec;
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+
+/// How long establishing a TCP connection to a peer may take before the call fails; this is
+/// what bounds the cost of a dead peer.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// Snapshot data per `SnapshotChunk` message (etcd streams snapshots too; 1 MiB keeps every
+/// message far below gRPC's 4 MiB default limit).
+pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
+/// The largest peer message accepted or sent: an AppendEntries carries up to
+/// `max_payload_entries` entries of up to etcd's 1.5 MiB request limit each.
+pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// First retry delay after a peer was unreachable; doubles up to [`BACKOFF_MAX`].
+pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
+/// Longest delay between retries to an unreachable peer.
+pub const BACKOFF_MAX: Duration = Duration::from_millis(1000);
+/// HTTP/2 keep-alive ping interval: detects a silently dead connection.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A peer could not be addressed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PeerError {
+    /// The member has no peer URL in the membership.
+    #[error("member {0:x} has no peer URL")]
+    NoPeerUrl(NodeId),
+    /// The peer URL does not parse as an endpoint.
+    #[error("member {id:x} peer URL {url:?}: {reason}")]
+    BadUrl {
+        /// The member.
+        id: NodeId,
+        /// The URL given.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
+}
+
+/// The gRPC client of one peer.
+pub type PeerClient = RaftPeerClient<Channel>;
+
+/// One channel per peer, shared by the network factory and the proposer.
+#[derive(Default)]
+pub struct PeerChannels {
+    /// Member id -> (the URL the channel dials, the channel).
+    channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+}
+
+impl PeerChannels {
+    /// A client for member `id` at `node`'s first peer URL; reuses the member's channel while
+    /// its URL is unchanged.
+    pub fn client(&self, id: NodeId, node: &MemberNode) -> Result<PeerClient, PeerError> {
+        let url = node.peer_urls.first().ok_or(PeerError::NoPeerUrl(id))?;
+        let mut channels = self.channels.lock().unwrap_or_else(|p| p.into_inner());
+        let channel = match channels.get(&id) {
+            Some((known, ch)) if known == url => ch.clone(),
+            _ => {
+                let ch = Endpoint::from_shared(url.clone())
+                    .map_err(|e| PeerError::BadUrl {
+                        id,
+                        url: url.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                channels.insert(id, (url.clone(), ch.clone()));
+                ch
+            }
+        };
+        Ok(RaftPeerClient::new(channel)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES))
+    }
+}
+
+/// Creates [`PeerNetwork`]s for openraft.
+#[derive(Clone)]
+pub struct PeerNetworkFactory {
+    /// This member (named in timeout errors).
+    id: NodeId,
+    /// The shared channels.
+    channels: Arc<PeerChannels>,
+    /// Snapshot bytes per chunk ([`SNAPSHOT_CHUNK_BYTES`] unless a test forces small chunks).
+    snapshot_chunk_bytes: usize,
+}
+
+impl PeerNetworkFactory {
+    /// A factory for member `id`.
+    pub fn new(id: NodeId, channels: Arc<PeerChannels>, snapshot_chunk_bytes: usize) -> Self {
+        PeerNetworkFactory {
+            id,
+            channels,
+            snapshot_chunk_bytes: snapshot_chunk_bytes.max(1),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &MemberNode) -> PeerNetwork {
+        let client = self.channels.client(target, node);
+        if let Err(e) = &client {
+            tracing::warn!(target, error = %e, "peer unreachable by configuration");
+        }
+        PeerNetwork {
+            id: self.id,
+            target,
+            client,
+            snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerNetwork {
+    /// This member.
+    id: NodeId,
+    /// The peer.
+    target: NodeId,
+    /// The peer's client, or why there is none.
+    client: Result<PeerClient, PeerError>,
+    /// Snapshot bytes per chunk.
+    snapshot_chunk_bytes: usize,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> =
+    Result<T, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>>;
+
+impl PeerNetwork {
+    fn client<E: std::error::Error>(&self) -> RpcResult<PeerClient, E> {
+        self.client
+            .clone()
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
+    }
+
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<NodeId> {
+        Timeout {
+            action,
+            id: self.id,
+            target: self.target,
+            timeout: ttl,
+        }
+    }
+
+    /// Sends one encoded request with `call`, bounded by `ttl`, and decodes the answer, a
+    /// serde-encoded `Result<Resp, RaftError<E>>`.
+    async fn unary<Req, Resp, E, F, Fut>(
+        &self,
+        action: RPCTypes,
+        req: &Req,
+        ttl: Duration,
+        call: F,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: serde::Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+        F: FnOnce(PeerClient, tonic::Request<RaftPayload>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
+    {
+        let data =
+            codec::encode("raft rpc", req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(ttl);
+        let client = self.client()?;
+        let answer = match tokio::time::timeout(ttl, call(client, request)).await {
+            Err(_) => return Err(RPCError::Timeout(self.timeout(action, ttl))),
+            Ok(Err(status)) => {
+                return Err(status_to_rpc_error(status, || self.timeout(action, ttl)))
+            }
+            Ok(Ok(resp)) => resp.into_inner(),
+        };
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::decode("raft rpc answer", &answer.data)
+                .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Connection failures are `Unreachable` (openraft backs off before retrying), an expired
+/// deadline is a `Timeout`, anything else a plain network error.
+fn status_to_rpc_error<E: std::error::Error>(
+    status: tonic::Status,
+    timeout: impl FnOnce() -> Timeout<NodeId>,
+) -> RPCError<NodeId, MemberNode, E> {
+    match status.code() {
+        Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
+        Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(timeout()),
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+/// The chunks of one snapshot, produced lazily so that only one chunk is copied at a time.
+struct SnapshotChunks {
+    /// Encoded vote and meta, sent with the first chunk.
+    header: Option<(Vec<u8>, Vec<u8>)>,
+    /// The whole snapshot.
+    data: Vec<u8>,
+    /// The next byte to send.
+    pos: usize,
+    /// Bytes per chunk.
+    chunk_bytes: usize,
+    /// Set once the `done` chunk was produced.
+    finished: bool,
+}
+
+impl Iterator for SnapshotChunks {
+    type Item = SnapshotChunk;
+
+    fn next(&mut self) -> Option<SnapshotChunk> {
+        if self.finished {
+            return None;
+        }
+        let end = self
+            .pos
+            .saturating_add(self.chunk_bytes)
+            .min(self.data.len());
+        let data = self
+            .data
+            .get(self.pos..end)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        self.pos = end;
+        self.finished = self.pos >= self.data.len();
+        let (vote, meta) = self.header.take().unwrap_or_default();
+        Some(SnapshotChunk {
+            vote,
+            meta,
+            data,
+            done: self.finished,
+        })
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.unary(
+            RPCTypes::AppendEntries,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.append_entries(r).await },
+        )
+        .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>> {
+        self.unary(
+            RPCTypes::Vote,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.vote(r).await },
+        )
+        .await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.unary(
+            RPCTypes::InstallSnapshot,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.install_snapshot_segment(r).await },
+        )
+        .await
+    }
+
+    /// Streams the whole snapshot in one client-streaming call; `cancel` (the replication
+    /// stream closing) and the deadline both abort it.
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote<NodeId>,
+        snapshot: Snapshot<TypeConfig>,
+        cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+        let net_err = |e: codec::CodecError| StreamingError::Network(NetworkError::new(&e));
+        let header = (
+            codec::encode("vote", &vote).map_err(net_err)?,
+            codec::encode("snapshot meta", &snapshot.meta).map_err(net_err)?,
+        );
+        let data = snapshot.snapshot.into_inner();
+        let total = data.len();
+        let chunks = SnapshotChunks {
+            header: Some(header),
+            data,
+            pos: 0,
+            chunk_bytes: self.snapshot_chunk_bytes,
+            finished: false,
+        };
+        let mut client = self
+            .client
+            .clone()
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        let ttl = option.hard_ttl();
+        let mut request = tonic::Request::new(futures::stream::iter(chunks));
+        request.set_timeout(ttl);
+        tracing::info!(target = self.target, bytes = total, snapshot_id = %snapshot.meta.snapshot_id, "sending snapshot");
+        let answer = tokio::select! {
+            closed = cancel => return Err(StreamingError::Closed(closed)),
+            r = tokio::time::timeout(ttl, client.install_snapshot(request)) => r,
+        };
+        let answer = match answer {
+            Err(_) => {
+                return Err(StreamingError::Timeout(
+                    self.timeout(RPCTypes::InstallSnapshot, ttl),
+                ))
+            }
+            Ok(Err(status)) => {
+                let e: RPCError<NodeId, MemberNode, Fatal<NodeId>> =
+                    status_to_rpc_error(status, || self.timeout(RPCTypes::InstallSnapshot, ttl));
+                return Err(match e {
+                    RPCError::Timeout(t) => StreamingError::Timeout(t),
+                    RPCError::Unreachable(u) => StreamingError::Unreachable(u),
+                    RPCError::Network(n) => StreamingError::Network(n),
+                    RPCError::PayloadTooLarge(p) => StreamingError::Network(NetworkError::new(&p)),
+                    RPCError::RemoteError(r) => StreamingError::RemoteError(r),
+                });
+            }
+            Ok(Ok(resp)) => resp.into_inner(),
+        };
+        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+            codec::decode("snapshot answer", &answer.data).map_err(net_err)?;
+        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+    }
+
+    fn backoff(&self) -> Backoff {
+        Backoff::new((0u32..).map(|attempt| {
+            BACKOFF_BASE
+                .saturating_mul(1u32 << attempt.min(16))
+                .min(BACKOFF_MAX)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(len: usize, chunk: usize) -> Vec<SnapshotChunk> {
+        SnapshotChunks {
+            header: Some((vec![1], vec![2])),
+            data: (0..len).map(|i| i as u8).collect(),
+            pos: 0,
+            chunk_bytes: chunk,
+            finished: false,
+        }
+        .collect()
+    }
+
+    #[test]
+    fn snapshot_chunks_cover_data_once_header_first_done_last() {
+        for (len, chunk, expect) in [(0, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 2), (1000, 7, 143)] {
+            let got = chunks(len, chunk);
+            assert_eq!(got.len(), expect, "len {len} chunk {chunk}");
+            let joined: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
+            assert_eq!(joined, (0..len).map(|i| i as u8).collect::<Vec<_>>());
+            assert_eq!(
+                (got[0].vote.as_slice(), got[0].meta.as_slice()),
+                (&[1u8][..], &[2u8][..])
+            );
+            assert!(got
+                .iter()
+                .skip(1)
+                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+            assert!(got.last().unwrap().done);
+            assert!(got.iter().rev().skip(1).all(|c| !c.done));
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let net = PeerNetwork {
+            id: 1,
+            target: 2,
+            client: Err(PeerError::NoPeerUrl(2)),
+            snapshot_chunk_bytes: 1,
+        };
+        let delays: Vec<Duration> = net.backoff().take(8).collect();
+        assert_eq!(delays[0], BACKOFF_BASE);
+        assert_eq!(delays[1], BACKOFF_BASE * 2);
+        assert!(delays.windows(2).all(|w| w[0] <= w[1]));
+        assert_eq!(*delays.last().unwrap(), BACKOFF_MAX);
+    }
+
+    fn network_to(addr: std::net::SocketAddr) -> PeerNetwork {
+        let node = MemberNode {
+            peer_urls: vec![format!("http://{addr}")],
+            ..Default::default()
+        };
+        PeerNetwork {
+            id: 1,
+            target: 2,
+            client: PeerChannels::default().client(2, &node),
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+        }
+    }
+
+    fn vote_req() -> VoteRequest<NodeId> {
+        VoteRequest::new(Vote::new(1, 1), None)
+    }
+
+    #[tokio::test]
+    async fn rpc_to_a_dead_peer_fails_fast_as_unreachable() {
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut net = network_to(addr);
+        let t0 = std::time::Instant::now();
+        let err = net
+            .vote(vote_req(), RPCOption::new(Duration::from_secs(10)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn rpc_to_a_silent_peer_times_out_within_the_ttl() {
+        // Accepts TCP connections (the kernel does) but never speaks HTTP/2.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut net = network_to(silent.local_addr().unwrap());
+        let ttl = Duration::from_millis(300);
+        let t0 = std::time::Instant::now();
+        let err = net.vote(vote_req(), RPCOption::new(ttl)).await.unwrap_err();
+        assert!(
+            matches!(err, RPCError::Timeout(_) | RPCError::Unreachable(_)),
+            "{err:?}"
+        );
+        assert!(
+            t0.elapsed() < ttl + CONNECT_TIMEOUT + Duration::from_millis(500),
+            "took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn channels_are_reused_per_peer() {
+        let channels = PeerChannels::default();
+        let node = MemberNode {
+            peer_urls: vec!["http://127.0.0.1:1".into()],
+            ..Default::default()
+        };
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let _guard = rt.enter();
+        channels.client(1, &node).unwrap();
+        channels.client(1, &node).unwrap();
+        assert_eq!(channels.channels.lock().unwrap().len(), 1);
+        assert!(matches!(
+            channels.client(2, &MemberNode::default()),
+            Err(PeerError::NoPeerUrl(2))
+        ));
+        let bad = MemberNode {
+            peer_urls: vec!["not a url".into()],
+            ..Default::default()
+        };
+        assert!(matches!(
+            channels.client(3, &bad),
+            Err(PeerError::BadUrl { .. })
+        ));
+    }
+}

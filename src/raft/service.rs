@@ -1,0 +1,226 @@
+//! Inbound peer traffic: the `RaftPeer` gRPC service on a member's peer URL.
+//!
+//! The openraft RPCs are decoded and handed to the local `Raft`; their answers (including
+//! openraft's own errors) travel back serde-encoded, so the sender sees a remote error as it
+//! was raised. Forward and ReadIndex are answered only by the leader; any other member
+//! answers [`NOT_LEADER`] with the leader it knows in [`LEADER_ID_METADATA`], and the caller
+//! retries there (nothing was proposed, so a retry cannot apply a write twice).
+
+use std::io::Cursor;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::{Raft, Snapshot, SnapshotMeta, Vote};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use crate::pb::minietcdpb::raft_peer_server::{RaftPeer, RaftPeerServer};
+use crate::pb::minietcdpb::{
+    InternalRequest, InternalResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
+    SnapshotChunk,
+};
+use crate::raft::codec;
+use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
+use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+
+/// The status message of a Forward or ReadIndex sent to a member that is not the leader.
+pub const NOT_LEADER: &str = "raft: not leader";
+/// The largest snapshot accepted from a peer: etcd's largest allowed backend quota (8 GiB),
+/// so that a confused peer cannot make this member buffer without limit.
+pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
+/// Metadata key carrying the leader id (hex) a non-leader knows of, if any.
+pub const LEADER_ID_METADATA: &str = "minietcd-leader-id";
+
+/// The peer service of one member.
+#[derive(Clone)]
+pub struct PeerService {
+    /// The local Raft every RPC is handed to.
+    raft: Raft<TypeConfig>,
+    /// This member, reported as the leader in ReadIndex answers.
+    id: NodeId,
+}
+
+impl PeerService {
+    /// The service for member `id`.
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> Self {
+        PeerService { raft, id }
+    }
+
+    /// The tonic server to mount on the peer listener.
+    pub fn into_server(self) -> RaftPeerServer<PeerService> {
+        RaftPeerServer::new(self)
+            .max_decoding_message_size(MAX_PEER_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_PEER_MESSAGE_BYTES)
+    }
+}
+
+fn bad_request(e: codec::CodecError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn encode_answer<T: serde::Serialize>(
+    what: &'static str,
+    v: &T,
+) -> Result<Response<RaftPayload>, Status> {
+    let data = codec::encode(what, v).map_err(|e| Status::internal(e.to_string()))?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+/// The answer of a non-leader: [`NOT_LEADER`], plus the leader's id when known.
+pub fn not_leader(f: &ForwardToLeader<NodeId, MemberNode>) -> Status {
+    let mut status = Status::failed_precondition(NOT_LEADER);
+    if let Some(id) = f.leader_id {
+        if let Ok(v) = format!("{id:x}").parse() {
+            status.metadata_mut().insert(LEADER_ID_METADATA, v);
+        }
+    }
+    status
+}
+
+/// The leader a [`not_leader`] status names, if any.
+pub fn leader_of(status: &Status) -> Option<NodeId> {
+    if status.code() != tonic::Code::FailedPrecondition || status.message() != NOT_LEADER {
+        return None;
+    }
+    let v = status.metadata().get(LEADER_ID_METADATA)?.to_str().ok()?;
+    NodeId::from_str_radix(v, 16).ok()
+}
+
+/// Whether `status` is a [`not_leader`] answer.
+pub fn is_not_leader(status: &Status) -> bool {
+    status.code() == tonic::Code::FailedPrecondition && status.message() == NOT_LEADER
+}
+
+#[tonic::async_trait]
+impl RaftPeer for PeerService {
+    #[instrument(level = "trace", skip_all)]
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req =
+            codec::decode("append entries", &request.into_inner().data).map_err(bad_request)?;
+        let res = self.raft.append_entries(req).await;
+        encode_answer("append entries answer", &res)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let req = codec::decode("vote", &request.into_inner().data).map_err(bad_request)?;
+        let res = self.raft.vote(req).await;
+        encode_answer("vote answer", &res)
+    }
+
+    /// Collects the chunks in order, then installs the whole snapshot at once.
+    #[instrument(level = "info", skip_all)]
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut stream = request.into_inner();
+        let mut header: Option<(Vote<NodeId>, SnapshotMeta<NodeId, MemberNode>)> = None;
+        let mut data = Vec::new();
+        let mut chunks = 0usize;
+        let mut done = false;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            chunks += 1;
+            if header.is_none() {
+                let vote = codec::decode("vote", &chunk.vote).map_err(bad_request)?;
+                let meta = codec::decode("snapshot meta", &chunk.meta).map_err(bad_request)?;
+                header = Some((vote, meta));
+            }
+            if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
+                return Err(Status::resource_exhausted(
+                    "snapshot larger than MAX_SNAPSHOT_BYTES",
+                ));
+            }
+            data.extend_from_slice(&chunk.data);
+            if chunk.done {
+                done = true;
+                break;
+            }
+        }
+        let (Some((vote, meta)), true) = (header, done) else {
+            return Err(Status::aborted(
+                "snapshot stream ended before its last chunk",
+            ));
+        };
+        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), chunks, "snapshot received");
+        let snapshot = Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        };
+        let res = self.raft.install_full_snapshot(vote, snapshot).await;
+        encode_answer("snapshot answer", &res)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn install_snapshot_segment(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let req =
+            codec::decode("snapshot segment", &request.into_inner().data).map_err(bad_request)?;
+        let res = self.raft.install_snapshot(req).await;
+        encode_answer("snapshot segment answer", &res)
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn forward(
+        &self,
+        request: Request<InternalRequest>,
+    ) -> Result<Response<InternalResponse>, Status> {
+        if self.raft.metrics().borrow().running_state.is_err() {
+            // Stopped before anything was proposed: the caller can safely go elsewhere.
+            return Err(not_leader(&ForwardToLeader::empty()));
+        }
+        match self.raft.client_write(Command(request.into_inner())).await {
+            Ok(resp) => Ok(Response::new(resp.data.0)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::internal(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+        }
+    }
+
+    /// Confirms leadership with a quorum and returns the index a linearizable read must see
+    /// applied; the leader does not wait for its own apply, the asking member does.
+    #[instrument(level = "debug", skip_all)]
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexResponse>, Status> {
+        match self.raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexResponse {
+                read_index: read_log_id.map(|l| l.index).unwrap_or(0),
+                leader_id: self.id,
+            })),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+                Err(Status::unavailable(e.to_string()))
+            }
+            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_leader_status_carries_the_leader() {
+        let s = not_leader(&ForwardToLeader {
+            leader_id: Some(0xabc),
+            leader_node: None,
+        });
+        assert!(is_not_leader(&s));
+        assert_eq!(leader_of(&s), Some(0xabc));
+        let s = not_leader(&ForwardToLeader::empty());
+        assert!(is_not_leader(&s));
+        assert_eq!(leader_of(&s), None);
+        assert!(!is_not_leader(&Status::unavailable(NOT_LEADER)));
+    }
+}

@@ -1,0 +1,236 @@
+//! The state machine against the real MVCC store: openraft's conformance suite (with the
+//! real log store), writes reaching the observer, restart recovery and snapshot moves.
+
+use std::sync::Mutex as StdMutex;
+use std::time::Instant;
+
+use openraft::storage::RaftStateMachine;
+use openraft::testing::{log_id, StoreBuilder, Suite};
+use openraft::{Entry, EntryPayload, Membership};
+
+use super::*;
+use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+use crate::pb::minietcdpb::internal_request::Request;
+use crate::pb::minietcdpb::InternalRequest;
+use crate::pb::mvccpb::Event;
+use crate::raft::log_store::LogStore;
+use crate::raft::types::{Command, NoopObserver};
+
+/// Records what the state machine reports.
+#[derive(Default)]
+struct Recorder {
+    notified: StdMutex<Vec<(i64, Vec<Event>)>>,
+    restored: StdMutex<Vec<i64>>,
+}
+
+impl ApplyObserver for Recorder {
+    fn notify(&self, revision: i64, events: &[Event]) {
+        self.notified
+            .lock()
+            .unwrap()
+            .push((revision, events.to_vec()));
+    }
+    fn restored(&self, revision: i64) {
+        self.restored.lock().unwrap().push(revision);
+    }
+}
+
+fn open(dir: &std::path::Path, observer: Arc<dyn ApplyObserver>) -> (sled::Db, StateMachine) {
+    let db = sled::open(dir).unwrap();
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let sm = StateMachine::open(&db, store, observer).unwrap();
+    (db, sm)
+}
+
+fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Command(InternalRequest {
+            request: Some(Request::Put(PutRequest {
+                key: key.as_bytes().to_vec(),
+                value: value.as_bytes().to_vec(),
+                ..Default::default()
+            })),
+        })),
+    }
+}
+
+fn get(store: &MvccStore, key: &str) -> Option<Vec<u8>> {
+    let resp = store
+        .range(&RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    resp.kvs.first().map(|kv| kv.value.clone())
+}
+
+fn membership_entry(index: u64) -> Entry<TypeConfig> {
+    let nodes = BTreeMap::from([(1u64, MemberNode::default())]);
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Membership(Membership::new(vec![BTreeSet::from([1u64])], nodes)),
+    }
+}
+
+use std::collections::{BTreeMap, BTreeSet};
+
+struct Builder;
+
+impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
+    async fn build(&self) -> StoreResult<(tempfile::TempDir, LogStore, StateMachine)> {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let sm = StateMachine::open(&db, store, Arc::new(NoopObserver)).unwrap();
+        Ok((dir, LogStore::open(&db).unwrap(), sm))
+    }
+}
+
+#[test]
+fn conformance_suite_real_log_store_and_state_machine() {
+    Suite::test_all(Builder).unwrap();
+}
+
+#[tokio::test]
+async fn writes_notify_the_observer_and_answer_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let (_db, mut sm) = open(dir.path(), rec.clone());
+    let replies = sm
+        .apply(vec![
+            membership_entry(1),
+            put(2, "a", "1"),
+            put(3, "b", "2"),
+            put(4, "a", "3"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(replies.len(), 4);
+    let revs: Vec<i64> = replies.iter().map(|r| r.0.revision).collect();
+    assert_eq!(revs[1..], [2, 3, 4]);
+    let notified = rec.notified.lock().unwrap().clone();
+    assert_eq!(
+        notified.iter().map(|n| n.0).collect::<Vec<_>>(),
+        vec![2, 3, 4]
+    );
+    assert_eq!(notified[2].1.len(), 1);
+    assert_eq!(notified[2].1[0].kv.as_ref().unwrap().value, b"3");
+    let (applied, membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 1, 4)));
+    assert_eq!(membership.log_id(), &Some(log_id(1, 1, 1)));
+}
+
+#[tokio::test]
+async fn applied_state_and_data_survive_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+        sm.apply(vec![membership_entry(1), put(2, "k", "v")])
+            .await
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    let (applied, membership) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 1, 2)));
+    assert_eq!(membership.log_id(), &Some(log_id(1, 1, 1)));
+    assert_eq!(get(sm.store(), "k"), Some(b"v".to_vec()));
+}
+
+#[tokio::test]
+async fn snapshot_moves_data_and_survives_restart() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_ldb, mut leader) = open(leader_dir.path(), Arc::new(NoopObserver));
+    let mut entries = vec![membership_entry(1)];
+    entries.extend((2..50).map(|i| put(i, &format!("k{i}"), &format!("v{i}"))));
+    leader.apply(entries).await.unwrap();
+    let snap = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1, 49)));
+    let again = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_ne!(
+        again.meta.snapshot_id, snap.meta.snapshot_id,
+        "snapshot ids must be unique"
+    );
+
+    let rec = Arc::new(Recorder::default());
+    {
+        let (fdb, mut follower) = open(follower_dir.path(), rec.clone());
+        follower.apply(vec![put(1, "stale", "x")]).await.unwrap();
+        follower
+            .install_snapshot(&snap.meta, snap.snapshot)
+            .await
+            .unwrap();
+        assert_eq!(rec.restored.lock().unwrap().as_slice(), &[49]);
+        assert_eq!(get(follower.store(), "k30"), Some(b"v30".to_vec()));
+        assert_eq!(get(follower.store(), "stale"), None);
+        fdb.flush().unwrap();
+    }
+    let (_fdb, mut follower) = open(follower_dir.path(), Arc::new(NoopObserver));
+    assert_eq!(
+        follower.applied_state().await.unwrap().0,
+        Some(log_id(1, 1, 49))
+    );
+    let current = follower
+        .get_current_snapshot()
+        .await
+        .unwrap()
+        .expect("kept snapshot");
+    assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
+    assert_eq!(get(follower.store(), "k49"), Some(b"v49".to_vec()));
+}
+
+/// Measures applying many small entries three ways: all inline on the runtime thread, one
+/// blocking-pool hop per `apply` call (what the state machine does), one hop per entry.
+/// Run with `cargo test --release --lib apply_in_blocking_pool -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement, not a test"]
+async fn apply_in_blocking_pool_per_call_vs_per_entry() {
+    const ENTRIES: u64 = 20_000;
+    const PER_CALL: u64 = 64;
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    for mode in ["inline", "per_call", "per_entry"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+        let start = Instant::now();
+        let mut index = 1;
+        while index <= ENTRIES {
+            let batch: Vec<_> = (index..index + PER_CALL)
+                .map(|i| put(i, &format!("k{}", i % 1000), "v"))
+                .collect();
+            index += PER_CALL;
+            match mode {
+                "inline" => {
+                    sm.shared.apply_entries(batch).unwrap();
+                }
+                "per_call" => {
+                    sm.apply(batch).await.unwrap();
+                }
+                _ => {
+                    for e in batch {
+                        sm.apply(vec![e]).await.unwrap();
+                    }
+                }
+            }
+        }
+        let secs = start.elapsed().as_secs_f64();
+        tracing::info!(
+            mode,
+            entries = ENTRIES,
+            per_sec = (ENTRIES as f64 / secs) as u64,
+            "apply throughput"
+        );
+        assert!(get(sm.store(), "k1").is_some());
+    }
+}

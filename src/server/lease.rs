@@ -1,0 +1,169 @@
+//! The Lease service. Grants and revokes go through Raft; deadlines live in the [`Lessor`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+use crate::lessor::Lessor;
+use crate::pb::etcdserverpb::lease_server::Lease;
+use crate::pb::etcdserverpb::{
+    LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
+    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
+use crate::pb::minietcdpb::internal_request::Request as Write;
+use crate::pb::minietcdpb::internal_response::Response as Applied;
+use crate::storage::MAX_LEASE_TTL_SECS;
+
+use super::{ApiError, ServerContext};
+
+/// Keep-alive responses waiting to be sent on one stream.
+const KEEPALIVE_STREAM_BUFFER: usize = 16;
+
+/// The Lease gRPC service.
+pub struct LeaseService {
+    ctx: ServerContext,
+    lessor: Arc<Lessor>,
+}
+
+impl LeaseService {
+    pub fn new(ctx: ServerContext, lessor: Arc<Lessor>) -> Self {
+        LeaseService { ctx, lessor }
+    }
+}
+
+type KeepAliveStream =
+    Pin<Box<dyn Stream<Item = Result<LeaseKeepAliveResponse, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Lease for LeaseService {
+    #[instrument(skip_all, fields(ttl = req.get_ref().ttl))]
+    async fn lease_grant(
+        &self,
+        req: Request<LeaseGrantRequest>,
+    ) -> Result<Response<LeaseGrantResponse>, Status> {
+        let mut req = req.into_inner();
+        if req.ttl > MAX_LEASE_TTL_SECS {
+            return Err(ApiError::LeaseTtlTooLarge.into());
+        }
+        req.ttl = self.lessor.effective_ttl(req.ttl);
+        if req.id == 0 {
+            // etcd picks a random-looking positive id on the proposing member.
+            req.id = loop {
+                let id = rand::random::<i64>() & i64::MAX;
+                if id != 0 {
+                    break id;
+                }
+            };
+        }
+        let id = req.id;
+        match self.ctx.propose(Write::LeaseGrant(req)).await? {
+            (Applied::LeaseGrant(mut resp), rev) => {
+                self.lessor.renew(id);
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(ApiError::Internal("lease grant answered with another response".into()).into()),
+        }
+    }
+
+    #[instrument(skip_all, fields(lease = req.get_ref().id))]
+    async fn lease_revoke(
+        &self,
+        req: Request<LeaseRevokeRequest>,
+    ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let req = req.into_inner();
+        match self.ctx.propose(Write::LeaseRevoke(req)).await? {
+            (Applied::LeaseRevoke(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(ApiError::Internal("lease revoke answered with another response".into()).into()),
+        }
+    }
+
+    type LeaseKeepAliveStream = KeepAliveStream;
+
+    async fn lease_keep_alive(
+        &self,
+        req: Request<Streaming<LeaseKeepAliveRequest>>,
+    ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        let mut inbound = req.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_STREAM_BUFFER);
+        let lessor = self.lessor.clone();
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = inbound.next().await {
+                let Ok(msg) = msg else { break };
+                // A renew must be decided by the current leader: wait for it as a read would.
+                if let Err(e) = ctx.read_barrier(false).await {
+                    let _ = tx.send(Err(Status::from(e))).await;
+                    break;
+                }
+                let ttl = lessor.renew(msg.id).unwrap_or(0);
+                let resp = LeaseKeepAliveResponse {
+                    header: Some(ctx.header.at(ctx.store.current_revision())),
+                    id: msg.id,
+                    ttl,
+                };
+                if tx.send(Ok(resp)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let out = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    #[instrument(skip_all, fields(lease = req.get_ref().id))]
+    async fn lease_time_to_live(
+        &self,
+        req: Request<LeaseTimeToLiveRequest>,
+    ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
+        let req = req.into_inner();
+        self.ctx.read_barrier(false).await?;
+        let rev = self.ctx.store.current_revision();
+        let info = self.ctx.store.lease_info(req.id).map_err(ApiError::from)?;
+        let resp = match info {
+            Some(info) => LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header.at(rev)),
+                id: req.id,
+                ttl: self.lessor.remaining_secs(req.id, info.granted_ttl_secs),
+                granted_ttl: info.granted_ttl_secs,
+                keys: if req.keys { info.keys } else { Vec::new() },
+            },
+            // etcd answers an unknown or expired lease with TTL -1, not an error.
+            None => LeaseTimeToLiveResponse {
+                header: Some(self.ctx.header.at(rev)),
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(Response::new(resp))
+    }
+
+    async fn lease_leases(
+        &self,
+        _req: Request<LeaseLeasesRequest>,
+    ) -> Result<Response<LeaseLeasesResponse>, Status> {
+        self.ctx.read_barrier(false).await?;
+        let leases = self
+            .ctx
+            .store
+            .lease_ids()
+            .map_err(ApiError::from)?
+            .into_iter()
+            .map(|id| LeaseStatus { id })
+            .collect();
+        Ok(Response::new(LeaseLeasesResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+            leases,
+        }))
+    }
+}
