@@ -297,7 +297,22 @@ async fn every_kv_feature_and_again_after_restart() {
     c.restart(0);
     let mut cl = connect(&c).await;
     let all_after = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
-    assert_eq!(all_after.kvs(), all_before.kvs(), "every key survives the restart");
+    let flat = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> {
+        r.kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    kv.key().to_vec(),
+                    kv.value().to_vec(),
+                    kv.create_revision(),
+                    kv.mod_revision(),
+                    kv.version(),
+                    kv.lease(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(flat(&all_after), flat(&all_before), "every key survives the restart");
     assert!(all_after.header().unwrap().revision() >= last);
     let last2 = exercise_kv(&mut cl, "two/").await;
     assert!(last2 > last, "revisions continue after a restart");
