@@ -12,6 +12,10 @@ use serde::{Deserialize, Serialize};
 const FORMAT: &str = "minietcd/1";
 const IDENTITY_FILE: &str = "member.json";
 const DB_DIR: &str = "db";
+/// Written into sled when the data dir is created. sled recovers a garbled database as a
+/// shorter (even empty) one without an error, so a missing marker is how a damaged database
+/// is told from a new one.
+const DB_MARKER_KEY: &[u8] = b"minietcd/format";
 
 /// A data dir problem, one line each.
 #[derive(Debug, thiserror::Error)]
@@ -103,18 +107,27 @@ impl DataDir {
             }
             (stored, false)
         };
-        let db = sled::Config::new()
-            .path(path.join(DB_DIR))
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(ref ioe) if ioe.kind() == std::io::ErrorKind::WouldBlock => {
-                    DataDirError::InUse(path.to_path_buf())
+        let db = open_sled(&path.join(DB_DIR)).map_err(|e| match e {
+            SledOpen::Locked => DataDirError::InUse(path.to_path_buf()),
+            SledOpen::Failed(reason) => damaged(format!("database: {reason}")),
+        })?;
+        if fresh {
+            db.insert(DB_MARKER_KEY, FORMAT.as_bytes())
+                .and_then(|_| db.flush())
+                .map_err(|e| damaged(format!("database: {e}")))?;
+        } else {
+            match db.get(DB_MARKER_KEY) {
+                Ok(Some(v)) if v.as_ref() == FORMAT.as_bytes() => {}
+                Ok(_) => {
+                    return Err(damaged(
+                        "database lost its contents (format marker missing): restore it from a \
+                         backup or remove the member and add it anew"
+                            .into(),
+                    ))
                 }
-                sled::Error::Io(ioe) if ioe.to_string().contains("lock") => {
-                    DataDirError::InUse(path.to_path_buf())
-                }
-                other => damaged(format!("database: {other}")),
-            })?;
+                Err(e) => return Err(damaged(format!("database: {e}"))),
+            }
+        }
         Ok(DataDir {
             path: path.to_path_buf(),
             identity,
@@ -133,6 +146,29 @@ impl Identity {
             cluster_id,
             cluster_token: token.to_string(),
         }
+    }
+}
+
+enum SledOpen {
+    Locked,
+    Failed(String),
+}
+
+/// Opens sled, turning its lock error and any panic on garbage into errors.
+fn open_sled(path: &Path) -> Result<sled::Db, SledOpen> {
+    let prev_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let res = std::panic::catch_unwind(|| sled::Config::new().path(path).open());
+    std::panic::set_hook(prev_hook);
+    match res {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(sled::Error::Io(e)))
+            if e.kind() == std::io::ErrorKind::WouldBlock || e.to_string().contains("lock") =>
+        {
+            Err(SledOpen::Locked)
+        }
+        Ok(Err(e)) => Err(SledOpen::Failed(e.to_string())),
+        Err(_) => Err(SledOpen::Failed("unreadable (sled could not recover it)".into())),
     }
 }
 

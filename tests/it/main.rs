@@ -8,3 +8,4 @@ mod errors;
 mod crash;
 mod etcdctl;
 mod lease;
+mod startup;
