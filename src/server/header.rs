@@ -37,6 +37,11 @@ impl HeaderSource {
         *header = Some(self.at(revision));
     }
 
+    /// The latest Raft metrics of this member (term, leader, membership, indexes).
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::raft::types::NodeId, crate::raft::types::MemberNode> {
+        self.raft.metrics().borrow().clone()
+    }
+
     pub fn cluster_id(&self) -> u64 {
         self.cluster_id
     }

@@ -1,9 +1,11 @@
 //! The etcd v3 facade: validate, translate, delegate. One file per gRPC service; errors
 //! become `tonic::Status` only in [`status`]; headers are filled only in [`header`].
 
+pub mod cluster;
 pub mod header;
 pub mod kv;
 pub mod lease;
+pub mod maintenance;
 pub mod status;
 pub mod txn_check;
 

@@ -1,0 +1,120 @@
+//! The Maintenance service: Status (what `etcdctl endpoint status/health` read).
+//! Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade answer Unimplemented
+//! until they are built.
+
+use std::pin::Pin;
+
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::pb::etcdserverpb::maintenance_server::Maintenance;
+use crate::pb::etcdserverpb::{
+    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
+};
+
+use super::ServerContext;
+
+/// The etcd release whose v3 API minietcd serves; clients read it from Status.
+pub const ETCD_API_VERSION: &str = "3.4.23";
+
+/// The Maintenance gRPC service.
+pub struct MaintenanceService {
+    ctx: ServerContext,
+    db: sled::Db,
+}
+
+impl MaintenanceService {
+    pub fn new(ctx: ServerContext, db: sled::Db) -> Self {
+        MaintenanceService { ctx, db }
+    }
+}
+
+type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+fn unimplemented(what: &str) -> Status {
+    Status::unimplemented(format!("{what} is not implemented by minietcd yet"))
+}
+
+#[tonic::async_trait]
+impl Maintenance for MaintenanceService {
+    async fn status(
+        &self,
+        _req: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let m = self.ctx.header.metrics();
+        let me = self.ctx.header.member_id();
+        let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == me);
+        let db_size = self.db.size_on_disk().unwrap_or(0) as i64;
+        let mut errors = Vec::new();
+        if m.current_leader.is_none() {
+            errors.push("etcdserver: no leader".to_string());
+        }
+        Ok(Response::new(StatusResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+            version: ETCD_API_VERSION.to_string(),
+            db_size,
+            leader: m.current_leader.unwrap_or(0),
+            raft_index: m.last_log_index.unwrap_or(0),
+            raft_term: m.current_term,
+            raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            errors,
+            db_size_in_use: db_size,
+            is_learner,
+        }))
+    }
+
+    async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
+        // No alarm is ever raised (no quota, no corruption check): GET answers an empty list.
+        if req.get_ref().action == 0 {
+            return Ok(Response::new(AlarmResponse {
+                header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+                alarms: Vec::new(),
+            }));
+        }
+        Err(unimplemented("Alarm ACTIVATE/DEACTIVATE"))
+    }
+
+    async fn defragment(
+        &self,
+        _req: Request<DefragmentRequest>,
+    ) -> Result<Response<DefragmentResponse>, Status> {
+        Err(unimplemented("Defragment"))
+    }
+
+    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        Err(unimplemented("Hash"))
+    }
+
+    async fn hash_kv(
+        &self,
+        _req: Request<HashKvRequest>,
+    ) -> Result<Response<HashKvResponse>, Status> {
+        Err(unimplemented("HashKV"))
+    }
+
+    type SnapshotStream = SnapshotStream;
+
+    async fn snapshot(
+        &self,
+        _req: Request<SnapshotRequest>,
+    ) -> Result<Response<Self::SnapshotStream>, Status> {
+        Err(unimplemented("Snapshot"))
+    }
+
+    async fn move_leader(
+        &self,
+        _req: Request<MoveLeaderRequest>,
+    ) -> Result<Response<MoveLeaderResponse>, Status> {
+        Err(unimplemented("MoveLeader"))
+    }
+
+    async fn downgrade(
+        &self,
+        _req: Request<DowngradeRequest>,
+    ) -> Result<Response<DowngradeResponse>, Status> {
+        Err(unimplemented("Downgrade"))
+    }
+}
