@@ -570,7 +570,7 @@ impl KvClient {
         self.inner
             .endpoints
             .call(&call, false, |ch| {
-                let req = request(req.clone(), &call);
+                let req = request(req, &call);
                 async move { pb(ch).compact(req).await }
             })
             .await

@@ -108,7 +108,7 @@ impl LeaseClient {
         self.inner
             .endpoints
             .call(&call, false, |ch| {
-                let req = request(req.clone(), &call);
+                let req = request(req, &call);
                 async move { pb(ch).lease_grant(req).await }
             })
             .await
@@ -125,7 +125,7 @@ impl LeaseClient {
         self.inner
             .endpoints
             .call(&call, false, |ch| {
-                let req = request(req.clone(), &call);
+                let req = request(req, &call);
                 async move { pb(ch).lease_revoke(req).await }
             })
             .await
@@ -145,7 +145,7 @@ impl LeaseClient {
         self.inner
             .endpoints
             .call(&call, true, |ch| {
-                let req = request(req.clone(), &call);
+                let req = request(req, &call);
                 async move { pb(ch).lease_time_to_live(req).await }
             })
             .await

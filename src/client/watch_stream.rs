@@ -530,7 +530,7 @@ impl WatchStream {
                 continue;
             };
             let batch = WatchBatch {
-                header: header.clone(),
+                header,
                 watch_id,
                 events: Vec::new(),
             };
