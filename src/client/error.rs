@@ -12,7 +12,7 @@ use std::time::Duration;
 pub enum ClientError {
     /// The requested revision has been compacted. Watches report the compacted revision the
     /// server sent; unary reads get no revision from etcd, so it is 0 there.
-    #[error("etcdserver: mvcc: required revision has been compacted (compact revision {compact_revision})")]
+    #[error("etcdserver: mvcc: required revision has been compacted")]
     Compacted {
         /// The revision the store is compacted at (0 when the server did not say).
         compact_revision: i64,
