@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod client_watch;
+mod ctl_etcdctl;
 mod etcd_cluster;
 mod support;
