@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod client_watch;
+mod client_watch_fake;
 mod ctl_etcdctl;
 mod etcd_cluster;
 mod support;
