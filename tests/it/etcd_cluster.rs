@@ -40,6 +40,14 @@ pub const TEST_ELECTION_TIMEOUT_MS: u64 = 500;
 /// How long a cluster may take to elect a leader and answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Sends tracing output to the test's captured output (shown when a test fails);
+/// `RUST_LOG` picks the level, `info` by default.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -110,6 +118,7 @@ pub struct Cluster {
 impl Cluster {
     /// Starts every member (does not wait for them; see [`Cluster::wait_ready`]).
     pub fn start(config: ClusterConfig) -> Cluster {
+        init_test_logging();
         assert!(config.size > 0, "a cluster needs at least one member");
         let dir = tempfile::Builder::new()
             .prefix("etcd-cluster-")

@@ -6,3 +6,4 @@ mod client_watch_fake;
 mod ctl_etcdctl;
 mod etcd_cluster;
 mod support;
+mod client_kv;
