@@ -131,8 +131,9 @@ pub(crate) use call_overrides;
 
 /// The shared state behind every clone of a [`Client`].
 pub(crate) struct ClientInner {
-    /// Members and failover.
-    pub(crate) endpoints: Endpoints,
+    /// Members and failover; shared with the watch stream tasks, which must not keep the
+    /// client itself alive (the client's drop is what tells an idle stream task to end).
+    pub(crate) endpoints: Arc<Endpoints>,
     /// Connection and request defaults.
     pub(crate) options: ClientOptions,
     /// The watch streams of this client (one per leader requirement).
@@ -169,7 +170,7 @@ impl Client {
         eps.dial_any().await?;
         let client = Client {
             inner: Arc::new(ClientInner {
-                endpoints: eps,
+                endpoints: Arc::new(eps),
                 options,
                 watch_hub: watch::WatchHub::default(),
             }),

@@ -213,7 +213,12 @@ impl WatchHub {
             }
         }
         let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
-        WatchStream::spawn(Arc::clone(inner), require_leader, rx);
+        WatchStream::spawn(
+            Arc::clone(&inner.endpoints),
+            inner.options.clone(),
+            require_leader,
+            rx,
+        );
         streams.insert(require_leader, tx.clone());
         tx
     }

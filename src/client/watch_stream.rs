@@ -38,9 +38,10 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::mvccpb::Event;
 
+use super::endpoints::Endpoints;
 use super::endpoints::{MAX_RECV_MSG_BYTES, REQUIRE_LEADER_KEY};
 use super::watch::WatchBatch;
-use super::{ClientError, ClientInner};
+use super::{ClientError, ClientOptions};
 
 /// Commands (create, progress) queued towards the stream task.
 pub(crate) const COMMAND_QUEUE: usize = 256;
@@ -110,8 +111,10 @@ enum Wake {
 
 /// The task owning one watch stream and its watchers.
 pub(crate) struct WatchStream {
-    /// Endpoints and defaults of the client.
-    inner: Arc<ClientInner>,
+    /// The client's members (shared, so failover moves every user of the client).
+    endpoints: Arc<Endpoints>,
+    /// The client's timeouts.
+    options: ClientOptions,
     /// Whether the stream carries `hasleader: true`.
     require_leader: bool,
     /// Watchers by local id; ordered so resumes keep creation order.
@@ -139,12 +142,14 @@ pub(crate) struct WatchStream {
 impl WatchStream {
     /// Starts the task; it ends when the client is gone and no watcher is left.
     pub(crate) fn spawn(
-        inner: Arc<ClientInner>,
+        endpoints: Arc<Endpoints>,
+        options: ClientOptions,
         require_leader: bool,
         commands: mpsc::Receiver<Command>,
     ) {
         let stream = WatchStream {
-            inner,
+            endpoints,
+            options,
             require_leader,
             subs: BTreeMap::new(),
             by_server: HashMap::new(),
@@ -230,7 +235,7 @@ impl WatchStream {
         if tx.try_send(Self::create_request(sub)).is_err() {
             return;
         }
-        let (endpoint, member) = self.inner.endpoints.current();
+        let (endpoint, member) = self.endpoints.current();
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
         if self.require_leader {
             request.metadata_mut().insert(
@@ -240,7 +245,7 @@ impl WatchStream {
         }
         let mut client =
             PbWatchClient::new(member.channel).max_decoding_message_size(MAX_RECV_MSG_BYTES);
-        let deadline = self.inner.options.dial_timeout + self.inner.options.request_timeout;
+        let deadline = self.options.dial_timeout + self.options.request_timeout;
         let opened = tokio::time::timeout(deadline, client.watch(request)).await;
         match opened {
             Ok(Ok(resp)) => {
@@ -272,7 +277,7 @@ impl WatchStream {
 
     /// Moves past the failed member and waits the backoff before trying again.
     fn schedule_retry(&mut self, failed_endpoint: usize) {
-        self.inner.endpoints.advance_from(failed_endpoint);
+        self.endpoints.advance_from(failed_endpoint);
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
     }

@@ -237,6 +237,17 @@ async fn watch_stream_protocol_against_a_scripted_server() {
         RequestUnion::CancelRequest(c) => assert_eq!(c.watch_id, 0),
         other => panic!("expected a cancel for the dropped watcher, got {other:?}"),
     }
+
+    // With the client and every watcher gone, the stream task ends and closes its stream.
+    drop(watch);
+    drop(client);
+    let end = tokio::time::timeout(STEP_TIMEOUT, s.requests.message())
+        .await
+        .expect("stream closed in time");
+    assert!(
+        !matches!(end, Ok(Some(_))),
+        "no request expected after the end: {end:?}"
+    );
 }
 
 #[tokio::test]
