@@ -423,7 +423,13 @@ impl WatchStream {
             return;
         }
         let Some(&local) = self.by_server.get(&resp.watch_id) else {
-            self.send_cancel(resp.watch_id).await;
+            if resp.canceled {
+                // The server confirms a cancel: the id is gone for good, so forget it (the
+                // set stays as small as the number of cancels in flight).
+                self.cancel_sent.remove(&resp.watch_id);
+            } else {
+                self.send_cancel(resp.watch_id).await;
+            }
             return;
         };
         if resp.canceled {
