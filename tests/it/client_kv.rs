@@ -204,10 +204,28 @@ pub async fn failover_leader_requirement_and_discovery(kind: ServerKind) {
         format!("http://127.0.0.1:{}", dead.port)
     );
 
-    // Discovery replaces the list with the members' client URLs.
-    let discovering = Client::connect([cluster.endpoint(0)], opts.clone().discover_endpoints(true))
-        .await
+    // The member in use dies: a write (which is only resent when it cannot have reached a
+    // server) and a read both move on to a live member.
+    let current = client.current_endpoint();
+    let on = (0..3)
+        .find(|i| format!("http://{}", cluster.endpoint(*i)) == current)
         .unwrap();
+    cluster.kill(on);
+    cluster.wait_ready().await;
+    client.kv().put("f", "1", PutOptions::new()).await.unwrap();
+    assert_eq!(
+        client.kv().get("f", GetOptions::new()).await.unwrap().kvs[0].value,
+        b"1"
+    );
+    assert_ne!(client.current_endpoint(), current);
+
+    // Discovery replaces the list with the members' client URLs.
+    let discovering = Client::connect(
+        [cluster.endpoint(cluster.running()[0])],
+        opts.clone().discover_endpoints(true),
+    )
+    .await
+    .unwrap();
     let mut found = discovering.endpoints();
     found.sort();
     let mut want: Vec<String> = cluster
@@ -221,7 +239,11 @@ pub async fn failover_leader_requirement_and_discovery(kind: ServerKind) {
     // A member that has lost its leader refuses RequireLeader requests with "no leader",
     // while a plain serializable read is still served.
     let leader = cluster.wait_ready().await;
-    let lonely = (0..3).find(|i| *i != leader).unwrap();
+    let lonely = cluster
+        .running()
+        .into_iter()
+        .find(|i| *i != leader)
+        .unwrap();
     for i in 0..3 {
         if i != lonely {
             cluster.kill(i);
