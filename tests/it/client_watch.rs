@@ -528,3 +528,36 @@ pub async fn compaction_is_reported(kind: ServerKind) {
 async fn etcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
     compaction_is_reported(ServerKind::Etcd).await;
 }
+
+// The same scenarios against minietcd, run with `cargo test --test it -- --ignored minietcd_`
+// once the server serves watch.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch"]
+async fn minietcd_watch_through_leader_kill_misses_and_repeats_nothing() {
+    watch_through_leader_kill(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch"]
+async fn minietcd_watch_survives_restart_of_its_only_server() {
+    watch_survives_restart(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch"]
+async fn minietcd_thousand_watchers_on_one_stream_each_get_exactly_their_events() {
+    thousand_watchers_on_one_stream(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch with fragments"]
+async fn minietcd_fragmented_responses_are_merged_before_delivery() {
+    fragments_are_merged(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch"]
+async fn minietcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
+    compaction_is_reported(ServerKind::Minietcd).await;
+}
