@@ -272,3 +272,39 @@ impl WatchClient {
             .map_err(|_| ClientError::Closed)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_build_etcd_create_requests() {
+        let req = WatchOptions::new()
+            .prefix()
+            .start_revision(7)
+            .prev_kv()
+            .no_delete()
+            .to_request(b"ab".to_vec());
+        assert_eq!(
+            (req.key.as_slice(), req.range_end.as_slice()),
+            (&b"ab"[..], &b"ac"[..])
+        );
+        assert_eq!(req.start_revision, 7);
+        assert!(
+            req.prev_kv && req.fragment,
+            "fragments are asked for by default"
+        );
+        assert_eq!(req.filters, vec![FilterType::Nodelete as i32]);
+        let all = WatchOptions::new()
+            .from_key()
+            .fragment(false)
+            .to_request(vec![0]);
+        assert_eq!(all.range_end, vec![0]);
+        assert!(!all.fragment);
+        assert_eq!(
+            WatchOptions::new().buffer(0).buffer,
+            1,
+            "a watcher buffer holds at least one batch"
+        );
+    }
+}

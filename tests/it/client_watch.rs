@@ -529,6 +529,70 @@ async fn etcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
     compaction_is_reported(ServerKind::Etcd).await;
 }
 
+pub async fn progress_notifications(kind: ServerKind) {
+    let config =
+        ClusterConfig::new(kind, 1).arg("--experimental-watch-progress-notify-interval=200ms");
+    let cluster = Cluster::start_ready(config).await;
+    let client = Client::connect(cluster.endpoints(), ClientOptions::new())
+        .await
+        .unwrap();
+    let rev = client
+        .kv()
+        .put("pn/a", "1", PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let mut plain = client
+        .watch()
+        .watch("pn/", WatchOptions::new().prefix())
+        .await
+        .unwrap();
+    let mut notified = client
+        .watch()
+        .watch("other", WatchOptions::new().progress_notify())
+        .await
+        .unwrap();
+
+    // A quiet watcher that asked for it gets periodic empty batches at the current revision.
+    let batch = tokio::time::timeout(EVENT_TIMEOUT, notified.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(batch.is_progress_notify());
+    assert_eq!(batch.revision(), rev);
+
+    // A progress request reaches every watcher on the stream.
+    client.watch().request_progress().await.unwrap();
+    let batch = tokio::time::timeout(EVENT_TIMEOUT, plain.recv())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(batch.is_progress_notify(), "{batch:?}");
+    assert_eq!(batch.revision(), rev);
+    let put = client
+        .kv()
+        .put("pn/b", "2", PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let got = collect_until_rev(&mut plain, put).await;
+    assert_eq!(
+        got.iter().map(|e| e.mod_revision).collect::<Vec<_>>(),
+        vec![put]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_progress_notifications_and_requests() {
+    progress_notifications(ServerKind::Etcd).await;
+}
+
 // The same scenarios against minietcd, run with `cargo test --test it -- --ignored minietcd_`
 // once the server serves watch.
 
@@ -560,4 +624,10 @@ async fn minietcd_fragmented_responses_are_merged_before_delivery() {
 #[ignore = "needs minietcd to serve watch"]
 async fn minietcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
     compaction_is_reported(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch progress"]
+async fn minietcd_progress_notifications_and_requests() {
+    progress_notifications(ServerKind::Minietcd).await;
 }
