@@ -500,6 +500,10 @@ impl WatchStream {
     }
 
     /// Merges fragments, drops anything already delivered, delivers the rest.
+    ///
+    /// Dropping by revision relies on etcd's contract that the events of one revision travel
+    /// in one response (or in the fragments of one): a revision is never split across two
+    /// complete responses, so "below next_rev" always means "delivered before".
     async fn dispatch(&mut self, local: u64, resp: WatchResponse) {
         let Some(sub) = self.subs.get_mut(&local) else {
             return;
