@@ -214,6 +214,12 @@ async fn minietcdctl_prints_what_etcdctl_prints() {
         dir_a: tempfile::tempdir().unwrap(),
         dir_b: tempfile::tempdir().unwrap(),
     };
+    let version = Command::new(&p.ours).arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("minietcdctl"),
+        "{} is not this crate's minietcdctl (overwritten by another build in a shared target dir?)",
+        p.ours.display()
+    );
 
     // put / get / del
     p.check(&["put", "foo", "bar"], None);
