@@ -136,7 +136,7 @@ async fn run_watch(ctx: &Ctx, a: &WatchArgs) -> Result<(), Failure> {
         Ok(w) => w,
         Err(ClientError::Compacted { compact_revision }) => {
             if ctx.format == Format::Json {
-                emit(&printer::watch_compacted_json(compact_revision))?;
+                emit(&printer::watch_compacted_json(None, compact_revision))?;
             }
             return Err(canceled(
                 &ClientError::Compacted { compact_revision }.to_string(),
@@ -149,7 +149,10 @@ async fn run_watch(ctx: &Ctx, a: &WatchArgs) -> Result<(), Failure> {
             Some(Ok(batch)) => emit(&printer::watch(ctx.format, &batch, KvStyle::default()))?,
             Some(Err(ClientError::Compacted { compact_revision })) => {
                 if ctx.format == Format::Json {
-                    emit(&printer::watch_compacted_json(compact_revision))?;
+                    emit(&printer::watch_compacted_json(
+                        watcher.end_header(),
+                        compact_revision,
+                    ))?;
                 }
                 return Err(canceled(
                     &ClientError::Compacted { compact_revision }.to_string(),

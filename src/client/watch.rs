@@ -45,6 +45,17 @@ impl WatchBatch {
     }
 }
 
+/// How a watch ended, as the stream task reports it to the [`Watcher`].
+pub(crate) struct WatchEnd {
+    /// The error the user sees.
+    pub(crate) error: ClientError,
+    /// The header of the server response that ended the watch (compaction or cancel).
+    pub(crate) header: Option<ResponseHeader>,
+}
+
+/// What travels from the stream task to a watcher.
+pub(crate) type WatchItem = Result<WatchBatch, WatchEnd>;
+
 /// Options of a watch.
 #[derive(Debug, Clone)]
 pub struct WatchOptions {
@@ -168,7 +179,9 @@ pub struct Watcher {
     /// The server's id when the watch was created.
     watch_id: i64,
     /// Batches from the stream task.
-    rx: mpsc::Receiver<Result<WatchBatch, ClientError>>,
+    rx: mpsc::Receiver<WatchItem>,
+    /// The header of the server response that ended the watch, once it has ended so.
+    end_header: Option<ResponseHeader>,
     /// Dropped with the watcher: the stream task sees the other end close and cancels the
     /// watch on the server.
     _closer: oneshot::Sender<()>,
@@ -182,7 +195,21 @@ impl Watcher {
 
     /// The next batch or error; `None` once the watch has ended.
     pub async fn recv(&mut self) -> Option<Result<WatchBatch, ClientError>> {
-        self.rx.recv().await
+        let item = self.rx.recv().await?;
+        Some(self.take_end(item))
+    }
+
+    /// The header of the server response that ended the watch (a compaction or a cancel),
+    /// once [`Watcher::recv`] has returned that error; etcdctl prints it.
+    pub fn end_header(&self) -> Option<&ResponseHeader> {
+        self.end_header.as_ref()
+    }
+
+    fn take_end(&mut self, item: WatchItem) -> Result<WatchBatch, ClientError> {
+        item.map_err(|end| {
+            self.end_header = end.header;
+            end.error
+        })
     }
 }
 
@@ -190,7 +217,11 @@ impl futures::Stream for Watcher {
     type Item = Result<WatchBatch, ClientError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.rx.poll_recv(cx)
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Some(self.take_end(item))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -258,6 +289,7 @@ impl WatchClient {
         Ok(Watcher {
             watch_id,
             rx: events_rx,
+            end_header: None,
             _closer: closer,
         })
     }

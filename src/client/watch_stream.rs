@@ -40,7 +40,7 @@ use crate::pb::mvccpb::Event;
 
 use super::endpoints::Endpoints;
 use super::endpoints::{MAX_RECV_MSG_BYTES, REQUIRE_LEADER_KEY};
-use super::watch::WatchBatch;
+use super::watch::{WatchBatch, WatchEnd, WatchItem};
 use super::{ClientError, ClientOptions};
 
 /// Commands (create, progress) queued towards the stream task.
@@ -65,7 +65,7 @@ pub(crate) enum Command {
         /// The create request as the user asked for it.
         request: WatchCreateRequest,
         /// Where the watcher's batches go.
-        events: mpsc::Sender<Result<WatchBatch, ClientError>>,
+        events: mpsc::Sender<WatchItem>,
         /// Answered with the watch id once the server has created the watch.
         created: oneshot::Sender<Result<i64, ClientError>>,
         /// Resolves when the [`super::Watcher`] is dropped.
@@ -82,7 +82,7 @@ struct Substream {
     /// The revision after the last event delivered; 0 until known for a watch "from now".
     next_rev: i64,
     /// Where batches go (bounded).
-    events: mpsc::Sender<Result<WatchBatch, ClientError>>,
+    events: mpsc::Sender<WatchItem>,
     /// Pending answer to the creator, until the first `created` response.
     created: Option<oneshot::Sender<Result<i64, ClientError>>>,
     /// The server's watch id on the live stream, once created there.
@@ -363,8 +363,9 @@ impl WatchStream {
         }
     }
 
-    /// Ends one watcher with an error (its creator's wait, or its batch receiver, gets it).
-    async fn fail_sub(&mut self, local: u64, err: ClientError) {
+    /// Ends one watcher with an error (its creator's wait, or its batch receiver, gets it),
+    /// keeping the header of the server response that ended it, if there was one.
+    async fn fail_sub(&mut self, local: u64, err: ClientError, header: Option<ResponseHeader>) {
         let Some(mut sub) = self.subs.remove(&local) else {
             return;
         };
@@ -377,7 +378,7 @@ impl WatchStream {
                 let _ = created.send(Err(err));
             }
             None => {
-                let _ = sub.events.send(Err(err)).await;
+                let _ = sub.events.send(Err(WatchEnd { error: err, header })).await;
             }
         }
     }
@@ -389,7 +390,7 @@ impl WatchStream {
         self.in_flight = None;
         let locals: Vec<u64> = self.subs.keys().copied().collect();
         for local in locals {
-            self.fail_sub(local, err.clone()).await;
+            self.fail_sub(local, err.clone(), None).await;
         }
     }
 
@@ -443,7 +444,7 @@ impl WatchStream {
                 }
             };
             debug!(watch_id = resp.watch_id, error = %err, "watch canceled by the server");
-            self.fail_sub(local, err).await;
+            self.fail_sub(local, err, resp.header).await;
             return;
         }
         self.dispatch(local, resp).await;
@@ -477,7 +478,7 @@ impl WatchStream {
                         reason: resp.cancel_reason.clone(),
                     }
                 };
-                self.fail_sub(local, err).await;
+                self.fail_sub(local, err, resp.header).await;
             }
             Some(sub) => {
                 sub.server_id = Some(resp.watch_id);

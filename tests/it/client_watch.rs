@@ -493,6 +493,10 @@ pub async fn compaction_is_reported(kind: ServerKind) {
             let err = next
                 .expect("an error before the end")
                 .expect_err("compacted watch delivered events");
+            assert!(
+                w.end_header().is_some_and(|h| h.member_id != 0),
+                "the ending response's header is kept"
+            );
             assert!(w.recv().await.is_none(), "a compacted watch ends");
             err
         }

@@ -384,6 +384,7 @@ async fn minietcdctl_prints_what_etcdctl_prints() {
     p.check(&["compaction", "--physical", "5"], None);
     p.check(&["get", "foo", "--rev", "2"], None);
     p.check(&["watch", "foo", "--rev", "2"], None);
+    p.check(&["watch", "foo", "--rev", "2", "-w", "json"], None);
 
     // maintenance
     p.check(&["snapshot", "save", "snap.db"], None);

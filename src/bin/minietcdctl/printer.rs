@@ -2,6 +2,7 @@
 //! the exact text etcdctl writes to stdout (trailing newline included).
 
 use minietcd::client::WatchBatch;
+use minietcd::pb::etcdserverpb::ResponseHeader;
 use minietcd::pb::etcdserverpb::{
     response_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
     LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
@@ -205,10 +206,10 @@ pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
 }
 
 /// The JSON etcdctl prints for a watch the server canceled because of compaction.
-pub fn watch_compacted_json(compact_revision: i64) -> String {
+pub fn watch_compacted_json(header: Option<&ResponseHeader>, compact_revision: i64) -> String {
     json_line(
         Obj::new()
-            .raw("Header", "{}".into())
+            .raw("Header", json::header_fields(header).build())
             .raw("Events", "[]".into())
             .raw("CompactRevision", compact_revision.to_string())
             .raw("Canceled", "true".into())
@@ -439,7 +440,6 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use minietcd::pb::etcdserverpb::ResponseHeader;
 
     fn header() -> Option<ResponseHeader> {
         Some(ResponseHeader {
