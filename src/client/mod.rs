@@ -16,6 +16,7 @@ mod error;
 mod kv;
 mod lease;
 mod maintenance;
+mod txn;
 mod watch;
 mod watch_stream;
 
@@ -25,11 +26,12 @@ use std::time::Duration;
 pub use cluster::{ClusterClient, MemberAddOptions};
 pub use error::ClientError;
 pub use kv::{
-    CompactOptions, Compare, CompareOp, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder,
-    SortTarget, Txn, TxnOp,
+    prefix_range_end, CompactOptions, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder,
+    SortTarget,
 };
 pub use lease::{LeaseClient, LeaseKeepAliveStream, LeaseKeeper, LeaseOptions};
 pub use maintenance::{MaintenanceClient, MaintenanceOptions, SnapshotStream};
+pub use txn::{Compare, CompareOp, Txn, TxnOp};
 pub use watch::{WatchBatch, WatchClient, WatchOptions, Watcher};
 
 use endpoints::Endpoints;
