@@ -597,6 +597,79 @@ async fn etcd_progress_notifications_and_requests() {
     progress_notifications(ServerKind::Etcd).await;
 }
 
+pub async fn require_leader_watch_through_quorum_loss(kind: ServerKind) {
+    let mut cluster = Cluster::start_ready(ClusterConfig::new(kind, 3)).await;
+    let leader = cluster.wait_ready().await;
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    // The stream starts on a follower that is about to lose its leader.
+    let mut order = vec![cluster.endpoint(follower)];
+    order.extend(
+        (0..3)
+            .filter(|i| *i != follower)
+            .map(|i| cluster.endpoint(i)),
+    );
+    let client = Client::connect(order, ClientOptions::new().require_leader(true))
+        .await
+        .unwrap();
+    let mut watcher = client
+        .watch()
+        .watch("/rl/", WatchOptions::new().prefix())
+        .await
+        .unwrap();
+    let writer = cluster.client().await;
+    let mut expected = Vec::new();
+    for i in 0..5 {
+        let (value, rev) = put_acked(&writer, &format!("/rl/{i}"), "before").await;
+        expected.push((format!("/rl/{i}"), value, rev));
+    }
+    let before = collect_until_rev(&mut watcher, expected.last().unwrap().2).await;
+    assert_eq!(before.len(), 5);
+
+    // Quorum lost: the member closes RequireLeader streams; the client keeps retrying.
+    let others: Vec<usize> = (0..3).filter(|i| *i != follower).collect();
+    for i in &others {
+        cluster.kill(*i);
+    }
+    crate::support::wait_until_async("the follower to lose its leader", EVENT_TIMEOUT, || {
+        let c = cluster.status(follower);
+        async move { c.await.is_some_and(|(_, lead)| lead == 0).then_some(()) }
+    })
+    .await;
+    if kind == ServerKind::Etcd {
+        // etcd closes RequireLeader streams after a few election timeouts without a leader,
+        // and refuses new ones: the member then holds no watch stream at all.
+        crate::support::wait_until(
+            "the RequireLeader stream to be closed",
+            EVENT_TIMEOUT,
+            || {
+                (cluster.metric(follower, "etcd_debugging_mvcc_watch_stream_total") == Some(0.0))
+                    .then_some(())
+            },
+        );
+    }
+    for i in &others {
+        cluster.restart(*i);
+    }
+    cluster.wait_ready().await;
+    let writer = cluster.client().await;
+    for i in 5..10 {
+        let (value, rev) = put_acked(&writer, &format!("/rl/{i}"), "after").await;
+        expected.push((format!("/rl/{i}"), value, rev));
+    }
+    let after = collect_until_rev(&mut watcher, expected.last().unwrap().2).await;
+    let got: Vec<(String, String, i64)> = before
+        .iter()
+        .chain(after.iter())
+        .map(|e| (e.key.clone(), e.value.clone(), e.mod_revision))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_require_leader_watch_resumes_after_quorum_loss() {
+    require_leader_watch_through_quorum_loss(ServerKind::Etcd).await;
+}
+
 // The same scenarios against minietcd, run with `cargo test --test it -- --ignored minietcd_`
 // once the server serves watch.
 
@@ -634,4 +707,10 @@ async fn minietcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
 #[ignore = "needs minietcd to serve watch progress"]
 async fn minietcd_progress_notifications_and_requests() {
     progress_notifications(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs minietcd to serve watch with RequireLeader"]
+async fn minietcd_require_leader_watch_resumes_after_quorum_loss() {
+    require_leader_watch_through_quorum_loss(ServerKind::Minietcd).await;
 }
