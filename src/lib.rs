@@ -5,11 +5,13 @@
 //! -> openraft (replicate, commit) -> `raft::state_machine` (apply) -> `storage::MvccStore`
 //! (one sled batch) -> `watch` (notify watchers) -> `server::watch` -> client.
 //!
+//! - [`client`]: the etcd v3 client library (failover, resilient watch) behind minietcdctl.
 //! - [`pb`]: generated protobuf code (etcd's v3 API and minietcd's internal messages).
 //! - [`storage`]: the MVCC store on sled.
 //! - [`raft`]: openraft storage, network and proposer.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod client;
 pub mod config;
 pub mod data_dir;
 pub mod lessor;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use etcd_client::GetOptions;
 
-use crate::cluster::MiniCluster;
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::kv::connect;
 use crate::support::wait_until_async;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_put() {
-    let mut c = MiniCluster::start(1);
+    let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let acked: Arc<Mutex<Vec<(String, i64)>>> = Arc::default();
     let mut writers = Vec::new();
     for w in 0..8 {
@@ -42,8 +42,8 @@ async fn kill_9_loses_no_acknowledged_put() {
     }
     let acked = acked.lock().unwrap().clone();
 
-    c.spawn(0);
-    c.wait_ready(0);
+    c.restart(0);
+    c.wait_ready().await;
     let mut cl = connect(&c).await;
     let all = cl
         .get("crash/", Some(GetOptions::new().with_prefix()))

@@ -3,12 +3,12 @@
 use etcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
 use tonic::Code;
 
-use crate::cluster::MiniCluster;
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::kv::{assert_grpc, connect};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_are_etcds() {
-    let c = MiniCluster::start(1);
+    let c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let mut cl = connect(&c).await;
 
     let e = cl.put("", "v", None).await.unwrap_err();

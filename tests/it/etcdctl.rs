@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::cluster::MiniCluster;
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::support::require_program;
 
 struct Ctl {
@@ -52,11 +52,11 @@ impl Ctl {
     }
 }
 
-#[test]
-fn etcdctl_session() {
-    let c = MiniCluster::start(1);
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcdctl_session() {
+    let c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let ctl = Ctl {
-        endpoints: c.members[0].endpoint(),
+        endpoints: c.endpoint(0),
     };
     assert_eq!(ctl.ok(&["put", "foo", "bar"]), "OK\n");
     assert_eq!(ctl.ok(&["put", "foo2", "baz"]), "OK\n");

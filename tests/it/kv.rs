@@ -7,9 +7,9 @@ use etcd_client::{
     Txn, TxnOp, TxnOpResponse,
 };
 
-use crate::cluster::MiniCluster;
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 
-pub async fn connect(c: &MiniCluster) -> Client {
+pub async fn connect(c: &Cluster) -> Client {
     Client::connect(c.endpoints(), None).await.expect("connect")
 }
 
@@ -289,12 +289,13 @@ pub fn assert_grpc(e: &etcd_client::Error, code: tonic::Code, msg: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kv_feature_and_again_after_restart() {
-    let mut c = MiniCluster::start(1);
+    let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let mut cl = connect(&c).await;
     let last = exercise_kv(&mut cl, "one/").await;
     let all_before = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
 
     c.restart(0);
+    c.wait_ready().await;
     let mut cl = connect(&c).await;
     let all_after = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
     let flat = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> {

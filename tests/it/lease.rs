@@ -6,13 +6,13 @@ use std::time::Duration;
 use etcd_client::{LeaseTimeToLiveOptions, PutOptions};
 use tonic::Code;
 
-use crate::cluster::MiniCluster;
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::kv::{assert_grpc, connect};
 use crate::support::wait_until_async;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lease_lifecycle() {
-    let c = MiniCluster::start(1);
+    let c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let mut cl = connect(&c).await;
 
     let g = cl.lease_grant(60, None).await.unwrap();

@@ -1,0 +1,293 @@
+//! etcdctl's command line: global flags, commands and their flags (clap derive).
+
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::printer::Format;
+
+/// Parses Go durations as etcdctl's flags take them: `2s`, `500ms`, `1m30s`, `1.5s`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let mut total = 0f64;
+    let mut rest = s.trim();
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or(format!("missing unit in duration {s:?}"))?;
+        let value: f64 = rest[..num_end]
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}"))?;
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let scale = match &rest[..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            unit => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
+        };
+        total += value * scale;
+        rest = &rest[unit_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+#[derive(Parser)]
+#[command(
+    name = "minietcdctl",
+    version,
+    about = "A simple command line client for etcd3 (etcdctl compatible)"
+)]
+pub struct Cli {
+    /// gRPC endpoints
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379",
+        env = "ETCDCTL_ENDPOINTS"
+    )]
+    pub endpoints: Vec<String>,
+    /// dial timeout for client connections
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration, env = "ETCDCTL_DIAL_TIMEOUT")]
+    pub dial_timeout: Duration,
+    /// timeout for short running command (excluding dial timeout)
+    #[arg(long, global = true, default_value = "5s", value_parser = parse_duration, env = "ETCDCTL_COMMAND_TIMEOUT")]
+    pub command_timeout: Duration,
+    /// set the output format (simple, json)
+    #[arg(
+        short = 'w',
+        long = "write-out",
+        global = true,
+        value_enum,
+        default_value = "simple",
+        env = "ETCDCTL_WRITE_OUT"
+    )]
+    pub write_out: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Puts the given key into the store
+    Put(PutArgs),
+    /// Gets the key or a range of keys
+    Get(GetArgs),
+    /// Removes the specified key or range of keys [key, range_end)
+    Del(DelArgs),
+    /// Txn processes all the requests in one transaction (read from stdin)
+    Txn(TxnArgs),
+    /// Watches events stream on keys or prefixes
+    Watch(WatchArgs),
+    /// Lease related commands
+    #[command(subcommand)]
+    Lease(LeaseCommand),
+    /// Membership related commands
+    #[command(subcommand)]
+    Member(MemberCommand),
+    /// Endpoint related commands
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+    /// Compacts the event history in etcd
+    Compaction(CompactionArgs),
+    /// Manages etcd node snapshots
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct PutArgs {
+    pub key: String,
+    /// The value; read from stdin when missing.
+    pub value: Option<String>,
+    /// lease ID (in hexadecimal) to attach to the key
+    #[arg(long, default_value = "0")]
+    pub lease: String,
+    /// return the previous key-value pair before modification
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// updates the key using its current value
+    #[arg(long)]
+    pub ignore_value: bool,
+    /// updates the key using its current lease
+    #[arg(long)]
+    pub ignore_lease: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct GetArgs {
+    pub key: String,
+    pub range_end: Option<String>,
+    /// Linearizable(l) or Serializable(s)
+    #[arg(long, default_value = "l")]
+    pub consistency: String,
+    /// Order of results; ASCEND or DESCEND (ASCEND by default)
+    #[arg(long, default_value = "")]
+    pub order: String,
+    /// Sort target; CREATE, KEY, MODIFY, VALUE, or VERSION
+    #[arg(long, default_value = "")]
+    pub sort_by: String,
+    /// Maximum number of results
+    #[arg(long, default_value_t = 0)]
+    pub limit: i64,
+    /// Get keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// Get keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+    /// Specify the kv revision
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// Get only the keys
+    #[arg(long)]
+    pub keys_only: bool,
+    /// Get only the count
+    #[arg(long)]
+    pub count_only: bool,
+    /// Only write values when using the "simple" output format
+    #[arg(long)]
+    pub print_value_only: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DelArgs {
+    pub key: String,
+    pub range_end: Option<String>,
+    /// delete keys with matching prefix
+    #[arg(long)]
+    pub prefix: bool,
+    /// return deleted key-value pairs
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// delete keys that are greater than or equal to the given key using byte compare
+    #[arg(long)]
+    pub from_key: bool,
+}
+
+/// A txn op line: the put/get/del commands with their flags.
+#[derive(Parser, Debug)]
+#[command(no_binary_name = true)]
+pub enum TxnOpLine {
+    Put(PutArgs),
+    Get(GetArgs),
+    Del(DelArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TxnArgs {
+    /// Input transaction in interactive mode
+    #[arg(short, long)]
+    pub interactive: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct WatchArgs {
+    pub key: Option<String>,
+    pub range_end: Option<String>,
+    /// Watch on a prefix if prefix is set
+    #[arg(long)]
+    pub prefix: bool,
+    /// Revision to start watching
+    #[arg(long, default_value_t = 0)]
+    pub rev: i64,
+    /// get the previous key-value pair before the event happens
+    #[arg(long)]
+    pub prev_kv: bool,
+    /// get periodic watch progress notification from server
+    #[arg(long)]
+    pub progress_notify: bool,
+}
+
+#[derive(Subcommand)]
+pub enum LeaseCommand {
+    /// Creates leases
+    Grant { ttl: i64 },
+    /// Revokes leases
+    Revoke { id: String },
+    /// Get lease information
+    Timetolive {
+        id: String,
+        /// Get keys attached to this lease
+        #[arg(long)]
+        keys: bool,
+    },
+    /// List all active leases
+    List,
+    /// Keeps leases alive (renew)
+    KeepAlive {
+        id: String,
+        /// Resets the keep-alive time to its original value and exits immediately
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum MemberCommand {
+    /// Lists all members in the cluster
+    List,
+    /// Adds a member into the cluster
+    Add {
+        name: String,
+        /// comma separated peer URLs for the new member
+        #[arg(long, value_delimiter = ',')]
+        peer_urls: Vec<String>,
+        /// indicates if the new member is raft learner
+        #[arg(long)]
+        learner: bool,
+    },
+    /// Removes a member from the cluster
+    Remove { id: String },
+}
+
+#[derive(Subcommand)]
+pub enum EndpointCommand {
+    /// Checks the healthiness of endpoints specified in `--endpoints` flag
+    Health {
+        /// use all endpoints from the cluster member list
+        #[arg(long)]
+        cluster: bool,
+    },
+    /// Prints out the status of endpoints specified in `--endpoints` flag
+    Status {
+        /// use all endpoints from the cluster member list
+        #[arg(long)]
+        cluster: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+pub struct CompactionArgs {
+    pub revision: i64,
+    /// Wait for the compaction to be physically applied
+    #[arg(long)]
+    pub physical: bool,
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Stores an etcd node backend snapshot to a given file
+    Save { filename: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_go() {
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("5").is_err());
+    }
+}

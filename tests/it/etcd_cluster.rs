@@ -1,0 +1,354 @@
+//! A cluster of real server processes for tests: etcd 3.4 (the reference) or minietcd, one or
+//! three members on reserved loopback ports, each in its own temp data dir, each process
+//! killed by its [`ChildGuard`] when the cluster (or the member) is dropped.
+//!
+//! Both servers take etcd's flags, so a scenario written against [`ServerKind::Etcd`] runs
+//! unchanged against [`ServerKind::Minietcd`]. Server logs go to `<member dir>/server.log`.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use minietcd::client::{Client, ClientOptions, MaintenanceOptions};
+
+use crate::support::{free_port, minietcd_bin, require_program, ChildGuard, Port};
+
+/// Which server implementation a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Real etcd 3.4 (`/usr/bin/etcd`).
+    Etcd,
+    /// This crate's `minietcd` binary.
+    Minietcd,
+}
+
+impl ServerKind {
+    fn program(self) -> PathBuf {
+        match self {
+            ServerKind::Etcd => require_program("etcd"),
+            ServerKind::Minietcd => minietcd_bin(),
+        }
+    }
+}
+
+/// Heartbeat interval used in tests (etcd's default is 100 ms): quick failure detection.
+pub const TEST_HEARTBEAT_MS: u64 = 50;
+
+/// Election timeout used in tests (etcd's default is 1000 ms).
+pub const TEST_ELECTION_TIMEOUT_MS: u64 = 500;
+
+/// How long a cluster may take to elect a leader and answer.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Sends tracing output to the test's captured output (shown when a test fails);
+/// `RUST_LOG` picks the level, `info` by default.
+pub fn init_test_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Server implementation.
+    pub kind: ServerKind,
+    /// Number of members.
+    pub size: usize,
+    /// Extra flags for every member (e.g. `--max-request-bytes=1024`).
+    pub extra_args: Vec<String>,
+}
+
+impl ClusterConfig {
+    /// `size` members of `kind`.
+    pub fn new(kind: ServerKind, size: usize) -> Self {
+        ClusterConfig {
+            kind,
+            size,
+            extra_args: Vec::new(),
+        }
+    }
+    /// Adds a flag for every member.
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.extra_args.push(arg.into());
+        self
+    }
+}
+
+/// One member: its ports stay reserved for the cluster's lifetime so that it can restart on
+/// the same addresses.
+pub struct Member {
+    /// Member name (`m0`, `m1`, ...).
+    pub name: String,
+    /// Client port (gRPC and HTTP /metrics /health).
+    pub client_port: Port,
+    /// Peer port.
+    pub peer_port: Port,
+    /// Data dir.
+    pub data_dir: PathBuf,
+    /// The running process, if any.
+    guard: Option<ChildGuard>,
+}
+
+impl Member {
+    /// `127.0.0.1:<client port>`.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port.port)
+    }
+    /// Whether the process is running.
+    pub fn is_running(&self) -> bool {
+        self.guard.is_some()
+    }
+}
+
+/// A running cluster.
+pub struct Cluster {
+    /// Server implementation.
+    pub kind: ServerKind,
+    /// Members, in `--initial-cluster` order.
+    pub members: Vec<Member>,
+    /// `m0=http://...,m1=...`.
+    initial_cluster: String,
+    /// Flags for every member.
+    extra_args: Vec<String>,
+    /// Root of the data dirs; removed on drop (after the processes are killed).
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    /// Starts every member (does not wait for them; see [`Cluster::wait_ready`]).
+    pub fn start(config: ClusterConfig) -> Cluster {
+        init_test_logging();
+        assert!(config.size > 0, "a cluster needs at least one member");
+        let dir = tempfile::Builder::new()
+            .prefix("etcd-cluster-")
+            .tempdir()
+            .expect("temp dir");
+        let members: Vec<Member> = (0..config.size)
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client_port: free_port(),
+                peer_port: free_port(),
+                data_dir: dir.path().join(format!("m{i}")),
+                guard: None,
+            })
+            .collect();
+        let initial_cluster = members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut cluster = Cluster {
+            kind: config.kind,
+            members,
+            initial_cluster,
+            extra_args: config.extra_args,
+            dir,
+        };
+        for i in 0..cluster.members.len() {
+            cluster.spawn(i);
+        }
+        tracing::info!(kind = ?cluster.kind, endpoints = ?cluster.endpoints(), "cluster started");
+        cluster
+    }
+
+    /// Starts and waits until every member answers and knows a leader.
+    pub async fn start_ready(config: ClusterConfig) -> Cluster {
+        let cluster = Cluster::start(config);
+        cluster.wait_ready().await;
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let program = self.kind.program();
+        let m = &self.members[i];
+        std::fs::create_dir_all(self.dir.path()).expect("cluster dir");
+        let log_path = self.dir.path().join(format!("{}.log", m.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("server log file");
+        let mut cmd = Command::new(program);
+        cmd.arg(format!("--name={}", m.name))
+            .arg(format!("--data-dir={}", m.data_dir.display()))
+            .arg(format!(
+                "--listen-client-urls=http://127.0.0.1:{}",
+                m.client_port.port
+            ))
+            .arg(format!(
+                "--advertise-client-urls=http://127.0.0.1:{}",
+                m.client_port.port
+            ))
+            .arg(format!(
+                "--listen-peer-urls=http://127.0.0.1:{}",
+                m.peer_port.port
+            ))
+            .arg(format!(
+                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
+                m.peer_port.port
+            ))
+            .arg(format!("--initial-cluster={}", self.initial_cluster))
+            .arg("--initial-cluster-state=new")
+            .arg(format!(
+                "--initial-cluster-token=test-{}",
+                std::process::id()
+            ))
+            .arg(format!("--heartbeat-interval={TEST_HEARTBEAT_MS}"))
+            .arg(format!("--election-timeout={TEST_ELECTION_TIMEOUT_MS}"));
+        if self.kind == ServerKind::Etcd {
+            cmd.arg("--logger=zap").arg("--log-outputs=stderr");
+        }
+        cmd.args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log fd"))
+            .stderr(log);
+        let name = format!("{:?}-{}", self.kind, m.name);
+        self.members[i].guard = Some(ChildGuard::spawn(&name, &mut cmd));
+    }
+
+    /// Client endpoints of every member (running or not), in member order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(Member::endpoint).collect()
+    }
+
+    /// Client endpoint of member `i`.
+    pub fn endpoint(&self, i: usize) -> String {
+        self.members[i].endpoint()
+    }
+
+    /// Client port of member `i`.
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.members[i].client_port.port
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill(&mut self, i: usize) {
+        tracing::info!(member = i, "killing member");
+        if let Some(mut g) = self.members[i].guard.take() {
+            g.kill();
+        }
+    }
+
+    /// SIGTERM member `i` (SIGKILL after a grace period).
+    pub fn stop(&mut self, i: usize) {
+        if let Some(mut g) = self.members[i].guard.take() {
+            g.stop(Duration::from_secs(5));
+        }
+    }
+
+    /// Starts member `i` again on its ports and data dir (kills it first if running).
+    pub fn restart(&mut self, i: usize) {
+        self.kill(i);
+        tracing::info!(member = i, "restarting member");
+        self.spawn(i);
+    }
+
+    /// Indices of running members.
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.members.len())
+            .filter(|i| self.members[*i].is_running())
+            .collect()
+    }
+
+    /// A client on member `i` alone.
+    pub async fn client_for(&self, i: usize) -> Option<Client> {
+        let opts = ClientOptions::new()
+            .dial_timeout(Duration::from_millis(500))
+            .request_timeout(Duration::from_secs(2));
+        Client::connect([self.endpoint(i)], opts).await.ok()
+    }
+
+    /// A client configured with every member's endpoint.
+    pub async fn client(&self) -> Client {
+        Client::connect(self.endpoints(), ClientOptions::new())
+            .await
+            .expect("connect to the cluster")
+    }
+
+    /// Member `i`'s (member id, leader id) from its status, if it answers.
+    pub async fn status(&self, i: usize) -> Option<(u64, u64)> {
+        let client = self.client_for(i).await?;
+        let st = client
+            .maintenance()
+            .status(MaintenanceOptions::new())
+            .await
+            .ok()?;
+        Some((st.header.as_ref()?.member_id, st.leader))
+    }
+
+    /// The index of the running member that is leader, agreed on by every running member.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for i in self.running() {
+            let (id, lead) = self.status(i).await?;
+            if lead == 0 || leader.is_some_and(|l| l != lead) {
+                return None;
+            }
+            leader = Some(lead);
+            ids.push((i, id));
+        }
+        let leader = leader?;
+        ids.into_iter()
+            .find(|(_, id)| *id == leader)
+            .map(|(i, _)| i)
+    }
+
+    /// Waits until every running member answers and they agree on a running leader.
+    pub async fn wait_ready(&self) -> usize {
+        let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(i) = self.leader().await {
+                return i;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "cluster not ready after {READY_TIMEOUT:?}; logs in {}",
+                self.dir.path().display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Fetches `/metrics` from member `i` and returns the value of a metric without labels.
+    pub fn metric(&self, i: usize, name: &str) -> Option<f64> {
+        use std::io::{Read, Write};
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", self.client_port(i))).ok()?;
+        conn.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .ok()?;
+        let mut body = String::new();
+        conn.read_to_string(&mut body).ok()?;
+        body.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+    }
+
+    /// Where the members' data dirs and logs are.
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+}
+
+#[tokio::test]
+async fn harness_starts_three_etcd_members_and_finds_the_leader() {
+    let mut cluster = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 3)).await;
+    let leader = cluster.wait_ready().await;
+    let (leader_id, _) = cluster.status(leader).await.expect("leader status");
+    cluster.kill(leader);
+    let next = cluster.wait_ready().await;
+    assert_ne!(next, leader, "a killed member cannot be leader");
+    let (next_id, _) = cluster.status(next).await.expect("new leader status");
+    assert_ne!(next_id, leader_id);
+    cluster.restart(leader);
+    cluster.wait_ready().await;
+    assert_eq!(cluster.running().len(), 3);
+}
