@@ -173,19 +173,21 @@ impl<'a> WriteTxn<'a> {
         }
         // A create event carries no prev_kv (etcd's watch skips it); otherwise prev_kv is
         // the key before this txn, which is `old` unless the txn already touched the key.
-        let prev = if kv.create_revision == kv.mod_revision {
-            None
+        let (prev, prev_kv) = if kv.create_revision == kv.mod_revision {
+            (None, old.filter(|_| req.prev_kv))
         } else if self.pending.latest.contains_key(&req.key) {
-            self.before(&req.key)?
+            (self.before(&req.key)?, old.filter(|_| req.prev_kv))
+        } else if req.prev_kv {
+            (old.clone(), old)
         } else {
-            old.clone()
+            (old, None)
         };
         let resp = PutResponse {
             header: Some(ResponseHeader {
                 revision: rev.main,
                 ..ResponseHeader::default()
             }),
-            prev_kv: if req.prev_kv { old } else { None },
+            prev_kv,
         };
         self.record(
             req.key.clone(),
