@@ -63,23 +63,51 @@ struct CmpSpec {
     value: u8,
 }
 
+/// A put; `flags` bit 0 = ignore_value, bit 1 = ignore_lease.
+#[derive(Debug, Clone)]
+struct PutSpec {
+    key: usize,
+    value: u8,
+    lease: i64,
+    prev: bool,
+    flags: u8,
+}
+
+impl PutSpec {
+    fn req(&self) -> PutRequest {
+        PutRequest {
+            key: KEYS[self.key].into(),
+            value: vec![b'0' + self.value],
+            lease: self.lease,
+            prev_kv: self.prev,
+            ignore_value: self.flags & 1 != 0,
+            ignore_lease: self.flags & 2 != 0,
+        }
+    }
+}
+
+fn put_s() -> impl Strategy<Value = PutSpec> {
+    (
+        0..KEYS.len(),
+        0..3u8,
+        lease_s(),
+        any::<bool>(),
+        prop_oneof![6 => Just(0u8), 1 => 1..4u8],
+    )
+        .prop_map(|(key, value, lease, prev, flags)| PutSpec {
+            key,
+            value,
+            lease,
+            prev,
+            flags,
+        })
+}
+
 #[derive(Debug, Clone)]
 enum TOp {
-    Put {
-        key: usize,
-        value: u8,
-        lease: i64,
-        prev: bool,
-    },
-    Del {
-        key: usize,
-        span: Span,
-        prev: bool,
-    },
-    Get {
-        key: usize,
-        span: Span,
-    },
+    Put(PutSpec),
+    Del { key: usize, span: Span, prev: bool },
+    Get { key: usize, span: Span },
     Txn(TxnSpec),
 }
 
@@ -106,27 +134,12 @@ struct ReadSpec {
 
 #[derive(Debug, Clone)]
 enum Step {
-    Put {
-        key: usize,
-        value: u8,
-        lease: i64,
-        prev: bool,
-    },
-    Del {
-        key: usize,
-        span: Span,
-        prev: bool,
-    },
+    Put(PutSpec),
+    Del { key: usize, span: Span, prev: bool },
     Txn(TxnSpec),
-    Compact {
-        back: i64,
-    },
-    Grant {
-        id: i64,
-    },
-    Revoke {
-        id: i64,
-    },
+    Compact { back: i64 },
+    Grant { id: i64 },
+    Revoke { id: i64 },
     Restart,
     Snapshot,
     Read(ReadSpec),
@@ -157,7 +170,7 @@ fn lease_s() -> impl Strategy<Value = i64> {
 
 fn flat_op_s() -> impl Strategy<Value = TOp> {
     prop_oneof![
-        3 => (0..KEYS.len(), 0..3u8, lease_s(), any::<bool>()).prop_map(|(key, value, lease, prev)| TOp::Put { key, value, lease, prev }),
+        3 => put_s().prop_map(TOp::Put),
         1 => (0..KEYS.len(), span_s(), any::<bool>()).prop_map(|(key, span, prev)| TOp::Del { key, span, prev }),
         2 => (0..KEYS.len(), span_s()).prop_map(|(key, span)| TOp::Get { key, span }),
     ]
@@ -221,7 +234,7 @@ fn step_s() -> impl Strategy<Value = Step> {
             },
         );
     prop_oneof![
-        8 => (0..KEYS.len(), 0..3u8, lease_s(), any::<bool>()).prop_map(|(key, value, lease, prev)| Step::Put { key, value, lease, prev }),
+        8 => put_s().prop_map(Step::Put),
         3 => (0..KEYS.len(), span_s(), any::<bool>()).prop_map(|(key, span, prev)| Step::Del { key, span, prev }),
         4 => txn_s(true).prop_map(Step::Txn),
         1 => (-1..6i64).prop_map(|back| Step::Compact { back }),
@@ -253,18 +266,7 @@ fn cmp_req(c: &CmpSpec) -> Compare {
 
 fn op_req(op: &TOp) -> RequestOp {
     let request = match op {
-        TOp::Put {
-            key,
-            value,
-            lease,
-            prev,
-        } => Op::RequestPut(PutRequest {
-            key: KEYS[*key].into(),
-            value: vec![b'0' + value],
-            lease: *lease,
-            prev_kv: *prev,
-            ..Default::default()
-        }),
+        TOp::Put(p) => Op::RequestPut(p.req()),
         TOp::Del { key, span, prev } => {
             let (key, range_end) = bounds(*key, span);
             Op::RequestDeleteRange(DeleteRangeRequest {
@@ -353,18 +355,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut m = Model::new();
     for (n, step) in steps.iter().enumerate() {
         let req = match step {
-            Step::Put {
-                key,
-                value,
-                lease,
-                prev,
-            } => Some(Request::Put(PutRequest {
-                key: KEYS[*key].into(),
-                value: vec![b'0' + value],
-                lease: *lease,
-                prev_kv: *prev,
-                ..Default::default()
-            })),
+            Step::Put(p) => Some(Request::Put(p.req())),
             Step::Del { key, span, prev } => {
                 let (key, range_end) = bounds(*key, span);
                 Some(Request::DeleteRange(DeleteRangeRequest {

@@ -150,8 +150,20 @@ impl MTxn<'_> {
         self.m.current + 1
     }
 
-    fn put(&mut self, key: &[u8], value: &[u8], lease: i64, prev: bool) -> PutResponse {
+    fn put(&mut self, p: &PutRequest) -> Result<PutResponse, ApplyError> {
+        let (key, prev) = (&p.key[..], p.prev_kv);
         let old = self.view(key);
+        if (p.ignore_value || p.ignore_lease) && old.is_none() {
+            return Err(ApplyError::KeyNotFound);
+        }
+        let lease = match (&old, p.ignore_lease) {
+            (Some(o), true) => o.lease,
+            _ => p.lease,
+        };
+        let value = match (&old, p.ignore_value) {
+            (Some(o), true) => &o.value[..],
+            _ => &p.value[..],
+        };
         let kv = KeyValue {
             key: key.to_vec(),
             create_revision: old.as_ref().map_or(self.rev(), |o| o.create_revision),
@@ -179,10 +191,10 @@ impl MTxn<'_> {
             prev_kv,
         });
         self.changes.insert(key.to_vec(), Some(kv));
-        PutResponse {
+        Ok(PutResponse {
             header: None,
             prev_kv: if prev { old } else { None },
-        }
+        })
     }
 
     fn delete(&mut self, key: &[u8], end: &[u8], prev: bool) -> DeleteRangeResponse {
@@ -247,32 +259,41 @@ impl MTxn<'_> {
         }
     }
 
-    fn leases_ok(&self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> bool {
+    /// etcd's checkRequestPut over the chosen path, against the state before the txn.
+    fn check_puts(&self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<(), ApplyError> {
         let ok = path[*pos];
         *pos += 1;
         for op in if ok { &t.success } else { &t.failure } {
             match &op.request {
-                Some(Op::RequestPut(p))
-                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) =>
-                {
-                    return false
+                Some(Op::RequestPut(p)) => {
+                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) {
+                        return Err(ApplyError::LeaseNotFound);
+                    }
+                    if (p.ignore_value || p.ignore_lease)
+                        && self.m.at(&p.key, self.m.current).is_none()
+                    {
+                        return Err(ApplyError::KeyNotFound);
+                    }
                 }
-                Some(Op::RequestTxn(n)) if !self.leases_ok(n, path, pos) => return false,
+                Some(Op::RequestTxn(n)) => self.check_puts(n, path, pos)?,
                 _ => {}
             }
         }
-        true
+        Ok(())
     }
 
-    fn exec(&mut self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> TxnResponse {
+    fn exec(
+        &mut self,
+        t: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<TxnResponse, ApplyError> {
         let ok = path[*pos];
         *pos += 1;
         let mut responses = Vec::new();
         for op in if ok { &t.success } else { &t.failure } {
             let r = match &op.request {
-                Some(Op::RequestPut(p)) => {
-                    OpResp::ResponsePut(self.put(&p.key, &p.value, p.lease, p.prev_kv))
-                }
+                Some(Op::RequestPut(p)) => OpResp::ResponsePut(self.put(p)?),
                 Some(Op::RequestDeleteRange(d)) => {
                     OpResp::ResponseDeleteRange(self.delete(&d.key, &d.range_end, d.prev_kv))
                 }
@@ -287,16 +308,16 @@ impl MTxn<'_> {
                         .range(r, cur, |_| self.view_kvs(&r.key, &r.range_end));
                     OpResp::ResponseRange(resp.unwrap_or_default())
                 }
-                Some(Op::RequestTxn(n)) => OpResp::ResponseTxn(self.exec(n, path, pos)),
+                Some(Op::RequestTxn(n)) => OpResp::ResponseTxn(self.exec(n, path, pos)?),
                 None => continue,
             };
             responses.push(ResponseOp { response: Some(r) });
         }
-        TxnResponse {
+        Ok(TxnResponse {
             header: None,
             succeeded: ok,
             responses,
-        }
+        })
     }
 }
 
@@ -337,7 +358,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             if p.lease != 0 && !m.leases.contains_key(&p.lease) {
                 Err(ApplyError::LeaseNotFound)
             } else {
-                Ok(Response::Put(t.put(&p.key, &p.value, p.lease, p.prev_kv)))
+                t.put(p).map(Response::Put)
             }
         }
         Request::DeleteRange(d) => Ok(Response::DeleteRange(t.delete(
@@ -348,11 +369,9 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
         Request::Txn(x) => {
             let mut path = Vec::new();
             t.path(x, &mut path);
-            if !t.leases_ok(x, &path, &mut 0) {
-                Err(ApplyError::LeaseNotFound)
-            } else {
-                Ok(Response::Txn(t.exec(x, &path, &mut 0)))
-            }
+            t.check_puts(x, &path, &mut 0)
+                .and_then(|()| t.exec(x, &path, &mut 0))
+                .map(Response::Txn)
         }
         Request::LeaseGrant(g) => {
             if m.leases.contains_key(&g.id) {

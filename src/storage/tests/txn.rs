@@ -218,3 +218,20 @@ fn put_ignore_value_and_lease() {
     let kv = get(&f.store, "a", 0).unwrap().unwrap();
     assert_eq!((kv.value, kv.lease, kv.version), (b"1".to_vec(), 5, 2));
 }
+
+/// Regression (property test): a Put naming an unknown lease AND ignore_lease on a missing
+/// key answered "key not found"; etcd looks the requested lease up first.
+#[test]
+fn regression_unknown_lease_is_checked_before_ignore_flags() {
+    let f = fixture();
+    let out = apply(
+        &f.store,
+        Request::Put(PutRequest {
+            key: b"a".to_vec(),
+            lease: 1,
+            ignore_lease: true,
+            ..Default::default()
+        }),
+    );
+    assert_eq!(out.response.error, ApplyError::LeaseNotFound as i32);
+}
