@@ -118,8 +118,8 @@ impl MvccStore {
             let mut batch = sled::Batch::default();
             batch.insert(backend::META_SCHEMA, backend::SCHEMA_VERSION);
             batch.insert(
-                backend::META_CURRENT,
-                &i64_bytes(backend::FIRST_REVISION)[..],
+                backend::META_COMMIT,
+                backend::commit_row(backend::FIRST_REVISION, None),
             );
             tree.apply_batch(batch)?;
             rec.state.current = backend::FIRST_REVISION;
@@ -180,7 +180,7 @@ impl MvccStore {
         let _apply = self.lock_apply()?;
         let Some(request) = &req.request else {
             // Nothing to do, but the entry is applied.
-            self.tree.insert(backend::META_APPLIED, applied)?;
+            self.record_applied(applied)?;
             return Ok(self.outcome(None, None, Vec::new()));
         };
         if let Request::Compaction(c) = request {
@@ -209,7 +209,7 @@ impl MvccStore {
         let events = match fin {
             Some(fin) => self.commit(fin, applied)?,
             None => {
-                self.tree.insert(backend::META_APPLIED, applied)?;
+                self.record_applied(applied)?;
                 Vec::new()
             }
         };
@@ -261,10 +261,10 @@ impl MvccStore {
             events,
             lease_ops,
         } = fin;
-        batch.insert(backend::META_APPLIED, applied);
-        if !events.is_empty() {
-            batch.insert(backend::META_CURRENT, &i64_bytes(rev)[..]);
-        }
+        batch.insert(
+            backend::META_COMMIT,
+            backend::commit_row(rev, Some(applied)),
+        );
         self.tree.apply_batch(batch)?;
         let mut st = self.write_state()?;
         for (sub, ev) in events.iter().enumerate() {
@@ -327,7 +327,10 @@ impl MvccStore {
             None
         };
         let mut batch = sled::Batch::default();
-        batch.insert(backend::META_APPLIED, applied);
+        batch.insert(
+            backend::META_COMMIT,
+            backend::commit_row(cur, Some(applied)),
+        );
         if error.is_none() {
             batch.insert(backend::META_COMPACTED, &i64_bytes(rev)[..]);
         }
@@ -353,13 +356,23 @@ impl MvccStore {
     /// Records only the `applied` blob (blank and membership entries).
     pub fn set_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
         let _apply = self.lock_apply()?;
-        self.tree.insert(backend::META_APPLIED, applied)?;
+        self.record_applied(applied)
+    }
+
+    /// Writes the commit record with an unchanged revision (the caller holds the apply lock,
+    /// so the revision cannot move meanwhile).
+    fn record_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
+        let row = backend::commit_row(self.current_revision(), Some(applied));
+        self.tree.insert(backend::META_COMMIT, row)?;
         Ok(())
     }
 
     /// The last `applied` blob stored, if any.
     pub fn applied(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree.get(backend::META_APPLIED)?.map(|v| v.to_vec()))
+        match self.tree.get(backend::META_COMMIT)? {
+            Some(v) => Ok(backend::parse_commit_row(&v)?.1),
+            None => Ok(None),
+        }
     }
 
     /// Makes everything written so far durable (applies do not fsync on their own).
@@ -512,3 +525,5 @@ fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<(), Storage
     }
     Ok(())
 }
+#[cfg(test)]
+mod zz_perf;
