@@ -525,5 +525,3 @@ fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<(), Storage
     }
     Ok(())
 }
-#[cfg(test)]
-mod zz_perf;
