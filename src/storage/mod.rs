@@ -400,6 +400,8 @@ impl MvccStore {
         }
         let mut state = rec.state;
         let _apply = self.lock_apply()?;
+        // Readers are held off for the whole rewrite: the rows they would load vanish.
+        let mut st = self.write_state()?;
         self.tree.clear()?;
         self.tree.insert(backend::META_INSTALLING, &[][..])?;
         self.tree.flush()?;
@@ -413,7 +415,6 @@ impl MvccStore {
         finish_compaction(&self.tree, &mut state)?;
         self.tree.remove(backend::META_INSTALLING)?;
         self.tree.flush()?;
-        let mut st = self.write_state()?;
         self.current.store(state.current, Ordering::Release);
         self.compacted.store(state.compacted, Ordering::Release);
         tracing::info!(
