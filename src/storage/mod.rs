@@ -16,6 +16,12 @@
 //! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
 //! (history), [`snapshot`].
 //!
+//! Leases: a LeaseGrant with ID 0 gets an id derived from the `applied` blob and the
+//! revision, so every member picks the same one provided the blob is byte-identical on all
+//! members for the same entry; servers should rather pick the id before proposing, as etcd
+//! does. The TTL is stored as granted: etcd's minimum-TTL clamp depends on the election
+//! timeout and belongs to the server. Expiry is not storage's business either.
+//!
 //! Concurrency: applies are serialised by a mutex. An apply computes its changes under the
 //! state's read lock, writes its sled batch, then takes the write lock to update the index
 //! and the revision together; readers hold the read lock for a whole read, so they see a
