@@ -10,6 +10,7 @@
 //! - [`raft`]: openraft storage, network and proposer.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod bench;
 pub mod pb;
 pub mod raft;
 pub mod storage;
