@@ -63,11 +63,20 @@ pub async fn lease_keepalive(
             .map_err(|e| BenchError::Setup(format!("lease grant: {e}")))?
             .into_inner();
         let (tx, rx_req) = mpsc::channel(KEEPALIVE_QUEUE);
-        let rx = lc
+        // A gRPC server may hold back the response headers of a stream until it has a message
+        // to send, so the call only completes after a first request: queue one before calling.
+        tx.send(LeaseKeepAliveRequest { id: grant.id })
+            .await
+            .map_err(|_| BenchError::Setup("lease keep-alive queue closed".into()))?;
+        let mut rx = lc
             .lease_keep_alive(ReceiverStream::new(rx_req))
             .await
             .map_err(|e| BenchError::Setup(format!("lease keep-alive stream: {e}")))?
             .into_inner();
+        rx.message()
+            .await
+            .map_err(|e| BenchError::Setup(format!("first lease keep-alive: {e}")))?
+            .ok_or_else(|| BenchError::Setup("lease keep-alive stream ended at once".into()))?;
         streams.push(Arc::new(Mutex::new(KeepAliveStream {
             lease_id: grant.id,
             tx,

@@ -104,25 +104,38 @@ pub async fn open_stream(
     prev_kv: bool,
     rec: &mut Recorder,
 ) -> Result<OpenStream, tonic::Status> {
+    let create = |key: &Vec<u8>| WatchRequest {
+        request_union: Some(watch_request::RequestUnion::CreateRequest(
+            WatchCreateRequest {
+                key: key.clone(),
+                prev_kv,
+                ..Default::default()
+            },
+        )),
+    };
+    let Some(first) = keys.first() else {
+        return Err(tonic::Status::invalid_argument(
+            "a watch stream needs at least one watcher",
+        ));
+    };
     let (tx, rx_req) = mpsc::channel(WATCH_REQUEST_QUEUE);
+    // A gRPC server may hold back a stream's response headers until it has a message to send,
+    // so the call completes only after a first request: queue the first creation before it.
+    let mut t = Instant::now();
+    tx.send(create(first))
+        .await
+        .map_err(|_| tonic::Status::cancelled("watch stream closed"))?;
     let mut rx = WatchClient::new(channel)
         .watch(ReceiverStream::new(rx_req))
         .await?
         .into_inner();
-    for key in keys {
-        let req = WatchRequest {
-            request_union: Some(watch_request::RequestUnion::CreateRequest(
-                WatchCreateRequest {
-                    key: key.clone(),
-                    prev_kv,
-                    ..Default::default()
-                },
-            )),
-        };
-        let t = Instant::now();
-        tx.send(req)
-            .await
-            .map_err(|_| tonic::Status::cancelled("watch stream closed"))?;
+    for (i, key) in keys.iter().enumerate() {
+        if i > 0 {
+            t = Instant::now();
+            tx.send(create(key))
+                .await
+                .map_err(|_| tonic::Status::cancelled("watch stream closed"))?;
+        }
         loop {
             match rx.message().await? {
                 Some(resp) if resp.created && resp.canceled => {
