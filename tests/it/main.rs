@@ -1,4 +1,5 @@
 //! All integration tests compile into this one binary; each module drives real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+mod bench_smoke;
 mod support;
