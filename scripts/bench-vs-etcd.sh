@@ -176,6 +176,16 @@ proc_kb() {
   v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true)
   echo "${v:-0}"
 }
+# CPU ticks (user + system) the members have used so far.
+CLK_TCK=$(getconf CLK_TCK)
+cluster_cpu_ticks() {
+  local total=0 pid t
+  for pid in "${CLUSTER_PIDS[@]}"; do
+    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
+    total=$(( total + ${t:-0} ))
+  done
+  echo "$total"
+}
 cluster_rss_kb() {
   local total=0 pid
   for pid in "${CLUSTER_PIDS[@]}"; do total=$(( total + $(proc_kb "$pid" VmRSS) )); done
@@ -187,6 +197,14 @@ cluster_rss_kb() {
 RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
 mkdir -p "$OUT/logs" "$OUT/json"
+# record_cpu ROUND KIND NAME FILE TICKS_BEFORE: the client's CPU (from its report) beside the
+# servers' (from /proc) over one run, to show the client is not what limits the figures.
+record_cpu() {
+  local ticks=$(( $(cluster_cpu_ticks) - $5 ))
+  record "$1" "$2" "$3" "client CPU % of one core" "$(jget "$4" client_cpu percent_of_one_core)" info
+  record "$1" "$2" "$3" "client CPU s" "$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['client_cpu']; print(c['user_secs']+c['system_secs'])" "$4")" clientcpu
+  record "$1" "$2" "$3" "server CPU s" "$(python3 -c "import sys; print(int(sys.argv[1]) / int(sys.argv[2]))" "$ticks" "$CLK_TCK")" servercpu
+}
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
 # jget FILE PHASE_PREFIX FIELD: a number from a JSON report (FIELD may be latency_ms.p99).
@@ -223,7 +241,8 @@ WM_WATCHERS=$(( WM_STREAMS * WM_PER_STREAM ))
 # from --target-leader to all endpoints when the server cannot name its leader.
 bench() {
   local kind=$1 round=$2 name=$3; shift 3
-  local file="$OUT/json/r$round-$kind-$name.json"
+  local file="$OUT/json/r$round-$kind-$name.json" cpu_before
+  cpu_before=$(cluster_cpu_ticks)
   if ! "$BENCH" --endpoints "$(endpoints "$kind")" --json "$@" >"$file" 2>"$OUT/logs/bench-r$round-$kind-$name.err"; then
     if [[ " $* " == *" --target-leader "* ]]; then
       local args=() a
@@ -234,7 +253,7 @@ bench() {
       log "  $name failed on $kind (see $OUT/logs/)"; return 1
     fi
   fi
-  record "$round" "$kind" "$name" "client CPU % of one core" "$(jget "$file" client_cpu percent_of_one_core)" info
+  record_cpu "$round" "$kind" "$name" "$file" "$cpu_before"
   echo "$file"
 }
 
@@ -288,6 +307,7 @@ run_suite() {
   log "  watch: $WM_WATCHERS watchers (creation, fan-out, memory)"
   local before peak now file="$OUT/json/r$r-$kind-watch.json"
   before=$(cluster_rss_kb); peak=$before
+  local cpu_before; cpu_before=$(cluster_cpu_ticks)
   "$BENCH" --endpoints "$(endpoints "$kind")" --json --conns 10 --clients 10 watch --streams "$WM_STREAMS" \
     --watch-per-stream "$WM_PER_STREAM" --watched-key-total 100 --put-total 100 \
     >"$file" 2>"$OUT/logs/bench-r$r-$kind-watch.err" &
@@ -301,7 +321,7 @@ run_suite() {
     record "$r" "$kind" "watch, $WM_WATCHERS watchers" "watchers created/s" "$(jget "$file" watch-create per_sec)" higher
     record "$r" "$kind" "watch, $WM_WATCHERS watchers" "events delivered/s" "$(jget "$file" events per_sec)" higher
     record "$r" "$kind" "watch, $WM_WATCHERS watchers" "server bytes per watcher" "$(( (peak - before) * 1024 / WM_WATCHERS ))" lower
-    record "$r" "$kind" "watch" "client CPU % of one core" "$(jget "$file" client_cpu percent_of_one_core)" info
+    record_cpu "$r" "$kind" watch "$file" "$cpu_before"
   else
     log "  watch failed on $kind (see $OUT/logs/)"
   fi
@@ -362,7 +382,7 @@ print(f"\n{members}-member clusters, median of {rounds} round(s); ratio = miniet
 head = ("workload", "metric", "etcd", "minietcd", "ratio", "better", "minietcd vs etcd")
 table = [head]
 for (workload, metric, direction), by_kind in rows.items():
-    if direction == "info":
+    if direction not in ("higher", "lower"):
         continue
     e = statistics.median(by_kind["etcd"]) if "etcd" in by_kind else None
     m = statistics.median(by_kind["minietcd"]) if "minietcd" in by_kind else None
@@ -384,6 +404,16 @@ for i, r in enumerate(table):
     print("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
     if i == 0:
         print("  ".join("-" * w for w in widths))
+spent = {}
+for (workload, metric, direction), by_kind in rows.items():
+    if direction in ("clientcpu", "servercpu"):
+        for kind, vs in by_kind.items():
+            spent.setdefault(kind, {}).setdefault(direction, 0.0)
+            spent[kind][direction] += sum(vs)
+for kind, s in spent.items():
+    c, srv = s.get("clientcpu", 0.0), s.get("servercpu", 0.0)
+    share = f"{100 * c / srv:.0f}%" if srv else "-"
+    print(f"\nCPU over all {kind} runs: servers {srv:.1f} s, bench client {c:.1f} s ({share} of the servers')")
 for note in open(notes_path).read().splitlines():
     if note.strip():
         print(f"\nNote: {note}")

@@ -30,6 +30,10 @@ pub struct Cli {
     /// Connection timeout in milliseconds.
     #[arg(long, global = true, default_value_t = 5000)]
     pub dial_timeout_ms: u64,
+    /// Threads of the client's async runtime. One (the default) costs the least CPU per request
+    /// (no cross-thread wake-ups); the report says when that thread was nearly saturated.
+    #[arg(long, global = true, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub client_threads: u16,
     /// Print the report as JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,

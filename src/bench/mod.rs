@@ -34,6 +34,10 @@ use conn::Connections;
 use cpu::CpuSample;
 use std::time::Duration;
 
+/// Client CPU, in percent of the client's threads, above which the report warns that the
+/// client itself may have limited the figures.
+const CLIENT_SATURATED_PERCENT: f64 = 80.0;
+
 /// Connects, runs the workload `cli` names and returns its report.
 pub async fn run(cli: &Cli) -> Result<RunReport> {
     if cli.clients == 0 {
@@ -49,7 +53,7 @@ pub async fn run(cli: &Cli) -> Result<RunReport> {
     )
     .await?;
     let cpu_start = CpuSample::now();
-    let (phases, notes) = match &cli.command {
+    let (phases, mut notes) = match &cli.command {
         Command::Put(a) => (vec![kv::put(&conns, cli.clients, a).await?], Vec::new()),
         Command::Range(a) => (
             vec![kv::range(&conns, cli.clients, cli.consistency, a).await?],
@@ -64,6 +68,14 @@ pub async fn run(cli: &Cli) -> Result<RunReport> {
         Command::Watch(a) => watch::watch(&conns, cli.clients, a).await?,
     };
     let client_cpu = CpuSample::now().since(&cpu_start);
+    let threads = f64::from(cli.client_threads);
+    if client_cpu.percent_of_one_core > CLIENT_SATURATED_PERCENT * threads {
+        notes.push(format!(
+            "the client used {:.0}% of one core with {} runtime thread(s): it may have been the bottleneck; \
+             rerun with more --client-threads",
+            client_cpu.percent_of_one_core, cli.client_threads
+        ));
+    }
     Ok(RunReport {
         command: cli.command.name().to_string(),
         endpoints: conns.endpoints().to_vec(),
