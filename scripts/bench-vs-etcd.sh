@@ -17,6 +17,7 @@
 #   --out DIR     where JSON reports, logs and the table go (default: a new temp dir)
 #   --no-build    use the release binaries already built
 #   --keep        keep data dirs and logs of the members
+#   --report DIR  print the table of an earlier run's --out DIR again, and run nothing
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +28,7 @@ PORT_BASE=11000
 OUT=""
 BUILD=1
 KEEP=0
+REPORT=""
 
 die() { echo "bench-vs-etcd: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
@@ -43,7 +45,9 @@ while [[ $# -gt 0 ]]; do
     --out=*) OUT="${1#*=}" ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --report) REPORT="${2:?--report needs a directory}"; shift ;;
+    --report=*) REPORT="${1#*=}" ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
@@ -53,9 +57,11 @@ done
 if ! [[ "$PORT_BASE" =~ ^[0-9]+$ ]] || (( PORT_BASE < 1024 || PORT_BASE > 65400 )); then
   die "--port-base must be in 1024..65400"
 fi
-[[ -z "$OUT" ]] && OUT="$(mktemp -d /tmp/bench-vs-etcd.XXXXXX)"
-mkdir -p "$OUT"
-OUT="$(cd "$OUT" && pwd)"
+if [[ -z "$REPORT" ]]; then
+  [[ -z "$OUT" ]] && OUT="$(mktemp -d /tmp/bench-vs-etcd.XXXXXX)"
+  mkdir -p "$OUT"
+  OUT="$(cd "$OUT" && pwd)"
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Everything started is recorded here and killed by pid on exit.
@@ -76,6 +82,89 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# ---------------------------------------------------------------------------------------------
+# The table: medians over rounds, from DIR/results.tsv, DIR/meta and DIR/notes.txt.
+print_table() {
+  local dir=$1 members rounds
+  read -r members rounds <"$dir/meta"
+  python3 - "$dir/results.tsv" "$members" "$rounds" "$dir/notes.txt" <<'PY' | tee "$dir/table.txt"
+import statistics, sys
+from collections import OrderedDict
+path, members, rounds, notes_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+rows = OrderedDict()
+for line in open(path):
+    rnd, kind, workload, metric, value, direction = line.rstrip("\n").split("\t")
+    try:
+        v = float(value)
+    except ValueError:
+        continue
+    if v != v:  # nan
+        continue
+    rows.setdefault((workload, metric, direction), {}).setdefault(kind, []).append(v)
+
+def fmt(v):
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
+
+def cell(vs):
+    """Median over rounds, with the spread (max - min, relative to the median) when >1 round."""
+    if not vs:
+        return None, "-"
+    m = statistics.median(vs)
+    if len(vs) > 1 and m:
+        return m, f"{fmt(m)} ±{50 * (max(vs) - min(vs)) / abs(m):.0f}%"
+    return m, fmt(m)
+
+print(f"\n{members}-member clusters, median of {rounds} round(s) (± half the spread between rounds); "
+      "ratio = minietcd / etcd\n")
+head = ("workload", "metric", "etcd", "minietcd", "ratio", "better", "minietcd vs etcd")
+table = [head]
+for (workload, metric, direction), by_kind in rows.items():
+    if direction not in ("higher", "lower"):
+        continue
+    e, e_text = cell(by_kind.get("etcd", []))
+    m, m_text = cell(by_kind.get("minietcd", []))
+    ratio = m / e if (e and m is not None) else None
+    verdict = "-"
+    if ratio is not None and ratio > 0:
+        good = ratio if direction == "higher" else 1 / ratio
+        verdict = f"{good:.2f}x " + ("better" if good >= 1 else "worse")
+    table.append((workload, metric, e_text, m_text, "-" if ratio is None else f"{ratio:.2f}",
+                  f"{direction} is better", verdict))
+cpu = {}
+for (workload, metric, direction), by_kind in rows.items():
+    if direction == "info":
+        for kind, vs in by_kind.items():
+            cpu[kind] = max(cpu.get(kind, 0.0), max(vs))
+table.append(("bench client (max over runs)", "CPU % of one core", fmt(cpu.get("etcd")), fmt(cpu.get("minietcd")), "-", "info", "-"))
+widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+for i, r in enumerate(table):
+    print("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
+    if i == 0:
+        print("  ".join("-" * w for w in widths))
+spent = {}
+for (workload, metric, direction), by_kind in rows.items():
+    if direction in ("clientcpu", "servercpu"):
+        for kind, vs in by_kind.items():
+            spent.setdefault(kind, {}).setdefault(direction, 0.0)
+            spent[kind][direction] += sum(vs)
+for kind, s in spent.items():
+    c, srv = s.get("clientcpu", 0.0), s.get("servercpu", 0.0)
+    share = f"{100 * c / srv:.0f}%" if srv else "-"
+    print(f"\nCPU over all {kind} runs: servers {srv:.1f} s, bench client {c:.1f} s ({share} of the servers')")
+for note in open(notes_path).read().splitlines():
+    if note.strip():
+        print(f"\nNote: {note}")
+PY
+}
+
+if [[ -n "$REPORT" ]]; then
+  [[ -f "$REPORT/results.tsv" && -f "$REPORT/meta" ]] || die "$REPORT holds no results of this script"
+  print_table "$REPORT"
+  exit 0
+fi
 
 # ---------------------------------------------------------------------------------------------
 # Tools.
@@ -196,6 +285,8 @@ cluster_rss_kb() {
 # The suite. Each row of $RESULTS: round kind workload metric value direction.
 RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
+echo "$MEMBERS $ROUNDS" >"$OUT/meta"
+: >"$OUT/notes.txt"
 mkdir -p "$OUT/logs" "$OUT/json"
 # record_cpu ROUND KIND NAME FILE TICKS_BEFORE: the client's CPU (from its report) beside the
 # servers' (from /proc) over one run, to show the client is not what limits the figures.
@@ -335,10 +426,9 @@ run_suite() {
 
 # ---------------------------------------------------------------------------------------------
 log "results in $OUT; $MEMBERS member(s) per cluster, $ROUNDS round(s)$([[ $QUICK == 1 ]] && echo ', quick')"
-NOTES=()
 MINI_OK=1
 if [[ -z "$MINIETCD" ]]; then
-  MINI_OK=0; NOTES+=("minietcd was not found at $TARGET/release/minietcd: etcd figures only")
+  MINI_OK=0; echo "minietcd was not found at $TARGET/release/minietcd: etcd figures only" >>"$OUT/notes.txt"
 fi
 for (( r = 1; r <= ROUNDS; r++ )); do
   order=(etcd minietcd)
@@ -349,7 +439,8 @@ for (( r = 1; r <= ROUNDS; r++ )); do
     if start_cluster "$kind" "$r"; then
       run_suite "$kind" "$r"
     elif [[ "$kind" == minietcd ]]; then
-      MINI_OK=0; NOTES+=("minietcd failed to start or never became healthy (logs in $OUT/logs): etcd figures only")
+      MINI_OK=0
+      echo "minietcd failed to start or never became healthy (logs in $OUT/logs): etcd figures only" >>"$OUT/notes.txt"
     else
       die "etcd failed to start (logs in $OUT/logs)"
     fi
@@ -357,67 +448,5 @@ for (( r = 1; r <= ROUNDS; r++ )); do
   done
 done
 
-# ---------------------------------------------------------------------------------------------
-# The table: medians over rounds.
-printf '%s\n' "${NOTES[@]:-}" >"$OUT/notes.txt"
-python3 - "$RESULTS" "$MEMBERS" "$ROUNDS" "$OUT/notes.txt" <<'PY' | tee "$OUT/table.txt"
-import statistics, sys
-from collections import OrderedDict
-path, members, rounds, notes_path = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
-rows = OrderedDict()
-for line in open(path):
-    rnd, kind, workload, metric, value, direction = line.rstrip("\n").split("\t")
-    try:
-        v = float(value)
-    except ValueError:
-        continue
-    if v != v:  # nan
-        continue
-    rows.setdefault((workload, metric, direction), {}).setdefault(kind, []).append(v)
-
-def fmt(v):
-    if v is None:
-        return "-"
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
-
-print(f"\n{members}-member clusters, median of {rounds} round(s); ratio = minietcd / etcd\n")
-head = ("workload", "metric", "etcd", "minietcd", "ratio", "better", "minietcd vs etcd")
-table = [head]
-for (workload, metric, direction), by_kind in rows.items():
-    if direction not in ("higher", "lower"):
-        continue
-    e = statistics.median(by_kind["etcd"]) if "etcd" in by_kind else None
-    m = statistics.median(by_kind["minietcd"]) if "minietcd" in by_kind else None
-    ratio = m / e if (e and m is not None) else None
-    verdict = "-"
-    if ratio is not None and ratio > 0:
-        good = ratio if direction == "higher" else 1 / ratio
-        verdict = f"{good:.2f}x " + ("better" if good >= 1 else "worse")
-    table.append((workload, metric, fmt(e), fmt(m), "-" if ratio is None else f"{ratio:.2f}",
-                  f"{direction} is better", verdict))
-cpu = {}
-for (workload, metric, direction), by_kind in rows.items():
-    if direction == "info":
-        for kind, vs in by_kind.items():
-            cpu[kind] = max(cpu.get(kind, 0.0), max(vs))
-table.append(("bench client (max over runs)", "CPU % of one core", fmt(cpu.get("etcd")), fmt(cpu.get("minietcd")), "-", "info", "-"))
-widths = [max(len(r[i]) for r in table) for i in range(len(head))]
-for i, r in enumerate(table):
-    print("  ".join(c.ljust(widths[j]) for j, c in enumerate(r)).rstrip())
-    if i == 0:
-        print("  ".join("-" * w for w in widths))
-spent = {}
-for (workload, metric, direction), by_kind in rows.items():
-    if direction in ("clientcpu", "servercpu"):
-        for kind, vs in by_kind.items():
-            spent.setdefault(kind, {}).setdefault(direction, 0.0)
-            spent[kind][direction] += sum(vs)
-for kind, s in spent.items():
-    c, srv = s.get("clientcpu", 0.0), s.get("servercpu", 0.0)
-    share = f"{100 * c / srv:.0f}%" if srv else "-"
-    print(f"\nCPU over all {kind} runs: servers {srv:.1f} s, bench client {c:.1f} s ({share} of the servers')")
-for note in open(notes_path).read().splitlines():
-    if note.strip():
-        print(f"\nNote: {note}")
-PY
+print_table "$OUT"
 log "JSON reports: $OUT/json, table: $OUT/table.txt"
