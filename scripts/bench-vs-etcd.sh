@@ -228,12 +228,14 @@ start_cluster() {
     local cu pu
     cu="http://127.0.0.1:$(client_port "$kind" "$i")"
     pu="http://127.0.0.1:$(peer_port "$kind" "$i")"
+    # etcd 3.4 warns at start-up unless it is told to use its structured logger.
     local extra=()
-    [[ "$kind" == etcd ]] && extra=(--logger=zap --log-level=warn)
-    RUST_LOG=warn "$bin" --name "$kind$i" --data-dir "$dir" \
+    [[ "$kind" == etcd ]] && extra=(--logger=zap)
+    "$bin" --name "$kind$i" --data-dir "$dir" \
       --listen-client-urls "$cu" --advertise-client-urls "$cu" \
       --listen-peer-urls "$pu" --initial-advertise-peer-urls "$pu" \
-      --initial-cluster "$initial" --initial-cluster-state new "${extra[@]}" \
+      --initial-cluster "$initial" --initial-cluster-state new \
+      --initial-cluster-token "bench-$kind-r$round" --log-level=warn "${extra[@]}" \
       >"$OUT/logs/$kind-r$round-m$i.log" 2>&1 &
     PIDS+=($!)
     CLUSTER_PIDS+=($!)
