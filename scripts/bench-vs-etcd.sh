@@ -69,6 +69,11 @@ PIDS=()
 DATA_DIRS=()
 cleanup() {
   local pid
+  # TERM first so that `timeout` wrappers pass it on to the benchmark they run, then KILL.
+  for pid in "${PIDS[@]:-}"; do
+    if [[ -n "$pid" ]]; then kill -TERM "$pid" 2>/dev/null || true; fi
+  done
+  sleep 0.3
   for pid in "${PIDS[@]:-}"; do
     if [[ -n "$pid" ]]; then kill -9 "$pid" 2>/dev/null || true; fi
   done
@@ -330,6 +335,9 @@ fi
 # watch-latency keeps events/s (put rate x watchers) at 50,000, well below what either server
 # delivers on two cores, so the figure is a latency and not a queue length.
 WL_WATCHERS=$(( WL_STREAMS * WL_PER_STREAM ))
+# A run that takes longer than this is stopped: a server that stops answering must not hang
+# the whole comparison. Its phase is then missing from the table and the log says why.
+RUN_TIMEOUT_S=$([[ $QUICK == 1 ]] && echo 60 || echo 300)
 WM_WATCHERS=$(( WM_STREAMS * WM_PER_STREAM ))
 
 # bench KIND ROUND NAME ARGS...: one run; the JSON report lands in $OUT/json. Writes fall back
@@ -338,12 +346,12 @@ bench() {
   local kind=$1 round=$2 name=$3; shift 3
   local file="$OUT/json/r$round-$kind-$name.json" cpu_before
   cpu_before=$(cluster_cpu_ticks)
-  if ! "$BENCH" --endpoints "$(endpoints "$kind")" --json "$@" >"$file" 2>"$OUT/logs/bench-r$round-$kind-$name.err"; then
+  if ! timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json "$@" >"$file" 2>"$OUT/logs/bench-r$round-$kind-$name.err"; then
     if [[ " $* " == *" --target-leader "* ]]; then
       local args=() a
       for a in "$@"; do [[ "$a" != --target-leader ]] && args+=("$a"); done
       log "  $name: --target-leader failed on $kind, retrying on all endpoints"
-      "$BENCH" --endpoints "$(endpoints "$kind")" --json "${args[@]}" >"$file" 2>>"$OUT/logs/bench-r$round-$kind-$name.err" || { log "  $name failed on $kind (see $OUT/logs/)"; return 1; }
+      timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json "${args[@]}" >"$file" 2>>"$OUT/logs/bench-r$round-$kind-$name.err" || { log "  $name failed on $kind (see $OUT/logs/)"; return 1; }
     else
       log "  $name failed on $kind (see $OUT/logs/)"; return 1
     fi
@@ -403,7 +411,7 @@ run_suite() {
   local before peak now file="$OUT/json/r$r-$kind-watch.json"
   before=$(cluster_rss_kb); peak=$before
   local cpu_before; cpu_before=$(cluster_cpu_ticks)
-  "$BENCH" --endpoints "$(endpoints "$kind")" --json --conns 10 --clients 10 watch --streams "$WM_STREAMS" \
+  timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json --conns 10 --clients 10 watch --streams "$WM_STREAMS" \
     --watch-per-stream "$WM_PER_STREAM" --watched-key-total 100 --put-total 100 \
     >"$file" 2>"$OUT/logs/bench-r$r-$kind-watch.err" &
   local bpid=$!
