@@ -37,9 +37,26 @@ pub struct Cli {
     /// Print the report as JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Output format, as etcd's benchmark spells it (`--output json` = `--json`).
+    #[arg(long, global = true, value_enum)]
+    pub output: Option<OutputFormat>,
     /// The workload.
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// Whether the report goes out as JSON.
+    pub fn wants_json(&self) -> bool {
+        self.json || self.output == Some(OutputFormat::Json)
+    }
+}
+
+/// Machine-readable output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// The report as one JSON document.
+    Json,
 }
 
 /// Read consistency of a range request.
@@ -249,6 +266,16 @@ mod tests {
             panic!("not range")
         };
         assert_eq!((r.key.as_str(), r.end, r.total), ("foo", None, 5));
+    }
+
+    #[test]
+    fn json_is_asked_for_either_way() {
+        let plain = Cli::try_parse_from(["minietcd-bench", "put"]).expect("parses");
+        let short = Cli::try_parse_from(["minietcd-bench", "--json", "put"]).expect("parses");
+        let etcd = Cli::try_parse_from(["minietcd-bench", "put", "--output=json"]).expect("parses");
+        assert!(!plain.wants_json());
+        assert!(short.wants_json());
+        assert!(etcd.wants_json());
     }
 
     #[test]

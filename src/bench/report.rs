@@ -391,6 +391,40 @@ mod tests {
     }
 
     #[test]
+    fn text_report_names_every_figure() {
+        let mut r = Recorder::new();
+        r.ok(Duration::from_millis(2));
+        r.error("Unavailable: etcdserver: no leader");
+        let report = RunReport {
+            command: "put".into(),
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            conns: 1,
+            clients: 2,
+            phases: vec![r.report("put", "requests", Duration::from_secs(1))],
+            client_cpu: ClientCpu {
+                user_secs: 0.5,
+                system_secs: 0.25,
+                wall_secs: 1.0,
+                percent_of_one_core: 75.0,
+            },
+            notes: vec!["a note".into()],
+        };
+        let text = report.to_text();
+        for needle in [
+            "put against http://127.0.0.1:2379 (1 conns, 2 clients)",
+            "2 requests (1 ok, 1 failed)",
+            "Requests/sec:\t1.00",
+            "p99.9",
+            "Response time histogram (ms):",
+            "[1]\tUnavailable: etcdserver: no leader",
+            "= 75.0% of one core",
+            "Note: a note",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+        }
+    }
+
+    #[test]
     fn long_error_kinds_are_cut() {
         let mut r = Recorder::new();
         r.error("é".repeat(500));

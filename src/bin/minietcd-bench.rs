@@ -27,7 +27,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(bench::run(&cli)).and_then(|report| {
         let mut out = std::io::stdout().lock();
-        if cli.json {
+        if cli.wants_json() {
             serde_json::to_writer_pretty(&mut out, &report)?;
             writeln!(out)?;
         } else {
