@@ -85,6 +85,11 @@ fn bench(endpoint: &str, args: &[&str]) -> String {
         out.status.success(),
         "minietcd-bench {args:?} failed: {stderr}"
     );
+    assert!(
+        !out.stdout.is_empty(),
+        "{} {args:?} printed no report; stderr: {stderr}",
+        bin.display()
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
