@@ -297,6 +297,20 @@ echo "$MEMBERS $ROUNDS" >"$OUT/meta"
 mkdir -p "$OUT/logs" "$OUT/json"
 # record_cpu ROUND KIND NAME FILE TICKS_BEFORE: the client's CPU (from its report) beside the
 # servers' (from /proc) over one run, to show the client is not what limits the figures.
+# run_failed KIND ROUND NAME: a run that did not complete leaves its rows empty; say why below.
+run_failed() {
+  log "  $3 failed on $1 (see $OUT/logs/bench-r$2-$1-$3.err)"
+  echo "$1 round $2 $3: the run failed, its rows are missing (see $OUT/logs/bench-r$2-$1-$3.err)" >>"$OUT/notes.txt"
+}
+# note_errors KIND ROUND NAME FILE: a run that completed with failed requests gets a note under
+# the table, since its rates count successes only.
+note_errors() {
+  local n
+  n=$(python3 -c "import json,sys; print(sum(p['errors'] for p in json.load(open(sys.argv[1]))['phases']))" "$4" 2>/dev/null || echo "?")
+  if [[ "$n" != 0 ]]; then
+    echo "$1 round $2 $3: $n failed requests/events (by kind in $4)" >>"$OUT/notes.txt"
+  fi
+}
 record_cpu() {
   local ticks=$(( $(cluster_cpu_ticks) - $5 ))
   record "$1" "$2" "$3" "client CPU % of one core" "$(jget "$4" client_cpu percent_of_one_core)" info
@@ -351,12 +365,13 @@ bench() {
       local args=() a
       for a in "$@"; do [[ "$a" != --target-leader ]] && args+=("$a"); done
       log "  $name: --target-leader failed on $kind, retrying on all endpoints"
-      timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json "${args[@]}" >"$file" 2>>"$OUT/logs/bench-r$round-$kind-$name.err" || { log "  $name failed on $kind (see $OUT/logs/)"; return 1; }
+      timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json "${args[@]}" >"$file" 2>>"$OUT/logs/bench-r$round-$kind-$name.err" || { run_failed "$kind" "$round" "$name"; return 1; }
     else
-      log "  $name failed on $kind (see $OUT/logs/)"; return 1
+      run_failed "$kind" "$round" "$name"; return 1
     fi
   fi
   record_cpu "$round" "$kind" "$name" "$file" "$cpu_before"
+  note_errors "$kind" "$round" "$name" "$file"
   echo "$file"
 }
 
@@ -425,8 +440,9 @@ run_suite() {
     record "$r" "$kind" "watch, $WM_WATCHERS watchers" "events delivered/s" "$(jget "$file" events per_sec)" higher
     record "$r" "$kind" "watch, $WM_WATCHERS watchers" "server bytes per watcher" "$(( (peak - before) * 1024 / WM_WATCHERS ))" lower
     record_cpu "$r" "$kind" watch "$file" "$cpu_before"
+    note_errors "$kind" "$r" watch "$file"
   else
-    log "  watch failed on $kind (see $OUT/logs/)"
+    run_failed "$kind" "$r" watch
   fi
 
   local pid max=0 kb
