@@ -60,7 +60,11 @@ impl LogLevel {
 
 /// minietcd's flags: etcd's names and defaults, except that the data dir is `NAME.minietcd`.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "minietcd", version, about = "An etcd-compatible, Raft-replicated key-value store")]
+#[command(
+    name = "minietcd",
+    version,
+    about = "An etcd-compatible, Raft-replicated key-value store"
+)]
 pub struct Flags {
     /// Human-readable name for this member.
     #[arg(long, default_value = "default")]
@@ -154,8 +158,10 @@ impl Config {
         let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?;
         let advertise_client = parse_urls("advertise-client-urls", &f.advertise_client_urls)?;
         let listen_peer = parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
-        let advertise_peer =
-            parse_urls("initial-advertise-peer-urls", &f.initial_advertise_peer_urls)?;
+        let advertise_peer = parse_urls(
+            "initial-advertise-peer-urls",
+            &f.initial_advertise_peer_urls,
+        )?;
         if f.name.is_empty() {
             return Err(ConfigError::BadValue {
                 flag: "name",
@@ -300,7 +306,10 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<(String, SocketAddr)>, 
             host.parse()
                 .map_err(|_| bad("host must be an IP address or localhost"))?
         };
-        out.push((format!("http://{}", host_port(&u, port)), SocketAddr::new(ip, port)));
+        out.push((
+            format!("http://{}", host_port(&u, port)),
+            SocketAddr::new(ip, port),
+        ));
     }
     if out.is_empty() {
         return Err(ConfigError::BadUrl {
@@ -381,7 +390,10 @@ mod tests {
     fn defaults_make_a_one_node_cluster() {
         let c = Config::from_flags(flags(&[])).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("default.minietcd"));
-        assert_eq!(c.listen_client_addrs, vec!["127.0.0.1:2379".parse().unwrap()]);
+        assert_eq!(
+            c.listen_client_addrs,
+            vec!["127.0.0.1:2379".parse().unwrap()]
+        );
         assert_eq!(c.initial_cluster.len(), 1);
         assert_eq!(c.initial_cluster[&c.member_id].name, "default");
     }
@@ -404,10 +416,22 @@ mod tests {
     #[test]
     fn bad_values_are_one_line_errors() {
         for (args, want) in [
-            (vec!["--listen-client-urls", "localhost:2379"], "listen-client-urls"),
-            (vec!["--listen-client-urls", "https://127.0.0.1:2379"], "TLS"),
-            (vec!["--listen-peer-urls", "http://127.0.0.1"], "missing port"),
-            (vec!["--initial-cluster", "other=http://127.0.0.1:2380"], "does not name"),
+            (
+                vec!["--listen-client-urls", "localhost:2379"],
+                "listen-client-urls",
+            ),
+            (
+                vec!["--listen-client-urls", "https://127.0.0.1:2379"],
+                "TLS",
+            ),
+            (
+                vec!["--listen-peer-urls", "http://127.0.0.1"],
+                "missing port",
+            ),
+            (
+                vec!["--initial-cluster", "other=http://127.0.0.1:2380"],
+                "does not name",
+            ),
             (vec!["--initial-cluster", "garbage"], "name=peerURL"),
             (vec!["--election-timeout", "100"], "election-timeout"),
         ] {

@@ -168,7 +168,9 @@ fn open_sled(path: &Path) -> Result<sled::Db, SledOpen> {
             Err(SledOpen::Locked)
         }
         Ok(Err(e)) => Err(SledOpen::Failed(e.to_string())),
-        Err(_) => Err(SledOpen::Failed("unreadable (sled could not recover it)".into())),
+        Err(_) => Err(SledOpen::Failed(
+            "unreadable (sled could not recover it)".into(),
+        )),
     }
 }
 

@@ -11,14 +11,14 @@ use tracing::info;
 use crate::config::Config;
 use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
-use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
+use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::raft::types::{ApplyObserver, MemberNode, NoopObserver};
 use crate::raft::RaftSettings;
-use crate::server::kv::KvService;
 use crate::server::cluster::ClusterService;
+use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
 use crate::server::{HeaderSource, ServerContext};
@@ -133,20 +133,21 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let mut tasks = tokio::task::JoinSet::new();
     for l in client_listeners {
         let addr = l.local_addr().ok();
-        let router = tonic::transport::Server::builder().add_service(
-            KvServer::new(KvService::new(ctx.clone()))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(usize::MAX),
-        )
-        .add_service(
-            LeaseServer::new(LeaseService::new(ctx.clone(), lessor.clone()))
-                .max_decoding_message_size(max_msg),
-        )
-        .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-        .add_service(MaintenanceServer::new(MaintenanceService::new(
-            ctx.clone(),
-            data_dir.db.clone(),
-        )));
+        let router = tonic::transport::Server::builder()
+            .add_service(
+                KvServer::new(KvService::new(ctx.clone()))
+                    .max_decoding_message_size(max_msg)
+                    .max_encoding_message_size(usize::MAX),
+            )
+            .add_service(
+                LeaseServer::new(LeaseService::new(ctx.clone(), lessor.clone()))
+                    .max_decoding_message_size(max_msg),
+            )
+            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
+            .add_service(MaintenanceServer::new(MaintenanceService::new(
+                ctx.clone(),
+                data_dir.db.clone(),
+            )));
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             info!(?addr, "serving client requests");

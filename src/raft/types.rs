@@ -112,6 +112,25 @@ mod serde_bytes_buf {
     }
 }
 
+/// Told by the state machine about every applied write, after its sled batch is written and
+/// before the proposer is answered (etcd's watchableStore.notify). The watch layer implements
+/// it; the state machine never calls watch code directly.
+pub trait ApplyObserver: Send + Sync + 'static {
+    /// `events` are the events of revision `revision` (one write), in sub-revision order,
+    /// prev_kv filled.
+    fn notify(&self, revision: i64, events: &[crate::pb::mvccpb::Event]);
+    /// The whole state was replaced (snapshot install): every watcher must catch up again.
+    fn restored(&self, revision: i64);
+}
+
+/// An observer that ignores everything (a node without watchers, tests).
+pub struct NoopObserver;
+
+impl ApplyObserver for NoopObserver {
+    fn notify(&self, _revision: i64, _events: &[crate::pb::mvccpb::Event]) {}
+    fn restored(&self, _revision: i64) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,23 +151,4 @@ mod tests {
         let json = serde_json::to_vec(&cmd).unwrap();
         assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), cmd);
     }
-}
-
-/// Told by the state machine about every applied write, after its sled batch is written and
-/// before the proposer is answered (etcd's watchableStore.notify). The watch layer implements
-/// it; the state machine never calls watch code directly.
-pub trait ApplyObserver: Send + Sync + 'static {
-    /// `events` are the events of revision `revision` (one write), in sub-revision order,
-    /// prev_kv filled.
-    fn notify(&self, revision: i64, events: &[crate::pb::mvccpb::Event]);
-    /// The whole state was replaced (snapshot install): every watcher must catch up again.
-    fn restored(&self, revision: i64);
-}
-
-/// An observer that ignores everything (a node without watchers, tests).
-pub struct NoopObserver;
-
-impl ApplyObserver for NoopObserver {
-    fn notify(&self, _revision: i64, _events: &[crate::pb::mvccpb::Event]) {}
-    fn restored(&self, _revision: i64) {}
 }

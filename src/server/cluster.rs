@@ -51,10 +51,7 @@ impl Cluster for ClusterService {
         req: Request<MemberListRequest>,
     ) -> Result<Response<MemberListResponse>, Status> {
         if req.get_ref().linearizable {
-            self.ctx
-                .read_barrier(false)
-                .await
-                .map_err(Status::from)?;
+            self.ctx.read_barrier(false).await.map_err(Status::from)?;
         }
         Ok(Response::new(MemberListResponse {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),

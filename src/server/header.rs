@@ -38,7 +38,9 @@ impl HeaderSource {
     }
 
     /// The latest Raft metrics of this member (term, leader, membership, indexes).
-    pub fn metrics(&self) -> openraft::RaftMetrics<crate::raft::types::NodeId, crate::raft::types::MemberNode> {
+    pub fn metrics(
+        &self,
+    ) -> openraft::RaftMetrics<crate::raft::types::NodeId, crate::raft::types::MemberNode> {
         self.raft.metrics().borrow().clone()
     }
 

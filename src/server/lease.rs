@@ -12,8 +12,8 @@ use crate::lessor::Lessor;
 use crate::pb::etcdserverpb::lease_server::Lease;
 use crate::pb::etcdserverpb::{
     LeaseGrantRequest, LeaseGrantResponse, LeaseKeepAliveRequest, LeaseKeepAliveResponse,
-    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse,
-    LeaseStatus, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+    LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
+    LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
@@ -67,7 +67,9 @@ impl Lease for LeaseService {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
             }
-            _ => Err(ApiError::Internal("lease grant answered with another response".into()).into()),
+            _ => {
+                Err(ApiError::Internal("lease grant answered with another response".into()).into())
+            }
         }
     }
 
@@ -82,7 +84,9 @@ impl Lease for LeaseService {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
             }
-            _ => Err(ApiError::Internal("lease revoke answered with another response".into()).into()),
+            _ => {
+                Err(ApiError::Internal("lease revoke answered with another response".into()).into())
+            }
         }
     }
 

@@ -10,9 +10,8 @@ use tonic::{Request, Response, Status};
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
     AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
-    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
-    StatusResponse,
+    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
+    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 
 use super::ServerContext;
@@ -46,7 +45,11 @@ impl Maintenance for MaintenanceService {
     ) -> Result<Response<StatusResponse>, Status> {
         let m = self.ctx.header.metrics();
         let me = self.ctx.header.member_id();
-        let is_learner = !m.membership_config.membership().voter_ids().any(|id| id == me);
+        let is_learner = !m
+            .membership_config
+            .membership()
+            .voter_ids()
+            .any(|id| id == me);
         let db_size = self.db.size_on_disk().unwrap_or(0) as i64;
         let mut errors = Vec::new();
         if m.current_leader.is_none() {

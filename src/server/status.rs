@@ -53,8 +53,8 @@ impl ApiError {
     pub fn code(&self) -> Code {
         use ApiError::*;
         match self {
-            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps
-            | DuplicateKey | RequestTooLarge => Code::InvalidArgument,
+            EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
+            | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists => Code::FailedPrecondition,
@@ -121,7 +121,10 @@ mod tests {
     fn strings_and_codes_are_etcds() {
         let s = Status::from(ApiError::Compacted);
         assert_eq!(s.code(), Code::OutOfRange);
-        assert_eq!(s.message(), "etcdserver: mvcc: required revision has been compacted");
+        assert_eq!(
+            s.message(),
+            "etcdserver: mvcc: required revision has been compacted"
+        );
         let s = Status::from(ApiError::NoLeader);
         assert_eq!(s.code(), Code::Unavailable);
         assert_eq!(s.message(), "etcdserver: no leader");

@@ -205,6 +205,9 @@ mod tests {
     fn too_many_ops_and_empty_keys() {
         let ops: Vec<RequestOp> = (0..129).map(|i| put(&format!("k{i}"))).collect();
         assert_eq!(check_txn(&txn(ops, vec![]), 128), Err(ApiError::TooManyOps));
-        assert_eq!(check_txn(&txn(vec![put("")], vec![]), 128), Err(ApiError::EmptyKey));
+        assert_eq!(
+            check_txn(&txn(vec![put("")], vec![]), 128),
+            Err(ApiError::EmptyKey)
+        );
     }
 }

@@ -61,10 +61,19 @@ async fn etcdctl_session() {
     assert_eq!(ctl.ok(&["put", "foo", "bar"]), "OK\n");
     assert_eq!(ctl.ok(&["put", "foo2", "baz"]), "OK\n");
     assert_eq!(ctl.ok(&["put", "foo", "bar2"]), "OK\n");
-    assert_eq!(ctl.ok(&["get", "foo", "--prefix"]), "foo\nbar2\nfoo2\nbaz\n");
+    assert_eq!(
+        ctl.ok(&["get", "foo", "--prefix"]),
+        "foo\nbar2\nfoo2\nbaz\n"
+    );
     assert_eq!(ctl.ok(&["get", "foo", "--rev=2"]), "foo\nbar\n");
     assert_eq!(
-        ctl.ok(&["get", "foo", "--prefix", "--sort-by=VALUE", "--order=DESCEND"]),
+        ctl.ok(&[
+            "get",
+            "foo",
+            "--prefix",
+            "--sort-by=VALUE",
+            "--order=DESCEND"
+        ]),
         "foo2\nbaz\nfoo\nbar2\n"
     );
 
@@ -85,7 +94,10 @@ async fn etcdctl_session() {
     assert_eq!(ctl.ok(&["del", "foo2", "--prev-kv"]), "1\nfoo2\nbaz\n");
 
     let txn = "value(\"foo\") = \"bar2\"\n\nput foo txn1\nget foo\n\nput foo nope\n\n";
-    assert_eq!(ctl.ok_with(&["txn"], Some(txn)), "SUCCESS\n\nOK\n\nfoo\ntxn1\n");
+    assert_eq!(
+        ctl.ok_with(&["txn"], Some(txn)),
+        "SUCCESS\n\nOK\n\nfoo\ntxn1\n"
+    );
     let txn = "mod(\"foo\") > \"0\"\n\nput foo t2\n\n\n";
     assert_eq!(
         ctl.ok_with(&["txn", "-i"], Some(txn)),
@@ -95,7 +107,11 @@ async fn etcdctl_session() {
     let json: serde_json::Value =
         serde_json::from_str(&ctl.ok_with(&["txn", "-w", "json"], Some(txn))).expect("json");
     assert_eq!(json["header"]["revision"], 7);
-    assert_eq!(json["succeeded"], serde_json::Value::Null, "false is omitted, as etcd does");
+    assert_eq!(
+        json["succeeded"],
+        serde_json::Value::Null,
+        "false is omitted, as etcd does"
+    );
     assert_eq!(
         json["responses"][0]["Response"]["ResponseRange"]["kvs"][0]["value"],
         "dDI="
@@ -103,9 +119,15 @@ async fn etcdctl_session() {
 
     assert_eq!(ctl.ok(&["compaction", "3"]), "compacted revision 3\n");
     let err = ctl.fails(&["compaction", "3"]);
-    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
     let err = ctl.fails(&["get", "foo", "--rev=2"]);
-    assert!(err.contains("etcdserver: mvcc: required revision has been compacted"), "{err}");
+    assert!(
+        err.contains("etcdserver: mvcc: required revision has been compacted"),
+        "{err}"
+    );
     assert_eq!(ctl.ok(&["get", "foo"]), "foo\nt2\n");
     assert_eq!(ctl.ok(&["get", "foo", "--rev=3"]), "foo\nbar\n");
 }

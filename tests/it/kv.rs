@@ -3,8 +3,8 @@
 //! after a restart from the data dir (nothing lost, revisions continue).
 
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget,
-    Txn, TxnOp, TxnOpResponse,
+    Client, Compare, CompareOp, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, Txn,
+    TxnOp, TxnOpResponse,
 };
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
@@ -35,7 +35,10 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     let rev_a = h.revision();
     let got = cl.get(k(p, "a"), None).await.unwrap();
     let kv = &got.kvs()[0];
-    assert_eq!((kv.create_revision(), kv.mod_revision(), kv.version()), (rev_a, rev_a, 1));
+    assert_eq!(
+        (kv.create_revision(), kv.mod_revision(), kv.version()),
+        (rev_a, rev_a, 1)
+    );
     assert_eq!(got.header().unwrap().revision(), rev_a);
 
     // prev_kv and version increments.
@@ -46,7 +49,10 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     assert_eq!(r.prev_key().unwrap().value(), b"1");
     assert_eq!(r.header().unwrap().revision(), rev_a + 1);
     let kv = cl.get(k(p, "a"), None).await.unwrap().kvs()[0].clone();
-    assert_eq!((kv.create_revision(), kv.mod_revision(), kv.version()), (rev_a, rev_a + 1, 2));
+    assert_eq!(
+        (kv.create_revision(), kv.mod_revision(), kv.version()),
+        (rev_a, rev_a + 1, 2)
+    );
 
     // ignore_value keeps the value; a fresh put elsewhere.
     cl.put(k(p, "a"), "", Some(PutOptions::new().with_ignore_value()))
@@ -64,14 +70,20 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
         .await
         .unwrap();
     assert_eq!(keys(&r), [k(p, "b"), k(p, "c")]);
-    let r = cl.get(p, Some(GetOptions::new().with_prefix())).await.unwrap();
+    let r = cl
+        .get(p, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
     assert_eq!(keys(&r), ["a", "b", "c", "d", "e"].map(|s| k(p, s)));
     let r = cl
         .get(k(p, "c"), Some(GetOptions::new().with_from_key()))
         .await
         .unwrap();
     assert!(keys(&r).starts_with(&[k(p, "c"), k(p, "d"), k(p, "e")]));
-    let r = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+    let r = cl
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
     assert!(keys(&r).contains(&k(p, "e")));
 
     // limit, more, count.
@@ -87,7 +99,11 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     let r = cl
         .get(
             p,
-            Some(GetOptions::new().with_prefix().with_sort(SortTarget::Key, SortOrder::Descend)),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Key, SortOrder::Descend),
+            ),
         )
         .await
         .unwrap();
@@ -95,7 +111,11 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     let r = cl
         .get(
             p,
-            Some(GetOptions::new().with_prefix().with_sort(SortTarget::Mod, SortOrder::Descend)),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Mod, SortOrder::Descend),
+            ),
         )
         .await
         .unwrap();
@@ -104,7 +124,11 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     let r = cl
         .get(
             p,
-            Some(GetOptions::new().with_prefix().with_sort(SortTarget::Version, SortOrder::Descend)),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Version, SortOrder::Descend),
+            ),
         )
         .await
         .unwrap();
@@ -112,7 +136,11 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     let r = cl
         .get(
             p,
-            Some(GetOptions::new().with_prefix().with_sort(SortTarget::Value, SortOrder::Ascend)),
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_sort(SortTarget::Value, SortOrder::Ascend),
+            ),
         )
         .await
         .unwrap();
@@ -147,28 +175,55 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     // min/max mod and create revision filters.
     let rev_b = cl.get(k(p, "b"), None).await.unwrap().kvs()[0].mod_revision();
     let r = cl
-        .get(p, Some(GetOptions::new().with_prefix().with_min_mod_revision(rev_b + 1)))
+        .get(
+            p,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_min_mod_revision(rev_b + 1),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(keys(&r), [k(p, "c"), k(p, "d"), k(p, "e")]);
     let r = cl
-        .get(p, Some(GetOptions::new().with_prefix().with_max_mod_revision(rev_b)))
+        .get(
+            p,
+            Some(GetOptions::new().with_prefix().with_max_mod_revision(rev_b)),
+        )
         .await
         .unwrap();
     assert_eq!(keys(&r), [k(p, "a"), k(p, "b")]);
     let r = cl
-        .get(p, Some(GetOptions::new().with_prefix().with_min_create_revision(rev_b)))
+        .get(
+            p,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_min_create_revision(rev_b),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(keys(&r), [k(p, "b"), k(p, "c"), k(p, "d"), k(p, "e")]);
     let r = cl
-        .get(p, Some(GetOptions::new().with_prefix().with_max_create_revision(rev_a)))
+        .get(
+            p,
+            Some(
+                GetOptions::new()
+                    .with_prefix()
+                    .with_max_create_revision(rev_a),
+            ),
+        )
         .await
         .unwrap();
     assert_eq!(keys(&r), [k(p, "a")]);
 
     // DeleteRange: single key with prev_kv, then a range; deleted counts; one revision.
-    let before = cl.get(p, Some(GetOptions::new().with_prefix())).await.unwrap();
+    let before = cl
+        .get(p, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
     let rev_before = before.header().unwrap().revision();
     let r = cl
         .delete(k(p, "e"), Some(DeleteOptions::new().with_prev_key()))
@@ -178,7 +233,10 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     assert_eq!(r.prev_kvs()[0].value(), b"ev");
     assert_eq!(r.header().unwrap().revision(), rev_before + 1);
     let r = cl
-        .delete(k(p, "c"), Some(DeleteOptions::new().with_range(k(p, "e")).with_prev_key()))
+        .delete(
+            k(p, "c"),
+            Some(DeleteOptions::new().with_range(k(p, "e")).with_prev_key()),
+        )
         .await
         .unwrap();
     assert_eq!(r.deleted(), 2);
@@ -186,11 +244,18 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
     assert_eq!(r.header().unwrap().revision(), rev_before + 2);
     let r = cl.delete(k(p, "nothing"), None).await.unwrap();
     assert_eq!(r.deleted(), 0);
-    assert_eq!(r.header().unwrap().revision(), rev_before + 2, "no-op delete takes no revision");
+    assert_eq!(
+        r.header().unwrap().revision(),
+        rev_before + 2,
+        "no-op delete takes no revision"
+    );
     // A new generation starts at version 1 with a new create revision.
     let r = cl.put(k(p, "c"), "again", None).await.unwrap();
     let kv = cl.get(k(p, "c"), None).await.unwrap().kvs()[0].clone();
-    assert_eq!((kv.version(), kv.create_revision()), (1, r.header().unwrap().revision()));
+    assert_eq!(
+        (kv.version(), kv.create_revision()),
+        (1, r.header().unwrap().revision())
+    );
 
     // Txn: every compare target and result, one revision per txn, responses in order.
     let kv_a = cl.get(k(p, "a"), None).await.unwrap().kvs()[0].clone();
@@ -210,10 +275,20 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
             TxnOp::delete(k(p, "b"), None),
         ])
         .or_else([TxnOp::put(k(p, "fail"), "1", None)]);
-    let rev_pre = cl.get(k(p, "a"), None).await.unwrap().header().unwrap().revision();
+    let rev_pre = cl
+        .get(k(p, "a"), None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     let r = cl.txn(t).await.unwrap();
     assert!(r.succeeded());
-    assert_eq!(r.header().unwrap().revision(), rev_pre + 1, "one revision per txn");
+    assert_eq!(
+        r.header().unwrap().revision(),
+        rev_pre + 1,
+        "one revision per txn"
+    );
     let ops = r.op_responses();
     assert_eq!(ops.len(), 4);
     match &ops[2] {
@@ -256,19 +331,38 @@ pub async fn exercise_kv(cl: &mut Client, p: &str) -> i64 {
         .await
         .unwrap();
     assert!(!r.succeeded());
-    assert_eq!(cl.get(k(p, "m"), None).await.unwrap().kvs()[0].value(), b"else");
+    assert_eq!(
+        cl.get(k(p, "m"), None).await.unwrap().kvs()[0].value(),
+        b"else"
+    );
 
     // Compact: reads below fail, the latest values survive.
-    let last = cl.put(k(p, "last"), "v", None).await.unwrap().header().unwrap().revision();
-    cl.compact(last - 1, Some(etcd_client::CompactionOptions::new().with_physical()))
+    let last = cl
+        .put(k(p, "last"), "v", None)
         .await
-        .unwrap();
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
+    cl.compact(
+        last - 1,
+        Some(etcd_client::CompactionOptions::new().with_physical()),
+    )
+    .await
+    .unwrap();
     let e = cl
         .get(k(p, "a"), Some(GetOptions::new().with_revision(rev_a)))
         .await
         .unwrap_err();
-    assert_grpc(&e, tonic::Code::OutOfRange, "etcdserver: mvcc: required revision has been compacted");
-    let r = cl.get(p, Some(GetOptions::new().with_prefix())).await.unwrap();
+    assert_grpc(
+        &e,
+        tonic::Code::OutOfRange,
+        "etcdserver: mvcc: required revision has been compacted",
+    );
+    let r = cl
+        .get(p, Some(GetOptions::new().with_prefix()))
+        .await
+        .unwrap();
     assert_eq!(
         keys(&r),
         ["a", "c", "last", "m", "n", "t1", "t2"].map(|s| k(p, s))
@@ -292,28 +386,39 @@ async fn every_kv_feature_and_again_after_restart() {
     let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
     let mut cl = connect(&c).await;
     let last = exercise_kv(&mut cl, "one/").await;
-    let all_before = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
+    let all_before = cl
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
 
     c.restart(0);
     c.wait_ready().await;
     let mut cl = connect(&c).await;
-    let all_after = cl.get("", Some(GetOptions::new().with_all_keys())).await.unwrap();
-    let flat = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64, i64)> {
+    let all_after = cl
+        .get("", Some(GetOptions::new().with_all_keys()))
+        .await
+        .unwrap();
+    let flat = |r: &etcd_client::GetResponse| -> Vec<String> {
         r.kvs()
             .iter()
             .map(|kv| {
-                (
-                    kv.key().to_vec(),
-                    kv.value().to_vec(),
+                format!(
+                    "{:?}={:?} c{} m{} v{} l{}",
+                    kv.key(),
+                    kv.value(),
                     kv.create_revision(),
                     kv.mod_revision(),
                     kv.version(),
-                    kv.lease(),
+                    kv.lease()
                 )
             })
             .collect()
     };
-    assert_eq!(flat(&all_after), flat(&all_before), "every key survives the restart");
+    assert_eq!(
+        flat(&all_after),
+        flat(&all_before),
+        "every key survives the restart"
+    );
     assert!(all_after.header().unwrap().revision() >= last);
     let last2 = exercise_kv(&mut cl, "two/").await;
     assert!(last2 > last, "revisions continue after a restart");

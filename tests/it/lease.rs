@@ -19,8 +19,12 @@ async fn lease_lifecycle() {
     assert!(g.id() > 0);
     assert_eq!(g.ttl(), 60);
     let id = g.id();
-    cl.put("l/a", "1", Some(PutOptions::new().with_lease(id))).await.unwrap();
-    cl.put("l/b", "2", Some(PutOptions::new().with_lease(id))).await.unwrap();
+    cl.put("l/a", "1", Some(PutOptions::new().with_lease(id)))
+        .await
+        .unwrap();
+    cl.put("l/b", "2", Some(PutOptions::new().with_lease(id)))
+        .await
+        .unwrap();
     cl.put("l/c", "3", None).await.unwrap();
     let kv = cl.get("l/a", None).await.unwrap().kvs()[0].clone();
     assert_eq!(kv.lease(), id);
@@ -43,7 +47,13 @@ async fn lease_lifecycle() {
 
     // Re-putting without a lease detaches the key.
     cl.put("l/b", "2b", None).await.unwrap();
-    let rev = cl.lease_revoke(id).await.unwrap().header().unwrap().revision();
+    let rev = cl
+        .lease_revoke(id)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision();
     assert!(cl.get("l/a", None).await.unwrap().kvs().is_empty());
     assert_eq!(cl.get("l/b", None).await.unwrap().kvs()[0].value(), b"2b");
     assert_eq!(cl.get("l/c", None).await.unwrap().kvs().len(), 1);

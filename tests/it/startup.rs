@@ -20,7 +20,9 @@ fn fails(dir: &std::path::Path, args: &[&str]) -> String {
             .stdout(std::process::Stdio::null())
             .stderr(err),
     );
-    let status = wait_until("minietcd to exit", Duration::from_secs(20), || guard.try_wait());
+    let status = wait_until("minietcd to exit", Duration::from_secs(20), || {
+        guard.try_wait()
+    });
     assert!(!status.success(), "minietcd {args:?} should fail");
     let stderr = std::fs::read_to_string(&out_path).unwrap();
     assert!(!stderr.contains("panicked"), "panic on {args:?}: {stderr}");
@@ -44,18 +46,35 @@ fn urls(client: u16, peer: u16) -> Vec<String> {
 fn bad_flags_and_urls_are_one_line_errors() {
     let tmp = tempfile::tempdir().unwrap();
     for (args, want) in [
-        (vec!["--no-such-flag"], "unexpected argument '--no-such-flag'"),
+        (
+            vec!["--no-such-flag"],
+            "unexpected argument '--no-such-flag'",
+        ),
         (vec!["--heartbeat-interval", "abc"], "invalid value 'abc'"),
-        (vec!["--listen-client-urls", "127.0.0.1:2379"], "--listen-client-urls"),
-        (vec!["--initial-cluster-state", "maybe"], "invalid value 'maybe'"),
-        (vec!["--initial-cluster", "x=http://127.0.0.1:1"], "does not name this member"),
+        (
+            vec!["--listen-client-urls", "127.0.0.1:2379"],
+            "--listen-client-urls",
+        ),
+        (
+            vec!["--initial-cluster-state", "maybe"],
+            "invalid value 'maybe'",
+        ),
+        (
+            vec!["--initial-cluster", "x=http://127.0.0.1:1"],
+            "does not name this member",
+        ),
     ] {
         let err = fails(tmp.path(), &args);
         assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
-        assert!(err.starts_with("minietcd: ") && err.contains(want), "{args:?}: {err}");
+        assert!(
+            err.starts_with("minietcd: ") && err.contains(want),
+            "{args:?}: {err}"
+        );
     }
     assert!(
-        std::fs::read_dir(tmp.path()).unwrap().all(|e| e.unwrap().file_name() == "stderr.txt"),
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .all(|e| e.unwrap().file_name() == "stderr.txt"),
         "no data dir is created for bad flags"
     );
 }
@@ -69,7 +88,10 @@ fn port_in_use_is_one_line_error() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = fails(tmp.path(), &args);
     assert_eq!(err.trim_end().lines().count(), 1, "{err}");
-    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{}", c.port)), "{err}");
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{}", c.port)),
+        "{err}"
+    );
     assert!(err.contains("in use"), "{err}");
 }
 

@@ -1,0 +1,104 @@
+//! The closed-loop driver shared by the request/response workloads: `--clients` workers each
+//! take the next request number from a shared counter, wait for the rate limiter, send, wait
+//! for the answer and record its latency, until `--total` requests have been taken.
+
+use super::limiter::RateLimiter;
+use super::progress::Progress;
+use super::report::{PhaseReport, Recorder};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Runs `total` requests over `clients` workers; `op(worker, seq)` sends request number `seq`.
+///
+/// Workers record into their own [`Recorder`]s, merged at the end. The phase lasts from the
+/// first request to the last answer.
+pub async fn run_closed_loop<F, Fut>(
+    name: &str,
+    clients: usize,
+    total: u64,
+    rate: u64,
+    op: F,
+) -> PhaseReport
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<(), tonic::Status>> + Send + 'static,
+{
+    let op = Arc::new(op);
+    let next = Arc::new(AtomicU64::new(0));
+    let limiter = Arc::new(RateLimiter::new(rate));
+    let progress = Progress::start(name, total);
+    let start = Instant::now();
+    let mut workers = Vec::with_capacity(clients);
+    for worker in 0..clients {
+        let op = Arc::clone(&op);
+        let next = Arc::clone(&next);
+        let limiter = Arc::clone(&limiter);
+        let done = progress.counter();
+        workers.push(tokio::spawn(async move {
+            let mut rec = Recorder::new();
+            loop {
+                let seq = next.fetch_add(1, Ordering::Relaxed);
+                if seq >= total {
+                    break;
+                }
+                limiter.wait().await;
+                let t = Instant::now();
+                match op(worker, seq).await {
+                    Ok(()) => rec.ok(t.elapsed()),
+                    Err(status) => rec.status(&status),
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            rec
+        }));
+    }
+    let mut all = Recorder::new();
+    for w in workers {
+        match w.await {
+            Ok(rec) => all.merge(&rec),
+            Err(e) => all.error(format!("worker task failed: {e}")),
+        }
+    }
+    let elapsed = start.elapsed();
+    progress.finish();
+    all.report(name, "requests", elapsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[tokio::test]
+    async fn every_request_number_is_sent_once_and_errors_are_counted() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let seen2 = Arc::clone(&seen);
+        let report = run_closed_loop("t", 7, 100, 0, move |_, seq| {
+            let seen = Arc::clone(&seen2);
+            async move {
+                seen.lock()
+                    .map_err(|_| tonic::Status::internal("poisoned"))?
+                    .push(seq);
+                if seq % 10 == 0 {
+                    Err(tonic::Status::unavailable("etcdserver: no leader"))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        let mut seen = seen.lock().expect("lock").clone();
+        seen.sort_unstable();
+        assert_eq!(seen, (0..100).collect::<Vec<_>>());
+        assert_eq!(report.ok, 90);
+        assert_eq!(report.errors, 10);
+        assert_eq!(
+            report
+                .errors_by_kind
+                .get("Unavailable: etcdserver: no leader"),
+            Some(&10)
+        );
+    }
+}

@@ -1,0 +1,241 @@
+//! minietcd-bench against a real one-node etcd with tiny totals: the tool runs end to end and
+//! its report adds up. Performance is never asserted here.
+
+use crate::support::{free_port, require_program, wait_until, ChildGuard, Port};
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+/// A single-member etcd on free loopback ports in a temp dir, killed on drop.
+struct Etcd {
+    _guard: ChildGuard,
+    _dir: tempfile::TempDir,
+    _ports: (Port, Port),
+    endpoint: String,
+}
+
+fn start_etcd() -> Etcd {
+    let etcd = require_program("etcd");
+    let etcdctl = require_program("etcdctl");
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let curl = format!("http://127.0.0.1:{}", client.port);
+    let purl = format!("http://127.0.0.1:{}", peer.port);
+    let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+    let guard = ChildGuard::spawn(
+        "etcd",
+        Command::new(etcd)
+            .args(["--name", "bench-smoke", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &curl,
+                "--advertise-client-urls",
+                &curl,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &purl,
+                "--initial-advertise-peer-urls",
+                &purl,
+            ])
+            .args([
+                "--initial-cluster",
+                &format!("bench-smoke={purl}"),
+                "--initial-cluster-state",
+                "new",
+            ])
+            .stdout(Stdio::null())
+            .stderr(log),
+    );
+    wait_until("etcd healthy", Duration::from_secs(30), || {
+        let out = Command::new(&etcdctl)
+            .args([
+                "--endpoints",
+                &curl,
+                "--command-timeout=1s",
+                "endpoint",
+                "health",
+            ])
+            .env("ETCDCTL_API", "3")
+            .output()
+            .ok()?;
+        out.status.success().then_some(())
+    });
+    Etcd {
+        _guard: guard,
+        _dir: dir,
+        _ports: (client, peer),
+        endpoint: curl,
+    }
+}
+
+/// Runs the bench binary with `args`, asserting success, and returns its stdout.
+fn bench(endpoint: &str, args: &[&str]) -> String {
+    let bin = Path::new(env!("CARGO_BIN_EXE_minietcd-bench"));
+    let out = Command::new(bin)
+        .arg("--endpoints")
+        .arg(endpoint)
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "minietcd-bench {args:?} failed: {stderr}"
+    );
+    assert!(
+        !out.stdout.is_empty(),
+        "{} {args:?} printed no report; stderr: {stderr}",
+        bin.display()
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn phase<'a>(report: &'a Value, name_prefix: &str) -> &'a Value {
+    report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str().unwrap().starts_with(name_prefix))
+        .unwrap_or_else(|| panic!("no phase {name_prefix} in {report}"))
+}
+
+/// Checks that a phase's counts add up: `ok` successes, no errors, percentiles in order and a
+/// histogram holding every sample.
+fn assert_phase_adds_up(p: &Value, ok: u64) {
+    assert_eq!(p["ok"].as_u64(), Some(ok), "{p}");
+    assert_eq!(p["errors"].as_u64(), Some(0), "{p}");
+    assert_eq!(p["total"].as_u64(), Some(ok), "{p}");
+    assert!(p["errors_by_kind"].as_object().unwrap().is_empty(), "{p}");
+    assert!(p["duration_secs"].as_f64().unwrap() > 0.0, "{p}");
+    assert!(p["per_sec"].as_f64().unwrap() > 0.0, "{p}");
+    let l = &p["latency_ms"];
+    let (p50, p99, max) = (
+        l["p50"].as_f64().unwrap(),
+        l["p99"].as_f64().unwrap(),
+        l["max"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
+    assert!(l["p90"].is_f64() && l["p999"].is_f64(), "{l}");
+    let hist_total: u64 = p["histogram"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hist_total, ok, "{p}");
+}
+
+#[test]
+fn bench_runs_against_real_etcd_and_reports_add_up() {
+    let etcd = start_etcd();
+
+    // put, JSON: every request accounted for, over 2 connections and 4 workers.
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--conns=2",
+            "--clients=4",
+            "put",
+            "--total=40",
+            "--val-size=16",
+            "--key-space-size=10",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["command"], "put");
+    assert_eq!(
+        (report["conns"].as_u64(), report["clients"].as_u64()),
+        (Some(2), Some(4))
+    );
+    assert_phase_adds_up(phase(&report, "put"), 40);
+    let cpu = &report["client_cpu"];
+    assert!(cpu["wall_secs"].as_f64().unwrap() > 0.0, "{cpu}");
+    assert!(cpu["percent_of_one_core"].is_f64(), "{cpu}");
+
+    // range, text output, serializable.
+    let text = bench(
+        &etcd.endpoint,
+        &[
+            "--clients=2",
+            "range",
+            "a",
+            "b",
+            "--total=20",
+            "--consistency=s",
+        ],
+    );
+    assert!(text.contains("range summary:"), "{text}");
+    assert!(text.contains("20 requests (20 ok, 0 failed)"), "{text}");
+    assert!(text.contains("Client CPU:"), "{text}");
+
+    // watch-latency: 2 streams x 3 watchers see each of 5 puts.
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--conns=2",
+            "watch-latency",
+            "--streams=2",
+            "--watchers-per-stream=3",
+            "--put-total=5",
+            "--put-rate=0",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_phase_adds_up(phase(&report, "watch-create"), 6);
+    assert_phase_adds_up(phase(&report, "put"), 5);
+    assert_phase_adds_up(phase(&report, "watch-latency (event after put sent)"), 30);
+    assert_eq!(
+        phase(&report, "watch-latency (event after put ack)")["ok"].as_u64(),
+        Some(30)
+    );
+
+    // lease-keepalive and txn-put complete without errors.
+    let out = bench(
+        &etcd.endpoint,
+        &["--json", "--clients=2", "lease-keepalive", "--total=10"],
+    );
+    assert_phase_adds_up(
+        phase(&serde_json::from_str(&out).unwrap(), "lease-keepalive"),
+        10,
+    );
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--clients=2",
+            "txn-put",
+            "--total=10",
+            "--txn-ops=3",
+            "--key-space-size=10",
+        ],
+    );
+    assert_phase_adds_up(phase(&serde_json::from_str(&out).unwrap(), "txn-put"), 10);
+}
+
+#[test]
+fn bench_fails_cleanly_when_nothing_listens() {
+    let port = free_port();
+    let bin = Path::new(env!("CARGO_BIN_EXE_minietcd-bench"));
+    let out = Command::new(bin)
+        .args([
+            "--endpoints",
+            &format!("127.0.0.1:{}", port.port),
+            "--dial-timeout-ms=500",
+            "put",
+            "--total=1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot connect"), "{stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "no report for a run that never started"
+    );
+}
