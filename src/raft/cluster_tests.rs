@@ -32,7 +32,7 @@ struct Member {
 
 impl Member {
     async fn stop(&mut self) {
-        self.node.shutdown().await.unwrap();
+        self.node.shutdown().await;
         if let Some(tx) = self.stop_server.take() {
             let _ = tx.send(());
         }
@@ -89,11 +89,19 @@ fn settings(id: NodeId, members: &BTreeMap<NodeId, MemberNode>) -> RaftSettings 
 }
 
 async fn start_member(settings: RaftSettings, listener: TcpListener) -> Member {
+    start_tuned_member(settings, RaftTuning::default(), listener).await
+}
+
+async fn start_tuned_member(
+    settings: RaftSettings,
+    tuning: RaftTuning,
+    listener: TcpListener,
+) -> Member {
     let dir = tempfile::tempdir().unwrap();
     let db = sled::open(dir.path()).unwrap();
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let id = settings.node_id;
-    let node = start(settings, db, store.clone(), Arc::new(NoopObserver))
+    let node = start_tuned(settings, tuning, db, store.clone(), Arc::new(NoopObserver))
         .await
         .unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -226,14 +234,17 @@ async fn lagging_member_catches_up_from_a_streamed_snapshot() {
     let tweak = |id| {
         let mut s = settings(id, &members_map);
         s.snapshot_count = 10;
-        s.snapshot_catchup_entries = 0;
-        // Force many chunks: the snapshot of 60 keys is a few KiB.
-        s.snapshot_chunk_bytes = 64;
         s
+    };
+    // Force many chunks: the snapshot of 60 keys is a few KiB.
+    let tuning = RaftTuning {
+        snapshot_catchup_entries: 0,
+        snapshot_chunk_bytes: 64,
+        ..Default::default()
     };
     let mut members = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
-        members.push(start_member(tweak(i as NodeId + 1), l).await);
+        members.push(start_tuned_member(tweak(i as NodeId + 1), tuning.clone(), l).await);
     }
     let leader = agreed_leader(&members, &[0, 1]).await;
     let li = index_of(&members, leader);
@@ -254,7 +265,7 @@ async fn lagging_member_catches_up_from_a_streamed_snapshot() {
     .await;
 
     let listener = TcpListener::bind(late_listener_addr).await.unwrap();
-    members.push(start_member(tweak(3), listener).await);
+    members.push(start_tuned_member(tweak(3), tuning, listener).await);
     let leader_applied = members[li].node.raft().metrics().borrow().last_applied;
     wait_for("member 3 caught up", || {
         members[2].node.raft().metrics().borrow().last_applied >= leader_applied
@@ -309,7 +320,7 @@ async fn single_member_leads_at_once_and_again_after_restart() {
             .unwrap();
         let r = node.proposer().write(put("k", "v")).await.unwrap();
         assert_eq!(r.revision, 2);
-        node.shutdown().await.unwrap();
+        node.shutdown().await;
     }
     drop(listener);
     // Restart on the same data: the member is initialized already and leads again at once.
@@ -344,7 +355,7 @@ async fn single_member_leads_at_once_and_again_after_restart() {
     assert_eq!(resp.kvs.len(), 1, "the write survived the restart");
     let r = node.proposer().write(put("k", "w")).await.unwrap();
     assert_eq!(r.revision, 3);
-    node.shutdown().await.unwrap();
+    node.shutdown().await;
     let _ = addr;
 }
 

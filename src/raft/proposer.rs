@@ -71,7 +71,9 @@ enum Attempt<T> {
     Reroute,
 }
 
-/// Gets writes committed and reads confirmed through the current leader.
+/// Gets writes committed and reads confirmed through the current leader. Cheap to clone
+/// (every field is a shared handle).
+#[derive(Clone)]
 pub struct Proposer {
     /// This member.
     id: NodeId,
