@@ -205,13 +205,17 @@ async fn three_members_elect_write_forward_read_and_survive_leader_loss() {
 
     // Lose the leader; a surviving member elects a new one and the next write commits.
     members[li].stop().await;
-    let r = members[fi]
-        .node
-        .proposer()
-        .write(put("c", "3"))
-        .await
-        .unwrap();
-    assert_eq!(r.revision, 4);
+    // The stopped leader's server may still be closing its connections; a write racing
+    // that close is answered "leader changed" (outcome unknown), which etcd clients retry.
+    // The old leader's Raft had stopped, so the retried write is applied exactly once.
+    let mut r = members[fi].node.proposer().write(put("c", "3")).await;
+    for _ in 0..3 {
+        if r != Err(ProposeError::LeaderChanged) {
+            break;
+        }
+        r = members[fi].node.proposer().write(put("c", "3")).await;
+    }
+    assert_eq!(r.unwrap().revision, 4);
     let survivors = [fi, oi];
     let new_leader = agreed_leader(&members, &survivors).await;
     assert_ne!(new_leader, leader);

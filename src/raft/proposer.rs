@@ -296,9 +296,13 @@ impl Proposer {
 }
 
 /// The outcome of a forwarded write that failed after it may have reached the leader.
+/// A status with a source was raised by the local transport (reset stream, GOAWAY, h2
+/// error), not answered by the leader: the leader may have the write, so the outcome is
+/// unknown.
 fn forward_failed(status: &tonic::Status, expired: impl FnOnce() -> ProposeError) -> ProposeError {
     match status.code() {
         Code::DeadlineExceeded | Code::Cancelled => expired(),
+        _ if std::error::Error::source(status).is_some() => ProposeError::LeaderChanged,
         // The leader went away while it had the request.
         Code::Unavailable | Code::Unknown | Code::Aborted => ProposeError::LeaderChanged,
         _ => ProposeError::Fatal(status.message().to_string()),
@@ -374,5 +378,11 @@ mod tests {
         assert!(!never_connected(&tonic::Status::unavailable(
             "connection reset"
         )));
+        let mut transport = tonic::Status::internal("h2 protocol error");
+        transport.set_source(Arc::new(std::io::Error::other("stream reset")));
+        assert_eq!(
+            forward_failed(&transport, expired),
+            ProposeError::LeaderChanged
+        );
     }
 }
