@@ -10,6 +10,13 @@
 //! the entries are on disk; a vote is flushed before `save_vote` returns. The committed log
 //! id is written without a flush: losing it only means re-applying a few entries, which the
 //! state machine tolerates.
+//!
+//! What "durable" means is sled's: on Linux `flush` writes its segments with
+//! `sync_file_range` (seen with strace), which survives a crash of the process (kill -9) or
+//! of the kernel after the call returns, but does not force the drive's volatile cache the
+//! way etcd's `fdatasync` does. Measured on the 2-core VM: durable appends of 1 entry 3.3k/s,
+//! of 16 entries 39k/s, of 256 entries 182k/s (`append_throughput_by_batch`), against about
+//! 400 `fdatasync`/s for a plain file on the same disk.
 
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
