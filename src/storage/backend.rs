@@ -26,13 +26,13 @@ pub(crate) const TREE_NAME: &str = "mvcc";
 const META_PREFIX: u8 = b'm';
 /// Schema marker: written on creation, checked on open.
 pub(crate) const META_SCHEMA: &[u8] = b"m/schema";
-/// The latest revision (i64 BE). Kept apart from the rows because compaction can delete
-/// the row of the latest revision (a tombstone).
-pub(crate) const META_CURRENT: &[u8] = b"m/current";
+/// The commit record: the latest revision (i64 BE), then 1 and the raft layer's opaque
+/// `applied` blob, or 0 when none was ever given. One row, so every apply adds exactly one
+/// meta write to its batch (sled's cost is per row). The revision is kept apart from the kv
+/// rows because compaction can delete the row of the latest revision (a tombstone).
+pub(crate) const META_COMMIT: &[u8] = b"m/commit";
 /// The last compaction revision (i64 BE).
 pub(crate) const META_COMPACTED: &[u8] = b"m/compacted";
-/// The raft layer's opaque last-applied blob.
-pub(crate) const META_APPLIED: &[u8] = b"m/applied";
 /// Present while a snapshot install rewrites the tree.
 pub(crate) const META_INSTALLING: &[u8] = b"m/installing";
 /// The schema this code writes.
@@ -125,9 +125,12 @@ where
             }
             Some(&META_PREFIX) => match k.as_ref() {
                 META_SCHEMA => schema = Some(v),
-                META_CURRENT => current = Some(read_i64(Some(&v))?),
+                META_COMMIT => {
+                    let (cur, applied) = parse_commit_row(&v)?;
+                    current = Some(cur);
+                    rec.applied = applied;
+                }
                 META_COMPACTED => compacted = read_i64(Some(&v))?,
-                META_APPLIED => rec.applied = Some(v.to_vec()),
                 META_INSTALLING => rec.installing = true,
                 other => {
                     return Err(StorageError::Corrupt(format!("unknown meta key {other:?}")));
@@ -190,4 +193,28 @@ pub(crate) fn load_kv(
 /// Encodes a counter for a meta row.
 pub(crate) fn i64_bytes(v: i64) -> [u8; 8] {
     v.to_be_bytes()
+}
+
+/// Encodes the commit record (see [`META_COMMIT`]).
+pub(crate) fn commit_row(current: i64, applied: Option<&[u8]>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(9 + applied.map_or(0, <[u8]>::len));
+    v.extend_from_slice(&current.to_be_bytes());
+    match applied {
+        Some(a) => {
+            v.push(1);
+            v.extend_from_slice(a);
+        }
+        None => v.push(0),
+    }
+    v
+}
+
+/// Decodes the commit record.
+pub(crate) fn parse_commit_row(v: &[u8]) -> Result<(i64, Option<Vec<u8>>), StorageError> {
+    let current = read_i64(v.get(..8))?;
+    match v.get(8) {
+        Some(0) if v.len() == 9 => Ok((current, None)),
+        Some(1) => Ok((current, Some(v.get(9..).unwrap_or_default().to_vec()))),
+        _ => Err(StorageError::Corrupt("garbled commit record".into())),
+    }
 }

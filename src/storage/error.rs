@@ -3,7 +3,8 @@
 /// An error of the MVCC store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    /// The requested revision is at or below the compaction revision.
+    /// The requested revision is no longer readable: below the compaction revision for
+    /// a range, at or below it for history (`events`).
     #[error("mvcc: required revision has been compacted")]
     Compacted,
     /// The requested revision is above the current revision.

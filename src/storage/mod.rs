@@ -16,6 +16,12 @@
 //! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
 //! (history), [`snapshot`].
 //!
+//! Leases: a LeaseGrant with ID 0 gets an id derived from the `applied` blob and the
+//! revision, so every member picks the same one provided the blob is byte-identical on all
+//! members for the same entry; servers should rather pick the id before proposing, as etcd
+//! does. The TTL is stored as granted: etcd's minimum-TTL clamp depends on the election
+//! timeout and belongs to the server. Expiry is not storage's business either.
+//!
 //! Concurrency: applies are serialised by a mutex. An apply computes its changes under the
 //! state's read lock, writes its sled batch, then takes the write lock to update the index
 //! and the revision together; readers hold the read lock for a whole read, so they see a
@@ -118,8 +124,8 @@ impl MvccStore {
             let mut batch = sled::Batch::default();
             batch.insert(backend::META_SCHEMA, backend::SCHEMA_VERSION);
             batch.insert(
-                backend::META_CURRENT,
-                &i64_bytes(backend::FIRST_REVISION)[..],
+                backend::META_COMMIT,
+                backend::commit_row(backend::FIRST_REVISION, None),
             );
             tree.apply_batch(batch)?;
             rec.state.current = backend::FIRST_REVISION;
@@ -180,7 +186,7 @@ impl MvccStore {
         let _apply = self.lock_apply()?;
         let Some(request) = &req.request else {
             // Nothing to do, but the entry is applied.
-            self.tree.insert(backend::META_APPLIED, applied)?;
+            self.record_applied(applied)?;
             return Ok(self.outcome(None, None, Vec::new()));
         };
         if let Request::Compaction(c) = request {
@@ -209,7 +215,7 @@ impl MvccStore {
         let events = match fin {
             Some(fin) => self.commit(fin, applied)?,
             None => {
-                self.tree.insert(backend::META_APPLIED, applied)?;
+                self.record_applied(applied)?;
                 Vec::new()
             }
         };
@@ -261,10 +267,10 @@ impl MvccStore {
             events,
             lease_ops,
         } = fin;
-        batch.insert(backend::META_APPLIED, applied);
-        if !events.is_empty() {
-            batch.insert(backend::META_CURRENT, &i64_bytes(rev)[..]);
-        }
+        batch.insert(
+            backend::META_COMMIT,
+            backend::commit_row(rev, Some(applied)),
+        );
         self.tree.apply_batch(batch)?;
         let mut st = self.write_state()?;
         for (sub, ev) in events.iter().enumerate() {
@@ -327,7 +333,10 @@ impl MvccStore {
             None
         };
         let mut batch = sled::Batch::default();
-        batch.insert(backend::META_APPLIED, applied);
+        batch.insert(
+            backend::META_COMMIT,
+            backend::commit_row(cur, Some(applied)),
+        );
         if error.is_none() {
             batch.insert(backend::META_COMPACTED, &i64_bytes(rev)[..]);
         }
@@ -353,13 +362,23 @@ impl MvccStore {
     /// Records only the `applied` blob (blank and membership entries).
     pub fn set_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
         let _apply = self.lock_apply()?;
-        self.tree.insert(backend::META_APPLIED, applied)?;
+        self.record_applied(applied)
+    }
+
+    /// Writes the commit record with an unchanged revision (the caller holds the apply lock,
+    /// so the revision cannot move meanwhile).
+    fn record_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
+        let row = backend::commit_row(self.current_revision(), Some(applied));
+        self.tree.insert(backend::META_COMMIT, row)?;
         Ok(())
     }
 
     /// The last `applied` blob stored, if any.
     pub fn applied(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        Ok(self.tree.get(backend::META_APPLIED)?.map(|v| v.to_vec()))
+        match self.tree.get(backend::META_COMMIT)? {
+            Some(v) => Ok(backend::parse_commit_row(&v)?.1),
+            None => Ok(None),
+        }
     }
 
     /// Makes everything written so far durable (applies do not fsync on their own).
@@ -387,6 +406,8 @@ impl MvccStore {
         }
         let mut state = rec.state;
         let _apply = self.lock_apply()?;
+        // Readers are held off for the whole rewrite: the rows they would load vanish.
+        let mut st = self.write_state()?;
         self.tree.clear()?;
         self.tree.insert(backend::META_INSTALLING, &[][..])?;
         self.tree.flush()?;
@@ -400,7 +421,6 @@ impl MvccStore {
         finish_compaction(&self.tree, &mut state)?;
         self.tree.remove(backend::META_INSTALLING)?;
         self.tree.flush()?;
-        let mut st = self.write_state()?;
         self.current.store(state.current, Ordering::Release);
         self.compacted.store(state.compacted, Ordering::Release);
         tracing::info!(

@@ -40,8 +40,11 @@ impl Pending {
 /// A consistent read view: the state (under its lock), the tree, and optionally a write
 /// txn's pending changes.
 pub(crate) struct View<'a> {
+    /// Index, leases, counters.
     pub state: &'a State,
+    /// The rows.
     pub tree: &'a sled::Tree,
+    /// A write txn's changes, seen by reads at the txn's revision.
     pub pending: Option<&'a Pending>,
 }
 

@@ -43,29 +43,41 @@ impl From<ApplyError> for TxnError {
 /// A change to the lease table, applied to the in-memory state after the batch is written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LeaseOp {
+    /// A put attached the key to the lease.
     Attach(i64, Vec<u8>),
+    /// A put with another lease, or a delete, detached the key.
     Detach(i64, Vec<u8>),
+    /// A new lease with its TTL in seconds.
     Grant(i64, i64),
+    /// The lease is gone (its keys were deleted in the same txn).
     Revoke(i64),
 }
 
 /// A write transaction in progress.
 pub(crate) struct WriteTxn<'a> {
+    /// The state before the txn (read-locked by the caller; applies are serialised).
     view_state: &'a State,
+    /// Where the rows of earlier revisions are read from.
     tree: &'a sled::Tree,
     /// The revision before this txn.
     base: i64,
+    /// The txn's own changes, visible to its later reads.
     pending: Pending,
+    /// The rows to write.
     batch: sled::Batch,
+    /// The lease table changes to make after the batch is written.
     lease_ops: Vec<LeaseOp>,
 }
 
 /// What a finished txn hands to the commit step.
 pub(crate) struct Finished {
+    /// Every row of the txn (kv rows, lease rows); meta is added at commit.
     pub batch: sled::Batch,
     /// The revision after the txn (`base` when nothing changed).
     pub rev: i64,
+    /// The changes in sub-revision order; they also drive the index update.
     pub events: Vec<Event>,
+    /// Lease table changes, in order.
     pub lease_ops: Vec<LeaseOp>,
 }
 

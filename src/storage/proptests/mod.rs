@@ -107,7 +107,7 @@ fn put_s() -> impl Strategy<Value = PutSpec> {
 enum TOp {
     Put(PutSpec),
     Del { key: usize, span: Span, prev: bool },
-    Get { key: usize, span: Span },
+    Get { key: usize, span: Span, rev: i64 },
     Txn(TxnSpec),
 }
 
@@ -135,14 +135,30 @@ struct ReadSpec {
 #[derive(Debug, Clone)]
 enum Step {
     Put(PutSpec),
-    Del { key: usize, span: Span, prev: bool },
+    Del {
+        key: usize,
+        span: Span,
+        prev: bool,
+    },
     Txn(TxnSpec),
-    Compact { back: i64 },
-    Grant { id: i64 },
-    Revoke { id: i64 },
+    Compact {
+        back: i64,
+    },
+    Grant {
+        id: i64,
+    },
+    Revoke {
+        id: i64,
+    },
     Restart,
     Snapshot,
     Read(ReadSpec),
+    /// events(current - back, current - back + len, max_revs)
+    Events {
+        back: i64,
+        len: i64,
+        max_revs: usize,
+    },
 }
 
 fn cmp_s() -> impl Strategy<Value = CmpSpec> {
@@ -172,7 +188,7 @@ fn flat_op_s() -> impl Strategy<Value = TOp> {
     prop_oneof![
         3 => put_s().prop_map(TOp::Put),
         1 => (0..KEYS.len(), span_s(), any::<bool>()).prop_map(|(key, span, prev)| TOp::Del { key, span, prev }),
-        2 => (0..KEYS.len(), span_s()).prop_map(|(key, span)| TOp::Get { key, span }),
+        2 => (0..KEYS.len(), span_s(), prop_oneof![4 => Just(0i64), 1 => -1..12i64]).prop_map(|(key, span, rev)| TOp::Get { key, span, rev }),
     ]
 }
 
@@ -243,6 +259,7 @@ fn step_s() -> impl Strategy<Value = Step> {
         1 => Just(Step::Restart),
         1 => Just(Step::Snapshot),
         6 => read.prop_map(Step::Read),
+        2 => (0..10i64, 0..6i64, 1..4usize).prop_map(|(back, len, max_revs)| Step::Events { back, len, max_revs }),
     ]
 }
 
@@ -275,11 +292,12 @@ fn op_req(op: &TOp) -> RequestOp {
                 prev_kv: *prev,
             })
         }
-        TOp::Get { key, span } => {
+        TOp::Get { key, span, rev } => {
             let (key, range_end) = bounds(*key, span);
             Op::RequestRange(RangeRequest {
                 key,
                 range_end,
+                revision: *rev,
                 ..Default::default()
             })
         }
@@ -390,6 +408,26 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 f = g;
                 None
             }
+            Step::Events {
+                back,
+                len,
+                max_revs,
+            } => {
+                let from = m.current - back;
+                let got = f.store.events(from, from + len, *max_revs);
+                if m.compacted > 0 && from <= m.compacted {
+                    prop_assert!(matches!(got, Err(StorageError::Compacted)), "step {}", n);
+                } else {
+                    let want: Vec<(i64, Vec<Event>)> = m
+                        .events
+                        .range(from..=from + len)
+                        .take(*max_revs)
+                        .map(|(r, e)| (*r, e.clone()))
+                        .collect();
+                    prop_assert_eq!(got.map_err(|e| TestCaseError::fail(e.to_string()))?, want);
+                }
+                None
+            }
             Step::Read(r) => {
                 let (key, range_end) = bounds(r.key, &r.span);
                 let req = RangeRequest {
@@ -461,7 +499,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 2000, ..ProptestConfig::default() })]
+    // No persistence file: a shrunk failure becomes a named regression test instead.
+    #![proptest_config(ProptestConfig { cases: 64, max_shrink_iters: 2000, failure_persistence: None, ..ProptestConfig::default() })]
 
     #[test]
     fn store_matches_model(steps in prop::collection::vec(step_s(), 1..60)) {

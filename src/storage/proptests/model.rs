@@ -259,6 +259,30 @@ impl MTxn<'_> {
         }
     }
 
+    /// etcd's checkRequestRange over the chosen path.
+    fn check_ranges(
+        &self,
+        t: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<(), ApplyError> {
+        let ok = path[*pos];
+        *pos += 1;
+        for op in if ok { &t.success } else { &t.failure } {
+            match &op.request {
+                Some(Op::RequestRange(r)) if r.revision > self.m.current => {
+                    return Err(ApplyError::FutureRevision)
+                }
+                Some(Op::RequestRange(r)) if r.revision != 0 && r.revision < self.m.compacted => {
+                    return Err(ApplyError::Compacted)
+                }
+                Some(Op::RequestTxn(n)) => self.check_ranges(n, path, pos)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// etcd's checkRequestPut over the chosen path, against the state before the txn.
     fn check_puts(&self, t: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<(), ApplyError> {
         let ok = path[*pos];
@@ -303,9 +327,13 @@ impl MTxn<'_> {
                     } else {
                         self.rev()
                     };
-                    let resp = self
-                        .m
-                        .range(r, cur, |_| self.view_kvs(&r.key, &r.range_end));
+                    let resp = self.m.range(r, cur, |at| {
+                        if at == cur {
+                            self.view_kvs(&r.key, &r.range_end)
+                        } else {
+                            self.m.kvs(&r.key, &r.range_end, at)
+                        }
+                    });
                     OpResp::ResponseRange(resp.unwrap_or_default())
                 }
                 Some(Op::RequestTxn(n)) => OpResp::ResponseTxn(self.exec(n, path, pos)?),
@@ -370,6 +398,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             let mut path = Vec::new();
             t.path(x, &mut path);
             t.check_puts(x, &path, &mut 0)
+                .and_then(|()| t.check_ranges(x, &path, &mut 0))
                 .and_then(|()| t.exec(x, &path, &mut 0))
                 .map(Response::Txn)
         }

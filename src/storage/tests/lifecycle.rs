@@ -375,3 +375,43 @@ fn concurrent_readers_never_see_half_a_txn() {
         assert!(reader.join().unwrap() > 0);
     });
 }
+
+/// Reads racing with snapshot installs answer the old or the new state, never an error
+/// (the rows a reader loads must not vanish under it).
+#[test]
+fn reads_during_snapshot_install_never_fail() {
+    const INSTALLS: usize = 20;
+    let src = fixture();
+    for i in 0..50 {
+        put(&src.store, &format!("k{i:02}"), "new");
+    }
+    let snap = src.store.snapshot().unwrap();
+    let f = fixture();
+    for i in 0..50 {
+        put(&f.store, &format!("k{i:02}"), "old");
+    }
+    let store = &f.store;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let reader = s.spawn(|| {
+            let mut reads = 0;
+            while !done.load(std::sync::atomic::Ordering::Acquire) {
+                let r = store
+                    .range(&RangeRequest {
+                        key: b"k".to_vec(),
+                        range_end: b"l".to_vec(),
+                        ..Default::default()
+                    })
+                    .unwrap();
+                assert_eq!(r.kvs.len(), 50);
+                reads += 1;
+            }
+            reads
+        });
+        for _ in 0..INSTALLS {
+            store.install_snapshot(&snap).unwrap();
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+        assert!(reader.join().unwrap() > 0);
+    });
+}
