@@ -434,3 +434,37 @@ async fn cluster_write_throughput() {
         m.stop().await;
     }
 }
+
+/// openraft's segment-by-segment snapshot RPC travels too: a stale leader's segment is
+/// answered with the member's newer vote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_segment_rpc_roundtrips() {
+    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+    use openraft::raft::InstallSnapshotRequest;
+    init_log();
+    let (mut ls, members_map) = listeners(1).await;
+    let member = start_member(settings(1, &members_map), ls.pop().unwrap()).await;
+    member
+        .node
+        .raft()
+        .wait(Some(WAIT))
+        .current_leader(1, "single member leads")
+        .await
+        .unwrap();
+    let mut factory = PeerNetworkFactory::new(9, Arc::new(PeerChannels::default()), 1024);
+    let mut net = factory.new_client(1, &members_map[&1]).await;
+    let req = InstallSnapshotRequest::<TypeConfig> {
+        vote: openraft::Vote::new_committed(0, 9),
+        meta: openraft::SnapshotMeta::default(),
+        offset: 0,
+        data: vec![1, 2, 3],
+        done: true,
+    };
+    let resp = net
+        .install_snapshot(req, RPCOption::new(Duration::from_secs(5)))
+        .await
+        .unwrap();
+    let my_vote = member.node.raft().metrics().borrow().vote;
+    assert_eq!(resp.vote, my_vote);
+    assert!(resp.vote.leader_id().term >= 1);
+}
