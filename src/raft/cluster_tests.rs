@@ -24,10 +24,12 @@ const WAIT: Duration = Duration::from_secs(20);
 
 struct Member {
     id: NodeId,
+    /// Where the member's peer server listens (to restart it on the same URL).
+    addr: SocketAddr,
     node: RaftNode,
     store: Arc<MvccStore>,
     stop_server: Option<oneshot::Sender<()>>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl Member {
@@ -35,6 +37,41 @@ impl Member {
         self.node.shutdown().await;
         if let Some(tx) = self.stop_server.take() {
             let _ = tx.send(());
+        }
+    }
+
+    /// Stops the member and starts it again on the same data and peer URL.
+    async fn restart(mut self, settings: RaftSettings) -> Member {
+        self.stop().await;
+        let Member {
+            dir,
+            addr,
+            node,
+            store,
+            ..
+        } = self;
+        // Every handle on the old database must go before it can be opened again.
+        drop((node, store));
+        // The old server lets go of the port once its accept loop has stopped.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let listener = loop {
+            match TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) => assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "port still bound: {e}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        start_in(dir, settings, RaftTuning::default(), listener).await
+    }
+
+    /// A linearizable read on this member sees every key in `keys`.
+    async fn proposer_read_index_sees(&self, keys: &[&str]) {
+        self.node.proposer().read_index().await.unwrap();
+        for k in keys {
+            assert!(self.get(k).is_some(), "{k} missing after read index");
         }
     }
 
@@ -97,10 +134,34 @@ async fn start_tuned_member(
     tuning: RaftTuning,
     listener: TcpListener,
 ) -> Member {
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path()).unwrap();
+    start_in(tempfile::tempdir().unwrap(), settings, tuning, listener).await
+}
+
+/// Opens sled in `dir`, waiting for a previous instance's storage tasks to let go of it.
+async fn open_db(dir: &std::path::Path) -> sled::Db {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return db,
+            Err(e) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "database still locked: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn start_in(
+    dir: tempfile::TempDir,
+    settings: RaftSettings,
+    tuning: RaftTuning,
+    listener: TcpListener,
+) -> Member {
+    let db = open_db(dir.path()).await;
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let id = settings.node_id;
+    let addr = listener.local_addr().unwrap();
     let node = start_tuned(settings, tuning, db, store.clone(), Arc::new(NoopObserver))
         .await
         .unwrap();
@@ -116,10 +177,11 @@ async fn start_tuned_member(
     });
     Member {
         id,
+        addr,
         node,
         store,
         stop_server: Some(tx),
-        _dir: dir,
+        dir,
     }
 }
 
@@ -329,17 +391,7 @@ async fn single_member_leads_at_once_and_again_after_restart() {
     drop(listener);
     // Restart on the same data: the member is initialized already and leads again at once.
     // openraft's storage tasks let go of the database shortly after shutdown returns.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let db = loop {
-        match sled::open(dir.path()) {
-            Ok(db) => break db,
-            Err(e) => assert!(
-                tokio::time::Instant::now() < deadline,
-                "database still locked: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let db = open_db(dir.path()).await;
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let node = start(s, db, store.clone(), Arc::new(NoopObserver))
         .await
@@ -467,4 +519,67 @@ async fn snapshot_segment_rpc_roundtrips() {
     let my_vote = member.node.raft().metrics().borrow().vote;
     assert_eq!(resp.vote, my_vote);
     assert!(resp.vote.leader_id().term >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_follower_catches_up_from_its_own_log() {
+    init_log();
+    let (ls, members_map) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(start_member(settings(i as NodeId + 1, &members_map), l).await);
+    }
+    let leader = agreed_leader(&members, &[0, 1, 2]).await;
+    let li = index_of(&members, leader);
+    let fi = (li + 1) % 3;
+    for i in 0..5 {
+        members[li]
+            .node
+            .proposer()
+            .write(put(&format!("before{i}"), "x"))
+            .await
+            .unwrap();
+    }
+    wait_for("follower applied the first writes", || {
+        members[fi].get("before4").is_some()
+    })
+    .await;
+
+    let follower = members.remove(fi);
+    let follower_settings = {
+        let mut s = settings(follower.id, &members_map);
+        // Initialized already: the flag must be ignored on restart.
+        s.initialize = true;
+        s
+    };
+    follower.node.shutdown().await;
+    let li = index_of(&members, leader);
+    for i in 0..5 {
+        members[li]
+            .node
+            .proposer()
+            .write(put(&format!("after{i}"), "y"))
+            .await
+            .unwrap();
+    }
+    let follower = follower.restart(follower_settings).await;
+    assert_eq!(
+        follower.get("before4"),
+        Some(b"x".to_vec()),
+        "applied state survived the restart"
+    );
+    follower
+        .proposer_read_index_sees(&["after0", "after4"])
+        .await;
+    let r = follower
+        .node
+        .proposer()
+        .write(put("from-follower", "z"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 12);
+    members.push(follower);
+    for m in &mut members {
+        m.stop().await;
+    }
 }
