@@ -1,10 +1,10 @@
-//! How openraft's values travel and rest: postcard (compact, non-self-describing) for log
-//! entries, votes, log ids, memberships, snapshot metadata and RPC payloads.
+//! How openraft's values travel and rest: postcard (compact, not self-describing) for log
+//! entries, votes, log ids, memberships, snapshot metadata and the peer RPC payloads.
 //!
-//! Every openraft type we store or send roundtrips through postcard (the tests below prove
-//! it for each one), so no type needs a self-describing fallback. Values that carry
-//! `AnyError` (fatal RPC answers) are the exception in spirit only: they roundtrip too, and
-//! are tested with the rest.
+//! Every openraft type stored or sent here roundtrips through postcard, errors carrying
+//! `AnyError` included (the tests below check each one), so no type needs the serde_json
+//! fallback. A peer on an incompatible version fails to decode with [`CodecError::Decode`]
+//! instead of misreading.
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -161,6 +161,15 @@ mod tests {
         )));
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Stopped)));
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Panicked)));
+        let io = std::io::Error::other("disk on fire");
+        let storage: openraft::StorageError<NodeId> = openraft::StorageIOError::write_log_entry(
+            log_id(1, 2, 3),
+            openraft::AnyError::new(&io),
+        )
+        .into();
+        roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::StorageError(
+            storage,
+        ))));
         roundtrip_dbg(&VoteRequest::<NodeId>::new(
             Vote::new(3, 1),
             Some(log_id(2, 1, 9)),

@@ -10,6 +10,13 @@
 //! the entries are on disk; a vote is flushed before `save_vote` returns. The committed log
 //! id is written without a flush: losing it only means re-applying a few entries, which the
 //! state machine tolerates.
+//!
+//! What "durable" means is sled's: on Linux `flush` writes its segments with
+//! `sync_file_range` (seen with strace), which survives a crash of the process (kill -9) or
+//! of the kernel after the call returns, but does not force the drive's volatile cache the
+//! way etcd's `fdatasync` does. Measured on the 2-core VM: durable appends of 1 entry 3.3k/s,
+//! of 16 entries 39k/s, of 256 entries 182k/s (`append_throughput_by_batch`), against about
+//! 400 `fdatasync`/s for a plain file on the same disk.
 
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
@@ -383,5 +390,68 @@ mod tests {
         assert_eq!(indexes, vec![5, 6, 7, 8]);
         let got = store.try_get_log_entries(6..=7).await.unwrap();
         assert_eq!(got.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod measure {
+    use std::time::Instant;
+
+    use openraft::storage::RaftLogStorageExt;
+    use openraft::testing::log_id;
+    use openraft::EntryPayload;
+
+    use super::*;
+    use crate::pb::etcdserverpb::PutRequest;
+    use crate::pb::minietcdpb::internal_request::Request;
+    use crate::pb::minietcdpb::InternalRequest;
+    use crate::raft::types::Command;
+
+    /// Entries per second appended durably, by batch size: one flush per append call makes
+    /// batching pay. Run with
+    /// `cargo test --release --lib append_throughput_by_batch -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore = "measurement, not a test"]
+    async fn append_throughput_by_batch() {
+        const ENTRIES: u64 = 4096;
+        let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+        for batch in [1u64, 16, 256] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = sled::open(dir.path()).unwrap();
+            let mut store = LogStore::open(&db).unwrap();
+            let start = Instant::now();
+            let mut index = 1;
+            while index <= ENTRIES {
+                let entries: Vec<Entry<TypeConfig>> = (index..index + batch)
+                    .map(|i| Entry {
+                        log_id: log_id(1, 1, i),
+                        payload: EntryPayload::Normal(Command(InternalRequest {
+                            request: Some(Request::Put(PutRequest {
+                                key: format!("key{i}").into_bytes(),
+                                value: vec![7; 100],
+                                ..Default::default()
+                            })),
+                        })),
+                    })
+                    .collect();
+                index += batch;
+                store.blocking_append(entries).await.unwrap();
+            }
+            let secs = start.elapsed().as_secs_f64();
+            tracing::info!(
+                batch,
+                per_sec = (ENTRIES as f64 / secs) as u64,
+                "durable append throughput"
+            );
+            assert_eq!(
+                store
+                    .get_log_state()
+                    .await
+                    .unwrap()
+                    .last_log_id
+                    .map(|l| l.index),
+                Some(index - 1)
+            );
+        }
     }
 }

@@ -50,15 +50,15 @@ pub const LEADER_WAIT_ELECTIONS: u32 = 5;
 /// etcd's request timeout: 5 s plus two election timeouts.
 const REQUEST_TIMEOUT_BASE: Duration = Duration::from_secs(5);
 
-/// What the Raft layer needs to know about this member and the cluster.
+/// What the Raft layer needs to know about this member and the cluster (the etcd flags).
 #[derive(Debug, Clone)]
 pub struct RaftSettings {
     /// This member's id.
     pub node_id: NodeId,
     /// The initial cluster (`--initial-cluster`), this member included.
-    pub initial_members: BTreeMap<NodeId, MemberNode>,
-    /// Whether to form a new cluster from `initial_members` if this member has no Raft state
-    /// yet (`--initial-cluster-state new`); ignored once state exists.
+    pub members: BTreeMap<NodeId, MemberNode>,
+    /// Whether to form a new cluster from `members` if this member has no Raft state yet
+    /// (`--initial-cluster-state new` on an empty data dir); ignored once state exists.
     pub initialize: bool,
     /// Leader heartbeat period (`--heartbeat-interval`).
     pub heartbeat_interval_ms: u64,
@@ -67,43 +67,32 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (`--snapshot-count`).
     pub snapshot_count: u64,
-    /// Entries kept in the log after a snapshot.
-    pub snapshot_catchup_entries: u64,
-    /// Entries per AppendEntries message.
-    pub max_payload_entries: u64,
-    /// Snapshot bytes per streamed chunk.
-    pub snapshot_chunk_bytes: usize,
-    /// Budget for sending one whole snapshot.
-    pub snapshot_timeout_ms: u64,
 }
 
 impl RaftSettings {
-    /// Settings with etcd's defaults for member `node_id` of `initial_members`.
-    pub fn new(node_id: NodeId, initial_members: BTreeMap<NodeId, MemberNode>) -> RaftSettings {
+    /// Settings with etcd's defaults for member `node_id` of `members`, forming a new
+    /// cluster.
+    pub fn new(node_id: NodeId, members: BTreeMap<NodeId, MemberNode>) -> RaftSettings {
         RaftSettings {
             node_id,
-            initial_members,
+            members,
             initialize: true,
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
-            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
-            max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
-            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
-            snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
         }
     }
 
-    fn openraft_config(&self) -> Result<Config, RaftError> {
+    fn openraft_config(&self, tuning: &RaftTuning) -> Result<Config, RaftError> {
         let config = Config {
             cluster_name: "minietcd".to_string(),
             heartbeat_interval: self.heartbeat_interval_ms,
             election_timeout_min: self.election_timeout_ms,
             election_timeout_max: self.election_timeout_ms.saturating_mul(2),
-            install_snapshot_timeout: self.snapshot_timeout_ms,
-            max_payload_entries: self.max_payload_entries,
+            install_snapshot_timeout: tuning.snapshot_timeout_ms,
+            max_payload_entries: tuning.max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count),
-            max_in_snapshot_log_to_keep: self.snapshot_catchup_entries,
+            max_in_snapshot_log_to_keep: tuning.snapshot_catchup_entries,
             ..Default::default()
         };
         config
@@ -116,6 +105,30 @@ impl RaftSettings {
         ProposerTimeouts {
             request: REQUEST_TIMEOUT_BASE + election * 2,
             leader_wait: election * LEADER_WAIT_ELECTIONS,
+        }
+    }
+}
+
+/// Knobs etcd does not expose as flags; [`Default`] is what a node uses, tests shrink them.
+#[derive(Debug, Clone)]
+pub struct RaftTuning {
+    /// Entries kept in the log after a snapshot.
+    pub snapshot_catchup_entries: u64,
+    /// Entries per AppendEntries message.
+    pub max_payload_entries: u64,
+    /// Snapshot bytes per streamed chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Budget for sending one whole snapshot.
+    pub snapshot_timeout_ms: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            snapshot_catchup_entries: DEFAULT_SNAPSHOT_CATCHUP_ENTRIES,
+            max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
+            snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+            snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
         }
     }
 }
@@ -141,7 +154,7 @@ pub struct RaftNode {
     /// The openraft handle (metrics, membership changes).
     raft: Raft<TypeConfig>,
     /// Writes and linearizable reads for the gRPC servers.
-    proposer: Arc<Proposer>,
+    proposer: Proposer,
     /// Channels to the peers (also used by the proposer).
     channels: Arc<PeerChannels>,
 }
@@ -152,13 +165,13 @@ impl RaftNode {
         self.id
     }
 
-    /// The openraft handle.
-    pub fn raft(&self) -> &Raft<TypeConfig> {
-        &self.raft
+    /// The openraft handle (metrics for headers, membership changes).
+    pub fn raft(&self) -> Raft<TypeConfig> {
+        self.raft.clone()
     }
 
     /// The proposer the gRPC servers use.
-    pub fn proposer(&self) -> Arc<Proposer> {
+    pub fn proposer(&self) -> Proposer {
         self.proposer.clone()
     }
 
@@ -172,29 +185,41 @@ impl RaftNode {
         PeerService::new(self.id, self.raft.clone()).into_server()
     }
 
-    /// Stops Raft (its tasks end; peers see this member as down).
-    pub async fn shutdown(&self) -> Result<(), RaftError> {
-        self.raft
-            .shutdown()
-            .await
-            .map_err(|e| RaftError::Raft(e.to_string()))
+    /// Stops Raft (its tasks end; peers see this member as down). A failure to stop cleanly
+    /// is logged: the member is going away either way.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft did not stop cleanly");
+        }
     }
 }
 
 /// Starts this member's Raft over the node's sled database and MVCC store.
-#[tracing::instrument(level = "info", skip_all, fields(id = cfg.node_id))]
 pub async fn start(
     cfg: RaftSettings,
     db: sled::Db,
     store: Arc<MvccStore>,
     observer: Arc<dyn ApplyObserver>,
 ) -> Result<RaftNode, RaftError> {
-    let config = Arc::new(cfg.openraft_config()?);
+    start_tuned(cfg, RaftTuning::default(), db, store, observer).await
+}
+
+/// [`start`] with non-default [`RaftTuning`].
+#[tracing::instrument(level = "info", skip_all, fields(id = cfg.node_id))]
+pub async fn start_tuned(
+    cfg: RaftSettings,
+    tuning: RaftTuning,
+    db: sled::Db,
+    store: Arc<MvccStore>,
+    observer: Arc<dyn ApplyObserver>,
+) -> Result<RaftNode, RaftError> {
+    let config = Arc::new(cfg.openraft_config(&tuning)?);
     let log_store = LogStore::open(&db).map_err(|e| RaftError::Storage(e.to_string()))?;
     let state_machine =
         StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
     let channels = Arc::new(PeerChannels::default());
-    let network = PeerNetworkFactory::new(cfg.node_id, channels.clone(), cfg.snapshot_chunk_bytes);
+    let network =
+        PeerNetworkFactory::new(cfg.node_id, channels.clone(), tuning.snapshot_chunk_bytes);
     let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| RaftError::Raft(e.to_string()))?;
@@ -206,8 +231,8 @@ pub async fn start(
     if cfg.initialize && !initialized {
         // Every founding member initializes with the same membership, which openraft allows:
         // they all write the same first entry, and whoever wins the first election leads.
-        match raft.initialize(cfg.initial_members.clone()).await {
-            Ok(()) => tracing::info!(members = cfg.initial_members.len(), "cluster initialized"),
+        match raft.initialize(cfg.members.clone()).await {
+            Ok(()) => tracing::info!(members = cfg.members.len(), "cluster initialized"),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::InitializeError::NotAllowed(e),
             )) => {
@@ -223,12 +248,12 @@ pub async fn start(
             .map_err(|e| RaftError::Raft(e.to_string()))?;
     }
 
-    let proposer = Arc::new(Proposer::new(
+    let proposer = Proposer::new(
         cfg.node_id,
         raft.clone(),
         channels.clone(),
         cfg.proposer_timeouts(),
-    ));
+    );
     Ok(RaftNode {
         id: cfg.node_id,
         raft,

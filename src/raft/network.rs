@@ -15,8 +15,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed,
-    StreamingError, Timeout, Unreachable,
+    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    ReplicationClosed, StreamingError, Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -211,6 +211,25 @@ impl PeerNetwork {
     }
 }
 
+/// When the commands of an AppendEntries (which dominate its size) exceed `limit_bytes`
+/// and it carries more than one entry: how many entries to try instead.
+fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize) -> Option<u64> {
+    use prost::Message;
+    let entries = rpc.entries.len() as u64;
+    if entries < 2 {
+        return None;
+    }
+    let bytes: usize = rpc
+        .entries
+        .iter()
+        .map(|e| match &e.payload {
+            openraft::EntryPayload::Normal(cmd) => cmd.0.encoded_len(),
+            _ => 0,
+        })
+        .sum();
+    (bytes > limit_bytes).then_some(entries / 2)
+}
+
 /// Connection failures are `Unreachable` (openraft backs off before retrying), an expired
 /// deadline is a `Timeout`, anything else a plain network error.
 fn status_to_rpc_error<E: std::error::Error>(
@@ -272,6 +291,12 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        if let Some(hint) = fewer_entries_hint(&rpc, MAX_PEER_MESSAGE_BYTES) {
+            // Ask openraft to send fewer entries per message instead of failing forever.
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
         self.unary(
             RPCTypes::AppendEntries,
             &rpc,
@@ -481,6 +506,37 @@ mod tests {
             t0.elapsed() < ttl + CONNECT_TIMEOUT + Duration::from_millis(500),
             "took {:?}",
             t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn an_oversized_append_asks_for_fewer_entries() {
+        use crate::pb::etcdserverpb::PutRequest;
+        use crate::pb::minietcdpb::internal_request::Request;
+        use crate::pb::minietcdpb::InternalRequest;
+        use openraft::{Entry, EntryPayload};
+        let entry = |i| Entry::<TypeConfig> {
+            log_id: openraft::testing::log_id(1, 1, i),
+            payload: EntryPayload::Normal(crate::raft::types::Command(InternalRequest {
+                request: Some(Request::Put(PutRequest {
+                    key: b"k".to_vec(),
+                    value: vec![0; 1000],
+                    ..Default::default()
+                })),
+            })),
+        };
+        let rpc = |n: u64| AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: (1..=n).map(entry).collect(),
+            leader_commit: None,
+        };
+        assert_eq!(fewer_entries_hint(&rpc(10), 5000), Some(5));
+        assert_eq!(fewer_entries_hint(&rpc(4), 5000), None);
+        assert_eq!(
+            fewer_entries_hint(&rpc(1), 10),
+            None,
+            "one entry is sent whatever its size"
         );
     }
 

@@ -71,7 +71,9 @@ enum Attempt<T> {
     Reroute,
 }
 
-/// Gets writes committed and reads confirmed through the current leader.
+/// Gets writes committed and reads confirmed through the current leader. Cheap to clone
+/// (every field is a shared handle).
+#[derive(Clone)]
 pub struct Proposer {
     /// This member.
     id: NodeId,
@@ -294,18 +296,93 @@ impl Proposer {
 }
 
 /// The outcome of a forwarded write that failed after it may have reached the leader.
+/// A status with a source was raised by the local transport (reset stream, GOAWAY, h2
+/// error), not answered by the leader: the leader may have the write, so the outcome is
+/// unknown.
 fn forward_failed(status: &tonic::Status, expired: impl FnOnce() -> ProposeError) -> ProposeError {
     match status.code() {
         Code::DeadlineExceeded | Code::Cancelled => expired(),
+        _ if std::error::Error::source(status).is_some() => ProposeError::LeaderChanged,
         // The leader went away while it had the request.
         Code::Unavailable | Code::Unknown | Code::Aborted => ProposeError::LeaderChanged,
         _ => ProposeError::Fatal(status.message().to_string()),
     }
 }
 
-/// Whether the call failed before reaching the peer: tonic reports a failed TCP connect as
-/// `Unavailable` with the connector's message ("tcp connect error ...", "... error trying to
-/// connect ..."). Anything else is treated as possibly delivered.
+/// Whether the call failed before reaching the peer: the TCP connect failed. tonic reports
+/// it as `Unavailable` with the connector's "tcp connect error" and keeps the `io::Error` in
+/// the source chain. Anything else, a reset connection included, is treated as possibly
+/// delivered.
 fn never_connected(status: &tonic::Status) -> bool {
-    status.code() == Code::Unavailable && status.message().to_ascii_lowercase().contains("connect")
+    if status.code() != Code::Unavailable {
+        return false;
+    }
+    if status.message().starts_with("tcp connect error") {
+        return true;
+    }
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return io.kind() == std::io::ErrorKind::ConnectionRefused;
+        }
+        source = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The re-route rule depends on how tonic words a refused connection: pin it.
+    #[tokio::test]
+    async fn a_refused_connection_counts_as_never_connected() {
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let node = MemberNode {
+            peer_urls: vec![format!("http://{addr}")],
+            ..Default::default()
+        };
+        let mut client = PeerChannels::default().client(2, &node).unwrap();
+        let status = client
+            .forward(InternalRequest::default())
+            .await
+            .unwrap_err();
+        assert!(never_connected(&status), "{status:?}");
+        // A second call on the same (reconnecting) channel is refused the same way.
+        let status = client
+            .forward(InternalRequest::default())
+            .await
+            .unwrap_err();
+        assert!(never_connected(&status), "{status:?}");
+    }
+
+    #[test]
+    fn a_failure_after_delivery_is_leader_changed_or_expired() {
+        let expired = || ProposeError::Timeout;
+        assert_eq!(
+            forward_failed(&tonic::Status::unavailable("connection reset"), expired),
+            ProposeError::LeaderChanged
+        );
+        assert_eq!(
+            forward_failed(&tonic::Status::deadline_exceeded("late"), expired),
+            ProposeError::Timeout
+        );
+        assert!(matches!(
+            forward_failed(&tonic::Status::internal("bug"), expired),
+            ProposeError::Fatal(_)
+        ));
+        assert!(!never_connected(&tonic::Status::unavailable(
+            "connection reset"
+        )));
+        let mut transport = tonic::Status::internal("h2 protocol error");
+        transport.set_source(Arc::new(std::io::Error::other("stream reset")));
+        assert_eq!(
+            forward_failed(&transport, expired),
+            ProposeError::LeaderChanged
+        );
+    }
 }
