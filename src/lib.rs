@@ -13,3 +13,4 @@
 pub mod pb;
 pub mod raft;
 pub mod storage;
+pub mod watch;
