@@ -65,6 +65,9 @@ pub struct WatchSpec {
 
 /// The events of `history` (revision -> events in order) this watcher must see, by revision.
 fn expected(history: &BTreeMap<i64, Vec<Event>>, spec: &WatchSpec, until: i64) -> Vec<Event> {
+    if until < spec.start_rev {
+        return Vec::new();
+    }
     history
         .range(spec.start_rev..=until)
         .flat_map(|(_, evs)| evs.iter())
@@ -107,7 +110,10 @@ pub fn check_watch(
     for ev in &got {
         let rev = event_rev(ev);
         if rev < last {
-            return Err(Violation::Unordered { got: rev, after: last });
+            return Err(Violation::Unordered {
+                got: rev,
+                after: last,
+            });
         }
         last = rev;
     }
@@ -129,11 +135,7 @@ pub fn check_watch(
                 }
                 return Err(Violation::Unexpected { rev });
             }
-            None => {
-                return Err(Violation::Unexpected {
-                    rev: event_rev(ev),
-                })
-            }
+            None => return Err(Violation::Unexpected { rev: event_rev(ev) }),
         }
     }
     if let Some(w) = wi.next() {
@@ -177,7 +179,11 @@ mod tests {
     #[test]
     fn accepts_a_correct_run_and_names_each_violation() {
         let h = history();
-        let ok = vec![vec![put("a", 2)], vec![put("a", 3), put("b", 3)], vec![put("a", 5)]];
+        let ok = vec![
+            vec![put("a", 2)],
+            vec![put("a", 3), put("b", 3)],
+            vec![put("a", 5)],
+        ];
         assert_eq!(check_watch(&h, &spec(2), &ok, 5), Ok(()));
         // Resumed from 3: starts exactly there.
         let resumed = vec![vec![put("a", 3), put("b", 3), put("a", 5)]];
@@ -186,8 +192,14 @@ mod tests {
             check_watch(&h, &spec(2), &ok[..2], 5),
             Err(Violation::Missing { rev: 5 })
         );
-        let split = vec![vec![put("a", 2), put("a", 3)], vec![put("b", 3), put("a", 5)]];
-        assert_eq!(check_watch(&h, &spec(2), &split, 5), Err(Violation::Split { rev: 3 }));
+        let split = vec![
+            vec![put("a", 2), put("a", 3)],
+            vec![put("b", 3), put("a", 5)],
+        ];
+        assert_eq!(
+            check_watch(&h, &spec(2), &split, 5),
+            Err(Violation::Split { rev: 3 })
+        );
         let dup = vec![vec![put("a", 2)], vec![put("a", 2)]];
         assert_eq!(
             check_watch(&h, &spec(2), &dup, 2),
@@ -199,7 +211,10 @@ mod tests {
             Err(Violation::Unordered { got: 2, after: 3 })
         ));
         let gap = vec![vec![put("a", 2)], vec![put("a", 5)]];
-        assert_eq!(check_watch(&h, &spec(2), &gap, 5), Err(Violation::Missing { rev: 3 }));
+        assert_eq!(
+            check_watch(&h, &spec(2), &gap, 5),
+            Err(Violation::Missing { rev: 3 })
+        );
         let early = vec![vec![put("a", 2)], vec![put("a", 3), put("b", 3)]];
         assert_eq!(
             check_watch(&h, &spec(3), &early, 3),

@@ -69,7 +69,11 @@ impl EventBatch {
             .map(|e| Event {
                 r#type: e.r#type,
                 kv: e.kv.clone(),
-                prev_kv: if keep_prev_kv { e.prev_kv.clone() } else { None },
+                prev_kv: if keep_prev_kv {
+                    e.prev_kv.clone()
+                } else {
+                    None
+                },
             })
             .collect()
     }

@@ -120,6 +120,9 @@ impl History for MemoryHistory {
         if from < self.compacted.load(Ordering::SeqCst) {
             return Err(StorageError::Compacted);
         }
+        if from > to {
+            return Ok(Vec::new());
+        }
         let revs = self
             .revs
             .lock()

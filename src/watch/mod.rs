@@ -55,3 +55,6 @@ pub const VICTIM_RETRY_INTERVAL: Duration = Duration::from_millis(10);
 /// Revisions buffered for an in-flight sync round (see `sync.rs`); beyond it the round's
 /// watchers simply stay unsynced one more round.
 pub const GAP_MAX_REVS: usize = 1024;
+
+#[cfg(test)]
+mod store_tests;

@@ -124,7 +124,9 @@ impl StreamWatchers {
             }
         }
         let target = WatchTarget::new(&req.key, &req.range_end);
-        let watcher = self.store.watch(target, start, filters, id, self.tx.clone());
+        let watcher = self
+            .store
+            .watch(target, start, filters, id, self.tx.clone());
         self.ids.insert(
             id,
             WatchOptions {

@@ -52,7 +52,9 @@ impl WatchableStore {
     /// returned guard is dropped or the store is gone.
     pub fn start(self: &Arc<Self>) -> WatchLoops {
         let weak = Arc::downgrade(self);
-        let victims = tokio::spawn(victim_loop(weak.clone()).instrument(tracing::debug_span!("watch_victims")));
+        let victims = tokio::spawn(
+            victim_loop(weak.clone()).instrument(tracing::debug_span!("watch_victims")),
+        );
         let sync = tokio::spawn(sync_loop(weak).instrument(tracing::debug_span!("watch_sync")));
         WatchLoops {
             handles: vec![victims, sync],
@@ -163,10 +165,9 @@ impl WatchableStore {
         };
 
         let history = self.history.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            history.events(from, cur, WATCH_BATCH_MAX_REVS)
-        })
-        .await;
+        let read =
+            tokio::task::spawn_blocking(move || history.events(from, cur, WATCH_BATCH_MAX_REVS))
+                .await;
 
         let mut guard = self.lock();
         let inner = &mut *guard;
@@ -220,7 +221,9 @@ impl WatchableStore {
             }
         }
         let mut batches: std::collections::HashMap<WatcherId, Vec<u32>> =
-            match_events(&group, &inner.watchers, &all).into_iter().collect();
+            match_events(&group, &inner.watchers, &all)
+                .into_iter()
+                .collect();
         let current = inner.current_rev;
         for id in live {
             let Some(w) = inner.watchers.get_mut(&id) else {

@@ -304,7 +304,11 @@ impl ApplyObserver for WatchableStore {
                         tx: w.tx.clone(),
                         delivery: d,
                     });
-                    tracing::debug!(watcher = id.0, rev = revision, "slow watcher became a victim");
+                    tracing::debug!(
+                        watcher = id.0,
+                        rev = revision,
+                        "slow watcher became a victim"
+                    );
                 }
                 // The stream is gone; its teardown cancels the watcher.
                 Err(TrySendError::Closed(_)) => {}
