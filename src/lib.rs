@@ -12,5 +12,6 @@
 
 pub mod pb;
 pub mod raft;
+pub mod server;
 pub mod storage;
 pub mod watch;
