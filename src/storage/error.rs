@@ -12,6 +12,10 @@ pub enum StorageError {
     /// sled failed: fatal for the node.
     #[error("storage I/O: {0}")]
     Sled(#[from] sled::Error),
+    /// A thread panicked while holding the store's lock: the in-memory state may be
+    /// half-updated, so the node must stop.
+    #[error("mvcc state lock poisoned by a panic")]
+    Poisoned,
     /// The data on disk is not what minietcd wrote: fatal for the node.
     #[error("corrupt data: {0}")]
     Corrupt(String),

@@ -2,9 +2,8 @@
 //! tombstones, compaction, leases). It imports neither raft nor watch nor gRPC services:
 //! it is handed protobuf messages and returns protobuf messages.
 //!
-//! CONTRACT (used by `raft::state_machine` and `server::kv`; the bodies are filled in by the
-//! storage work):
-//! - `MvccStore::open(&sled::Db)` opens or creates the store's trees and recovers its state.
+//! CONTRACT (used by `raft::state_machine` and `server::kv`):
+//! - `MvccStore::open(&sled::Db)` opens or creates the store's tree and recovers its state.
 //! - `apply(req, applied)` applies one write as ONE atomic sled batch that also stores the
 //!   opaque `applied` blob (the raft layer's last-applied log id and membership), then
 //!   publishes the new revision. Apply-time errors (lease not found, ...) are answered in
@@ -12,14 +11,59 @@
 //! - `range` reads at a revision; reads never see a half-applied write.
 //! - `snapshot()` / `install_snapshot()` carry the whole MVCC state (history since the last
 //!   compaction, leases, counters) plus the `applied` blob, consistently.
+//!
+//! Inside: [`backend`] (sled layout, recovery), [`revision`], [`key_index`] (etcd's
+//! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
+//! (history), [`snapshot`].
+//!
+//! Concurrency: applies are serialised by a mutex. An apply computes its changes under the
+//! state's read lock, writes its sled batch, then takes the write lock to update the index
+//! and the revision together; readers hold the read lock for a whole read, so they see a
+//! write entirely or not at all. No apply fsyncs: the raft log is the durable record, and
+//! the `applied` blob in the same batch tells the raft layer where to resume replaying.
 
+mod backend;
+mod compact;
 mod error;
+mod events;
+mod key_index;
+mod lease;
+mod range;
+mod revision;
+mod snapshot;
+mod txn;
 
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
+pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
+pub use revision::Revision;
 
-use crate::pb::etcdserverpb::{RangeRequest, RangeResponse};
-use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use backend::{i64_bytes, State};
+use range::View;
+use txn::{Finished, LeaseOp, TxnError, WriteTxn};
+
+use crate::pb::etcdserverpb::{
+    CompactionResponse, LeaseGrantResponse, LeaseRevokeResponse, RangeRequest, RangeResponse,
+    ResponseHeader,
+};
+use crate::pb::minietcdpb::internal_request::Request;
+use crate::pb::minietcdpb::internal_response::Response;
+use crate::pb::minietcdpb::{ApplyError, InternalRequest, InternalResponse};
+use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::Event;
+
+/// Rows written per sled batch while installing a snapshot.
+const INSTALL_BATCH_ROWS: usize = 4096;
+/// Attempts at deriving a free lease id for a LeaseGrant with id 0.
+const LEASE_ID_ATTEMPTS: u64 = 64;
 
 /// The result of applying one write.
 #[derive(Debug, Clone, Default)]
@@ -35,73 +79,432 @@ pub struct ApplyOutcome {
 
 /// etcd's MVCC store, persisted in sled.
 pub struct MvccStore {
-    _db: sled::Db,
+    /// Kept to flush the whole database (the tree shares sled's log).
+    db: sled::Db,
+    /// The one tree holding rows, leases and meta (see [`backend`]).
+    tree: sled::Tree,
+    /// Index, leases and counters; read-locked by readers for a whole read.
+    state: RwLock<State>,
+    /// The published current revision, readable without a lock.
+    current: AtomicI64,
+    /// The published compaction revision, readable without a lock.
+    compacted: AtomicI64,
+    /// Serialises applies, snapshots and installs.
+    apply_lock: Mutex<()>,
+    /// Set when open() found (and discarded) a half-installed snapshot.
+    interrupted_install: AtomicBool,
 }
 
 impl MvccStore {
-    /// Opens (or creates) the store's trees inside `db` and recovers the revision counters
-    /// and the key index.
+    /// Opens (or creates) the store's tree inside `db` and recovers the revision counters,
+    /// the key index and the leases.
     pub fn open(db: &sled::Db) -> Result<Self, StorageError> {
-        Ok(MvccStore { _db: db.clone() })
+        let tree = db.open_tree(backend::TREE_NAME)?;
+        let mut rec = backend::recover(tree.iter().map(|r| r.map_err(StorageError::from)))?;
+        let interrupted = rec.installing;
+        if interrupted {
+            // A crash during install_snapshot left a mix of old and new rows: neither state
+            // is trustworthy, so start empty with no applied blob; the raft layer then
+            // restores from its snapshot or log.
+            tracing::warn!("interrupted snapshot install found; starting from an empty store");
+            tree.clear()?;
+            tree.flush()?;
+            rec = backend::Recovered {
+                empty: true,
+                ..backend::Recovered::default()
+            };
+        }
+        if rec.empty {
+            let mut batch = sled::Batch::default();
+            batch.insert(backend::META_SCHEMA, backend::SCHEMA_VERSION);
+            batch.insert(
+                backend::META_CURRENT,
+                &i64_bytes(backend::FIRST_REVISION)[..],
+            );
+            tree.apply_batch(batch)?;
+            rec.state.current = backend::FIRST_REVISION;
+        }
+        let mut state = rec.state;
+        finish_compaction(&tree, &mut state)?;
+        tracing::info!(
+            rev = state.current,
+            compacted = state.compacted,
+            keys = state.index.len(),
+            leases = state.leases.len(),
+            "mvcc store opened"
+        );
+        Ok(MvccStore {
+            db: db.clone(),
+            tree,
+            current: AtomicI64::new(state.current),
+            compacted: AtomicI64::new(state.compacted),
+            state: RwLock::new(state),
+            apply_lock: Mutex::new(()),
+            interrupted_install: AtomicBool::new(interrupted),
+        })
     }
 
     /// The latest revision (1 on a fresh store, as in etcd).
     pub fn current_revision(&self) -> i64 {
-        todo!("storage")
+        self.current.load(Ordering::Acquire)
     }
 
     /// The revision of the last compaction (0 when never compacted).
     pub fn compact_revision(&self) -> i64 {
-        todo!("storage")
+        self.compacted.load(Ordering::Acquire)
     }
 
-    /// A range read with every RangeRequest option; the header is left empty.
-    pub fn range(&self, _req: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        todo!("storage")
+    /// Whether open() discarded a half-installed snapshot (the store then started empty).
+    pub fn interrupted_install(&self) -> bool {
+        self.interrupted_install.load(Ordering::Acquire)
+    }
+
+    /// A range read with every RangeRequest option; the header carries only the revision.
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
+        let st = self.read_state()?;
+        View {
+            state: &st,
+            tree: &self.tree,
+            pending: None,
+        }
+        .range(req, st.current, st.compacted)
     }
 
     /// Applies one write in one atomic sled batch together with `applied`.
+    #[tracing::instrument(skip_all, fields(rev))]
     pub fn apply(
         &self,
-        _req: &InternalRequest,
-        _applied: &[u8],
+        req: &InternalRequest,
+        applied: &[u8],
     ) -> Result<ApplyOutcome, StorageError> {
-        todo!("storage")
+        let _apply = self.lock_apply()?;
+        let Some(request) = &req.request else {
+            // Nothing to do, but the entry is applied.
+            self.tree.insert(backend::META_APPLIED, applied)?;
+            return Ok(self.outcome(None, None, Vec::new()));
+        };
+        if let Request::Compaction(c) = request {
+            return self.compact(c.revision, applied);
+        }
+        let st = self.read_state()?;
+        let mut w = WriteTxn::new(&st, &self.tree);
+        let result: Result<Response, TxnError> = match request {
+            Request::Put(p) => w.put(p).map(Response::Put),
+            Request::DeleteRange(d) => w.delete_range(d).map(Response::DeleteRange),
+            Request::Txn(t) => w.txn(t).map(Response::Txn),
+            Request::LeaseGrant(g) => grant(&st, &mut w, g.id, g.ttl, applied),
+            Request::LeaseRevoke(r) => w
+                .revoke(r.id)
+                .map(|()| Response::LeaseRevoke(LeaseRevokeResponse::default())),
+            Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
+                "compaction reached the write txn".into(),
+            ))),
+        };
+        let (fin, response, error) = match result {
+            Ok(resp) => (Some(w.finish()), Some(resp), None),
+            Err(TxnError::Apply(e)) => (None, None, Some(e)),
+            Err(TxnError::Storage(e)) => return Err(e),
+        };
+        drop(st);
+        let events = match fin {
+            Some(fin) => self.commit(fin, applied)?,
+            None => {
+                self.tree.insert(backend::META_APPLIED, applied)?;
+                Vec::new()
+            }
+        };
+        let out = self.outcome(response, error, events);
+        tracing::Span::current().record("rev", out.revision);
+        Ok(out)
+    }
+
+    /// Builds the outcome, filling top-level response headers with the new revision.
+    fn outcome(
+        &self,
+        response: Option<Response>,
+        error: Option<ApplyError>,
+        events: Vec<Event>,
+    ) -> ApplyOutcome {
+        let revision = self.current_revision();
+        let header = Some(ResponseHeader {
+            revision,
+            ..ResponseHeader::default()
+        });
+        let response = response.map(|mut r| {
+            match &mut r {
+                Response::Put(x) => x.header = header,
+                Response::DeleteRange(x) => x.header = header,
+                Response::Txn(x) => x.header = header,
+                Response::Compaction(x) => x.header = header,
+                Response::LeaseGrant(x) => x.header = header,
+                Response::LeaseRevoke(x) => x.header = header,
+            }
+            r
+        });
+        ApplyOutcome {
+            response: InternalResponse {
+                revision,
+                error: error.map_or(ApplyError::ApplyOk as i32, |e| e as i32),
+                response,
+            },
+            revision,
+            events,
+        }
+    }
+
+    /// Writes a finished txn's batch, then updates the index and leases and publishes the
+    /// revision under the write lock.
+    fn commit(&self, fin: Finished, applied: &[u8]) -> Result<Vec<Event>, StorageError> {
+        let Finished {
+            mut batch,
+            rev,
+            events,
+            lease_ops,
+        } = fin;
+        batch.insert(backend::META_APPLIED, applied);
+        if !events.is_empty() {
+            batch.insert(backend::META_CURRENT, &i64_bytes(rev)[..]);
+        }
+        self.tree.apply_batch(batch)?;
+        let mut st = self.write_state()?;
+        for (sub, ev) in events.iter().enumerate() {
+            let Some(kv) = &ev.kv else { continue };
+            let r = Revision::new(rev, i64::try_from(sub).unwrap_or(i64::MAX));
+            if ev.r#type == EventType::Delete as i32 {
+                if let Some(ki) = st.index.get_mut(&kv.key) {
+                    ki.tombstone(r);
+                }
+            } else {
+                st.index.entry(kv.key.clone()).or_default().put(r);
+            }
+        }
+        for op in lease_ops {
+            match op {
+                LeaseOp::Attach(id, key) => {
+                    if let Some(l) = st.leases.get_mut(&id) {
+                        l.keys.insert(key);
+                    }
+                }
+                LeaseOp::Detach(id, key) => {
+                    if let Some(l) = st.leases.get_mut(&id) {
+                        l.keys.remove(&key);
+                    }
+                }
+                LeaseOp::Grant(id, ttl_secs) => {
+                    st.leases.insert(
+                        id,
+                        lease::Lease {
+                            ttl_secs,
+                            ..lease::Lease::default()
+                        },
+                    );
+                }
+                LeaseOp::Revoke(id) => {
+                    st.leases.remove(&id);
+                }
+            }
+        }
+        st.current = rev;
+        self.current.store(rev, Ordering::Release);
+        Ok(events)
+    }
+
+    /// etcd's compaction: `rev <= compacted` is compacted, `rev > current` is future.
+    fn compact(&self, rev: i64, applied: &[u8]) -> Result<ApplyOutcome, StorageError> {
+        let (cur, compacted) = {
+            let st = self.read_state()?;
+            (st.current, st.compacted)
+        };
+        let error = if rev <= compacted {
+            Some(ApplyError::Compacted)
+        } else if rev > cur {
+            Some(ApplyError::FutureRevision)
+        } else {
+            None
+        };
+        let mut batch = sled::Batch::default();
+        batch.insert(backend::META_APPLIED, applied);
+        if error.is_none() {
+            batch.insert(backend::META_COMPACTED, &i64_bytes(rev)[..]);
+        }
+        self.tree.apply_batch(batch)?;
+        if let Some(e) = error {
+            return Ok(self.outcome(None, Some(e), Vec::new()));
+        }
+        let removed = {
+            let mut st = self.write_state()?;
+            st.compacted = rev;
+            self.compacted.store(rev, Ordering::Release);
+            compact::compact_index(&mut st, rev)
+        };
+        compact::delete_rows(&self.tree, &removed)?;
+        tracing::debug!(rev, rows = removed.len(), "compacted");
+        Ok(self.outcome(
+            Some(Response::Compaction(CompactionResponse::default())),
+            None,
+            Vec::new(),
+        ))
     }
 
     /// Records only the `applied` blob (blank and membership entries).
-    pub fn set_applied(&self, _applied: &[u8]) -> Result<(), StorageError> {
-        todo!("storage")
+    pub fn set_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
+        let _apply = self.lock_apply()?;
+        self.tree.insert(backend::META_APPLIED, applied)?;
+        Ok(())
     }
 
     /// The last `applied` blob stored, if any.
     pub fn applied(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        todo!("storage")
+        Ok(self.tree.get(backend::META_APPLIED)?.map(|v| v.to_vec()))
+    }
+
+    /// Makes everything written so far durable (applies do not fsync on their own).
+    pub fn flush(&self) -> Result<(), StorageError> {
+        self.db.flush()?;
+        Ok(())
     }
 
     /// The whole MVCC state, consistent with the `applied` blob it contains.
     pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
-        todo!("storage")
+        let _apply = self.lock_apply()?;
+        snapshot::encode(&self.tree)
     }
 
-    /// Replaces the whole state with a snapshot's.
-    pub fn install_snapshot(&self, _data: &[u8]) -> Result<(), StorageError> {
-        todo!("storage")
+    /// Replaces the whole state with a snapshot's. The snapshot is fully validated before
+    /// anything is touched; while the tree is rewritten a marker row makes a crash visible
+    /// to the next open().
+    pub fn install_snapshot(&self, data: &[u8]) -> Result<(), StorageError> {
+        let rows = snapshot::decode(data)?;
+        let rec = backend::recover(rows.iter().cloned().map(Ok))?;
+        if rec.empty || rec.installing {
+            return Err(StorageError::Corrupt(
+                "snapshot holds no store or an unfinished install".into(),
+            ));
+        }
+        let mut state = rec.state;
+        let _apply = self.lock_apply()?;
+        self.tree.clear()?;
+        self.tree.insert(backend::META_INSTALLING, &[][..])?;
+        self.tree.flush()?;
+        for chunk in rows.chunks(INSTALL_BATCH_ROWS) {
+            let mut batch = sled::Batch::default();
+            for (k, v) in chunk {
+                batch.insert(k, v);
+            }
+            self.tree.apply_batch(batch)?;
+        }
+        finish_compaction(&self.tree, &mut state)?;
+        self.tree.remove(backend::META_INSTALLING)?;
+        self.tree.flush()?;
+        let mut st = self.write_state()?;
+        self.current.store(state.current, Ordering::Release);
+        self.compacted.store(state.compacted, Ordering::Release);
+        tracing::info!(
+            rev = state.current,
+            keys = state.index.len(),
+            "snapshot installed"
+        );
+        *st = state;
+        Ok(())
     }
 
     /// History for watch catch-up: the events of revisions `from_rev..=to_rev`, grouped by
-    /// revision, at most `max_revs` revisions. Errors with `Compacted` below the compaction.
+    /// revision, at most `max_revs` revisions. Errors with `Compacted` when `from_rev` is at
+    /// or below the compaction (history at the compaction revision itself is incomplete:
+    /// superseded changes of that revision are gone).
     pub fn events(
         &self,
-        _from_rev: i64,
-        _to_rev: i64,
-        _max_revs: usize,
+        from_rev: i64,
+        to_rev: i64,
+        max_revs: usize,
     ) -> Result<Vec<(i64, Vec<Event>)>, StorageError> {
-        todo!("storage")
+        let st = self.read_state()?;
+        if st.compacted > 0 && from_rev <= st.compacted {
+            return Err(StorageError::Compacted);
+        }
+        let view = View {
+            state: &st,
+            tree: &self.tree,
+            pending: None,
+        };
+        events::read(&view, from_rev.max(1), to_rev.min(st.current), max_revs)
     }
 
     /// Whether a lease exists (Put with an unknown lease fails before proposing).
-    pub fn lease_exists(&self, _id: i64) -> bool {
-        todo!("storage")
+    pub fn lease_exists(&self, id: i64) -> bool {
+        self.read_state()
+            .map(|st| st.leases.contains_key(&id))
+            .unwrap_or(false)
     }
+
+    /// Every lease id, ascending (LeaseLeases).
+    pub fn lease_ids(&self) -> Result<Vec<i64>, StorageError> {
+        Ok(self.read_state()?.leases.keys().copied().collect())
+    }
+
+    /// A lease's granted TTL and attached keys (LeaseTimeToLive), None if unknown.
+    pub fn lease_info(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
+        Ok(self.read_state()?.leases.get(&id).map(|l| LeaseInfo {
+            id,
+            granted_ttl_secs: l.ttl_secs,
+            keys: l.keys.iter().cloned().collect(),
+        }))
+    }
+
+    fn read_state(&self) -> Result<RwLockReadGuard<'_, State>, StorageError> {
+        self.state.read().map_err(|_| StorageError::Poisoned)
+    }
+
+    fn write_state(&self) -> Result<RwLockWriteGuard<'_, State>, StorageError> {
+        self.state.write().map_err(|_| StorageError::Poisoned)
+    }
+
+    fn lock_apply(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        self.apply_lock.lock().map_err(|_| StorageError::Poisoned)
+    }
+}
+
+/// LeaseGrant: id 0 picks a free id derived from the applied blob and revision (see
+/// [`lease::derive_lease_id`]); an existing id or a TTL above etcd's maximum is refused.
+fn grant(
+    st: &State,
+    w: &mut WriteTxn<'_>,
+    id: i64,
+    ttl_secs: i64,
+    applied: &[u8],
+) -> Result<Response, TxnError> {
+    if ttl_secs > MAX_LEASE_TTL_SECS {
+        return Err(ApplyError::LeaseTtlTooLarge.into());
+    }
+    let id = if id == 0 {
+        (0..LEASE_ID_ATTEMPTS)
+            .map(|attempt| lease::derive_lease_id(applied, st.current, attempt))
+            .find(|id| !st.leases.contains_key(id))
+            .ok_or(ApplyError::LeaseExists)?
+    } else {
+        id
+    };
+    if st.leases.contains_key(&id) {
+        return Err(ApplyError::LeaseExists.into());
+    }
+    w.grant(id, ttl_secs);
+    Ok(Response::LeaseGrant(LeaseGrantResponse {
+        header: None,
+        id,
+        ttl: ttl_secs,
+        error: String::new(),
+    }))
+}
+
+/// Re-runs the recorded compaction over a freshly rebuilt index and deletes the rows it
+/// drops (left behind by a crash during compaction, or carried by a snapshot).
+fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<(), StorageError> {
+    if state.compacted > 0 {
+        let removed = compact::compact_index(state, state.compacted);
+        if !removed.is_empty() {
+            tracing::info!(rows = removed.len(), "finishing an interrupted compaction");
+            compact::delete_rows(tree, &removed)?;
+        }
+    }
+    Ok(())
 }

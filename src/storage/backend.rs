@@ -1,0 +1,193 @@
+//! The sled layout and recovery of the in-memory state from it.
+//!
+//! Everything lives in ONE sled tree because a sled `Batch` is atomic only within a tree:
+//! the kv rows of a revision, the meta counters, the `applied` blob and lease rows must land
+//! together. Keys are prefixed:
+//!
+//! - `k | main BE | sub BE [| t]`: a revision's KeyValue (protobuf); `t` marks a tombstone,
+//!   whose KeyValue holds only the key and the delete revision.
+//! - `l | id BE`: a lease, value = granted TTL in seconds (i64 BE).
+//! - `m/...`: meta: schema marker, current and compacted revision, the `applied` blob, and
+//!   the marker of a snapshot install in progress.
+
+use std::collections::BTreeMap;
+
+use prost::Message;
+
+use super::error::StorageError;
+use super::key_index::KeyIndex;
+use super::lease::{parse_lease_row, Lease, LEASE_PREFIX};
+use super::revision::{parse_row_key, read_i64, KV_PREFIX};
+use crate::pb::mvccpb::KeyValue;
+
+/// The sled tree holding the whole MVCC state.
+pub(crate) const TREE_NAME: &str = "mvcc";
+/// First byte of meta keys.
+const META_PREFIX: u8 = b'm';
+/// Schema marker: written on creation, checked on open.
+pub(crate) const META_SCHEMA: &[u8] = b"m/schema";
+/// The latest revision (i64 BE). Kept apart from the rows because compaction can delete
+/// the row of the latest revision (a tombstone).
+pub(crate) const META_CURRENT: &[u8] = b"m/current";
+/// The last compaction revision (i64 BE).
+pub(crate) const META_COMPACTED: &[u8] = b"m/compacted";
+/// The raft layer's opaque last-applied blob.
+pub(crate) const META_APPLIED: &[u8] = b"m/applied";
+/// Present while a snapshot install rewrites the tree.
+pub(crate) const META_INSTALLING: &[u8] = b"m/installing";
+/// The schema this code writes.
+pub(crate) const SCHEMA_VERSION: &[u8] = b"minietcd-mvcc-v1";
+/// etcd's first revision: a fresh store is at 1 and its first write gets 2.
+pub(crate) const FIRST_REVISION: i64 = 1;
+
+/// The in-memory state: what reads need besides the kv rows.
+#[derive(Debug, Default)]
+pub(crate) struct State {
+    /// key -> its generations of revisions.
+    pub index: BTreeMap<Vec<u8>, KeyIndex>,
+    /// lease id -> lease.
+    pub leases: BTreeMap<i64, Lease>,
+    /// The latest revision.
+    pub current: i64,
+    /// The last compaction revision (0 when never compacted).
+    pub compacted: i64,
+}
+
+/// What recovery found.
+#[derive(Debug, Default)]
+pub(crate) struct Recovered {
+    /// The rebuilt state.
+    pub state: State,
+    /// The stored `applied` blob.
+    pub applied: Option<Vec<u8>>,
+    /// Whether a snapshot install was interrupted.
+    pub installing: bool,
+    /// Whether any row at all was seen (an empty tree is a fresh store).
+    pub empty: bool,
+}
+
+/// Rebuilds the state from rows in key order (the tree's or a snapshot's). Every row is
+/// validated: anything minietcd would not have written is `Corrupt`.
+pub(crate) fn recover<I>(rows: I) -> Result<Recovered, StorageError>
+where
+    I: IntoIterator<Item = Result<(sled::IVec, sled::IVec), StorageError>>,
+{
+    let mut rec = Recovered {
+        empty: true,
+        ..Recovered::default()
+    };
+    let mut schema: Option<sled::IVec> = None;
+    let mut current = None;
+    let mut compacted = 0;
+    let mut max_row_main = 0;
+    // Latest lease id per key, to re-attach keys once all leases are known.
+    let mut key_lease: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
+    for row in rows {
+        let (k, v) = row?;
+        rec.empty = false;
+        match k.first() {
+            Some(&KV_PREFIX) => {
+                let (rev, tombstone) = parse_row_key(&k)?;
+                let kv = KeyValue::decode(v.as_ref()).map_err(|e| {
+                    StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}"))
+                })?;
+                if kv.key.is_empty() || kv.mod_revision != rev.main {
+                    return Err(StorageError::Corrupt(format!(
+                        "kv row at {rev:?} holds mod_revision {} for key {:?}",
+                        kv.mod_revision, kv.key
+                    )));
+                }
+                max_row_main = max_row_main.max(rev.main);
+                let ki = rec.state.index.entry(kv.key.clone()).or_default();
+                if tombstone {
+                    if !ki.tombstone(rev) {
+                        tracing::warn!(?rev, "tombstone of a key that is not live; ignored");
+                    }
+                    key_lease.remove(&kv.key);
+                } else {
+                    ki.restore_put(rev, kv.create_revision, kv.version);
+                    if kv.lease != 0 {
+                        key_lease.insert(kv.key, kv.lease);
+                    } else {
+                        key_lease.remove(&kv.key);
+                    }
+                }
+            }
+            Some(&LEASE_PREFIX) => {
+                let (id, ttl_secs) = parse_lease_row(&k, &v)?;
+                rec.state.leases.insert(
+                    id,
+                    Lease {
+                        ttl_secs,
+                        ..Lease::default()
+                    },
+                );
+            }
+            Some(&META_PREFIX) => match k.as_ref() {
+                META_SCHEMA => schema = Some(v),
+                META_CURRENT => current = Some(read_i64(Some(&v))?),
+                META_COMPACTED => compacted = read_i64(Some(&v))?,
+                META_APPLIED => rec.applied = Some(v.to_vec()),
+                META_INSTALLING => rec.installing = true,
+                other => {
+                    return Err(StorageError::Corrupt(format!("unknown meta key {other:?}")));
+                }
+            },
+            _ => return Err(StorageError::Corrupt(format!("unknown row key {k:?}"))),
+        }
+    }
+    if rec.empty || rec.installing {
+        return Ok(rec);
+    }
+    match schema {
+        Some(s) if s.as_ref() == SCHEMA_VERSION => {}
+        Some(s) => {
+            return Err(StorageError::Corrupt(format!(
+                "unknown schema {:?} (this build reads {:?})",
+                String::from_utf8_lossy(&s),
+                String::from_utf8_lossy(SCHEMA_VERSION)
+            )))
+        }
+        None => {
+            return Err(StorageError::Corrupt(
+                "the mvcc tree has no schema marker".into(),
+            ))
+        }
+    }
+    let current = current
+        .ok_or_else(|| StorageError::Corrupt("the mvcc tree has no current revision".into()))?;
+    if current < max_row_main || current < FIRST_REVISION || compacted > current {
+        return Err(StorageError::Corrupt(format!(
+            "current revision {current} is behind the rows ({max_row_main}) or the compaction ({compacted})"
+        )));
+    }
+    for (key, id) in key_lease {
+        match rec.state.leases.get_mut(&id) {
+            Some(l) => {
+                l.keys.insert(key);
+            }
+            None => tracing::warn!(lease = id, "live key attached to a missing lease; detached"),
+        }
+    }
+    rec.state.current = current;
+    rec.state.compacted = compacted;
+    Ok(rec)
+}
+
+/// Reads the KeyValue of a live row (never a tombstone: the index never points reads at
+/// one). A missing row means the index and the tree disagree.
+pub(crate) fn load_kv(
+    tree: &sled::Tree,
+    rev: super::revision::Revision,
+) -> Result<KeyValue, StorageError> {
+    let bytes = tree
+        .get(super::revision::row_key(rev, false))?
+        .ok_or_else(|| StorageError::Corrupt(format!("kv row {rev:?} missing")))?;
+    KeyValue::decode(bytes.as_ref())
+        .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
+}
+
+/// Encodes a counter for a meta row.
+pub(crate) fn i64_bytes(v: i64) -> [u8; 8] {
+    v.to_be_bytes()
+}

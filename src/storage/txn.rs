@@ -1,0 +1,464 @@
+//! One write transaction: etcd's `storeTxnWrite` plus the applier's Put / DeleteRange / Txn.
+//!
+//! All changes of one apply share ONE main revision (`base + 1`) and take sub revisions in
+//! order. Nothing touches the shared state while the txn runs: changes accumulate in a
+//! sled batch, a [`Pending`] overlay (so the txn's later reads see its earlier writes, as in
+//! etcd) and a list of lease operations; the caller commits them all at once, or drops the
+//! txn on an apply error so that a failed request leaves no trace.
+
+use prost::Message;
+
+use super::backend::State;
+use super::error::StorageError;
+use super::range::{Pending, View};
+use super::revision::{row_key, Revision};
+use crate::pb::etcdserverpb::compare::{CompareResult, CompareTarget, TargetUnion};
+use crate::pb::etcdserverpb::request_op::Request as Op;
+use crate::pb::etcdserverpb::response_op::Response as OpResponse;
+use crate::pb::etcdserverpb::{
+    Compare, DeleteRangeRequest, DeleteRangeResponse, PutRequest, PutResponse, RangeResponse,
+    ResponseHeader, ResponseOp, TxnRequest, TxnResponse,
+};
+use crate::pb::minietcdpb::ApplyError;
+use crate::pb::mvccpb::event::EventType;
+use crate::pb::mvccpb::{Event, KeyValue};
+
+/// Why a write failed: an etcd error answered to the client, or a fatal storage error.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TxnError {
+    /// An apply-time error (the request is refused, nothing is written).
+    #[error("apply error {0:?}")]
+    Apply(ApplyError),
+    /// Fatal.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<ApplyError> for TxnError {
+    fn from(e: ApplyError) -> Self {
+        TxnError::Apply(e)
+    }
+}
+
+/// A change to the lease table, applied to the in-memory state after the batch is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaseOp {
+    Attach(i64, Vec<u8>),
+    Detach(i64, Vec<u8>),
+    Grant(i64, i64),
+    Revoke(i64),
+}
+
+/// A write transaction in progress.
+pub(crate) struct WriteTxn<'a> {
+    view_state: &'a State,
+    tree: &'a sled::Tree,
+    /// The revision before this txn.
+    base: i64,
+    pending: Pending,
+    batch: sled::Batch,
+    lease_ops: Vec<LeaseOp>,
+}
+
+/// What a finished txn hands to the commit step.
+pub(crate) struct Finished {
+    pub batch: sled::Batch,
+    /// The revision after the txn (`base` when nothing changed).
+    pub rev: i64,
+    pub events: Vec<Event>,
+    pub lease_ops: Vec<LeaseOp>,
+}
+
+impl<'a> WriteTxn<'a> {
+    /// Starts a txn on top of `state` (read under the caller's lock).
+    pub fn new(state: &'a State, tree: &'a sled::Tree) -> Self {
+        WriteTxn {
+            view_state: state,
+            tree,
+            base: state.current,
+            pending: Pending {
+                rev: state.current + 1,
+                ..Pending::default()
+            },
+            batch: sled::Batch::default(),
+            lease_ops: Vec::new(),
+        }
+    }
+
+    /// The revision reads inside the txn see (etcd: `beginRev + 1` once something changed).
+    pub fn rev(&self) -> i64 {
+        if self.pending.events.is_empty() {
+            self.base
+        } else {
+            self.base + 1
+        }
+    }
+
+    fn view(&self) -> View<'_> {
+        View {
+            state: self.view_state,
+            tree: self.tree,
+            pending: Some(&self.pending),
+        }
+    }
+
+    fn base_view(&self) -> View<'_> {
+        View {
+            state: self.view_state,
+            tree: self.tree,
+            pending: None,
+        }
+    }
+
+    /// The key as this txn sees it now.
+    fn current(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        self.view().get(key, self.pending.rev)
+    }
+
+    /// The key as it was before this txn (what watchers get as prev_kv).
+    fn before(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
+        self.base_view().get(key, self.base)
+    }
+
+    /// Whether a lease exists (granted before this txn, not revoked by it).
+    fn lease_exists(&self, id: i64) -> bool {
+        self.view_state.leases.contains_key(&id) && !self.lease_ops.contains(&LeaseOp::Revoke(id))
+    }
+
+    fn next_rev(&self) -> Revision {
+        let sub = i64::try_from(self.pending.events.len()).unwrap_or(i64::MAX);
+        Revision::new(self.pending.rev, sub)
+    }
+
+    fn record(&mut self, key: Vec<u8>, event: Event) {
+        let idx = self.pending.events.len();
+        self.pending.events.push(event);
+        self.pending.latest.insert(key, idx);
+    }
+
+    /// etcd's Put (applier + `storeTxnWrite.put`).
+    pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, TxnError> {
+        let old = self.current(&req.key)?;
+        if (req.ignore_value || req.ignore_lease) && old.is_none() {
+            return Err(ApplyError::KeyNotFound.into());
+        }
+        let lease = match (&old, req.ignore_lease) {
+            (Some(o), true) => o.lease,
+            _ => req.lease,
+        };
+        if lease != 0 && !self.lease_exists(lease) {
+            return Err(ApplyError::LeaseNotFound.into());
+        }
+        let rev = self.next_rev();
+        let value = match (&old, req.ignore_value) {
+            (Some(o), true) => o.value.clone(),
+            _ => req.value.clone(),
+        };
+        let kv = KeyValue {
+            key: req.key.clone(),
+            create_revision: old.as_ref().map_or(rev.main, |o| o.create_revision),
+            mod_revision: rev.main,
+            version: old.as_ref().map_or(1, |o| o.version + 1),
+            value,
+            lease,
+        };
+        self.batch.insert(row_key(rev, false), kv.encode_to_vec());
+        let old_lease = old.as_ref().map_or(0, |o| o.lease);
+        if old_lease != 0 {
+            self.lease_ops
+                .push(LeaseOp::Detach(old_lease, req.key.clone()));
+        }
+        if lease != 0 {
+            self.lease_ops.push(LeaseOp::Attach(lease, req.key.clone()));
+        }
+        // A create event carries no prev_kv (etcd's watch skips it); otherwise prev_kv is
+        // the key before this txn, which is `old` unless the txn already touched the key.
+        let prev = if kv.create_revision == kv.mod_revision {
+            None
+        } else if self.pending.latest.contains_key(&req.key) {
+            self.before(&req.key)?
+        } else {
+            old.clone()
+        };
+        let resp = PutResponse {
+            header: Some(ResponseHeader {
+                revision: rev.main,
+                ..ResponseHeader::default()
+            }),
+            prev_kv: if req.prev_kv { old } else { None },
+        };
+        self.record(
+            req.key.clone(),
+            Event {
+                r#type: EventType::Put as i32,
+                kv: Some(kv),
+                prev_kv: prev,
+            },
+        );
+        Ok(resp)
+    }
+
+    /// Deletes one live key whose current value is `old`.
+    fn delete_key(&mut self, old: &KeyValue) -> Result<(), StorageError> {
+        let rev = self.next_rev();
+        let tomb = KeyValue {
+            key: old.key.clone(),
+            mod_revision: rev.main,
+            ..KeyValue::default()
+        };
+        self.batch.insert(row_key(rev, true), tomb.encode_to_vec());
+        if old.lease != 0 {
+            self.lease_ops
+                .push(LeaseOp::Detach(old.lease, old.key.clone()));
+        }
+        let prev = self.before(&old.key)?;
+        self.record(
+            old.key.clone(),
+            Event {
+                r#type: EventType::Delete as i32,
+                kv: Some(tomb),
+                prev_kv: prev,
+            },
+        );
+        Ok(())
+    }
+
+    /// etcd's DeleteRange: one sub revision per deleted key, in key order.
+    pub fn delete_range(
+        &mut self,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, TxnError> {
+        let found = self
+            .view()
+            .walk(&req.key, &req.range_end, self.pending.rev, 0, false)?;
+        for kv in &found.kvs {
+            self.delete_key(kv)?;
+        }
+        Ok(DeleteRangeResponse {
+            header: Some(ResponseHeader {
+                revision: self.rev(),
+                ..ResponseHeader::default()
+            }),
+            deleted: found.count,
+            prev_kvs: if req.prev_kv { found.kvs } else { Vec::new() },
+        })
+    }
+
+    /// Deletes the given keys (a lease revoke), each one that is live.
+    pub fn delete_keys(&mut self, keys: &[Vec<u8>]) -> Result<(), StorageError> {
+        for key in keys {
+            if let Some(kv) = self.current(key)? {
+                self.delete_key(&kv)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a lease grant (the caller checked it is new).
+    pub fn grant(&mut self, id: i64, ttl_secs: i64) {
+        let key = super::lease::lease_key(id);
+        self.batch.insert(&key[..], &ttl_secs.to_be_bytes()[..]);
+        self.lease_ops.push(LeaseOp::Grant(id, ttl_secs));
+    }
+
+    /// Revokes a lease: its keys are deleted (sorted, one revision), then it is removed.
+    pub fn revoke(&mut self, id: i64) -> Result<(), TxnError> {
+        let Some(lease) = self.view_state.leases.get(&id) else {
+            return Err(ApplyError::LeaseNotFound.into());
+        };
+        let keys: Vec<Vec<u8>> = lease.keys.iter().cloned().collect();
+        self.delete_keys(&keys)?;
+        self.batch.remove(&super::lease::lease_key(id)[..]);
+        self.lease_ops.push(LeaseOp::Revoke(id));
+        Ok(())
+    }
+
+    /// etcd's Txn: every compare (nested ones included) is evaluated against the state
+    /// before the txn; the chosen requests are checked before anything is written; then the
+    /// chosen branch runs.
+    pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, TxnError> {
+        let mut path = Vec::new();
+        self.compare_path(req, &mut path)?;
+        let mut pos = 0;
+        self.check(req, &path, &mut pos)?;
+        let mut pos = 0;
+        let mut resp = self.exec(req, &path, &mut pos)?;
+        resp.header = Some(ResponseHeader {
+            revision: self.rev(),
+            ..ResponseHeader::default()
+        });
+        Ok(resp)
+    }
+
+    /// etcd's `compareToPath`: the outcome of every txn on the chosen path, pre-order.
+    fn compare_path(&self, req: &TxnRequest, path: &mut Vec<bool>) -> Result<(), StorageError> {
+        let mut ok = true;
+        for c in &req.compare {
+            if !self.compare(c)? {
+                ok = false;
+                break;
+            }
+        }
+        path.push(ok);
+        for op in branch(req, ok) {
+            if let Some(Op::RequestTxn(t)) = &op.request {
+                self.compare_path(t, path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// etcd's `applyCompare`: every key of the range must satisfy the compare; a missing
+    /// key compares as a zero KeyValue, except that a VALUE compare on it always fails.
+    fn compare(&self, c: &Compare) -> Result<bool, StorageError> {
+        let found = self
+            .base_view()
+            .walk(&c.key, &c.range_end, self.base, 0, false)?;
+        let target = CompareTarget::try_from(c.target).unwrap_or(CompareTarget::Version);
+        if found.kvs.is_empty() {
+            if target == CompareTarget::Value {
+                return Ok(false);
+            }
+            return Ok(compare_kv(c, target, &KeyValue::default()));
+        }
+        Ok(found.kvs.iter().all(|kv| compare_kv(c, target, kv)))
+    }
+
+    /// etcd's `checkRequests`: puts with a missing lease or (ignore_value/ignore_lease) a
+    /// missing key, and ranges at an unreadable revision, fail the whole txn up front.
+    fn check(&self, req: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<(), TxnError> {
+        let ok = path.get(*pos).copied().unwrap_or(false);
+        *pos += 1;
+        for op in branch(req, ok) {
+            match &op.request {
+                Some(Op::RequestPut(p)) => {
+                    if p.lease != 0 && !self.lease_exists(p.lease) {
+                        return Err(ApplyError::LeaseNotFound.into());
+                    }
+                    if (p.ignore_value || p.ignore_lease) && self.before(&p.key)?.is_none() {
+                        return Err(ApplyError::KeyNotFound.into());
+                    }
+                }
+                Some(Op::RequestRange(r)) if r.revision != 0 => {
+                    // etcd: `rev > rv.Rev()` future, `rev < rv.FirstRev()` compacted (so a
+                    // negative revision inside a txn is "compacted", unlike a plain Range).
+                    if r.revision > self.base {
+                        return Err(ApplyError::FutureRevision.into());
+                    }
+                    if r.revision < self.view_state.compacted {
+                        return Err(ApplyError::Compacted.into());
+                    }
+                }
+                Some(Op::RequestTxn(t)) => self.check(t, path, pos)?,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the chosen branch. Inner responses carry their own header revision as etcd's
+    /// do (put: the txn revision; range/delete: the revision seen so far); a nested txn's
+    /// header is empty.
+    fn exec(
+        &mut self,
+        req: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+    ) -> Result<TxnResponse, TxnError> {
+        let ok = path.get(*pos).copied().unwrap_or(false);
+        *pos += 1;
+        let ops = branch(req, ok);
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            let response = match &op.request {
+                Some(Op::RequestRange(r)) => OpResponse::ResponseRange(self.range(r)?),
+                Some(Op::RequestPut(p)) => OpResponse::ResponsePut(self.put(p)?),
+                Some(Op::RequestDeleteRange(d)) => {
+                    OpResponse::ResponseDeleteRange(self.delete_range(d)?)
+                }
+                Some(Op::RequestTxn(t)) => {
+                    let mut inner = self.exec(t, path, pos)?;
+                    inner.header = Some(ResponseHeader::default());
+                    OpResponse::ResponseTxn(inner)
+                }
+                None => continue,
+            };
+            responses.push(ResponseOp {
+                response: Some(response),
+            });
+        }
+        Ok(TxnResponse {
+            header: None,
+            succeeded: ok,
+            responses,
+        })
+    }
+
+    /// A Range inside the txn: sees the txn's own writes.
+    fn range(&self, r: &crate::pb::etcdserverpb::RangeRequest) -> Result<RangeResponse, TxnError> {
+        let cur = self.rev();
+        self.view()
+            .range(r, cur, self.view_state.compacted)
+            .map_err(|e| match e {
+                StorageError::Compacted => TxnError::Apply(ApplyError::Compacted),
+                StorageError::FutureRevision => TxnError::Apply(ApplyError::FutureRevision),
+                other => TxnError::Storage(other),
+            })
+    }
+
+    /// Ends the txn, handing its changes to the commit step.
+    pub fn finish(self) -> Finished {
+        Finished {
+            batch: self.batch,
+            rev: if self.pending.events.is_empty() {
+                self.base
+            } else {
+                self.pending.rev
+            },
+            events: self.pending.events,
+            lease_ops: self.lease_ops,
+        }
+    }
+}
+
+/// The requests of the branch a compare outcome selects.
+fn branch(req: &TxnRequest, ok: bool) -> &[crate::pb::etcdserverpb::RequestOp] {
+    if ok {
+        &req.success
+    } else {
+        &req.failure
+    }
+}
+
+/// etcd's `compareKV`. A target value of another kind than the target compares as zero.
+fn compare_kv(c: &Compare, target: CompareTarget, kv: &KeyValue) -> bool {
+    let ord = match target {
+        CompareTarget::Value => {
+            let want: &[u8] = match &c.target_union {
+                Some(TargetUnion::Value(v)) => v,
+                _ => &[],
+            };
+            kv.value.as_slice().cmp(want)
+        }
+        CompareTarget::Version => kv.version.cmp(&int_target(c, target)),
+        CompareTarget::Create => kv.create_revision.cmp(&int_target(c, target)),
+        CompareTarget::Mod => kv.mod_revision.cmp(&int_target(c, target)),
+        CompareTarget::Lease => kv.lease.cmp(&int_target(c, target)),
+    };
+    match CompareResult::try_from(c.result).unwrap_or(CompareResult::Equal) {
+        CompareResult::Equal => ord.is_eq(),
+        CompareResult::NotEqual => ord.is_ne(),
+        CompareResult::Greater => ord.is_gt(),
+        CompareResult::Less => ord.is_lt(),
+    }
+}
+
+fn int_target(c: &Compare, target: CompareTarget) -> i64 {
+    match (&c.target_union, target) {
+        (Some(TargetUnion::Version(v)), CompareTarget::Version)
+        | (Some(TargetUnion::CreateRevision(v)), CompareTarget::Create)
+        | (Some(TargetUnion::ModRevision(v)), CompareTarget::Mod)
+        | (Some(TargetUnion::Lease(v)), CompareTarget::Lease) => *v,
+        _ => 0,
+    }
+}
