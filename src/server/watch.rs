@@ -244,7 +244,11 @@ impl WatchStreamTask {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
                 let mut resp = self.watchers.create(c);
-                tracing::debug!(watch_id = resp.watch_id, canceled = resp.canceled, "watch created");
+                tracing::debug!(
+                    watch_id = resp.watch_id,
+                    canceled = resp.canceled,
+                    "watch created"
+                );
                 self.fill_header(&mut resp);
                 self.send(resp).await
             }

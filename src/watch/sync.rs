@@ -18,7 +18,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::event_batch::{match_events, Delivery, EventBatch};
-use super::watchable_store::{Gap, Victim, WatchableStore};
+use super::watchable_store::{Gap, Inner, Victim, WatchableStore};
 use super::watcher::{WatcherId, WatcherState};
 use super::watcher_group::WatcherGroup;
 use super::{MAX_WATCHERS_PER_SYNC, SYNC_INTERVAL, VICTIM_RETRY_INTERVAL, WATCH_BATCH_MAX_REVS};
@@ -132,22 +132,9 @@ impl WatchableStore {
                 let Some(w) = inner.watchers.get(&id) else {
                     continue;
                 };
+                // As etcd: history at the compaction revision itself is still served.
                 if w.min_rev < compact {
-                    let d = Delivery {
-                        watch_id: w.watch_id,
-                        watcher: id.0,
-                        revision: cur,
-                        compact_revision: compact,
-                        events: EventBatch::default(),
-                    };
-                    match w.tx.try_send(d) {
-                        Ok(()) | Err(TrySendError::Closed(_)) => {
-                            tracing::debug!(watcher = id.0, compact, "watcher compacted");
-                            inner.remove_watcher(id);
-                        }
-                        // Retried next round.
-                        Err(TrySendError::Full(_)) => {}
-                    }
+                    cancel_compacted(inner, id, compact, cur, |_| true);
                     continue;
                 }
                 if w.min_rev > cur {
@@ -174,8 +161,15 @@ impl WatchableStore {
         let gap = inner.gap.take();
         let read = match read {
             Ok(Ok(r)) => r,
-            // Compacted meanwhile: the next round sends the compaction notices.
-            Ok(Err(StorageError::Compacted)) => return (inner.unsynced.len(), true),
+            // Compacted meanwhile, or the history keeps less than etcd at the compaction
+            // revision itself: cancel those that cannot be served rather than retry forever.
+            Ok(Err(StorageError::Compacted)) => {
+                let compact = self.history.compact_revision();
+                for id in chosen {
+                    cancel_compacted(inner, id, compact, cur, |min_rev| min_rev <= compact);
+                }
+                return (inner.unsynced.len(), true);
+            }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, from, to = cur, "watch history read failed");
                 return (inner.unsynced.len(), false);
@@ -255,6 +249,37 @@ impl WatchableStore {
             }
         }
         (inner.unsynced.len(), !complete)
+    }
+}
+
+/// Sends an unsynced watcher whose history is gone its compaction notice and drops it; when
+/// its channel is full it stays unsynced and is retried next round.
+fn cancel_compacted(
+    inner: &mut Inner,
+    id: WatcherId,
+    compact: i64,
+    cur: i64,
+    applies: impl Fn(i64) -> bool,
+) {
+    let Some(w) = inner.watchers.get(&id) else {
+        return;
+    };
+    if w.state != WatcherState::Unsynced || !applies(w.min_rev) {
+        return;
+    }
+    let d = Delivery {
+        watch_id: w.watch_id,
+        watcher: id.0,
+        revision: cur,
+        compact_revision: compact,
+        events: EventBatch::default(),
+    };
+    match w.tx.try_send(d) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {
+            tracing::debug!(watcher = id.0, compact, "watcher compacted");
+            inner.remove_watcher(id);
+        }
+        Err(TrySendError::Full(_)) => {}
     }
 }
 

@@ -2,3 +2,4 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod support;
+mod watch_grpc;
