@@ -668,11 +668,9 @@ async fn require_leader_streams_fail_without_leader_plain_ones_stay() {
     .await;
     node.leader.send_replace(None);
     let mut strict = node.client(true).await;
-    let err = strict
-        .watch("l", None)
-        .await
-        .err()
-        .expect("refused without a leader");
+    let Err(err) = strict.watch("l", None).await else {
+        panic!("a require-leader watch must be refused without a leader");
+    };
     assert!(err.to_string().contains("etcdserver: no leader"), "{err}");
     node.leader.send_replace(Some(MEMBER_ID));
     let mut strict_stream = strict.watch("l", None).await.unwrap();
@@ -682,11 +680,12 @@ async fn require_leader_streams_fail_without_leader_plain_ones_stay() {
     assert!(next(&mut plain_stream).await.created());
     node.leader.send_replace(None);
     let started = tokio::time::Instant::now();
-    let err = tokio::time::timeout(Duration::from_secs(10), strict_stream.message())
+    let Err(err) = tokio::time::timeout(Duration::from_secs(10), strict_stream.message())
         .await
         .unwrap()
-        .err()
-        .expect("require-leader stream must be closed with an error");
+    else {
+        panic!("require-leader stream must be closed with an error");
+    };
     assert!(err.to_string().contains("etcdserver: no leader"), "{err}");
     assert!(
         started.elapsed() >= Duration::from_millis(250),
