@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod support;
+mod watch_etcdctl;
 mod watch_grpc;

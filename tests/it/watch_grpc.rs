@@ -30,7 +30,7 @@ const CLUSTER_ID: u64 = 0xC1;
 const MEMBER_ID: u64 = 0xA1;
 
 /// One in-process node: store, watch layer, Watch server.
-struct Node {
+pub(crate) struct Node {
     store: Arc<MvccStore>,
     watch: Arc<WatchableStore>,
     /// Every write, revision -> events (prev_kv filled), as the store reported them.
@@ -38,7 +38,7 @@ struct Node {
     /// Serialises apply + notify, as the state machine does.
     apply_lock: Arc<Mutex<()>>,
     leader: watch::Sender<Option<u64>>,
-    endpoint: String,
+    pub(crate) endpoint: String,
     _loops: WatchLoops,
     server: JoinHandle<()>,
     _dir: tempfile::TempDir,
@@ -51,7 +51,7 @@ impl Drop for Node {
 }
 
 impl Node {
-    async fn start(config: WatchConfig) -> Node {
+    pub(crate) async fn start(config: WatchConfig) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
@@ -121,19 +121,19 @@ impl Node {
         }
     }
 
-    fn apply(&self, w: Write) -> i64 {
+    pub(crate) fn apply(&self, w: Write) -> i64 {
         (self.writer())(w)
     }
 
-    fn put(&self, key: &str, value: &str) -> i64 {
+    pub(crate) fn put(&self, key: &str, value: &str) -> i64 {
         self.apply(put(key, value))
     }
 
-    fn rev(&self) -> i64 {
+    pub(crate) fn rev(&self) -> i64 {
         self.store.current_revision()
     }
 
-    fn check(&self, spec: &WatchSpec, responses: &[Vec<Event>], keep_prev: bool) {
+    pub(crate) fn check(&self, spec: &WatchSpec, responses: &[Vec<Event>], keep_prev: bool) {
         let log: BTreeMap<i64, Vec<Event>> = self
             .log
             .lock()
@@ -149,7 +149,7 @@ impl Node {
     }
 }
 
-fn put(key: &str, value: &str) -> Write {
+pub(crate) fn put(key: &str, value: &str) -> Write {
     Write::Put(PutRequest {
         key: key.into(),
         value: value.into(),
@@ -157,7 +157,7 @@ fn put(key: &str, value: &str) -> Write {
     })
 }
 
-fn delete(key: &str, end: &str) -> Write {
+pub(crate) fn delete(key: &str, end: &str) -> Write {
     Write::DeleteRange(DeleteRangeRequest {
         key: key.into(),
         range_end: end.into(),
@@ -165,7 +165,7 @@ fn delete(key: &str, end: &str) -> Write {
     })
 }
 
-fn txn_puts(kvs: &[(&str, String)]) -> Write {
+pub(crate) fn txn_puts(kvs: &[(&str, String)]) -> Write {
     Write::Txn(TxnRequest {
         compare: vec![Compare {
             result: compare::CompareResult::Greater as i32,
