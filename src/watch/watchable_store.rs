@@ -258,9 +258,12 @@ impl ApplyObserver for WatchableStore {
     fn notify(&self, revision: i64, events: &[Event]) {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        if revision > inner.current_rev {
-            inner.current_rev = revision;
+        if revision <= inner.current_rev {
+            // A re-applied entry (or an event-less write such as a compaction): synced
+            // watchers have seen it already.
+            return;
         }
+        inner.current_rev = revision;
         if events.is_empty() {
             return;
         }
