@@ -14,12 +14,11 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
+use std::io::{BufRead, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use etcd_client::Client;
 use minietcd::pb::etcdserverpb::{
@@ -31,6 +30,7 @@ use minietcd::server::watch::{WatchConfig, WatchService};
 use minietcd::storage::MvccStore;
 use minietcd::watch::stream::StreamWatchers;
 use minietcd::watch::{MemoryHistory, WatchableStore, CHAN_BUF_LEN};
+use tokio::io::AsyncBufReadExt;
 use tokio_stream::wrappers::TcpListenerStream;
 
 /// Live heap bytes, for the idle-watcher measurement.
@@ -55,46 +55,115 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-type PutFn = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = i64> + Send>> + Send + Sync>;
-
 struct Args {
     watchers: usize,
     streams: usize,
     puts: usize,
+    put_interval_ms: u64,
     idle: usize,
     etcd_bin: String,
 }
 
-fn args() -> Args {
+fn args() -> (Option<String>, Args) {
     let mut a = Args {
         watchers: 10_000,
         streams: 100,
         puts: 200,
+        put_interval_ms: 50,
         idle: 100_000,
         etcd_bin: "/usr/bin/etcd".into(),
     };
-    let v: Vec<String> = std::env::args().skip(1).collect();
+    let mut v: Vec<String> = std::env::args().skip(1).collect();
+    let mode = (v.first().map(String::as_str) == Some("--serve")).then(|| v.remove(0));
     for pair in v.chunks(2) {
         let val = pair.get(1).cloned().unwrap_or_default();
         match pair[0].as_str() {
             "--watchers" => a.watchers = val.parse().unwrap(),
             "--streams" => a.streams = val.parse().unwrap(),
             "--puts" => a.puts = val.parse().unwrap(),
+            "--put-interval-ms" => a.put_interval_ms = val.parse().unwrap(),
             "--idle" => a.idle = val.parse().unwrap(),
             "--etcd-bin" => a.etcd_bin = val,
             other => panic!("unknown flag {other}"),
         }
     }
-    a
+    (mode, a)
 }
 
-fn pct(sorted: &[Duration], p: f64) -> Duration {
-    sorted[((sorted.len() as f64 - 1.0) * p) as usize]
+fn now_ns() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
 }
 
-/// Creates `n` watchers on `key` over `streams` streams; returns (creation time, streams).
+fn pct(sorted: &[i128], p: f64) -> Duration {
+    let v = sorted[((sorted.len() as f64 - 1.0) * p) as usize];
+    Duration::from_nanos(v.max(0) as u64)
+}
+
+/// The server side of minietcd in its own process: a Watch-only server over a sled store.
+/// Prints its endpoint, then on each stdin line "put N MS" performs N puts of bench/k every
+/// MS milliseconds (applied as the state machine does) and prints "rev issued_ns acked_ns".
+async fn serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sled::open(dir.path().join("db")).unwrap();
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let ws = WatchableStore::new(store.clone());
+    let _loops = ws.start();
+    let (_leader, leader_rx) = tokio::sync::watch::channel(Some(1));
+    let header = |rev: i64| ResponseHeader {
+        revision: rev,
+        ..Default::default()
+    };
+    let service = WatchService::new(
+        ws.clone(),
+        Arc::new(header),
+        leader_rx,
+        WatchConfig::default(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    println!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(WatchServer::new(service))
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        let parts: Vec<u64> = line
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect();
+        let mut tick = tokio::time::interval(Duration::from_millis(parts[1]));
+        for i in 0..parts[0] {
+            tick.tick().await;
+            let issued = now_ns();
+            let (store, ws) = (store.clone(), ws.clone());
+            let rev = tokio::task::spawn_blocking(move || {
+                let req = InternalRequest {
+                    request: Some(Request::Put(PutRequest {
+                        key: b"bench/k".to_vec(),
+                        value: format!("v{i}").into_bytes(),
+                        ..Default::default()
+                    })),
+                };
+                let out = store.apply(&req, b"").unwrap();
+                ws.notify(out.revision, &out.events);
+                out.revision
+            })
+            .await
+            .unwrap();
+            println!("{rev} {issued} {}", now_ns());
+        }
+        println!("done");
+    }
+}
+
+/// Creates `n` watchers on `key` over `streams` streams spread over 10 connections.
 async fn create_watchers(
-    client: &Client,
+    clients: &[Client],
     key: &str,
     n: usize,
     streams: usize,
@@ -102,8 +171,8 @@ async fn create_watchers(
     let started = Instant::now();
     let per = n / streams;
     let mut tasks = Vec::new();
-    for _ in 0..streams {
-        let mut c = client.clone();
+    for i in 0..streams {
+        let mut c = clients[i % clients.len()].clone();
         let key = key.to_string();
         tasks.push(tokio::spawn(async move {
             let mut s = c.watch(key.clone(), None).await.unwrap();
@@ -112,8 +181,7 @@ async fn create_watchers(
             }
             let mut created = 0;
             while created < per {
-                let r = s.message().await.unwrap().unwrap();
-                if r.created() {
+                if s.message().await.unwrap().unwrap().created() {
                     created += 1;
                 }
             }
@@ -127,63 +195,81 @@ async fn create_watchers(
     (started.elapsed(), out)
 }
 
-/// Event latency over every (put, watcher) pair: (p50, p99) from the put's acknowledgement,
-/// (p50, p99) from the put's issue, and the watcher creation rate.
-async fn latency(client: &Client, put: PutFn, a: &Args, key: &str) -> ([Duration; 4], f64) {
-    let (took, streams) = create_watchers(client, key, a.watchers, a.streams).await;
-    let rate = a.watchers as f64 / took.as_secs_f64();
-    let acks: Arc<Mutex<HashMap<i64, (Instant, Instant)>>> = Arc::new(Mutex::new(HashMap::new()));
-    let arrivals: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::new(Mutex::new(Vec::new()));
-    let expected = a.puts * (a.watchers / a.streams) * a.streams;
-    let mut readers = Vec::new();
-    for mut s in streams {
-        let arrivals = arrivals.clone();
-        let per_stream = a.puts * (a.watchers / a.streams);
-        readers.push(tokio::spawn(async move {
-            let mut seen = 0;
-            let mut local = Vec::with_capacity(per_stream);
-            while seen < per_stream {
-                let r = s.message().await.unwrap().unwrap();
-                let now = Instant::now();
-                for e in r.events() {
-                    local.push((e.kv().unwrap().mod_revision(), now));
-                    seen += 1;
+/// Reads every event of `puts` puts on every stream; returns (mod_revision, arrival ns).
+fn spawn_readers(
+    streams: Vec<etcd_client::WatchStream>,
+    per_stream: usize,
+) -> Vec<tokio::task::JoinHandle<Vec<(i64, i128)>>> {
+    streams
+        .into_iter()
+        .map(|mut s| {
+            tokio::spawn(async move {
+                let mut local = Vec::with_capacity(per_stream);
+                while local.len() < per_stream {
+                    let r = s.message().await.unwrap().unwrap();
+                    let now = now_ns();
+                    for e in r.events() {
+                        local.push((e.kv().unwrap().mod_revision(), now));
+                    }
                 }
-            }
-            arrivals.lock().unwrap().extend(local);
-        }));
-    }
-    for i in 0..a.puts {
-        let issued = Instant::now();
-        let rev = put(format!("v{i}")).await;
-        acks.lock().unwrap().insert(rev, (issued, Instant::now()));
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    for r in readers {
-        r.await.unwrap();
-    }
-    let acks = acks.lock().unwrap();
-    let arrivals = arrivals.lock().unwrap();
-    assert_eq!(arrivals.len(), expected);
-    let mut lat: Vec<Duration> = arrivals
-        .iter()
-        .map(|(rev, at)| at.saturating_duration_since(acks[rev].1))
-        .collect();
-    lat.sort();
-    let mut from_issue: Vec<Duration> = arrivals
-        .iter()
-        .map(|(rev, at)| at.saturating_duration_since(acks[rev].0))
-        .collect();
+                local
+            })
+        })
+        .collect()
+}
+
+fn report(
+    name: &str,
+    a: &Args,
+    acks: &HashMap<i64, (i128, i128)>,
+    arrivals: Vec<(i64, i128)>,
+    rate: f64,
+) {
+    let mut from_ack: Vec<i128> = arrivals.iter().map(|(r, at)| at - acks[r].1).collect();
+    let mut from_issue: Vec<i128> = arrivals.iter().map(|(r, at)| at - acks[r].0).collect();
+    from_ack.sort();
     from_issue.sort();
-    (
-        [
-            pct(&lat, 0.5),
-            pct(&lat, 0.99),
-            pct(&from_issue, 0.5),
-            pct(&from_issue, 0.99),
-        ],
-        rate,
-    )
+    println!(
+        "{name}: watchers={} streams={} puts={} every {} ms: event latency from put ack p50={:?} p99={:?}, from put issue p50={:?} p99={:?}; {:.0} watchers created/s",
+        a.watchers, a.streams, a.puts, a.put_interval_ms,
+        pct(&from_ack, 0.5), pct(&from_ack, 0.99), pct(&from_issue, 0.5), pct(&from_issue, 0.99), rate
+    );
+}
+
+async fn connect(ep: &str, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(Client::connect([ep], None).await.unwrap());
+    }
+    out
+}
+
+/// RSS growth of `pid` per watcher after `n` idle watchers on distinct keys, 100 per stream.
+async fn idle_rss(
+    clients: &[Client],
+    pid: u32,
+    n: usize,
+) -> (usize, Vec<etcd_client::WatchStream>) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_bytes(pid);
+    let mut idle = Vec::new();
+    for s in 0..n / 100 {
+        let mut c = clients[s % clients.len()].clone();
+        let mut st = c.watch(format!("idle/{s}/0"), None).await.unwrap();
+        for i in 1..100 {
+            st.watch(format!("idle/{s}/{i}"), None).await.unwrap();
+        }
+        let mut created = 0;
+        while created < 100 {
+            if st.message().await.unwrap().unwrap().created() {
+                created += 1;
+            }
+        }
+        idle.push(st);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = rss_bytes(pid);
+    (after.saturating_sub(before) / n, idle)
 }
 
 fn rss_bytes(pid: u32) -> usize {
@@ -205,69 +291,66 @@ fn free_port() -> u16 {
         .port()
 }
 
-struct Etcd(Child, #[allow(dead_code)] tempfile::TempDir);
-impl Drop for Etcd {
+/// A child process killed when dropped.
+struct Proc(Child, #[allow(dead_code)] Option<tempfile::TempDir>);
+impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let a = args();
-
-    // minietcd, in process.
-    let dir = tempfile::tempdir().unwrap();
-    let db = sled::open(dir.path().join("db")).unwrap();
-    let store = Arc::new(MvccStore::open(&db).unwrap());
-    let ws = WatchableStore::new(store.clone());
-    let _loops = ws.start();
-    let (_leader, leader_rx) = tokio::sync::watch::channel(Some(1));
-    let header = |rev: i64| ResponseHeader {
-        revision: rev,
-        ..Default::default()
-    };
-    let service = WatchService::new(
-        ws.clone(),
-        Arc::new(header),
-        leader_rx,
-        WatchConfig::default(),
+async fn bench_minietcd(a: &Args) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .arg("--serve")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let proc_ = Proc(child, None);
+    let mut ep = String::new();
+    out.read_line(&mut ep).unwrap();
+    let ep = ep.trim().to_string();
+    let clients = connect(&ep, 10).await;
+    let (took, streams) = create_watchers(&clients, "bench/k", a.watchers, a.streams).await;
+    let rate = a.watchers as f64 / took.as_secs_f64();
+    let readers = spawn_readers(streams, a.puts * (a.watchers / a.streams));
+    writeln!(stdin, "put {} {}", a.puts, a.put_interval_ms).unwrap();
+    let acks = tokio::task::spawn_blocking(move || {
+        let mut acks = HashMap::new();
+        loop {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            if line.trim() == "done" || line.is_empty() {
+                return acks;
+            }
+            let v: Vec<i128> = line
+                .split_whitespace()
+                .map(|x| x.parse().unwrap())
+                .collect();
+            acks.insert(v[0] as i64, (v[1], v[2]));
+        }
+    })
+    .await
+    .unwrap();
+    let mut arrivals = Vec::new();
+    for r in readers {
+        arrivals.extend(r.await.unwrap());
+    }
+    report("minietcd", a, &acks, arrivals, rate);
+    let (per, _idle) = idle_rss(&clients, proc_.0.id(), a.idle).await;
+    println!(
+        "minietcd: {} idle watchers: {per} bytes of server RSS per watcher",
+        a.idle
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ep = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(WatchServer::new(service))
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
-    let put: PutFn = {
-        let (store, ws) = (store.clone(), ws.clone());
-        Arc::new(move |v: String| {
-            let (store, ws) = (store.clone(), ws.clone());
-            Box::pin(async move {
-                let req = InternalRequest {
-                    request: Some(Request::Put(PutRequest {
-                        key: b"bench/k".to_vec(),
-                        value: v.into_bytes(),
-                        ..Default::default()
-                    })),
-                };
-                let out = store.apply(&req, b"").unwrap();
-                ws.notify(out.revision, &out.events);
-                out.revision
-            })
-        })
-    };
-    let client = Client::connect([ep.as_str()], None).await.unwrap();
-    let (l, rate) = latency(&client, put, &a, "bench/k").await;
-    println!("minietcd  watchers={} streams={} puts={}: from ack p50={:?} p99={:?}; from issue p50={:?} p99={:?}; created {:.0} watchers/s", a.watchers, a.streams, a.puts, l[0], l[1], l[2], l[3], rate);
 
-    // Idle watchers: server-side watch structures only.
+    // The watch structures alone, counted by the allocator (no gRPC buffers).
     let idle_store = WatchableStore::new(Arc::new(MemoryHistory::new()));
     let before = LIVE.load(Ordering::SeqCst);
     let mut streams = Vec::new();
-    let mut rxs = Vec::new();
     for s in 0..a.idle / 100 {
         let (tx, rx) = tokio::sync::mpsc::channel(CHAN_BUF_LEN);
         let mut sw = StreamWatchers::new(idle_store.clone(), tx);
@@ -277,14 +360,17 @@ async fn main() {
                 ..Default::default()
             });
         }
-        streams.push(sw);
-        rxs.push(rx);
+        streams.push((sw, rx));
     }
     let after = LIVE.load(Ordering::SeqCst);
-    println!("minietcd  idle watchers={}: {} bytes per watcher (heap of watch structures, 100 per stream)", a.idle, (after - before) as usize / a.idle);
-    drop(streams);
+    println!(
+        "minietcd: {} idle watchers: {} bytes of watch-structure heap per watcher",
+        a.idle,
+        (after - before) as usize / a.idle
+    );
+}
 
-    // etcd 3.4, same machine, same run.
+async fn bench_etcd(a: &Args) {
     let cport = free_port();
     let pport = free_port();
     let edir = tempfile::tempdir().unwrap();
@@ -308,58 +394,54 @@ async fn main() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let etcd = Etcd(child, edir);
-    let eep = format!("http://127.0.0.1:{cport}");
-    let eclient = loop {
-        if let Ok(mut c) = Client::connect([eep.as_str()], None).await {
+    let etcd = Proc(child, Some(edir));
+    let ep = format!("http://127.0.0.1:{cport}");
+    loop {
+        if let Ok(mut c) = Client::connect([ep.as_str()], None).await {
             if c.status().await.is_ok() {
-                break c;
+                break;
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    let eput: PutFn = {
-        let c = eclient.clone();
-        Arc::new(move |v: String| {
-            let mut c = c.clone();
-            Box::pin(async move {
-                c.put("bench/k", v, None)
-                    .await
-                    .unwrap()
-                    .header()
-                    .unwrap()
-                    .revision()
-            })
-        })
-    };
-    let (l, rate) = latency(&eclient, eput, &a, "bench/k").await;
-    println!("etcd 3.4  watchers={} streams={} puts={}: from ack p50={:?} p99={:?}; from issue p50={:?} p99={:?}; created {:.0} watchers/s", a.watchers, a.streams, a.puts, l[0], l[1], l[2], l[3], rate);
-    let pid = etcd.0.id();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = rss_bytes(pid);
-    let mut idle = Vec::new();
-    for s in 0..a.idle / 100 {
-        let mut c = eclient.clone();
-        let mut st = c.watch(format!("idle/{s}/0"), None).await.unwrap();
-        for i in 1..100 {
-            st.watch(format!("idle/{s}/{i}"), None).await.unwrap();
-        }
-        idle.push(st);
     }
-    for st in idle.iter_mut() {
-        let mut created = 0;
-        while created < 100 {
-            if st.message().await.unwrap().unwrap().created() {
-                created += 1;
-            }
-        }
+    let clients = connect(&ep, 10).await;
+    let (took, streams) = create_watchers(&clients, "bench/k", a.watchers, a.streams).await;
+    let rate = a.watchers as f64 / took.as_secs_f64();
+    let readers = spawn_readers(streams, a.puts * (a.watchers / a.streams));
+    let mut kv = clients[0].clone();
+    let mut acks = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(a.put_interval_ms));
+    for i in 0..a.puts {
+        tick.tick().await;
+        let issued = now_ns();
+        let rev = kv
+            .put("bench/k", format!("v{i}"), None)
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision();
+        acks.insert(rev, (issued, now_ns()));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = rss_bytes(pid);
+    let mut arrivals = Vec::new();
+    for r in readers {
+        arrivals.extend(r.await.unwrap());
+    }
+    report("etcd 3.4", a, &acks, arrivals, rate);
+    let (per, _idle) = idle_rss(&clients, etcd.0.id(), a.idle).await;
     println!(
-        "etcd 3.4  idle watchers={}: {} bytes per watcher (process RSS growth, 100 per stream)",
-        a.idle,
-        after.saturating_sub(before) / a.idle
+        "etcd 3.4: {} idle watchers: {per} bytes of server RSS per watcher",
+        a.idle
     );
-    drop(etcd);
+}
+
+#[tokio::main]
+async fn main() {
+    let (mode, a) = args();
+    if mode.is_some() {
+        serve().await;
+        return;
+    }
+    bench_minietcd(&a).await;
+    bench_etcd(&a).await;
 }

@@ -194,7 +194,9 @@ impl WatchStreamTask {
             self.config.progress_interval,
         );
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut progress_pending = false;
+        // When a pending WatchProgressRequest is next re-checked (an absolute deadline, so a
+        // busy stream cannot postpone it forever).
+        let mut progress_retry_at: Option<Instant> = None;
         let mut no_leader_since: Option<Instant> = None;
         let stop = loop {
             let leaderless_deadline = no_leader_since.map(|t| t + self.config.election_timeout);
@@ -202,7 +204,7 @@ impl WatchStreamTask {
                 biased;
                 req = inbound.next() => match req {
                     Some(Ok(req)) => {
-                        if !self.handle_request(req, &mut progress_pending).await {
+                        if !self.handle_request(req, &mut progress_retry_at).await {
                             break Stop::Client;
                         }
                     }
@@ -218,8 +220,8 @@ impl WatchStreamTask {
                     }
                 }
                 _ = progress.tick() => self.watchers.progress_tick(),
-                _ = tokio::time::sleep(PROGRESS_RETRY), if progress_pending => {
-                    progress_pending = !self.watchers.progress_all();
+                _ = sleep_until_opt(progress_retry_at) => {
+                    progress_retry_at = retry_progress(self.watchers.progress_all());
                 }
                 changed = changed_leader(&mut self.leader) => match changed {
                     Some(Some(_)) => no_leader_since = None,
@@ -240,7 +242,11 @@ impl WatchStreamTask {
     }
 
     /// Applies one client request; false when the client is gone.
-    async fn handle_request(&mut self, req: WatchRequest, progress_pending: &mut bool) -> bool {
+    async fn handle_request(
+        &mut self,
+        req: WatchRequest,
+        progress_retry_at: &mut Option<Instant>,
+    ) -> bool {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
                 let mut resp = self.watchers.create(c);
@@ -266,7 +272,7 @@ impl WatchStreamTask {
                 self.send(resp).await
             }
             Some(RequestUnion::ProgressRequest(_)) => {
-                *progress_pending = !self.watchers.progress_all();
+                *progress_retry_at = retry_progress(self.watchers.progress_all());
                 true
             }
             None => true,
@@ -320,6 +326,11 @@ async fn changed_leader(leader: &mut Option<watch::Receiver<Option<u64>>>) -> Op
         },
         None => std::future::pending().await,
     }
+}
+
+/// The next re-check of a progress request, unless it was just answered.
+fn retry_progress(answered: bool) -> Option<Instant> {
+    (!answered).then(|| Instant::now() + PROGRESS_RETRY)
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
