@@ -339,3 +339,26 @@ async fn sleep_until_opt(deadline: Option<Instant>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_leader_metadata_is_refused_only_without_leader() {
+        let (tx, rx) = watch::channel(Some(7));
+        let mut md = MetadataMap::new();
+        assert!(check_require_leader(&md, &rx).is_ok());
+        md.insert(REQUIRE_LEADER_KEY, "true".parse().unwrap());
+        assert!(requires_leader(&md));
+        assert!(check_require_leader(&md, &rx).is_ok());
+        tx.send_replace(None);
+        let err = check_require_leader(&md, &rx).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::Unavailable, NO_LEADER)
+        );
+        let plain = MetadataMap::new();
+        assert!(check_require_leader(&plain, &rx).is_ok());
+    }
+}

@@ -456,3 +456,42 @@ proptest! {
         rt.block_on(run_ops(ops))?;
     }
 }
+
+#[tokio::test]
+async fn stream_progress_waits_until_every_watcher_is_synced() {
+    let mut w = Writer::new();
+    for _ in 0..5 {
+        w.put("p");
+    }
+    let (tx, mut rx) = mpsc::channel(CHAN_BUF_LEN);
+    let synced = w.store.watch(
+        WatchTarget::new(b"p", b""),
+        0,
+        Filters::default(),
+        1,
+        tx.clone(),
+    );
+    let behind = w.store.watch(
+        WatchTarget::new(b"p", b""),
+        2,
+        Filters::default(),
+        2,
+        tx.clone(),
+    );
+    assert!(w.store.is_synced(synced) && !w.store.is_synced(behind));
+    assert!(!w.store.progress_all(&[synced, behind], &tx));
+    assert!(
+        !w.store.progress(behind),
+        "no progress for an unsynced watcher"
+    );
+    w.store.sync_watchers().await;
+    assert!(w.store.progress_all(&[synced, behind], &tx));
+    let got = drain(&mut rx);
+    let last = got.last().unwrap();
+    // The answer comes after the replayed events, at the current revision.
+    assert_eq!(
+        (last.watch_id, last.revision),
+        (-1, w.hist.current_revision())
+    );
+    assert_eq!(last_rev(&got[..got.len() - 1]), w.hist.current_revision());
+}
