@@ -1,16 +1,19 @@
-//! Watch benchmarks, minietcd's watch layer against etcd 3.4 in the same run:
-//! - event latency p50/p99 from put acknowledgement to event arrival with N watchers on one
-//!   key (spread over streams, as etcd's `benchmark watch-latency`);
+//! Watch benchmarks, minietcd's watch layer against etcd 3.4 on the same machine in the
+//! same run:
+//! - event latency p50/p99 with N watchers on one key spread over streams (as etcd's
+//!   `benchmark watch-latency`), measured from the put's acknowledgement and from its issue;
 //! - watchers created per second;
-//! - memory per idle watcher at M watchers on distinct keys: minietcd's server-side watch
-//!   structures counted by a counting allocator; etcd's process RSS growth.
+//! - memory per idle watcher at M watchers on distinct keys (server RSS growth; for
+//!   minietcd also the heap of the watch structures alone, from a counting allocator);
+//! - the cost of notify() on the apply path with M idle watchers.
 //!
-//! minietcd runs in process (sled store + watch layer + a Watch-only gRPC server, writes
-//! applied directly as the state machine does, so no Raft round trip in the put); etcd is
-//! started from `--etcd-bin` on loopback ports with a temp data dir and killed at the end.
+//! minietcd's side is this binary re-run with `--serve` as a separate process: a Watch-only
+//! gRPC server over a sled store whose writes are applied as the state machine does (no Raft
+//! round trip); etcd is started from `--etcd-bin` on loopback ports with a temp data dir
+//! (single member, so its put includes Raft and fsync). Both are killed at the end.
 //!
 //! `cargo run --release --example watch_bench -- [--watchers 10000] [--streams 100]
-//!  [--puts 200] [--idle 100000] [--etcd-bin /usr/bin/etcd]`
+//!  [--puts 200] [--put-interval-ms 50] [--idle 100000] [--etcd-bin /usr/bin/etcd]`
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::collections::HashMap;
@@ -25,6 +28,7 @@ use minietcd::pb::etcdserverpb::{
     watch_server::WatchServer, PutRequest, ResponseHeader, WatchCreateRequest,
 };
 use minietcd::pb::minietcdpb::{internal_request::Request, InternalRequest};
+use minietcd::pb::mvccpb::{Event, KeyValue};
 use minietcd::raft::types::ApplyObserver;
 use minietcd::server::watch::{WatchConfig, WatchService};
 use minietcd::storage::MvccStore;
@@ -352,7 +356,7 @@ async fn bench_minietcd(a: &Args) {
     let before = LIVE.load(Ordering::SeqCst);
     let mut streams = Vec::new();
     for s in 0..a.idle / 100 {
-        let (tx, rx) = tokio::sync::mpsc::channel(CHAN_BUF_LEN);
+        let (tx, rx) = tokio::sync::mpsc::channel::<minietcd::watch::Delivery>(CHAN_BUF_LEN);
         let mut sw = StreamWatchers::new(idle_store.clone(), tx);
         for i in 0..100 {
             sw.create(WatchCreateRequest {
@@ -368,6 +372,33 @@ async fn bench_minietcd(a: &Args) {
         a.idle,
         (after - before) as usize / a.idle
     );
+    // notify() with every watcher idle: one event matching nobody, one matching one watcher.
+    let ev = |key: &str, rev: i64| Event {
+        kv: Some(KeyValue {
+            key: key.as_bytes().to_vec(),
+            mod_revision: rev,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    const WRITES: i64 = 100_000;
+    for (label, key) in [("no watcher", "other"), ("one watcher", "idle/7/7")] {
+        let base = idle_store.rev();
+        let started = Instant::now();
+        for r in 1..=WRITES {
+            idle_store.notify(base + r, &[ev(key, base + r)]);
+            if r % 64 == 0 {
+                for (_, rx) in streams.iter_mut() {
+                    while rx.try_recv().is_ok() {}
+                }
+            }
+        }
+        println!(
+            "minietcd: notify() with {} idle watchers, event matching {label}: {:?} per write",
+            a.idle,
+            started.elapsed() / WRITES as u32
+        );
+    }
 }
 
 async fn bench_etcd(a: &Args) {
