@@ -70,7 +70,9 @@ pub struct WatchConfig {
     pub progress_interval: Duration,
     /// Responses above this size are fragmented for watchers that asked.
     pub max_request_bytes: usize,
-    /// How long a require-leader stream survives without a leader.
+    /// How long a require-leader stream survives without a leader. etcd 3.4 samples the
+    /// leader once per election timeout and cancels after 3 leaderless samples; pass
+    /// `3 * election timeout` for that, or one election timeout to fail faster.
     pub election_timeout: Duration,
 }
 
