@@ -171,7 +171,7 @@ impl MvccStore {
     }
 
     /// Applies one write in one atomic sled batch together with `applied`.
-    #[tracing::instrument(skip_all, fields(rev))]
+    #[tracing::instrument(level = "debug", skip_all, fields(rev))]
     pub fn apply(
         &self,
         req: &InternalRequest,
@@ -274,8 +274,12 @@ impl MvccStore {
                 if let Some(ki) = st.index.get_mut(&kv.key) {
                     ki.tombstone(r);
                 }
+            } else if let Some(ki) = st.index.get_mut(&kv.key) {
+                ki.put(r);
             } else {
-                st.index.entry(kv.key.clone()).or_default().put(r);
+                let mut ki = key_index::KeyIndex::default();
+                ki.put(r);
+                st.index.insert(kv.key.clone(), ki);
             }
         }
         for op in lease_ops {

@@ -138,6 +138,10 @@ impl<'a> WriteTxn<'a> {
 
     /// etcd's Put (applier + `storeTxnWrite.put`).
     pub fn put(&mut self, req: &PutRequest) -> Result<PutResponse, TxnError> {
+        // etcd checks the requested lease before the key (Put outside a txn).
+        if req.lease != 0 && !self.lease_exists(req.lease) {
+            return Err(ApplyError::LeaseNotFound.into());
+        }
         let old = self.current(&req.key)?;
         if (req.ignore_value || req.ignore_lease) && old.is_none() {
             return Err(ApplyError::KeyNotFound.into());
@@ -173,19 +177,21 @@ impl<'a> WriteTxn<'a> {
         }
         // A create event carries no prev_kv (etcd's watch skips it); otherwise prev_kv is
         // the key before this txn, which is `old` unless the txn already touched the key.
-        let prev = if kv.create_revision == kv.mod_revision {
-            None
+        let (prev, prev_kv) = if kv.create_revision == kv.mod_revision {
+            (None, old.filter(|_| req.prev_kv))
         } else if self.pending.latest.contains_key(&req.key) {
-            self.before(&req.key)?
+            (self.before(&req.key)?, old.filter(|_| req.prev_kv))
+        } else if req.prev_kv {
+            (old.clone(), old)
         } else {
-            old.clone()
+            (old, None)
         };
         let resp = PutResponse {
             header: Some(ResponseHeader {
                 revision: rev.main,
                 ..ResponseHeader::default()
             }),
-            prev_kv: if req.prev_kv { old } else { None },
+            prev_kv,
         };
         self.record(
             req.key.clone(),
@@ -279,8 +285,7 @@ impl<'a> WriteTxn<'a> {
     pub fn txn(&mut self, req: &TxnRequest) -> Result<TxnResponse, TxnError> {
         let mut path = Vec::new();
         self.compare_path(req, &mut path)?;
-        let mut pos = 0;
-        self.check(req, &path, &mut pos)?;
+        self.check(req, &path)?;
         let mut pos = 0;
         let mut resp = self.exec(req, &path, &mut pos)?;
         resp.header = Some(ResponseHeader {
@@ -324,14 +329,26 @@ impl<'a> WriteTxn<'a> {
         Ok(found.kvs.iter().all(|kv| compare_kv(c, target, kv)))
     }
 
-    /// etcd's `checkRequests`: puts with a missing lease or (ignore_value/ignore_lease) a
-    /// missing key, and ranges at an unreadable revision, fail the whole txn up front.
-    fn check(&self, req: &TxnRequest, path: &[bool], pos: &mut usize) -> Result<(), TxnError> {
+    /// etcd's `checkRequests`: first every put of the chosen path (a missing lease, or with
+    /// ignore_value/ignore_lease a missing key), then every range (an unreadable revision);
+    /// any failure fails the whole txn before anything is written.
+    fn check(&self, req: &TxnRequest, path: &[bool]) -> Result<(), TxnError> {
+        self.check_ops(req, path, &mut 0, true)?;
+        self.check_ops(req, path, &mut 0, false)
+    }
+
+    fn check_ops(
+        &self,
+        req: &TxnRequest,
+        path: &[bool],
+        pos: &mut usize,
+        puts: bool,
+    ) -> Result<(), TxnError> {
         let ok = path.get(*pos).copied().unwrap_or(false);
         *pos += 1;
         for op in branch(req, ok) {
             match &op.request {
-                Some(Op::RequestPut(p)) => {
+                Some(Op::RequestPut(p)) if puts => {
                     if p.lease != 0 && !self.lease_exists(p.lease) {
                         return Err(ApplyError::LeaseNotFound.into());
                     }
@@ -339,7 +356,7 @@ impl<'a> WriteTxn<'a> {
                         return Err(ApplyError::KeyNotFound.into());
                     }
                 }
-                Some(Op::RequestRange(r)) if r.revision != 0 => {
+                Some(Op::RequestRange(r)) if !puts && r.revision != 0 => {
                     // etcd: `rev > rv.Rev()` future, `rev < rv.FirstRev()` compacted (so a
                     // negative revision inside a txn is "compacted", unlike a plain Range).
                     if r.revision > self.base {
@@ -349,7 +366,7 @@ impl<'a> WriteTxn<'a> {
                         return Err(ApplyError::Compacted.into());
                     }
                 }
-                Some(Op::RequestTxn(t)) => self.check(t, path, pos)?,
+                Some(Op::RequestTxn(t)) => self.check_ops(t, path, pos, puts)?,
                 _ => {}
             }
         }
