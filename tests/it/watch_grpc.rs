@@ -230,6 +230,16 @@ async fn collect(
     ids: &[i64],
     until: i64,
 ) -> BTreeMap<i64, Vec<Vec<Event>>> {
+    collect_diag(stream, ids, until, String::new).await
+}
+
+/// [`collect`], with `diag` describing the server side if the watchers stall.
+async fn collect_diag(
+    stream: &mut WatchStream,
+    ids: &[i64],
+    until: i64,
+    diag: impl Fn() -> String,
+) -> BTreeMap<i64, Vec<Vec<Event>>> {
     let mut got: BTreeMap<i64, Vec<Vec<Event>>> = ids.iter().map(|i| (*i, Vec::new())).collect();
     let done = |got: &BTreeMap<i64, Vec<Vec<Event>>>| {
         got.values().all(|rs| {
@@ -239,7 +249,24 @@ async fn collect(
         })
     };
     while !done(&got) {
-        let r = next(stream).await;
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(10), stream.message()).await else {
+            let last: Vec<(i64, i64)> = got
+                .iter()
+                .map(|(id, rs)| {
+                    let rev = rs
+                        .iter()
+                        .flatten()
+                        .map(|e| e.kv.as_ref().unwrap().mod_revision)
+                        .max();
+                    (*id, rev.unwrap_or(0))
+                })
+                .collect();
+            panic!(
+                "watchers stalled before revision {until}: last revision per watch id {last:?}; {}",
+                diag()
+            );
+        };
+        let r = r.unwrap().expect("watch stream ended");
         assert!(!r.canceled(), "unexpected cancel {:?}", r.cancel_reason());
         if r.events().is_empty() {
             continue;
@@ -346,8 +373,11 @@ async fn watch_from_past_revision_resumes_exactly_and_survives_restart() {
         }
         store.flush().unwrap();
     }
-    // "Restart": a new store over the same files, a fresh watch layer with no watcher.
-    let db = sled::open(&path).unwrap();
+    // "Restart": a new store over the same files, a fresh watch layer with no watcher. sled
+    // releases its file lock from a background thread, so the reopen may have to wait.
+    let db = super::support::wait_until("sled reopen", Duration::from_secs(10), || {
+        sled::open(&path).ok()
+    });
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let ws = WatchableStore::new(store.clone());
     let _loops = ws.start();
@@ -778,13 +808,19 @@ async fn concurrent_writers_and_watchers_keep_every_guarantee() {
         if i == 3 {
             // Resumable: stop half-way, resume on a new stream from the next revision.
             let mid = spec.start_rev + (end_rev - spec.start_rev) / 2;
-            let mut first = collect(&mut stream, &[0], mid).await.remove(&0).unwrap();
-            let last_seen = first
-                .iter()
-                .flatten()
-                .map(|e| e.kv.as_ref().unwrap().mod_revision)
-                .max()
-                .unwrap();
+            let first = collect(&mut stream, &[0], mid).await.remove(&0).unwrap();
+            // The client stops after the revisions below `mid` (catch-up may have delivered
+            // more in one response: those are dropped as if never processed) and resumes there.
+            let mut first: Vec<Vec<Event>> = first
+                .into_iter()
+                .map(|r| {
+                    r.into_iter()
+                        .filter(|e| e.kv.as_ref().unwrap().mod_revision < mid)
+                        .collect::<Vec<_>>()
+                })
+                .filter(|r| !r.is_empty())
+                .collect();
+            let last_seen = mid - 1;
             drop(stream);
             let mut opts = WatchOptions::new().with_start_revision(last_seen + 1);
             if !end.is_empty() {
@@ -792,8 +828,15 @@ async fn concurrent_writers_and_watchers_keep_every_guarantee() {
             }
             let mut resumed = client.watch(key, Some(opts)).await.unwrap();
             assert!(next(&mut resumed).await.created());
+            let diag = || {
+                format!(
+                    "resumed watcher from {}, store (synced, unsynced, victims) {:?}",
+                    last_seen + 1,
+                    node.watch.counts()
+                )
+            };
             first.extend(
-                collect(&mut resumed, &[0], end_rev)
+                collect_diag(&mut resumed, &[0], end_rev, diag)
                     .await
                     .remove(&0)
                     .unwrap(),
@@ -801,7 +844,13 @@ async fn concurrent_writers_and_watchers_keep_every_guarantee() {
             node.check(&spec, &first, false);
             continue;
         }
-        let got = collect(&mut stream, &[0], end_rev).await;
+        let diag = || {
+            format!(
+                "watcher {i} {spec:?}, store (synced, unsynced, victims) {:?}",
+                node.watch.counts()
+            )
+        };
+        let got = collect_diag(&mut stream, &[0], end_rev, diag).await;
         node.check(&spec, &got[&0], false);
     }
 }
