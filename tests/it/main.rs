@@ -4,3 +4,4 @@
 mod support;
 mod watch_etcdctl;
 mod watch_grpc;
+mod watch_node;

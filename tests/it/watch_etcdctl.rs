@@ -13,7 +13,7 @@ use minietcd::watch::checker::WatchSpec;
 use minietcd::watch::WatchTarget;
 
 use super::support::{require_program, ChildGuard};
-use super::watch_grpc::{delete, txn_puts, Node};
+use super::watch_node::{delete, txn_puts, Node};
 
 fn b64(s: &str) -> Vec<u8> {
     let val = |c: u8| match c {
