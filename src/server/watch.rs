@@ -24,6 +24,7 @@ use tracing::Instrument;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
+use crate::raft::types::{MemberNode, NodeId};
 use crate::watch::stream::{fragment, to_response, StreamWatchers};
 use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
 
@@ -132,6 +133,27 @@ pub fn check_require_leader(
         return Err(Status::unavailable(NO_LEADER));
     }
     Ok(())
+}
+
+/// The leader as a member sees it, from openraft's metrics: what [`WatchService`] takes.
+/// The forwarding task ends when the metrics channel closes (Raft shut down), after
+/// publishing "no leader".
+pub fn leader_from_metrics(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, MemberNode>>,
+) -> watch::Receiver<Option<u64>> {
+    let (tx, rx) = watch::channel(metrics.borrow_and_update().current_leader);
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let leader = metrics.borrow_and_update().current_leader;
+            tx.send_if_modified(|cur| {
+                let changed = *cur != leader;
+                *cur = leader;
+                changed
+            });
+        }
+        tx.send_replace(None);
+    });
+    rx
 }
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
@@ -362,5 +384,24 @@ mod tests {
         );
         let plain = MetadataMap::new();
         assert!(check_require_leader(&plain, &rx).is_ok());
+    }
+
+    #[tokio::test]
+    async fn leader_follows_raft_metrics() {
+        let (mtx, mrx) =
+            watch::channel(openraft::RaftMetrics::<NodeId, MemberNode>::new_initial(1));
+        let mut leader = leader_from_metrics(mrx);
+        assert_eq!(*leader.borrow(), None);
+        mtx.send_modify(|m| m.current_leader = Some(3));
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow_and_update(), Some(3));
+        mtx.send_modify(|m| m.current_leader = None);
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow_and_update(), None);
+        mtx.send_modify(|m| m.current_leader = Some(2));
+        leader.changed().await.unwrap();
+        drop(mtx);
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow(), None, "no leader once Raft is gone");
     }
 }
