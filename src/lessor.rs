@@ -141,7 +141,7 @@ impl Lessor {
     /// The leader's expiry loop; ends when `stop` turns true.
     pub async fn run(
         self: Arc<Self>,
-        proposer: Arc<Proposer>,
+        proposer: Proposer,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_millis(EXPIRY_CHECK_INTERVAL_MS));

@@ -21,3 +21,4 @@ pub mod pb;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod watch;

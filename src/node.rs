@@ -3,8 +3,10 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
 use tokio_stream::wrappers::TcpListenerStream;
 use tracing::info;
 
@@ -15,14 +17,17 @@ use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
-use crate::raft::types::{ApplyObserver, MemberNode, NoopObserver};
+use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::RaftSettings;
 use crate::server::cluster::ClusterService;
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
+use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
+use crate::watch::WatchableStore;
 
 /// gRPC adds framing around a request; etcd allows this much on top of --max-request-bytes
 /// before the transport refuses a message, so that the request-size check answers first.
@@ -86,7 +91,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     );
 
     let store = Arc::new(MvccStore::open(&data_dir.db)?);
-    let observer: Arc<dyn ApplyObserver> = Arc::new(NoopObserver);
+    let watchable = WatchableStore::new(store.clone());
+    let observer: Arc<dyn ApplyObserver> = watchable.clone();
+    // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
+    let _watch_loops = watchable.start();
     let members = cfg
         .initial_cluster
         .iter()
@@ -116,14 +124,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let ctx = ServerContext {
         store: store.clone(),
         proposer: raft.proposer(),
-        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft().clone()),
+        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
         max_request_bytes: cfg.max_request_bytes,
         max_txn_ops: cfg.max_txn_ops,
     };
     let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
     let lessor = Lessor::new(
         store.clone(),
-        raft.raft().clone(),
+        raft.raft(),
         identity.member_id,
         cfg.election_timeout_ms,
     );
@@ -131,23 +139,53 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let lessor_task = tokio::spawn(lessor.clone().run(ctx.proposer.clone(), stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
+    let leader = leader_from_metrics(raft.raft().metrics());
+    let watch_config = WatchConfig {
+        progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),
+        max_request_bytes: cfg.max_request_bytes,
+        // etcd 3.4 closes a require-leader stream after three leaderless election checks.
+        election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
+    };
+    let header = ctx.header.clone();
+    let watch_header: Arc<dyn crate::server::watch::HeaderSource> =
+        Arc::new(move |rev| header.at(rev));
     for l in client_listeners {
         let addr = l.local_addr().ok();
+        // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
+        let leader_rx = leader.clone();
+        let require_leader = move |req: tonic::Request<()>| {
+            check_require_leader(req.metadata(), &leader_rx)?;
+            Ok(req)
+        };
         let router = tonic::transport::Server::builder()
-            .add_service(
+            .add_service(InterceptedService::new(
                 KvServer::new(KvService::new(ctx.clone()))
                     .max_decoding_message_size(max_msg)
                     .max_encoding_message_size(usize::MAX),
-            )
-            .add_service(
+                require_leader.clone(),
+            ))
+            .add_service(InterceptedService::new(
                 LeaseServer::new(LeaseService::new(ctx.clone(), lessor.clone()))
                     .max_decoding_message_size(max_msg),
-            )
-            .add_service(ClusterServer::new(ClusterService::new(ctx.clone())))
-            .add_service(MaintenanceServer::new(MaintenanceService::new(
-                ctx.clone(),
-                data_dir.db.clone(),
-            )));
+                require_leader.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                ClusterServer::new(ClusterService::new(ctx.clone())),
+                require_leader.clone(),
+            ))
+            .add_service(InterceptedService::new(
+                MaintenanceServer::new(MaintenanceService::new(ctx.clone(), data_dir.db.clone())),
+                require_leader,
+            ))
+            .add_service(
+                WatchServer::new(WatchService::new(
+                    watchable.clone(),
+                    watch_header.clone(),
+                    leader.clone(),
+                    watch_config.clone(),
+                ))
+                .max_decoding_message_size(max_msg),
+            );
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             info!(?addr, "serving client requests");
@@ -184,9 +222,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let _ = lessor_task.await;
-    if let Err(e) = raft.shutdown().await {
-        tracing::warn!(error = %e, "raft shutdown");
-    }
+    raft.shutdown().await;
     if let Err(e) = data_dir.db.flush_async().await {
         tracing::warn!(error = %e, "final flush failed");
     }

@@ -8,6 +8,7 @@ pub mod lease;
 pub mod maintenance;
 pub mod status;
 pub mod txn_check;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -23,7 +24,7 @@ pub struct ServerContext {
     /// The local MVCC store: reads are served from it.
     pub store: Arc<MvccStore>,
     /// Writes and read barriers go through Raft.
-    pub proposer: Arc<Proposer>,
+    pub proposer: Proposer,
     /// Fills response headers (cluster, member, revision, term).
     pub header: HeaderSource,
     /// `--max-request-bytes`: a write whose Raft entry is larger is refused.

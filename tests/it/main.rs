@@ -14,3 +14,6 @@ mod kv;
 mod lease;
 mod startup;
 mod support;
+mod watch_etcdctl;
+mod watch_grpc;
+mod watch_node;

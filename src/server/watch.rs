@@ -1,0 +1,407 @@
+//! The gRPC Watch service (etcd's `v3rpc/watch.go`): one task per stream multiplexes the
+//! client's requests, the store's deliveries and the timers, so that a created or canceled
+//! response is always written before any event of that watcher, with no pending buffer.
+//!
+//! Stream life: create / cancel / progress requests are applied to the stream's
+//! [`StreamWatchers`]; deliveries from the store become responses (prev_kv stripped unless
+//! asked, fragmented when asked); progress_notify watchers get an empty response after a
+//! quiet `progress_interval`; the stream ends when the client half-closes or goes away (every
+//! watcher is then removed) or, for a `hasleader: true` stream, when the member has been
+//! without a leader for an election timeout.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument;
+
+use crate::pb::etcdserverpb::watch_request::RequestUnion;
+use crate::pb::etcdserverpb::watch_server::Watch;
+use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
+use crate::raft::types::{MemberNode, NodeId};
+use crate::watch::stream::{fragment, to_response, StreamWatchers};
+use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
+
+/// gRPC metadata key of clientv3's `WithRequireLeader`.
+pub const REQUIRE_LEADER_KEY: &str = "hasleader";
+
+/// etcd's error for a member without a leader.
+pub const NO_LEADER: &str = "etcdserver: no leader";
+
+/// Responses buffered between a stream's task and tonic; beyond it the task waits, its
+/// delivery channel fills and its watchers become victims (the store never waits).
+pub const OUT_BUF_LEN: usize = 16;
+
+/// How often a pending WatchProgressRequest re-checks whether the stream's watchers are all
+/// synced.
+pub const PROGRESS_RETRY: Duration = Duration::from_millis(50);
+
+/// etcd's default `--experimental-watch-progress-notify-interval`.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
+
+/// etcd's default `--max-request-bytes` (1.5 MiB), the fragment threshold.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+
+/// Fills response headers: cluster id, member id and raft term come from the node, the
+/// revision from the store.
+pub trait HeaderSource: Send + Sync + 'static {
+    /// A header reporting `revision`.
+    fn header(&self, revision: i64) -> ResponseHeader;
+}
+
+impl<F> HeaderSource for F
+where
+    F: Fn(i64) -> ResponseHeader + Send + Sync + 'static,
+{
+    fn header(&self, revision: i64) -> ResponseHeader {
+        self(revision)
+    }
+}
+
+/// Tunables of the Watch service.
+#[derive(Debug, Clone)]
+pub struct WatchConfig {
+    /// Quiet period after which a progress_notify watcher gets a progress response.
+    pub progress_interval: Duration,
+    /// Responses above this size are fragmented for watchers that asked.
+    pub max_request_bytes: usize,
+    /// How long a require-leader stream survives without a leader. etcd 3.4 samples the
+    /// leader once per election timeout and cancels after 3 leaderless samples; pass
+    /// `3 * election timeout` for that, or one election timeout to fail faster.
+    pub election_timeout: Duration,
+}
+
+impl Default for WatchConfig {
+    fn default() -> Self {
+        WatchConfig {
+            progress_interval: DEFAULT_PROGRESS_INTERVAL,
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            election_timeout: Duration::from_millis(1000),
+        }
+    }
+}
+
+/// The Watch service.
+pub struct WatchService {
+    /// The watchers' home.
+    store: Arc<WatchableStore>,
+    /// Header maker.
+    header: Arc<dyn HeaderSource>,
+    /// The current leader as this member sees it (None: no leader).
+    leader: watch::Receiver<Option<u64>>,
+    /// Tunables.
+    config: WatchConfig,
+}
+
+impl WatchService {
+    /// A service over `store`; `leader` tracks the member's view of the leader.
+    pub fn new(
+        store: Arc<WatchableStore>,
+        header: Arc<dyn HeaderSource>,
+        leader: watch::Receiver<Option<u64>>,
+        config: WatchConfig,
+    ) -> Self {
+        WatchService {
+            store,
+            header,
+            leader,
+            config,
+        }
+    }
+}
+
+/// Whether the request carries clientv3's `WithRequireLeader` metadata.
+pub fn requires_leader(md: &MetadataMap) -> bool {
+    md.get(REQUIRE_LEADER_KEY)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == "true")
+}
+
+/// The check etcd applies to every request carrying `hasleader: true` (unary ones too):
+/// refused with "etcdserver: no leader" while the member has no leader.
+pub fn check_require_leader(
+    md: &MetadataMap,
+    leader: &watch::Receiver<Option<u64>>,
+) -> Result<(), Status> {
+    if requires_leader(md) && leader.borrow().is_none() {
+        return Err(Status::unavailable(NO_LEADER));
+    }
+    Ok(())
+}
+
+/// The leader as a member sees it, from openraft's metrics: what [`WatchService`] takes.
+/// The forwarding task ends when the metrics channel closes (Raft shut down), after
+/// publishing "no leader".
+pub fn leader_from_metrics(
+    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, MemberNode>>,
+) -> watch::Receiver<Option<u64>> {
+    let (tx, rx) = watch::channel(metrics.borrow_and_update().current_leader);
+    tokio::spawn(async move {
+        while metrics.changed().await.is_ok() {
+            let leader = metrics.borrow_and_update().current_leader;
+            tx.send_if_modified(|cur| {
+                let changed = *cur != leader;
+                *cur = leader;
+                changed
+            });
+        }
+        tx.send_replace(None);
+    });
+    rx
+}
+
+type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Watch for WatchService {
+    type WatchStream = ResponseStream;
+
+    async fn watch(
+        &self,
+        request: Request<Streaming<WatchRequest>>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        check_require_leader(request.metadata(), &self.leader)?;
+        let leader = requires_leader(request.metadata()).then(|| self.leader.clone());
+        let (out_tx, out_rx) = mpsc::channel(OUT_BUF_LEN);
+        let (tx, rx) = mpsc::channel(CHAN_BUF_LEN);
+        let stream = WatchStreamTask {
+            watchers: StreamWatchers::new(self.store.clone(), tx),
+            deliveries: rx,
+            out: out_tx,
+            header: self.header.clone(),
+            config: self.config.clone(),
+            leader,
+        };
+        tokio::spawn(
+            stream
+                .run(request.into_inner())
+                .instrument(tracing::debug_span!("watch_stream")),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+    }
+}
+
+/// Why a stream task stopped.
+enum Stop {
+    /// The client went away or half-closed.
+    Client,
+    /// The member lost its leader for too long.
+    NoLeader,
+}
+
+/// One stream's task state.
+struct WatchStreamTask {
+    /// The stream's watchers (dropped with the task: every watcher goes with the stream).
+    watchers: StreamWatchers,
+    /// Deliveries from the store.
+    deliveries: mpsc::Receiver<Delivery>,
+    /// Responses to tonic.
+    out: mpsc::Sender<Result<WatchResponse, Status>>,
+    /// Header maker.
+    header: Arc<dyn HeaderSource>,
+    /// Tunables.
+    config: WatchConfig,
+    /// Present for require-leader streams.
+    leader: Option<watch::Receiver<Option<u64>>>,
+}
+
+impl WatchStreamTask {
+    async fn run(mut self, mut inbound: Streaming<WatchRequest>) {
+        let mut progress = tokio::time::interval_at(
+            Instant::now() + self.config.progress_interval,
+            self.config.progress_interval,
+        );
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When a pending WatchProgressRequest is next re-checked (an absolute deadline, so a
+        // busy stream cannot postpone it forever).
+        let mut progress_retry_at: Option<Instant> = None;
+        let mut no_leader_since: Option<Instant> = None;
+        let stop = loop {
+            let leaderless_deadline = no_leader_since.map(|t| t + self.config.election_timeout);
+            tokio::select! {
+                biased;
+                req = inbound.next() => match req {
+                    Some(Ok(req)) => {
+                        if !self.handle_request(req, &mut progress_retry_at).await {
+                            break Stop::Client;
+                        }
+                    }
+                    Some(Err(status)) => {
+                        tracing::debug!(%status, "watch stream receive error");
+                        break Stop::Client;
+                    }
+                    None => break Stop::Client,
+                },
+                Some(d) = self.deliveries.recv() => {
+                    if !self.deliver(d).await {
+                        break Stop::Client;
+                    }
+                }
+                _ = progress.tick() => self.watchers.progress_tick(),
+                _ = sleep_until_opt(progress_retry_at) => {
+                    progress_retry_at = retry_progress(self.watchers.progress_all());
+                }
+                changed = changed_leader(&mut self.leader) => match changed {
+                    Some(Some(_)) => no_leader_since = None,
+                    Some(None) => {
+                        no_leader_since.get_or_insert_with(Instant::now);
+                    }
+                    None => {}
+                },
+                _ = sleep_until_opt(leaderless_deadline) => break Stop::NoLeader,
+                _ = self.out.closed() => break Stop::Client,
+            }
+        };
+        if let Stop::NoLeader = stop {
+            tracing::info!("closing require-leader watch stream: no leader");
+            let _ = self.out.send(Err(Status::unavailable(NO_LEADER))).await;
+        }
+        // Dropping `self.watchers` cancels every watcher of the stream.
+    }
+
+    /// Applies one client request; false when the client is gone.
+    async fn handle_request(
+        &mut self,
+        req: WatchRequest,
+        progress_retry_at: &mut Option<Instant>,
+    ) -> bool {
+        match req.request_union {
+            Some(RequestUnion::CreateRequest(c)) => {
+                let mut resp = self.watchers.create(c);
+                tracing::debug!(
+                    watch_id = resp.watch_id,
+                    canceled = resp.canceled,
+                    "watch created"
+                );
+                self.fill_header(&mut resp);
+                self.send(resp).await
+            }
+            Some(RequestUnion::CancelRequest(c)) => {
+                if !self.watchers.cancel(c.watch_id) {
+                    return true;
+                }
+                tracing::debug!(watch_id = c.watch_id, "watch canceled");
+                let resp = WatchResponse {
+                    header: Some(self.header.header(self.watchers.store().rev())),
+                    watch_id: c.watch_id,
+                    canceled: true,
+                    ..Default::default()
+                };
+                self.send(resp).await
+            }
+            Some(RequestUnion::ProgressRequest(_)) => {
+                *progress_retry_at = retry_progress(self.watchers.progress_all());
+                true
+            }
+            None => true,
+        }
+    }
+
+    /// Sends a delivery from the store; false when the client is gone.
+    async fn deliver(&mut self, d: Delivery) -> bool {
+        if d.watch_id == -1 {
+            let resp = WatchResponse {
+                header: Some(self.header.header(d.revision)),
+                watch_id: -1,
+                ..Default::default()
+            };
+            return self.send(resp).await;
+        }
+        let Some(opts) = self.watchers.accept(&d) else {
+            // A canceled watcher's leftovers.
+            return true;
+        };
+        let mut resp = to_response(&d, opts.prev_kv);
+        self.fill_header(&mut resp);
+        if opts.fragment {
+            for part in fragment(resp, self.config.max_request_bytes) {
+                if !self.send(part).await {
+                    return false;
+                }
+            }
+            true
+        } else {
+            self.send(resp).await
+        }
+    }
+
+    fn fill_header(&self, resp: &mut WatchResponse) {
+        let rev = resp.header.as_ref().map_or(0, |h| h.revision);
+        resp.header = Some(self.header.header(rev));
+    }
+
+    async fn send(&self, resp: WatchResponse) -> bool {
+        self.out.send(Ok(resp)).await.is_ok()
+    }
+}
+
+/// The next leader change of a require-leader stream (never, for other streams).
+async fn changed_leader(leader: &mut Option<watch::Receiver<Option<u64>>>) -> Option<Option<u64>> {
+    match leader {
+        Some(rx) => match rx.changed().await {
+            Ok(()) => Some(*rx.borrow_and_update()),
+            Err(_) => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// The next re-check of a progress request, unless it was just answered.
+fn retry_progress(answered: bool) -> Option<Instant> {
+    (!answered).then(|| Instant::now() + PROGRESS_RETRY)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn require_leader_metadata_is_refused_only_without_leader() {
+        let (tx, rx) = watch::channel(Some(7));
+        let mut md = MetadataMap::new();
+        assert!(check_require_leader(&md, &rx).is_ok());
+        md.insert(REQUIRE_LEADER_KEY, "true".parse().unwrap());
+        assert!(requires_leader(&md));
+        assert!(check_require_leader(&md, &rx).is_ok());
+        tx.send_replace(None);
+        let err = check_require_leader(&md, &rx).unwrap_err();
+        assert_eq!(
+            (err.code(), err.message()),
+            (tonic::Code::Unavailable, NO_LEADER)
+        );
+        let plain = MetadataMap::new();
+        assert!(check_require_leader(&plain, &rx).is_ok());
+    }
+
+    #[tokio::test]
+    async fn leader_follows_raft_metrics() {
+        let (mtx, mrx) =
+            watch::channel(openraft::RaftMetrics::<NodeId, MemberNode>::new_initial(1));
+        let mut leader = leader_from_metrics(mrx);
+        assert_eq!(*leader.borrow(), None);
+        mtx.send_modify(|m| m.current_leader = Some(3));
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow_and_update(), Some(3));
+        mtx.send_modify(|m| m.current_leader = None);
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow_and_update(), None);
+        mtx.send_modify(|m| m.current_leader = Some(2));
+        leader.changed().await.unwrap();
+        drop(mtx);
+        leader.changed().await.unwrap();
+        assert_eq!(*leader.borrow(), None, "no leader once Raft is gone");
+    }
+}

@@ -1,0 +1,314 @@
+//! One watch stream's bookkeeping (etcd's `watchStream` plus the per-id option maps of
+//! `serverWatchStream`): the watch ids it has handed out, each id's options, and how a
+//! [`Delivery`] becomes `WatchResponse`s (prev_kv stripped, fragments).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prost::Message;
+use tokio::sync::mpsc;
+
+use super::event_batch::Delivery;
+use super::watcher::{Filters, WatchTarget, WatcherId};
+use super::WatchableStore;
+use crate::pb::etcdserverpb::watch_create_request::FilterType;
+use crate::pb::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+
+/// Why a create request was refused (etcd's mvcc error strings, sent as `cancel_reason`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WatchError {
+    /// `key >= range_end` with a bounded range end.
+    #[error("mvcc: watcher range is empty")]
+    EmptyRange,
+    /// A client-chosen watch id already in use on this stream.
+    #[error("mvcc: duplicate watch ID provided on the WatchStream")]
+    DuplicateId,
+}
+
+/// The options of one watch id on a stream.
+#[derive(Debug, Clone, Copy)]
+pub struct WatchOptions {
+    /// The store's watcher behind this id.
+    pub watcher: WatcherId,
+    /// Keep `prev_kv` on events.
+    pub prev_kv: bool,
+    /// Split large responses.
+    pub fragment: bool,
+    /// Send progress notifications when quiet.
+    pub progress_notify: bool,
+    /// Nothing was sent to this id since the last progress tick (etcd's `progress[id]`).
+    pub quiet: bool,
+}
+
+/// The watchers of one stream.
+pub struct StreamWatchers {
+    /// The store.
+    store: Arc<WatchableStore>,
+    /// The stream's delivery channel, shared by all its watchers.
+    tx: mpsc::Sender<Delivery>,
+    /// watch id -> options.
+    ids: HashMap<i64, WatchOptions>,
+    /// Next automatic id candidate (etcd starts at 0 and skips ids in use).
+    next_id: i64,
+}
+
+impl StreamWatchers {
+    /// A stream with no watcher, delivering into `tx`.
+    pub fn new(store: Arc<WatchableStore>, tx: mpsc::Sender<Delivery>) -> Self {
+        StreamWatchers {
+            store,
+            tx,
+            ids: HashMap::new(),
+            next_id: 0,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<WatchableStore> {
+        &self.store
+    }
+
+    /// Handles a create request as etcd 3.4's `recvLoop` does; returns the created response
+    /// (its header left for the caller) for success and refusal alike.
+    pub fn create(&mut self, mut req: WatchCreateRequest) -> WatchResponse {
+        if req.key.is_empty() {
+            // "\0" is the smallest key.
+            req.key = vec![0];
+        }
+        let wsrev = self.store.rev();
+        let start = if req.start_revision == 0 {
+            wsrev + 1
+        } else {
+            req.start_revision
+        };
+        let (watch_id, err) = match self.register(&req, start) {
+            Ok(id) => (id, None),
+            Err(e) => (-1, Some(e)),
+        };
+        WatchResponse {
+            header: Some(ResponseHeader {
+                revision: wsrev,
+                ..Default::default()
+            }),
+            watch_id,
+            created: true,
+            canceled: err.is_some(),
+            cancel_reason: err.map(|e| e.to_string()).unwrap_or_default(),
+            ..Default::default()
+        }
+    }
+
+    fn register(&mut self, req: &WatchCreateRequest, start: i64) -> Result<i64, WatchError> {
+        let bounded_end = !req.range_end.is_empty() && req.range_end != [0];
+        if bounded_end && req.key >= req.range_end {
+            return Err(WatchError::EmptyRange);
+        }
+        let id = if req.watch_id == 0 {
+            while self.ids.contains_key(&self.next_id) {
+                self.next_id += 1;
+            }
+            let id = self.next_id;
+            self.next_id += 1;
+            id
+        } else if self.ids.contains_key(&req.watch_id) {
+            return Err(WatchError::DuplicateId);
+        } else {
+            req.watch_id
+        };
+        let mut filters = Filters::default();
+        for f in &req.filters {
+            match FilterType::try_from(*f) {
+                Ok(FilterType::Noput) => filters = filters.with(Filters::NO_PUT),
+                Ok(FilterType::Nodelete) => filters = filters.with(Filters::NO_DELETE),
+                Err(_) => {}
+            }
+        }
+        let target = WatchTarget::new(&req.key, &req.range_end);
+        let watcher = self
+            .store
+            .watch(target, start, filters, id, self.tx.clone());
+        self.ids.insert(
+            id,
+            WatchOptions {
+                watcher,
+                prev_kv: req.prev_kv,
+                fragment: req.fragment,
+                progress_notify: req.progress_notify,
+                quiet: true,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Cancels `watch_id`; false if the stream has no such watcher (etcd then answers
+    /// nothing).
+    pub fn cancel(&mut self, watch_id: i64) -> bool {
+        match self.ids.remove(&watch_id) {
+            Some(o) => {
+                self.store.cancel(o.watcher);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The options of the watcher a delivery is for, or None when the delivery is stale (its
+    /// watcher was canceled, maybe with the id reused since). Marks the id as not quiet.
+    pub fn accept(&mut self, d: &Delivery) -> Option<WatchOptions> {
+        let o = self.ids.get_mut(&d.watch_id)?;
+        if o.watcher.0 != d.watcher {
+            return None;
+        }
+        if !d.events.is_empty() {
+            o.quiet = false;
+        }
+        let opts = *o;
+        if d.compact_revision != 0 {
+            // The store has dropped the watcher.
+            self.ids.remove(&d.watch_id);
+        }
+        Some(opts)
+    }
+
+    /// A progress tick: asks the store for a progress notification for every
+    /// progress_notify watcher that was quiet since the previous tick.
+    pub fn progress_tick(&mut self) {
+        for o in self.ids.values_mut() {
+            if !o.progress_notify {
+                continue;
+            }
+            if o.quiet {
+                self.store.progress(o.watcher);
+            }
+            o.quiet = true;
+        }
+    }
+
+    /// A WatchProgressRequest: answered (through the delivery channel) once every watcher of
+    /// the stream is synced. Returns whether it was answered now.
+    pub fn progress_all(&self) -> bool {
+        let ids: Vec<WatcherId> = self.ids.values().map(|o| o.watcher).collect();
+        self.store.progress_all(&ids, &self.tx)
+    }
+
+    /// Number of watchers on the stream.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the stream has no watcher.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+impl Drop for StreamWatchers {
+    /// A stream's watchers all go when the stream ends, however it ends.
+    fn drop(&mut self) {
+        for o in self.ids.values() {
+            self.store.cancel(o.watcher);
+        }
+    }
+}
+
+/// The response for a delivery, header revision filled (the rest of the header is the
+/// caller's), `prev_kv` kept only when asked.
+pub fn to_response(d: &Delivery, prev_kv: bool) -> WatchResponse {
+    WatchResponse {
+        header: Some(ResponseHeader {
+            revision: d.revision,
+            ..Default::default()
+        }),
+        watch_id: d.watch_id,
+        canceled: d.compact_revision != 0,
+        compact_revision: d.compact_revision,
+        events: d.events.to_events(prev_kv),
+        ..Default::default()
+    }
+}
+
+/// Splits a response larger than `max_bytes` into fragments as etcd's `sendFragments`: each
+/// fragment holds as many events as fit (at least one), all but the last have `fragment`
+/// set. A response below the limit or with fewer than two events goes whole.
+pub fn fragment(resp: WatchResponse, max_bytes: usize) -> Vec<WatchResponse> {
+    if resp.encoded_len() < max_bytes || resp.events.len() < 2 {
+        return vec![resp];
+    }
+    let mut shell = resp;
+    let events = std::mem::take(&mut shell.events);
+    let mut out = Vec::new();
+    let mut cur = WatchResponse {
+        fragment: true,
+        ..shell.clone()
+    };
+    for ev in events {
+        cur.events.push(ev);
+        if cur.events.len() > 1 && cur.encoded_len() >= max_bytes {
+            let last = cur.events.pop();
+            let next_events: Vec<_> = last.into_iter().collect();
+            let full = std::mem::replace(
+                &mut cur,
+                WatchResponse {
+                    fragment: true,
+                    events: next_events,
+                    ..shell.clone()
+                },
+            );
+            out.push(full);
+        }
+    }
+    cur.fragment = false;
+    out.push(cur);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pb::mvccpb::{Event, KeyValue};
+
+    fn ev(i: usize, size: usize) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: format!("k{i}").into_bytes(),
+                value: vec![b'x'; size],
+                mod_revision: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn fragments_keep_every_event_in_order_and_mark_all_but_last() {
+        let resp = WatchResponse {
+            watch_id: 3,
+            events: (0..10).map(|i| ev(i, 100)).collect(),
+            ..Default::default()
+        };
+        let parts = fragment(resp.clone(), 350);
+        assert!(parts.len() > 3, "{} parts", parts.len());
+        let (last, init) = parts.split_last().unwrap();
+        assert!(init.iter().all(|p| p.fragment && p.watch_id == 3));
+        assert!(!last.fragment);
+        for p in &parts {
+            assert!(p.encoded_len() < 350 || p.events.len() == 1);
+        }
+        let merged: Vec<Event> = parts.into_iter().flat_map(|p| p.events).collect();
+        assert_eq!(merged, resp.events);
+    }
+
+    #[test]
+    fn small_or_single_event_responses_are_not_fragmented() {
+        let one = WatchResponse {
+            events: vec![ev(0, 10_000)],
+            ..Default::default()
+        };
+        assert_eq!(fragment(one.clone(), 100), vec![one]);
+        let small = WatchResponse {
+            events: vec![ev(0, 1), ev(1, 1)],
+            ..Default::default()
+        };
+        assert_eq!(fragment(small.clone(), 1 << 20), vec![small]);
+    }
+}

@@ -1,0 +1,338 @@
+//! The two background loops of the watchable store (etcd's `syncWatchersLoop` and
+//! `syncVictimsLoop`): unsynced watchers catch up from history, victims retry their batch.
+//!
+//! A sync round: under the lock, pick up to `MAX_WATCHERS_PER_SYNC` unsynced watchers (cancel
+//! the compacted ones with a `compact_revision` notice), note the lowest `min_rev` and the
+//! current revision `cur`, and open a gap buffer; without the lock, read at most
+//! `WATCH_BATCH_MAX_REVS` revisions `min..=cur` from history; under the lock again, append the
+//! revisions notified meanwhile (the gap), match, send with `try_send`, and move every watcher
+//! that has now seen the current revision to synced. Example with cur = 10, a watcher at
+//! min_rev 4 and a write of revision 11 landing during the read: the read returns 4..=10, the
+//! gap holds 11, the watcher receives 4..=11 in one response and is synced at min_rev 12.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::event_batch::{match_events, Delivery, EventBatch};
+use super::watchable_store::{Gap, Inner, Victim, WatchableStore};
+use super::watcher::{WatcherId, WatcherState};
+use super::watcher_group::WatcherGroup;
+use super::{MAX_WATCHERS_PER_SYNC, SYNC_INTERVAL, VICTIM_RETRY_INTERVAL, WATCH_BATCH_MAX_REVS};
+use crate::pb::mvccpb::Event;
+use crate::storage::StorageError;
+
+/// What a sync round achieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncOutcome {
+    /// Watchers still unsynced.
+    pub unsynced: usize,
+    /// The round stopped at the batch limit: more history is waiting.
+    pub more: bool,
+}
+
+/// Stops the background loops when dropped.
+pub struct WatchLoops {
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Drop for WatchLoops {
+    fn drop(&mut self) {
+        for h in &self.handles {
+            h.abort();
+        }
+    }
+}
+
+impl WatchableStore {
+    /// Starts the sync and victim loops on the current tokio runtime; they stop when the
+    /// returned guard is dropped or the store is gone.
+    pub fn start(self: &Arc<Self>) -> WatchLoops {
+        let weak = Arc::downgrade(self);
+        let victims = tokio::spawn(
+            victim_loop(weak.clone()).instrument(tracing::debug_span!("watch_victims")),
+        );
+        let sync = tokio::spawn(sync_loop(weak).instrument(tracing::debug_span!("watch_sync")));
+        WatchLoops {
+            handles: vec![victims, sync],
+        }
+    }
+
+    /// One victim retry round; returns how many victims remain.
+    pub fn sync_victims(&self) -> usize {
+        let victims = {
+            let mut inner = self.lock();
+            if inner.victims.is_empty() {
+                return 0;
+            }
+            std::mem::take(&mut inner.victims)
+        };
+        let mut sent = Vec::new();
+        let mut again = Vec::new();
+        for v in victims {
+            match v.tx.try_send(v.delivery) {
+                Ok(()) => sent.push(v.id),
+                Err(TrySendError::Full(delivery)) => again.push(Victim { delivery, ..v }),
+                // The stream is gone; its teardown cancels the watcher.
+                Err(TrySendError::Closed(_)) => {}
+            }
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let mut kick = false;
+        for id in sent {
+            let Some(w) = inner.watchers.get_mut(&id) else {
+                continue;
+            };
+            if w.state != WatcherState::Victim {
+                continue;
+            }
+            if w.min_rev > inner.current_rev {
+                inner.make_synced(id);
+            } else {
+                w.state = WatcherState::Unsynced;
+                inner.unsynced.insert(id);
+                kick = true;
+            }
+        }
+        // A watcher canceled while its batch was out of the list must not come back.
+        again.retain(|v| inner.watchers.contains_key(&v.id));
+        inner.victims.extend(again);
+        let left = inner.victims.len();
+        drop(guard);
+        if kick {
+            self.sync_kick.notify_one();
+        }
+        left
+    }
+
+    /// One catch-up round; returns how many watchers are still unsynced and whether the
+    /// round read a full batch (more history is waiting).
+    pub async fn sync_watchers(&self) -> SyncOutcome {
+        let (unsynced, more) = self.sync_round().await;
+        SyncOutcome { unsynced, more }
+    }
+
+    async fn sync_round(&self) -> (usize, bool) {
+        let compact = self.history.compact_revision();
+        let (chosen, from, cur, epoch) = {
+            let mut guard = self.lock();
+            let inner = &mut *guard;
+            let cur = inner.current_rev;
+            let ids = pick_round(&inner.unsynced, inner.sync_cursor);
+            if let Some(last) = ids.last() {
+                inner.sync_cursor = WatcherId(last.0 + 1);
+            }
+            let mut chosen = Vec::new();
+            let mut from = i64::MAX;
+            for id in ids {
+                let Some(w) = inner.watchers.get(&id) else {
+                    continue;
+                };
+                // As etcd: history at the compaction revision itself is still served.
+                if w.min_rev < compact {
+                    cancel_compacted(inner, id, compact, cur, |_| true);
+                    continue;
+                }
+                if w.min_rev > cur {
+                    inner.make_synced(id);
+                    continue;
+                }
+                from = from.min(w.min_rev);
+                chosen.push(id);
+            }
+            if chosen.is_empty() {
+                return (inner.unsynced.len(), false);
+            }
+            inner.gap = Some(Gap::default());
+            (chosen, from, cur, inner.epoch)
+        };
+
+        let history = self.history.clone();
+        let read =
+            tokio::task::spawn_blocking(move || history.events(from, cur, WATCH_BATCH_MAX_REVS))
+                .await;
+
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let gap = inner.gap.take();
+        let read = match read {
+            Ok(Ok(r)) => r,
+            // Compacted meanwhile, or the history keeps less than etcd at the compaction
+            // revision itself: cancel those that cannot be served rather than retry forever.
+            Ok(Err(StorageError::Compacted)) => {
+                let compact = self.history.compact_revision();
+                for id in chosen {
+                    cancel_compacted(inner, id, compact, cur, |min_rev| min_rev <= compact);
+                }
+                return (inner.unsynced.len(), true);
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, from, to = cur, "watch history read failed");
+                return (inner.unsynced.len(), false);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "watch history read task failed");
+                return (inner.unsynced.len(), false);
+            }
+        };
+        if inner.epoch != epoch {
+            return (inner.unsynced.len(), true);
+        }
+        let complete = read.len() < WATCH_BATCH_MAX_REVS || read.last().is_some_and(|r| r.0 >= cur);
+        let mut seen_to = if complete {
+            cur
+        } else {
+            read.last().map_or(cur, |r| r.0)
+        };
+        let mut events: Vec<Event> = read.into_iter().flat_map(|(_, evs)| evs).collect();
+        if complete {
+            if let Some(gap) = gap.filter(|g| !g.overflow) {
+                for (_, evs) in &gap.revs {
+                    events.extend(evs.iter().cloned());
+                }
+                seen_to = inner.current_rev;
+            }
+        }
+        let all: Arc<[Event]> = events.into();
+
+        let mut group = WatcherGroup::new();
+        let live: Vec<WatcherId> = chosen
+            .into_iter()
+            .filter(|id| {
+                inner
+                    .watchers
+                    .get(id)
+                    .is_some_and(|w| w.state == WatcherState::Unsynced)
+            })
+            .collect();
+        for id in &live {
+            if let Some(w) = inner.watchers.get(id) {
+                group.add(*id, &w.target);
+            }
+        }
+        let mut batches: std::collections::HashMap<WatcherId, Vec<u32>> =
+            match_events(&group, &inner.watchers, &all)
+                .into_iter()
+                .collect();
+        let current = inner.current_rev;
+        for id in live {
+            let Some(w) = inner.watchers.get_mut(&id) else {
+                continue;
+            };
+            w.min_rev = w.min_rev.max(seen_to + 1);
+            if let Some(picked) = batches.remove(&id) {
+                let d = Delivery {
+                    watch_id: w.watch_id,
+                    watcher: id.0,
+                    revision: current,
+                    compact_revision: 0,
+                    events: EventBatch::picked(all.clone(), picked),
+                };
+                match w.tx.try_send(d) {
+                    Ok(()) => {}
+                    Err(TrySendError::Full(delivery)) => {
+                        w.state = WatcherState::Victim;
+                        let tx = w.tx.clone();
+                        inner.unsynced.remove(&id);
+                        inner.victims.push(Victim { id, tx, delivery });
+                        continue;
+                    }
+                    Err(TrySendError::Closed(_)) => continue,
+                }
+            }
+            if w.min_rev > current {
+                inner.make_synced(id);
+            }
+        }
+        (inner.unsynced.len(), !complete)
+    }
+}
+
+/// Sends an unsynced watcher whose history is gone its compaction notice and drops it; when
+/// its channel is full it stays unsynced and is retried next round.
+fn cancel_compacted(
+    inner: &mut Inner,
+    id: WatcherId,
+    compact: i64,
+    cur: i64,
+    applies: impl Fn(i64) -> bool,
+) {
+    let Some(w) = inner.watchers.get(&id) else {
+        return;
+    };
+    if w.state != WatcherState::Unsynced || !applies(w.min_rev) {
+        return;
+    }
+    let d = Delivery {
+        watch_id: w.watch_id,
+        watcher: id.0,
+        revision: cur,
+        compact_revision: compact,
+        events: EventBatch::default(),
+    };
+    match w.tx.try_send(d) {
+        Ok(()) | Err(TrySendError::Closed(_)) => {
+            tracing::debug!(watcher = id.0, compact, "watcher compacted");
+            inner.remove_watcher(id);
+        }
+        Err(TrySendError::Full(_)) => {}
+    }
+}
+
+/// Up to `MAX_WATCHERS_PER_SYNC` unsynced watchers, starting at `cursor` and wrapping.
+fn pick_round(
+    unsynced: &std::collections::BTreeSet<WatcherId>,
+    cursor: WatcherId,
+) -> Vec<WatcherId> {
+    unsynced
+        .range(cursor..)
+        .chain(unsynced.range(..cursor))
+        .take(MAX_WATCHERS_PER_SYNC)
+        .copied()
+        .collect()
+}
+
+async fn victim_loop(store: Weak<WatchableStore>) {
+    let mut tick = tokio::time::interval(VICTIM_RETRY_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(store) = store.upgrade() else {
+            return;
+        };
+        store.sync_victims();
+    }
+}
+
+async fn sync_loop(store: Weak<WatchableStore>) {
+    let mut wait = SYNC_INTERVAL;
+    loop {
+        {
+            let Some(s) = store.upgrade() else {
+                return;
+            };
+            // Wake early when a watcher becomes unsynced; otherwise tick every SYNC_INTERVAL.
+            let _ = tokio::time::timeout(wait, s.sync_kick.notified()).await;
+        }
+        let Some(s) = store.upgrade() else {
+            return;
+        };
+        let before = s.lock().unsynced.len();
+        if before == 0 {
+            wait = SYNC_INTERVAL;
+            continue;
+        }
+        let started = Instant::now();
+        let out = s.sync_watchers().await;
+        // As etcd: while rounds make progress, yield only as long as the round took.
+        wait = if out.unsynced != 0 && (out.unsynced < before || out.more) {
+            started.elapsed().max(Duration::from_millis(1))
+        } else {
+            SYNC_INTERVAL
+        };
+    }
+}
