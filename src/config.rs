@@ -109,9 +109,9 @@ pub struct Flags {
     /// Number of committed transactions to trigger a snapshot to disk.
     #[arg(long, default_value_t = 100_000)]
     pub snapshot_count: u64,
-    /// Interval (in milliseconds) of progress notifications to progress_notify watchers.
-    #[arg(long, default_value_t = 600_000)]
-    pub experimental_watch_progress_notify_interval: u64,
+    /// Duration of periodic watch progress notifications (Go syntax: 10m, 1s, 200ms).
+    #[arg(long, default_value = "10m", value_parser = parse_go_duration)]
+    pub experimental_watch_progress_notify_interval: std::time::Duration,
     /// Log level.
     #[arg(long, value_enum, default_value = "info")]
     pub log_level: LogLevel,
@@ -241,7 +241,8 @@ impl Config {
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
             snapshot_count: f.snapshot_count,
-            progress_notify_interval_ms: f.experimental_watch_progress_notify_interval,
+            progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
+                as u64,
             log_level: f.log_level,
         })
     }
@@ -250,6 +251,42 @@ impl Config {
     pub fn cluster_id(&self) -> u64 {
         cluster_id(self.initial_cluster.keys().copied())
     }
+}
+
+/// Parses a Go duration as etcd's flags take it: `1h2m3s`, `200ms`, `1.5s`, `0`.
+pub fn parse_go_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("invalid duration {s:?} (examples: 10m, 1s, 200ms)");
+    if s == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = s;
+    let mut total = 0f64;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(num_len);
+        let value: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += value * secs;
+        rest = tail;
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
 }
 
 /// etcd's member id: the first 8 bytes of SHA-1(sorted peer URLs joined, then the token).
@@ -375,6 +412,18 @@ mod tests {
 
     fn flags(args: &[&str]) -> Flags {
         Flags::try_parse_from(std::iter::once("minietcd").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("200ms"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_go_duration("10m"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_go_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_go_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_go_duration("10").is_err());
+        assert!(parse_go_duration("ms").is_err());
+        assert!(parse_go_duration("").is_err());
     }
 
     #[test]

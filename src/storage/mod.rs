@@ -433,9 +433,9 @@ impl MvccStore {
     }
 
     /// History for watch catch-up: the events of revisions `from_rev..=to_rev`, grouped by
-    /// revision, at most `max_revs` revisions. Errors with `Compacted` when `from_rev` is at
-    /// or below the compaction (history at the compaction revision itself is incomplete:
-    /// superseded changes of that revision are gone).
+    /// revision, at most `max_revs` revisions. Errors with `Compacted` when `from_rev` is
+    /// below the compaction. As in etcd, history from the compaction revision itself is
+    /// served, although a delete at exactly that revision is gone with its tombstone.
     pub fn events(
         &self,
         from_rev: i64,
@@ -443,7 +443,7 @@ impl MvccStore {
         max_revs: usize,
     ) -> Result<Vec<(i64, Vec<Event>)>, StorageError> {
         let st = self.read_state()?;
-        if st.compacted > 0 && from_rev <= st.compacted {
+        if st.compacted > 0 && from_rev < st.compacted {
             return Err(StorageError::Compacted);
         }
         let view = View {
