@@ -289,19 +289,17 @@ async fn etcd_failover_require_leader_and_discovery() {
 // The same scenarios against minietcd, run with `cargo test --test it -- --ignored minietcd_`.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the minietcd server"]
 async fn minietcd_kv_options_and_error_meanings() {
     kv_options_and_errors(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the minietcd server"]
 async fn minietcd_lease_grant_keep_alive_revoke() {
     leases(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the minietcd server"]
+#[ignore = "needs MemberList to carry every member's client URLs (member attributes)"]
 async fn minietcd_failover_require_leader_and_discovery() {
     failover_leader_requirement_and_discovery(ServerKind::Minietcd).await;
 }

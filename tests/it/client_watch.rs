@@ -674,43 +674,36 @@ async fn etcd_require_leader_watch_resumes_after_quorum_loss() {
 // once the server serves watch.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch"]
 async fn minietcd_watch_through_leader_kill_misses_and_repeats_nothing() {
     watch_through_leader_kill(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch"]
 async fn minietcd_watch_survives_restart_of_its_only_server() {
     watch_survives_restart(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch"]
 async fn minietcd_thousand_watchers_on_one_stream_each_get_exactly_their_events() {
     thousand_watchers_on_one_stream(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch with fragments"]
 async fn minietcd_fragmented_responses_are_merged_before_delivery() {
     fragments_are_merged(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch"]
 async fn minietcd_compaction_reaches_the_watcher_with_the_compacted_revision() {
     compaction_is_reported(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch progress"]
 async fn minietcd_progress_notifications_and_requests() {
     progress_notifications(ServerKind::Minietcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs minietcd to serve watch with RequireLeader"]
 async fn minietcd_require_leader_watch_resumes_after_quorum_loss() {
     require_leader_watch_through_quorum_loss(ServerKind::Minietcd).await;
 }
