@@ -670,7 +670,7 @@ async fn etcd_require_leader_watch_resumes_after_quorum_loss() {
     require_leader_watch_through_quorum_loss(ServerKind::Etcd).await;
 }
 
-// The same scenarios against minietcd, run with `cargo test --test it -- --ignored minietcd_`
+// The same scenarios against minietcd.
 // once the server serves watch.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
