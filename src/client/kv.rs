@@ -10,7 +10,7 @@ use crate::pb::etcdserverpb::{
 
 use super::endpoints::{request, MAX_RECV_MSG_BYTES};
 use super::txn::Txn;
-use super::{call_overrides, CallOverrides, ClientError, ClientInner};
+use super::{call_overrides, range_setters, CallOverrides, ClientError, ClientInner};
 
 pub use range_request::{SortOrder, SortTarget};
 
@@ -73,26 +73,12 @@ pub struct GetOptions {
 }
 
 call_overrides!(GetOptions);
+range_setters!(GetOptions);
 
 impl GetOptions {
     /// Default options: the key alone, latest revision, linearizable.
     pub fn new() -> Self {
         Self::default()
-    }
-    /// Every key with the given key as prefix.
-    pub fn prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-    /// Every key >= the given key.
-    pub fn from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-    /// Keys in `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
     }
     /// Reads at a past revision.
     pub fn revision(mut self, rev: i64) -> Self {
@@ -218,26 +204,12 @@ pub struct DeleteOptions {
 }
 
 call_overrides!(DeleteOptions);
+range_setters!(DeleteOptions);
 
 impl DeleteOptions {
     /// Default options: the key alone.
     pub fn new() -> Self {
         Self::default()
-    }
-    /// Every key with the given key as prefix.
-    pub fn prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-    /// Every key >= the given key.
-    pub fn from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-    /// Keys in `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
     }
     /// Returns the deleted key-values.
     pub fn prev_kv(mut self) -> Self {

@@ -131,6 +131,31 @@ macro_rules! call_overrides {
 }
 pub(crate) use call_overrides;
 
+/// Adds the range builder methods (`prefix`, `from_key`, `range_end`) to an options struct
+/// with a `range: RangeSpec` field.
+macro_rules! range_setters {
+    ($ty:ty) => {
+        impl $ty {
+            /// Every key with the given key as prefix.
+            pub fn prefix(mut self) -> Self {
+                self.range = $crate::client::kv::RangeSpec::Prefix;
+                self
+            }
+            /// Every key >= the given key.
+            pub fn from_key(mut self) -> Self {
+                self.range = $crate::client::kv::RangeSpec::FromKey;
+                self
+            }
+            /// Keys in `[key, end)`.
+            pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
+                self.range = $crate::client::kv::RangeSpec::End(end.into());
+                self
+            }
+        }
+    };
+}
+pub(crate) use range_setters;
+
 /// The shared state behind every clone of a [`Client`].
 pub(crate) struct ClientInner {
     /// Members and failover; shared with the watch stream tasks, which must not keep the

@@ -15,7 +15,7 @@ use crate::pb::mvccpb::Event;
 
 use super::kv::RangeSpec;
 use super::watch_stream::{Command, WatchStream, COMMAND_QUEUE};
-use super::{ClientError, ClientInner};
+use super::{range_setters, ClientError, ClientInner};
 
 /// Batches a watcher's buffer holds before the stream waits for the watcher's reader
 /// (back-pressure instead of clientv3's unbounded buffer).
@@ -88,25 +88,12 @@ impl Default for WatchOptions {
     }
 }
 
+range_setters!(WatchOptions);
+
 impl WatchOptions {
     /// Watch the key alone, from the next revision.
     pub fn new() -> Self {
         Self::default()
-    }
-    /// Every key with the key as prefix.
-    pub fn prefix(mut self) -> Self {
-        self.range = RangeSpec::Prefix;
-        self
-    }
-    /// Every key >= the key.
-    pub fn from_key(mut self) -> Self {
-        self.range = RangeSpec::FromKey;
-        self
-    }
-    /// Keys in `[key, end)`.
-    pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-        self.range = RangeSpec::End(end.into());
-        self
     }
     /// Starts at this (possibly past) revision instead of the next one.
     pub fn start_revision(mut self, rev: i64) -> Self {
