@@ -7,9 +7,9 @@ use super::cli::WatchArgs;
 use super::conn::Connections;
 use super::error::{BenchError, Result};
 use super::keys;
-use super::report::{PhaseReport, Recorder};
+use super::report::PhaseReport;
 use super::runner::run_closed_loop;
-use super::watchers::{open_stream, PutTimes, Receivers};
+use super::watchers::{open_streams, PutTimes, Receivers};
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::PutRequest;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,32 +34,19 @@ pub async fn watch(
     );
     // Watcher number w (over all streams) watches key w modulo the key count.
     let mut watchers_on_key = vec![0u64; watched.len()];
-    let mut opening = Vec::with_capacity(args.streams);
     let created_at = Instant::now();
-    for s in 0..args.streams {
-        let stream_keys: Vec<Vec<u8>> = (0..args.watch_per_stream)
-            .map(|i| {
-                let k = (s * args.watch_per_stream + i) % watched.len();
-                watchers_on_key[k] += 1;
-                watched[k].clone()
-            })
-            .collect();
-        let channel = conns.channel(s);
-        opening.push(tokio::spawn(async move {
-            let mut rec = Recorder::new();
-            let stream = open_stream(channel, &stream_keys, false, &mut rec).await;
-            (stream, rec)
-        }));
-    }
-    let mut create = Recorder::new();
-    let mut streams = Vec::with_capacity(args.streams);
-    for task in opening {
-        let (stream, rec) = task
-            .await
-            .map_err(|e| BenchError::Setup(format!("watch creation task: {e}")))?;
-        create.merge(&rec);
-        streams.push(stream.map_err(|e| BenchError::Setup(format!("creating watchers: {e}")))?);
-    }
+    let per_stream: Vec<Vec<Vec<u8>>> = (0..args.streams)
+        .map(|s| {
+            (0..args.watch_per_stream)
+                .map(|i| {
+                    let k = (s * args.watch_per_stream + i) % watched.len();
+                    watchers_on_key[k] += 1;
+                    watched[k].clone()
+                })
+                .collect()
+        })
+        .collect();
+    let (streams, create) = open_streams(conns, per_stream, false).await?;
     let create_report = create.report("watch-create", "watchers", created_at.elapsed());
 
     let times = Arc::new(PutTimes::new(args.put_total));

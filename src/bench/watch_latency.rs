@@ -8,9 +8,9 @@ use super::cli::WatchLatencyArgs;
 use super::conn::Connections;
 use super::error::{BenchError, Result};
 use super::keys;
-use super::report::{PhaseReport, Recorder};
+use super::report::PhaseReport;
 use super::runner::run_closed_loop;
-use super::watchers::{open_stream, PutTimes, Receivers};
+use super::watchers::{open_streams, PutTimes, Receivers};
 use crate::pb::etcdserverpb::kv_client::KvClient;
 use crate::pb::etcdserverpb::PutRequest;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,27 +30,9 @@ pub async fn watch_latency(
     let key = keys::random_key("bench-watch-latency/", args.key_size);
     let watchers = args.streams * args.watchers_per_stream;
 
-    let mut create = Recorder::new();
     let created_at = Instant::now();
-    let mut opening = Vec::with_capacity(args.streams);
-    for s in 0..args.streams {
-        let channel = conns.channel(s);
-        let stream_keys = vec![key.clone(); args.watchers_per_stream];
-        let prev_kv = args.prevkv;
-        opening.push(tokio::spawn(async move {
-            let mut rec = Recorder::new();
-            let stream = open_stream(channel, &stream_keys, prev_kv, &mut rec).await;
-            (stream, rec)
-        }));
-    }
-    let mut streams = Vec::with_capacity(args.streams);
-    for task in opening {
-        let (stream, rec) = task
-            .await
-            .map_err(|e| BenchError::Setup(format!("watch creation task: {e}")))?;
-        create.merge(&rec);
-        streams.push(stream.map_err(|e| BenchError::Setup(format!("creating watchers: {e}")))?);
-    }
+    let per_stream = vec![vec![key.clone(); args.watchers_per_stream]; args.streams];
+    let (streams, create) = open_streams(conns, per_stream, args.prevkv).await?;
     let create_report = create.report("watch-create", "watchers", created_at.elapsed());
 
     let times = Arc::new(PutTimes::new(args.put_total));

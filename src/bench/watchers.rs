@@ -96,6 +96,38 @@ pub struct OpenStream {
     rx: Streaming<WatchResponse>,
 }
 
+/// Opens one stream per entry of `per_stream` (the keys of that stream's watchers), all at
+/// once, stream `i` on connection `i`; returns the streams and their creation latencies.
+pub async fn open_streams(
+    conns: &super::conn::Connections,
+    per_stream: Vec<Vec<Vec<u8>>>,
+    prev_kv: bool,
+) -> super::error::Result<(Vec<OpenStream>, Recorder)> {
+    use super::error::BenchError;
+    let opening: Vec<_> = per_stream
+        .into_iter()
+        .enumerate()
+        .map(|(s, keys)| {
+            let channel = conns.channel(s);
+            tokio::spawn(async move {
+                let mut rec = Recorder::new();
+                let stream = open_stream(channel, &keys, prev_kv, &mut rec).await;
+                (stream, rec)
+            })
+        })
+        .collect();
+    let mut create = Recorder::new();
+    let mut streams = Vec::with_capacity(opening.len());
+    for task in opening {
+        let (stream, rec) = task
+            .await
+            .map_err(|e| BenchError::Setup(format!("watch creation task: {e}")))?;
+        create.merge(&rec);
+        streams.push(stream.map_err(|e| BenchError::Setup(format!("creating watchers: {e}")))?);
+    }
+    Ok((streams, create))
+}
+
 /// Opens a stream on `channel` and creates one watcher per key, one at a time, recording
 /// each creation's round trip (request sent to `created` response) in `rec`.
 pub async fn open_stream(
