@@ -132,9 +132,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
-    let raft = crate::raft::start(settings, data_dir.db.clone(), store.clone(), observer)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let tuning = crate::raft::RaftTuning {
+        snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+        ..crate::raft::RaftTuning::default()
+    };
+    let raft = crate::raft::start_tuned(
+        settings,
+        tuning,
+        data_dir.db.clone(),
+        store.clone(),
+        observer,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     let ctx = ServerContext {
         store: store.clone(),
