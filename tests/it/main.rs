@@ -5,6 +5,7 @@ mod bench_smoke;
 mod client_kv;
 mod client_watch;
 mod client_watch_fake;
+mod cluster_basic;
 mod crash;
 mod ctl_etcdctl;
 mod errors;
