@@ -6,6 +6,7 @@ mod client_kv;
 mod client_watch;
 mod client_watch_fake;
 mod cluster_basic;
+mod cluster_failover;
 mod crash;
 mod ctl_etcdctl;
 mod errors;
