@@ -111,9 +111,20 @@ async fn cluster_leader_kill_under_load_loses_no_acknowledged_write() {
         .filter(|a| a.at > killed_at)
         .map(|a| a.at - killed_at)
         .min();
-    tracing::info!(?elected_in, ?first_after, acks = all.len(), "leader killed under load");
-    assert!(first_after.is_some(), "no write acknowledged after the kill");
-    assert!(all.iter().any(|a| a.at < killed_at), "no write before the kill");
+    tracing::info!(
+        ?elected_in,
+        ?first_after,
+        acks = all.len(),
+        "leader killed under load"
+    );
+    assert!(
+        first_after.is_some(),
+        "no write acknowledged after the kill"
+    );
+    assert!(
+        all.iter().any(|a| a.at < killed_at),
+        "no write before the kill"
+    );
     // Revisions are never reused: one put, one revision.
     let revisions: HashSet<i64> = all.iter().map(|a| a.revision).collect();
     assert_eq!(revisions.len(), all.len(), "a revision was given twice");
