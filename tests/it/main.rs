@@ -7,6 +7,7 @@ mod client_watch;
 mod client_watch_fake;
 mod cluster_basic;
 mod cluster_failover;
+mod cluster_identity;
 mod cluster_membership;
 mod crash;
 mod ctl_etcdctl;
