@@ -45,7 +45,7 @@ async fn cluster_member_add_of_a_fourth_member_then_remove() {
     let (new, url) = c.reserve_member();
     let added = cl.member_add([url.as_str()], None).await.unwrap();
     let member = added.member().unwrap().clone();
-    assert_eq!(member.peer_urls(), [url.clone()]);
+    assert_eq!(member.peer_urls(), std::slice::from_ref(&url));
     assert_eq!(member.name(), "", "not started yet");
     assert!(!member.is_learner());
     let id = member.id();
