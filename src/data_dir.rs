@@ -96,6 +96,8 @@ impl DataDir {
     /// match too. Otherwise the ids on disk win: a member that joined a running cluster got
     /// them from the cluster, not from its flags.
     pub fn open(path: &Path, identity: Identity, check_ids: bool) -> Result<DataDir, DataDirError> {
+        // What the flags say; `identity` becomes what the dir holds.
+        let given = identity.clone();
         let io = |source| DataDirError::Io {
             path: path.to_path_buf(),
             source,
@@ -137,20 +139,6 @@ impl DataDir {
                     given: identity.name,
                 });
             }
-            if check_ids && stored.cluster_id != identity.cluster_id {
-                return Err(DataDirError::WrongCluster {
-                    path: path.to_path_buf(),
-                    stored: stored.cluster_id,
-                    given: identity.cluster_id,
-                });
-            }
-            if check_ids && stored.member_id != identity.member_id {
-                return Err(DataDirError::WrongMemberId {
-                    path: path.to_path_buf(),
-                    stored: stored.member_id,
-                    given: identity.member_id,
-                });
-            }
             if !path.join(DB_DIR).is_dir() {
                 return Err(damaged(format!("{DB_DIR}/ is missing")));
             }
@@ -160,6 +148,21 @@ impl DataDir {
             SledOpen::Locked => DataDirError::InUse(path.to_path_buf()),
             SledOpen::Failed(reason) => damaged(format!("database: {reason}")),
         })?;
+        // After the lock: a second process on a dir in use learns that first.
+        if check_ids && !fresh && identity.cluster_id != given.cluster_id {
+            return Err(DataDirError::WrongCluster {
+                path: path.to_path_buf(),
+                stored: identity.cluster_id,
+                given: given.cluster_id,
+            });
+        }
+        if check_ids && !fresh && identity.member_id != given.member_id {
+            return Err(DataDirError::WrongMemberId {
+                path: path.to_path_buf(),
+                stored: identity.member_id,
+                given: given.member_id,
+            });
+        }
         if fresh {
             db.insert(DB_MARKER_KEY, FORMAT.as_bytes())
                 .and_then(|_| db.flush())
