@@ -30,6 +30,24 @@ pub enum DataDirError {
         stored: String,
         given: String,
     },
+    #[error(
+        "data dir {path}: belongs to cluster {stored:x} but the flags describe cluster {given:x} \
+         (check --initial-cluster and --initial-cluster-token, or use another --data-dir)"
+    )]
+    WrongCluster {
+        path: PathBuf,
+        stored: u64,
+        given: u64,
+    },
+    #[error(
+        "data dir {path}: belongs to member {stored:x} but the flags make this member {given:x} \
+         (check --initial-advertise-peer-urls and --initial-cluster-token)"
+    )]
+    WrongMemberId {
+        path: PathBuf,
+        stored: u64,
+        given: u64,
+    },
     #[error("data dir {0}: in use by another minietcd process")]
     InUse(PathBuf),
     #[error("data dir {path}: {source}")]
@@ -59,8 +77,27 @@ pub struct DataDir {
 }
 
 impl DataDir {
-    /// Opens `path`, creating it with `identity` when it does not exist or is empty.
-    pub fn open(path: &Path, identity: Identity) -> Result<DataDir, DataDirError> {
+    /// Whether `path` would be created by [`DataDir::open`] (missing or empty): a member
+    /// without state, which may first have to learn its identity from the cluster.
+    pub fn is_new(path: &Path) -> Result<bool, DataDirError> {
+        match fs::read_dir(path) {
+            Ok(mut entries) => Ok(entries.next().is_none()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+            Err(source) => Err(DataDirError::Io {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Opens `path`, creating it with `identity` when it does not exist or is empty. An
+    /// existing dir must belong to the member `identity` names; with `check_ids` (the flags
+    /// describe a new cluster, so they determine the ids) its member and cluster ids must
+    /// match too. Otherwise the ids on disk win: a member that joined a running cluster got
+    /// them from the cluster, not from its flags.
+    pub fn open(path: &Path, identity: Identity, check_ids: bool) -> Result<DataDir, DataDirError> {
+        // What the flags say; `identity` becomes what the dir holds.
+        let given = identity.clone();
         let io = |source| DataDirError::Io {
             path: path.to_path_buf(),
             source,
@@ -111,6 +148,21 @@ impl DataDir {
             SledOpen::Locked => DataDirError::InUse(path.to_path_buf()),
             SledOpen::Failed(reason) => damaged(format!("database: {reason}")),
         })?;
+        // After the lock: a second process on a dir in use learns that first.
+        if check_ids && !fresh && identity.cluster_id != given.cluster_id {
+            return Err(DataDirError::WrongCluster {
+                path: path.to_path_buf(),
+                stored: identity.cluster_id,
+                given: given.cluster_id,
+            });
+        }
+        if check_ids && !fresh && identity.member_id != given.member_id {
+            return Err(DataDirError::WrongMemberId {
+                path: path.to_path_buf(),
+                stored: identity.member_id,
+                given: given.member_id,
+            });
+        }
         if fresh {
             db.insert(DB_MARKER_KEY, FORMAT.as_bytes())
                 .and_then(|_| db.flush())
@@ -199,26 +251,46 @@ mod tests {
     fn create_reopen_and_refuse() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        let d = DataDir::open(&dir, id("a")).unwrap();
+        let d = DataDir::open(&dir, id("a"), true).unwrap();
         assert!(d.fresh);
         drop(d);
-        let d = DataDir::open(&dir, id("a")).unwrap();
+        let d = DataDir::open(&dir, id("a"), true).unwrap();
         assert!(!d.fresh);
         drop(d);
-        let e = DataDir::open(&dir, id("b")).err().unwrap();
+        let e = DataDir::open(&dir, id("b"), true).err().unwrap();
         assert!(matches!(e, DataDirError::WrongMember { .. }), "{e}");
 
         let foreign = tmp.path().join("f");
         fs::create_dir_all(&foreign).unwrap();
         fs::write(foreign.join("x"), b"hello").unwrap();
         assert!(matches!(
-            DataDir::open(&foreign, id("a")),
+            DataDir::open(&foreign, id("a"), true),
             Err(DataDirError::Foreign(_))
         ));
 
+        let other_cluster = Identity::new("a", 1, 3, "t");
+        let e = DataDir::open(&dir, other_cluster.clone(), true)
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WrongCluster { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("cluster 2 but the flags describe cluster 3"),
+            "{e}"
+        );
+        let other_member = Identity::new("a", 9, 2, "t");
+        let e = DataDir::open(&dir, other_member.clone(), true)
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WrongMemberId { .. }), "{e}");
+        // A member that joined a running cluster keeps the ids on disk.
+        let d = DataDir::open(&dir, other_cluster, false).unwrap();
+        assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));
+        drop(d);
+
         fs::write(dir.join(IDENTITY_FILE), b"{not json").unwrap();
         assert!(matches!(
-            DataDir::open(&dir, id("a")),
+            DataDir::open(&dir, id("a"), true),
             Err(DataDirError::Damaged { .. })
         ));
     }

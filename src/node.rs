@@ -20,6 +20,7 @@ use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::RaftSettings;
+use crate::server::admin::Admin;
 use crate::server::cluster::ClusterService;
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
@@ -47,6 +48,8 @@ pub enum NodeError {
     Storage(#[from] crate::storage::StorageError),
     #[error("raft: {0}")]
     Raft(String),
+    #[error("cannot join the cluster: {0}")]
+    Join(#[from] crate::server::admin::JoinError),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -62,6 +65,11 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, NodeError> {
     Ok(out)
 }
 
+/// How long a starting member waits to publish its attributes before serving clients.
+fn publish_gate(election_timeout_ms: u64) -> Duration {
+    crate::server::admin::request_timeout(election_timeout_ms)
+}
+
 /// Runs a member until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
     // Bind first: a port in use is the most common start-up failure and must leave nothing
@@ -69,15 +77,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let client_listeners = bind_all(&cfg.listen_client_addrs).await?;
     let peer_listeners = bind_all(&cfg.listen_peer_addrs).await?;
 
-    let identity = Identity::new(
-        &cfg.name,
-        cfg.member_id,
-        cfg.cluster_id(),
-        &cfg.initial_cluster_token,
-    );
+    let existing = cfg.initial_cluster_state == crate::config::ClusterState::Existing;
+    let (member_id, cluster_id) = if existing && DataDir::is_new(&cfg.data_dir)? {
+        // A member added to a running cluster: its id and the cluster's come from the
+        // cluster (the flags cannot know the time-salted id MemberAdd gave it).
+        let others: Vec<Vec<String>> = cfg
+            .initial_cluster
+            .iter()
+            .filter(|(id, _)| **id != cfg.member_id)
+            .map(|(_, m)| m.peer_urls.clone())
+            .collect();
+        crate::server::admin::discover_join_identity(&cfg.advertise_peer_urls, &others).await?
+    } else {
+        (cfg.member_id, cfg.cluster_id())
+    };
+    let identity = Identity::new(&cfg.name, member_id, cluster_id, &cfg.initial_cluster_token);
     let data_dir = {
         let path = cfg.data_dir.clone();
-        tokio::task::spawn_blocking(move || DataDir::open(&path, identity))
+        tokio::task::spawn_blocking(move || DataDir::open(&path, identity, !existing))
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))??
     };
@@ -102,11 +119,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             let node = MemberNode {
                 name: m.name.clone(),
                 peer_urls: m.peer_urls.clone(),
-                client_urls: if *id == identity.member_id {
-                    cfg.advertise_client_urls.clone()
-                } else {
-                    Vec::new()
-                },
+                // Every founding member must initialize with the same membership; client
+                // URLs arrive when each member publishes them.
+                client_urls: Vec::new(),
             };
             (*id, node)
         })
@@ -117,9 +132,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
-    let raft = crate::raft::start(settings, data_dir.db.clone(), store.clone(), observer)
-        .await
-        .map_err(|e| NodeError::Raft(e.to_string()))?;
+    let tuning = crate::raft::RaftTuning {
+        snapshot_catchup_entries: cfg.snapshot_catchup_entries,
+        ..crate::raft::RaftTuning::default()
+    };
+    let raft = crate::raft::start_tuned(
+        settings,
+        tuning,
+        data_dir.db.clone(),
+        store.clone(),
+        observer,
+    )
+    .await
+    .map_err(|e| NodeError::Raft(e.to_string()))?;
 
     let ctx = ServerContext {
         store: store.clone(),
@@ -136,7 +161,34 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         cfg.election_timeout_ms,
     );
 
+    let admin = Admin::new(
+        identity.member_id,
+        identity.cluster_id,
+        &identity.cluster_token,
+        raft.raft(),
+        raft.channels(),
+        lessor.clone(),
+        crate::server::admin::request_timeout(cfg.election_timeout_ms),
+    );
+
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    // etcd's publish: make this member's name and client URLs known to the cluster.
+    let mut publish_task = tokio::spawn(admin.clone().publish(
+        cfg.name.clone(),
+        cfg.advertise_client_urls.clone(),
+        data_dir.fresh,
+        stop_rx.clone(),
+    ));
+    // etcd serves clients only once the member has published, so that every member a
+    // client can reach is listed with its client URLs; bounded here, so that a member
+    // without quorum still answers serializable reads and status.
+    let publish_done =
+        tokio::time::timeout(publish_gate(cfg.election_timeout_ms), &mut publish_task)
+            .await
+            .is_ok();
+    if !publish_done {
+        tracing::warn!("member attributes not published yet; serving clients anyway");
+    }
     let lessor_task = tokio::spawn(lessor.clone().run(ctx.proposer.clone(), stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let leader = leader_from_metrics(raft.raft().metrics());
@@ -165,12 +217,16 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 require_leader.clone(),
             ))
             .add_service(InterceptedService::new(
-                LeaseServer::new(LeaseService::new(ctx.clone(), lessor.clone()))
-                    .max_decoding_message_size(max_msg),
+                LeaseServer::new(LeaseService::new(
+                    ctx.clone(),
+                    lessor.clone(),
+                    admin.clone(),
+                ))
+                .max_decoding_message_size(max_msg),
                 require_leader.clone(),
             ))
             .add_service(InterceptedService::new(
-                ClusterServer::new(ClusterService::new(ctx.clone())),
+                ClusterServer::new(ClusterService::new(ctx.clone(), admin.clone())),
                 require_leader.clone(),
             ))
             .add_service(InterceptedService::new(
@@ -198,7 +254,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     }
     for l in peer_listeners {
         let addr = l.local_addr().ok();
-        let router = tonic::transport::Server::builder().add_service(raft.peer_service());
+        let router = tonic::transport::Server::builder()
+            .add_service(raft.peer_service_with_admin(Arc::new(admin.clone())));
         let mut rx = stop_rx.clone();
         tasks.spawn(async move {
             info!(?addr, "serving peers");
@@ -222,6 +279,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
     let _ = lessor_task.await;
+    if !publish_done {
+        let _ = publish_task.await;
+    }
     raft.shutdown().await;
     if let Err(e) = data_dir.db.flush_async().await {
         tracing::warn!(error = %e, "final flush failed");

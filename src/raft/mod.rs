@@ -185,6 +185,16 @@ impl RaftNode {
         PeerService::new(self.id, self.raft.clone()).into_server()
     }
 
+    /// The peer service answering Admin requests with `admin`.
+    pub fn peer_service_with_admin(
+        &self,
+        admin: Arc<dyn service::AdminHandler>,
+    ) -> RaftPeerServer<PeerService> {
+        PeerService::new(self.id, self.raft.clone())
+            .with_admin(admin)
+            .into_server()
+    }
+
     /// Stops Raft (its tasks end; peers see this member as down). A failure to stop cleanly
     /// is logged: the member is going away either way.
     pub async fn shutdown(&self) {

@@ -16,8 +16,8 @@ use tracing::instrument;
 
 use crate::pb::minietcdpb::raft_peer_server::{RaftPeer, RaftPeerServer};
 use crate::pb::minietcdpb::{
-    InternalRequest, InternalResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
-    SnapshotChunk,
+    AdminRequest, AdminResponse, InternalRequest, InternalResponse, RaftPayload, ReadIndexRequest,
+    ReadIndexResponse, SnapshotChunk,
 };
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
@@ -31,6 +31,15 @@ pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// Metadata key carrying the leader id (hex) a non-leader knows of, if any.
 pub const LEADER_ID_METADATA: &str = "minietcd-leader-id";
 
+/// Executes the peer service's Admin requests. Membership and leases carry etcd semantics
+/// that this layer does not know, so the node installs the handler; a request the handler
+/// can only run on the leader is answered with [`not_leader`] elsewhere.
+#[tonic::async_trait]
+pub trait AdminHandler: Send + Sync + 'static {
+    /// Executes `req` on this member.
+    async fn admin(&self, req: AdminRequest) -> Result<AdminResponse, Status>;
+}
+
 /// The peer service of one member.
 #[derive(Clone)]
 pub struct PeerService {
@@ -38,12 +47,24 @@ pub struct PeerService {
     raft: Raft<TypeConfig>,
     /// This member, reported as the leader in ReadIndex answers.
     id: NodeId,
+    /// Runs Admin requests; without one they answer Unimplemented.
+    admin: Option<std::sync::Arc<dyn AdminHandler>>,
 }
 
 impl PeerService {
     /// The service for member `id`.
     pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> Self {
-        PeerService { raft, id }
+        PeerService {
+            raft,
+            id,
+            admin: None,
+        }
+    }
+
+    /// The same service, answering Admin requests with `admin`.
+    pub fn with_admin(mut self, admin: std::sync::Arc<dyn AdminHandler>) -> Self {
+        self.admin = Some(admin);
+        self
     }
 
     /// The tonic server to mount on the peer listener.
@@ -202,6 +223,17 @@ impl RaftPeer for PeerService {
                 Err(Status::unavailable(e.to_string()))
             }
             Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+        }
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn admin(
+        &self,
+        request: Request<AdminRequest>,
+    ) -> Result<Response<AdminResponse>, Status> {
+        match &self.admin {
+            Some(handler) => handler.admin(request.into_inner()).await.map(Response::new),
+            None => Err(Status::unimplemented("this member takes no admin requests")),
         }
     }
 }

@@ -1,5 +1,6 @@
-//! The Cluster service: MemberList from the Raft membership. Membership changes (add,
-//! remove, update, promote) answer Unimplemented until they are built.
+//! The Cluster service: MemberList from the Raft membership (which carries every member's
+//! published name and client URLs); membership changes run on the leader through
+//! [`Admin`](super::admin::Admin).
 
 use tonic::{Request, Response, Status};
 
@@ -9,39 +10,47 @@ use crate::pb::etcdserverpb::{
     MemberPromoteRequest, MemberPromoteResponse, MemberRemoveRequest, MemberRemoveResponse,
     MemberUpdateRequest, MemberUpdateResponse,
 };
+use crate::pb::minietcdpb::admin_request::Request as AdminReq;
+use crate::pb::minietcdpb::admin_response::Response as AdminResp;
+use crate::pb::minietcdpb::AdminRequest;
 
-use super::ServerContext;
+use super::admin::{members_of, Admin};
+use super::{ApiError, ServerContext};
 
 /// The Cluster gRPC service.
 pub struct ClusterService {
     ctx: ServerContext,
+    /// Runs membership changes on the leader.
+    admin: Admin,
 }
 
 impl ClusterService {
-    pub fn new(ctx: ServerContext) -> Self {
-        ClusterService { ctx }
+    pub fn new(ctx: ServerContext, admin: Admin) -> Self {
+        ClusterService { ctx, admin }
     }
 
     /// Every member of the current Raft membership, voters and learners.
     pub fn members(&self) -> Vec<Member> {
         let m = self.ctx.header.metrics();
-        let membership = m.membership_config.membership();
-        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
-        membership
-            .nodes()
-            .map(|(id, node)| Member {
-                id: *id,
-                name: node.name.clone(),
-                peer_ur_ls: node.peer_urls.clone(),
-                client_ur_ls: node.client_urls.clone(),
-                is_learner: !voters.contains(id),
-            })
-            .collect()
+        members_of(m.membership_config.membership())
+    }
+
+    async fn run(&self, req: AdminReq) -> Result<AdminResp, Status> {
+        let resp = self
+            .admin
+            .route(AdminRequest { request: Some(req) })
+            .await?;
+        resp.response
+            .ok_or_else(|| ApiError::Internal("empty admin answer".into()).into())
+    }
+
+    fn header(&self) -> Option<crate::pb::etcdserverpb::ResponseHeader> {
+        Some(self.ctx.header.at(self.ctx.store.current_revision()))
     }
 }
 
-fn unimplemented(what: &str) -> Status {
-    Status::unimplemented(format!("{what} is not implemented by minietcd yet"))
+fn mismatch() -> Status {
+    ApiError::Internal("admin request answered with another response".into()).into()
 }
 
 #[tonic::async_trait]
@@ -54,36 +63,60 @@ impl Cluster for ClusterService {
             self.ctx.read_barrier(false).await.map_err(Status::from)?;
         }
         Ok(Response::new(MemberListResponse {
-            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+            header: self.header(),
             members: self.members(),
         }))
     }
 
     async fn member_add(
         &self,
-        _req: Request<MemberAddRequest>,
+        req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
-        Err(unimplemented("MemberAdd"))
+        match self.run(AdminReq::MemberAdd(req.into_inner())).await? {
+            AdminResp::MemberAdd(mut r) => {
+                r.header = self.header();
+                Ok(Response::new(r))
+            }
+            _ => Err(mismatch()),
+        }
     }
 
     async fn member_remove(
         &self,
-        _req: Request<MemberRemoveRequest>,
+        req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
-        Err(unimplemented("MemberRemove"))
+        match self.run(AdminReq::MemberRemove(req.into_inner())).await? {
+            AdminResp::MemberRemove(mut r) => {
+                r.header = self.header();
+                Ok(Response::new(r))
+            }
+            _ => Err(mismatch()),
+        }
     }
 
     async fn member_update(
         &self,
-        _req: Request<MemberUpdateRequest>,
+        req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
-        Err(unimplemented("MemberUpdate"))
+        match self.run(AdminReq::MemberUpdate(req.into_inner())).await? {
+            AdminResp::MemberUpdate(mut r) => {
+                r.header = self.header();
+                Ok(Response::new(r))
+            }
+            _ => Err(mismatch()),
+        }
     }
 
     async fn member_promote(
         &self,
-        _req: Request<MemberPromoteRequest>,
+        req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
-        Err(unimplemented("MemberPromote"))
+        match self.run(AdminReq::MemberPromote(req.into_inner())).await? {
+            AdminResp::MemberPromote(mut r) => {
+                r.header = self.header();
+                Ok(Response::new(r))
+            }
+            _ => Err(mismatch()),
+        }
     }
 }

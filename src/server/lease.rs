@@ -15,10 +15,14 @@ use crate::pb::etcdserverpb::{
     LeaseLeasesRequest, LeaseLeasesResponse, LeaseRevokeRequest, LeaseRevokeResponse, LeaseStatus,
     LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
 };
+use crate::pb::minietcdpb::admin_request::Request as AdminReq;
+use crate::pb::minietcdpb::admin_response::Response as AdminResp;
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
+use crate::pb::minietcdpb::{AdminRequest, AdminResponse};
 use crate::storage::MAX_LEASE_TTL_SECS;
 
+use super::admin::Admin;
 use super::{ApiError, ServerContext};
 
 /// Keep-alive responses waiting to be sent on one stream.
@@ -28,11 +32,13 @@ const KEEPALIVE_STREAM_BUFFER: usize = 16;
 pub struct LeaseService {
     ctx: ServerContext,
     lessor: Arc<Lessor>,
+    /// Sends keep-alives to the leader, whose lessor alone decides expiry.
+    admin: Admin,
 }
 
 impl LeaseService {
-    pub fn new(ctx: ServerContext, lessor: Arc<Lessor>) -> Self {
-        LeaseService { ctx, lessor }
+    pub fn new(ctx: ServerContext, lessor: Arc<Lessor>, admin: Admin) -> Self {
+        LeaseService { ctx, lessor, admin }
     }
 }
 
@@ -98,20 +104,35 @@ impl Lease for LeaseService {
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
         let mut inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(KEEPALIVE_STREAM_BUFFER);
-        let lessor = self.lessor.clone();
+        let admin = self.admin.clone();
         let ctx = self.ctx.clone();
         tokio::spawn(async move {
             while let Some(msg) = inbound.next().await {
                 let Ok(msg) = msg else { break };
-                // A renew must be decided by the current leader: wait for it as a read would.
-                if let Err(e) = ctx.read_barrier(false).await {
-                    let _ = tx.send(Err(Status::from(e))).await;
-                    break;
-                }
-                let ttl = lessor.renew(msg.id).unwrap_or(0);
+                let id = msg.id;
+                // The renew runs on the leader (here or over the peer service), which
+                // confirms its leadership with a quorum first.
+                let req = AdminRequest {
+                    request: Some(AdminReq::LeaseRenew(msg)),
+                };
+                let ttl = match admin.route(req).await {
+                    Ok(AdminResponse {
+                        response: Some(AdminResp::LeaseRenew(r)),
+                    }) => r.ttl,
+                    Ok(_) => {
+                        let e =
+                            ApiError::Internal("lease renew answered with another response".into());
+                        let _ = tx.send(Err(Status::from(e))).await;
+                        break;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e)).await;
+                        break;
+                    }
+                };
                 let resp = LeaseKeepAliveResponse {
                     header: Some(ctx.header.at(ctx.store.current_revision())),
-                    id: msg.id,
+                    id,
                     ttl,
                 };
                 if tx.send(Ok(resp)).await.is_err() {

@@ -299,7 +299,6 @@ async fn minietcd_lease_grant_keep_alive_revoke() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs MemberList to carry every member's client URLs (member attributes)"]
 async fn minietcd_failover_require_leader_and_discovery() {
     failover_leader_requirement_and_discovery(ServerKind::Minietcd).await;
 }

@@ -163,6 +163,40 @@ impl Cluster {
     }
 
     fn spawn(&mut self, i: usize) {
+        let initial = self.initial_cluster.clone();
+        self.spawn_with(i, &initial, "new");
+    }
+
+    /// Reserves ports and a data dir for one more member (`m<N>`) without starting it, and
+    /// returns its index and peer URL (what `member add` needs).
+    pub fn reserve_member(&mut self) -> (usize, String) {
+        let i = self.members.len();
+        let m = Member {
+            name: format!("m{i}"),
+            client_port: free_port(),
+            peer_port: free_port(),
+            data_dir: self.dir.path().join(format!("m{i}")),
+            guard: None,
+        };
+        let url = format!("http://127.0.0.1:{}", m.peer_port.port);
+        self.members.push(m);
+        (i, url)
+    }
+
+    /// Starts reserved member `i` as etcd starts a member added at run time:
+    /// `--initial-cluster-state existing` with an `--initial-cluster` of every member.
+    pub fn spawn_joining(&mut self, i: usize) {
+        let initial = self
+            .members
+            .iter()
+            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port.port))
+            .collect::<Vec<_>>()
+            .join(",");
+        tracing::info!(member = i, "starting a joining member");
+        self.spawn_with(i, &initial, "existing");
+    }
+
+    fn spawn_with(&mut self, i: usize, initial_cluster: &str, state: &str) {
         let program = self.kind.program();
         let m = &self.members[i];
         std::fs::create_dir_all(self.dir.path()).expect("cluster dir");
@@ -191,8 +225,8 @@ impl Cluster {
                 "--initial-advertise-peer-urls=http://127.0.0.1:{}",
                 m.peer_port.port
             ))
-            .arg(format!("--initial-cluster={}", self.initial_cluster))
-            .arg("--initial-cluster-state=new")
+            .arg(format!("--initial-cluster={initial_cluster}"))
+            .arg(format!("--initial-cluster-state={state}"))
             .arg(format!(
                 "--initial-cluster-token=test-{}",
                 std::process::id()
