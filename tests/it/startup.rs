@@ -167,8 +167,16 @@ fn garbled_database_is_refused_not_emptied() {
                 .args(&args)
                 .stderr(std::process::Stdio::null()),
         );
-        wait_until("the node to listen", Duration::from_secs(20), || {
-            crate::support::port_open(c.port).then_some(())
+        // A write answered means the data dir and its database are fully there.
+        let etcdctl = crate::support::require_program("etcdctl");
+        wait_until("a write to succeed", Duration::from_secs(20), || {
+            Command::new(&etcdctl)
+                .env("ETCDCTL_API", "3")
+                .args([&format!("--endpoints=127.0.0.1:{}", c.port), "put", "k", "v"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| ())
         });
         node.stop(Duration::from_secs(10));
     }
