@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::service::interceptor::InterceptedService;
 use tracing::info;
 
@@ -68,6 +67,12 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, NodeError> {
 /// How long a starting member waits to publish its attributes before serving clients.
 fn publish_gate(election_timeout_ms: u64) -> Duration {
     crate::server::admin::request_timeout(election_timeout_ms)
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes small frames and waits for
+/// the answer, and Nagle plus delayed ACKs would hold each of them for ~40 ms.
+fn incoming(l: TcpListener) -> tonic::transport::server::TcpIncoming {
+    tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
 /// Runs a member until `shutdown` resolves.
@@ -246,7 +251,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         tasks.spawn(async move {
             info!(?addr, "serving client requests");
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(incoming(l), async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
@@ -260,7 +265,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         tasks.spawn(async move {
             info!(?addr, "serving peers");
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(l), async move {
+                .serve_with_incoming_shutdown(incoming(l), async move {
                     let _ = rx.wait_for(|s| *s).await;
                 })
                 .await
