@@ -50,6 +50,8 @@ pub enum NodeError {
     Raft(String),
     #[error("cannot join the cluster: {0}")]
     Join(#[from] crate::server::admin::JoinError),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -267,8 +269,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 .await
         });
     }
+    let removed = admin
+        .clone()
+        .removed_from_cluster(Duration::from_millis(cfg.election_timeout_ms));
     let result = tokio::select! {
         _ = shutdown => Ok(()),
+        _ = removed => Err(NodeError::Removed),
         Some(r) = tasks.join_next() => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),
