@@ -32,7 +32,8 @@ pub enum DataDirError {
     },
     #[error(
         "data dir {path}: belongs to cluster {stored:x} but the flags describe cluster {given:x} \
-         (check --initial-cluster and --initial-cluster-token, or use another --data-dir)"
+         (check --initial-cluster, --initial-advertise-peer-urls and --initial-cluster-token, or \
+         use another --data-dir)"
     )]
     WrongCluster {
         path: PathBuf,

@@ -49,6 +49,8 @@ pub enum NodeError {
     Raft(String),
     #[error("cannot join the cluster: {0}")]
     Join(#[from] crate::server::admin::JoinError),
+    #[error("the member has been permanently removed from the cluster")]
+    Removed,
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -184,16 +186,6 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         data_dir.fresh,
         stop_rx.clone(),
     ));
-    // etcd serves clients only once the member has published, so that every member a
-    // client can reach is listed with its client URLs; bounded here, so that a member
-    // without quorum still answers serializable reads and status.
-    let publish_done =
-        tokio::time::timeout(publish_gate(cfg.election_timeout_ms), &mut publish_task)
-            .await
-            .is_ok();
-    if !publish_done {
-        tracing::warn!("member attributes not published yet; serving clients anyway");
-    }
     let lessor_task = tokio::spawn(lessor.clone().run(ctx.proposer.clone(), stop_rx.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     let leader = leader_from_metrics(raft.raft().metrics());
@@ -206,6 +198,31 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let header = ctx.header.clone();
     let watch_header: Arc<dyn crate::server::watch::HeaderSource> =
         Arc::new(move |rev| header.at(rev));
+    for l in peer_listeners {
+        let addr = l.local_addr().ok();
+        let router = tonic::transport::Server::builder()
+            .add_service(raft.peer_service_with_admin(Arc::new(admin.clone())));
+        let mut rx = stop_rx.clone();
+        tasks.spawn(async move {
+            info!(?addr, "serving peers");
+            router
+                .serve_with_incoming_shutdown(incoming(l), async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        });
+    }
+
+    // etcd serves clients only once the member has published, so that every member a
+    // client can reach is listed with its client URLs; bounded here, so that a member
+    // without quorum still answers serializable reads and status.
+    let publish_done =
+        tokio::time::timeout(publish_gate(cfg.election_timeout_ms), &mut publish_task)
+            .await
+            .is_ok();
+    if !publish_done {
+        tracing::warn!("member attributes not published yet; serving clients anyway");
+    }
     for l in client_listeners {
         let addr = l.local_addr().ok();
         // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
@@ -257,23 +274,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
                 .await
         });
     }
-    for l in peer_listeners {
-        let addr = l.local_addr().ok();
-        let router = tonic::transport::Server::builder()
-            .add_service(raft.peer_service_with_admin(Arc::new(admin.clone())));
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            info!(?addr, "serving peers");
-            router
-                .serve_with_incoming_shutdown(incoming(l), async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
-    }
-
+    let removed = admin
+        .clone()
+        .removed_from_cluster(Duration::from_millis(cfg.election_timeout_ms));
     let result = tokio::select! {
         _ = shutdown => Ok(()),
+        _ = removed => Err(NodeError::Removed),
         Some(r) = tasks.join_next() => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),

@@ -245,10 +245,15 @@ impl Admin {
     pub async fn execute(&self, req: AdminRequest) -> Result<AdminResponse, Status> {
         let resp = match req.request {
             None => return Err(Status::invalid_argument("empty admin request")),
-            Some(AdminReq::Members(_)) => AdminResp::Members(MembersResponse {
-                cluster_id: self.inner.cluster_id,
-                members: members_of(&self.membership()),
-            }),
+            Some(AdminReq::Members(_)) => {
+                let leader = self.inner.raft.metrics().borrow().current_leader;
+                AdminResp::Members(MembersResponse {
+                    cluster_id: self.inner.cluster_id,
+                    members: members_of(&self.membership()),
+                    member_id: self.inner.id,
+                    leader_id: leader.unwrap_or(0),
+                })
+            }
             Some(AdminReq::LeaseRenew(r)) => {
                 self.confirm_leader().await?;
                 let ttl = self.inner.lessor.renew(r.id).unwrap_or(0);
@@ -613,6 +618,81 @@ pub async fn discover_join_identity(
             return Err(JoinError::Unreachable(all.join(",")));
         }
         sleep(JOIN_RETRY).await;
+    }
+}
+
+/// How long a member goes without a leader before it asks its peers whether it was removed.
+const REMOVAL_CHECK_AFTER_ELECTIONS: u32 = 3;
+/// Pause between such checks.
+const REMOVAL_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Admin {
+    /// Resolves once this member, having been part of the membership, is no longer in it:
+    /// it was removed, and etcd stops such a member. A removed member often never receives
+    /// the entry that removes it (the leader stops replicating to it), so a member without
+    /// a leader for a while asks its peers: the leader's membership is the newest, and if
+    /// it lacks this member, the member was removed. A member still waiting for its first
+    /// log (a joiner) has not been part of the membership yet. Never resolves if Raft
+    /// stops first.
+    pub async fn removed_from_cluster(self, election_timeout: Duration) {
+        let id = self.inner.id;
+        let mut rx = self.inner.raft.metrics();
+        let mut member = false;
+        let mut leaderless_since: Option<Instant> = None;
+        loop {
+            let peers: Vec<(NodeId, MemberNode)> = {
+                let m = rx.borrow_and_update();
+                let membership = m.membership_config.membership();
+                if membership.get_node(&id).is_some() {
+                    member = true;
+                } else if member {
+                    return;
+                }
+                match m.current_leader {
+                    Some(_) => leaderless_since = None,
+                    None => {
+                        leaderless_since.get_or_insert_with(Instant::now);
+                    }
+                }
+                membership
+                    .nodes()
+                    .filter(|(n, _)| **n != id)
+                    .map(|(n, node)| (*n, node.clone()))
+                    .collect()
+            };
+            let overdue = leaderless_since
+                .is_some_and(|t| t.elapsed() >= election_timeout * REMOVAL_CHECK_AFTER_ELECTIONS);
+            if member && overdue && self.leader_says_removed(&peers).await {
+                return;
+            }
+            // Raft stopped: the node is going down anyway.
+            if let Ok(Err(_)) = tokio::time::timeout(REMOVAL_CHECK_INTERVAL, rx.changed()).await {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
+    /// Whether one of `peers`, being the leader, answers a membership without this member.
+    async fn leader_says_removed(&self, peers: &[(NodeId, MemberNode)]) -> bool {
+        for (peer, node) in peers {
+            let Ok(mut client) = self.inner.channels.client(*peer, node) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(AdminRequest {
+                request: Some(AdminReq::Members(crate::pb::minietcdpb::MembersRequest {})),
+            });
+            request.set_timeout(JOIN_CALL_TIMEOUT);
+            let answer = tokio::time::timeout(JOIN_CALL_TIMEOUT, client.admin(request)).await;
+            let Ok(Ok(resp)) = answer else {
+                continue;
+            };
+            if let Some(AdminResp::Members(m)) = resp.into_inner().response {
+                if m.leader_id != 0 && m.leader_id == m.member_id {
+                    return m.members.iter().all(|x| x.id != self.inner.id);
+                }
+            }
+        }
+        false
     }
 }
 

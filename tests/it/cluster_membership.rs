@@ -92,6 +92,12 @@ async fn cluster_member_add_of_a_fourth_member_then_remove() {
     let removed = on_new.member_remove(id).await.unwrap();
     assert_eq!(removed.members().len(), 3);
     assert!(removed.members().iter().all(|m| m.id() != id));
+    // As etcd does, the removed member stops by itself.
+    let stopped = Instant::now() + Duration::from_secs(10);
+    while crate::support::port_open(c.client_port(new)) {
+        assert!(Instant::now() < stopped, "the removed member keeps serving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     c.kill(new);
     for i in 0..3 {
         wait_members(&c, i, "three members", |ms| {

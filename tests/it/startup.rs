@@ -172,7 +172,12 @@ fn garbled_database_is_refused_not_emptied() {
         wait_until("a write to succeed", Duration::from_secs(20), || {
             Command::new(&etcdctl)
                 .env("ETCDCTL_API", "3")
-                .args([&format!("--endpoints=127.0.0.1:{}", c.port), "put", "k", "v"])
+                .args([
+                    &format!("--endpoints=127.0.0.1:{}", c.port),
+                    "put",
+                    "k",
+                    "v",
+                ])
                 .output()
                 .ok()
                 .filter(|o| o.status.success())
