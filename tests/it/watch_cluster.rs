@@ -333,9 +333,12 @@ impl Recorder {
         let end = Arc::new(Mutex::new(None));
         let (r, e) = (responses.clone(), end.clone());
         let task = tokio::spawn(async move {
+            // Keeps the request side open for the stream's life (no half-close).
+            let _requests = stream._requests;
+            let mut stream_responses = stream.responses;
             let mut events = 0;
             let why = loop {
-                match stream.responses.message().await {
+                match stream_responses.message().await {
                     Ok(Some(resp)) => {
                         events += resp.events.len();
                         let canceled = resp.canceled;
@@ -564,6 +567,50 @@ async fn compaction_cancels_a_lagging_watcher_with_the_compaction_revision() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_compaction_cancels_a_lagging_watcher_with_the_compaction_revision() {
     compaction_cancels_a_lagging_watcher(ServerKind::Etcd).await;
+}
+
+/// A client that half-closes its request side after creating a watch keeps receiving events
+/// (etcd's recvLoop returns quietly on EOF and the stream lives until the client goes away).
+async fn half_closed_stream_keeps_delivering(kind: ServerKind) {
+    let cluster = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let writes = Writes::default();
+    let mut w = Writer::connect(&cluster.endpoints(), &writes).await;
+    w.put("/h/first", "x").await;
+    let args = WatchArgs::prefix("/h/", writes.last() + 1);
+    let RawStream {
+        _requests: requests,
+        mut responses,
+    } = open(&cluster.endpoint(0), &args).await.unwrap();
+    let created = tokio::time::timeout(WAIT, responses.message())
+        .await
+        .expect("created in time")
+        .unwrap()
+        .expect("created response");
+    assert!(created.created);
+    drop(requests);
+    w.mixed("/h/", 20, "a").await;
+    let history = writes.history();
+    let want = expected_count(&history, &args.spec());
+    let mut got = Vec::new();
+    while got.iter().map(Vec::len).sum::<usize>() < want {
+        let resp = tokio::time::timeout(WAIT, responses.message())
+            .await
+            .expect("events in time")
+            .expect("no stream error")
+            .expect("the half-closed stream stays open");
+        got.push(resp.events);
+    }
+    check(&history, &args, &[got], writes.last());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_half_closed_watch_stream_keeps_delivering() {
+    half_closed_stream_keeps_delivering(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_a_half_closed_watch_stream_keeps_delivering() {
+    half_closed_stream_keeps_delivering(ServerKind::Etcd).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
