@@ -633,9 +633,11 @@ async fn a_watch_on_a_follower_sees_writes_made_through_the_leader() {
     key.wait_and_check(&history, writes.last()).await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn require_leader_watch_on_a_member_cut_off_from_quorum_gets_no_leader() {
-    let mut cluster = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
+/// A member that loses quorum closes its require-leader streams with "etcdserver: no leader"
+/// and refuses new ones, while a plain watch on it stays open and gets events again once
+/// quorum is back.
+async fn require_leader_without_quorum(kind: ServerKind) {
+    let mut cluster = Cluster::start_ready(ClusterConfig::new(kind, 3)).await;
     let leader = cluster.wait_ready().await;
     let lone = follower(&cluster, leader, 0);
     let ep = cluster.endpoint(lone);
@@ -686,15 +688,23 @@ async fn require_leader_watch_on_a_member_cut_off_from_quorum_gets_no_leader() {
     assert_eq!(plain.ended(), None);
 }
 
-/// Entries beyond a snapshot that a member keeps for slow followers (openraft's
-/// `max_in_snapshot_log_to_keep`, like etcd's snapshot catch-up entries): a follower further
-/// behind than this gets a snapshot.
-const CATCHUP_ENTRIES: usize = 5000;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_leader_watch_on_a_member_cut_off_from_quorum_gets_no_leader() {
+    require_leader_without_quorum(ServerKind::Minietcd).await;
+}
+
+/// The same scenario against etcd 3.4.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_require_leader_watch_on_a_member_cut_off_from_quorum_gets_no_leader() {
+    require_leader_without_quorum(ServerKind::Etcd).await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_restored_from_a_snapshot_serves_history_from_an_old_revision() {
     const WRITERS: usize = 32;
-    const WRITES: usize = CATCHUP_ENTRIES + 600;
+    // A follower further behind than the entries a member keeps past its snapshot (etcd's
+    // snapshot catch-up entries) gets a snapshot.
+    const WRITES: usize = minietcd::raft::DEFAULT_SNAPSHOT_CATCHUP_ENTRIES as usize + 600;
     let mut cluster = Cluster::start_ready(
         ClusterConfig::new(ServerKind::Minietcd, 3).arg("--snapshot-count=100"),
     )
