@@ -328,7 +328,7 @@ impl Recorder {
         args: WatchArgs,
         stop_after: Option<usize>,
     ) -> Result<Recorder, tonic::Status> {
-        let mut stream = open(endpoint, &args).await?;
+        let stream = open(endpoint, &args).await?;
         let responses = Arc::new(Mutex::new(Vec::new()));
         let end = Arc::new(Mutex::new(None));
         let (r, e) = (responses.clone(), end.clone());
@@ -870,7 +870,7 @@ async fn etcdctl_watch_against_a_minietcd_process() {
     let history = writes.history();
     let mut prefix_args = WatchArgs::prefix("pre/", start);
     prefix_args.prev_kv = true;
-    check(&history, &prefix_args, &[got.0.clone()], end);
+    check(&history, &prefix_args, std::slice::from_ref(&got.0), end);
     check(
         &history,
         &WatchArgs::range("r1", "r5", start),
