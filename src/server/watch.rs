@@ -5,9 +5,10 @@
 //! Stream life: create / cancel / progress requests are applied to the stream's
 //! [`StreamWatchers`]; deliveries from the store become responses (prev_kv stripped unless
 //! asked, fragmented when asked); progress_notify watchers get an empty response after a
-//! quiet `progress_interval`; the stream ends when the client half-closes or goes away (every
-//! watcher is then removed) or, for a `hasleader: true` stream, when the member has been
-//! without a leader for an election timeout.
+//! quiet `progress_interval`; the stream ends when the client goes away or its requests fail
+//! (every watcher is then removed; a half-close alone keeps the stream, as in etcd) or, for
+//! a `hasleader: true` stream, when the member has been without a leader for an election
+//! timeout.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -189,7 +190,7 @@ impl Watch for WatchService {
 
 /// Why a stream task stopped.
 enum Stop {
-    /// The client went away or half-closed.
+    /// The client went away (or its request stream failed).
     Client,
     /// The member lost its leader for too long.
     NoLeader,
@@ -222,11 +223,14 @@ impl WatchStreamTask {
         // busy stream cannot postpone it forever).
         let mut progress_retry_at: Option<Instant> = None;
         let mut no_leader_since: Option<Instant> = None;
+        // A client that half-closes keeps its stream: as in etcd, its watchers go on
+        // delivering until the client goes away; only new requests are no longer read.
+        let mut inbound_open = true;
         let stop = loop {
             let leaderless_deadline = no_leader_since.map(|t| t + self.config.election_timeout);
             tokio::select! {
                 biased;
-                req = inbound.next() => match req {
+                req = inbound.next(), if inbound_open => match req {
                     Some(Ok(req)) => {
                         if !self.handle_request(req, &mut progress_retry_at).await {
                             break Stop::Client;
@@ -236,7 +240,10 @@ impl WatchStreamTask {
                         tracing::debug!(%status, "watch stream receive error");
                         break Stop::Client;
                     }
-                    None => break Stop::Client,
+                    None => {
+                        tracing::debug!("watch stream half-closed by the client");
+                        inbound_open = false;
+                    }
                 },
                 Some(d) = self.deliveries.recv() => {
                     if !self.deliver(d).await {

@@ -18,6 +18,7 @@ mod kv;
 mod lease;
 mod startup;
 mod support;
+mod watch_cluster;
 mod watch_etcdctl;
 mod watch_grpc;
 mod watch_node;

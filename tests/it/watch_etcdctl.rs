@@ -58,7 +58,10 @@ fn event(j: &serde_json::Value) -> Event {
 }
 
 /// Runs `etcdctl watch <args> -w json` and streams its responses' event lists.
-fn etcdctl_watch(endpoint: &str, args: &[&str]) -> (ChildGuard, mpsc::Receiver<Vec<Event>>) {
+pub(crate) fn etcdctl_watch(
+    endpoint: &str,
+    args: &[&str],
+) -> (ChildGuard, mpsc::Receiver<Vec<Event>>) {
     let etcdctl = require_program("etcdctl");
     let mut cmd = Command::new(etcdctl);
     cmd.env("ETCDCTL_API", "3")
@@ -92,7 +95,7 @@ fn etcdctl_watch(endpoint: &str, args: &[&str]) -> (ChildGuard, mpsc::Receiver<V
     (child, rx)
 }
 
-fn collect_until(rx: &mpsc::Receiver<Vec<Event>>, until: i64) -> Vec<Vec<Event>> {
+pub(crate) fn collect_until(rx: &mpsc::Receiver<Vec<Event>>, until: i64) -> Vec<Vec<Event>> {
     let mut got: Vec<Vec<Event>> = Vec::new();
     while !got
         .iter()
