@@ -8,7 +8,7 @@
 
 use std::io::Cursor;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::{Raft, Snapshot, SnapshotMeta, Vote};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -21,7 +21,8 @@ use crate::pb::minietcdpb::{
 };
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+use crate::raft::batcher::{BatchWriteError, WriteBatcher};
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.
 pub const NOT_LEADER: &str = "raft: not leader";
@@ -38,12 +39,14 @@ pub struct PeerService {
     raft: Raft<TypeConfig>,
     /// This member, reported as the leader in ReadIndex answers.
     id: NodeId,
+    /// Forwarded writes join the leader's group commit.
+    writes: WriteBatcher,
 }
 
 impl PeerService {
     /// The service for member `id`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> Self {
-        PeerService { raft, id }
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>, writes: WriteBatcher) -> Self {
+        PeerService { raft, id, writes }
     }
 
     /// The tonic server to mount on the peer listener.
@@ -175,13 +178,11 @@ impl RaftPeer for PeerService {
             // Stopped before anything was proposed: the caller can safely go elsewhere.
             return Err(not_leader(&ForwardToLeader::empty()));
         }
-        match self.raft.client_write(Command(request.into_inner())).await {
-            Ok(resp) => Ok(Response::new(resp.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+        match self.writes.write(request.into_inner()).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(BatchWriteError::NotLeader(f)) => Err(not_leader(&f)),
+            Err(BatchWriteError::Membership(e)) => Err(Status::internal(e)),
+            Err(BatchWriteError::Fatal(f)) => Err(Status::unavailable(f)),
         }
     }
 

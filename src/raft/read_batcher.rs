@@ -1,0 +1,90 @@
+//! Shared read index rounds on the leader.
+//!
+//! A linearizable read needs the leader to confirm its leadership with a quorum (one
+//! heartbeat round) and then the state machine to reach the read index. Doing that per read
+//! costs one round per Range; the [`ReadIndexBatcher`] serves every read queued while a round
+//! runs by the NEXT round: a round that started before a read arrived could miss a write
+//! acknowledged just before the read, so reads only ever join a round that starts after them
+//! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
+//! machine runs apart from the rounds, so the next round starts at once.
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+
+/// Reads waiting for a round; when full, callers wait to enqueue (backpressure).
+pub const READ_QUEUE_CAPACITY: usize = 4096;
+/// Most reads answered by one round; a full round leaves the rest for the next one.
+pub const MAX_READS_PER_ROUND: usize = 1024;
+
+/// What a read index round answers: openraft's own outcome of `ensure_linearizable`.
+pub type ReadReply = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>>;
+
+/// Queues linearizable reads for shared read index rounds. Cheap to clone: clones share one
+/// queue and one task, which ends once every clone is dropped.
+#[derive(Clone)]
+pub struct ReadIndexBatcher {
+    /// Where each waiting read gets its answer.
+    queue: mpsc::Sender<oneshot::Sender<ReadReply>>,
+}
+
+impl ReadIndexBatcher {
+    /// Starts the round task for `raft` (needs a tokio runtime).
+    pub fn start(raft: Raft<TypeConfig>) -> ReadIndexBatcher {
+        let (queue, rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+        tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("read_index_batcher")));
+        ReadIndexBatcher { queue }
+    }
+
+    /// Returns once a local read is linearizable: leadership was confirmed by a round that
+    /// started after this call and the state machine applied that round's read index.
+    pub async fn ensure_linearizable(&self) -> ReadReply {
+        let (tx, rx) = oneshot::channel();
+        self.queue.send(tx).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>> {
+    RaftError::Fatal(openraft::error::Fatal::Stopped)
+}
+
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while waiting.len() < MAX_READS_PER_ROUND {
+            let Ok(next) = rx.try_recv() else { break };
+            waiting.push(next);
+        }
+        // Every read in `waiting` arrived before this round starts.
+        let read_index = match raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => read_log_id.map(|l| l.index),
+            Err(e) => {
+                for tx in waiting {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        tracing::trace!(reads = waiting.len(), ?read_index, "read index round");
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let reply = match raft
+                .wait(None)
+                .applied_index_at_least(read_index, "read index")
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(WaitError::Timeout(..) | WaitError::ShuttingDown) => Err(stopped()),
+            };
+            for tx in waiting {
+                // A read that stopped waiting needs no answer.
+                let _ = tx.send(reply.clone());
+            }
+        });
+    }
+}
