@@ -10,7 +10,7 @@
 //! once per entry, not per write. An idle batcher proposes a lone write at once: there is no
 //! timer, so a single client sees no added latency.
 //!
-//! Example, with 2 entries in flight: writes a, b, c arrive together; a goes alone as
+//! Example, with 2 entries in flight (the default): writes a, b, c arrive together; a goes alone as
 //! entry 7 (the batcher was idle), b and c are gathered into entry 8 while 7 is flushing;
 //! d..k arrive while 7 and 8 are in flight and wait for a slot; when 7 commits they all go
 //! as entry 9. The state machine applies an entry's writes in order, each its own revision,
@@ -33,9 +33,12 @@ pub const MAX_WRITES_PER_ENTRY: usize = 256;
 /// Most encoded request bytes grouped into one entry; a single larger write (up to
 /// `--max-request-bytes`) still goes, alone.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
-/// Entries proposed and not yet applied at once. More than one keeps the log busy while an
-/// entry replicates and applies; a few suffice, and fewer means fuller entries.
-pub const MAX_ENTRIES_IN_FLIGHT: usize = 4;
+/// Entries proposed and not yet applied at once. openraft flushes entries one after the
+/// other, so every entry in flight beyond the one being flushed only splits the waiting
+/// writes into smaller entries. Measured with 100 clients (release, 2 cores, writes/s for
+/// 1, 2, 4, 8 in flight): one member 8.1k, 7.0k, 4.3k, 4.7k; three members 2.1k, 2.7k,
+/// 2.4k. Two keeps the log busy while an entry replicates and applies.
+pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// Writes waiting for an entry; when full, callers wait to enqueue (backpressure).
 pub const WRITE_QUEUE_CAPACITY: usize = 4096;
 
