@@ -173,7 +173,8 @@ fn answer_each(replies: Vec<oneshot::Sender<Reply>>, responses: Vec<InternalResp
             answers = responses.len(),
             "entry answered with the wrong number of responses"
         );
-        let err = BatchWriteError::Fatal("entry answered with the wrong number of responses".into());
+        let err =
+            BatchWriteError::Fatal("entry answered with the wrong number of responses".into());
         answer_all(replies, &err);
         return;
     }
@@ -256,10 +257,7 @@ mod tests {
                     assert_eq!(p.header.unwrap().revision, resp.revision);
                     revs.push(resp.revision);
                 }
-                assert!(
-                    revs.windows(2).all(|r| r[0] < r[1]),
-                    "writer {w}: {revs:?}"
-                );
+                assert!(revs.windows(2).all(|r| r[0] < r[1]), "writer {w}: {revs:?}");
                 revs
             });
         }

@@ -20,10 +20,10 @@ use tonic::Code;
 use tracing::instrument;
 
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse, ReadIndexRequest};
-use crate::raft::network::{PeerChannels, PeerClient};
-use crate::raft::service::is_not_leader;
 use crate::raft::batcher::{BatchWriteError, WriteBatcher};
+use crate::raft::network::{PeerChannels, PeerClient};
 use crate::raft::read_batcher::ReadIndexBatcher;
+use crate::raft::service::is_not_leader;
 use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 
 /// How many times one request may be routed to a (new) leader before giving up.

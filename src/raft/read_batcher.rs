@@ -88,3 +88,97 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<Read
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+    use crate::pb::minietcdpb::internal_request::Request;
+    use crate::pb::minietcdpb::InternalRequest;
+    use crate::raft::types::NoopObserver;
+    use crate::raft::{start, RaftSettings};
+    use crate::storage::MvccStore;
+
+    /// Writers and readers at once on one member: every read that starts after a write was
+    /// acknowledged sees it, and all reads are answered although they share rounds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_see_every_acknowledged_write() {
+        const READERS: usize = 20;
+        const ROUNDS: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let members = BTreeMap::from([(1, MemberNode::default())]);
+        let node = start(
+            RaftSettings::new(1, members),
+            db,
+            store.clone(),
+            Arc::new(NoopObserver),
+        )
+        .await
+        .unwrap();
+        node.raft()
+            .wait(Some(Duration::from_secs(20)))
+            .current_leader(1, "leader")
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in 0..READERS {
+            let proposer = node.proposer();
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0..ROUNDS {
+                    let key = format!("r{r}");
+                    let put = InternalRequest {
+                        request: Some(Request::Put(PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: i.to_string().into_bytes(),
+                            ..Default::default()
+                        })),
+                    };
+                    let acked = proposer.write(put).await.unwrap().revision;
+                    proposer.read_index().await.unwrap();
+                    assert!(store.current_revision() >= acked);
+                    let got = store
+                        .range(&RangeRequest {
+                            key: key.into_bytes(),
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    assert_eq!(got.kvs[0].value, i.to_string().into_bytes());
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        node.shutdown().await;
+    }
+
+    /// Once Raft has stopped, a read fails instead of hanging.
+    #[tokio::test]
+    async fn a_read_after_raft_stopped_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let members = BTreeMap::from([(1, MemberNode::default())]);
+        let node = start(
+            RaftSettings::new(1, members),
+            db,
+            store,
+            Arc::new(NoopObserver),
+        )
+        .await
+        .unwrap();
+        node.shutdown().await;
+        let reads = ReadIndexBatcher::start(node.raft());
+        assert!(matches!(
+            reads.ensure_linearizable().await,
+            Err(RaftError::Fatal(_))
+        ));
+    }
+}

@@ -19,9 +19,9 @@ use crate::pb::minietcdpb::{
     InternalRequest, InternalResponse, RaftPayload, ReadIndexRequest, ReadIndexResponse,
     SnapshotChunk,
 };
+use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.

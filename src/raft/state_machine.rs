@@ -37,8 +37,8 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
-use crate::raft::codec;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+use crate::raft::codec;
 use crate::raft::types::{ApplyObserver, CommandResponse, MemberNode, NodeId, TypeConfig};
 use crate::storage::MvccStore;
 

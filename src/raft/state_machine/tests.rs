@@ -266,7 +266,10 @@ async fn an_entry_of_several_writes_gives_each_its_own_revision() {
     let (_db, mut sm) = open(dir.path(), rec.clone());
     let replies = sm
         .apply(vec![
-            group(1, vec![put_req("a", "1"), put_req("b", "2"), put_req("a", "3")]),
+            group(
+                1,
+                vec![put_req("a", "1"), put_req("b", "2"), put_req("a", "3")],
+            ),
             group(2, vec![put_req("c", "4")]),
             group(3, vec![]),
         ])
@@ -322,7 +325,11 @@ async fn a_half_applied_entry_completes_without_repeating_after_restart() {
     let rec = Arc::new(Recorder::default());
     let (_db, mut sm) = open(dir.path(), rec.clone());
     let (applied, membership) = sm.applied_state().await.unwrap();
-    assert_eq!(applied, Some(log_id(1, 1, 1)), "the half-applied entry is not applied");
+    assert_eq!(
+        applied,
+        Some(log_id(1, 1, 1)),
+        "the half-applied entry is not applied"
+    );
     assert_eq!(membership.log_id(), &Some(log_id(1, 1, 1)));
     let replies = sm
         .apply(vec![group(
@@ -332,7 +339,11 @@ async fn a_half_applied_entry_completes_without_repeating_after_restart() {
         .await
         .unwrap();
     let revs: Vec<i64> = replies[0].0.iter().map(|w| w.revision).collect();
-    assert_eq!(revs, [0, 3, 4], "the first write is skipped, the others follow");
+    assert_eq!(
+        revs,
+        [0, 3, 4],
+        "the first write is skipped, the others follow"
+    );
     assert_eq!(sm.store().current_revision(), 4);
     let notified: Vec<i64> = rec.notified.lock().unwrap().iter().map(|n| n.0).collect();
     assert_eq!(notified, [3, 4]);
