@@ -583,3 +583,57 @@ async fn a_restarted_follower_catches_up_from_its_own_log() {
         m.stop().await;
     }
 }
+
+/// Concurrent writers on every member (the followers' writes are forwarded and join the
+/// leader's entries): each writer's answers come in its own order, revisions are unique and
+/// dense across the cluster, and every member ends with the same data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_on_every_member_share_entries() {
+    const WRITERS_PER_MEMBER: usize = 10;
+    const WRITES: usize = 20;
+    init_log();
+    let (ls, members_map) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(start_member(settings(i as NodeId + 1, &members_map), l).await);
+    }
+    agreed_leader(&members, &[0, 1, 2]).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (m, member) in members.iter().enumerate() {
+        for w in 0..WRITERS_PER_MEMBER {
+            let proposer = member.node.proposer();
+            tasks.spawn(async move {
+                let mut revs = Vec::with_capacity(WRITES);
+                for i in 0..WRITES {
+                    let r = proposer
+                        .write(put(&format!("m{m}w{w}"), &i.to_string()))
+                        .await
+                        .unwrap();
+                    revs.push(r.revision);
+                }
+                assert!(revs.windows(2).all(|r| r[0] < r[1]), "{revs:?}");
+                revs
+            });
+        }
+    }
+    let mut all = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        all.extend(r.unwrap());
+    }
+    all.sort_unstable();
+    let total = (3 * WRITERS_PER_MEMBER * WRITES) as i64;
+    assert_eq!(all, (2..2 + total).collect::<Vec<_>>());
+    let last = format!("{}", WRITES - 1);
+    wait_for("every write on every member", || {
+        members.iter().all(|mem| {
+            (0..3).all(|m| {
+                (0..WRITERS_PER_MEMBER)
+                    .all(|w| mem.get(&format!("m{m}w{w}")) == Some(last.clone().into_bytes()))
+            })
+        })
+    })
+    .await;
+    for m in &mut members {
+        m.stop().await;
+    }
+}

@@ -94,14 +94,14 @@ mod tests {
     }
 
     fn entries() -> Vec<Entry<TypeConfig>> {
-        let put = Command(InternalRequest {
+        let put = Command(vec![InternalRequest {
             request: Some(Request::Put(PutRequest {
                 key: b"key".to_vec(),
                 value: vec![0, 1, 255],
                 lease: 7,
                 ..Default::default()
             })),
-        });
+        }]);
         vec![
             Entry {
                 log_id: log_id(1, 1, 1),

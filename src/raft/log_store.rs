@@ -425,13 +425,13 @@ mod measure {
                 let entries: Vec<Entry<TypeConfig>> = (index..index + batch)
                     .map(|i| Entry {
                         log_id: log_id(1, 1, i),
-                        payload: EntryPayload::Normal(Command(InternalRequest {
+                        payload: EntryPayload::Normal(Command(vec![InternalRequest {
                             request: Some(Request::Put(PutRequest {
                                 key: format!("key{i}").into_bytes(),
                                 value: vec![7; 100],
                                 ..Default::default()
                             })),
-                        })),
+                        }])),
                     })
                     .collect();
                 index += batch;

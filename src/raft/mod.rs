@@ -1,5 +1,7 @@
 //! openraft glue, no etcd semantics: types, the sled log store, the state machine over the
-//! MVCC store, the peer network (outbound) and service (inbound), and the proposer.
+//! MVCC store, the peer network (outbound) and service (inbound), the proposer, and the
+//! leader's group commit (`batcher`: concurrent writes share one entry, so one log flush) and
+//! shared read index rounds (`read_batcher`).
 //!
 //! [`start`] wires them: it opens the log store and state machine in the node's sled
 //! database, starts openraft with etcd's timing (heartbeat 100 ms, election 1000 ms, a
@@ -7,10 +9,12 @@
 //! a [`RaftNode`] whose [`Proposer`] the gRPC servers use and whose peer service the node
 //! mounts on its peer URL.
 
+pub mod batcher;
 pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
+pub mod read_batcher;
 pub mod service;
 pub mod state_machine;
 pub mod types;
@@ -23,6 +27,7 @@ use openraft::{Config, Raft, SnapshotPolicy};
 
 use crate::pb::minietcdpb::raft_peer_server::RaftPeerServer;
 use crate::storage::MvccStore;
+pub use batcher::WriteBatcher;
 pub use log_store::LogStore;
 pub use network::{PeerChannels, PeerNetworkFactory, SNAPSHOT_CHUNK_BYTES};
 pub use proposer::{ProposeError, Proposer, ProposerTimeouts};
@@ -157,6 +162,9 @@ pub struct RaftNode {
     proposer: Proposer,
     /// Channels to the peers (also used by the proposer).
     channels: Arc<PeerChannels>,
+    /// The leader's group commit, shared by local writes and the peer Forward RPC so that
+    /// both fill the same entries.
+    writes: WriteBatcher,
 }
 
 impl RaftNode {
@@ -182,7 +190,7 @@ impl RaftNode {
 
     /// The peer gRPC service, to mount on the peer listener.
     pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone()).into_server()
+        PeerService::new(self.id, self.raft.clone(), self.writes.clone()).into_server()
     }
 
     /// The peer service answering Admin requests with `admin`.
@@ -190,7 +198,7 @@ impl RaftNode {
         &self,
         admin: Arc<dyn service::AdminHandler>,
     ) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone())
+        PeerService::new(self.id, self.raft.clone(), self.writes.clone())
             .with_admin(admin)
             .into_server()
     }
@@ -258,17 +266,20 @@ pub async fn start_tuned(
             .map_err(|e| RaftError::Raft(e.to_string()))?;
     }
 
+    let writes = WriteBatcher::start(raft.clone());
     let proposer = Proposer::new(
         cfg.node_id,
         raft.clone(),
         channels.clone(),
         cfg.proposer_timeouts(),
+        writes.clone(),
     );
     Ok(RaftNode {
         id: cfg.node_id,
         raft,
         proposer,
         channels,
+        writes,
     })
 }
 

@@ -214,7 +214,6 @@ impl PeerNetwork {
 /// When the commands of an AppendEntries (which dominate its size) exceed `limit_bytes`
 /// and it carries more than one entry: how many entries to try instead.
 fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize) -> Option<u64> {
-    use prost::Message;
     let entries = rpc.entries.len() as u64;
     if entries < 2 {
         return None;
@@ -223,7 +222,7 @@ fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize
         .entries
         .iter()
         .map(|e| match &e.payload {
-            openraft::EntryPayload::Normal(cmd) => cmd.0.encoded_len(),
+            openraft::EntryPayload::Normal(cmd) => cmd.encoded_len(),
             _ => 0,
         })
         .sum();
@@ -517,13 +516,13 @@ mod tests {
         use openraft::{Entry, EntryPayload};
         let entry = |i| Entry::<TypeConfig> {
             log_id: openraft::testing::log_id(1, 1, i),
-            payload: EntryPayload::Normal(crate::raft::types::Command(InternalRequest {
+            payload: EntryPayload::Normal(crate::raft::types::Command(vec![InternalRequest {
                 request: Some(Request::Put(PutRequest {
                     key: b"k".to_vec(),
                     value: vec![0; 1000],
                     ..Default::default()
                 })),
-            })),
+            }])),
         };
         let rpc = |n: u64| AppendEntriesRequest::<TypeConfig> {
             vote: Vote::new_committed(1, 1),

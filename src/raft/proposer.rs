@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use openraft::metrics::WaitError;
 use openraft::Raft;
 use std::sync::Arc;
@@ -20,9 +20,11 @@ use tonic::Code;
 use tracing::instrument;
 
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse, ReadIndexRequest};
+use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::network::{PeerChannels, PeerClient};
+use crate::raft::read_batcher::ReadIndexBatcher;
 use crate::raft::service::is_not_leader;
-use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 
 /// How many times one request may be routed to a (new) leader before giving up.
 pub const MAX_ROUTING_ATTEMPTS: usize = 5;
@@ -83,6 +85,10 @@ pub struct Proposer {
     channels: Arc<PeerChannels>,
     /// Request and leader-wait budgets.
     timeouts: ProposerTimeouts,
+    /// Groups local writes (and forwarded ones) into shared entries while this member leads.
+    writes: WriteBatcher,
+    /// Shares one leadership confirmation among the local reads queued while it runs.
+    reads: ReadIndexBatcher,
 }
 
 impl Proposer {
@@ -92,12 +98,16 @@ impl Proposer {
         raft: Raft<TypeConfig>,
         channels: Arc<PeerChannels>,
         timeouts: ProposerTimeouts,
+        writes: WriteBatcher,
     ) -> Proposer {
+        let reads = ReadIndexBatcher::start(raft.clone());
         Proposer {
             id,
             raft,
             channels,
             timeouts,
+            writes,
+            reads,
         }
     }
 
@@ -203,15 +213,14 @@ impl Proposer {
         leader: &Leader,
         deadline: Instant,
     ) -> Attempt<InternalResponse> {
-        match timeout_at(deadline, self.raft.client_write(Command(req))).await {
+        match timeout_at(deadline, self.writes.write(req)).await {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
-            Ok(Ok(resp)) => Attempt::Done(Ok(resp.data.0)),
+            Ok(Ok(resp)) => Attempt::Done(Ok(resp)),
             // Either never appended or truncated by a new leader: not committed.
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Attempt::Reroute,
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Attempt::Done(Err(ProposeError::Fatal(e.to_string())))
+            Ok(Err(BatchWriteError::NotLeader(_))) => Attempt::Reroute,
+            Ok(Err(BatchWriteError::Membership(e) | BatchWriteError::Fatal(e))) => {
+                Attempt::Done(Err(ProposeError::Fatal(e)))
             }
-            Ok(Err(RaftError::Fatal(f))) => Attempt::Done(Err(ProposeError::Fatal(f.to_string()))),
         }
     }
 
@@ -242,7 +251,7 @@ impl Proposer {
     }
 
     async fn read_index_local(&self, leader: &Leader, deadline: Instant) -> Attempt<()> {
-        match timeout_at(deadline, self.raft.ensure_linearizable()).await {
+        match timeout_at(deadline, self.reads.ensure_linearizable()).await {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
             Ok(Ok(_)) => Attempt::Done(Ok(())),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {

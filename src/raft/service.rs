@@ -8,7 +8,7 @@
 
 use std::io::Cursor;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
 use openraft::{Raft, Snapshot, SnapshotMeta, Vote};
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -19,9 +19,10 @@ use crate::pb::minietcdpb::{
     AdminRequest, AdminResponse, InternalRequest, InternalResponse, RaftPayload, ReadIndexRequest,
     ReadIndexResponse, SnapshotChunk,
 };
+use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.
 pub const NOT_LEADER: &str = "raft: not leader";
@@ -49,15 +50,18 @@ pub struct PeerService {
     id: NodeId,
     /// Runs Admin requests; without one they answer Unimplemented.
     admin: Option<std::sync::Arc<dyn AdminHandler>>,
+    /// Forwarded writes join the leader's group commit.
+    writes: WriteBatcher,
 }
 
 impl PeerService {
     /// The service for member `id`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>) -> Self {
+    pub fn new(id: NodeId, raft: Raft<TypeConfig>, writes: WriteBatcher) -> Self {
         PeerService {
             raft,
             id,
             admin: None,
+            writes,
         }
     }
 
@@ -196,13 +200,11 @@ impl RaftPeer for PeerService {
             // Stopped before anything was proposed: the caller can safely go elsewhere.
             return Err(not_leader(&ForwardToLeader::empty()));
         }
-        match self.raft.client_write(Command(request.into_inner())).await {
-            Ok(resp) => Ok(Response::new(resp.data.0)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(not_leader(&f)),
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::internal(e.to_string()))
-            }
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
+        match self.writes.write(request.into_inner()).await {
+            Ok(resp) => Ok(Response::new(resp)),
+            Err(BatchWriteError::NotLeader(f)) => Err(not_leader(&f)),
+            Err(BatchWriteError::Membership(e)) => Err(Status::internal(e)),
+            Err(BatchWriteError::Fatal(f)) => Err(Status::unavailable(f)),
         }
     }
 

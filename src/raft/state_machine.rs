@@ -1,10 +1,14 @@
 //! The Raft state machine: the MVCC store, driven by committed log entries (openraft's v2
 //! `RaftStateMachine` and `RaftSnapshotBuilder`).
 //!
-//! Every entry is applied as ONE sled batch that also records the "applied blob": the last
-//! applied log id and the last membership (see [`AppliedState`]). Data and applied id can
-//! never disagree after a crash, so re-applying after a restart starts exactly after the last
-//! entry that took effect.
+//! An entry carries a group of writes (see [`Command`](crate::raft::types::Command)). Each
+//! write is applied as ONE sled batch that also records the "applied blob" (see
+//! [`AppliedState`]): after the last write of an entry the blob names that entry as applied;
+//! after an earlier one it keeps the previous entry as the last applied and records how many
+//! writes of this entry are in (`in_progress`). Data and applied state can never disagree
+//! after a crash: openraft re-applies from the entry after the last applied one, and the
+//! writes of a half-applied entry that already took effect are skipped, so no write is lost
+//! or applied twice.
 //!
 //! Order of effects for a write (etcd's "durable before visible"): the batch is written, the
 //! [`ApplyObserver`] is told about the revision and its events, and only then does openraft
@@ -33,6 +37,7 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::codec;
 use crate::raft::types::{ApplyObserver, CommandResponse, MemberNode, NodeId, TypeConfig};
 use crate::storage::MvccStore;
@@ -48,10 +53,22 @@ type StoreResult<T> = Result<T, StorageError<NodeId>>;
 /// What the state machine has applied: stored inside every MVCC batch as the applied blob.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppliedState {
-    /// The last log entry whose effect is in the store.
+    /// The last log entry whose effect is entirely in the store.
     pub last_applied: Option<LogId<NodeId>>,
     /// The last membership entry applied (openraft needs it back after a restart).
     pub last_membership: StoredMembership<NodeId, MemberNode>,
+    /// The entry after `last_applied` when only some of its writes are in the store (the
+    /// node stopped between two of them); `None` between entries.
+    pub in_progress: Option<EntryProgress>,
+}
+
+/// How far the writes of one entry have been applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntryProgress {
+    /// The entry.
+    pub log_id: LogId<NodeId>,
+    /// How many of its writes (a prefix) took effect.
+    pub done: u64,
 }
 
 /// Shared between the state machine and its snapshot builders.
@@ -136,35 +153,82 @@ impl Shared {
         let mut responses = Vec::with_capacity(entries.len());
         for entry in entries {
             let log_id = entry.log_id;
-            let mut next = AppliedState {
-                last_applied: Some(log_id),
-                last_membership: applied.last_membership.clone(),
+            let last_membership = match &entry.payload {
+                EntryPayload::Membership(m) => StoredMembership::new(Some(log_id), m.clone()),
+                _ => applied.last_membership.clone(),
             };
-            if let EntryPayload::Membership(m) = &entry.payload {
-                next.last_membership = StoredMembership::new(Some(log_id), m.clone());
-            }
-            let blob = codec::encode("applied state", &next)
-                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+            let done = AppliedState {
+                last_applied: Some(log_id),
+                last_membership,
+                in_progress: None,
+            };
+            let encode = |state: &AppliedState| {
+                codec::encode("applied state", state)
+                    .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))
+            };
             let response = match entry.payload {
-                EntryPayload::Normal(cmd) => {
-                    let outcome = self
-                        .store
-                        .apply(&cmd.0, &blob)
-                        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
-                    if !outcome.events.is_empty() {
-                        self.observer.notify(outcome.revision, &outcome.events);
-                    }
-                    CommandResponse(outcome.response)
+                EntryPayload::Normal(cmd) if !cmd.0.is_empty() => {
+                    CommandResponse(self.apply_writes(&mut applied, log_id, cmd.0, &done)?)
                 }
-                EntryPayload::Blank | EntryPayload::Membership(_) => {
+                EntryPayload::Normal(_) | EntryPayload::Blank | EntryPayload::Membership(_) => {
                     self.store
-                        .set_applied(&blob)
+                        .set_applied(&encode(&done)?)
                         .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
                     CommandResponse::default()
                 }
             };
-            *applied = next;
+            *applied = done;
             responses.push(response);
+        }
+        Ok(responses)
+    }
+
+    /// Applies the writes of entry `log_id` in order, each in its own sled batch whose applied
+    /// blob records the progress through the entry (`done` after the last one). Writes a
+    /// previous run already applied (`applied.in_progress`) are skipped and answered with an
+    /// empty response: nobody waits for them any more, their proposer went away with that run.
+    fn apply_writes(
+        &self,
+        applied: &mut AppliedState,
+        log_id: LogId<NodeId>,
+        writes: Vec<InternalRequest>,
+        done: &AppliedState,
+    ) -> StoreResult<Vec<InternalResponse>> {
+        let skip = match applied.in_progress {
+            Some(p) if p.log_id == log_id => p.done,
+            _ => 0,
+        };
+        let count = writes.len();
+        let mut responses = Vec::with_capacity(count);
+        for (i, req) in writes.iter().enumerate() {
+            let applied_count = u64::try_from(i + 1).unwrap_or(u64::MAX);
+            if applied_count <= skip {
+                responses.push(InternalResponse::default());
+                continue;
+            }
+            let next = if i + 1 == count {
+                done.clone()
+            } else {
+                AppliedState {
+                    last_applied: applied.last_applied,
+                    last_membership: applied.last_membership.clone(),
+                    in_progress: Some(EntryProgress {
+                        log_id,
+                        done: applied_count,
+                    }),
+                }
+            };
+            let blob = codec::encode("applied state", &next)
+                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+            let outcome = self
+                .store
+                .apply(req, &blob)
+                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+            if !outcome.events.is_empty() {
+                self.observer.notify(outcome.revision, &outcome.events);
+            }
+            *applied = next;
+            responses.push(outcome.response);
         }
         Ok(responses)
     }
@@ -175,6 +239,7 @@ impl Shared {
         let next = AppliedState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
+            in_progress: None,
         };
         let blob = codec::encode("applied state", &next)
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;

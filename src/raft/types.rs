@@ -1,14 +1,18 @@
 //! The openraft type configuration: what a log entry carries and what applying it returns.
 //!
-//! A log entry's payload is an etcd write ([`Command`], wrapping `InternalRequest`); it is
-//! serialized as its protobuf encoding so that every serde format stores it compactly.
+//! A log entry's payload is a group of etcd writes ([`Command`], a list of `InternalRequest`s
+//! the leader gathered while the previous entries were being flushed); it is serialized as
+//! the protobuf encoding of `InternalRequestBatch` so that every serde format stores it
+//! compactly.
 
 use std::io::Cursor;
 
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+use crate::pb::minietcdpb::{
+    InternalRequest, InternalRequestBatch, InternalResponse, InternalResponseBatch,
+};
 
 /// A member id, stable for the life of a cluster (etcd's `types.ID`).
 pub type NodeId = u64;
@@ -36,16 +40,38 @@ pub struct MemberNode {
     pub client_urls: Vec<String>,
 }
 
-/// One etcd write in the Raft log.
+/// The etcd writes of one Raft log entry, applied in order, each its own revision. Grouping
+/// them lets one log flush (and one replication round) commit many writes.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Command(pub InternalRequest);
+pub struct Command(pub Vec<InternalRequest>);
 
-/// The answer of the state machine to one [`Command`].
+impl Command {
+    /// The size of the entry's encoded writes (what it costs on the wire and on disk).
+    pub fn encoded_len(&self) -> usize {
+        self.0
+            .iter()
+            .map(|m| prost::encoding::message::encoded_len(1, m))
+            .sum()
+    }
+}
+
+/// The answers of the state machine to one [`Command`], one per request, in order (empty for
+/// blank and membership entries).
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct CommandResponse(pub InternalResponse);
+pub struct CommandResponse(pub Vec<InternalResponse>);
 
-fn ser_proto<M: Message, S: Serializer>(m: &M, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bytes(&m.encode_to_vec())
+/// Encodes `items` exactly as a message whose field 1 is `repeated M` (the
+/// `Internal*Batch` messages), without first cloning them into such a message.
+fn ser_repeated<M: Message, S: Serializer>(items: &[M], s: S) -> Result<S::Ok, S::Error> {
+    let len: usize = items
+        .iter()
+        .map(|m| prost::encoding::message::encoded_len(1, m))
+        .sum();
+    let mut buf = Vec::with_capacity(len);
+    for m in items {
+        prost::encoding::message::encode(1, m, &mut buf);
+    }
+    s.serialize_bytes(&buf)
 }
 
 fn de_proto<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, D::Error> {
@@ -55,25 +81,25 @@ fn de_proto<'de, M: Message + Default, D: Deserializer<'de>>(d: D) -> Result<M, 
 
 impl Serialize for Command {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ser_proto(&self.0, s)
+        ser_repeated(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for Command {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de_proto(d).map(Command)
+        de_proto(d).map(|b: InternalRequestBatch| Command(b.requests))
     }
 }
 
 impl Serialize for CommandResponse {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        ser_proto(&self.0, s)
+        ser_repeated(&self.0, s)
     }
 }
 
 impl<'de> Deserialize<'de> for CommandResponse {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        de_proto(d).map(CommandResponse)
+        de_proto(d).map(|b: InternalResponseBatch| CommandResponse(b.responses))
     }
 }
 
@@ -139,13 +165,14 @@ mod tests {
 
     #[test]
     fn command_roundtrips_through_postcard_and_json() {
-        let cmd = Command(InternalRequest {
+        let put = |key: &[u8]| InternalRequest {
             request: Some(Request::Put(PutRequest {
-                key: b"k".to_vec(),
+                key: key.to_vec(),
                 value: vec![0, 255, 7],
                 ..Default::default()
             })),
-        });
+        };
+        let cmd = Command(vec![put(b"k"), InternalRequest::default(), put(b"k2")]);
         let bin = postcard::to_allocvec(&cmd).unwrap();
         assert_eq!(postcard::from_bytes::<Command>(&bin).unwrap(), cmd);
         let json = serde_json::to_vec(&cmd).unwrap();

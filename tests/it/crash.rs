@@ -61,6 +61,20 @@ async fn kill_9_loses_no_acknowledged_put() {
             "acknowledged put {key} at revision {rev} lost after kill -9"
         );
     }
+    // Writes are grouped into shared Raft entries: none may be applied twice or skipped when
+    // the node died between two writes of one entry.
+    assert!(
+        all.kvs().iter().all(|kv| kv.version() == 1),
+        "a put was applied twice"
+    );
+    let mut revs: Vec<i64> = present.values().copied().collect();
+    revs.sort_unstable();
+    let first = revs[0];
+    assert_eq!(
+        revs,
+        (first..first + revs.len() as i64).collect::<Vec<_>>(),
+        "revisions have a gap"
+    );
     let max_acked = acked.iter().map(|(_, r)| *r).max().unwrap();
     let next = cl.put("after", "x", None).await.unwrap();
     assert!(next.header().unwrap().revision() > max_acked);

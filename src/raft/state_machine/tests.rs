@@ -45,13 +45,31 @@ fn open(dir: &std::path::Path, observer: Arc<dyn ApplyObserver>) -> (sled::Db, S
 fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
     Entry {
         log_id: log_id(1, 1, index),
-        payload: EntryPayload::Normal(Command(InternalRequest {
+        payload: EntryPayload::Normal(Command(vec![InternalRequest {
             request: Some(Request::Put(PutRequest {
                 key: key.as_bytes().to_vec(),
                 value: value.as_bytes().to_vec(),
                 ..Default::default()
             })),
+        }])),
+    }
+}
+
+fn put_req(key: &str, value: &str) -> InternalRequest {
+    InternalRequest {
+        request: Some(Request::Put(PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.as_bytes().to_vec(),
+            ..Default::default()
         })),
+    }
+}
+
+/// One entry carrying several writes.
+fn group(index: u64, writes: Vec<InternalRequest>) -> Entry<TypeConfig> {
+    Entry {
+        log_id: log_id(1, 1, index),
+        payload: EntryPayload::Normal(Command(writes)),
     }
 }
 
@@ -107,8 +125,12 @@ async fn writes_notify_the_observer_and_answer_in_order() {
         .await
         .unwrap();
     assert_eq!(replies.len(), 4);
-    let revs: Vec<i64> = replies.iter().map(|r| r.0.revision).collect();
-    assert_eq!(revs[1..], [2, 3, 4]);
+    assert!(replies[0].0.is_empty(), "a membership entry has no writes");
+    let revs: Vec<i64> = replies
+        .iter()
+        .flat_map(|r| r.0.iter().map(|w| w.revision))
+        .collect();
+    assert_eq!(revs, [2, 3, 4]);
     let notified = rec.notified.lock().unwrap().clone();
     assert_eq!(
         notified.iter().map(|n| n.0).collect::<Vec<_>>(),
@@ -233,4 +255,105 @@ async fn apply_in_blocking_pool_per_call_vs_per_entry() {
         );
         assert!(get(sm.store(), "k1").is_some());
     }
+}
+
+/// The writes of one entry are applied in order, each its own revision with its own
+/// notification, and answered in order.
+#[tokio::test]
+async fn an_entry_of_several_writes_gives_each_its_own_revision() {
+    let dir = tempfile::tempdir().unwrap();
+    let rec = Arc::new(Recorder::default());
+    let (_db, mut sm) = open(dir.path(), rec.clone());
+    let replies = sm
+        .apply(vec![
+            group(
+                1,
+                vec![put_req("a", "1"), put_req("b", "2"), put_req("a", "3")],
+            ),
+            group(2, vec![put_req("c", "4")]),
+            group(3, vec![]),
+        ])
+        .await
+        .unwrap();
+    let revs: Vec<Vec<i64>> = replies
+        .iter()
+        .map(|r| r.0.iter().map(|w| w.revision).collect())
+        .collect();
+    assert_eq!(revs, vec![vec![2, 3, 4], vec![5], vec![]]);
+    let notified = rec.notified.lock().unwrap().clone();
+    let values: Vec<(i64, Vec<u8>)> = notified
+        .iter()
+        .map(|(rev, evs)| (*rev, evs[0].kv.as_ref().unwrap().value.clone()))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            (2, b"1".to_vec()),
+            (3, b"2".to_vec()),
+            (4, b"3".to_vec()),
+            (5, b"4".to_vec())
+        ]
+    );
+    assert_eq!(get(sm.store(), "a"), Some(b"3".to_vec()));
+    let (applied, _) = sm.applied_state().await.unwrap();
+    assert_eq!(applied, Some(log_id(1, 1, 3)));
+}
+
+/// A node that stopped between two writes of an entry (emulated by writing exactly what
+/// the state machine writes after the first of them) reports the previous entry as applied;
+/// when openraft applies the entry again, the write that took effect is not repeated and the
+/// others follow it.
+#[tokio::test]
+async fn a_half_applied_entry_completes_without_repeating_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+        sm.apply(vec![membership_entry(1)]).await.unwrap();
+        let (last_applied, last_membership) = sm.applied_state().await.unwrap();
+        let partial = AppliedState {
+            last_applied,
+            last_membership,
+            in_progress: Some(EntryProgress {
+                log_id: log_id(1, 1, 2),
+                done: 1,
+            }),
+        };
+        let blob = codec::encode("applied state", &partial).unwrap();
+        let out = sm.store().apply(&put_req("a", "1"), &blob).unwrap();
+        assert_eq!(out.revision, 2);
+    }
+    let rec = Arc::new(Recorder::default());
+    let (_db, mut sm) = open(dir.path(), rec.clone());
+    let (applied, membership) = sm.applied_state().await.unwrap();
+    assert_eq!(
+        applied,
+        Some(log_id(1, 1, 1)),
+        "the half-applied entry is not applied"
+    );
+    assert_eq!(membership.log_id(), &Some(log_id(1, 1, 1)));
+    let replies = sm
+        .apply(vec![group(
+            2,
+            vec![put_req("a", "1"), put_req("b", "2"), put_req("c", "3")],
+        )])
+        .await
+        .unwrap();
+    let revs: Vec<i64> = replies[0].0.iter().map(|w| w.revision).collect();
+    assert_eq!(
+        revs,
+        [0, 3, 4],
+        "the first write is skipped, the others follow"
+    );
+    assert_eq!(sm.store().current_revision(), 4);
+    let notified: Vec<i64> = rec.notified.lock().unwrap().iter().map(|n| n.0).collect();
+    assert_eq!(notified, [3, 4]);
+    let a = sm
+        .store()
+        .range(&RangeRequest {
+            key: b"a".to_vec(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(a.kvs[0].version, 1, "a was written once");
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1, 2)));
 }

@@ -1,0 +1,184 @@
+//! Shared read index rounds on the leader.
+//!
+//! A linearizable read needs the leader to confirm its leadership with a quorum (one
+//! heartbeat round) and then the state machine to reach the read index. Doing that per read
+//! costs one round per Range; the [`ReadIndexBatcher`] serves every read queued while a round
+//! runs by the NEXT round: a round that started before a read arrived could miss a write
+//! acknowledged just before the read, so reads only ever join a round that starts after them
+//! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
+//! machine runs apart from the rounds, so the next round starts at once.
+
+use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::metrics::WaitError;
+use openraft::Raft;
+use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
+
+use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+
+/// Reads waiting for a round; when full, callers wait to enqueue (backpressure).
+pub const READ_QUEUE_CAPACITY: usize = 4096;
+/// Most reads answered by one round; a full round leaves the rest for the next one.
+pub const MAX_READS_PER_ROUND: usize = 1024;
+
+/// What a read index round answers: openraft's own outcome of `ensure_linearizable`.
+pub type ReadReply = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>>;
+
+/// Queues linearizable reads for shared read index rounds. Cheap to clone: clones share one
+/// queue and one task, which ends once every clone is dropped.
+#[derive(Clone)]
+pub struct ReadIndexBatcher {
+    /// Where each waiting read gets its answer.
+    queue: mpsc::Sender<oneshot::Sender<ReadReply>>,
+}
+
+impl ReadIndexBatcher {
+    /// Starts the round task for `raft` (needs a tokio runtime).
+    pub fn start(raft: Raft<TypeConfig>) -> ReadIndexBatcher {
+        let (queue, rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+        tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("read_index_batcher")));
+        ReadIndexBatcher { queue }
+    }
+
+    /// Returns once a local read is linearizable: leadership was confirmed by a round that
+    /// started after this call and the state machine applied that round's read index.
+    pub async fn ensure_linearizable(&self) -> ReadReply {
+        let (tx, rx) = oneshot::channel();
+        self.queue.send(tx).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>> {
+    RaftError::Fatal(openraft::error::Fatal::Stopped)
+}
+
+async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
+    while let Some(first) = rx.recv().await {
+        let mut waiting = vec![first];
+        while waiting.len() < MAX_READS_PER_ROUND {
+            let Ok(next) = rx.try_recv() else { break };
+            waiting.push(next);
+        }
+        // Every read in `waiting` arrived before this round starts.
+        let read_index = match raft.get_read_log_id().await {
+            Ok((read_log_id, _applied)) => read_log_id.map(|l| l.index),
+            Err(e) => {
+                for tx in waiting {
+                    let _ = tx.send(Err(e.clone()));
+                }
+                continue;
+            }
+        };
+        tracing::trace!(reads = waiting.len(), ?read_index, "read index round");
+        let raft = raft.clone();
+        tokio::spawn(async move {
+            let reply = match raft
+                .wait(None)
+                .applied_index_at_least(read_index, "read index")
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(WaitError::Timeout(..) | WaitError::ShuttingDown) => Err(stopped()),
+            };
+            for tx in waiting {
+                // A read that stopped waiting needs no answer.
+                let _ = tx.send(reply.clone());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
+    use crate::pb::minietcdpb::internal_request::Request;
+    use crate::pb::minietcdpb::InternalRequest;
+    use crate::raft::types::NoopObserver;
+    use crate::raft::{start, RaftSettings};
+    use crate::storage::MvccStore;
+
+    /// Writers and readers at once on one member: every read that starts after a write was
+    /// acknowledged sees it, and all reads are answered although they share rounds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_reads_see_every_acknowledged_write() {
+        const READERS: usize = 20;
+        const ROUNDS: usize = 20;
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let members = BTreeMap::from([(1, MemberNode::default())]);
+        let node = start(
+            RaftSettings::new(1, members),
+            db,
+            store.clone(),
+            Arc::new(NoopObserver),
+        )
+        .await
+        .unwrap();
+        node.raft()
+            .wait(Some(Duration::from_secs(20)))
+            .current_leader(1, "leader")
+            .await
+            .unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for r in 0..READERS {
+            let proposer = node.proposer();
+            let store = store.clone();
+            tasks.spawn(async move {
+                for i in 0..ROUNDS {
+                    let key = format!("r{r}");
+                    let put = InternalRequest {
+                        request: Some(Request::Put(PutRequest {
+                            key: key.clone().into_bytes(),
+                            value: i.to_string().into_bytes(),
+                            ..Default::default()
+                        })),
+                    };
+                    let acked = proposer.write(put).await.unwrap().revision;
+                    proposer.read_index().await.unwrap();
+                    assert!(store.current_revision() >= acked);
+                    let got = store
+                        .range(&RangeRequest {
+                            key: key.into_bytes(),
+                            ..Default::default()
+                        })
+                        .unwrap();
+                    assert_eq!(got.kvs[0].value, i.to_string().into_bytes());
+                }
+            });
+        }
+        while let Some(r) = tasks.join_next().await {
+            r.unwrap();
+        }
+        node.shutdown().await;
+    }
+
+    /// Once Raft has stopped, a read fails instead of hanging.
+    #[tokio::test]
+    async fn a_read_after_raft_stopped_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let store = Arc::new(MvccStore::open(&db).unwrap());
+        let members = BTreeMap::from([(1, MemberNode::default())]);
+        let node = start(
+            RaftSettings::new(1, members),
+            db,
+            store,
+            Arc::new(NoopObserver),
+        )
+        .await
+        .unwrap();
+        node.shutdown().await;
+        let reads = ReadIndexBatcher::start(node.raft());
+        assert!(matches!(
+            reads.ensure_linearizable().await,
+            Err(RaftError::Fatal(_))
+        ));
+    }
+}
