@@ -190,6 +190,13 @@ impl DataDir {
     }
 }
 
+impl DataDir {
+    /// sled's data file, which the Raft log fdatasyncs after each flush.
+    pub fn sled_data_file(&self) -> PathBuf {
+        self.path.join(DB_DIR).join("db")
+    }
+}
+
 impl Identity {
     pub fn new(name: &str, member_id: u64, cluster_id: u64, token: &str) -> Identity {
         Identity {

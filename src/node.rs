@@ -139,6 +139,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
+    settings.sled_data_file = Some(data_dir.sled_data_file());
     let tuning = crate::raft::RaftTuning {
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,
         ..crate::raft::RaftTuning::default()

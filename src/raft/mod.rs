@@ -72,6 +72,9 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (`--snapshot-count`).
     pub snapshot_count: u64,
+    /// sled's data file (`<sled dir>/db`), fdatasync'ed after each log flush so that an
+    /// acknowledged append is on stable storage; `None` leaves durability to sled's flush.
+    pub sled_data_file: Option<std::path::PathBuf>,
 }
 
 impl RaftSettings {
@@ -85,6 +88,7 @@ impl RaftSettings {
             heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
+            sled_data_file: None,
         }
     }
 
@@ -232,7 +236,12 @@ pub async fn start_tuned(
     observer: Arc<dyn ApplyObserver>,
 ) -> Result<RaftNode, RaftError> {
     let config = Arc::new(cfg.openraft_config(&tuning)?);
-    let log_store = LogStore::open(&db).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let mut log_store = LogStore::open(&db).map_err(|e| RaftError::Storage(e.to_string()))?;
+    if let Some(path) = &cfg.sled_data_file {
+        log_store = log_store
+            .with_data_file(path)
+            .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
+    }
     let state_machine =
         StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
     let channels = Arc::new(PeerChannels::default());
