@@ -10,6 +10,13 @@
 //! once per entry, not per write. An idle batcher proposes a lone write at once: there is no
 //! timer, so a single client sees no added latency.
 //!
+//! Measured with minietcd-bench put (100 clients on 10 connections, 256-byte values, release
+//! build, 2-core VM, one run each, etcd 3.4.23 in the same run): one member 2.3k writes/s
+//! before, 5.8k after (etcd 12.5k); three members 1.7k before, 2.6k after (etcd 7.1k). With
+//! three members the leader's entries hold about 30 writes on average but take 5 to 10 ms
+//! each: openraft 0.9 awaits every log flush inside its core before it replicates or commits
+//! anything else, and sled's flush also writes the state machine's batches (one database).
+//!
 //! Example, with 2 entries in flight (the default): writes a, b, c arrive together; a goes alone as
 //! entry 7 (the batcher was idle), b and c are gathered into entry 8 while 7 is flushing;
 //! d..k arrive while 7 and 8 are in flight and wait for a slot; when 7 commits they all go
