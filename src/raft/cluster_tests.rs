@@ -441,52 +441,6 @@ async fn without_a_quorum_requests_fail_with_no_leader_in_bounded_time() {
     assert_eq!(member.get("k"), None);
 }
 
-/// Writes per second through a three-member cluster: `CLIENTS` concurrent writers, half on
-/// the leader and half on a follower (forwarded). Run with
-/// `cargo test --release --lib cluster_write_throughput -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a test"]
-async fn cluster_write_throughput() {
-    const CLIENTS: usize = 64;
-    const WRITES_PER_CLIENT: usize = 200;
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    let (ls, members_map) = listeners(3).await;
-    let mut members = Vec::new();
-    for (i, l) in ls.into_iter().enumerate() {
-        members.push(start_member(settings(i as NodeId + 1, &members_map), l).await);
-    }
-    let leader = agreed_leader(&members, &[0, 1, 2]).await;
-    let li = index_of(&members, leader);
-    for (label, target) in [("leader", li), ("follower", (li + 1) % 3)] {
-        let proposer = members[target].node.proposer();
-        let start = std::time::Instant::now();
-        let mut tasks = tokio::task::JoinSet::new();
-        for c in 0..CLIENTS {
-            let p = proposer.clone();
-            tasks.spawn(async move {
-                for w in 0..WRITES_PER_CLIENT {
-                    p.write(put(&format!("c{c}-{w}"), "value")).await.unwrap();
-                }
-            });
-        }
-        while let Some(r) = tasks.join_next().await {
-            r.unwrap();
-        }
-        let total = CLIENTS * WRITES_PER_CLIENT;
-        let per_sec = (total as f64 / start.elapsed().as_secs_f64()) as u64;
-        tracing::info!(
-            via = label,
-            clients = CLIENTS,
-            total,
-            per_sec,
-            "cluster write throughput"
-        );
-    }
-    for m in &mut members {
-        m.stop().await;
-    }
-}
-
 /// openraft's segment-by-segment snapshot RPC travels too: a stale leader's segment is
 /// answered with the member's newer vote.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 //! real log store), writes reaching the observer, restart recovery and snapshot moves.
 
 use std::sync::Mutex as StdMutex;
-use std::time::Instant;
 
 use openraft::storage::RaftStateMachine;
 use openraft::testing::{log_id, StoreBuilder, Suite};
@@ -211,50 +210,6 @@ async fn snapshot_moves_data_and_survives_restart() {
         .expect("kept snapshot");
     assert_eq!(current.meta.snapshot_id, snap.meta.snapshot_id);
     assert_eq!(get(follower.store(), "k49"), Some(b"v49".to_vec()));
-}
-
-/// Measures applying many small entries three ways: all inline on the runtime thread, one
-/// blocking-pool hop per `apply` call (what the state machine does), one hop per entry.
-/// Run with `cargo test --release --lib apply_in_blocking_pool -- --ignored --nocapture`.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement, not a test"]
-async fn apply_in_blocking_pool_per_call_vs_per_entry() {
-    const ENTRIES: u64 = 20_000;
-    const PER_CALL: u64 = 64;
-    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
-    for mode in ["inline", "per_call", "per_entry"] {
-        let dir = tempfile::tempdir().unwrap();
-        let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
-        let start = Instant::now();
-        let mut index = 1;
-        while index <= ENTRIES {
-            let batch: Vec<_> = (index..index + PER_CALL)
-                .map(|i| put(i, &format!("k{}", i % 1000), "v"))
-                .collect();
-            index += PER_CALL;
-            match mode {
-                "inline" => {
-                    sm.shared.apply_entries(batch).unwrap();
-                }
-                "per_call" => {
-                    sm.apply(batch).await.unwrap();
-                }
-                _ => {
-                    for e in batch {
-                        sm.apply(vec![e]).await.unwrap();
-                    }
-                }
-            }
-        }
-        let secs = start.elapsed().as_secs_f64();
-        tracing::info!(
-            mode,
-            entries = ENTRIES,
-            per_sec = (ENTRIES as f64 / secs) as u64,
-            "apply throughput"
-        );
-        assert!(get(sm.store(), "k1").is_some());
-    }
 }
 
 /// The writes of one entry are applied in order, each its own revision with its own
