@@ -191,7 +191,7 @@ fn answer_each(replies: Vec<oneshot::Sender<Reply>>, responses: Vec<InternalResp
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeMap;
     use std::time::Duration;
 
@@ -204,7 +204,7 @@ mod tests {
     use crate::storage::MvccStore;
 
     /// A one-member cluster, leading.
-    async fn one_member() -> (tempfile::TempDir, RaftNode, Arc<MvccStore>) {
+    pub(crate) async fn one_member() -> (tempfile::TempDir, RaftNode, Arc<MvccStore>) {
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path()).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());

@@ -322,7 +322,7 @@ fn forward_failed(status: &tonic::Status, expired: impl FnOnce() -> ProposeError
 /// it as `Unavailable` with the connector's "tcp connect error" and keeps the `io::Error` in
 /// the source chain. Anything else, a reset connection included, is treated as possibly
 /// delivered.
-fn never_connected(status: &tonic::Status) -> bool {
+pub(crate) fn never_connected(status: &tonic::Status) -> bool {
     if status.code() != Code::Unavailable {
         return false;
     }

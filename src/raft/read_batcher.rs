@@ -93,7 +93,6 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<Read
 mod tests {
     use std::collections::BTreeMap;
     use std::sync::Arc;
-    use std::time::Duration;
 
     use super::*;
     use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
@@ -109,23 +108,7 @@ mod tests {
     async fn concurrent_reads_see_every_acknowledged_write() {
         const READERS: usize = 20;
         const ROUNDS: usize = 20;
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let store = Arc::new(MvccStore::open(&db).unwrap());
-        let members = BTreeMap::from([(1, MemberNode::default())]);
-        let node = start(
-            RaftSettings::new(1, members),
-            db,
-            store.clone(),
-            Arc::new(NoopObserver),
-        )
-        .await
-        .unwrap();
-        node.raft()
-            .wait(Some(Duration::from_secs(20)))
-            .current_leader(1, "leader")
-            .await
-            .unwrap();
+        let (_dir, node, store) = crate::raft::batcher::tests::one_member().await;
         let mut tasks = tokio::task::JoinSet::new();
         for r in 0..READERS {
             let proposer = node.proposer();

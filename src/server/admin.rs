@@ -29,6 +29,7 @@ use crate::pb::etcdserverpb::{
 use crate::pb::minietcdpb::admin_request::Request as AdminReq;
 use crate::pb::minietcdpb::admin_response::Response as AdminResp;
 use crate::pb::minietcdpb::{AdminRequest, AdminResponse, MemberAttributes, MembersResponse};
+use crate::raft::proposer::never_connected;
 use crate::raft::service::{is_not_leader, not_leader, AdminHandler};
 use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 use crate::raft::{PeerChannels, ProposeError};
@@ -694,24 +695,6 @@ impl Admin {
         }
         false
     }
-}
-
-/// Whether the call failed before reaching the peer (the TCP connect was refused).
-fn never_connected(status: &Status) -> bool {
-    if status.code() != Code::Unavailable {
-        return false;
-    }
-    if status.message().starts_with("tcp connect error") {
-        return true;
-    }
-    let mut source = std::error::Error::source(status);
-    while let Some(e) = source {
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            return io.kind() == std::io::ErrorKind::ConnectionRefused;
-        }
-        source = e.source();
-    }
-    false
 }
 
 #[cfg(test)]
