@@ -6,38 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::printer::Format;
 
-/// Parses Go durations as etcdctl's flags take them: `2s`, `500ms`, `1m30s`, `1.5s`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or(format!("missing unit in duration {s:?}"))?;
-        let value: f64 = rest[..num_end]
-            .parse()
-            .map_err(|_| format!("invalid duration {s:?}"))?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            unit => return Err(format!("unknown unit {unit:?} in duration {s:?}")),
-        };
-        total += value * scale;
-        rest = &rest[unit_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
+/// Go duration syntax, as etcdctl's flags take it (`2s`, `500ms`, `1m30s`).
+pub use minietcd::config::parse_go_duration as parse_duration;
 
 #[derive(Parser)]
 #[command(
