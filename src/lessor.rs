@@ -72,7 +72,7 @@ impl Lessor {
 
     /// Starts (or restarts) the lease's clock; `None` when the store has no such lease.
     pub fn renew(&self, id: i64) -> Option<i64> {
-        let ttl = self.store.lease_info(id).ok().flatten()?.granted_ttl_secs;
+        let ttl = self.store.lease_ttl(id).ok().flatten()?;
         let ttl = self.effective_ttl(ttl);
         self.lock()
             .by_id
@@ -102,14 +102,8 @@ impl Lessor {
             self.lock().leader_term = 0;
             return Vec::new();
         };
-        let leases: Vec<(i64, i64)> = match self.store.lease_ids() {
-            Ok(ids) => ids
-                .into_iter()
-                .filter_map(|id| {
-                    let info = self.store.lease_info(id).ok().flatten()?;
-                    Some((id, info.granted_ttl_secs))
-                })
-                .collect(),
+        let leases = match self.store.lease_ttls() {
+            Ok(leases) => leases,
             Err(e) => {
                 warn!(error = %e, "cannot list leases");
                 return Vec::new();

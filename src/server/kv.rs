@@ -69,8 +69,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         txn_check::check_range(&req)?;
         self.ctx.read_barrier(req.serializable).await?;
-        let store = self.ctx.store.clone();
-        let mut resp = store.range(&req).map_err(ApiError::from)?;
+        let mut resp = self.ctx.store.range(&req).map_err(ApiError::from)?;
         self.ctx
             .header
             .fill(&mut resp.header, self.ctx.store.current_revision());

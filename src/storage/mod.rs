@@ -466,6 +466,22 @@ impl MvccStore {
         Ok(self.read_state()?.leases.keys().copied().collect())
     }
 
+    /// Every lease with its granted TTL in seconds, ascending by id (the leader's expiry
+    /// scan: no attached keys are copied).
+    pub fn lease_ttls(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        Ok(self
+            .read_state()?
+            .leases
+            .iter()
+            .map(|(id, l)| (*id, l.ttl_secs))
+            .collect())
+    }
+
+    /// A lease's granted TTL in seconds, None if unknown (keep-alives).
+    pub fn lease_ttl(&self, id: i64) -> Result<Option<i64>, StorageError> {
+        Ok(self.read_state()?.leases.get(&id).map(|l| l.ttl_secs))
+    }
+
     /// A lease's granted TTL and attached keys (LeaseTimeToLive), None if unknown.
     pub fn lease_info(&self, id: i64) -> Result<Option<LeaseInfo>, StorageError> {
         Ok(self.read_state()?.leases.get(&id).map(|l| LeaseInfo {
