@@ -1,5 +1,5 @@
 //! The data directory: `member.json` (who this member is, in which cluster) beside the sled
-//! database in `db/`. A directory that holds something else, or a damaged one, is refused
+//! database in `db/` (the MVCC store) and the Raft log's segments in `wal/`. A directory that holds something else, or a damaged one, is refused
 //! with a clear error instead of being overwritten.
 
 use std::fs;
@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Marks a data dir written by this version of minietcd.
-const FORMAT: &str = "minietcd/1";
+/// Marks a data dir written by this version of minietcd: the Raft log in its own WAL.
+const FORMAT: &str = "minietcd/2";
+/// The first format: the Raft log inside sled. Not readable by this build.
+const FORMAT_SLED_LOG: &str = "minietcd/1";
+const WAL_DIR: &str = "wal";
 const IDENTITY_FILE: &str = "member.json";
 const DB_DIR: &str = "db";
 /// Written into sled when the data dir is created. sled recovers a garbled database as a
@@ -22,6 +25,12 @@ const DB_MARKER_KEY: &[u8] = b"minietcd/format";
 pub enum DataDirError {
     #[error("data dir {0}: not a minietcd data dir (it holds other files and no {IDENTITY_FILE})")]
     Foreign(PathBuf),
+    #[error(
+        "data dir {path}: format {found:?} keeps the Raft log inside sled; this build reads \
+         only {FORMAT:?} (Raft log in its own write-ahead log): move the data with a snapshot \
+         or start the member from an empty dir"
+    )]
+    OldFormat { path: PathBuf, found: String },
     #[error("data dir {path}: damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
     #[error("data dir {path}: belongs to member {stored:?} but --name is {given:?}")]
@@ -127,6 +136,12 @@ impl DataDir {
             };
             let stored: Identity = serde_json::from_slice(&raw)
                 .map_err(|e| damaged(format!("{IDENTITY_FILE}: {e}")))?;
+            if stored.format == FORMAT_SLED_LOG {
+                return Err(DataDirError::OldFormat {
+                    path: path.to_path_buf(),
+                    found: stored.format,
+                });
+            }
             if stored.format != FORMAT {
                 return Err(damaged(format!(
                     "{IDENTITY_FILE}: unknown format {:?} (expected {FORMAT:?})",
@@ -142,6 +157,9 @@ impl DataDir {
             }
             if !path.join(DB_DIR).is_dir() {
                 return Err(damaged(format!("{DB_DIR}/ is missing")));
+            }
+            if !path.join(WAL_DIR).is_dir() {
+                return Err(damaged(format!("{WAL_DIR}/ is missing")));
             }
             (stored, false)
         };
@@ -191,6 +209,11 @@ impl DataDir {
 }
 
 impl DataDir {
+    /// The Raft log's directory.
+    pub fn wal_dir(&self) -> PathBuf {
+        self.path.join(WAL_DIR)
+    }
+
     /// sled's data file, which the Raft log fdatasyncs after each flush.
     pub fn sled_data_file(&self) -> PathBuf {
         self.path.join(DB_DIR).join("db")

@@ -133,7 +133,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             (*id, node)
         })
         .collect();
-    let mut settings = RaftSettings::new(identity.member_id, members);
+    let mut settings = RaftSettings::new(identity.member_id, members, data_dir.wal_dir());
     settings.initialize =
         data_dir.fresh && cfg.initial_cluster_state == crate::config::ClusterState::New;
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;

@@ -206,11 +206,11 @@ pub(crate) mod tests {
     /// A one-member cluster, leading.
     pub(crate) async fn one_member() -> (tempfile::TempDir, RaftNode, Arc<MvccStore>) {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
         let members = BTreeMap::from([(1, MemberNode::default())]);
         let node = start(
-            RaftSettings::new(1, members),
+            RaftSettings::new(1, members, dir.path().join("wal")),
             db,
             store.clone(),
             Arc::new(NoopObserver),

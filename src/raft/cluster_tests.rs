@@ -119,7 +119,8 @@ async fn listeners(n: usize) -> (Vec<TcpListener>, BTreeMap<NodeId, MemberNode>)
 }
 
 fn settings(id: NodeId, members: &BTreeMap<NodeId, MemberNode>) -> RaftSettings {
-    let mut s = RaftSettings::new(id, members.clone());
+    // The wal dir is set by `start_in`, next to the member's database.
+    let mut s = RaftSettings::new(id, members.clone(), std::path::PathBuf::new());
     s.heartbeat_interval_ms = HEARTBEAT_MS;
     s.election_timeout_ms = ELECTION_MS;
     s
@@ -154,11 +155,13 @@ async fn open_db(dir: &std::path::Path) -> sled::Db {
 
 async fn start_in(
     dir: tempfile::TempDir,
-    settings: RaftSettings,
-    tuning: RaftTuning,
+    mut settings: RaftSettings,
+    mut tuning: RaftTuning,
     listener: TcpListener,
 ) -> Member {
-    let db = open_db(dir.path()).await;
+    settings.wal_dir = dir.path().join("wal");
+    tuning.wal.segment_bytes = 1 << 20;
+    let db = open_db(&dir.path().join("db")).await;
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let id = settings.node_id;
     let addr = listener.local_addr().unwrap();
@@ -369,12 +372,12 @@ async fn single_member_leads_at_once_and_again_after_restart() {
     let addr = listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A long election timeout: leading within a fraction of it proves no election wait.
-    let mut s = RaftSettings::new(1, members_map.clone());
+    let mut s = RaftSettings::new(1, members_map.clone(), dir.path().join("wal"));
     s.election_timeout_ms = 5000;
     s.heartbeat_interval_ms = 500;
     let quick = Duration::from_millis(1500);
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
         let node = start(s.clone(), db, store, Arc::new(NoopObserver))
             .await
@@ -391,7 +394,7 @@ async fn single_member_leads_at_once_and_again_after_restart() {
     drop(listener);
     // Restart on the same data: the member is initialized already and leads again at once.
     // openraft's storage tasks let go of the database shortly after shutdown returns.
-    let db = open_db(dir.path()).await;
+    let db = open_db(&dir.path().join("db")).await;
     let store = Arc::new(MvccStore::open(&db).unwrap());
     let node = start(s, db, store.clone(), Arc::new(NoopObserver))
         .await

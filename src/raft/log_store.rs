@@ -1,30 +1,24 @@
-//! The Raft log and vote on sled (openraft's v2 `RaftLogStorage`).
+//! The Raft log and vote on the WAL (openraft's v2 `RaftLogStorage`), see [`crate::raft::wal`].
 //!
-//! Layout, in the node's own `sled::Db` (shared with the MVCC store, so one `flush` makes
-//! both durable):
-//! - tree [`LOG_TREE`]: log index as 8 big-endian bytes -> postcard-encoded `Entry`; big-endian
-//!   keys sort numerically, so ranges and `last()` are plain sled iterations;
-//! - tree [`STATE_TREE`]: `vote`, `committed`, `last_purged` (postcard-encoded).
+//! Entries are encoded with postcard once, on append, and written by the WAL's writer thread,
+//! which syncs everything queued at once (group commit) and only then tells openraft the
+//! entries are durable. The committed log id rides along with the next sync (losing it only
+//! means re-applying a few entries, which the state machine tolerates); a vote and a
+//! truncation are awaited until durable.
 //!
-//! Durability: `append` writes the whole batch, flushes once, and only then tells openraft
-//! the entries are on disk; a vote is flushed before `save_vote` returns. The committed log
-//! id is written without a flush: losing it only means re-applying a few entries, which the
-//! state machine tolerates.
-//!
-//! sled's `flush` writes its segments with `sync_file_range` (seen with strace), which
-//! survives a crash of the process but does not force the drive's volatile cache. So when the
-//! store knows sled's data file ([`LogStore::with_data_file`], as every node does), each
-//! flush is followed by an `fdatasync` of that file through a descriptor of our own (fsync
-//! acts on the file, whichever descriptor asks): an append is acknowledged only once on
-//! stable storage, as etcd's WAL `fdatasync` makes it. Concurrent client writes share one
-//! entry (the proposer's group commit), so one sync covers many writes.
+//! Decoded entries are kept in a cache bounded by [`CACHE_BYTES`] (never evicting an entry
+//! that is not yet durable), so that replication and apply read recent entries without
+//! touching the files or decoding them again.
 
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::{
@@ -34,107 +28,135 @@ use tracing::instrument;
 
 use crate::raft::codec;
 use crate::raft::types::{NodeId, TypeConfig};
+use crate::raft::wal::fs::StdFs;
+use crate::raft::wal::{Wal, WalError, WalOptions};
 
-/// The sled tree holding log entries.
-pub const LOG_TREE: &str = "raft_log";
-/// The sled tree holding the vote, the committed log id and the last purged log id.
-pub const STATE_TREE: &str = "raft_state";
-
-const VOTE_KEY: &[u8] = b"vote";
-const COMMITTED_KEY: &[u8] = b"committed";
-const LAST_PURGED_KEY: &[u8] = b"last_purged";
+/// Encoded bytes of decoded entries kept in memory.
+pub const CACHE_BYTES: usize = 64 << 20;
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
 
-/// The Raft log store. Cloning is cheap (sled trees are shared handles); a clone is also the
-/// log reader openraft uses from its replication tasks.
+/// Recent entries, decoded.
+#[derive(Default)]
+struct EntryCache {
+    entries: BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    bytes: usize,
+    /// Entries up to here are durable in the WAL and may be evicted.
+    durable: u64,
+}
+
+impl EntryCache {
+    fn insert(&mut self, entry: Entry<TypeConfig>, size: usize) {
+        let index = entry.log_id.index;
+        self.cut_from(index);
+        self.entries.insert(index, (entry, size));
+        self.bytes += size;
+    }
+
+    fn evict(&mut self) {
+        while self.bytes > CACHE_BYTES {
+            match self.entries.first_key_value() {
+                Some((&i, _)) if i <= self.durable => {
+                    if let Some((_, size)) = self.entries.remove(&i) {
+                        self.bytes -= size;
+                    }
+                }
+                _ => break,
+            }
+        }
+    }
+
+    fn cut_from(&mut self, index: u64) {
+        for (_, (_, size)) in self.entries.split_off(&index) {
+            self.bytes -= size;
+        }
+        self.durable = self.durable.min(index.saturating_sub(1));
+    }
+
+    fn purge_to(&mut self, index: u64) {
+        let keep = self.entries.split_off(&(index + 1));
+        for (_, (_, size)) in std::mem::replace(&mut self.entries, keep) {
+            self.bytes -= size;
+        }
+    }
+}
+
+/// The Raft log store. Cloning is cheap; a clone is also the log reader openraft uses from
+/// its replication tasks.
 #[derive(Clone)]
 pub struct LogStore {
-    /// The whole database, flushed to make appends and votes durable.
-    db: sled::Db,
-    /// Entries by big-endian index.
-    log: sled::Tree,
-    /// Vote, committed and last purged log ids.
-    state: sled::Tree,
-    /// sled's data file, fdatasync'ed after every flush (see the module doc).
-    data_file: Option<std::sync::Arc<std::fs::File>>,
+    /// The files.
+    wal: Wal,
+    /// Recent entries, decoded.
+    cache: Arc<Mutex<EntryCache>>,
 }
 
 impl LogStore {
-    /// Opens (or creates) the log trees inside `db`.
-    pub fn open(db: &sled::Db) -> Result<LogStore, sled::Error> {
-        Ok(LogStore {
-            db: db.clone(),
-            log: db.open_tree(LOG_TREE)?,
-            state: db.open_tree(STATE_TREE)?,
-            data_file: None,
-        })
+    /// Opens (or creates) the log in directory `dir`.
+    pub fn open(dir: &Path, opts: WalOptions) -> Result<LogStore, WalError> {
+        let fs = StdFs::new(dir).map_err(|source| WalError::Io {
+            what: format!("create {}", dir.display()),
+            source,
+        })?;
+        Ok(LogStore::new(Wal::open(Arc::new(fs), opts)?))
     }
 
-    /// Makes every flush end with an `fdatasync` of sled's data file at `path`
-    /// (`<sled dir>/db`).
-    pub fn with_data_file(mut self, path: &std::path::Path) -> io::Result<LogStore> {
-        self.data_file = Some(std::sync::Arc::new(std::fs::File::open(path)?));
-        Ok(self)
-    }
-
-    /// sled's flush, then the fdatasync that makes it reach stable storage.
-    async fn durable(&self) -> Result<(), sled::Error> {
-        self.db.flush_async().await?;
-        if let Some(file) = &self.data_file {
-            let file = file.clone();
-            tokio::task::spawn_blocking(move || file.sync_data())
-                .await
-                .map_err(io::Error::other)??;
+    /// The log store over an open WAL.
+    pub fn new(wal: Wal) -> LogStore {
+        let durable = wal.state().entries.map_or(0, |(_, last)| last);
+        LogStore {
+            wal,
+            cache: Arc::new(Mutex::new(EntryCache {
+                durable,
+                ..EntryCache::default()
+            })),
         }
-        Ok(())
     }
 
-    fn read_state<T: serde::de::DeserializeOwned>(
-        &self,
-        key: &'static [u8],
-        subject: ErrorSubject<NodeId>,
-    ) -> StoreResult<Option<T>> {
-        let raw = self
-            .state
-            .get(key)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
-        raw.map(|v| codec::decode("raft state", &v))
-            .transpose()
-            .map_err(|e| io_err(subject, ErrorVerb::Read, &e))
+    /// The WAL underneath (its sync count feeds the metrics).
+    pub fn wal(&self) -> &Wal {
+        &self.wal
     }
 
-    fn write_state<T: serde::Serialize>(
+    fn cache(&self) -> MutexGuard<'_, EntryCache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn entry(&self, index: u64) -> StoreResult<Option<Entry<TypeConfig>>> {
+        if let Some((e, _)) = self.cache().entries.get(&index) {
+            return Ok(Some(e.clone()));
+        }
+        let Some(raw) = self
+            .wal
+            .read(index)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?
+        else {
+            return Ok(None);
+        };
+        codec::decode("log entry", &raw)
+            .map(Some)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+    }
+
+    /// Waits for a WAL operation that reports through a callback.
+    async fn wait(
         &self,
-        key: &'static [u8],
-        value: &T,
         subject: ErrorSubject<NodeId>,
+        op: impl FnOnce(&Wal, crate::raft::wal::Done) -> Result<(), WalError>,
     ) -> StoreResult<()> {
-        let bytes = codec::encode("raft state", value)
-            .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
-        self.state
-            .insert(key, bytes)
-            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
-        Ok(())
-    }
-
-    async fn flush(&self, subject: ErrorSubject<NodeId>) -> StoreResult<()> {
-        self.durable()
-            .await
-            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
-        Ok(())
-    }
-
-    /// Removes every entry whose key falls in `range`, in one batch.
-    fn remove_range(&self, range: (Bound<[u8; 8]>, Bound<[u8; 8]>)) -> StoreResult<()> {
-        let mut batch = sled::Batch::default();
-        for item in self.log.range(range) {
-            let (key, _) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-            batch.remove(key);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        op(
+            &self.wal,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )
+        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(io_err(subject, ErrorVerb::Write, &e)),
+            Err(e) => Err(io_err(subject, ErrorVerb::Write, &e)),
         }
-        self.log
-            .apply_batch(batch)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }
 
@@ -147,16 +169,13 @@ fn io_err<E: std::error::Error + 'static>(
     StorageIOError::new(subject, verb, AnyError::new(e)).into()
 }
 
-fn key_bound(b: Bound<&u64>) -> Bound<[u8; 8]> {
-    match b {
-        Bound::Included(i) => Bound::Included(i.to_be_bytes()),
-        Bound::Excluded(i) => Bound::Excluded(i.to_be_bytes()),
-        Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-fn decode_entry(raw: &[u8]) -> StoreResult<Entry<TypeConfig>> {
-    codec::decode("log entry", raw).map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+fn decode_state<T: serde::de::DeserializeOwned>(
+    raw: Option<&[u8]>,
+    subject: ErrorSubject<NodeId>,
+) -> StoreResult<Option<T>> {
+    raw.map(|v| codec::decode("raft state", v))
+        .transpose()
+        .map_err(|e| io_err(subject, ErrorVerb::Read, &e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -164,11 +183,28 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> StoreResult<Vec<Entry<TypeConfig>>> {
-        let bounds = (key_bound(range.start_bound()), key_bound(range.end_bound()));
-        let mut out = Vec::new();
-        for item in self.log.range(bounds) {
-            let (_, raw) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-            out.push(decode_entry(&raw)?);
+        let Some((first, last)) = self.wal.state().entries else {
+            return Ok(Vec::new());
+        };
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i.max(first),
+            Bound::Excluded(&i) => i.saturating_add(1).max(first),
+            Bound::Unbounded => first,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.min(last),
+            Bound::Excluded(&i) => i.saturating_sub(1).min(last),
+            Bound::Unbounded => last,
+        };
+        if matches!(range.end_bound(), Bound::Excluded(&0)) || start > end {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(usize::try_from(end - start + 1).unwrap_or(0).min(4096));
+        for i in start..=end {
+            match self.entry(i)? {
+                Some(e) => out.push(e),
+                None => break,
+            }
         }
         Ok(out)
     }
@@ -178,14 +214,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
-        let last_purged_log_id: Option<LogId<NodeId>> =
-            self.read_state(LAST_PURGED_KEY, ErrorSubject::Logs)?;
-        let last = self
-            .log
-            .last()
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
-        let last_log_id = match last {
-            Some((_, raw)) => Some(decode_entry(&raw)?.log_id),
+        let state = self.wal.state();
+        let last_purged_log_id: Option<LogId<NodeId>> = decode_state(
+            state.purged.as_ref().map(|(_, b)| b.as_slice()),
+            ErrorSubject::Logs,
+        )?;
+        let last_log_id = match state.entries {
+            Some((_, last)) => match self.entry(last)? {
+                Some(e) => Some(e.log_id),
+                None => last_purged_log_id,
+            },
             None => last_purged_log_id,
         };
         Ok(LogState {
@@ -200,82 +238,102 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     #[instrument(level = "debug", skip_all, fields(vote = %vote))]
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
-        self.write_state(VOTE_KEY, vote, ErrorSubject::Vote)?;
-        self.flush(ErrorSubject::Vote).await
+        let bytes = codec::encode("raft state", vote)
+            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
+        self.wait(ErrorSubject::Vote, |wal, done| {
+            wal.save_vote(&bytes, Some(done))
+        })
+        .await
     }
 
     async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
-        self.read_state(VOTE_KEY, ErrorSubject::Vote)
+        decode_state(self.wal.state().vote.as_deref(), ErrorSubject::Vote)
     }
 
     async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
-        self.write_state(COMMITTED_KEY, &committed, ErrorSubject::Store)
+        let bytes = codec::encode("raft state", &committed)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        self.wal
+            .save_committed(&bytes)
+            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
-        Ok(self
-            .read_state::<Option<LogId<NodeId>>>(COMMITTED_KEY, ErrorSubject::Store)?
-            .flatten())
+        Ok(decode_state::<Option<LogId<NodeId>>>(
+            self.wal.state().committed.as_deref(),
+            ErrorSubject::Store,
+        )?
+        .flatten())
     }
 
-    /// One sled batch and one flush for the whole call, then the callback: entries are
-    /// acknowledged only once durable.
+    /// Queues the entries on the WAL and returns; openraft hears through `callback` once
+    /// they are durable.
     #[instrument(level = "debug", skip_all)]
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
     where
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut batch = sled::Batch::default();
-        let mut count = 0usize;
+        let mut encoded = Vec::new();
+        let mut decoded = Vec::new();
         for entry in entries {
             let bytes = codec::encode("log entry", &entry)
                 .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
-            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
-            count += 1;
+            encoded.push((entry.log_id.index, bytes));
+            decoded.push(entry);
         }
-        tracing::trace!(count, "append");
-        let written = match self.log.apply_batch(batch) {
-            Ok(()) => self.durable().await,
-            Err(e) => Err(e),
+        let Some(&(last, _)) = encoded.last() else {
+            callback.log_io_completed(Ok(()));
+            return Ok(());
         };
-        match written {
-            Ok(()) => {
-                callback.log_io_completed(Ok(()));
-                Ok(())
-            }
-            Err(e) => {
-                callback.log_io_completed(Err(io::Error::other(e.to_string())));
-                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+        {
+            let mut cache = self.cache();
+            for (entry, (_, bytes)) in decoded.into_iter().zip(&encoded) {
+                cache.insert(entry, bytes.len());
             }
         }
+        let cache = self.cache.clone();
+        let done: crate::raft::wal::Done = Box::new(move |r| match r {
+            Ok(()) => {
+                {
+                    let mut c = cache.lock().unwrap_or_else(|p| p.into_inner());
+                    c.durable = c.durable.max(last);
+                    c.evict();
+                }
+                callback.log_io_completed(Ok(()));
+            }
+            Err(e) => callback.log_io_completed(Err(io::Error::other(e.to_string()))),
+        });
+        self.wal
+            .append(encoded.iter().map(|(i, b)| (*i, b.as_slice())), Some(done))
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
     }
 
-    /// Deletes `log_id.index..`; flushed, so that entries a new leader overwrote never come
+    /// Deletes `log_id.index..`, durably, so that entries a new leader overwrote never come
     /// back after a crash.
     #[instrument(level = "debug", skip_all, fields(since = %log_id))]
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.remove_range((
-            Bound::Included(log_id.index.to_be_bytes()),
-            Bound::Unbounded,
-        ))?;
-        self.flush(ErrorSubject::Logs).await
+        self.cache().cut_from(log_id.index);
+        self.wait(ErrorSubject::Logs, |wal, done| {
+            wal.truncate(log_id.index, Some(done))
+        })
+        .await
     }
 
-    /// Records `last_purged` first, then deletes `..=log_id.index`: a crash in between
-    /// leaves extra entries, never a log state that claims entries it lost.
+    /// Deletes `..=log_id.index`; whole segments go once the purge record is durable.
     #[instrument(level = "debug", skip_all, fields(upto = %log_id))]
     async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.write_state(LAST_PURGED_KEY, &log_id, ErrorSubject::Logs)?;
-        self.remove_range((
-            Bound::Unbounded,
-            Bound::Included(log_id.index.to_be_bytes()),
-        ))
+        let bytes = codec::encode("raft state", &log_id)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+        self.cache().purge_to(log_id.index);
+        self.wal
+            .purge(log_id.index, &bytes)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::Cursor;
 
     use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -361,15 +419,18 @@ mod tests {
 
     struct Builder;
 
+    /// Small segments: the suite opens many stores.
+    pub(crate) fn small() -> WalOptions {
+        WalOptions {
+            segment_bytes: 256 << 10,
+        }
+    }
+
     impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for Builder {
         async fn build(&self) -> StoreResult<(tempfile::TempDir, LogStore, MemStateMachine)> {
             let dir = tempfile::tempdir().unwrap();
-            let db = sled::open(dir.path()).unwrap();
-            Ok((
-                dir,
-                LogStore::open(&db).unwrap(),
-                MemStateMachine::default(),
-            ))
+            let log = LogStore::open(dir.path(), small()).unwrap();
+            Ok((dir, log, MemStateMachine::default()))
         }
     }
 
@@ -383,8 +444,7 @@ mod tests {
         use openraft::testing::log_id;
         let dir = tempfile::tempdir().unwrap();
         {
-            let db = sled::open(dir.path()).unwrap();
-            let mut store = LogStore::open(&db).unwrap();
+            let mut store = LogStore::open(dir.path(), small()).unwrap();
             store.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
             let entries: Vec<Entry<TypeConfig>> = (1..=10)
                 .map(|i| Entry {
@@ -398,8 +458,7 @@ mod tests {
             store.purge(log_id(3, 2, 4)).await.unwrap();
             store.truncate(log_id(3, 2, 9)).await.unwrap();
         }
-        let db = sled::open(dir.path()).unwrap();
-        let mut store = LogStore::open(&db).unwrap();
+        let mut store = LogStore::open(dir.path(), small()).unwrap();
         assert_eq!(
             store.read_vote().await.unwrap(),
             Some(Vote::new_committed(3, 2))

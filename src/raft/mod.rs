@@ -18,6 +18,7 @@ pub mod read_batcher;
 pub mod service;
 pub mod state_machine;
 pub mod types;
+pub mod wal;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,16 +73,24 @@ pub struct RaftSettings {
     pub election_timeout_ms: u64,
     /// Applied entries between snapshots (`--snapshot-count`).
     pub snapshot_count: u64,
-    /// sled's data file (`<sled dir>/db`), fdatasync'ed after each log flush so that an
-    /// acknowledged append is on stable storage; `None` leaves durability to sled's flush.
+    /// Where the Raft log's segment files live (`<data dir>/wal`).
+    pub wal_dir: std::path::PathBuf,
+    /// sled's data file (`<sled dir>/db`), fdatasync'ed after sled's flush before a snapshot
+    /// covers the state machine (the log below it may then be purged); `None` leaves that to
+    /// sled's flush.
     pub sled_data_file: Option<std::path::PathBuf>,
 }
 
 impl RaftSettings {
     /// Settings with etcd's defaults for member `node_id` of `members`, forming a new
     /// cluster.
-    pub fn new(node_id: NodeId, members: BTreeMap<NodeId, MemberNode>) -> RaftSettings {
+    pub fn new(
+        node_id: NodeId,
+        members: BTreeMap<NodeId, MemberNode>,
+        wal_dir: std::path::PathBuf,
+    ) -> RaftSettings {
         RaftSettings {
+            wal_dir,
             node_id,
             members,
             initialize: true,
@@ -129,6 +138,8 @@ pub struct RaftTuning {
     pub snapshot_chunk_bytes: usize,
     /// Budget for sending one whole snapshot.
     pub snapshot_timeout_ms: u64,
+    /// The Raft log's segment size.
+    pub wal: wal::WalOptions,
 }
 
 impl Default for RaftTuning {
@@ -138,6 +149,7 @@ impl Default for RaftTuning {
             max_payload_entries: DEFAULT_MAX_PAYLOAD_ENTRIES,
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             snapshot_timeout_ms: DEFAULT_SNAPSHOT_TIMEOUT_MS,
+            wal: wal::WalOptions::default(),
         }
     }
 }
@@ -236,14 +248,19 @@ pub async fn start_tuned(
     observer: Arc<dyn ApplyObserver>,
 ) -> Result<RaftNode, RaftError> {
     let config = Arc::new(cfg.openraft_config(&tuning)?);
-    let mut log_store = LogStore::open(&db).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let wal_opts = tuning.wal.clone();
+    let wal_dir = cfg.wal_dir.clone();
+    let log_store = tokio::task::spawn_blocking(move || LogStore::open(&wal_dir, wal_opts))
+        .await
+        .map_err(|e| RaftError::Storage(e.to_string()))?
+        .map_err(|e| RaftError::Storage(e.to_string()))?;
+    let mut state_machine =
+        StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
     if let Some(path) = &cfg.sled_data_file {
-        log_store = log_store
+        state_machine = state_machine
             .with_data_file(path)
             .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
     }
-    let state_machine =
-        StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
     let channels = Arc::new(PeerChannels::default());
     let network =
         PeerNetworkFactory::new(cfg.node_id, channels.clone(), tuning.snapshot_chunk_bytes);

@@ -146,11 +146,11 @@ mod tests {
     #[tokio::test]
     async fn a_read_after_raft_stopped_fails() {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
         let members = BTreeMap::from([(1, MemberNode::default())]);
         let node = start(
-            RaftSettings::new(1, members),
+            RaftSettings::new(1, members, dir.path().join("wal")),
             db,
             store,
             Arc::new(NoopObserver),

@@ -26,7 +26,7 @@
 
 use std::io::Cursor;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
@@ -84,9 +84,25 @@ struct Shared {
     applied: Mutex<AppliedState>,
     /// Makes snapshot ids unique even when two builds see the same last log id.
     snapshot_seq: AtomicU64,
+    /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`].
+    data_file: OnceLock<std::fs::File>,
 }
 
 impl Shared {
+    /// Makes everything applied so far durable: sled's flush (which writes with
+    /// `sync_file_range` only), then an `fdatasync` of sled's data file. Apply never waits
+    /// for this (the log is the source of truth); a snapshot does, because the log below it
+    /// may be purged once it exists.
+    fn make_durable(&self) -> StoreResult<()> {
+        self.store
+            .flush()
+            .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        if let Some(f) = self.data_file.get() {
+            f.sync_data().map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> StoreResult<MutexGuard<'_, AppliedState>> {
         self.applied.lock().map_err(|_| {
             sm_err(
@@ -140,6 +156,7 @@ impl Shared {
             snapshot_id,
         };
         self.store_snapshot(&meta, &data)?;
+        self.make_durable()?;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
@@ -260,6 +277,7 @@ impl Shared {
             .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
         *applied = next;
         drop(applied);
+        self.make_durable()?;
         self.observer.restored(self.store.current_revision());
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
         Ok(())
@@ -330,6 +348,7 @@ impl StateMachine {
             snapshots,
             applied: Mutex::new(applied),
             snapshot_seq: AtomicU64::new(0),
+            data_file: OnceLock::new(),
         });
         if blob.is_none() {
             // An empty store next to a kept snapshot: the store lost its state (a snapshot
@@ -343,6 +362,14 @@ impl StateMachine {
         let last_applied = shared.lock()?.last_applied;
         tracing::info!(?last_applied, "state machine opened");
         Ok(StateMachine { shared })
+    }
+
+    /// Makes [`Shared::make_durable`] end with an `fdatasync` of sled's data file at `path`
+    /// (`<sled dir>/db`).
+    pub fn with_data_file(self, path: &std::path::Path) -> std::io::Result<StateMachine> {
+        let file = std::fs::File::open(path)?;
+        let _ = self.shared.data_file.set(file);
+        Ok(self)
     }
 
     /// The MVCC store this state machine applies to.

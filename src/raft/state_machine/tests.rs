@@ -97,10 +97,14 @@ struct Builder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(&self) -> StoreResult<(tempfile::TempDir, LogStore, StateMachine)> {
         let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
         let sm = StateMachine::open(&db, store, Arc::new(NoopObserver)).unwrap();
-        Ok((dir, LogStore::open(&db).unwrap(), sm))
+        let log = LogStore::open(
+            &dir.path().join("wal"),
+            crate::raft::log_store::tests::small(),
+        );
+        Ok((dir, log.unwrap(), sm))
     }
 }
 
