@@ -123,7 +123,7 @@ impl DataDir {
             Err(e) => return Err(io(e)),
         };
         let (identity, fresh) = if empty {
-            fs::create_dir_all(path).map_err(io)?;
+            fs::create_dir_all(path.join(WAL_DIR)).map_err(io)?;
             write_identity(&id_path, &identity).map_err(io)?;
             (identity, true)
         } else {
@@ -318,6 +318,21 @@ mod tests {
         let d = DataDir::open(&dir, other_cluster, false).unwrap();
         assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));
         drop(d);
+
+        // A data dir of the first format (Raft log inside sled) is refused by name.
+        let mut old: serde_json::Value =
+            serde_json::from_slice(&fs::read(dir.join(IDENTITY_FILE)).unwrap()).unwrap();
+        let current = fs::read(dir.join(IDENTITY_FILE)).unwrap();
+        old["format"] = "minietcd/1".into();
+        fs::write(dir.join(IDENTITY_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
+        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        assert!(matches!(e, DataDirError::OldFormat { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"minietcd/1\" keeps the Raft log inside sled"),
+            "{e}"
+        );
+        fs::write(dir.join(IDENTITY_FILE), current).unwrap();
 
         fs::write(dir.join(IDENTITY_FILE), b"{not json").unwrap();
         assert!(matches!(

@@ -37,10 +37,11 @@ use openraft::{
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
+use crate::pb::minietcdpb::internal_request::Request;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::codec;
 use crate::raft::types::{ApplyObserver, CommandResponse, MemberNode, NodeId, TypeConfig};
-use crate::storage::MvccStore;
+use crate::storage::{GroupWrite, MvccStore};
 
 /// The sled tree that keeps the last built or installed snapshot (so that it survives a
 /// restart and a lagging follower can be served without rebuilding).
@@ -69,6 +70,19 @@ pub struct EntryProgress {
     pub log_id: LogId<NodeId>,
     /// How many of its writes (a prefix) took effect.
     pub done: u64,
+}
+
+/// Writes gathered for one sled batch: (entry position, write, lease seed).
+#[derive(Default)]
+struct Group {
+    writes: Vec<(usize, InternalRequest, Vec<u8>)>,
+    /// The last entry gathered (blank and membership entries included).
+    last_log_id: Option<LogId<NodeId>>,
+}
+
+fn encode_applied(state: &AppliedState, log_id: LogId<NodeId>) -> StoreResult<Vec<u8>> {
+    codec::encode("applied state", state)
+        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)).into())
 }
 
 /// Shared between the state machine and its snapshot builders.
@@ -165,89 +179,123 @@ impl Shared {
     }
 
     /// Applies `entries` in order; runs on the blocking pool.
+    ///
+    /// The writes of all the entries go to the store as one group (one sled batch) whose
+    /// applied blob names the last entry. A compaction (which deletes rows in batches of its
+    /// own) splits the group: the writes before it are written with a blob that records how
+    /// far through its entry they got (`in_progress`), so a crash between the parts still
+    /// applies every write exactly once.
     fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> StoreResult<Vec<CommandResponse>> {
         let mut applied = self.lock()?;
-        let mut responses = Vec::with_capacity(entries.len());
+        let mut responses: Vec<CommandResponse> = Vec::with_capacity(entries.len());
+        let mut group = Group::default();
+        // The state once everything gathered so far is in the store.
+        let mut state = applied.clone();
         for entry in entries {
             let log_id = entry.log_id;
+            let pos = responses.len();
+            responses.push(CommandResponse::default());
+            let skip = match state.in_progress {
+                Some(p) if p.log_id == log_id => p.done,
+                _ => 0,
+            };
             let last_membership = match &entry.payload {
                 EntryPayload::Membership(m) => StoredMembership::new(Some(log_id), m.clone()),
-                _ => applied.last_membership.clone(),
+                _ => state.last_membership.clone(),
             };
-            let done = AppliedState {
+            if let EntryPayload::Normal(cmd) = entry.payload {
+                let count = cmd.0.len();
+                for (i, req) in cmd.0.into_iter().enumerate() {
+                    let done = u64::try_from(i + 1).unwrap_or(u64::MAX);
+                    if done <= skip {
+                        // Applied by a previous run, whose proposer went away with it.
+                        responses[pos].0.push(InternalResponse::default());
+                        continue;
+                    }
+                    let seed = codec::encode("lease seed", &(log_id, done))
+                        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+                    if matches!(req.request, Some(Request::Compaction(_))) {
+                        // Everything before the compaction goes first, as far as write i.
+                        let before = AppliedState {
+                            in_progress: (i > 0).then_some(EntryProgress {
+                                log_id,
+                                done: done - 1,
+                            }),
+                            ..state.clone()
+                        };
+                        self.flush_group(&mut group, &before, log_id, &mut responses)?;
+                        let after = if i + 1 == count {
+                            AppliedState {
+                                last_applied: Some(log_id),
+                                last_membership: last_membership.clone(),
+                                in_progress: None,
+                            }
+                        } else {
+                            AppliedState {
+                                in_progress: Some(EntryProgress { log_id, done }),
+                                ..state.clone()
+                            }
+                        };
+                        let blob = encode_applied(&after, log_id)?;
+                        let outcome = self
+                            .store
+                            .apply(&req, &blob)
+                            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+                        *applied = after;
+                        responses[pos].0.push(outcome.response);
+                        continue;
+                    }
+                    group.writes.push((pos, req, seed));
+                }
+            }
+            state = AppliedState {
                 last_applied: Some(log_id),
                 last_membership,
                 in_progress: None,
             };
-            let encode = |state: &AppliedState| {
-                codec::encode("applied state", state)
-                    .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))
-            };
-            let response = match entry.payload {
-                EntryPayload::Normal(cmd) if !cmd.0.is_empty() => {
-                    CommandResponse(self.apply_writes(&mut applied, log_id, cmd.0, &done)?)
-                }
-                EntryPayload::Normal(_) | EntryPayload::Blank | EntryPayload::Membership(_) => {
-                    self.store
-                        .set_applied(&encode(&done)?)
-                        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
-                    CommandResponse::default()
-                }
-            };
-            *applied = done;
-            responses.push(response);
+            group.last_log_id = Some(log_id);
         }
+        if let Some(log_id) = group.last_log_id {
+            self.flush_group(&mut group, &state, log_id, &mut responses)?;
+        }
+        *applied = state;
         Ok(responses)
     }
 
-    /// Applies the writes of entry `log_id` in order, each in its own sled batch whose applied
-    /// blob records the progress through the entry (`done` after the last one). Writes a
-    /// previous run already applied (`applied.in_progress`) are skipped and answered with an
-    /// empty response: nobody waits for them any more, their proposer went away with that run.
-    fn apply_writes(
+    /// Writes the gathered writes (or only the blob, when there are none) with `state` as
+    /// the applied blob, tells the observer about each write's events, and files each
+    /// response under its entry.
+    fn flush_group(
         &self,
-        applied: &mut AppliedState,
+        group: &mut Group,
+        state: &AppliedState,
         log_id: LogId<NodeId>,
-        writes: Vec<InternalRequest>,
-        done: &AppliedState,
-    ) -> StoreResult<Vec<InternalResponse>> {
-        let skip = match applied.in_progress {
-            Some(p) if p.log_id == log_id => p.done,
-            _ => 0,
-        };
-        let count = writes.len();
-        let mut responses = Vec::with_capacity(count);
-        for (i, req) in writes.iter().enumerate() {
-            let applied_count = u64::try_from(i + 1).unwrap_or(u64::MAX);
-            if applied_count <= skip {
-                responses.push(InternalResponse::default());
-                continue;
-            }
-            let next = if i + 1 == count {
-                done.clone()
-            } else {
-                AppliedState {
-                    last_applied: applied.last_applied,
-                    last_membership: applied.last_membership.clone(),
-                    in_progress: Some(EntryProgress {
-                        log_id,
-                        done: applied_count,
-                    }),
-                }
-            };
-            let blob = codec::encode("applied state", &next)
-                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
-            let outcome = self
-                .store
-                .apply(req, &blob)
-                .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+        responses: &mut [CommandResponse],
+    ) -> StoreResult<()> {
+        let blob = encode_applied(state, log_id)?;
+        let writes: Vec<GroupWrite<'_>> = group
+            .writes
+            .iter()
+            .map(|(_, request, seed)| GroupWrite {
+                request,
+                lease_seed: seed,
+            })
+            .collect();
+        let outcomes = self
+            .store
+            .apply_group(&writes, &blob)
+            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+        drop(writes);
+        for ((pos, _, _), outcome) in group.writes.drain(..).zip(outcomes) {
             if !outcome.events.is_empty() {
                 self.observer.notify(outcome.revision, &outcome.events);
             }
-            *applied = next;
-            responses.push(outcome.response);
+            if let Some(r) = responses.get_mut(pos) {
+                r.0.push(outcome.response);
+            }
         }
-        Ok(responses)
+        group.last_log_id = None;
+        Ok(())
     }
 
     /// Replaces the store with a snapshot's state and keeps the snapshot as the current one.

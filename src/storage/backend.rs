@@ -177,17 +177,67 @@ where
     Ok(rec)
 }
 
+/// Rows written by the earlier writes of a group whose sled batch is not applied yet: row
+/// key -> value. Reads inside the group look here before the tree.
+pub(crate) type Overlay = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+
+/// The row changes of one write, in order. A group of writes gathers them into one sled batch
+/// (sled writes and syncs its log buffer once per batch, so fewer batches cost fewer syscalls).
+#[derive(Debug, Default)]
+pub(crate) struct RowOps(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+
+impl RowOps {
+    /// Sets a row.
+    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+        self.0
+            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+    }
+
+    /// Removes a row.
+    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
+        self.0.push((key.as_ref().to_vec(), None));
+    }
+
+    /// Adds the changes to `batch`, and the rows set to `overlay` when given.
+    pub fn apply_to(self, batch: &mut sled::Batch, mut overlay: Option<&mut Overlay>) {
+        for (k, v) in self.0 {
+            match v {
+                Some(v) => {
+                    if let Some(o) = overlay.as_deref_mut() {
+                        o.insert(k.clone(), v.clone());
+                    }
+                    batch.insert(k, v);
+                }
+                None => {
+                    if let Some(o) = overlay.as_deref_mut() {
+                        o.remove(&k);
+                    }
+                    batch.remove(k);
+                }
+            }
+        }
+    }
+}
+
 /// Reads the KeyValue of a live row (never a tombstone: the index never points reads at
-/// one). A missing row means the index and the tree disagree.
+/// one), from `overlay` first. A missing row means the index and the tree disagree.
 pub(crate) fn load_kv(
     tree: &sled::Tree,
+    overlay: Option<&Overlay>,
     rev: super::revision::Revision,
 ) -> Result<KeyValue, StorageError> {
+    let key = super::revision::row_key(rev, false);
+    let decode = |bytes: &[u8]| {
+        KeyValue::decode(bytes)
+            .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
+    };
+    if let Some(bytes) = overlay.and_then(|o| o.get(key.as_ref() as &[u8])) {
+        return decode(bytes);
+    }
     let bytes = tree
-        .get(super::revision::row_key(rev, false))?
+        .get(&key)?
         .ok_or_else(|| StorageError::Corrupt(format!("kv row {rev:?} missing")))?;
-    KeyValue::decode(bytes.as_ref())
-        .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
+    decode(bytes.as_ref())
 }
 
 /// Encodes a counter for a meta row.

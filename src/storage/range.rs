@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
-use super::backend::{load_kv, State};
+use super::backend::{load_kv, Overlay, State};
 use super::error::StorageError;
 use crate::pb::etcdserverpb::range_request::{SortOrder, SortTarget};
 use crate::pb::etcdserverpb::{RangeRequest, RangeResponse, ResponseHeader};
@@ -44,6 +44,8 @@ pub(crate) struct View<'a> {
     pub state: &'a State,
     /// The rows.
     pub tree: &'a sled::Tree,
+    /// Rows of earlier writes of a group not yet in the tree (see [`Overlay`]).
+    pub overlay: Option<&'a Overlay>,
     /// A write txn's changes, seen by reads at the txn's revision.
     pub pending: Option<&'a Pending>,
 }
@@ -75,7 +77,7 @@ impl View<'_> {
             }
         }
         match self.state.index.get(key).and_then(|ki| ki.get(at)) {
-            Some(k) => load_kv(self.tree, k.modified).map(Some),
+            Some(k) => load_kv(self.tree, self.overlay, k.modified).map(Some),
             None => Ok(None),
         }
     }
@@ -130,7 +132,9 @@ impl View<'_> {
                 if let Some(k) = ki.get(at) {
                     found.count += 1;
                     if want(&found) {
-                        found.kvs.push(load_kv(self.tree, k.modified)?);
+                        found
+                            .kvs
+                            .push(load_kv(self.tree, self.overlay, k.modified)?);
                     }
                 }
                 continue;

@@ -8,7 +8,7 @@
 
 use prost::Message;
 
-use super::backend::State;
+use super::backend::{Overlay, RowOps, State};
 use super::error::StorageError;
 use super::range::{Pending, View};
 use super::revision::{row_key, Revision};
@@ -59,12 +59,14 @@ pub(crate) struct WriteTxn<'a> {
     view_state: &'a State,
     /// Where the rows of earlier revisions are read from.
     tree: &'a sled::Tree,
+    /// Rows of earlier writes of the same group, not yet in the tree.
+    overlay: Option<&'a Overlay>,
     /// The revision before this txn.
     base: i64,
     /// The txn's own changes, visible to its later reads.
     pending: Pending,
     /// The rows to write.
-    batch: sled::Batch,
+    batch: RowOps,
     /// The lease table changes to make after the batch is written.
     lease_ops: Vec<LeaseOp>,
 }
@@ -72,7 +74,7 @@ pub(crate) struct WriteTxn<'a> {
 /// What a finished txn hands to the commit step.
 pub(crate) struct Finished {
     /// Every row of the txn (kv rows, lease rows); meta is added at commit.
-    pub batch: sled::Batch,
+    pub batch: RowOps,
     /// The revision after the txn (`base` when nothing changed).
     pub rev: i64,
     /// The changes in sub-revision order; they also drive the index update.
@@ -83,16 +85,17 @@ pub(crate) struct Finished {
 
 impl<'a> WriteTxn<'a> {
     /// Starts a txn on top of `state` (read under the caller's lock).
-    pub fn new(state: &'a State, tree: &'a sled::Tree) -> Self {
+    pub fn new(state: &'a State, tree: &'a sled::Tree, overlay: Option<&'a Overlay>) -> Self {
         WriteTxn {
             view_state: state,
             tree,
+            overlay,
             base: state.current,
             pending: Pending {
                 rev: state.current + 1,
                 ..Pending::default()
             },
-            batch: sled::Batch::default(),
+            batch: RowOps::default(),
             lease_ops: Vec::new(),
         }
     }
@@ -110,6 +113,7 @@ impl<'a> WriteTxn<'a> {
         View {
             state: self.view_state,
             tree: self.tree,
+            overlay: self.overlay,
             pending: Some(&self.pending),
         }
     }
@@ -118,6 +122,7 @@ impl<'a> WriteTxn<'a> {
         View {
             state: self.view_state,
             tree: self.tree,
+            overlay: self.overlay,
             pending: None,
         }
     }
@@ -275,7 +280,7 @@ impl<'a> WriteTxn<'a> {
     /// Records a lease grant (the caller checked it is new).
     pub fn grant(&mut self, id: i64, ttl_secs: i64) {
         let key = super::lease::lease_key(id);
-        self.batch.insert(&key[..], &ttl_secs.to_be_bytes()[..]);
+        self.batch.insert(key, ttl_secs.to_be_bytes());
         self.lease_ops.push(LeaseOp::Grant(id, ttl_secs));
     }
 
@@ -286,7 +291,7 @@ impl<'a> WriteTxn<'a> {
         };
         let keys: Vec<Vec<u8>> = lease.keys.iter().cloned().collect();
         self.delete_keys(&keys)?;
-        self.batch.remove(&super::lease::lease_key(id)[..]);
+        self.batch.remove(super::lease::lease_key(id));
         self.lease_ops.push(LeaseOp::Revoke(id));
         Ok(())
     }
