@@ -510,9 +510,9 @@ impl Wal {
         f(&mut inner, self.shared.opts.segment_bytes)?;
         if let Some(done) = done {
             inner.waiters.push(done);
+            drop(inner);
+            self.shared.work.notify_one();
         }
-        drop(inner);
-        self.shared.work.notify_one();
         Ok(())
     }
 

@@ -46,16 +46,15 @@ fn run(shared: &Shared) {
     loop {
         let (chunks, waiters, deletions) = {
             let mut inner = shared.lock();
-            while inner.pending.is_empty()
-                && inner.waiters.is_empty()
-                && inner.deletions.is_empty()
-                && !inner.stop
-            {
+            // Records nobody waits for (the committed id, a purge) ride along with the
+            // next sync instead of costing one of their own.
+            while inner.waiters.is_empty() && !inner.stop {
                 inner = shared.work.wait(inner).unwrap_or_else(|p| p.into_inner());
             }
             if inner.stop && inner.pending.is_empty() && inner.waiters.is_empty() {
                 return;
             }
+            // Stopping: write what is pending (a last committed id) before the thread ends.
             let chunks = Arc::new(std::mem::take(&mut inner.pending));
             inner.in_flight = chunks.clone();
             (
