@@ -32,7 +32,7 @@ use crate::raft::wal::fs::StdFs;
 use crate::raft::wal::{Wal, WalError, WalOptions};
 
 /// Encoded bytes of decoded entries kept in memory.
-pub const CACHE_BYTES: usize = 64 << 20;
+pub const CACHE_BYTES: usize = 8 << 20;
 
 type StoreResult<T> = Result<T, StorageError<NodeId>>;
 
