@@ -11,8 +11,6 @@
 //! - [`raft`]: openraft storage, network and proposer.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-pub mod bench;
-pub mod client;
 pub mod config;
 pub mod data_dir;
 pub mod lessor;
