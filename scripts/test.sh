@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test minietcd has. Installs what the tests need when it is missing:
+# Runs every test minietcd has, for every crate of the workspace. Installs what the tests need
+# when it is missing:
 #   etcd-server, etcd-client  real etcd 3.4 and etcdctl (differential and client tests)
 #   protobuf-compiler         protoc, needed by the etcd-client crate's build (not by ours)
 set -euo pipefail
@@ -17,7 +18,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-# Integration tests start real processes; a few at a time keeps a 2-core machine responsive.
 export RUST_BACKTRACE=1
-cargo build --bins
-cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}" "$@"
+# Every binary of the workspace: the integration tests run minietcdctl and minietcd-bench
+# from the target directory (cargo builds only the server's own binary for its tests).
+cargo build --workspace --bins
+# Integration tests start real processes; a few at a time keeps a 2-core machine responsive.
+cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}" "$@"
+# Doc tests (the client README's examples among them); `--all-targets` does not run them.
+cargo test --workspace --doc -- "$@"

@@ -1,4 +1,22 @@
 //! The one place that wires storage, Raft, watch and the gRPC servers into a running member.
+//!
+//! [`run`] is a member's whole life as a list of steps, one function each. The links those
+//! steps make are the two paths of the crate map (lib.rs):
+//!
+//! - **A write** (`Put`, `DeleteRange`, `Txn`, `LeaseGrant`, ...) arrives on a client listener
+//!   at `server::kv::KvService` (`client_router`), which validates it and proposes it through
+//!   the proposer of the Raft node (`start_raft`); openraft replicates and commits it;
+//!   `raft::state_machine` applies it to the [`MvccStore`] (`open_store`) in one sled batch,
+//!   then calls its `ApplyObserver`, which `start_raft` sets to the [`WatchableStore`]; only
+//!   after that notification is the client answered.
+//! - **A watch** arrives on the same listener at `server::watch::WatchService`
+//!   (`client_router`), which registers its watchers in that same [`WatchableStore`]. The
+//!   apply step above notifies it with each batch of events, and the service streams them to
+//!   the client; a watcher that starts in the past, or falls behind, is caught up from the
+//!   store by the watch loops `run` keeps alive beside the store.
+//!
+//! Peers reach the Raft node through the peer listeners (`serve_peers`); publishing the
+//! member's client URLs and lease expiry run beside it (`start_background`).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,10 +24,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
 use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::Router;
 use tracing::info;
 
-use crate::config::Config;
+use crate::config::{ClusterState, Config};
 use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
@@ -18,7 +39,7 @@ use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
-use crate::raft::RaftSettings;
+use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
 use crate::server::cluster::ClusterService;
 use crate::server::kv::KvService;
@@ -32,6 +53,9 @@ use crate::watch::WatchableStore;
 /// gRPC adds framing around a request; etcd allows this much on top of --max-request-bytes
 /// before the transport refuses a message, so that the request-size check answers first.
 const GRPC_OVERHEAD_BYTES: usize = 512 * 1024;
+
+/// The running gRPC servers, peer and client; each ends with its listener's result.
+type Servers = JoinSet<Result<(), tonic::transport::Error>>;
 
 /// Why a node could not start or had to stop: each one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +77,47 @@ pub enum NodeError {
     Removed,
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+}
+
+/// Runs a member until `shutdown` resolves.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
+    // Bind first: a port in use is the most common start-up failure and must leave nothing
+    // behind (no data dir created).
+    let listeners = Listeners::bind(&cfg).await?;
+    let data_dir = open_data_dir(&cfg).await?;
+    let (store, watchable) = open_store(&data_dir)?;
+    // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
+    let _watch_loops = watchable.start();
+    let raft = start_raft(&cfg, &data_dir, store.clone(), watchable.clone()).await?;
+    let services = Services::new(&cfg, &data_dir, store, watchable, &raft);
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut background = start_background(&cfg, &data_dir, &services, &stop_rx);
+    let mut servers = JoinSet::new();
+    serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
+    background.wait_for_publish(&cfg).await;
+    serve_clients(&mut servers, listeners.client, &services, &stop_rx);
+
+    let result = run_until_stopped(shutdown, &cfg, &services.admin, &mut servers).await;
+    stop(stop_tx, servers, background, &raft, &data_dir).await;
+    result
+}
+
+/// The member's sockets, bound before anything else is created.
+struct Listeners {
+    /// `--listen-client-urls`: the etcd v3 API.
+    client: Vec<TcpListener>,
+    /// `--listen-peer-urls`: Raft and membership traffic from the other members.
+    peer: Vec<TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(cfg: &Config) -> Result<Listeners, NodeError> {
+        Ok(Listeners {
+            client: bind_all(&cfg.listen_client_addrs).await?,
+            peer: bind_all(&cfg.listen_peer_addrs).await?,
+        })
+    }
 }
 
 async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, NodeError> {
@@ -77,27 +142,27 @@ fn incoming(l: TcpListener) -> tonic::transport::server::TcpIncoming {
     tonic::transport::server::TcpIncoming::from(l).with_nodelay(Some(true))
 }
 
-/// Runs a member until `shutdown` resolves.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
-    // Bind first: a port in use is the most common start-up failure and must leave nothing
-    // behind (no data dir created).
-    let client_listeners = bind_all(&cfg.listen_client_addrs).await?;
-    let peer_listeners = bind_all(&cfg.listen_peer_addrs).await?;
-
-    let existing = cfg.initial_cluster_state == crate::config::ClusterState::Existing;
-    let (member_id, cluster_id) = if existing && DataDir::is_new(&cfg.data_dir)? {
-        // A member added to a running cluster: its id and the cluster's come from the
-        // cluster (the flags cannot know the time-salted id MemberAdd gave it).
+/// This member's id and its cluster's: from the flags, except for a member added to a running
+/// cluster, whose ids come from the cluster (the flags cannot know the time-salted id
+/// MemberAdd gave it).
+async fn member_identity(cfg: &Config, existing: bool) -> Result<(u64, u64), NodeError> {
+    if existing && DataDir::is_new(&cfg.data_dir)? {
         let others: Vec<Vec<String>> = cfg
             .initial_cluster
             .iter()
             .filter(|(id, _)| **id != cfg.member_id)
             .map(|(_, m)| m.peer_urls.clone())
             .collect();
-        crate::server::admin::discover_join_identity(&cfg.advertise_peer_urls, &others).await?
+        Ok(crate::server::admin::discover_join_identity(&cfg.advertise_peer_urls, &others).await?)
     } else {
-        (cfg.member_id, cfg.cluster_id())
-    };
+        Ok((cfg.member_id, cfg.cluster_id()))
+    }
+}
+
+/// Opens the data dir, creating it (with this member's identity) on a first start.
+async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
+    let existing = cfg.initial_cluster_state == ClusterState::Existing;
+    let (member_id, cluster_id) = member_identity(cfg, existing).await?;
     let identity = Identity::new(&cfg.name, member_id, cluster_id, &cfg.initial_cluster_token);
     let data_dir = {
         let path = cfg.data_dir.clone();
@@ -105,7 +170,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))??
     };
-    let identity = data_dir.identity.clone();
+    let identity = &data_dir.identity;
     info!(
         name = %identity.name,
         member_id = %format!("{:x}", identity.member_id),
@@ -113,12 +178,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         data_dir = %data_dir.path.display(),
         "starting member"
     );
+    Ok(data_dir)
+}
 
+/// The MVCC store, and the watchable store that wraps it: the state machine writes the first
+/// and notifies the second.
+fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>), NodeError> {
     let store = Arc::new(MvccStore::open(&data_dir.db)?);
     let watchable = WatchableStore::new(store.clone());
-    let observer: Arc<dyn ApplyObserver> = watchable.clone();
-    // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
-    let _watch_loops = watchable.start();
+    Ok((store, watchable))
+}
+
+/// What Raft needs to know from the flags and the data dir.
+fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
     let members = cfg
         .initial_cluster
         .iter()
@@ -133,170 +205,303 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             (*id, node)
         })
         .collect();
-    let mut settings = RaftSettings::new(identity.member_id, members, data_dir.wal_dir());
-    settings.initialize =
-        data_dir.fresh && cfg.initial_cluster_state == crate::config::ClusterState::New;
+    let mut settings = RaftSettings::new(data_dir.identity.member_id, members, data_dir.wal_dir());
+    settings.initialize = data_dir.fresh && cfg.initial_cluster_state == ClusterState::New;
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
     settings.sled_data_file = Some(data_dir.sled_data_file());
-    let tuning = crate::raft::RaftTuning {
+    settings
+}
+
+/// Starts the Raft node: its log, its state machine applying to `store` and notifying
+/// `watchable`, and its outbound network.
+async fn start_raft(
+    cfg: &Config,
+    data_dir: &DataDir,
+    store: Arc<MvccStore>,
+    watchable: Arc<WatchableStore>,
+) -> Result<RaftNode, NodeError> {
+    let observer: Arc<dyn ApplyObserver> = watchable;
+    let tuning = RaftTuning {
         snapshot_catchup_entries: cfg.snapshot_catchup_entries,
-        ..crate::raft::RaftTuning::default()
+        ..RaftTuning::default()
     };
-    let raft = crate::raft::start_tuned(
-        settings,
+    crate::raft::start_tuned(
+        raft_settings(cfg, data_dir),
         tuning,
         data_dir.db.clone(),
-        store.clone(),
+        store,
         observer,
     )
     .await
-    .map_err(|e| NodeError::Raft(e.to_string()))?;
+    .map_err(|e| NodeError::Raft(e.to_string()))
+}
 
-    let ctx = ServerContext {
-        store: store.clone(),
-        proposer: raft.proposer(),
-        header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
-        max_request_bytes: cfg.max_request_bytes,
-        max_txn_ops: cfg.max_txn_ops,
-    };
-    let max_msg = cfg.max_request_bytes + GRPC_OVERHEAD_BYTES;
-    let lessor = Lessor::new(
-        store.clone(),
-        raft.raft(),
-        identity.member_id,
-        cfg.election_timeout_ms,
-    );
+/// What the gRPC services of a member share.
+struct Services {
+    /// Store, proposer, header and limits: every client service's view of the member.
+    ctx: ServerContext,
+    /// Lease expiry (on the leader) and keep-alives.
+    lessor: Arc<Lessor>,
+    /// Membership changes, publish, and the peer-side admin requests.
+    admin: Admin,
+    /// Where watch streams register their watchers (and apply notifies them).
+    watchable: Arc<WatchableStore>,
+    /// Response headers of watch streams.
+    watch_header: Arc<dyn crate::server::watch::HeaderSource>,
+    /// Settings of every watch stream.
+    watch_config: WatchConfig,
+    /// The leader this member knows of, for RequireLeader requests and streams.
+    leader: watch::Receiver<Option<u64>>,
+    /// The largest request message a client service decodes.
+    max_msg_bytes: usize,
+    /// The sled database, for Maintenance (status sizes, snapshots).
+    db: sled::Db,
+}
 
-    let admin = Admin::new(
-        identity.member_id,
-        identity.cluster_id,
-        &identity.cluster_token,
-        raft.raft(),
-        raft.channels(),
-        lessor.clone(),
-        crate::server::admin::request_timeout(cfg.election_timeout_ms),
-    );
+impl Services {
+    fn new(
+        cfg: &Config,
+        data_dir: &DataDir,
+        store: Arc<MvccStore>,
+        watchable: Arc<WatchableStore>,
+        raft: &RaftNode,
+    ) -> Services {
+        let identity = &data_dir.identity;
+        let ctx = ServerContext {
+            store: store.clone(),
+            proposer: raft.proposer(),
+            header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
+            max_request_bytes: cfg.max_request_bytes,
+            max_txn_ops: cfg.max_txn_ops,
+        };
+        let lessor = Lessor::new(
+            store,
+            raft.raft(),
+            identity.member_id,
+            cfg.election_timeout_ms,
+        );
+        let admin = Admin::new(
+            identity.member_id,
+            identity.cluster_id,
+            &identity.cluster_token,
+            raft.raft(),
+            raft.channels(),
+            lessor.clone(),
+            crate::server::admin::request_timeout(cfg.election_timeout_ms),
+        );
+        let header = ctx.header.clone();
+        let watch_config = WatchConfig {
+            progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),
+            max_request_bytes: cfg.max_request_bytes,
+            // etcd 3.4 closes a require-leader stream after three leaderless election checks.
+            election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
+        };
+        Services {
+            ctx,
+            lessor,
+            admin,
+            watchable,
+            watch_header: Arc::new(move |rev| header.at(rev)),
+            watch_config,
+            leader: leader_from_metrics(raft.raft().metrics()),
+            max_msg_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
+            db: data_dir.db.clone(),
+        }
+    }
+}
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    // etcd's publish: make this member's name and client URLs known to the cluster.
-    let mut publish_task = tokio::spawn(admin.clone().publish(
+/// The member's own tasks beside the servers; they end when the stop signal is sent.
+struct Background {
+    /// etcd's publish: makes this member's name and client URLs known to the cluster. `None`
+    /// once it has finished.
+    publish: Option<JoinHandle<()>>,
+    /// The leader's lease expiry loop.
+    lessor: JoinHandle<()>,
+}
+
+fn start_background(
+    cfg: &Config,
+    data_dir: &DataDir,
+    services: &Services,
+    stop_rx: &watch::Receiver<bool>,
+) -> Background {
+    let publish = tokio::spawn(services.admin.clone().publish(
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
         data_dir.fresh,
         stop_rx.clone(),
     ));
-    let lessor_task = tokio::spawn(lessor.clone().run(ctx.proposer.clone(), stop_rx.clone()));
-    let mut tasks = tokio::task::JoinSet::new();
-    let leader = leader_from_metrics(raft.raft().metrics());
-    let watch_config = WatchConfig {
-        progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),
-        max_request_bytes: cfg.max_request_bytes,
-        // etcd 3.4 closes a require-leader stream after three leaderless election checks.
-        election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
-    };
-    let header = ctx.header.clone();
-    let watch_header: Arc<dyn crate::server::watch::HeaderSource> =
-        Arc::new(move |rev| header.at(rev));
-    for l in peer_listeners {
-        let addr = l.local_addr().ok();
-        let router = tonic::transport::Server::builder()
-            .add_service(raft.peer_service_with_admin(Arc::new(admin.clone())));
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            info!(?addr, "serving peers");
-            router
-                .serve_with_incoming_shutdown(incoming(l), async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+    let lessor = tokio::spawn(
+        services
+            .lessor
+            .clone()
+            .run(services.ctx.proposer.clone(), stop_rx.clone()),
+    );
+    Background {
+        publish: Some(publish),
+        lessor,
     }
+}
 
-    // etcd serves clients only once the member has published, so that every member a
-    // client can reach is listed with its client URLs; bounded here, so that a member
-    // without quorum still answers serializable reads and status.
-    let publish_done =
-        tokio::time::timeout(publish_gate(cfg.election_timeout_ms), &mut publish_task)
-            .await
-            .is_ok();
-    if !publish_done {
-        tracing::warn!("member attributes not published yet; serving clients anyway");
-    }
-    for l in client_listeners {
-        let addr = l.local_addr().ok();
-        // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
-        let leader_rx = leader.clone();
-        let require_leader = move |req: tonic::Request<()>| {
-            check_require_leader(req.metadata(), &leader_rx)?;
-            Ok(req)
+impl Background {
+    /// Waits, bounded, for the member to publish: etcd serves clients only once it has, so
+    /// that every member a client can reach is listed with its client URLs; bounded, so that
+    /// a member without quorum still answers serializable reads and status.
+    async fn wait_for_publish(&mut self, cfg: &Config) {
+        let Some(publish) = self.publish.as_mut() else {
+            return;
         };
-        let router = tonic::transport::Server::builder()
-            .add_service(InterceptedService::new(
-                KvServer::new(KvService::new(ctx.clone()))
-                    .max_decoding_message_size(max_msg)
-                    .max_encoding_message_size(usize::MAX),
-                require_leader.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                LeaseServer::new(LeaseService::new(
-                    ctx.clone(),
-                    lessor.clone(),
-                    admin.clone(),
-                ))
-                .max_decoding_message_size(max_msg),
-                require_leader.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                ClusterServer::new(ClusterService::new(ctx.clone(), admin.clone())),
-                require_leader.clone(),
-            ))
-            .add_service(InterceptedService::new(
-                MaintenanceServer::new(MaintenanceService::new(ctx.clone(), data_dir.db.clone())),
-                require_leader,
-            ))
-            .add_service(
-                WatchServer::new(WatchService::new(
-                    watchable.clone(),
-                    watch_header.clone(),
-                    leader.clone(),
-                    watch_config.clone(),
-                ))
-                .max_decoding_message_size(max_msg),
-            );
-        let mut rx = stop_rx.clone();
-        tasks.spawn(async move {
-            info!(?addr, "serving client requests");
-            router
-                .serve_with_incoming_shutdown(incoming(l), async move {
-                    let _ = rx.wait_for(|s| *s).await;
-                })
-                .await
-        });
+        if tokio::time::timeout(publish_gate(cfg.election_timeout_ms), publish)
+            .await
+            .is_ok()
+        {
+            self.publish = None;
+        } else {
+            tracing::warn!("member attributes not published yet; serving clients anyway");
+        }
     }
+}
+
+/// Serves the peer service (Raft messages, membership admin) on every peer listener.
+fn serve_peers(
+    servers: &mut Servers,
+    listeners: Vec<TcpListener>,
+    raft: &RaftNode,
+    services: &Services,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    for l in listeners {
+        let admin = Arc::new(services.admin.clone());
+        let router =
+            tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
+        spawn_server(servers, router, l, stop_rx, "serving peers");
+    }
+}
+
+/// Serves etcd's v3 API on every client listener: KV, Lease, Cluster and Maintenance refuse
+/// RequireLeader calls while there is no leader; Watch streams check it themselves.
+fn serve_clients(
+    servers: &mut Servers,
+    listeners: Vec<TcpListener>,
+    services: &Services,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    for l in listeners {
+        spawn_server(
+            servers,
+            client_router(services),
+            l,
+            stop_rx,
+            "serving client requests",
+        );
+    }
+}
+
+/// The client-facing gRPC services of one listener.
+fn client_router(s: &Services) -> Router {
+    // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
+    let leader_rx = s.leader.clone();
+    let require_leader = move |req: tonic::Request<()>| {
+        check_require_leader(req.metadata(), &leader_rx)?;
+        Ok(req)
+    };
+    let max_msg = s.max_msg_bytes;
+    tonic::transport::Server::builder()
+        .add_service(InterceptedService::new(
+            KvServer::new(KvService::new(s.ctx.clone()))
+                .max_decoding_message_size(max_msg)
+                .max_encoding_message_size(usize::MAX),
+            require_leader.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            LeaseServer::new(LeaseService::new(
+                s.ctx.clone(),
+                s.lessor.clone(),
+                s.admin.clone(),
+            ))
+            .max_decoding_message_size(max_msg),
+            require_leader.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(ClusterService::new(s.ctx.clone(), s.admin.clone())),
+            require_leader.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
+            require_leader,
+        ))
+        .add_service(
+            WatchServer::new(WatchService::new(
+                s.watchable.clone(),
+                s.watch_header.clone(),
+                s.leader.clone(),
+                s.watch_config.clone(),
+            ))
+            .max_decoding_message_size(max_msg),
+        )
+}
+
+/// Serves `router` on `l` until the stop signal.
+fn spawn_server(
+    servers: &mut Servers,
+    router: Router,
+    l: TcpListener,
+    stop_rx: &watch::Receiver<bool>,
+    what: &'static str,
+) {
+    let addr = l.local_addr().ok();
+    let mut rx = stop_rx.clone();
+    servers.spawn(async move {
+        info!(?addr, "{what}");
+        router
+            .serve_with_incoming_shutdown(incoming(l), async move {
+                let _ = rx.wait_for(|s| *s).await;
+            })
+            .await
+    });
+}
+
+/// Waits for the first reason to stop: the shutdown signal, this member's removal from the
+/// cluster, or a server that ended.
+async fn run_until_stopped(
+    shutdown: impl Future<Output = ()> + Send,
+    cfg: &Config,
+    admin: &Admin,
+    servers: &mut Servers,
+) -> Result<(), NodeError> {
     let removed = admin
         .clone()
         .removed_from_cluster(Duration::from_millis(cfg.election_timeout_ms));
-    let result = tokio::select! {
+    tokio::select! {
         _ = shutdown => Ok(()),
         _ = removed => Err(NodeError::Removed),
-        Some(r) = tasks.join_next() => match r {
+        Some(r) = servers.join_next() => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),
             Err(e) => Err(NodeError::Raft(format!("server task failed: {e}"))),
         },
-    };
+    }
+}
+
+/// Stops the servers and background tasks, then Raft, then flushes the store.
+async fn stop(
+    stop_tx: watch::Sender<bool>,
+    mut servers: Servers,
+    background: Background,
+    raft: &RaftNode,
+    data_dir: &DataDir,
+) {
     info!("stopping member");
     let _ = stop_tx.send(true);
-    while tasks.join_next().await.is_some() {}
-    let _ = lessor_task.await;
-    if !publish_done {
-        let _ = publish_task.await;
+    while servers.join_next().await.is_some() {}
+    let _ = background.lessor.await;
+    if let Some(publish) = background.publish {
+        let _ = publish.await;
     }
     raft.shutdown().await;
     if let Err(e) = data_dir.db.flush_async().await {
         tracing::warn!(error = %e, "final flush failed");
     }
-    result
 }

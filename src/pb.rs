@@ -1,20 +1,8 @@
-//! Generated protobuf and gRPC code: etcd's v3 API and minietcd's internal messages.
+//! Generated protobuf and gRPC code: etcd's v3 API (from the `minietcd-proto` crate, shared
+//! with the client) and minietcd's internal messages (compiled by this crate's build.rs).
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
-/// mvccpb: KeyValue and Event.
-pub mod mvccpb {
-    tonic::include_proto!("mvccpb");
-}
-
-/// authpb: users, roles, permissions.
-pub mod authpb {
-    tonic::include_proto!("authpb");
-}
-
-/// etcdserverpb: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
-pub mod etcdserverpb {
-    tonic::include_proto!("etcdserverpb");
-}
+pub use minietcd_proto::{authpb, etcdserverpb, mvccpb};
 
 /// minietcdpb: Raft commands and the peer service.
 pub mod minietcdpb {

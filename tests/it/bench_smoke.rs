@@ -3,7 +3,6 @@
 
 use crate::support::{free_port, require_program, wait_until, ChildGuard, Port};
 use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -73,7 +72,7 @@ fn start_etcd() -> Etcd {
 
 /// Runs the bench binary with `args`, asserting success, and returns its stdout.
 fn bench(endpoint: &str, args: &[&str]) -> String {
-    let bin = Path::new(env!("CARGO_BIN_EXE_minietcd-bench"));
+    let bin = &crate::support::workspace_bin("minietcd-bench");
     let out = Command::new(bin)
         .arg("--endpoints")
         .arg(endpoint)
@@ -220,7 +219,7 @@ fn bench_runs_against_real_etcd_and_reports_add_up() {
 #[test]
 fn bench_fails_cleanly_when_nothing_listens() {
     let port = free_port();
-    let bin = Path::new(env!("CARGO_BIN_EXE_minietcd-bench"));
+    let bin = &crate::support::workspace_bin("minietcd-bench");
     let out = Command::new(bin)
         .args([
             "--endpoints",

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use minietcd::client::{
+use minietcd::pb::etcdserverpb::response_op::Response;
+use minietcd_client::{
     Client, ClientError, ClientOptions, CompactOptions, Compare, CompareOp, DeleteOptions,
     GetOptions, LeaseOptions, MaintenanceOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp,
 };
-use minietcd::pb::etcdserverpb::response_op::Response;
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 

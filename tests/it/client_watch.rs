@@ -6,14 +6,14 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use minietcd::client::{
-    Client, ClientError, ClientOptions, CompactOptions, GetOptions, PutOptions, Txn, TxnOp,
-    WatchOptions, Watcher,
-};
 use minietcd::pb::etcdserverpb::{
     watch_client::WatchClient as RawWatchClient, watch_request, WatchCreateRequest, WatchRequest,
 };
 use minietcd::pb::mvccpb::{event::EventType, Event};
+use minietcd_client::{
+    Client, ClientError, ClientOptions, CompactOptions, GetOptions, PutOptions, Txn, TxnOp,
+    WatchOptions, Watcher,
+};
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 

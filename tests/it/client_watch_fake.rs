@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use minietcd::client::{Client, ClientError, ClientOptions, WatchOptions, Watcher};
 use minietcd::pb::etcdserverpb::watch_server::{Watch, WatchServer};
 use minietcd::pb::etcdserverpb::{
     watch_request::RequestUnion, ResponseHeader, WatchRequest, WatchResponse,
 };
 use minietcd::pb::mvccpb::{Event, KeyValue};
+use minietcd_client::{Client, ClientError, ClientOptions, WatchOptions, Watcher};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};

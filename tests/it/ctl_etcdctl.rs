@@ -210,7 +210,7 @@ async fn minietcdctl_prints_what_etcdctl_prints() {
         a,
         b,
         etcdctl: require_program("etcdctl"),
-        ours: PathBuf::from(env!("CARGO_BIN_EXE_minietcdctl")),
+        ours: crate::support::workspace_bin("minietcdctl"),
         dir_a: tempfile::tempdir().unwrap(),
         dir_b: tempfile::tempdir().unwrap(),
     };
@@ -421,7 +421,7 @@ fn minietcdctl_fails_clearly_when_no_endpoint_answers() {
     let port = crate::support::free_port();
     let dir = tempfile::tempdir().unwrap();
     let ours = run(
-        Path::new(env!("CARGO_BIN_EXE_minietcdctl")),
+        &crate::support::workspace_bin("minietcdctl"),
         &format!("127.0.0.1:{}", port.port),
         dir.path(),
         &["--dial-timeout", "300ms", "get", "foo"],

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use minietcd::client::{Client, ClientOptions, MaintenanceOptions};
+use minietcd_client::{Client, ClientOptions, MaintenanceOptions};
 
 use crate::support::{free_port, minietcd_bin, require_program, ChildGuard, Port};
 

@@ -176,3 +176,22 @@ pub fn require_program(name: &str) -> PathBuf {
 pub fn minietcd_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_minietcd"))
 }
+
+/// A binary of another crate of this workspace (`minietcdctl`, `minietcd-bench`). Cargo
+/// builds only this package's binaries for its tests, so the others are expected next to
+/// `minietcd`, built by `cargo build --workspace --bins` (scripts/test.sh does that first). A
+/// missing one fails the test: it is never a reason to skip.
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let dir = minietcd_bin()
+        .parent()
+        .expect("the minietcd binary is in a directory")
+        .to_path_buf();
+    let bin = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace's binaries first (`cargo build --workspace --bins`, \
+         as scripts/test.sh does)",
+        bin.display()
+    );
+    bin
+}

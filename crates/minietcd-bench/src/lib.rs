@@ -32,6 +32,7 @@ pub use report::RunReport;
 use cli::Command;
 use conn::Connections;
 use cpu::CpuSample;
+use minietcd_client::pb;
 use std::time::Duration;
 
 /// Client CPU, in percent of the client's threads, above which the report warns that the

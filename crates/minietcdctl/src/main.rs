@@ -3,15 +3,10 @@
 //! exit codes.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
-#[path = "minietcdctl/args.rs"]
 mod args;
-#[path = "minietcdctl/json.rs"]
 mod json;
-#[path = "minietcdctl/ops.rs"]
 mod ops;
-#[path = "minietcdctl/printer.rs"]
 mod printer;
-#[path = "minietcdctl/txn_input.rs"]
 mod txn_input;
 
 use std::io::Write;
@@ -19,7 +14,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use minietcd::client::{
+use minietcd_client::{
     Client, ClientError, ClientOptions, CompactOptions, GetOptions, LeaseOptions,
     MaintenanceOptions, MemberAddOptions, Txn, WatchOptions,
 };

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use clap::Parser;
-use minietcd::client::{
+use minietcd_client::{
     ClientError, DeleteOptions, GetOptions, PutOptions, SortOrder, SortTarget, TxnOp,
 };
 

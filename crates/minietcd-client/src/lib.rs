@@ -6,11 +6,29 @@
 //! - [`WatchClient`]: clientv3's watch machinery: many watchers on one gRPC stream, resumed
 //!   from the revision after their last event on another member when the stream breaks.
 //! - [`ClientError`]: etcd's error meanings, mapped from gRPC statuses in one place.
+//! - [`pb`]: etcd's generated API types; responses are returned as etcd sends them.
 //!
 //! Every request takes builder-style options; `timeout` and `require_leader` are accepted by
 //! all of them and default to the [`ClientOptions`] of the client.
+//!
+//! ```no_run
+//! use minietcd_client::{Client, ClientOptions, GetOptions, PutOptions};
+//!
+//! # async fn example() -> Result<(), minietcd_client::ClientError> {
+//! let client = Client::connect(["127.0.0.1:2379"], ClientOptions::new()).await?;
+//! client.kv().put("greeting", "hello", PutOptions::new()).await?;
+//! let resp = client.kv().get("greeting", GetOptions::new()).await?;
+//! assert_eq!(resp.kvs[0].value, b"hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! The crate depends on no server code: only tonic, tokio and the generated etcd types.
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cluster;
+mod duration;
 mod endpoints;
 mod error;
 mod kv;
@@ -24,6 +42,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use cluster::{ClusterClient, MemberAddOptions};
+pub use duration::parse_go_duration;
 pub use error::ClientError;
 pub use kv::{
     prefix_range_end, CompactOptions, DeleteOptions, GetOptions, KvClient, PutOptions, SortOrder,
@@ -35,6 +54,15 @@ pub use txn::{Compare, CompareOp, Txn, TxnOp};
 pub use watch::{WatchBatch, WatchClient, WatchOptions, Watcher};
 
 use endpoints::Endpoints;
+
+/// etcd's v3 API as generated Rust (the `minietcd-proto` crate): the request and response
+/// messages this client sends and returns, and the raw tonic clients.
+pub use minietcd_proto as pb;
+
+/// The README's examples, compiled as doc tests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
 
 /// Default time allowed to establish a connection (etcdctl's `--dial-timeout`).
 pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
@@ -138,17 +166,17 @@ macro_rules! range_setters {
         impl $ty {
             /// Every key with the given key as prefix.
             pub fn prefix(mut self) -> Self {
-                self.range = $crate::client::kv::RangeSpec::Prefix;
+                self.range = $crate::kv::RangeSpec::Prefix;
                 self
             }
             /// Every key >= the given key.
             pub fn from_key(mut self) -> Self {
-                self.range = $crate::client::kv::RangeSpec::FromKey;
+                self.range = $crate::kv::RangeSpec::FromKey;
                 self
             }
             /// Keys in `[key, end)`.
             pub fn range_end(mut self, end: impl Into<Vec<u8>>) -> Self {
-                self.range = $crate::client::kv::RangeSpec::End(end.into());
+                self.range = $crate::kv::RangeSpec::End(end.into());
                 self
             }
         }

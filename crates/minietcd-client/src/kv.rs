@@ -18,6 +18,14 @@ pub use range_request::{SortOrder, SortTarget};
 /// `GetPrefixRangeEnd`): the key with its last byte below 0xff incremented and the rest cut.
 /// A key of only 0xff bytes (or empty) has no such end, so the range runs to the end
 /// (`"\0"`).
+///
+/// ```
+/// use minietcd_client::prefix_range_end;
+///
+/// assert_eq!(prefix_range_end(b"app/"), b"app0");
+/// assert_eq!(prefix_range_end(b"a\xff"), b"b");
+/// assert_eq!(prefix_range_end(b""), b"\0");
+/// ```
 pub fn prefix_range_end(key: &[u8]) -> Vec<u8> {
     let mut end = key.to_vec();
     while let Some(last) = end.pop() {

@@ -4,8 +4,8 @@
 //! struct order (not sorted), `omitempty` on protobuf fields, byte slices as standard base64,
 //! `<`, `>` and `&` escaped as `\u003c` and friends. So objects are written by hand here.
 
-use minietcd::pb::etcdserverpb::{Member, ResponseHeader, StatusResponse};
-use minietcd::pb::mvccpb::{Event, KeyValue};
+use minietcd_client::pb::etcdserverpb::{Member, ResponseHeader, StatusResponse};
+use minietcd_client::pb::mvccpb::{Event, KeyValue};
 
 /// An object under construction; fields are added in Go struct order.
 #[derive(Default)]

@@ -4,7 +4,7 @@
 
 use std::io::BufRead;
 
-use minietcd::client::{Compare, CompareOp};
+use minietcd_client::{Compare, CompareOp};
 
 /// Why the input could not be read.
 #[derive(Debug, thiserror::Error)]

@@ -194,6 +194,20 @@ impl Txn {
             .all(|op| op_read_only(&op.0))
     }
     /// The protobuf request.
+    ///
+    /// ```
+    /// use minietcd_client::{Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp};
+    ///
+    /// // Create "lock" only if it does not exist yet (version 0), else read it.
+    /// let txn = Txn::new()
+    ///     .when([Compare::version("lock", CompareOp::Equal, 0)])
+    ///     .and_then([TxnOp::put("lock", "me", PutOptions::new())])
+    ///     .or_else([TxnOp::get("lock", GetOptions::new())]);
+    /// let request = txn.into_request();
+    /// assert_eq!(request.compare.len(), 1);
+    /// assert_eq!(request.compare[0].key, b"lock");
+    /// assert_eq!((request.success.len(), request.failure.len()), (1, 1));
+    /// ```
     pub fn into_request(self) -> TxnRequest {
         TxnRequest {
             compare: self.compare.into_iter().map(Compare::into_pb).collect(),

@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::printer::Format;
 
 /// Go duration syntax, as etcdctl's flags take it (`2s`, `500ms`, `1m30s`).
-pub use minietcd::config::parse_go_duration as parse_duration;
+pub use minietcd_client::parse_go_duration as parse_duration;
 
 #[derive(Parser)]
 #[command(

@@ -1,14 +1,14 @@
 //! etcdctl's output formats, `simple` and `json`, for each command. Every function returns
 //! the exact text etcdctl writes to stdout (trailing newline included).
 
-use minietcd::client::WatchBatch;
-use minietcd::pb::etcdserverpb::ResponseHeader;
-use minietcd::pb::etcdserverpb::{
+use minietcd_client::pb::etcdserverpb::ResponseHeader;
+use minietcd_client::pb::etcdserverpb::{
     response_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
     LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
     MemberListResponse, PutResponse, RangeResponse, ResponseOp, StatusResponse, TxnResponse,
 };
-use minietcd::pb::mvccpb::{event::EventType, KeyValue};
+use minietcd_client::pb::mvccpb::{event::EventType, KeyValue};
+use minietcd_client::WatchBatch;
 
 use crate::json::{self, Obj};
 

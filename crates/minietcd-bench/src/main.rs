@@ -1,8 +1,9 @@
 //! minietcd-bench: measures an etcd v3 server (minietcd or etcd) with etcd's benchmark
-//! workloads. See `minietcd::bench` for how it works and docs/benchmarks.md for how to use it.
+//! workloads. See this crate's library (`minietcd_bench`) for how it works and
+//! docs/benchmarks.md for how to use it.
 
 use clap::Parser;
-use minietcd::bench::{self, Cli};
+use minietcd_bench::{self as bench, Cli};
 use std::io::Write;
 use std::process::ExitCode;
 

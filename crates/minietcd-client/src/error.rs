@@ -78,6 +78,15 @@ const MSG_LEASE_NOT_FOUND: &str = "etcdserver: requested lease not found";
 
 impl ClientError {
     /// The one status -> error table.
+    ///
+    /// ```
+    /// use minietcd_client::ClientError;
+    ///
+    /// let status = tonic::Status::out_of_range("etcdserver: mvcc: required revision has been compacted");
+    /// assert!(matches!(ClientError::from_status(&status), ClientError::Compacted { .. }));
+    /// let status = tonic::Status::unavailable("etcdserver: no leader");
+    /// assert!(matches!(ClientError::from_status(&status), ClientError::NoLeader));
+    /// ```
     pub fn from_status(status: &tonic::Status) -> ClientError {
         let message = status.message();
         match message {

@@ -1,0 +1,20 @@
+//! etcd's v3 API as generated Rust: the messages, and the tonic clients and servers of the KV,
+//! Watch, Lease, Cluster, Maintenance and Auth services. The minietcd server implements the
+//! servers; `minietcd-client` and the tools call the clients. The `.proto` files are the
+//! workspace's top-level `proto/` (kv.proto, auth.proto, rpc.proto).
+#![allow(missing_docs, clippy::all, clippy::pedantic)]
+
+/// mvccpb: KeyValue and Event.
+pub mod mvccpb {
+    tonic::include_proto!("mvccpb");
+}
+
+/// authpb: users, roles, permissions.
+pub mod authpb {
+    tonic::include_proto!("authpb");
+}
+
+/// etcdserverpb: the KV, Watch, Lease, Cluster, Maintenance and Auth services.
+pub mod etcdserverpb {
+    tonic::include_proto!("etcdserverpb");
+}
