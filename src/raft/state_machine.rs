@@ -98,8 +98,9 @@ struct Shared {
     applied: Mutex<AppliedState>,
     /// Makes snapshot ids unique even when two builds see the same last log id.
     snapshot_seq: AtomicU64,
-    /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`].
-    data_file: OnceLock<std::fs::File>,
+    /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`], and
+    /// sled's directory of large values (sled writes them to files of their own, unsynced).
+    data_file: OnceLock<(std::fs::File, std::path::PathBuf)>,
 }
 
 impl Shared {
@@ -111,8 +112,9 @@ impl Shared {
         self.store
             .flush()
             .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
-        if let Some(f) = self.data_file.get() {
+        if let Some((f, blobs)) = self.data_file.get() {
             f.sync_data().map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+            sync_blobs(blobs).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
         }
         Ok(())
     }
@@ -349,6 +351,27 @@ impl Shared {
     }
 }
 
+/// fsyncs every file in sled's blob directory (values over about 128 KiB), then the
+/// directory: sled writes them without a sync, so without this a snapshot could cover a large
+/// value that a power cut then loses.
+fn sync_blobs(dir: &std::path::Path) -> std::io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        match std::fs::File::open(&path) {
+            Ok(f) => f.sync_data()?,
+            // sled removed it meanwhile (a value overwritten or compacted).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
+}
+
 fn sm_err<E: std::error::Error + 'static>(verb: ErrorVerb, e: &E) -> StorageError<NodeId> {
     StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(e)).into()
 }
@@ -416,7 +439,10 @@ impl StateMachine {
     /// (`<sled dir>/db`).
     pub fn with_data_file(self, path: &std::path::Path) -> std::io::Result<StateMachine> {
         let file = std::fs::File::open(path)?;
-        let _ = self.shared.data_file.set(file);
+        let blobs = path
+            .parent()
+            .map_or_else(|| std::path::PathBuf::from("blobs"), |d| d.join("blobs"));
+        let _ = self.shared.data_file.set((file, blobs));
         Ok(self)
     }
 
