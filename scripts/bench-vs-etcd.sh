@@ -272,15 +272,16 @@ proc_kb() {
   v=$(awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status" 2>/dev/null || true)
   echo "${v:-0}"
 }
-# CPU ticks (user + system) the members have used so far.
+# CPU ticks the members have used so far: "user system".
 CLK_TCK=$(getconf CLK_TCK)
 cluster_cpu_ticks() {
-  local total=0 pid t
+  local user=0 sys=0 pid u s
   for pid in "${CLUSTER_PIDS[@]}"; do
-    t=$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || true)
-    total=$(( total + ${t:-0} ))
+    read -r u s < <(awk '{print $14, $15}' "/proc/$pid/stat" 2>/dev/null || echo "0 0")
+    user=$(( user + ${u:-0} ))
+    sys=$(( sys + ${s:-0} ))
   done
-  echo "$total"
+  echo "$user $sys"
 }
 cluster_rss_kb() {
   local total=0 pid
@@ -312,10 +313,29 @@ note_errors() {
   fi
 }
 record_cpu() {
-  local ticks=$(( $(cluster_cpu_ticks) - $5 ))
+  local before_user before_sys now_user now_sys user sys ticks
+  read -r before_user before_sys <<<"$5"
+  read -r now_user now_sys <<<"$(cluster_cpu_ticks)"
+  user=$(( now_user - before_user ))
+  sys=$(( now_sys - before_sys ))
+  ticks=$(( user + sys ))
   record "$1" "$2" "$3" "client CPU % of one core" "$(jget "$4" client_cpu percent_of_one_core)" info
   record "$1" "$2" "$3" "client CPU s" "$(python3 -c "import json,sys; c=json.load(open(sys.argv[1]))['client_cpu']; print(c['user_secs']+c['system_secs'])" "$4")" clientcpu
   record "$1" "$2" "$3" "server CPU s" "$(python3 -c "import sys; print(int(sys.argv[1]) / int(sys.argv[2]))" "$ticks" "$CLK_TCK")" servercpu
+  # Server CPU per request of the run's first phase, all members together (µs, lower is better).
+  local per
+  per=$(python3 - "$4" "$user" "$sys" "$CLK_TCK" <<'PY'
+import json, sys
+path, user, sys_t, tck = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+ok = json.load(open(path))["phases"][0]["ok"]
+if ok:
+    print(f"{user / tck * 1e6 / ok:.1f} {sys_t / tck * 1e6 / ok:.1f}")
+else:
+    print("nan nan")
+PY
+)
+  record "$1" "$2" "$3" "server CPU µs/request, user" "${per% *}" lower
+  record "$1" "$2" "$3" "server CPU µs/request, system" "${per#* }" lower
 }
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"; }
 
