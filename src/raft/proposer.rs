@@ -238,7 +238,15 @@ impl Proposer {
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match timeout_at(deadline, client.forward(request)).await {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
-            Ok(Ok(resp)) => Attempt::Done(Ok(resp.into_inner())),
+            Ok(Ok(resp)) => {
+                // etcd answers a write once the member the client talks to has applied it, so
+                // a serializable read on this member right after sees the write.
+                let resp = resp.into_inner();
+                match self.wait_applied(resp.log_index, deadline).await {
+                    Ok(()) => Attempt::Done(Ok(resp)),
+                    Err(e) => Attempt::Done(Err(e)),
+                }
+            }
             Ok(Err(status)) if is_not_leader(&status) || never_connected(&status) => {
                 tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward re-routed");
                 Attempt::Reroute
@@ -288,18 +296,21 @@ impl Proposer {
                 };
             }
         };
+        Attempt::Done(self.wait_applied(index, deadline).await)
+    }
+
+    /// Waits until this member's state machine has applied log index `index`.
+    async fn wait_applied(&self, index: u64, deadline: Instant) -> Result<(), ProposeError> {
         let remaining = deadline.saturating_duration_since(Instant::now());
         match self
             .raft
             .wait(Some(remaining))
-            .applied_index_at_least(Some(index), "read index")
+            .applied_index_at_least(Some(index), "local apply")
             .await
         {
-            Ok(_) => Attempt::Done(Ok(())),
-            Err(WaitError::Timeout(..)) => Attempt::Done(Err(ProposeError::Timeout)),
-            Err(WaitError::ShuttingDown) => {
-                Attempt::Done(Err(ProposeError::Fatal("raft stopped".to_string())))
-            }
+            Ok(_) => Ok(()),
+            Err(WaitError::Timeout(..)) => Err(ProposeError::Timeout),
+            Err(WaitError::ShuttingDown) => Err(ProposeError::Fatal("raft stopped".to_string())),
         }
     }
 }

@@ -72,10 +72,10 @@ pub struct EntryProgress {
     pub done: u64,
 }
 
-/// Writes gathered for one sled batch: (entry position, write, lease seed).
+/// Writes gathered for one sled batch: (entry position, write, lease seed, entry index).
 #[derive(Default)]
 struct Group {
-    writes: Vec<(usize, InternalRequest, Vec<u8>)>,
+    writes: Vec<(usize, InternalRequest, Vec<u8>, u64)>,
     /// The last entry gathered (blank and membership entries included).
     last_log_id: Option<LogId<NodeId>>,
 }
@@ -239,15 +239,16 @@ impl Shared {
                             }
                         };
                         let blob = encode_applied(&after, log_id)?;
-                        let outcome = self
+                        let mut outcome = self
                             .store
                             .apply(&req, &blob)
                             .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
                         *applied = after;
+                        outcome.response.log_index = log_id.index;
                         responses[pos].0.push(outcome.response);
                         continue;
                     }
-                    group.writes.push((pos, req, seed));
+                    group.writes.push((pos, req, seed, log_id.index));
                 }
             }
             state = AppliedState {
@@ -278,7 +279,7 @@ impl Shared {
         let writes: Vec<GroupWrite<'_>> = group
             .writes
             .iter()
-            .map(|(_, request, seed)| GroupWrite {
+            .map(|(_, request, seed, _)| GroupWrite {
                 request,
                 lease_seed: seed,
             })
@@ -288,10 +289,11 @@ impl Shared {
             .apply_group(&writes, &blob)
             .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
         drop(writes);
-        for ((pos, _, _), outcome) in group.writes.drain(..).zip(outcomes) {
+        for ((pos, _, _, index), mut outcome) in group.writes.drain(..).zip(outcomes) {
             if !outcome.events.is_empty() {
                 self.observer.notify(outcome.revision, &outcome.events);
             }
+            outcome.response.log_index = index;
             if let Some(r) = responses.get_mut(pos) {
                 r.0.push(outcome.response);
             }

@@ -485,6 +485,8 @@ fn outcome(
             revision,
             error: error.map_or(ApplyError::ApplyOk as i32, |e| e as i32),
             response,
+            // Filled by the state machine, which knows the entry.
+            log_index: 0,
         },
         revision,
         events,

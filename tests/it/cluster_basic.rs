@@ -174,3 +174,42 @@ async fn cluster_without_quorum_fails_writes_in_bounded_time_and_recovers() {
     let r = cl.get("q", None).await.unwrap();
     assert_eq!(r.kvs()[0].value(), b"3");
 }
+
+/// Read-your-writes on the member a client talks to: a put through a follower is answered
+/// only once that follower has applied it, so a serializable get right after sees it (etcd
+/// answers after the local apply).
+async fn follower_put_then_serializable_get_sees_it(kind: ServerKind) {
+    let c = Cluster::start_ready(ClusterConfig::new(kind, 3)).await;
+    let leader = c.wait_ready().await;
+    let mut stale = Vec::new();
+    for i in (0..3).filter(|&i| i != leader) {
+        let mut cl = client_on(&c, i).await;
+        for n in 0..100 {
+            let key = format!("ryw-{i}-{n}");
+            let put = cl.put(key.as_str(), n.to_string(), None).await.unwrap();
+            let rev = put.header().unwrap().revision();
+            let got = cl
+                .get(key.as_str(), Some(GetOptions::new().with_serializable()))
+                .await
+                .unwrap();
+            if got.kvs().first().map(|kv| kv.mod_revision()) != Some(rev) {
+                stale.push((i, n));
+            }
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{kind:?}: {} of 200 follower put-then-get pairs were stale: {stale:?}",
+        stale.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_follower_put_then_serializable_get_sees_it() {
+    follower_put_then_serializable_get_sees_it(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_follower_put_then_serializable_get_sees_it() {
+    follower_put_then_serializable_get_sees_it(ServerKind::Etcd).await;
+}
