@@ -70,9 +70,13 @@ impl Kv for KvService {
         txn_check::check_range(&req)?;
         self.ctx.read_barrier(req.serializable).await?;
         let mut resp = self.ctx.store.range(&req).map_err(ApiError::from)?;
-        self.ctx
+        // The revision the range was read at, not the store's revision now: a client that
+        // watches from header.revision + 1 (list-then-watch) must not miss a write.
+        let read_at = resp
             .header
-            .fill(&mut resp.header, self.ctx.store.current_revision());
+            .as_ref()
+            .map_or_else(|| self.ctx.store.current_revision(), |h| h.revision);
+        self.ctx.header.fill(&mut resp.header, read_at);
         Ok(Response::new(resp))
     }
 

@@ -423,3 +423,55 @@ async fn every_kv_feature_and_again_after_restart() {
     let last2 = exercise_kv(&mut cl, "two/").await;
     assert!(last2 > last, "revisions continue after a restart");
 }
+
+/// A range's header carries the revision the range was read at, so that "get, then watch
+/// from header.revision + 1" misses nothing: with one key written continuously, the header
+/// revision is exactly the key's mod_revision.
+async fn range_header_is_the_read_revision(kind: ServerKind) {
+    let c = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let mut reader = connect(&c).await;
+    reader.put("hot", "0", None).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let mut writer = connect(&c).await;
+        let stop_w = stop.clone();
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop_w.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                writer.put("hot", n.to_string(), None).await.unwrap();
+            }
+            n
+        }));
+    }
+    let mut ahead = 0;
+    for _ in 0..3000 {
+        let r = reader.get("hot", None).await.unwrap();
+        let header = r.header().unwrap().revision();
+        let modified = r.kvs()[0].mod_revision();
+        if header != modified {
+            ahead += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut writes = 0;
+    for w in writers {
+        writes += w.await.unwrap();
+    }
+    assert!(writes > 50, "the writers made only {writes} writes");
+    assert_eq!(
+        ahead, 0,
+        "{kind:?}: {ahead} of 3000 ranges had a header newer than their data"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_header_is_the_read_revision_minietcd() {
+    range_header_is_the_read_revision(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn range_header_is_the_read_revision_etcd() {
+    range_header_is_the_read_revision(ServerKind::Etcd).await;
+}
