@@ -286,8 +286,7 @@ impl Services {
             identity.member_id,
             identity.cluster_id,
             &identity.cluster_token,
-            raft.raft(),
-            raft.channels(),
+            raft,
             lessor.clone(),
             crate::server::admin::request_timeout(cfg.election_timeout_ms),
         );

@@ -111,6 +111,12 @@ impl Proposer {
         }
     }
 
+    /// The shared leadership rounds of this member (for other leader-only work, such as
+    /// lease renewals, to confirm leadership without a quorum round each).
+    pub fn reads(&self) -> ReadIndexBatcher {
+        self.reads.clone()
+    }
+
     /// Commits `req` through Raft and returns what the state machine answered.
     #[instrument(level = "debug", skip_all)]
     pub async fn write(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {

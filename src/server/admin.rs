@@ -30,6 +30,7 @@ use crate::pb::minietcdpb::admin_request::Request as AdminReq;
 use crate::pb::minietcdpb::admin_response::Response as AdminResp;
 use crate::pb::minietcdpb::{AdminRequest, AdminResponse, MemberAttributes, MembersResponse};
 use crate::raft::proposer::never_connected;
+use crate::raft::read_batcher::ReadIndexBatcher;
 use crate::raft::service::{is_not_leader, not_leader, AdminHandler};
 use crate::raft::types::{MemberNode, NodeId, TypeConfig};
 use crate::raft::{PeerChannels, ProposeError};
@@ -142,6 +143,9 @@ struct Inner {
     channels: Arc<PeerChannels>,
     /// Lease deadlines; renewals count only on the leader's.
     lessor: Arc<Lessor>,
+    /// Shared leadership rounds: concurrent keep-alives confirm leadership with one quorum
+    /// round instead of one each.
+    reads: ReadIndexBatcher,
     /// The whole budget of one request, as for writes.
     request_timeout: Duration,
 }
@@ -151,8 +155,7 @@ impl Admin {
         id: NodeId,
         cluster_id: u64,
         token: &str,
-        raft: Raft<TypeConfig>,
-        channels: Arc<PeerChannels>,
+        node: &crate::raft::RaftNode,
         lessor: Arc<Lessor>,
         request_timeout: Duration,
     ) -> Admin {
@@ -161,9 +164,10 @@ impl Admin {
                 id,
                 cluster_id,
                 token: token.to_string(),
-                raft,
-                channels,
+                raft: node.raft(),
+                channels: node.channels(),
                 lessor,
+                reads: node.proposer().reads(),
                 request_timeout,
             }),
         }
@@ -284,7 +288,7 @@ impl Admin {
 
     /// Confirms with a quorum that this member leads.
     async fn confirm_leader(&self) -> Result<(), Status> {
-        match self.inner.raft.ensure_linearizable().await {
+        match self.inner.reads.ensure_linearizable().await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(&f)),
             Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
