@@ -38,9 +38,16 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
 /// Snapshot data per `SnapshotChunk` message (etcd streams snapshots too; 1 MiB keeps every
 /// message far below gRPC's 4 MiB default limit).
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
-/// The largest peer message accepted or sent: an AppendEntries carries up to
-/// `max_payload_entries` entries of up to etcd's 1.5 MiB request limit each.
+/// The largest peer message accepted or sent (a single entry may be as large as
+/// `--max-request-bytes` allows, and snapshot chunks are far smaller).
 pub const MAX_PEER_MESSAGE_BYTES: usize = 256 << 20;
+/// Most entry bytes one AppendEntries carries (etcd's `MaxSizePerMsg`, 1 MiB): a lagging
+/// follower gets the log in messages that each finish well within a heartbeat, never in one
+/// huge call that times out again and again. A single larger entry still goes alone.
+pub const APPEND_ENTRIES_MAX_BYTES: usize = 1 << 20;
+/// After a timed-out AppendEntries the bound for that peer halves, down to this; each
+/// answered call doubles it back up to [`APPEND_ENTRIES_MAX_BYTES`].
+pub const APPEND_ENTRIES_MIN_BYTES: usize = 64 << 10;
 /// First retry delay after a peer was unreachable; doubles up to [`BACKOFF_MAX`].
 pub const BACKOFF_BASE: Duration = Duration::from_millis(50);
 /// Longest delay between retries to an unreachable peer.
@@ -141,6 +148,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             target,
             client,
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
+            append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         }
     }
 }
@@ -155,6 +163,9 @@ pub struct PeerNetwork {
     client: Result<PeerClient, PeerError>,
     /// Snapshot bytes per chunk.
     snapshot_chunk_bytes: usize,
+    /// The current bound on entry bytes per AppendEntries to this peer (see
+    /// [`APPEND_ENTRIES_MIN_BYTES`]).
+    append_limit_bytes: usize,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> =
@@ -214,19 +225,18 @@ impl PeerNetwork {
 /// When the commands of an AppendEntries (which dominate its size) exceed `limit_bytes`
 /// and it carries more than one entry: how many entries to try instead.
 fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize) -> Option<u64> {
-    let entries = rpc.entries.len() as u64;
-    if entries < 2 {
-        return None;
-    }
-    let bytes: usize = rpc
-        .entries
-        .iter()
-        .map(|e| match &e.payload {
+    let mut bytes = 0usize;
+    for (i, e) in rpc.entries.iter().enumerate() {
+        bytes += match &e.payload {
             openraft::EntryPayload::Normal(cmd) => cmd.encoded_len(),
             _ => 0,
-        })
-        .sum();
-    (bytes > limit_bytes).then_some(entries / 2)
+        };
+        if bytes > limit_bytes && i > 0 {
+            // The first `i` entries fit; a single larger entry still goes alone.
+            return Some(i as u64);
+        }
+    }
+    None
 }
 
 /// Connection failures are `Unreachable` (openraft backs off before retrying), an expired
@@ -290,19 +300,32 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        if let Some(hint) = fewer_entries_hint(&rpc, MAX_PEER_MESSAGE_BYTES) {
-            // Ask openraft to send fewer entries per message instead of failing forever.
+        if let Some(hint) = fewer_entries_hint(&rpc, self.append_limit_bytes) {
+            // openraft sends the first `hint` entries instead, and the rest after.
             return Err(RPCError::PayloadTooLarge(
                 PayloadTooLarge::new_entries_hint(hint),
             ));
         }
-        self.unary(
-            RPCTypes::AppendEntries,
-            &rpc,
-            option.hard_ttl(),
-            |mut c, r| async move { c.append_entries(r).await },
-        )
-        .await
+        let several = rpc.entries.len() > 1;
+        let answer = self
+            .unary(
+                RPCTypes::AppendEntries,
+                &rpc,
+                option.hard_ttl(),
+                |mut c, r| async move { c.append_entries(r).await },
+            )
+            .await;
+        self.append_limit_bytes = match &answer {
+            Err(RPCError::Timeout(_)) if several => {
+                (self.append_limit_bytes / 2).max(APPEND_ENTRIES_MIN_BYTES)
+            }
+            Ok(_) => self
+                .append_limit_bytes
+                .saturating_mul(2)
+                .min(APPEND_ENTRIES_MAX_BYTES),
+            Err(_) => self.append_limit_bytes,
+        };
+        answer
     }
 
     async fn vote(
@@ -443,6 +466,7 @@ mod tests {
             target: 2,
             client: Err(PeerError::NoPeerUrl(2)),
             snapshot_chunk_bytes: 1,
+            append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         };
         let delays: Vec<Duration> = net.backoff().take(8).collect();
         assert_eq!(delays[0], BACKOFF_BASE);
@@ -461,6 +485,7 @@ mod tests {
             target: 2,
             client: PeerChannels::default().client(2, &node),
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
+            append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         }
     }
 
@@ -530,8 +555,14 @@ mod tests {
             entries: (1..=n).map(entry).collect(),
             leader_commit: None,
         };
-        assert_eq!(fewer_entries_hint(&rpc(10), 5000), Some(5));
+        // About 1 KB each: the first four fit in 5000 bytes.
+        assert_eq!(fewer_entries_hint(&rpc(10), 5000), Some(4));
         assert_eq!(fewer_entries_hint(&rpc(4), 5000), None);
+        assert_eq!(
+            fewer_entries_hint(&rpc(300), APPEND_ENTRIES_MAX_BYTES),
+            None
+        );
+        assert!(fewer_entries_hint(&rpc(2000), APPEND_ENTRIES_MAX_BYTES).is_some_and(|n| n < 1100));
         assert_eq!(
             fewer_entries_hint(&rpc(1), 10),
             None,
