@@ -113,7 +113,9 @@ impl MvccStore {
             // is trustworthy, so start empty with no applied blob; the raft layer then
             // restores from its snapshot or log.
             tracing::warn!("interrupted snapshot install found; starting from an empty store");
-            tree.clear()?;
+            // The marker goes last: a crash while clearing finds it again next time.
+            clear_keeping_marker(&tree)?;
+            tree.remove(backend::META_INSTALLING)?;
             tree.flush()?;
             rec = backend::Recovered {
                 empty: true,
@@ -352,9 +354,12 @@ impl MvccStore {
         let _apply = self.lock_apply()?;
         // Readers are held off for the whole rewrite: the rows they would load vanish.
         let mut st = self.write_state()?;
-        self.tree.clear()?;
+        // The marker is durable before the first old row goes, and stays until the last new
+        // row is in: a crash anywhere in between is seen as an interrupted install on open,
+        // never as a store to trust (sled's `clear` removes rows one by one, marker included).
         self.tree.insert(backend::META_INSTALLING, &[][..])?;
         self.tree.flush()?;
+        clear_keeping_marker(&self.tree)?;
         for chunk in rows.chunks(INSTALL_BATCH_ROWS) {
             let mut batch = sled::Batch::default();
             for (k, v) in chunk {
@@ -583,6 +588,29 @@ fn grant(
         ttl: ttl_secs,
         error: String::new(),
     }))
+}
+
+/// Removes every row but the install marker, in batches.
+fn clear_keeping_marker(tree: &sled::Tree) -> Result<(), StorageError> {
+    loop {
+        let mut batch = sled::Batch::default();
+        let mut n = 0;
+        for key in tree.iter().keys() {
+            let key = key?;
+            if key.as_ref() == backend::META_INSTALLING {
+                continue;
+            }
+            batch.remove(key);
+            n += 1;
+            if n == INSTALL_BATCH_ROWS {
+                break;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        tree.apply_batch(batch)?;
+    }
 }
 
 /// Re-runs the recorded compaction over a freshly rebuilt index and deletes the rows it

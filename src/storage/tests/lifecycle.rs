@@ -417,3 +417,106 @@ fn reads_during_snapshot_install_never_fail() {
         assert!(reader.join().unwrap() > 0);
     });
 }
+
+/// Child side of the crash test below: installs the snapshot in the file named by
+/// `MINIETCD_TEST_INSTALL_SNAPSHOT` into the store in `MINIETCD_TEST_INSTALL_DIR`, over and
+/// over, until it is killed.
+fn install_forever(dir: &str, snapshot: &str) -> ! {
+    // sled writes what it has every millisecond, so that any intermediate state of the
+    // install can be what the kill leaves on disk.
+    let db = sled::Config::new()
+        .path(dir)
+        .flush_every_ms(Some(1))
+        .open()
+        .unwrap();
+    let store = MvccStore::open(&db).unwrap();
+    let snap = std::fs::read(snapshot).unwrap();
+    println!("installing");
+    loop {
+        store.install_snapshot(&snap).unwrap();
+    }
+}
+
+/// A member killed (SIGKILL, a real process) at a random point of a snapshot install opens to
+/// one of: the old store untouched, the new store whole, or an interrupted install (empty, no
+/// applied blob, so the Raft layer restores its kept snapshot). Never a half-rewritten store
+/// that looks complete.
+#[test]
+fn a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store() {
+    const CHILD_DIR: &str = "MINIETCD_TEST_INSTALL_DIR";
+    const CHILD_SNAPSHOT: &str = "MINIETCD_TEST_INSTALL_SNAPSHOT";
+    if let (Ok(dir), Ok(snap)) = (std::env::var(CHILD_DIR), std::env::var(CHILD_SNAPSHOT)) {
+        install_forever(&dir, &snap);
+    }
+    let src = fixture();
+    for i in 0..4000 {
+        put(&src.store, &format!("new-{i:05}"), &"v".repeat(100));
+    }
+    let new_rows = range(&src.store, "\0", "\0").kvs;
+    let snap_file = src.dir.path().join("snapshot.bin");
+    std::fs::write(&snap_file, src.store.snapshot().unwrap()).unwrap();
+    let mut outcomes = std::collections::BTreeMap::<&str, usize>::new();
+    for attempt in 0..8u64 {
+        let f = fixture();
+        for i in 0..3000 {
+            put(&f.store, &format!("old-{i:05}"), "o");
+        }
+        let old_rows = range(&f.store, "\0", "\0").kvs;
+        let Fixture { dir, db, store } = f;
+        drop(store);
+        db.flush().unwrap();
+        drop(db);
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "storage::tests::lifecycle::a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_DIR, dir.path())
+            .env(CHILD_SNAPSHOT, &snap_file)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // Wait until the child is installing, then kill it a little later.
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        while !line.contains("installing") {
+            line.clear();
+            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5 + attempt * 37 % 200));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let db = open_db(dir.path());
+        let store = MvccStore::open(&db).unwrap();
+        let rows = range(&store, "\0", "\0").kvs;
+        let outcome = if store.interrupted_install() {
+            assert_eq!(
+                store.current_revision(),
+                1,
+                "an interrupted install starts empty"
+            );
+            assert_eq!(store.applied().unwrap(), None);
+            assert!(rows.is_empty());
+            "interrupted"
+        } else if rows == new_rows {
+            "new"
+        } else if rows == old_rows {
+            "old"
+        } else {
+            panic!(
+                "attempt {attempt}: a half-installed store was trusted: {} rows",
+                rows.len()
+            );
+        };
+        *outcomes.entry(outcome).or_default() += 1;
+        drop(store);
+        drop(db);
+        drop(dir);
+    }
+    eprintln!("outcomes: {outcomes:?}");
+}
