@@ -98,6 +98,8 @@ struct Shared {
     applied: Mutex<AppliedState>,
     /// Makes snapshot ids unique even when two builds see the same last log id.
     snapshot_seq: AtomicU64,
+    /// Serialises replacing the kept snapshot (a build finishing while an install runs).
+    keep_lock: Mutex<()>,
     /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`], and
     /// sled's directory of large values (sled writes them to files of their own, unsynced).
     data_file: OnceLock<(std::fs::File, std::path::PathBuf)>,
@@ -146,6 +148,12 @@ impl Shared {
 
     /// Builds a snapshot of the store as it is now, and keeps it as the current one.
     fn build_snapshot(&self) -> StoreResult<Snapshot<TypeConfig>> {
+        let (meta, data) = self.capture_snapshot()?;
+        self.keep_built(meta, data)
+    }
+
+    /// The store's state and the log position it reflects, read under the apply lock.
+    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta<NodeId, MemberNode>, Vec<u8>)> {
         let (data, state) = {
             let applied = self.lock()?;
             let data = self
@@ -171,7 +179,31 @@ impl Shared {
             last_membership: state.last_membership,
             snapshot_id,
         };
-        self.store_snapshot(&meta, &data)?;
+        Ok((meta, data))
+    }
+
+    /// Keeps a built snapshot as the current one, unless a newer one was kept meanwhile (an
+    /// install that ran while this one was being built): then that newer one is the answer,
+    /// so that openraft never believes it holds a snapshot older than the one it serves.
+    fn keep_built(
+        &self,
+        meta: SnapshotMeta<NodeId, MemberNode>,
+        data: Vec<u8>,
+    ) -> StoreResult<Snapshot<TypeConfig>> {
+        {
+            let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(kept) = self.current_snapshot()? {
+                if kept.meta.last_log_id > meta.last_log_id {
+                    tracing::info!(
+                        built = %meta.snapshot_id,
+                        kept = %kept.meta.snapshot_id,
+                        "a newer snapshot was installed while this one was built; keeping it"
+                    );
+                    return Ok(kept);
+                }
+            }
+            self.store_snapshot(&meta, &data)?;
+        }
         self.make_durable()?;
         tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
@@ -314,7 +346,10 @@ impl Shared {
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
         // Keep the snapshot first: if the node dies while the store is being rewritten,
         // `open` finds the store empty and installs this snapshot again.
-        self.store_snapshot(meta, data)?;
+        {
+            let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
+            self.store_snapshot(meta, data)?;
+        }
         self.snapshots
             .flush()
             .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
@@ -421,6 +456,7 @@ impl StateMachine {
             snapshots,
             applied: Mutex::new(applied),
             snapshot_seq: AtomicU64::new(0),
+            keep_lock: Mutex::new(()),
             data_file: OnceLock::new(),
         });
         if blob.is_none() {

@@ -460,3 +460,38 @@ async fn a_compaction_inside_a_group_splits_it_and_survives_restart() {
     assert_eq!(sm.store().current_revision(), 5);
     assert_eq!(sm.store().compact_revision(), 3);
 }
+
+/// A build that read the store before an install finished must not replace the installed
+/// (newer) snapshot with its older one; the build answers with the newer one.
+#[tokio::test]
+async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let (_ldb, mut leader) = open(leader_dir.path(), Arc::new(NoopObserver));
+    let mut entries = vec![membership_entry(1)];
+    entries.extend((2..30).map(|i| put(i, &format!("k{i}"), "v")));
+    leader.apply(entries).await.unwrap();
+    let newer = leader
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    sm.apply(vec![membership_entry(1), put(2, "old", "x")])
+        .await
+        .unwrap();
+    // The build reads the store (at index 2)...
+    let (old_meta, old_data) = sm.shared.capture_snapshot().unwrap();
+    assert_eq!(old_meta.last_log_id, Some(log_id(1, 1, 2)));
+    // ...an install of index 29 runs meanwhile...
+    sm.install_snapshot(&newer.meta, newer.snapshot)
+        .await
+        .unwrap();
+    // ...and then the build tries to keep its older snapshot.
+    let answered = sm.shared.keep_built(old_meta, old_data).unwrap();
+    assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 29)));
+    let kept = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert_eq!(kept.meta.snapshot_id, newer.meta.snapshot_id);
+}
