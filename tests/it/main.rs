@@ -14,6 +14,7 @@ mod ctl_etcdctl;
 mod errors;
 mod etcd_cluster;
 mod etcdctl;
+mod flags;
 mod kv;
 mod lease;
 mod startup;
