@@ -119,6 +119,8 @@ pub struct Config {
     /// `--experimental-snapshot-catchup-entries`.
     pub snapshot_catchup_entries: u64,
     pub progress_notify_interval_ms: u64,
+    /// `--strict-reconfig-check`: refuse a member remove that would lose quorum.
+    pub strict_reconfig_check: bool,
     /// `--wal-dir`: the Raft log's segments outside the data dir.
     pub wal_dir: Option<PathBuf>,
     /// HTTP/2 concurrent streams per client connection.
@@ -248,6 +250,7 @@ impl Config {
             snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
             progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
                 as u64,
+            strict_reconfig_check: f.strict_reconfig_check,
             wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
             max_concurrent_streams: f.max_concurrent_streams,
             grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),

@@ -308,7 +308,8 @@ impl Services {
             raft.channels(),
             lessor.clone(),
             crate::server::admin::request_timeout(cfg.election_timeout_ms),
-        );
+        )
+        .with_strict_reconfig_check(cfg.strict_reconfig_check);
         let header = ctx.header.clone();
         let watch_config = WatchConfig {
             progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),

@@ -514,11 +514,7 @@ pub const STATUS: &[(&str, Status, &str)] = {
             NoEffect,
             "only matters with --discovery-srv, which is refused",
         ),
-        (
-            "strict-reconfig-check",
-            NoEffect,
-            "not enforced yet: a member remove that loses quorum is not refused",
-        ),
+        ("strict-reconfig-check", Implemented, "a member remove that would leave too few started or active members is refused, with etcd's errors"),
         ("pre-vote", NoEffect, "openraft 0.9 has no pre-vote phase"),
         (
             "auto-compaction-retention",
