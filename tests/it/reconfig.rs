@@ -1,13 +1,14 @@
 //! `--strict-reconfig-check` and member add on a one-member cluster, each run against real
 //! etcd 3.4 and minietcd with the same expectations.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic::Code;
 
 use crate::cluster_basic::client_on;
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::kv::assert_grpc;
+use crate::support::wait_until_async;
 
 /// With strict reconfig check (the default), removing a live member while another one is
 /// down is refused with etcd's "unhealthy cluster"; removing the down member is allowed.
@@ -29,22 +30,12 @@ async fn strict_remove(kind: ServerKind) {
     assert_grpc(&e, Code::Unavailable, "etcdserver: unhealthy cluster");
     // A down member is not part of the active quorum: removing it is allowed once the
     // leader counts it as inactive (etcd and minietcd: 5 s without an answer at most).
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        match cl.member_remove(down_id).await {
-            Ok(r) => {
-                assert_eq!(r.members().len(), 2, "{kind:?}");
-                break;
-            }
-            Err(e) => {
-                assert!(
-                    Instant::now() < deadline,
-                    "{kind:?}: remove of the down member: {e}"
-                );
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
+    let r = wait_until_async("the down member removed", Duration::from_secs(20), || {
+        let mut cl = cl.clone();
+        async move { cl.member_remove(down_id).await.ok() }
+    })
+    .await;
+    assert_eq!(r.members().len(), 2, "{kind:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -94,23 +85,23 @@ async fn add_to_one_member(kind: ServerKind) {
     assert_eq!(added.member_list().len(), 2, "{kind:?}");
     let id = added.member().unwrap().id();
     c.spawn_joining(new);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ok = cl.put("after-add", "1", None).await.is_ok()
-            && cl.member_list().await.is_ok_and(|l| {
-                l.members()
+    wait_until_async(
+        "the cluster of two serving",
+        Duration::from_secs(30),
+        || {
+            let mut cl = cl.clone();
+            async move {
+                cl.put("after-add", "1", None).await.ok()?;
+                let list = cl.member_list().await.ok()?;
+                let joined = list
+                    .members()
                     .iter()
-                    .any(|m| m.id() == id && !m.name().is_empty())
-            });
-        if ok {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{kind:?}: the cluster of two never served"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+                    .any(|m| m.id() == id && !m.name().is_empty());
+                joined.then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
