@@ -427,4 +427,32 @@ mod tests {
             Err(DataDirError::Damaged { .. })
         ));
     }
+
+    #[test]
+    fn dedicated_wal_dir_is_recorded_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let wal = tmp.path().join("elsewhere/wal");
+        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        assert_eq!(d.wal_dir(), fs::canonicalize(&wal).unwrap());
+        assert!(!dir.join(WAL_DIR).exists());
+        drop(d);
+        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        assert!(!d.fresh);
+        drop(d);
+        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        assert!(e.to_string().contains("--wal-dir is not given"), "{e}");
+        let other = tmp.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        let e = DataDir::open_with_wal(&dir, id("a"), true, Some(&other))
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WrongWalDir { .. }), "{e}");
+        // A new member refuses a WAL dir that already holds something.
+        fs::write(other.join("0000000000000000.wal"), b"x").unwrap();
+        let e = DataDir::open_with_wal(&tmp.path().join("d2"), id("b"), true, Some(&other))
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WalDirNotEmpty(_)), "{e}");
+    }
 }

@@ -185,7 +185,12 @@ impl Admin {
 
     /// Sets `--strict-reconfig-check` (on by default, as in etcd); call before sharing.
     pub fn with_strict_reconfig_check(mut self, on: bool) -> Admin {
-        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+        let inner = Arc::get_mut(&mut self.inner);
+        assert!(
+            inner.is_some(),
+            "with_strict_reconfig_check is called on a new Admin, before it is cloned"
+        );
+        if let Some(inner) = inner {
             inner.strict_reconfig_check = on;
         }
         self
