@@ -489,3 +489,37 @@ fn zap_and_capnslog_logs_carry_etcds_lifecycle_lines() {
     let first = log.lines().next().unwrap();
     assert_eq!(&first[26..30], " I |", "{first}");
 }
+
+/// `--max-concurrent-streams=1`: a second stream on one client connection waits until the
+/// first ends, on etcd and on minietcd.
+async fn one_stream_per_connection(kind: crate::etcd_cluster::ServerKind) {
+    use crate::etcd_cluster::{Cluster, ClusterConfig};
+    let c =
+        Cluster::start_ready(ClusterConfig::new(kind, 1).arg("--max-concurrent-streams=1")).await;
+    let mut cl = crate::cluster_basic::client_on(&c, 0).await;
+    let first = tokio::time::timeout(Duration::from_secs(10), cl.watch("a", None))
+        .await
+        .expect("the first watch opens")
+        .unwrap();
+    let second = tokio::time::timeout(Duration::from_millis(1500), cl.watch("b", None)).await;
+    assert!(
+        second.is_err(),
+        "{kind:?}: a second stream opened beside the first"
+    );
+    drop(first);
+    let third = tokio::time::timeout(Duration::from_secs(10), cl.watch("c", None)).await;
+    assert!(
+        matches!(third, Ok(Ok(_))),
+        "{kind:?}: no stream after the first ended"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_limits_streams_per_connection_etcd() {
+    one_stream_per_connection(crate::etcd_cluster::ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_concurrent_streams_limits_streams_per_connection_minietcd() {
+    one_stream_per_connection(crate::etcd_cluster::ServerKind::Minietcd).await;
+}
