@@ -2,11 +2,20 @@
 //! start so that the rest of the node never sees a malformed value.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::FromArgMatches;
 use sha1::{Digest, Sha1};
+
+pub mod flags;
+pub mod sources;
+
+pub use flags::{ClusterState, Flags, LogLevel, Logger, Status};
+pub use sources::SourceError;
 
 /// A problem with the flags, reported as one line before the node starts.
 #[derive(Debug, thiserror::Error)]
@@ -21,104 +30,59 @@ pub enum ConfigError {
     /// `--initial-cluster` is malformed or does not name this member.
     #[error("--initial-cluster: {0}")]
     BadInitialCluster(String),
-    /// Another flag holds a value out of range.
+    /// Another flag holds a value out of range, or one minietcd refuses (see `flags::STATUS`).
     #[error("--{flag}: {reason}")]
     BadValue { flag: &'static str, reason: String },
+    /// A flag set to a value minietcd refuses (see `flags::STATUS`).
+    #[error("--{flag}={value} is refused: {why}")]
+    Refused {
+        flag: &'static str,
+        value: String,
+        why: &'static str,
+    },
+    /// An `ETCD_*` variable and its flag are both given (etcd refuses this too).
+    #[error(
+        "conflicting environment variable {0:?} is shadowed by corresponding command-line flag \
+         (either unset environment variable or disable flag)"
+    )]
+    EnvConflict(String),
+    /// `--config-file` cannot be read or is not etcd's YAML.
+    #[error("--config-file {path}: {reason}")]
+    ConfigFile { path: PathBuf, reason: String },
 }
 
-/// `--initial-cluster-state`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ClusterState {
-    /// Bootstrap a new cluster from `--initial-cluster`.
-    New,
-    /// Join a cluster that already runs (the member was added with MemberAdd).
-    Existing,
+/// Something to log about the configuration once logging is set up (the flags decide how
+/// logging is set up, so it cannot happen while they are read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// True for a warning, false for an info line.
+    pub warn: bool,
+    pub message: String,
 }
 
-/// `--log-level`, with etcd's names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogLevel {
-    Debug,
-    Info,
-    Warn,
-    Error,
-    Panic,
-    Fatal,
-}
+impl Notice {
+    pub fn info(message: String) -> Notice {
+        Notice {
+            warn: false,
+            message,
+        }
+    }
 
-impl LogLevel {
-    /// The tracing filter directive for this level.
-    pub fn directive(self) -> &'static str {
-        match self {
-            LogLevel::Debug => "debug",
-            LogLevel::Info => "info",
-            LogLevel::Warn => "warn",
-            LogLevel::Error | LogLevel::Panic | LogLevel::Fatal => "error",
+    pub fn warn(message: String) -> Notice {
+        Notice {
+            warn: true,
+            message,
         }
     }
 }
 
-/// minietcd's flags: etcd's names and defaults, except that the data dir is `NAME.minietcd`.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "minietcd",
-    version,
-    about = "An etcd-compatible, Raft-replicated key-value store"
-)]
-pub struct Flags {
-    /// Human-readable name for this member.
-    #[arg(long, default_value = "default")]
-    pub name: String,
-    /// Path to the data directory (default: NAME.minietcd).
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    /// URLs to listen on for client traffic (comma-separated).
-    #[arg(long, default_value = "http://127.0.0.1:2379")]
-    pub listen_client_urls: String,
-    /// This member's client URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://127.0.0.1:2379")]
-    pub advertise_client_urls: String,
-    /// URLs to listen on for peer traffic.
-    #[arg(long, default_value = "http://127.0.0.1:2380")]
-    pub listen_peer_urls: String,
-    /// This member's peer URLs to advertise to the rest of the cluster.
-    #[arg(long, default_value = "http://127.0.0.1:2380")]
-    pub initial_advertise_peer_urls: String,
-    /// Initial cluster configuration for bootstrapping: name=peerURL,...
-    /// (default: NAME=INITIAL-ADVERTISE-PEER-URLS).
-    #[arg(long)]
-    pub initial_cluster: Option<String>,
-    /// Initial cluster state.
-    #[arg(long, value_enum, default_value = "new")]
-    pub initial_cluster_state: ClusterState,
-    /// Initial cluster token, mixed into member ids so that clusters do not mistake each other.
-    #[arg(long, default_value = "etcd-cluster")]
-    pub initial_cluster_token: String,
-    /// Time (in milliseconds) of a heartbeat interval.
-    #[arg(long, default_value_t = 100)]
-    pub heartbeat_interval: u64,
-    /// Time (in milliseconds) for an election to timeout.
-    #[arg(long, default_value_t = 1000)]
-    pub election_timeout: u64,
-    /// Maximum client request size in bytes the server will accept.
-    #[arg(long, default_value_t = 1536 * 1024)]
-    pub max_request_bytes: usize,
-    /// Maximum number of operations permitted in a transaction.
-    #[arg(long, default_value_t = 128)]
-    pub max_txn_ops: usize,
-    /// Number of committed transactions to trigger a snapshot to disk.
-    #[arg(long, default_value_t = 100_000)]
-    pub snapshot_count: u64,
-    /// Entries kept in the log after a snapshot so that a slow follower catches up from the
-    /// log (etcd 3.5's flag of the same name; etcd 3.4 fixes it at 5000).
-    #[arg(long, default_value_t = 5000)]
-    pub experimental_snapshot_catchup_entries: u64,
-    /// Duration of periodic watch progress notifications (Go syntax: 10m, 1s, 200ms).
-    #[arg(long, default_value = "10m", value_parser = parse_go_duration)]
-    pub experimental_watch_progress_notify_interval: std::time::Duration,
-    /// Log level.
-    #[arg(long, value_enum, default_value = "info")]
-    pub log_level: LogLevel,
+/// One `--log-outputs` target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogOutput {
+    Stderr,
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// One member of the initial cluster.
@@ -155,10 +119,39 @@ pub struct Config {
     /// `--experimental-snapshot-catchup-entries`.
     pub snapshot_catchup_entries: u64,
     pub progress_notify_interval_ms: u64,
+    /// `--strict-reconfig-check`: refuse a member remove that would lose quorum.
+    pub strict_reconfig_check: bool,
+    /// `--wal-dir`: the Raft log's segments outside the data dir.
+    pub wal_dir: Option<PathBuf>,
+    /// HTTP/2 concurrent streams per client connection.
+    pub max_concurrent_streams: u32,
+    /// Server-to-client pings; `None` disables them.
+    pub grpc_keepalive_interval: Option<Duration>,
+    pub grpc_keepalive_timeout: Duration,
     pub log_level: LogLevel,
+    pub logger: Logger,
+    pub log_outputs: Vec<LogOutput>,
+    /// What to log about the flags once logging is up (no-effect flags, env variables).
+    pub notices: Vec<Notice>,
 }
 
 impl Config {
+    /// Reads the flags from the command line `args` (program name first), `ETCD_*`
+    /// variables in `env`, or `--config-file`, then validates them; flags minietcd refuses
+    /// are errors, flags without effect become warnings in [`Config::notices`].
+    pub fn load(
+        args: impl IntoIterator<Item = OsString>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, SourceError> {
+        let parsed = sources::parse(args, env)?;
+        let mut notices = parsed.notices;
+        check_status(&parsed.matches, &mut notices)?;
+        let flags = Flags::from_arg_matches(&parsed.matches)?;
+        let mut cfg = Config::from_flags(flags)?;
+        cfg.notices.splice(0..0, notices);
+        Ok(cfg)
+    }
+
     /// Validates flags into a configuration.
     pub fn from_flags(f: Flags) -> Result<Config, ConfigError> {
         let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?;
@@ -195,6 +188,13 @@ impl Config {
                 reason: "must be positive".into(),
             });
         }
+        if f.max_concurrent_streams == 0 {
+            return Err(ConfigError::BadValue {
+                flag: "max-concurrent-streams",
+                reason: "must be positive".into(),
+            });
+        }
+        let log_outputs = parse_log_outputs(&f.log_outputs)?;
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -250,7 +250,19 @@ impl Config {
             snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
             progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
                 as u64,
-            log_level: f.log_level,
+            strict_reconfig_check: f.strict_reconfig_check,
+            wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
+            max_concurrent_streams: f.max_concurrent_streams,
+            grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),
+            grpc_keepalive_timeout: f.grpc_keepalive_timeout,
+            log_level: if f.debug {
+                LogLevel::Debug
+            } else {
+                f.log_level
+            },
+            logger: f.logger,
+            log_outputs,
+            notices: Vec::new(),
         })
     }
 
@@ -258,6 +270,77 @@ impl Config {
     pub fn cluster_id(&self) -> u64 {
         cluster_id(self.initial_cluster.keys().copied())
     }
+}
+
+/// Applies `flags::STATUS` to the values given: a refused flag set to anything but its
+/// default is an error; a flag without effect set so is a warning.
+fn check_status(m: &clap::ArgMatches, notices: &mut Vec<Notice>) -> Result<(), ConfigError> {
+    let cmd = sources::command();
+    for arg in cmd.get_arguments() {
+        let Some(long) = arg.get_long() else { continue };
+        let Some(&(name, status, why)) = flags::STATUS.iter().find(|(n, _, _)| *n == long) else {
+            continue;
+        };
+        let id = arg.get_id().as_str();
+        if !matches!(
+            m.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) {
+            continue;
+        }
+        let join = |v: Vec<&std::ffi::OsStr>| {
+            v.iter()
+                .map(|s| s.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let given = join(m.get_raw(id).map(|r| r.collect()).unwrap_or_default());
+        let default = join(
+            arg.get_default_values()
+                .iter()
+                .map(|v| v.as_os_str())
+                .collect(),
+        );
+        if given == default {
+            continue;
+        }
+        match status {
+            Status::Implemented => {}
+            Status::NoEffect => notices.push(Notice::warn(format!(
+                "--{name}={given} has no effect: {why}"
+            ))),
+            Status::Refused => {
+                return Err(ConfigError::Refused {
+                    flag: name,
+                    value: given,
+                    why,
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--log-outputs`: comma-separated stderr, stdout, default (stderr) or file paths.
+fn parse_log_outputs(s: &str) -> Result<Vec<LogOutput>, ConfigError> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let o = match part {
+            "default" | "stderr" => LogOutput::Stderr,
+            "stdout" => LogOutput::Stdout,
+            path => LogOutput::File(PathBuf::from(path)),
+        };
+        if !out.contains(&o) {
+            out.push(o);
+        }
+    }
+    if out.is_empty() {
+        return Err(ConfigError::BadValue {
+            flag: "log-outputs",
+            reason: "no output given".into(),
+        });
+    }
+    Ok(out)
 }
 
 /// Go durations as etcd's flags take them; shared with minietcdctl through the client crate.
@@ -385,7 +468,10 @@ mod tests {
     use super::*;
 
     fn flags(args: &[&str]) -> Flags {
-        Flags::try_parse_from(std::iter::once("minietcd").chain(args.iter().copied())).unwrap()
+        let m = sources::command()
+            .try_get_matches_from(std::iter::once("minietcd").chain(args.iter().copied()))
+            .unwrap();
+        Flags::from_arg_matches(&m).unwrap()
     }
 
     #[test]
@@ -450,5 +536,232 @@ mod tests {
             assert!(e.contains(want), "{args:?}: {e}");
             assert!(!e.contains('\n'), "{e}");
         }
+    }
+}
+
+#[cfg(test)]
+mod load_tests {
+    use super::*;
+
+    fn load(args: &[&str], env: &[(&str, &str)]) -> Result<Config, SourceError> {
+        Config::load(
+            std::iter::once("minietcd")
+                .chain(args.iter().copied())
+                .map(OsString::from),
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    fn err(args: &[&str], env: &[(&str, &str)]) -> String {
+        match load(args, env) {
+            Ok(_) => panic!("{args:?} {env:?} should fail"),
+            Err(SourceError::Clap(e)) => e.to_string(),
+            Err(SourceError::Config(e)) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn every_flag_has_a_status_and_etcds_flags_are_all_there() {
+        let cmd = sources::command();
+        let longs: Vec<&str> = cmd
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "help" | "version"))
+            .collect();
+        for l in &longs {
+            assert!(flags::status(l).is_some(), "--{l} has no entry in STATUS");
+        }
+        for (name, _, _) in flags::STATUS {
+            assert!(
+                longs.contains(name),
+                "STATUS names --{name}, which is no flag"
+            );
+        }
+        // `etcd --help` (3.4.23) lists 80 flags besides --config-file; minietcd adds one.
+        assert_eq!(longs.len(), 1 + 80 + 1);
+    }
+
+    #[test]
+    fn docs_list_every_flag() {
+        let docs = include_str!("../docs/flags.md");
+        for (name, _, _) in flags::STATUS {
+            assert!(
+                docs.contains(&format!("`--{name}`")),
+                "docs/flags.md misses --{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn env_variables_set_flags_and_conflicts_are_refused() {
+        let c = load(
+            &["--initial-advertise-peer-urls", "http://127.0.0.1:22380"],
+            &[
+                ("ETCD_NAME", "infra2"),
+                ("ETCD_DATA_DIR", "/tmp/x"),
+                ("ETCD_INITIAL_CLUSTER", "infra2=http://127.0.0.1:22380"),
+                ("ETCD_ENABLE_V2", "false"),
+                ("ETCD_NO_SUCH", "1"),
+                ("ETCDCTL_API", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.name, "infra2");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
+        assert!(c
+            .notices
+            .iter()
+            .any(|n| n.warn && n.message == "unrecognized environment variable ETCD_NO_SUCH=1"));
+        assert!(!c.notices.iter().any(|n| n.message.contains("ETCDCTL")));
+        let e = err(&["--name", "a"], &[("ETCD_NAME", "b")]);
+        assert!(
+            e.contains("conflicting environment variable \"ETCD_NAME\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn booleans_take_gos_syntax_and_single_dashes_work() {
+        let c = load(&["-name=x", "--enable-v2=false", "--debug"], &[]).unwrap();
+        assert_eq!(c.name, "x");
+        assert_eq!(c.log_level, LogLevel::Debug);
+        let e = err(&["--enable-v2", "false"], &[]);
+        assert!(e.contains("unexpected argument 'false'"), "{e}");
+        let e = err(&["--enable-v2"], &[]);
+        assert!(e.contains("--enable-v2=true is refused: the v2 API"), "{e}");
+        let e = err(&["--strict-reconfig-check=maybe"], &[]);
+        assert!(e.contains("invalid boolean"), "{e}");
+    }
+
+    #[test]
+    fn each_class_of_flag() {
+        // Implemented.
+        let c = load(
+            &[
+                "--max-concurrent-streams=10",
+                "--grpc-keepalive-interval=0",
+                "--grpc-keepalive-timeout=3s",
+                "--wal-dir=/tmp/w",
+                "--logger=zap",
+                "--log-outputs=stdout,stderr,/tmp/log",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.max_concurrent_streams, 10);
+        assert_eq!(c.grpc_keepalive_interval, None);
+        assert_eq!(c.grpc_keepalive_timeout, Duration::from_secs(3));
+        assert_eq!(c.wal_dir, Some(PathBuf::from("/tmp/w")));
+        assert_eq!(c.logger, Logger::Zap);
+        assert_eq!(
+            c.log_outputs,
+            vec![
+                LogOutput::Stdout,
+                LogOutput::Stderr,
+                LogOutput::File("/tmp/log".into())
+            ]
+        );
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        // No effect: a warning each, not at their defaults.
+        let c = load(
+            &[
+                "--max-wals=3",
+                "--max-snapshots=5",
+                "--backend-batch-limit=10",
+                "--experimental-backend-bbolt-freelist-type=map",
+                "--log-package-levels=etcdserver=DEBUG",
+                "--experimental-initial-corrupt-check",
+                "--quota-backend-bytes=8589934592",
+                "--auto-compaction-retention=1h",
+                "--cors=http://a",
+            ],
+            &[],
+        )
+        .unwrap();
+        let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(warned.len(), 8, "{warned:?}");
+        assert!(
+            warned[0].starts_with("--max-wals=3 has no effect: "),
+            "{warned:?}"
+        );
+        // Refused, one line each; their defaults are fine.
+        for (args, want) in [
+            (vec!["--proxy=on"], "--proxy=on is refused"),
+            (vec!["--proxy", "readonly"], "--proxy=readonly is refused"),
+            (
+                vec!["--discovery=https://discovery.etcd.io/x"],
+                "--discovery=",
+            ),
+            (vec!["--discovery-srv=example.com"], "--discovery-srv="),
+            (vec!["--cert-file=/a.pem"], "TLS is not supported yet"),
+            (vec!["--auto-tls"], "TLS is not supported yet"),
+            (vec!["--peer-key-file=/k"], "peer TLS is not supported yet"),
+            (
+                vec!["--force-new-cluster"],
+                "--force-new-cluster=true is refused",
+            ),
+            (vec!["--experimental-enable-v2v3=/v2"], "v2 API"),
+        ] {
+            let e = err(&args, &[]);
+            assert!(e.contains(want), "{args:?}: {e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        load(
+            &[
+                "--proxy=off",
+                "--enable-v2=false",
+                "--cert-file=",
+                "--discovery=",
+            ],
+            &[],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn config_file_wins_over_flags_and_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("etcd.yml");
+        std::fs::write(
+            &path,
+            "name: fromfile\n\
+             data-dir: /tmp/fromfile\n\
+             listen-client-urls: http://127.0.0.1:41379\n\
+             initial-advertise-peer-urls: http://127.0.0.1:41380\n\
+             initial-cluster: fromfile=http://127.0.0.1:41380\n\
+             heartbeat-interval: 50\n\
+             election-timeout: 500\n\
+             enable-v2: false\n\
+             grpc-keepalive-timeout: 3000000000\n\
+             log-outputs: [stdout]\n\
+             wal-dir:\n\
+             strange-key: 1\n\
+             client-transport-security:\n  cert-file:\n  client-cert-auth: false\n\
+             peer-transport-security:\n  auto-tls: false\n",
+        )
+        .unwrap();
+        let file = path.to_str().unwrap();
+        let c = load(
+            &["--config-file", file, "--name", "other"],
+            &[("ETCD_ELECTION_TIMEOUT", "5000")],
+        )
+        .unwrap();
+        assert_eq!(c.name, "fromfile");
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/fromfile"));
+        assert_eq!((c.heartbeat_interval_ms, c.election_timeout_ms), (50, 500));
+        assert_eq!(c.grpc_keepalive_timeout, Duration::from_secs(3));
+        assert_eq!(c.log_outputs, vec![LogOutput::Stdout]);
+        assert_eq!(c.wal_dir, None);
+        assert!(c.notices.iter().any(|n| n.message.contains("strange-key")));
+        // ETCD_CONFIG_FILE too.
+        let c = load(&[], &[("ETCD_CONFIG_FILE", file)]).unwrap();
+        assert_eq!(c.name, "fromfile");
+        // Nested TLS keys are the flags they stand for.
+        std::fs::write(&path, "peer-transport-security:\n  cert-file: /p.pem\n").unwrap();
+        let e = err(&["--config-file", file], &[]);
+        assert!(e.contains("--peer-cert-file=/p.pem is refused"), "{e}");
+        std::fs::write(&path, "name: [unclosed\n").unwrap();
+        let e = err(&["--config-file", file], &[]);
+        assert!(e.starts_with(&format!("--config-file {file}: ")), "{e}");
     }
 }

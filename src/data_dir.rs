@@ -1,6 +1,9 @@
 //! The data directory: `member.json` (who this member is, in which cluster) beside the sled
-//! database in `db/` (the MVCC store) and the Raft log's segments in `wal/`. A directory that holds something else, or a damaged one, is refused
-//! with a clear error instead of being overwritten.
+//! database in `db/` (the MVCC store) and the Raft log's segments in `wal/`, or in the
+//! dedicated directory `--wal-dir` names (recorded in `member.json`, so that a restart with
+//! another or no `--wal-dir` is refused instead of starting from an empty log). A directory
+//! that holds something else, or a damaged one, is refused with a clear error instead of being
+//! overwritten.
 
 use std::fs;
 use std::io::Write;
@@ -58,6 +61,16 @@ pub enum DataDirError {
         stored: u64,
         given: u64,
     },
+    #[error(
+        "wal dir {0}: not empty (it holds another member's log?); give an empty or new directory"
+    )]
+    WalDirNotEmpty(PathBuf),
+    #[error("data dir {path}: its Raft log is in {stored} but {given}")]
+    WrongWalDir {
+        path: PathBuf,
+        stored: String,
+        given: String,
+    },
     #[error("data dir {0}: in use by another minietcd process")]
     InUse(PathBuf),
     #[error("data dir {path}: {source}")]
@@ -75,6 +88,9 @@ pub struct Identity {
     pub member_id: u64,
     pub cluster_id: u64,
     pub cluster_token: String,
+    /// The dedicated WAL directory (`--wal-dir`), absolute; `None`: `wal/` in the data dir.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// An open data dir.
@@ -84,6 +100,8 @@ pub struct DataDir {
     pub db: sled::Db,
     /// True when the dir was created by this start (a new member, no Raft state yet).
     pub fresh: bool,
+    /// Where the Raft log's segments are.
+    wal: PathBuf,
 }
 
 impl DataDir {
@@ -106,6 +124,18 @@ impl DataDir {
     /// match too. Otherwise the ids on disk win: a member that joined a running cluster got
     /// them from the cluster, not from its flags.
     pub fn open(path: &Path, identity: Identity, check_ids: bool) -> Result<DataDir, DataDirError> {
+        DataDir::open_with_wal(path, identity, check_ids, None)
+    }
+
+    /// [`DataDir::open`] with the Raft log in `wal_dir` (`--wal-dir`) instead of `wal/`:
+    /// created empty with a new data dir; an existing data dir must be opened with the same
+    /// WAL dir it was created with.
+    pub fn open_with_wal(
+        path: &Path,
+        mut identity: Identity,
+        check_ids: bool,
+        wal_dir: Option<&Path>,
+    ) -> Result<DataDir, DataDirError> {
         // What the flags say; `identity` becomes what the dir holds.
         let given = identity.clone();
         let io = |source| DataDirError::Io {
@@ -123,7 +153,13 @@ impl DataDir {
             Err(e) => return Err(io(e)),
         };
         let (identity, fresh) = if empty {
-            fs::create_dir_all(path.join(WAL_DIR)).map_err(io)?;
+            if let Some(wal) = wal_dir {
+                identity.wal_dir = Some(create_dedicated_wal(wal)?);
+            }
+            fs::create_dir_all(path).map_err(io)?;
+            if identity.wal_dir.is_none() {
+                fs::create_dir_all(path.join(WAL_DIR)).map_err(io)?;
+            }
             write_identity(&id_path, &identity).map_err(io)?;
             (identity, true)
         } else {
@@ -158,7 +194,8 @@ impl DataDir {
             if !path.join(DB_DIR).is_dir() {
                 return Err(damaged(format!("{DB_DIR}/ is missing")));
             }
-            if !path.join(WAL_DIR).is_dir() {
+            check_wal_dir(path, stored.wal_dir.as_deref(), wal_dir)?;
+            if stored.wal_dir.is_none() && !path.join(WAL_DIR).is_dir() {
                 return Err(damaged(format!("{WAL_DIR}/ is missing")));
             }
             (stored, false)
@@ -199,11 +236,16 @@ impl DataDir {
                 Err(e) => return Err(damaged(format!("database: {e}"))),
             }
         }
+        let wal = identity
+            .wal_dir
+            .clone()
+            .unwrap_or_else(|| path.join(WAL_DIR));
         Ok(DataDir {
             path: path.to_path_buf(),
             identity,
             db,
             fresh,
+            wal,
         })
     }
 }
@@ -211,7 +253,7 @@ impl DataDir {
 impl DataDir {
     /// The Raft log's directory.
     pub fn wal_dir(&self) -> PathBuf {
-        self.path.join(WAL_DIR)
+        self.wal.clone()
     }
 
     /// sled's data file, which the Raft log fdatasyncs after each flush.
@@ -228,8 +270,53 @@ impl Identity {
             member_id,
             cluster_id,
             cluster_token: token.to_string(),
+            wal_dir: None,
         }
     }
+}
+
+/// Creates a dedicated WAL dir for a new member; it must be missing or empty. Returns its
+/// absolute path, which `member.json` records.
+fn create_dedicated_wal(wal: &Path) -> Result<PathBuf, DataDirError> {
+    let io = |source| DataDirError::Io {
+        path: wal.to_path_buf(),
+        source,
+    };
+    fs::create_dir_all(wal).map_err(io)?;
+    if fs::read_dir(wal).map_err(io)?.next().is_some() {
+        return Err(DataDirError::WalDirNotEmpty(wal.to_path_buf()));
+    }
+    fs::canonicalize(wal).map_err(io)
+}
+
+/// An existing data dir opens with the WAL dir it was created with.
+fn check_wal_dir(
+    path: &Path,
+    stored: Option<&Path>,
+    given: Option<&Path>,
+) -> Result<(), DataDirError> {
+    let given_abs = given.map(|g| fs::canonicalize(g).unwrap_or_else(|_| g.to_path_buf()));
+    if stored == given_abs.as_deref() {
+        if let Some(wal) = stored.filter(|w| !w.is_dir()) {
+            return Err(DataDirError::Damaged {
+                path: path.to_path_buf(),
+                reason: format!("wal dir {} is missing", wal.display()),
+            });
+        }
+        return Ok(());
+    }
+    let describe = |w: Option<&Path>| match w {
+        Some(w) => w.display().to_string(),
+        None => format!("{}", path.join(WAL_DIR).display()),
+    };
+    Err(DataDirError::WrongWalDir {
+        path: path.to_path_buf(),
+        stored: describe(stored),
+        given: match given {
+            Some(g) => format!("--wal-dir is {}", g.display()),
+            None => "--wal-dir is not given".into(),
+        },
+    })
 }
 
 enum SledOpen {
@@ -339,5 +426,33 @@ mod tests {
             DataDir::open(&dir, id("a"), true),
             Err(DataDirError::Damaged { .. })
         ));
+    }
+
+    #[test]
+    fn dedicated_wal_dir_is_recorded_and_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        let wal = tmp.path().join("elsewhere/wal");
+        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        assert_eq!(d.wal_dir(), fs::canonicalize(&wal).unwrap());
+        assert!(!dir.join(WAL_DIR).exists());
+        drop(d);
+        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        assert!(!d.fresh);
+        drop(d);
+        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        assert!(e.to_string().contains("--wal-dir is not given"), "{e}");
+        let other = tmp.path().join("other");
+        fs::create_dir_all(&other).unwrap();
+        let e = DataDir::open_with_wal(&dir, id("a"), true, Some(&other))
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WrongWalDir { .. }), "{e}");
+        // A new member refuses a WAL dir that already holds something.
+        fs::write(other.join("0000000000000000.wal"), b"x").unwrap();
+        let e = DataDir::open_with_wal(&tmp.path().join("d2"), id("b"), true, Some(&other))
+            .err()
+            .unwrap();
+        assert!(matches!(e, DataDirError::WalDirNotEmpty(_)), "{e}");
     }
 }

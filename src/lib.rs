@@ -16,6 +16,7 @@
 //!
 //! - [`config`]: flags (etcd's names), validated once into a `Config`.
 //! - [`data_dir`]: the member's identity file and the sled database on disk.
+//! - [`logging`]: etcd 3.4's log formats (capnslog, zap JSON) and `--log-outputs`.
 //! - [`node`]: wires storage, Raft, watch and the gRPC servers into a running member.
 //! - [`server`]: the etcd v3 gRPC facade, one file per service; the one error -> status table.
 //! - [`raft`]: openraft glue: log store, state machine, proposer, peer network and service.
@@ -29,6 +30,7 @@
 pub mod config;
 pub mod data_dir;
 pub mod lessor;
+pub mod logging;
 pub mod node;
 pub mod pb;
 pub mod raft;

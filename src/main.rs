@@ -3,8 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use minietcd::config::{Config, Flags};
+use minietcd::config::{Config, SourceError};
 
 /// mimalloc instead of glibc's malloc: a member allocates and frees small buffers on many
 /// threads at once (gRPC frames, log entries, sled nodes), where glibc's arenas spent a tenth
@@ -13,9 +12,9 @@ use minietcd::config::{Config, Flags};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    let flags = match Flags::try_parse() {
-        Ok(f) => f,
-        Err(e) => {
+    let cfg = match Config::load(std::env::args_os(), std::env::vars()) {
+        Ok(c) => c,
+        Err(SourceError::Clap(e)) => {
             use clap::error::ErrorKind;
             if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
                 let _ = e.print();
@@ -27,25 +26,15 @@ fn main() -> ExitCode {
             eprintln!("minietcd: {}", first.trim_start_matches("error: "));
             return ExitCode::from(2);
         }
-    };
-    let cfg = match Config::from_flags(flags) {
-        Ok(c) => c,
-        Err(e) => {
+        Err(SourceError::Config(e)) => {
             eprintln!("minietcd: {e}");
             return ExitCode::from(2);
         }
     };
-    // openraft reports every vote and membership step at info; keep it at warn unless asked.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        let level = cfg.log_level.directive();
-        let raft = if level == "debug" { "debug" } else { "warn" };
-        tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft}"))
-    });
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .init();
+    if let Err(e) = minietcd::logging::init(&cfg) {
+        eprintln!("minietcd: {e}");
+        return ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {

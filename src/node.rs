@@ -33,6 +33,7 @@ use tracing::info;
 use crate::config::{ClusterState, Config};
 use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
+use crate::logging::lifecycle;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -92,7 +93,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let services = Services::new(&cfg, &data_dir, store, watchable, &raft);
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut background = start_background(&cfg, &data_dir, &services, &stop_rx);
+    let mut background = start_background(&cfg, &data_dir, &services, &raft, &stop_rx);
     let mut servers = JoinSet::new();
     serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
     background.wait_for_publish(&cfg).await;
@@ -166,9 +167,12 @@ async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
     let identity = Identity::new(&cfg.name, member_id, cluster_id, &cfg.initial_cluster_token);
     let data_dir = {
         let path = cfg.data_dir.clone();
-        tokio::task::spawn_blocking(move || DataDir::open(&path, identity, !existing))
-            .await
-            .map_err(|e| NodeError::Raft(e.to_string()))??
+        let wal = cfg.wal_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            DataDir::open_with_wal(&path, identity, !existing, wal.as_deref())
+        })
+        .await
+        .map_err(|e| NodeError::Raft(e.to_string()))??
     };
     let identity = &data_dir.identity;
     info!(
@@ -176,6 +180,7 @@ async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
         member_id = %format!("{:x}", identity.member_id),
         cluster_id = %format!("{:x}", identity.cluster_id),
         data_dir = %data_dir.path.display(),
+        wal_dir = %data_dir.wal_dir().display(),
         "starting member"
     );
     Ok(data_dir)
@@ -258,6 +263,19 @@ struct Services {
     max_msg_bytes: usize,
     /// The sled database, for Maintenance (status sizes, snapshots).
     db: sled::Db,
+    /// HTTP/2 settings of the client listeners (`--max-concurrent-streams`,
+    /// `--grpc-keepalive-*`).
+    client_http2: ClientHttp2,
+    /// `--logger`: which of etcd's wordings the lifecycle lines take.
+    logger: crate::config::Logger,
+}
+
+/// HTTP/2 settings of a client listener, etcd's gRPC server options.
+#[derive(Clone, Copy)]
+struct ClientHttp2 {
+    max_concurrent_streams: u32,
+    keepalive_interval: Option<Duration>,
+    keepalive_timeout: Duration,
 }
 
 impl Services {
@@ -289,7 +307,8 @@ impl Services {
             raft,
             lessor.clone(),
             crate::server::admin::request_timeout(cfg.election_timeout_ms),
-        );
+        )
+        .with_strict_reconfig_check(cfg.strict_reconfig_check);
         let header = ctx.header.clone();
         let watch_config = WatchConfig {
             progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),
@@ -307,6 +326,12 @@ impl Services {
             leader: leader_from_metrics(raft.raft().metrics()),
             max_msg_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             db: data_dir.db.clone(),
+            client_http2: ClientHttp2 {
+                max_concurrent_streams: cfg.max_concurrent_streams,
+                keepalive_interval: cfg.grpc_keepalive_interval,
+                keepalive_timeout: cfg.grpc_keepalive_timeout,
+            },
+            logger: cfg.logger,
         }
     }
 }
@@ -318,18 +343,62 @@ struct Background {
     publish: Option<JoinHandle<()>>,
     /// The leader's lease expiry loop.
     lessor: JoinHandle<()>,
+    /// etcd's leader-change lines.
+    leader_log: JoinHandle<()>,
+}
+
+/// Logs each change of the leader this member knows of, as etcd's raft does.
+async fn log_leader_changes(
+    me: u64,
+    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut leader = None;
+    loop {
+        let (now, term) = {
+            let m = metrics.borrow_and_update();
+            (m.current_leader, m.current_term)
+        };
+        if now != leader {
+            lifecycle::leader_changed(me, leader, now, term);
+            leader = now;
+        }
+        tokio::select! {
+            r = metrics.changed() => if r.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
 }
 
 fn start_background(
     cfg: &Config,
     data_dir: &DataDir,
     services: &Services,
+    raft: &RaftNode,
     stop_rx: &watch::Receiver<bool>,
 ) -> Background {
-    let publish = tokio::spawn(services.admin.clone().publish(
+    let publishing = services.admin.clone().publish(
         cfg.name.clone(),
         cfg.advertise_client_urls.clone(),
         data_dir.fresh,
+        stop_rx.clone(),
+    );
+    let (logger, name, urls) = (
+        cfg.logger,
+        cfg.name.clone(),
+        cfg.advertise_client_urls.clone(),
+    );
+    let (member_id, cluster_id) = (data_dir.identity.member_id, data_dir.identity.cluster_id);
+    let stopped = stop_rx.clone();
+    let publish = tokio::spawn(async move {
+        publishing.await;
+        if !*stopped.borrow() {
+            lifecycle::published(logger, &name, &urls, member_id, cluster_id);
+        }
+    });
+    let leader_log = tokio::spawn(log_leader_changes(
+        member_id,
+        raft.raft().metrics(),
         stop_rx.clone(),
     ));
     let lessor = tokio::spawn(
@@ -341,6 +410,7 @@ fn start_background(
     Background {
         publish: Some(publish),
         lessor,
+        leader_log,
     }
 }
 
@@ -375,7 +445,7 @@ fn serve_peers(
         let admin = Arc::new(services.admin.clone());
         let router =
             tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
-        spawn_server(servers, router, l, stop_rx, "serving peers");
+        spawn_server(servers, router, l, stop_rx, services.logger, false);
     }
 }
 
@@ -393,7 +463,8 @@ fn serve_clients(
             client_router(services),
             l,
             stop_rx,
-            "serving client requests",
+            services.logger,
+            true,
         );
     }
 }
@@ -407,7 +478,11 @@ fn client_router(s: &Services) -> Router {
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;
+    let h2 = s.client_http2;
     tonic::transport::Server::builder()
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_keepalive_interval(h2.keepalive_interval)
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout))
         .add_service(InterceptedService::new(
             KvServer::new(KvService::new(s.ctx.clone()))
                 .max_decoding_message_size(max_msg)
@@ -448,17 +523,25 @@ fn spawn_server(
     router: Router,
     l: TcpListener,
     stop_rx: &watch::Receiver<bool>,
-    what: &'static str,
+    logger: crate::config::Logger,
+    clients: bool,
 ) {
     let addr = l.local_addr().ok();
     let mut rx = stop_rx.clone();
     servers.spawn(async move {
-        info!(?addr, "{what}");
-        router
+        if clients {
+            lifecycle::serving_clients(logger, addr);
+        } else {
+            lifecycle::serving_peers(logger, addr);
+        }
+        let r = router
             .serve_with_incoming_shutdown(incoming(l), async move {
                 let _ = rx.wait_for(|s| *s).await;
             })
-            .await
+            .await;
+        let what = if clients { "client" } else { "peer" };
+        lifecycle::stopped_serving(logger, what, addr);
+        r
     });
 }
 
@@ -496,6 +579,7 @@ async fn stop(
     let _ = stop_tx.send(true);
     while servers.join_next().await.is_some() {}
     let _ = background.lessor.await;
+    let _ = background.leader_log.await;
     if let Some(publish) = background.publish {
         let _ = publish.await;
     }

@@ -81,9 +81,42 @@ pub type PeerClient = RaftPeerClient<Channel>;
 pub struct PeerChannels {
     /// Member id -> (the URL the channel dials, the channel).
     channels: Mutex<HashMap<NodeId, (String, Channel)>>,
+    /// Member id -> (since when it has answered every Raft RPC, when it last answered): etcd's
+    /// transport "active since", which `--strict-reconfig-check` reads to protect quorum. A
+    /// failed RPC, or a silence longer than [`ACTIVE_GAP`], ends the streak.
+    answered: Mutex<HashMap<NodeId, (std::time::Instant, std::time::Instant)>>,
 }
 
+/// A peer silent this long is no longer active (heartbeats come every heartbeat interval).
+const ACTIVE_GAP: Duration = Duration::from_secs(1);
+
 impl PeerChannels {
+    /// Records that member `id` answered a Raft RPC now.
+    pub fn mark_answered(&self, id: NodeId) {
+        let now = std::time::Instant::now();
+        let mut a = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        let streak = match a.get(&id) {
+            Some((since, last)) if now.duration_since(*last) <= ACTIVE_GAP => *since,
+            _ => now,
+        };
+        a.insert(id, (streak, now));
+    }
+
+    /// Records that a Raft RPC to member `id` failed: it is not active.
+    pub fn mark_failed(&self, id: NodeId) {
+        let mut a = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        a.remove(&id);
+    }
+
+    /// Since when member `id` has been answering (etcd's `ActiveSince`); `None` when it is
+    /// not active now.
+    pub fn active_since(&self, id: NodeId) -> Option<std::time::Instant> {
+        let a = self.answered.lock().unwrap_or_else(|p| p.into_inner());
+        a.get(&id)
+            .filter(|(_, last)| last.elapsed() <= ACTIVE_GAP)
+            .map(|(since, _)| *since)
+    }
+
     /// A client for member `id` at `node`'s first peer URL; reuses the member's channel while
     /// its URL is unchanged.
     pub fn client(&self, id: NodeId, node: &MemberNode) -> Result<PeerClient, PeerError> {
@@ -147,6 +180,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
             id: self.id,
             target,
             client,
+            channels: self.channels.clone(),
             snapshot_chunk_bytes: self.snapshot_chunk_bytes,
             append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         }
@@ -161,6 +195,8 @@ pub struct PeerNetwork {
     target: NodeId,
     /// The peer's client, or why there is none.
     client: Result<PeerClient, PeerError>,
+    /// The shared channels, told when the peer answers.
+    channels: Arc<PeerChannels>,
     /// Snapshot bytes per chunk.
     snapshot_chunk_bytes: usize,
     /// The current bound on entry bytes per AppendEntries to this peer (see
@@ -209,12 +245,17 @@ impl PeerNetwork {
         request.set_timeout(ttl);
         let client = self.client()?;
         let answer = match tokio::time::timeout(ttl, call(client, request)).await {
-            Err(_) => return Err(RPCError::Timeout(self.timeout(action, ttl))),
+            Err(_) => {
+                self.channels.mark_failed(self.target);
+                return Err(RPCError::Timeout(self.timeout(action, ttl)));
+            }
             Ok(Err(status)) => {
-                return Err(status_to_rpc_error(status, || self.timeout(action, ttl)))
+                self.channels.mark_failed(self.target);
+                return Err(status_to_rpc_error(status, || self.timeout(action, ttl)));
             }
             Ok(Ok(resp)) => resp.into_inner(),
         };
+        self.channels.mark_answered(self.target);
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::decode("raft rpc answer", &answer.data)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -465,6 +506,7 @@ mod tests {
             id: 1,
             target: 2,
             client: Err(PeerError::NoPeerUrl(2)),
+            channels: Arc::default(),
             snapshot_chunk_bytes: 1,
             append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         };
@@ -484,6 +526,7 @@ mod tests {
             id: 1,
             target: 2,
             client: PeerChannels::default().client(2, &node),
+            channels: Arc::default(),
             snapshot_chunk_bytes: SNAPSHOT_CHUNK_BYTES,
             append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         }

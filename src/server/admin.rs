@@ -44,6 +44,9 @@ const IN_PROGRESS_RETRY: Duration = Duration::from_millis(50);
 /// First and largest pause between attempts to publish this member's attributes.
 const PUBLISH_BACKOFF_MIN: Duration = Duration::from_millis(100);
 const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// A peer that answered a Raft RPC this recently counts as active for
+/// `--strict-reconfig-check` (etcd's `HealthInterval`).
+const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// etcd 3.4 allows one learner at a time (`maxLearners`).
 const MAX_LEARNERS: usize = 1;
 /// A learner is ready for promotion when it has matched this share of the leader's log
@@ -69,6 +72,14 @@ fn not_learner() -> Status {
 fn learner_not_ready() -> Status {
     Status::failed_precondition(
         "etcdserver: can only promote a learner member which is in sync with leader",
+    )
+}
+fn unhealthy_cluster() -> Status {
+    Status::unavailable("etcdserver: unhealthy cluster")
+}
+fn not_enough_started_members() -> Status {
+    Status::failed_precondition(
+        "etcdserver: re-configuration failed due to not enough started members",
     )
 }
 fn too_many_learners() -> Status {
@@ -148,6 +159,8 @@ struct Inner {
     reads: ReadIndexBatcher,
     /// The whole budget of one request, as for writes.
     request_timeout: Duration,
+    /// `--strict-reconfig-check`: refuse a member remove that would lose quorum.
+    strict_reconfig_check: bool,
 }
 
 impl Admin {
@@ -169,8 +182,62 @@ impl Admin {
                 lessor,
                 reads: node.proposer().reads(),
                 request_timeout,
+                strict_reconfig_check: true,
             }),
         }
+    }
+
+    /// Sets `--strict-reconfig-check` (on by default, as in etcd); call before sharing.
+    pub fn with_strict_reconfig_check(mut self, on: bool) -> Admin {
+        let inner = Arc::get_mut(&mut self.inner);
+        assert!(
+            inner.is_some(),
+            "with_strict_reconfig_check is called on a new Admin, before it is cloned"
+        );
+        if let Some(inner) = inner {
+            inner.strict_reconfig_check = on;
+        }
+        self
+    }
+
+    /// etcd's `mayRemoveMember`: with `--strict-reconfig-check`, removing a voter must leave
+    /// a quorum of started members, and must not leave too few active ones (a member that
+    /// is down may always be removed: it is not part of the active quorum).
+    fn may_remove_member(
+        &self,
+        m: &Membership<NodeId, MemberNode>,
+        id: NodeId,
+    ) -> Result<(), Status> {
+        if !self.inner.strict_reconfig_check || !m.voter_ids().any(|v| v == id) {
+            return Ok(());
+        }
+        let voters: Vec<NodeId> = m.voter_ids().collect();
+        let rest = voters.iter().filter(|v| **v != id);
+        let started = rest
+            .clone()
+            .filter(|v| m.get_node(v).is_some_and(|n| !n.name.is_empty()))
+            .count();
+        if started < rest.count() / 2 + 1 {
+            return Err(not_enough_started_members());
+        }
+        let channels = &self.inner.channels;
+        if id != self.inner.id && channels.active_since(id).is_none() {
+            return Ok(());
+        }
+        // etcd's numConnectedSince: this member, and the peers connected for HEALTH_INTERVAL.
+        let active = voters
+            .iter()
+            .filter(|v| {
+                **v == self.inner.id
+                    || channels
+                        .active_since(**v)
+                        .is_some_and(|t| t.elapsed() >= HEALTH_INTERVAL)
+            })
+            .count();
+        if active.saturating_sub(1) < 1 + (voters.len() - 1) / 2 {
+            return Err(unhealthy_cluster());
+        }
+        Ok(())
     }
 
     /// Runs `req` on the leader, wherever it is, and returns its answer. A request is sent
@@ -405,7 +472,11 @@ impl Admin {
         } else {
             ChangeMembers::AddVoters(nodes)
         };
-        let after = self.change(changes).await?;
+        let after = if !r.is_learner && m.voter_ids().count() == 1 {
+            self.add_to_single_member(changes, id).await?
+        } else {
+            self.change(changes).await?
+        };
         info!(member = %format!("{id:x}"), learner = r.is_learner, "member added");
         let members = members_of(&after);
         let member = members.iter().find(|x| x.id == id).cloned();
@@ -416,11 +487,46 @@ impl Admin {
         })
     }
 
+    /// A voter added to a one-member cluster: the new configuration needs the new member's
+    /// vote to commit, which comes only once that member starts. etcd answers at once with
+    /// the new member list; so does this, as soon as the change is in the leader's log, and
+    /// the change completes in the background when the new member joins.
+    async fn add_to_single_member(
+        &self,
+        changes: ChangeMembers<NodeId, MemberNode>,
+        id: NodeId,
+    ) -> Result<Membership<NodeId, MemberNode>, Status> {
+        let this = self.clone();
+        let mut task = tokio::spawn(async move { this.change(changes).await });
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = Instant::now() + self.inner.request_timeout;
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                let effective = m.membership_config.membership();
+                if effective.get_node(&id).is_some() {
+                    return Ok(effective.clone());
+                }
+            }
+            tokio::select! {
+                done = &mut task => {
+                    return done.map_err(|e| Status::internal(e.to_string()))?;
+                }
+                changed = timeout_at(deadline, metrics.changed()) => match changed {
+                    Err(_) => return Err(Status::from(ApiError::Timeout)),
+                    Ok(Err(_)) => return Err(Status::unavailable("etcdserver: server stopped")),
+                    Ok(Ok(())) => {}
+                },
+            }
+        }
+    }
+
     async fn remove(&self, r: MemberRemoveRequest) -> Result<MemberRemoveResponse, Status> {
         let m = self.leader_membership()?;
         if m.get_node(&r.id).is_none() {
             return Err(member_not_found());
         }
+        self.may_remove_member(&m, r.id)?;
         let is_voter = m.voter_ids().any(|v| v == r.id);
         let changes = if is_voter {
             ChangeMembers::RemoveVoters(BTreeSet::from([r.id]))

@@ -89,7 +89,19 @@ async fn cluster_member_add_of_a_fourth_member_then_remove() {
     wait_local_value(&c, leader, "through-new", b"2", Duration::from_secs(5)).await;
 
     // Removed again (through the new member itself): the member list shrinks everywhere.
-    let removed = on_new.member_remove(id).await.unwrap();
+    // With --strict-reconfig-check (on, as in etcd) the remove waits until the other members
+    // have been connected for etcd's health interval (5 s): "unhealthy cluster" until then.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let removed = loop {
+        match on_new.member_remove(id).await {
+            Ok(r) => break r,
+            Err(e) if e.to_string().contains("etcdserver: unhealthy cluster") => {
+                assert!(Instant::now() < deadline, "still unhealthy: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("member remove: {e}"),
+        }
+    };
     assert_eq!(removed.members().len(), 3);
     assert!(removed.members().iter().all(|m| m.id() != id));
     // As etcd does, the removed member stops by itself.
