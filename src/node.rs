@@ -24,6 +24,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 use tonic::service::interceptor::InterceptedService;
@@ -41,6 +42,7 @@ use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
+use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
@@ -389,13 +391,7 @@ fn serve_clients(
     stop_rx: &watch::Receiver<bool>,
 ) {
     for l in listeners {
-        spawn_server(
-            servers,
-            client_router(services),
-            l,
-            stop_rx,
-            "serving client requests",
-        );
+        spawn_client_server(servers, client_router(services), l, stop_rx);
     }
 }
 
@@ -452,15 +448,38 @@ fn spawn_server(
     what: &'static str,
 ) {
     let addr = l.local_addr().ok();
-    let mut rx = stop_rx.clone();
+    let stopped = stopped(stop_rx);
     servers.spawn(async move {
         info!(?addr, "{what}");
         router
-            .serve_with_incoming_shutdown(incoming(l), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
+            .serve_with_incoming_shutdown(incoming(l), stopped)
             .await
     });
+}
+
+/// Serves the client API on `l` until the stop signal. Connections pass through
+/// [`AuthorityFix`] so that Go clients' `http://` endpoints are accepted.
+fn spawn_client_server(
+    servers: &mut Servers,
+    router: Router,
+    l: TcpListener,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    let addr = l.local_addr().ok();
+    let stopped = stopped(stop_rx);
+    servers.spawn(async move {
+        info!(?addr, "serving client requests");
+        let conns = incoming(l).map(|c| c.map(AuthorityFix::new));
+        router.serve_with_incoming_shutdown(conns, stopped).await
+    });
+}
+
+/// Resolves once the stop signal is sent.
+fn stopped(stop_rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = stop_rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
 
 /// Waits for the first reason to stop: the shutdown signal, this member's removal from the

@@ -2,6 +2,7 @@
 //! become `tonic::Status` only in [`status`]; headers are filled only in [`header`].
 
 pub mod admin;
+pub mod authority_fix;
 pub mod cluster;
 pub mod header;
 pub mod kv;

@@ -16,6 +16,7 @@ mod etcd_cluster;
 mod etcdctl;
 mod kv;
 mod lease;
+mod ops_http;
 mod startup;
 mod support;
 mod watch_cluster;
