@@ -4,13 +4,13 @@
 //! steps make are the two paths of the crate map (lib.rs):
 //!
 //! - **A write** (`Put`, `DeleteRange`, `Txn`, `LeaseGrant`, ...) arrives on a client listener
-//!   at `server::kv::KvService` (`client_router`), which validates it and proposes it through
+//!   at `server::kv::KvService` (`client_routes`), which validates it and proposes it through
 //!   the proposer of the Raft node (`start_raft`); openraft replicates and commits it;
 //!   `raft::state_machine` applies it to the [`MvccStore`] (`open_store`) in one sled batch,
 //!   then calls its `ApplyObserver`, which `start_raft` sets to the [`WatchableStore`]; only
 //!   after that notification is the client answered.
 //! - **A watch** arrives on the same listener at `server::watch::WatchService`
-//!   (`client_router`), which registers its watchers in that same [`WatchableStore`]. The
+//!   (`client_routes`), which registers its watchers in that same [`WatchableStore`]. The
 //!   apply step above notifies it with each batch of events, and the service streams them to
 //!   the client; a watcher that starts in the past, or falls behind, is caught up from the
 //!   store by the watch loops `run` keeps alive beside the store.
@@ -24,16 +24,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::Router;
 use tracing::info;
 
 use crate::config::{ClusterState, Config};
 use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
+use crate::metrics::MetricsSource;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -44,6 +46,8 @@ use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
 use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
+use crate::server::grpc_metrics::GrpcMetricsLayer;
+use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
@@ -99,6 +103,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
     background.wait_for_publish(&cfg).await;
     serve_clients(&mut servers, listeners.client, &services, &stop_rx);
+    serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &mut servers).await;
     stop(stop_tx, servers, background, &raft, &data_dir).await;
@@ -111,6 +116,8 @@ struct Listeners {
     client: Vec<TcpListener>,
     /// `--listen-peer-urls`: Raft and membership traffic from the other members.
     peer: Vec<TcpListener>,
+    /// `--listen-metrics-urls`: `/metrics` and `/health` alone.
+    metrics: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -118,6 +125,7 @@ impl Listeners {
         Ok(Listeners {
             client: bind_all(&cfg.listen_client_addrs).await?,
             peer: bind_all(&cfg.listen_peer_addrs).await?,
+            metrics: bind_all(&cfg.listen_metrics_addrs).await?,
         })
     }
 }
@@ -260,6 +268,8 @@ struct Services {
     max_msg_bytes: usize,
     /// The sled database, for Maintenance (status sizes, snapshots).
     db: sled::Db,
+    /// What the HTTP endpoints (`/health`, `/version`, `/metrics`) read.
+    http: HttpState,
 }
 
 impl Services {
@@ -300,6 +310,19 @@ impl Services {
             // etcd 3.4 closes a require-leader stream after three leaderless election checks.
             election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
         };
+        let leader = leader_from_metrics(raft.raft().metrics());
+        let http = HttpState {
+            leader: leader.clone(),
+            proposer: ctx.proposer.clone(),
+            health_timeout: crate::server::admin::request_timeout(cfg.election_timeout_ms),
+            metrics: MetricsSource {
+                leader: leader.clone(),
+                raft: raft.raft().metrics(),
+                db: data_dir.db.clone(),
+                watchable: watchable.clone(),
+            },
+        };
+        crate::metrics::watch_leader_changes(leader.clone());
         Services {
             ctx,
             lessor,
@@ -307,9 +330,10 @@ impl Services {
             watchable,
             watch_header: Arc::new(move |rev| header.at(rev)),
             watch_config,
-            leader: leader_from_metrics(raft.raft().metrics()),
+            leader,
             max_msg_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             db: data_dir.db.clone(),
+            http,
         }
     }
 }
@@ -391,12 +415,28 @@ fn serve_clients(
     stop_rx: &watch::Receiver<bool>,
 ) {
     for l in listeners {
-        spawn_client_server(servers, client_router(services), l, stop_rx);
+        spawn_client_server(servers, client_routes(services), l, stop_rx);
     }
 }
 
-/// The client-facing gRPC services of one listener.
-fn client_router(s: &Services) -> Router {
+/// `--listen-metrics-urls`: `/metrics` and `/health` over HTTP/1.1 (and HTTP/2).
+fn serve_metrics(
+    servers: &mut Servers,
+    listeners: Vec<TcpListener>,
+    services: &Services,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    for l in listeners {
+        let routes = Routes::from(http::metrics_routes(services.http.clone()));
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes);
+        spawn_server(servers, router, l, stop_rx, "serving metrics");
+    }
+}
+
+/// The client-facing gRPC services of one listener, and etcd's HTTP endpoints beside them.
+fn client_routes(s: &Services) -> Routes {
     // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
     let leader_rx = s.leader.clone();
     let require_leader = move |req: tonic::Request<()>| {
@@ -404,39 +444,44 @@ fn client_router(s: &Services) -> Router {
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;
-    tonic::transport::Server::builder()
-        .add_service(InterceptedService::new(
-            KvServer::new(KvService::new(s.ctx.clone()))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(usize::MAX),
-            require_leader.clone(),
+    let mut grpc = RoutesBuilder::default();
+    grpc.add_service(InterceptedService::new(
+        KvServer::new(KvService::new(s.ctx.clone()))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(usize::MAX),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LeaseServer::new(LeaseService::new(
+            s.ctx.clone(),
+            s.lessor.clone(),
+            s.admin.clone(),
         ))
-        .add_service(InterceptedService::new(
-            LeaseServer::new(LeaseService::new(
-                s.ctx.clone(),
-                s.lessor.clone(),
-                s.admin.clone(),
-            ))
-            .max_decoding_message_size(max_msg),
-            require_leader.clone(),
+        .max_decoding_message_size(max_msg),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ClusterServer::new(ClusterService::new(s.ctx.clone(), s.admin.clone())),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
+        require_leader,
+    ))
+    .add_service(
+        WatchServer::new(WatchService::new(
+            s.watchable.clone(),
+            s.watch_header.clone(),
+            s.leader.clone(),
+            s.watch_config.clone(),
         ))
-        .add_service(InterceptedService::new(
-            ClusterServer::new(ClusterService::new(s.ctx.clone(), s.admin.clone())),
-            require_leader.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
-            require_leader,
-        ))
-        .add_service(
-            WatchServer::new(WatchService::new(
-                s.watchable.clone(),
-                s.watch_header.clone(),
-                s.leader.clone(),
-                s.watch_config.clone(),
-            ))
-            .max_decoding_message_size(max_msg),
-        )
+        .max_decoding_message_size(max_msg),
+    );
+    let all = grpc
+        .routes()
+        .into_axum_router()
+        .merge(http::client_routes(s.http.clone()));
+    Routes::from(all)
 }
 
 /// Serves `router` on `l` until the stop signal.
@@ -461,12 +506,16 @@ fn spawn_server(
 /// [`AuthorityFix`] so that Go clients' `http://` endpoints are accepted.
 fn spawn_client_server(
     servers: &mut Servers,
-    router: Router,
+    routes: Routes,
     l: TcpListener,
     stop_rx: &watch::Receiver<bool>,
 ) {
     let addr = l.local_addr().ok();
     let stopped = stopped(stop_rx);
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .layer(GrpcMetricsLayer)
+        .add_routes(routes);
     servers.spawn(async move {
         info!(?addr, "serving client requests");
         let conns = incoming(l).map(|c| c.map(AuthorityFix::new));

@@ -294,7 +294,10 @@ fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 fn invalid(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2 from client: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("HTTP/2 from client: {what}"),
+    )
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {

@@ -4,7 +4,9 @@
 pub mod admin;
 pub mod authority_fix;
 pub mod cluster;
+pub mod grpc_metrics;
 pub mod header;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

@@ -72,10 +72,15 @@ async fn etcdctl_with_http_endpoints(kind: ServerKind) {
         assert_eq!(members.len(), 3, "{status}");
         for m in members {
             assert!(
-                m["Endpoint"].as_str().is_some_and(|e| e.starts_with("http://")),
+                m["Endpoint"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("http://")),
                 "{m}"
             );
-            assert!(m["Status"]["leader"].as_u64().is_some_and(|l| l != 0), "{m}");
+            assert!(
+                m["Status"]["leader"].as_u64().is_some_and(|l| l != 0),
+                "{m}"
+            );
         }
         let health = etcdctl(&eps, &["endpoint", "health"]);
         let text = String::from_utf8_lossy(&health.stderr).into_owned()
