@@ -215,7 +215,6 @@ pub fn watch_leader_changes(
         let mut last = None;
         loop {
             let now = *leader.borrow_and_update();
-            metrics().has_leader.set(i64::from(now.is_some()));
             if let Some(l) = now {
                 if last != Some(l) {
                     metrics().leader_changes.inc();
@@ -240,13 +239,30 @@ pub struct MetricsSource {
     pub db: sled::Db,
     /// The watchers.
     pub watchable: Arc<WatchableStore>,
+    /// A leader that heard from no quorum for this long counts as no leader (etcd's
+    /// CheckQuorum).
+    pub election_timeout_ms: u64,
 }
 
 impl MetricsSource {
+    /// Whether this member knows a leader that is one: a leader of several voters that has
+    /// had no quorum ack for an election timeout does not count (etcd steps it down).
+    pub fn has_leader(&self) -> bool {
+        let Some(leader) = *self.leader.borrow() else {
+            return false;
+        };
+        let m = self.raft.borrow();
+        if m.id != leader || m.membership_config.membership().voter_ids().count() <= 1 {
+            return true;
+        }
+        m.millis_since_quorum_ack
+            .is_some_and(|ms| ms <= self.election_timeout_ms)
+    }
+
     /// Refreshes the state gauges and renders every metric in Prometheus' text format.
     pub fn gather(&self) -> String {
         let m = metrics();
-        m.has_leader.set(i64::from(self.leader.borrow().is_some()));
+        m.has_leader.set(i64::from(self.has_leader()));
         let applied = self
             .raft
             .borrow()

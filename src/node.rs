@@ -312,7 +312,6 @@ impl Services {
         };
         let leader = leader_from_metrics(raft.raft().metrics());
         let http = HttpState {
-            leader: leader.clone(),
             proposer: ctx.proposer.clone(),
             health_timeout: crate::server::admin::request_timeout(cfg.election_timeout_ms),
             metrics: MetricsSource {
@@ -320,6 +319,7 @@ impl Services {
                 raft: raft.raft().metrics(),
                 db: data_dir.db.clone(),
                 watchable: watchable.clone(),
+                election_timeout_ms: cfg.election_timeout_ms,
             },
         };
         crate::metrics::watch_leader_changes(leader.clone());

@@ -12,7 +12,6 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tokio::sync::watch;
 
 use crate::metrics::MetricsSource;
 use crate::raft::proposer::Proposer;
@@ -24,8 +23,6 @@ pub const ETCD_CLUSTER_VERSION: &str = "3.4.0";
 /// What the handlers read.
 #[derive(Clone)]
 pub struct HttpState {
-    /// The leader this member knows of.
-    pub leader: watch::Receiver<Option<u64>>,
     /// For the linearizable read `/health` makes, as etcd's QGET does.
     pub proposer: Proposer,
     /// How long `/health`'s read may take (etcd: its request timeout).
@@ -52,7 +49,7 @@ pub fn metrics_routes(state: HttpState) -> axum::Router {
 }
 
 async fn health(State(s): State<HttpState>) -> Response {
-    let healthy = s.leader.borrow().is_some()
+    let healthy = s.metrics.has_leader()
         && matches!(
             tokio::time::timeout(s.health_timeout, s.proposer.read_index()).await,
             Ok(Ok(()))

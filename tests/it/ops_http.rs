@@ -2,6 +2,8 @@
 //! etcdctl with `http://` endpoints (Go's clientv3 puts the scheme into the HTTP/2
 //! `:authority`), and plain HTTP/1.1 on the client port: `/health`, `/version`, `/metrics`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -120,4 +122,277 @@ async fn etcdctl_http_endpoints_etcd() {
     )
     .await
     .expect("scenario within its time limit");
+}
+
+/// How long one plain HTTP request may take.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP answer: status code, header lines (lowercased names), body.
+struct HttpAnswer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl HttpAnswer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET <path>` on 127.0.0.1:`port` as curl sends it, over HTTP/1.0 so that the body is
+/// neither chunked nor kept alive: it ends when the server closes.
+fn http_get(port: u16, path: &str) -> std::io::Result<HttpAnswer> {
+    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    conn.set_read_timeout(Some(HTTP_TIMEOUT))?;
+    conn.set_write_timeout(Some(HTTP_TIMEOUT))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no end of headers in {text:?}")))?;
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Ok(HttpAnswer {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// `http_get` in a blocking task.
+async fn get(port: u16, path: &'static str) -> HttpAnswer {
+    tokio::task::spawn_blocking(move || http_get(port, path))
+        .await
+        .expect("http task")
+        .unwrap_or_else(|e| panic!("GET {path} on port {port}: {e}"))
+}
+
+/// The value of `series` (a metric name, with its labels as Prometheus prints them) in a
+/// `/metrics` body.
+fn metric(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// The metrics both servers must export (etcd's names).
+const METRIC_NAMES: &[&str] = &[
+    "etcd_server_has_leader",
+    "etcd_server_leader_changes_seen_total",
+    "etcd_server_proposals_committed_total",
+    "etcd_server_proposals_applied_total",
+    "etcd_server_proposals_pending",
+    "etcd_server_proposals_failed_total",
+    "etcd_mvcc_db_total_size_in_bytes",
+    "etcd_disk_wal_fsync_duration_seconds_count",
+    "etcd_disk_wal_fsync_duration_seconds_bucket",
+    "etcd_disk_backend_commit_duration_seconds_count",
+    "etcd_debugging_mvcc_watcher_total",
+    "grpc_server_started_total",
+    "grpc_server_handled_total",
+];
+
+const PUT_STARTED: &str = r#"grpc_server_started_total{grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
+const PUT_HANDLED_OK: &str = r#"grpc_server_handled_total{grpc_code="OK",grpc_method="Put",grpc_service="etcdserverpb.KV",grpc_type="unary"}"#;
+
+/// The keys of a JSON object body, sorted.
+fn json_keys(body: &str) -> Vec<String> {
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("JSON body {body:?}: {e}"));
+    let mut keys: Vec<String> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("a JSON object: {body}"))
+        .keys()
+        .cloned()
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn health_version_metrics(kind: ServerKind) {
+    let metrics_port = crate::support::free_port();
+    let c = Cluster::start_ready(ClusterConfig::new(kind, 1).arg(format!(
+        "--listen-metrics-urls=http://127.0.0.1:{}",
+        metrics_port.port
+    )))
+    .await;
+    let port = c.client_port(0);
+
+    tracing::info!(?kind, "phase: /health");
+    let h = get(port, "/health").await;
+    assert_eq!(h.status, 200, "{}", h.body);
+    assert_eq!(h.body.trim(), r#"{"health":"true"}"#);
+    assert_eq!(json_keys(&h.body), ["health"]);
+
+    tracing::info!(?kind, "phase: /version");
+    let v = get(port, "/version").await;
+    assert_eq!(v.status, 200, "{}", v.body);
+    assert_eq!(v.header("content-type"), Some("application/json"));
+    assert_eq!(json_keys(&v.body), ["etcdcluster", "etcdserver"]);
+    let v: serde_json::Value = serde_json::from_str(&v.body).expect("version JSON");
+    assert_eq!(v["etcdserver"], "3.4.23");
+    assert_eq!(v["etcdcluster"], "3.4.0");
+
+    tracing::info!(?kind, "phase: /metrics before and after puts");
+    let before = get(port, "/metrics").await;
+    assert_eq!(before.status, 200);
+    assert!(
+        before
+            .header("content-type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        before.headers
+    );
+    for name in METRIC_NAMES {
+        assert!(
+            before.body.lines().any(|l| l.starts_with(name)),
+            "{kind:?} /metrics lacks {name}"
+        );
+    }
+    assert_eq!(metric(&before.body, "etcd_server_has_leader"), Some(1.0));
+    assert!(metric(&before.body, "etcd_server_leader_changes_seen_total") >= Some(1.0));
+    let committed = |b: &str| metric(b, "etcd_server_proposals_committed_total").unwrap();
+    let applied = |b: &str| metric(b, "etcd_server_proposals_applied_total").unwrap();
+    let fsyncs = |b: &str| metric(b, "etcd_disk_wal_fsync_duration_seconds_count").unwrap();
+
+    const PUTS: usize = 10;
+    let mut kv = etcd_client::Client::connect([c.endpoint(0)], None)
+        .await
+        .expect("connect");
+    for i in 0..PUTS {
+        kv.put(format!("metrics/{i}"), "v", None)
+            .await
+            .expect("put");
+    }
+    let mut watch = etcd_client::Client::connect([c.endpoint(0)], None)
+        .await
+        .expect("connect");
+    let _watch_stream = watch.watch("metrics/", None).await.expect("watch");
+
+    let after = get(port, "/metrics").await;
+    let puts = PUTS as f64;
+    assert!(
+        committed(&after.body) >= committed(&before.body) + puts,
+        "committed did not move"
+    );
+    assert!(
+        applied(&after.body) >= applied(&before.body) + puts,
+        "applied did not move"
+    );
+    assert!(
+        fsyncs(&after.body) > fsyncs(&before.body),
+        "no WAL fsync seen"
+    );
+    assert_eq!(
+        metric(&after.body, "etcd_server_proposals_pending"),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&after.body, "etcd_server_proposals_failed_total"),
+        Some(0.0)
+    );
+    assert!(metric(&after.body, "etcd_mvcc_db_total_size_in_bytes") > Some(0.0));
+    assert!(metric(&after.body, "etcd_debugging_mvcc_watcher_total") >= Some(1.0));
+    assert!(
+        metric(&after.body, PUT_STARTED) >= Some(puts),
+        "{PUT_STARTED}"
+    );
+    assert!(
+        metric(&after.body, PUT_HANDLED_OK) >= Some(puts),
+        "{PUT_HANDLED_OK}"
+    );
+
+    tracing::info!(?kind, "phase: --listen-metrics-urls");
+    let m = get(metrics_port.port, "/metrics").await;
+    assert_eq!(m.status, 200);
+    assert_eq!(metric(&m.body, "etcd_server_has_leader"), Some(1.0));
+    let h = get(metrics_port.port, "/health").await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body.trim(), r#"{"health":"true"}"#);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_version_metrics_minietcd() {
+    tokio::time::timeout(
+        SCENARIO_TIMEOUT,
+        health_version_metrics(ServerKind::Minietcd),
+    )
+    .await
+    .expect("scenario within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_version_metrics_etcd() {
+    tokio::time::timeout(SCENARIO_TIMEOUT, health_version_metrics(ServerKind::Etcd))
+        .await
+        .expect("scenario within its time limit");
+}
+
+/// A member that lost its quorum: `/health` answers 503 `{"health":"false"}` and
+/// `etcd_server_has_leader` drops to 0.
+async fn health_without_leader(kind: ServerKind) {
+    let mut c = Cluster::start_ready(ClusterConfig::new(kind, 3)).await;
+    let port = c.client_port(0);
+    assert_eq!(get(port, "/health").await.status, 200);
+    c.kill(1);
+    c.kill(2);
+    tracing::info!(?kind, "phase: quorum lost, polling /health");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let last = loop {
+        let h = get(port, "/health").await;
+        if h.status != 200 {
+            break h;
+        }
+        assert!(Instant::now() < deadline, "still healthy: {}", h.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(last.status, 503, "{}", last.body);
+    assert_eq!(last.body, "{\"health\":\"false\"}\n");
+    assert_eq!(json_keys(&last.body), ["health"]);
+    loop {
+        let m = get(port, "/metrics").await;
+        if metric(&m.body, "etcd_server_has_leader") == Some(0.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "has_leader still 1");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_without_leader_minietcd() {
+    tokio::time::timeout(
+        SCENARIO_TIMEOUT,
+        health_without_leader(ServerKind::Minietcd),
+    )
+    .await
+    .expect("scenario within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_health_without_leader_etcd() {
+    tokio::time::timeout(SCENARIO_TIMEOUT, health_without_leader(ServerKind::Etcd))
+        .await
+        .expect("scenario within its time limit");
 }
