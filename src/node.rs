@@ -95,9 +95,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
     let _watch_loops = watchable.start();
     let raft = start_raft(&cfg, &data_dir, store.clone(), watchable.clone()).await?;
-    let services = Services::new(&cfg, &data_dir, store, watchable, &raft);
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let services = Services::new(&cfg, &data_dir, store, watchable, &raft, &stop_rx);
+
     let mut background = start_background(&cfg, &data_dir, &services, &stop_rx);
     let mut servers = JoinSet::new();
     serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
@@ -279,6 +279,7 @@ impl Services {
         store: Arc<MvccStore>,
         watchable: Arc<WatchableStore>,
         raft: &RaftNode,
+        stop_rx: &watch::Receiver<bool>,
     ) -> Services {
         let identity = &data_dir.identity;
         let ctx = ServerContext {
@@ -309,6 +310,7 @@ impl Services {
             max_request_bytes: cfg.max_request_bytes,
             // etcd 3.4 closes a require-leader stream after three leaderless election checks.
             election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
+            stopping: Some(stop_rx.clone()),
         };
         let leader = leader_from_metrics(raft.raft().metrics());
         let http = HttpState {
@@ -480,7 +482,8 @@ fn client_routes(s: &Services) -> Routes {
     let all = grpc
         .routes()
         .into_axum_router()
-        .merge(http::client_routes(s.http.clone()));
+        .merge(http::client_routes(s.http.clone()))
+        .fallback(http::not_found);
     Routes::from(all)
 }
 
@@ -553,6 +556,9 @@ async fn run_until_stopped(
     }
 }
 
+/// How long a stopping member waits for requests in flight before closing their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Stops the servers and background tasks, then Raft, then flushes the store.
 async fn stop(
     stop_tx: watch::Sender<bool>,
@@ -563,7 +569,14 @@ async fn stop(
 ) {
     info!("stopping member");
     let _ = stop_tx.send(true);
-    while servers.join_next().await.is_some() {}
+    // Servers finish the requests in flight (watch streams end at the stop signal); what
+    // is still open after the grace period is cut.
+    let drained = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
+        servers.abort_all();
+        while servers.join_next().await.is_some() {}
+    }
     let _ = background.lessor.await;
     if let Some(publish) = background.publish {
         let _ = publish.await;

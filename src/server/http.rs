@@ -40,12 +40,37 @@ pub fn client_routes(state: HttpState) -> axum::Router {
         .with_state(state)
 }
 
+/// What a path nobody serves gets: gRPC's Unimplemented for a gRPC call, Go's 404 page for
+/// anything else (as etcd answers `curl host:2379/nope`).
+pub async fn not_found(req: axum::extract::Request) -> Response {
+    let grpc = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"));
+    if grpc {
+        tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
+            .into_http::<axum::body::Body>()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            [
+                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            ],
+            "404 page not found\n",
+        )
+            .into_response()
+    }
+}
+
 /// `/health` and `/metrics` alone: what `--listen-metrics-urls` serves.
 pub fn metrics_routes(state: HttpState) -> axum::Router {
     axum::Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .fallback(not_found)
 }
 
 async fn health(State(s): State<HttpState>) -> Response {
