@@ -396,3 +396,132 @@ async fn http_health_without_leader_etcd() {
         .await
         .expect("scenario within its time limit");
 }
+
+/// How long a member may take to exit after SIGTERM.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long a restarted member may take to serve again.
+const RESTART_WITHIN: Duration = Duration::from_secs(10);
+
+/// SIGTERM while puts are in flight and a watch stream is open: the member exits by itself,
+/// soon, with success; the watch stream ends; after a restart every acknowledged put is there.
+async fn sigterm_stops_cleanly(kind: ServerKind) {
+    let mut c = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let ep = c.endpoint(0);
+    let mut watcher_client = etcd_client::Client::connect([ep.clone()], None)
+        .await
+        .expect("connect");
+    let mut events = watcher_client
+        .watch(
+            "stop/",
+            Some(etcd_client::WatchOptions::new().with_prefix()),
+        )
+        .await
+        .expect("watch");
+
+    const BEFORE_STOP: usize = 200;
+    let (acked_tx, mut acked_rx) = tokio::sync::mpsc::unbounded_channel();
+    let writer = tokio::spawn(async move {
+        let mut kv = etcd_client::Client::connect([ep], None)
+            .await
+            .expect("connect");
+        for i in 0.. {
+            let key = format!("stop/{i:06}");
+            match tokio::time::timeout(Duration::from_secs(5), kv.put(key.clone(), "v", None)).await
+            {
+                Ok(Ok(_)) => {
+                    if acked_tx.send(key).is_err() {
+                        return;
+                    }
+                }
+                _ => return,
+            }
+        }
+    });
+    let mut acked = Vec::new();
+    while acked.len() < BEFORE_STOP {
+        let key = acked_rx.recv().await.expect("writer stopped early");
+        acked.push(key);
+    }
+
+    tracing::info!(?kind, "phase: SIGTERM with puts in flight");
+    let started = Instant::now();
+    let status = tokio::task::block_in_place(|| c.terminate(0, STOP_GRACE));
+    let took = started.elapsed();
+    let status = status.unwrap_or_else(|| panic!("{kind:?} ignored SIGTERM for {STOP_GRACE:?}"));
+    // etcd re-raises the signal once it has cleaned up (Go's osutil.HandleInterrupts);
+    // minietcd exits with 0. Either way the process ended by itself, in time.
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        status.success() || status.signal() == Some(libc::SIGTERM),
+        "{kind:?} exited with {status}"
+    );
+    tracing::info!(?kind, ?took, "stopped");
+    let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+    while let Ok(key) = acked_rx.try_recv() {
+        acked.push(key);
+    }
+    // The watch stream does not outlive the member: it ends or fails.
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match events.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "{kind:?}: the watch stream outlived the member"
+    );
+
+    tracing::info!(?kind, acked = acked.len(), "phase: restart");
+    let started = Instant::now();
+    c.restart(0);
+    let mut kv = crate::support::wait_until_async("restarted member", RESTART_WITHIN, || {
+        let ep = c.endpoint(0);
+        async move {
+            let mut kv = etcd_client::Client::connect([ep], None).await.ok()?;
+            kv.get("stop/", None).await.ok()?;
+            Some(kv)
+        }
+    })
+    .await;
+    tracing::info!(?kind, took = ?started.elapsed(), "serving again");
+    let got = kv
+        .get(
+            "stop/",
+            Some(
+                etcd_client::GetOptions::new()
+                    .with_prefix()
+                    .with_keys_only(),
+            ),
+        )
+        .await
+        .expect("range");
+    let have: std::collections::HashSet<Vec<u8>> =
+        got.kvs().iter().map(|kv| kv.key().to_vec()).collect();
+    for key in &acked {
+        assert!(
+            have.contains(key.as_bytes()),
+            "{kind:?} lost acknowledged put {key}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_minietcd() {
+    tokio::time::timeout(
+        SCENARIO_TIMEOUT,
+        sigterm_stops_cleanly(ServerKind::Minietcd),
+    )
+    .await
+    .expect("scenario within its time limit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_cleanly_etcd() {
+    tokio::time::timeout(SCENARIO_TIMEOUT, sigterm_stops_cleanly(ServerKind::Etcd))
+        .await
+        .expect("scenario within its time limit");
+}
