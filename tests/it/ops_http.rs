@@ -462,12 +462,7 @@ async fn sigterm_stops_cleanly(kind: ServerKind) {
     }
     // The watch stream does not outlive the member: it ends or fails.
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match events.message().await {
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => break,
-            }
-        }
+        while let Ok(Some(_)) = events.message().await {}
     })
     .await;
     assert!(
