@@ -52,16 +52,21 @@ pub async fn not_found(req: axum::extract::Request) -> Response {
         tonic::Status::unimplemented(format!("unknown method {}", req.uri().path()))
             .into_http::<axum::body::Body>()
     } else {
-        (
-            StatusCode::NOT_FOUND,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            "404 page not found\n",
-        )
-            .into_response()
+        go_http_error(StatusCode::NOT_FOUND, "404 page not found")
     }
+}
+
+/// What Go's `http.Error` writes: plain text, `nosniff`, the message and a newline.
+fn go_http_error(status: StatusCode, message: &str) -> Response {
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        format!("{message}\n"),
+    )
+        .into_response()
 }
 
 /// `/health` and `/metrics` alone: what `--listen-metrics-urls` serves.
@@ -86,16 +91,7 @@ async fn health(State(s): State<HttpState>) -> Response {
         )
             .into_response()
     } else {
-        // Go's http.Error: text/plain, a trailing newline, 503.
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [
-                (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-                (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            ],
-            "{\"health\":\"false\"}\n",
-        )
-            .into_response()
+        go_http_error(StatusCode::SERVICE_UNAVAILABLE, r#"{"health":"false"}"#)
     }
 }
 

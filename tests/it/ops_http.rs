@@ -15,6 +15,25 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long a whole scenario may take.
 const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Two tests of one scenario, on minietcd and on etcd 3.4, each within [`SCENARIO_TIMEOUT`].
+macro_rules! on_both {
+    ($scenario:ident, $minietcd:ident, $etcd:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $minietcd() {
+            tokio::time::timeout(SCENARIO_TIMEOUT, $scenario(ServerKind::Minietcd))
+                .await
+                .expect("scenario within its time limit");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $etcd() {
+            tokio::time::timeout(SCENARIO_TIMEOUT, $scenario(ServerKind::Etcd))
+                .await
+                .expect("scenario within its time limit");
+        }
+    };
+}
+
 /// Runs etcdctl (API v3) with `--endpoints=<endpoints>` and `args`, killed after
 /// [`CTL_TIMEOUT`].
 fn etcdctl(endpoints: &str, args: &[&str]) -> Output {
@@ -104,25 +123,11 @@ async fn etcdctl_with_http_endpoints(kind: ServerKind) {
     .expect("etcdctl scenario");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcdctl_http_endpoints_minietcd() {
-    tokio::time::timeout(
-        SCENARIO_TIMEOUT,
-        etcdctl_with_http_endpoints(ServerKind::Minietcd),
-    )
-    .await
-    .expect("scenario within its time limit");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcdctl_http_endpoints_etcd() {
-    tokio::time::timeout(
-        SCENARIO_TIMEOUT,
-        etcdctl_with_http_endpoints(ServerKind::Etcd),
-    )
-    .await
-    .expect("scenario within its time limit");
-}
+on_both!(
+    etcdctl_with_http_endpoints,
+    etcdctl_http_endpoints_minietcd,
+    etcdctl_http_endpoints_etcd
+);
 
 /// How long one plain HTTP request may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -332,22 +337,11 @@ async fn health_version_metrics(kind: ServerKind) {
     assert_eq!(h.body.trim(), r#"{"health":"true"}"#);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_health_version_metrics_minietcd() {
-    tokio::time::timeout(
-        SCENARIO_TIMEOUT,
-        health_version_metrics(ServerKind::Minietcd),
-    )
-    .await
-    .expect("scenario within its time limit");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_health_version_metrics_etcd() {
-    tokio::time::timeout(SCENARIO_TIMEOUT, health_version_metrics(ServerKind::Etcd))
-        .await
-        .expect("scenario within its time limit");
-}
+on_both!(
+    health_version_metrics,
+    http_health_version_metrics_minietcd,
+    http_health_version_metrics_etcd
+);
 
 /// A member that lost its quorum: `/health` answers 503 `{"health":"false"}` and
 /// `etcd_server_has_leader` drops to 0.
@@ -380,22 +374,11 @@ async fn health_without_leader(kind: ServerKind) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_health_without_leader_minietcd() {
-    tokio::time::timeout(
-        SCENARIO_TIMEOUT,
-        health_without_leader(ServerKind::Minietcd),
-    )
-    .await
-    .expect("scenario within its time limit");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http_health_without_leader_etcd() {
-    tokio::time::timeout(SCENARIO_TIMEOUT, health_without_leader(ServerKind::Etcd))
-        .await
-        .expect("scenario within its time limit");
-}
+on_both!(
+    health_without_leader,
+    http_health_without_leader_minietcd,
+    http_health_without_leader_etcd
+);
 
 /// How long a member may take to exit after SIGTERM.
 const STOP_GRACE: Duration = Duration::from_secs(5);
@@ -504,19 +487,8 @@ async fn sigterm_stops_cleanly(kind: ServerKind) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_cleanly_minietcd() {
-    tokio::time::timeout(
-        SCENARIO_TIMEOUT,
-        sigterm_stops_cleanly(ServerKind::Minietcd),
-    )
-    .await
-    .expect("scenario within its time limit");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_cleanly_etcd() {
-    tokio::time::timeout(SCENARIO_TIMEOUT, sigterm_stops_cleanly(ServerKind::Etcd))
-        .await
-        .expect("scenario within its time limit");
-}
+on_both!(
+    sigterm_stops_cleanly,
+    sigterm_stops_cleanly_minietcd,
+    sigterm_stops_cleanly_etcd
+);
