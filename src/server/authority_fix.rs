@@ -105,7 +105,8 @@ impl<IO> AuthorityFix<IO> {
             if self.input[..n] != PREFACE[..n] {
                 self.mode = Mode::PassThrough;
             } else if n == PREFACE.len() {
-                self.output.put(self.input.split_to(n));
+                let preface = self.input.split_to(n);
+                self.output.unsplit(preface);
                 self.mode = Mode::Frames;
             } else if self.eof {
                 self.mode = Mode::PassThrough;
@@ -115,7 +116,7 @@ impl<IO> AuthorityFix<IO> {
             Mode::Sniffing => Ok(()),
             Mode::PassThrough => {
                 let all = self.input.split();
-                self.output.put(all);
+                self.output.unsplit(all);
                 Ok(())
             }
             Mode::Frames => {
@@ -203,7 +204,9 @@ impl<IO> AuthorityFix<IO> {
                 Ok(())
             }
             _ => {
-                self.output.put(frame);
+                // Frames split one after the other from `input` are adjacent in memory, so
+                // this joins them without copying.
+                self.output.unsplit(frame);
                 Ok(())
             }
         }
@@ -321,23 +324,26 @@ impl<IO: AsyncRead + Unpin> AsyncRead for AuthorityFix<IO> {
             if let (Mode::PassThrough, true) = (&this.mode, this.input.is_empty()) {
                 return Pin::new(&mut this.io).poll_read(cx, buf);
             }
-            let mut chunk = [0u8; READ_CHUNK_BYTES];
-            let mut rb = ReadBuf::new(&mut chunk);
-            match Pin::new(&mut this.io).poll_read(cx, &mut rb) {
+            // Read straight into `input`'s tail.
+            let start = this.input.len();
+            this.input.resize(start + READ_CHUNK_BYTES, 0);
+            let mut rb = ReadBuf::new(&mut this.input[start..]);
+            let polled = Pin::new(&mut this.io).poll_read(cx, &mut rb);
+            let read = rb.filled().len();
+            this.input.truncate(start + read);
+            match polled {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Ready(Ok(())) => {
-                    if rb.filled().is_empty() {
+                    if read == 0 {
                         this.eof = true;
-                    } else {
-                        this.input.extend_from_slice(rb.filled());
                     }
                     this.transform()?;
                     if this.eof && this.output.is_empty() && !this.input.is_empty() {
                         // A truncated frame at the end: hand it on as it is; the server
                         // reports the broken connection.
                         let rest = this.input.split();
-                        this.output.put(rest);
+                        this.output.unsplit(rest);
                     }
                 }
             }
@@ -392,6 +398,104 @@ mod tests {
         assert_eq!(strip_scheme(b"http://127.0.0.1:2379"), b"127.0.0.1:2379");
         assert_eq!(strip_scheme(b"https://a:1/x"), b"a:1");
         assert_eq!(strip_scheme(b"127.0.0.1:2379"), b"127.0.0.1:2379");
+    }
+
+    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len();
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    /// Two requests as a Go client sends them (the second one's `x-a` from the dynamic
+    /// table; padding, priority, a CONTINUATION) come out with a plain `:authority`, every
+    /// field intact, and the DATA frame between them unchanged.
+    #[tokio::test]
+    async fn header_blocks_are_rewritten_other_frames_pass() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut enc = loona_hpack::Encoder::new();
+        let req: [(&[u8], &[u8]); 3] = [
+            (b":method", b"POST"),
+            (b":authority", b"http://127.0.0.1:2379"),
+            (b"x-a", b"1"),
+        ];
+        let b1 = enc.encode(req);
+        let b2 = enc.encode(req);
+        let mut wire = PREFACE.to_vec();
+        let mut p1 = vec![2u8, 0, 0, 0, 0, 16];
+        p1.extend_from_slice(&b1);
+        p1.extend_from_slice(&[0, 0]);
+        wire.extend(frame(
+            TYPE_HEADERS,
+            FLAG_END_HEADERS | FLAG_PADDED | FLAG_PRIORITY,
+            1,
+            &p1,
+        ));
+        wire.extend(frame(0, 1, 1, b"hello"));
+        let (h, c) = b2.split_at(b2.len() / 2);
+        wire.extend(frame(TYPE_HEADERS, 0, 3, h));
+        wire.extend(frame(TYPE_CONTINUATION, FLAG_END_HEADERS, 3, c));
+
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&wire).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let mut out = Vec::new();
+        AuthorityFix::new(server)
+            .read_to_end(&mut out)
+            .await
+            .expect("read");
+
+        assert_eq!(&out[..PREFACE.len()], PREFACE);
+        let mut rest = &out[PREFACE.len()..];
+        let mut dec = loona_hpack::Decoder::new();
+        let mut seen = Vec::new();
+        while !rest.is_empty() {
+            let len =
+                (usize::from(rest[0]) << 16) | (usize::from(rest[1]) << 8) | usize::from(rest[2]);
+            let (kind, flags) = (rest[3], rest[4]);
+            let payload = &rest[FRAME_HEADER_BYTES..FRAME_HEADER_BYTES + len];
+            match kind {
+                TYPE_HEADERS => {
+                    assert_ne!(flags & FLAG_END_HEADERS, 0);
+                    let block = if flags & FLAG_PRIORITY != 0 {
+                        &payload[5..]
+                    } else {
+                        payload
+                    };
+                    let fields = dec.decode(block).expect("decodes");
+                    let expected: Vec<(Vec<u8>, Vec<u8>)> = vec![
+                        (b":method".to_vec(), b"POST".to_vec()),
+                        (b":authority".to_vec(), b"127.0.0.1:2379".to_vec()),
+                        (b"x-a".to_vec(), b"1".to_vec()),
+                    ];
+                    assert_eq!(fields, expected);
+                    seen.push("headers");
+                }
+                0 => {
+                    assert_eq!(payload, b"hello");
+                    seen.push("data");
+                }
+                other => panic!("unexpected frame type {other}"),
+            }
+            rest = &rest[FRAME_HEADER_BYTES + len..];
+        }
+        assert_eq!(seen, ["headers", "data", "headers"]);
+    }
+
+    #[tokio::test]
+    async fn http1_passes_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let req = b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n";
+        let (mut client, server) = tokio::io::duplex(1024);
+        client.write_all(req).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let mut out = Vec::new();
+        AuthorityFix::new(server)
+            .read_to_end(&mut out)
+            .await
+            .expect("read");
+        assert_eq!(out, req);
     }
 
     #[test]
