@@ -11,8 +11,11 @@
 //! plus CONTINUATION): each is HPACK-decoded with the client's dynamic table, its
 //! `:authority` reduced to the authority part (`http://127.0.0.1:2379/` becomes
 //! `127.0.0.1:2379`), and re-encoded as literals without indexing, so the server's HPACK
-//! decoder never needs a dynamic table entry. The preface `PRI * HTTP/2.0...` tells an HTTP/2
-//! connection; any other connection (HTTP/1.1: curl on `/health`) passes through untouched.
+//! decoder never needs a dynamic table entry. A connection whose first request has a plain
+//! `:authority` (every client but Go's with `http://` endpoints) is left alone from then on:
+//! its first block passes as it came and so does everything after it, with no decoding. The
+//! preface `PRI * HTTP/2.0...` tells an HTTP/2 connection; any other connection (HTTP/1.1:
+//! curl on `/health`) passes through untouched.
 //!
 //! Worked example: a HEADERS frame (type 1) of stream 1 with flags END_HEADERS|PRIORITY
 //! carrying `:method POST`, `:scheme http`, `:path /etcdserverpb.KV/Range`,
@@ -67,6 +70,8 @@ struct PendingHeaders {
     /// The 5 priority bytes, when the PRIORITY flag was set.
     priority: Option<[u8; 5]>,
     block: Vec<u8>,
+    /// The frames as they came, for a connection that needs no rewriting.
+    raw: Vec<u8>,
 }
 
 /// `io` with the client's `:authority` made acceptable to h2 (see the module doc).
@@ -80,6 +85,10 @@ pub struct AuthorityFix<IO> {
     /// The client's HPACK encoder state, mirrored.
     decoder: loona_hpack::Decoder<'static>,
     pending: Option<PendingHeaders>,
+    /// Decided by the connection's first header block: whether its `:authority` needs
+    /// fixing. A client keeps one authority per connection, so a connection whose first
+    /// request is fine passes through untouched from then on, at no cost.
+    rewrite: Option<bool>,
     /// The client closed its side.
     eof: bool,
 }
@@ -94,6 +103,7 @@ impl<IO> AuthorityFix<IO> {
             output: BytesMut::new(),
             decoder: loona_hpack::Decoder::new(),
             pending: None,
+            rewrite: None,
             eof: false,
         }
     }
@@ -120,8 +130,15 @@ impl<IO> AuthorityFix<IO> {
                 Ok(())
             }
             Mode::Frames => {
-                while let Some(frame) = self.next_frame()? {
+                while let Mode::Frames = self.mode {
+                    let Some(frame) = self.next_frame()? else {
+                        break;
+                    };
                     self.frame(frame)?;
+                }
+                if let Mode::PassThrough = self.mode {
+                    let all = self.input.split();
+                    self.output.unsplit(all);
                 }
                 Ok(())
             }
@@ -152,6 +169,7 @@ impl<IO> AuthorityFix<IO> {
         let stream_id = u32::from_be_bytes([frame[5], frame[6], frame[7], frame[8]]) & 0x7fff_ffff;
         match kind {
             TYPE_HEADERS => {
+                let raw = frame.to_vec();
                 frame.advance(FRAME_HEADER_BYTES);
                 let mut payload = frame;
                 let pad = if flags & FLAG_PADDED != 0 {
@@ -184,6 +202,7 @@ impl<IO> AuthorityFix<IO> {
                     flags: flags & !(FLAG_PADDED | FLAG_END_HEADERS),
                     priority,
                     block: payload.to_vec(),
+                    raw,
                 });
                 if flags & FLAG_END_HEADERS != 0 {
                     self.finish_headers()?;
@@ -195,6 +214,7 @@ impl<IO> AuthorityFix<IO> {
                     return Ok(());
                 };
                 p.block.extend_from_slice(&frame[FRAME_HEADER_BYTES..]);
+                p.raw.extend_from_slice(&frame);
                 if p.block.len() > MAX_HEADER_BLOCK_BYTES {
                     return Err(invalid("header block too large"));
                 }
@@ -222,6 +242,18 @@ impl<IO> AuthorityFix<IO> {
             .decoder
             .decode(&p.block)
             .map_err(|e| invalid(&format!("HPACK: {e:?}")))?;
+        let rewrite = *self.rewrite.get_or_insert_with(|| {
+            fields
+                .iter()
+                .any(|(n, v)| n.as_slice() == b":authority" && strip_scheme(v) != v.as_slice())
+        });
+        if !rewrite {
+            // The server's HPACK decoder has seen every block as the client wrote it, so
+            // the rest of the connection can pass as it is.
+            self.output.extend_from_slice(&p.raw);
+            self.mode = Mode::PassThrough;
+            return Ok(());
+        }
         let mut block = Vec::with_capacity(p.block.len() + 64);
         for (name, value) in &fields {
             let value = if name.as_slice() == b":authority" {
@@ -481,6 +513,27 @@ mod tests {
             rest = &rest[FRAME_HEADER_BYTES + len..];
         }
         assert_eq!(seen, ["headers", "data", "headers"]);
+    }
+
+    /// A client that writes a plain `:authority` gets its bytes through unchanged.
+    #[tokio::test]
+    async fn plain_authority_passes_untouched() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut enc = loona_hpack::Encoder::new();
+        let req: [(&[u8], &[u8]); 2] = [(b":method", b"POST"), (b":authority", b"127.0.0.1:2379")];
+        let mut wire = PREFACE.to_vec();
+        wire.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 1, &enc.encode(req)));
+        wire.extend(frame(0, 1, 1, b"hello"));
+        wire.extend(frame(TYPE_HEADERS, FLAG_END_HEADERS, 3, &enc.encode(req)));
+        let (mut client, server) = tokio::io::duplex(1 << 16);
+        client.write_all(&wire).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let mut out = Vec::new();
+        AuthorityFix::new(server)
+            .read_to_end(&mut out)
+            .await
+            .expect("read");
+        assert_eq!(out, wire);
     }
 
     #[tokio::test]
