@@ -102,6 +102,8 @@ pub struct Config {
     /// Addresses to bind for clients.
     pub listen_client_addrs: Vec<SocketAddr>,
     pub advertise_client_urls: Vec<String>,
+    /// Addresses to bind for `/metrics` and `/health` alone (`--listen-metrics-urls`).
+    pub listen_metrics_addrs: Vec<SocketAddr>,
     /// Addresses to bind for peers.
     pub listen_peer_addrs: Vec<SocketAddr>,
     pub advertise_peer_urls: Vec<String>,
@@ -157,6 +159,11 @@ impl Config {
         let listen_client = parse_urls("listen-client-urls", &f.listen_client_urls)?;
         let advertise_client = parse_urls("advertise-client-urls", &f.advertise_client_urls)?;
         let listen_peer = parse_urls("listen-peer-urls", &f.listen_peer_urls)?;
+        let listen_metrics = if f.listen_metrics_urls.trim().is_empty() {
+            Vec::new()
+        } else {
+            parse_urls("listen-metrics-urls", &f.listen_metrics_urls)?
+        };
         let advertise_peer = parse_urls(
             "initial-advertise-peer-urls",
             &f.initial_advertise_peer_urls,
@@ -237,6 +244,7 @@ impl Config {
             listen_client_addrs: listen_client.iter().map(|u| u.1).collect(),
             advertise_client_urls: advertise_client.into_iter().map(|u| u.0).collect(),
             listen_peer_addrs: listen_peer.iter().map(|u| u.1).collect(),
+            listen_metrics_addrs: listen_metrics.iter().map(|u| u.1).collect(),
             advertise_peer_urls: mine,
             initial_cluster,
             initial_cluster_state: f.initial_cluster_state,

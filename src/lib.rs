@@ -23,6 +23,7 @@
 //! - [`storage`]: the MVCC store on sled (imports neither raft nor watch nor gRPC).
 //! - [`watch`]: the watchable store: watcher groups, catch-up, the events of each write.
 //! - [`lessor`]: lease deadlines; the leader proposes the revocation of expired leases.
+//! - [`metrics`]: Prometheus metrics under etcd's names, for `/metrics`.
 //! - [`pb`]: generated protobuf code (etcd's v3 API from `minietcd-proto`, and minietcd's
 //!   internal Raft commands and peer service).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
@@ -31,6 +32,7 @@ pub mod config;
 pub mod data_dir;
 pub mod lessor;
 pub mod logging;
+pub mod metrics;
 pub mod node;
 pub mod pb;
 pub mod raft;

@@ -4,13 +4,13 @@
 //! steps make are the two paths of the crate map (lib.rs):
 //!
 //! - **A write** (`Put`, `DeleteRange`, `Txn`, `LeaseGrant`, ...) arrives on a client listener
-//!   at `server::kv::KvService` (`client_router`), which validates it and proposes it through
+//!   at `server::kv::KvService` (`client_routes`), which validates it and proposes it through
 //!   the proposer of the Raft node (`start_raft`); openraft replicates and commits it;
 //!   `raft::state_machine` applies it to the [`MvccStore`] (`open_store`) in one sled batch,
 //!   then calls its `ApplyObserver`, which `start_raft` sets to the [`WatchableStore`]; only
 //!   after that notification is the client answered.
 //! - **A watch** arrives on the same listener at `server::watch::WatchService`
-//!   (`client_router`), which registers its watchers in that same [`WatchableStore`]. The
+//!   (`client_routes`), which registers its watchers in that same [`WatchableStore`]. The
 //!   apply step above notifies it with each batch of events, and the service streams them to
 //!   the client; a watcher that starts in the past, or falls behind, is caught up from the
 //!   store by the watch loops `run` keeps alive beside the store.
@@ -26,7 +26,9 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
+use tokio_stream::StreamExt;
 use tonic::service::interceptor::InterceptedService;
+use tonic::service::{Routes, RoutesBuilder};
 use tonic::transport::server::Router;
 use tracing::info;
 
@@ -34,6 +36,7 @@ use crate::config::{ClusterState, Config};
 use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
 use crate::logging::lifecycle;
+use crate::metrics::MetricsSource;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -42,7 +45,10 @@ use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
+use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
+use crate::server::grpc_metrics::GrpcMetricsLayer;
+use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
@@ -90,14 +96,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
     let _watch_loops = watchable.start();
     let raft = start_raft(&cfg, &data_dir, store.clone(), watchable.clone()).await?;
-    let services = Services::new(&cfg, &data_dir, store, watchable, &raft);
-
     let (stop_tx, stop_rx) = watch::channel(false);
+    let services = Services::new(&cfg, &data_dir, store, watchable, &raft, &stop_rx);
+
     let mut background = start_background(&cfg, &data_dir, &services, &raft, &stop_rx);
     let mut servers = JoinSet::new();
     serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
     background.wait_for_publish(&cfg).await;
     serve_clients(&mut servers, listeners.client, &services, &stop_rx);
+    serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &mut servers).await;
     stop(stop_tx, servers, background, &raft, &data_dir).await;
@@ -110,6 +117,8 @@ struct Listeners {
     client: Vec<TcpListener>,
     /// `--listen-peer-urls`: Raft and membership traffic from the other members.
     peer: Vec<TcpListener>,
+    /// `--listen-metrics-urls`: `/metrics` and `/health` alone.
+    metrics: Vec<TcpListener>,
 }
 
 impl Listeners {
@@ -117,6 +126,7 @@ impl Listeners {
         Ok(Listeners {
             client: bind_all(&cfg.listen_client_addrs).await?,
             peer: bind_all(&cfg.listen_peer_addrs).await?,
+            metrics: bind_all(&cfg.listen_metrics_addrs).await?,
         })
     }
 }
@@ -263,6 +273,8 @@ struct Services {
     max_msg_bytes: usize,
     /// The sled database, for Maintenance (status sizes, snapshots).
     db: sled::Db,
+    /// What the HTTP endpoints (`/health`, `/version`, `/metrics`) read.
+    http: HttpState,
     /// HTTP/2 settings of the client listeners (`--max-concurrent-streams`,
     /// `--grpc-keepalive-*`).
     client_http2: ClientHttp2,
@@ -285,6 +297,7 @@ impl Services {
         store: Arc<MvccStore>,
         watchable: Arc<WatchableStore>,
         raft: &RaftNode,
+        stop_rx: &watch::Receiver<bool>,
     ) -> Services {
         let identity = &data_dir.identity;
         let ctx = ServerContext {
@@ -315,7 +328,21 @@ impl Services {
             max_request_bytes: cfg.max_request_bytes,
             // etcd 3.4 closes a require-leader stream after three leaderless election checks.
             election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
+            stopping: Some(stop_rx.clone()),
         };
+        let leader = leader_from_metrics(raft.raft().metrics());
+        let http = HttpState {
+            proposer: ctx.proposer.clone(),
+            health_timeout: crate::server::admin::request_timeout(cfg.election_timeout_ms),
+            metrics: MetricsSource {
+                leader: leader.clone(),
+                raft: raft.raft().metrics(),
+                db: data_dir.db.clone(),
+                watchable: watchable.clone(),
+                election_timeout_ms: cfg.election_timeout_ms,
+            },
+        };
+        crate::metrics::watch_leader_changes(leader.clone());
         Services {
             ctx,
             lessor,
@@ -323,9 +350,10 @@ impl Services {
             watchable,
             watch_header: Arc::new(move |rev| header.at(rev)),
             watch_config,
-            leader: leader_from_metrics(raft.raft().metrics()),
+            leader,
             max_msg_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
             db: data_dir.db.clone(),
+            http,
             client_http2: ClientHttp2 {
                 max_concurrent_streams: cfg.max_concurrent_streams,
                 keepalive_interval: cfg.grpc_keepalive_interval,
@@ -445,7 +473,7 @@ fn serve_peers(
         let admin = Arc::new(services.admin.clone());
         let router =
             tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
-        spawn_server(servers, router, l, stop_rx, services.logger, false);
+        spawn_server(servers, router, l, stop_rx, services.logger, "peer");
     }
 }
 
@@ -458,19 +486,35 @@ fn serve_clients(
     stop_rx: &watch::Receiver<bool>,
 ) {
     for l in listeners {
-        spawn_server(
+        spawn_client_server(
             servers,
-            client_router(services),
+            client_routes(services),
             l,
             stop_rx,
+            services.client_http2,
             services.logger,
-            true,
         );
     }
 }
 
-/// The client-facing gRPC services of one listener.
-fn client_router(s: &Services) -> Router {
+/// `--listen-metrics-urls`: `/metrics` and `/health` over HTTP/1.1 (and HTTP/2).
+fn serve_metrics(
+    servers: &mut Servers,
+    listeners: Vec<TcpListener>,
+    services: &Services,
+    stop_rx: &watch::Receiver<bool>,
+) {
+    for l in listeners {
+        let routes = Routes::from(http::metrics_routes(services.http.clone()));
+        let router = tonic::transport::Server::builder()
+            .accept_http1(true)
+            .add_routes(routes);
+        spawn_server(servers, router, l, stop_rx, services.logger, "metrics");
+    }
+}
+
+/// The client-facing gRPC services of one listener, and etcd's HTTP endpoints beside them.
+fn client_routes(s: &Services) -> Routes {
     // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
     let leader_rx = s.leader.clone();
     let require_leader = move |req: tonic::Request<()>| {
@@ -478,43 +522,45 @@ fn client_router(s: &Services) -> Router {
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;
-    let h2 = s.client_http2;
-    tonic::transport::Server::builder()
-        .max_concurrent_streams(h2.max_concurrent_streams)
-        .http2_keepalive_interval(h2.keepalive_interval)
-        .http2_keepalive_timeout(Some(h2.keepalive_timeout))
-        .add_service(InterceptedService::new(
-            KvServer::new(KvService::new(s.ctx.clone()))
-                .max_decoding_message_size(max_msg)
-                .max_encoding_message_size(usize::MAX),
-            require_leader.clone(),
+    let mut grpc = RoutesBuilder::default();
+    grpc.add_service(InterceptedService::new(
+        KvServer::new(KvService::new(s.ctx.clone()))
+            .max_decoding_message_size(max_msg)
+            .max_encoding_message_size(usize::MAX),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LeaseServer::new(LeaseService::new(
+            s.ctx.clone(),
+            s.lessor.clone(),
+            s.admin.clone(),
         ))
-        .add_service(InterceptedService::new(
-            LeaseServer::new(LeaseService::new(
-                s.ctx.clone(),
-                s.lessor.clone(),
-                s.admin.clone(),
-            ))
-            .max_decoding_message_size(max_msg),
-            require_leader.clone(),
+        .max_decoding_message_size(max_msg),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ClusterServer::new(ClusterService::new(s.ctx.clone(), s.admin.clone())),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
+        require_leader,
+    ))
+    .add_service(
+        WatchServer::new(WatchService::new(
+            s.watchable.clone(),
+            s.watch_header.clone(),
+            s.leader.clone(),
+            s.watch_config.clone(),
         ))
-        .add_service(InterceptedService::new(
-            ClusterServer::new(ClusterService::new(s.ctx.clone(), s.admin.clone())),
-            require_leader.clone(),
-        ))
-        .add_service(InterceptedService::new(
-            MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
-            require_leader,
-        ))
-        .add_service(
-            WatchServer::new(WatchService::new(
-                s.watchable.clone(),
-                s.watch_header.clone(),
-                s.leader.clone(),
-                s.watch_config.clone(),
-            ))
-            .max_decoding_message_size(max_msg),
-        )
+        .max_decoding_message_size(max_msg),
+    );
+    let all = grpc
+        .routes()
+        .into_axum_router()
+        .merge(http::client_routes(s.http.clone()))
+        .fallback(http::not_found);
+    Routes::from(all)
 }
 
 /// Serves `router` on `l` until the stop signal.
@@ -524,25 +570,57 @@ fn spawn_server(
     l: TcpListener,
     stop_rx: &watch::Receiver<bool>,
     logger: crate::config::Logger,
-    clients: bool,
+    what: &'static str,
 ) {
     let addr = l.local_addr().ok();
-    let mut rx = stop_rx.clone();
+    let stopped = stopped(stop_rx);
     servers.spawn(async move {
-        if clients {
-            lifecycle::serving_clients(logger, addr);
-        } else {
-            lifecycle::serving_peers(logger, addr);
+        match what {
+            "peer" => lifecycle::serving_peers(logger, addr),
+            _ => info!(?addr, "serving {what}"),
         }
         let r = router
-            .serve_with_incoming_shutdown(incoming(l), async move {
-                let _ = rx.wait_for(|s| *s).await;
-            })
+            .serve_with_incoming_shutdown(incoming(l), stopped)
             .await;
-        let what = if clients { "client" } else { "peer" };
         lifecycle::stopped_serving(logger, what, addr);
         r
     });
+}
+
+/// Serves the client API on `l` until the stop signal. Connections pass through
+/// [`AuthorityFix`] so that Go clients' `http://` endpoints are accepted.
+fn spawn_client_server(
+    servers: &mut Servers,
+    routes: Routes,
+    l: TcpListener,
+    stop_rx: &watch::Receiver<bool>,
+    h2: ClientHttp2,
+    logger: crate::config::Logger,
+) {
+    let addr = l.local_addr().ok();
+    let stopped = stopped(stop_rx);
+    let router = tonic::transport::Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .http2_keepalive_interval(h2.keepalive_interval)
+        .http2_keepalive_timeout(Some(h2.keepalive_timeout))
+        .layer(GrpcMetricsLayer)
+        .add_routes(routes);
+    servers.spawn(async move {
+        lifecycle::serving_clients(logger, addr);
+        let conns = incoming(l).map(|c| c.map(AuthorityFix::new));
+        let r = router.serve_with_incoming_shutdown(conns, stopped).await;
+        lifecycle::stopped_serving(logger, "client", addr);
+        r
+    });
+}
+
+/// Resolves once the stop signal is sent.
+fn stopped(stop_rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = stop_rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
 }
 
 /// Waits for the first reason to stop: the shutdown signal, this member's removal from the
@@ -567,6 +645,9 @@ async fn run_until_stopped(
     }
 }
 
+/// How long a stopping member waits for requests in flight before closing their connections.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
 /// Stops the servers and background tasks, then Raft, then flushes the store.
 async fn stop(
     stop_tx: watch::Sender<bool>,
@@ -577,7 +658,14 @@ async fn stop(
 ) {
     info!("stopping member");
     let _ = stop_tx.send(true);
-    while servers.join_next().await.is_some() {}
+    // Servers finish the requests in flight (watch streams end at the stop signal); what
+    // is still open after the grace period is cut.
+    let drained = async { while servers.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drained).await.is_err() {
+        tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
+        servers.abort_all();
+        while servers.join_next().await.is_some() {}
+    }
     let _ = background.lessor.await;
     let _ = background.leader_log.await;
     if let Some(publish) = background.publish {

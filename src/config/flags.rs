@@ -628,12 +628,12 @@ pub const STATUS: &[(&str, Status, &str)] = {
         (
             "metrics",
             NoEffect,
-            "metrics arrive with the metrics endpoints",
+            "/metrics always serves the same set (histograms included)",
         ),
         (
             "listen-metrics-urls",
-            NoEffect,
-            "metrics and health endpoints arrive with their own change",
+            Implemented,
+            "serves /metrics and /health on extra URLs (the client URLs serve them too)",
         ),
         (
             "logger",

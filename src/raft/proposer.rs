@@ -120,6 +120,7 @@ impl Proposer {
     /// Commits `req` through Raft and returns what the state machine answered.
     #[instrument(level = "debug", skip_all)]
     pub async fn write(&self, req: InternalRequest) -> Result<InternalResponse, ProposeError> {
+        let proposal = crate::metrics::proposal();
         let deadline = Instant::now() + self.timeouts.request;
         let mut avoid = None;
         for _ in 0..MAX_ROUTING_ATTEMPTS {
@@ -130,7 +131,7 @@ impl Proposer {
                 self.write_forward(req.clone(), &leader, deadline).await
             };
             match attempt {
-                Attempt::Done(r) => return r,
+                Attempt::Done(r) => return proposal.finish(r),
                 Attempt::Reroute => avoid = Some(leader),
             }
         }

@@ -316,9 +316,7 @@ impl Shared {
                 lease_seed: seed,
             })
             .collect();
-        let outcomes = self
-            .store
-            .apply_group(&writes, &blob)
+        let outcomes = crate::metrics::backend_commit(|| self.store.apply_group(&writes, &blob))
             .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
         drop(writes);
         for ((pos, _, _, index), mut outcome) in group.writes.drain(..).zip(outcomes) {

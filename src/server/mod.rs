@@ -2,8 +2,11 @@
 //! become `tonic::Status` only in [`status`]; headers are filled only in [`header`].
 
 pub mod admin;
+pub mod authority_fix;
 pub mod cluster;
+pub mod grpc_metrics;
 pub mod header;
+pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;

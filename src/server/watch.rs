@@ -34,6 +34,8 @@ pub const REQUIRE_LEADER_KEY: &str = "hasleader";
 
 /// etcd's error for a member without a leader.
 pub const NO_LEADER: &str = "etcdserver: no leader";
+/// etcd's error for requests and streams cut short by the member stopping.
+pub const SERVER_STOPPED: &str = "etcdserver: server stopped";
 
 /// Responses buffered between a stream's task and tonic; beyond it the task waits, its
 /// delivery channel fills and its watchers become victims (the store never waits).
@@ -76,6 +78,10 @@ pub struct WatchConfig {
     /// leader once per election timeout and cancels after 3 leaderless samples; pass
     /// `3 * election timeout` for that, or one election timeout to fail faster.
     pub election_timeout: Duration,
+    /// Turns true when the member stops: every stream then ends with etcd's
+    /// `etcdserver: server stopped` (Unavailable), so that clients resume elsewhere and the
+    /// server's graceful shutdown is not held up by streams that never end.
+    pub stopping: Option<watch::Receiver<bool>>,
 }
 
 impl Default for WatchConfig {
@@ -84,6 +90,7 @@ impl Default for WatchConfig {
             progress_interval: DEFAULT_PROGRESS_INTERVAL,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             election_timeout: Duration::from_millis(1000),
+            stopping: None,
         }
     }
 }
@@ -157,6 +164,18 @@ pub fn leader_from_metrics(
     rx
 }
 
+/// Resolves once the member is stopping; never without a stop signal.
+async fn member_stopping(stopping: &mut Option<watch::Receiver<bool>>) {
+    match stopping {
+        Some(rx) => {
+            if rx.wait_for(|s| *s).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<WatchResponse, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -194,6 +213,8 @@ enum Stop {
     Client,
     /// The member lost its leader for too long.
     NoLeader,
+    /// The member is stopping.
+    Server,
 }
 
 /// One stream's task state.
@@ -262,12 +283,23 @@ impl WatchStreamTask {
                     None => {}
                 },
                 _ = sleep_until_opt(leaderless_deadline) => break Stop::NoLeader,
+                _ = member_stopping(&mut self.config.stopping) => break Stop::Server,
                 _ = self.out.closed() => break Stop::Client,
             }
         };
-        if let Stop::NoLeader = stop {
-            tracing::info!("closing require-leader watch stream: no leader");
-            let _ = self.out.send(Err(Status::unavailable(NO_LEADER))).await;
+        match stop {
+            Stop::NoLeader => {
+                tracing::info!("closing require-leader watch stream: no leader");
+                let _ = self.out.send(Err(Status::unavailable(NO_LEADER))).await;
+            }
+            Stop::Server => {
+                tracing::debug!("closing watch stream: member stopping");
+                let _ = self
+                    .out
+                    .send(Err(Status::unavailable(SERVER_STOPPED)))
+                    .await;
+            }
+            Stop::Client => {}
         }
         // Dropping `self.watchers` cancels every watcher of the stream.
     }

@@ -241,6 +241,11 @@ impl WatchableStore {
         tx.try_send(d).is_ok()
     }
 
+    /// Every watcher of the member, whatever its state (`etcd_debugging_mvcc_watcher_total`).
+    pub fn watcher_count(&self) -> usize {
+        self.lock().watchers.len()
+    }
+
     /// (synced, unsynced, victims) counts.
     pub fn counts(&self) -> (usize, usize, usize) {
         let inner = self.lock();

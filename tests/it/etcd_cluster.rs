@@ -274,6 +274,13 @@ impl Cluster {
         }
     }
 
+    /// SIGTERM member `i` and wait up to `grace`: its exit status if it stopped by itself
+    /// in time, `None` if it had to be killed.
+    pub fn terminate(&mut self, i: usize, grace: Duration) -> Option<std::process::ExitStatus> {
+        tracing::info!(member = i, "SIGTERM");
+        self.members[i].guard.take()?.terminate(grace)
+    }
+
     /// Starts member `i` again on its ports and data dir (kills it first if running).
     pub fn restart(&mut self, i: usize) {
         self.kill(i);

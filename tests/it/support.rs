@@ -85,19 +85,25 @@ impl ChildGuard {
 
     /// SIGTERM, then wait up to `grace` before SIGKILL.
     pub fn stop(&mut self, grace: Duration) {
-        if let Some(mut c) = self.child.take() {
-            // SAFETY: signalling a child we spawned and have not reaped yet.
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + grace;
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = c.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        self.terminate(grace);
+    }
+
+    /// SIGTERM, then wait up to `grace`: the exit status if the process ended by itself in
+    /// time, `None` if it had to be killed (or was not running).
+    pub fn terminate(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: signalling a child we spawned and have not reaped yet.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return Some(status);
             }
-            let _ = c.kill();
-            let _ = c.wait();
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
     }
 
     /// Whether the process has exited (and with what status).

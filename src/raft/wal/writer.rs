@@ -127,7 +127,7 @@ fn write_and_sync(shared: &Shared, chunks: &[Chunk]) -> Result<(), WalError> {
 
 fn sync_all(shared: &Shared, dirty: &mut Vec<(u64, Arc<dyn WalFile>)>) -> Result<(), WalError> {
     for (seq, file) in dirty.drain(..) {
-        file.sync_data()
+        crate::metrics::wal_fsync(|| file.sync_data())
             .map_err(io_err(format!("fdatasync {}", segment_name(seq))))?;
         shared.syncs.fetch_add(1, Ordering::Relaxed);
     }
