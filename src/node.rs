@@ -106,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     serve_clients(&mut servers, listeners.client, &services, &stop_rx);
     serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
-    let result = run_until_stopped(shutdown, &cfg, &services.admin, &mut servers).await;
+    let result = run_until_stopped(shutdown, &cfg, &services.admin, &raft, &mut servers).await;
     stop(stop_tx, servers, background, &raft, &data_dir).await;
     result
 }
@@ -624,11 +624,12 @@ fn stopped(stop_rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send +
 }
 
 /// Waits for the first reason to stop: the shutdown signal, this member's removal from the
-/// cluster, or a server that ended.
+/// cluster, a fatal Raft error, or a server that ended.
 async fn run_until_stopped(
     shutdown: impl Future<Output = ()> + Send,
     cfg: &Config,
     admin: &Admin,
+    raft: &RaftNode,
     servers: &mut Servers,
 ) -> Result<(), NodeError> {
     let removed = admin
@@ -637,6 +638,9 @@ async fn run_until_stopped(
     tokio::select! {
         _ = shutdown => Ok(()),
         _ = removed => Err(NodeError::Removed),
+        // A storage failure stops Raft for good: the member must not go on serving frozen
+        // reads; it exits non-zero so that a supervisor restarts it (etcd exits too).
+        fatal = raft.fatal() => Err(NodeError::Raft(format!("stopped after a fatal error: {fatal}"))),
         Some(r) = servers.join_next() => match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(NodeError::Serve(e)),

@@ -224,6 +224,20 @@ impl RaftNode {
             .into_server()
     }
 
+    /// Resolves with the error once Raft has stopped on a fatal error (a storage failure:
+    /// the WAL or the state machine could not write); never while Raft runs.
+    pub async fn fatal(&self) -> String {
+        let mut metrics = self.raft.metrics();
+        loop {
+            if let Err(e) = &metrics.borrow_and_update().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft stopped".to_string();
+            }
+        }
+    }
+
     /// Stops Raft (its tasks end; peers see this member as down). A failure to stop cleanly
     /// is logged: the member is going away either way.
     pub async fn shutdown(&self) {

@@ -79,3 +79,40 @@ async fn kill_9_loses_no_acknowledged_put() {
     let next = cl.put("after", "x", None).await.unwrap();
     assert!(next.header().unwrap().revision() > max_acked);
 }
+
+/// A storage failure stops Raft for good; the member then exits non-zero with one line
+/// instead of serving frozen reads forever. The failure is real: the WAL directory is removed
+/// under the running member, so the next segment cannot be put in place once the current
+/// 16 MiB segment is full.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fatal_storage_error_stops_the_member_with_an_error() {
+    let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    let mut cl = connect(&c).await;
+    cl.put("before", "1", None).await.unwrap();
+    std::fs::remove_dir_all(c.dir().join("m0").join("wal")).unwrap();
+    let value = vec![b'x'; 1 << 20];
+    for i in 0..40 {
+        if cl
+            .put(format!("big/{i}"), value.clone(), None)
+            .await
+            .is_err()
+        {
+            break;
+        }
+        if c.exited(0).is_some() {
+            break;
+        }
+    }
+    let status = wait_until_async("the member to exit", Duration::from_secs(30), || {
+        let s = c.exited(0);
+        async move { s }
+    })
+    .await;
+    assert!(!status.success(), "exit status {status:?}");
+    let log = c.log(0);
+    assert!(
+        log.lines()
+            .any(|l| l.contains("minietcd: raft: stopped after a fatal error")),
+        "no one-line error in the log:\n{log}"
+    );
+}

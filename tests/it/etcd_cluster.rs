@@ -281,6 +281,21 @@ impl Cluster {
         self.members[i].guard.take()?.terminate(grace)
     }
 
+    /// Member `i`'s exit status, once its process has ended by itself.
+    pub fn exited(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.members[i].guard.as_mut()?.try_wait()
+    }
+
+    /// Member `i`'s log (stdout and stderr).
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(
+            self.dir
+                .path()
+                .join(format!("{}.log", self.members[i].name)),
+        )
+        .unwrap_or_default()
+    }
+
     /// Starts member `i` again on its ports and data dir (kills it first if running).
     pub fn restart(&mut self, i: usize) {
         self.kill(i);
