@@ -152,6 +152,7 @@ impl DataDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
             Err(e) => return Err(io(e)),
         };
+        let empty = empty || interrupted_creation(path).map_err(io)?;
         let (identity, fresh) = if empty {
             if let Some(wal) = wal_dir {
                 identity.wal_dir = Some(create_dedicated_wal(wal)?);
@@ -160,7 +161,8 @@ impl DataDir {
             if identity.wal_dir.is_none() {
                 fs::create_dir_all(path.join(WAL_DIR)).map_err(io)?;
             }
-            write_identity(&id_path, &identity).map_err(io)?;
+            // `member.json` is written last, once the database holds its marker: it is what
+            // makes the dir a member's (see `interrupted_creation`).
             (identity, true)
         } else {
             let raw = match fs::read(&id_path) {
@@ -223,6 +225,7 @@ impl DataDir {
             db.insert(DB_MARKER_KEY, FORMAT.as_bytes())
                 .and_then(|_| db.flush())
                 .map_err(|e| damaged(format!("database: {e}")))?;
+            write_identity(&id_path, &identity).map_err(io)?;
         } else {
             match db.get(DB_MARKER_KEY) {
                 Ok(Some(v)) if v.as_ref() == FORMAT.as_bytes() => {}
@@ -344,6 +347,44 @@ fn open_sled(path: &Path) -> Result<sled::Db, SledOpen> {
     }
 }
 
+/// Whether `path` holds only what a first start creates before it writes `member.json` (the
+/// database, the WAL dir, a half-written identity file): a start that died there left no
+/// member behind, so the dir is cleared and created anew instead of refused as foreign.
+fn interrupted_creation(path: &Path) -> std::io::Result<bool> {
+    if path.join(IDENTITY_FILE).exists() {
+        return Ok(false);
+    }
+    let tmp_name = format!("{IDENTITY_FILE}.tmp");
+    let mut names = Vec::new();
+    for e in fs::read_dir(path)? {
+        names.push(e?.file_name().to_string_lossy().into_owned());
+    }
+    let ours = |n: &String| n == DB_DIR || n == WAL_DIR || *n == tmp_name;
+    if names.is_empty() || !names.iter().all(ours) {
+        return Ok(false);
+    }
+    // The WAL dir of an unfinished start holds no log yet (Raft starts after this).
+    let wal = path.join(WAL_DIR);
+    if wal.is_dir()
+        && fs::read_dir(&wal)?.any(|e| {
+            e.map(|e| e.file_name().to_string_lossy().ends_with(".wal"))
+                .unwrap_or(true)
+        })
+    {
+        return Ok(false);
+    }
+    tracing::warn!(path = %path.display(), "clearing a data dir left by an interrupted first start");
+    for n in names {
+        let p = path.join(n);
+        if p.is_dir() {
+            fs::remove_dir_all(p)?;
+        } else {
+            fs::remove_file(p)?;
+        }
+    }
+    Ok(true)
+}
+
 /// Writes the identity file durably: temp file, fsync, rename.
 fn write_identity(path: &Path, id: &Identity) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
@@ -363,6 +404,35 @@ mod tests {
 
     fn id(name: &str) -> Identity {
         Identity::new(name, 1, 2, "t")
+    }
+
+    /// A first start that died after creating the database but before `member.json` leaves
+    /// a dir that the next start creates anew; anything else in it is still foreign.
+    #[test]
+    fn an_interrupted_first_start_is_started_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("d");
+        fs::create_dir_all(dir.join(WAL_DIR)).unwrap();
+        drop(sled::open(dir.join(DB_DIR)).unwrap());
+        fs::write(dir.join(format!("{IDENTITY_FILE}.tmp")), b"{half").unwrap();
+        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        assert!(d.fresh);
+        drop(d);
+        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        assert!(!d.fresh, "the second start finds a complete member");
+        drop(d);
+
+        let other = tmp.path().join("o");
+        fs::create_dir_all(other.join(WAL_DIR)).unwrap();
+        fs::write(other.join("notes.txt"), b"mine").unwrap();
+        assert!(matches!(
+            DataDir::open(&other, id("a"), true),
+            Err(DataDirError::Foreign(_))
+        ));
+        assert!(
+            other.join("notes.txt").exists(),
+            "a foreign dir is left alone"
+        );
     }
 
     #[test]

@@ -221,7 +221,10 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
         })
         .collect();
     let mut settings = RaftSettings::new(data_dir.identity.member_id, members, data_dir.wal_dir());
-    settings.initialize = data_dir.fresh && cfg.initial_cluster_state == ClusterState::New;
+    // Not only on a fresh dir: a first start that died after creating the dir but before
+    // Raft persisted its initial membership must still form the cluster on the next start.
+    // Raft skips this once it has any state, so a restarted member never re-initializes.
+    settings.initialize = cfg.initial_cluster_state == ClusterState::New;
     settings.heartbeat_interval_ms = cfg.heartbeat_interval_ms;
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;

@@ -116,3 +116,29 @@ async fn a_fatal_storage_error_stops_the_member_with_an_error() {
         "no one-line error in the log:\n{log}"
     );
 }
+
+/// A one-member cluster whose first start died after the data dir was complete but before
+/// Raft persisted its initial membership (emulated: `member.json` and an empty database with
+/// its format marker, no log) forms its cluster on the next start instead of never electing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_start_killed_before_raft_init_elects_on_restart() {
+    let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    c.stop(0);
+    let dir = c.dir().join("m0");
+    std::fs::remove_dir_all(dir.join("db")).unwrap();
+    std::fs::remove_dir_all(dir.join("wal")).unwrap();
+    std::fs::create_dir_all(dir.join("wal")).unwrap();
+    {
+        // What DataDir::open leaves before Raft starts: the format marker only.
+        let db = sled::open(dir.join("db")).unwrap();
+        db.insert(b"minietcd/format", &b"minietcd/2"[..]).unwrap();
+        db.flush().unwrap();
+    }
+    c.restart(0);
+    let leader = tokio::time::timeout(Duration::from_secs(30), c.wait_ready())
+        .await
+        .unwrap_or_else(|_| panic!("no leader after the restart; logs in {}", c.dir().display()));
+    assert_eq!(leader, 0);
+    let mut cl = connect(&c).await;
+    cl.put("after", "1", None).await.unwrap();
+}
