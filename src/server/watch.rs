@@ -27,6 +27,7 @@ use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
 use crate::raft::types::{MemberNode, NodeId};
 use crate::watch::stream::{fragment, to_response, StreamWatchers};
+use crate::watch::watcher::WatcherId;
 use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
 
 /// gRPC metadata key of clientv3's `WithRequireLeader`.
@@ -344,7 +345,10 @@ impl WatchStreamTask {
 
     /// Sends a delivery from the store; false when the client is gone.
     async fn deliver(&mut self, d: Delivery) -> bool {
-        if d.watch_id == -1 {
+        // A stream-wide progress answer is told apart by its store-level watcher, not by its
+        // watch id: a client may choose -1 as a watch id, which etcd 3.4 accepts and serves
+        // as any other.
+        if d.watcher == WatcherId::STREAM.0 {
             let resp = WatchResponse {
                 header: Some(self.header.header(d.revision)),
                 watch_id: -1,

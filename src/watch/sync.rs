@@ -271,7 +271,10 @@ fn cancel_compacted(
         watch_id: w.watch_id,
         watcher: id.0,
         revision: cur,
-        compact_revision: compact,
+        // A store never compacted is at etcd's compactMainRev of -1: a watch from a negative
+        // start revision is canceled with compact_revision -1, as etcd 3.4 answers it
+        // (0 would read as "not compacted" and leave a silently dead watch).
+        compact_revision: if compact > 0 { compact } else { -1 },
         events: EventBatch::default(),
     };
     match w.tx.try_send(d) {

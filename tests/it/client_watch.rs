@@ -707,3 +707,161 @@ async fn minietcd_progress_notifications_and_requests() {
 async fn minietcd_require_leader_watch_resumes_after_quorum_loss() {
     require_leader_watch_through_quorum_loss(ServerKind::Minietcd).await;
 }
+
+/// Receives progress notifications until one reports `rev` or later.
+async fn wait_progress(w: &mut Watcher, rev: i64) {
+    loop {
+        let batch = tokio::time::timeout(EVENT_TIMEOUT, w.recv())
+            .await
+            .expect("no progress notification")
+            .unwrap()
+            .unwrap();
+        assert!(batch.is_progress_notify(), "{batch:?}");
+        if batch.revision() >= rev {
+            break;
+        }
+    }
+}
+
+/// Issue 10, item 15: a quiet watcher's resume point follows its progress notifications, so
+/// resuming after a compaction above its creation revision is no `Compacted` error.
+pub async fn progress_moves_resume_point_past_compaction(kind: ServerKind) {
+    let config =
+        ClusterConfig::new(kind, 1).arg("--experimental-watch-progress-notify-interval=200ms");
+    let mut cluster = Cluster::start_ready(config).await;
+    let client = Client::connect(cluster.endpoints(), ClientOptions::new())
+        .await
+        .unwrap();
+    // One watcher gets periodic notifications, the other answers to a progress request.
+    let mut notified = client
+        .watch()
+        .watch("/pq/a", WatchOptions::new().progress_notify())
+        .await
+        .unwrap();
+    let mut requested = client
+        .watch()
+        .watch("/pq/b", WatchOptions::new())
+        .await
+        .unwrap();
+    let mut last = 0;
+    for i in 0..10 {
+        last = client
+            .kv()
+            .put("/pq/other", format!("{i}"), PutOptions::new())
+            .await
+            .unwrap()
+            .header
+            .unwrap()
+            .revision;
+    }
+    wait_progress(&mut notified, last).await;
+    client.watch().request_progress().await.unwrap();
+    wait_progress(&mut requested, last).await;
+    client
+        .kv()
+        .compact(last, CompactOptions::new().physical())
+        .await
+        .unwrap();
+    // The streams break and resume on the restarted server.
+    cluster.kill(0);
+    cluster.restart(0);
+    cluster.wait_ready().await;
+    let other = Client::connect(cluster.endpoints(), ClientOptions::new())
+        .await
+        .unwrap();
+    let ra = other
+        .kv()
+        .put("/pq/a", "a", PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let rb = other
+        .kv()
+        .put("/pq/b", "b", PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    for (w, rev, value) in [(&mut notified, ra, "a"), (&mut requested, rb, "b")] {
+        let got = collect_until_rev(w, rev).await;
+        assert_eq!(
+            got.iter()
+                .map(|e| (e.value.as_str(), e.mod_revision))
+                .collect::<Vec<_>>(),
+            vec![(value, rev)]
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_progress_moves_resume_point_past_compaction() {
+    progress_moves_resume_point_past_compaction(ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minietcd_progress_moves_resume_point_past_compaction() {
+    progress_moves_resume_point_past_compaction(ServerKind::Minietcd).await;
+}
+
+/// Issue 10, item 16: a watcher nobody reads does not stop the stream's other watchers, nor
+/// new watches; once read again it gets every event, in order, once.
+pub async fn unread_watcher_blocks_nothing(kind: ServerKind) {
+    const PUTS: usize = 200;
+    let cluster = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let client = Client::connect(cluster.endpoints(), ClientOptions::new())
+        .await
+        .unwrap();
+    let mut slow = client
+        .watch()
+        .watch("/slow/a", WatchOptions::new())
+        .await
+        .unwrap();
+    let mut revs = Vec::new();
+    for i in 0..PUTS {
+        revs.push(
+            client
+                .kv()
+                .put("/slow/a", format!("{i}"), PutOptions::new())
+                .await
+                .unwrap()
+                .header
+                .unwrap()
+                .revision,
+        );
+    }
+    let mut b = tokio::time::timeout(
+        EVENT_TIMEOUT,
+        client.watch().watch("/slow/b", WatchOptions::new()),
+    )
+    .await
+    .expect("watch() hung behind an unread watcher")
+    .unwrap();
+    let rb = client
+        .kv()
+        .put("/slow/b", "b", PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let got = collect_until_rev(&mut b, rb).await;
+    assert_eq!(got.len(), 1);
+    let last = *revs.last().unwrap();
+    let got = collect_until_rev(&mut slow, last).await;
+    assert_strictly_increasing(&got);
+    assert_eq!(got.iter().map(|e| e.mod_revision).collect::<Vec<_>>(), revs);
+    assert_eq!(got[PUTS - 1].value, format!("{}", PUTS - 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_unread_watcher_blocks_nothing() {
+    unread_watcher_blocks_nothing(ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minietcd_unread_watcher_blocks_nothing() {
+    unread_watcher_blocks_nothing(ServerKind::Minietcd).await;
+}

@@ -584,3 +584,140 @@ async fn concurrent_writers_and_watchers_keep_every_guarantee() {
         node.check(&spec, &got[&0], false);
     }
 }
+
+/// Opens a raw watch stream on member 0 of `cluster` with `first` as its first request.
+async fn raw_watch(
+    cluster: &crate::etcd_cluster::Cluster,
+    first: WatchCreateRequest,
+) -> (
+    tokio::sync::mpsc::Sender<WatchRequest>,
+    tonic::Streaming<minietcd::pb::etcdserverpb::WatchResponse>,
+) {
+    let channel =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", cluster.endpoint(0)))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(first)),
+    })
+    .await
+    .unwrap();
+    let stream = WatchClient::new(channel)
+        .watch(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    (tx, stream)
+}
+
+async fn next_raw(
+    stream: &mut tonic::Streaming<minietcd::pb::etcdserverpb::WatchResponse>,
+) -> minietcd::pb::etcdserverpb::WatchResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("no response in time")
+        .expect("stream error")
+        .expect("stream ended")
+}
+
+/// A negative start revision and a client-chosen watch id of -1 (etcd's broadcast id) are
+/// answered as etcd 3.4 answers them.
+pub async fn bad_create_requests(kind: crate::etcd_cluster::ServerKind) {
+    use crate::etcd_cluster::{Cluster, ClusterConfig};
+    let cluster = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let client = cluster.client().await;
+    for i in 0..3 {
+        client
+            .kv()
+            .put("neg", format!("{i}"), minietcd_client::PutOptions::new())
+            .await
+            .unwrap();
+    }
+    let (tx, mut stream) = raw_watch(
+        &cluster,
+        WatchCreateRequest {
+            key: b"neg".to_vec(),
+            start_revision: -5,
+            ..Default::default()
+        },
+    )
+    .await;
+    // etcd creates the watch, then cancels it as compacted: its store starts at compaction
+    // revision -1, and a start below the compaction revision is compacted.
+    let r = next_raw(&mut stream).await;
+    assert!(r.created && !r.canceled, "{r:?}");
+    let id = r.watch_id;
+    let r = next_raw(&mut stream).await;
+    assert_eq!(
+        (r.watch_id, r.created, r.canceled, r.compact_revision),
+        (id, false, true, -1),
+        "{r:?}"
+    );
+    // A client-chosen id of -1 is an ordinary watch id to etcd 3.4: created, then its events
+    // arrive under it (not mistaken for a progress notification).
+    tx.send(WatchRequest {
+        request_union: Some(RequestUnion::CreateRequest(WatchCreateRequest {
+            key: b"neg".to_vec(),
+            watch_id: -1,
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let r = next_raw(&mut stream).await;
+    assert_eq!(
+        (r.watch_id, r.created, r.canceled),
+        (-1, true, false),
+        "{r:?}"
+    );
+    let put = client
+        .kv()
+        .put("neg", "x", minietcd_client::PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision;
+    let r = next_raw(&mut stream).await;
+    assert_eq!(r.watch_id, -1, "{r:?}");
+    assert_eq!(
+        r.events
+            .iter()
+            .map(|e| e.kv.as_ref().unwrap().mod_revision)
+            .collect::<Vec<_>>(),
+        vec![put],
+        "{r:?}"
+    );
+    // Once compacted, a negative start is canceled with the compaction revision.
+    client
+        .kv()
+        .compact(put, minietcd_client::CompactOptions::new().physical())
+        .await
+        .unwrap();
+    let (_tx, mut stream) = raw_watch(
+        &cluster,
+        WatchCreateRequest {
+            key: b"neg".to_vec(),
+            start_revision: -5,
+            ..Default::default()
+        },
+    )
+    .await;
+    let r = next_raw(&mut stream).await;
+    assert!(r.created && !r.canceled, "{r:?}");
+    let r = next_raw(&mut stream).await;
+    assert_eq!((r.canceled, r.compact_revision), (true, put), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_bad_create_requests() {
+    bad_create_requests(crate::etcd_cluster::ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minietcd_bad_create_requests() {
+    bad_create_requests(crate::etcd_cluster::ServerKind::Minietcd).await;
+}

@@ -17,8 +17,10 @@ use super::kv::RangeSpec;
 use super::watch_stream::{Command, WatchStream, COMMAND_QUEUE};
 use super::{range_setters, ClientError, ClientInner};
 
-/// Batches a watcher's buffer holds before the stream waits for the watcher's reader
-/// (back-pressure instead of clientv3's unbounded buffer).
+/// Batches a watcher's buffer holds. When it is full the watcher is paused (canceled on the
+/// server) and resumed from its next revision once its reader has emptied half of it: the
+/// reader misses nothing and the other watchers never wait for it (instead of clientv3's
+/// unbounded buffer).
 pub const DEFAULT_WATCHER_BUFFER: usize = 128;
 
 /// What a watcher receives: the events of one watch response (fragments already merged), or
@@ -130,7 +132,8 @@ impl WatchOptions {
         self.require_leader = true;
         self
     }
-    /// Batches buffered for this watcher before the stream waits for it (at least 1).
+    /// Batches buffered for this watcher (at least 1); when full, the watch is paused on the
+    /// server and resumed, from where the reader is, once half of the buffer has been read.
     pub fn buffer(mut self, batches: usize) -> Self {
         self.buffer = batches.max(1);
         self

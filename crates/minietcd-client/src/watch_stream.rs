@@ -15,10 +15,18 @@
 //! - A response for an unknown watch id (a watcher closed meanwhile) is answered with one
 //!   cancel request; closing a watcher cancels it on the server at once.
 //! - Compaction ends the watcher with [`ClientError::Compacted`] carrying the revision.
-//! - Buffers are bounded: a watcher's buffer full makes the task wait for that watcher's
-//!   reader, which in turn stops reading the gRPC stream, so the server holds back (it keeps
-//!   slow watchers as victims) instead of the client buffering without limit as clientv3
-//!   does. The cost: one watcher that is never read stalls the others on the stream.
+//! - Progress notifications (a response with no events) move a watcher's resume point to
+//!   the header revision + 1 (clientv3's nextRev), so a quiet watcher resumed after a
+//!   compaction above its last event does not fail with `Compacted`.
+//! - Buffers are bounded and the task never waits for a watcher's reader. Each watcher has
+//!   its own bounded buffer (`WatchOptions::buffer` batches); a batch that does not fit
+//!   *pauses* the watcher: the batch is dropped undelivered (its `next_rev` stays before
+//!   it), the watch is canceled on the server, and once the reader has emptied half of the
+//!   buffer the watch is created again from `next_rev`, so the reader still gets every event,
+//!   in order, once (or `Compacted`, should the store be compacted past `next_rev`
+//!   meanwhile). Progress notifications that do not fit are skipped. Memory stays bounded by
+//!   the buffers, and one unread watcher never stalls creates, cancels, progress requests,
+//!   reconnects or the other watchers of the stream.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
@@ -27,6 +35,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -80,7 +89,17 @@ struct Substream {
     /// The create request as first asked; resumes change only its start revision.
     request: WatchCreateRequest,
     /// The revision after the last event delivered; 0 until known for a watch "from now".
+    /// Events below it are dropped as duplicates.
     next_rev: i64,
+    /// The header revision + 1 of the last progress notification (0: none): every event
+    /// below it was delivered, so a resume may start there when it is past `next_rev`. Kept
+    /// apart from `next_rev` so that a progress notification never makes the task drop an
+    /// event as a duplicate (etcd 3.4 answers a progress request without waiting for its
+    /// unsynced watchers).
+    progress_rev: i64,
+    /// Paused because its buffer was full: canceled on the server, resumed from `next_rev`
+    /// once its reader has made room.
+    paused: bool,
     /// Where batches go (bounded).
     events: mpsc::Sender<WatchItem>,
     /// Pending answer to the creator, until the first `created` response.
@@ -105,6 +124,7 @@ struct Live {
 enum Wake {
     Command(Option<Command>),
     Closed(u64),
+    Unpaused(u64),
     Response(Result<Option<WatchResponse>, tonic::Status>),
     RetryDue,
 }
@@ -137,6 +157,9 @@ pub(crate) struct WatchStream {
     retry_at: Option<Instant>,
     /// Resolve with a local id when that watcher is dropped.
     closers: FuturesUnordered<BoxFuture<'static, u64>>,
+    /// Resolve with a local id when that paused watcher's buffer has room again (or its
+    /// reader is gone).
+    unpauses: FuturesUnordered<BoxFuture<'static, u64>>,
 }
 
 impl WatchStream {
@@ -161,6 +184,7 @@ impl WatchStream {
             backoff: RECONNECT_BACKOFF_MIN,
             retry_at: None,
             closers: FuturesUnordered::new(),
+            unpauses: FuturesUnordered::new(),
         };
         tokio::spawn(stream.run(commands));
     }
@@ -182,6 +206,7 @@ impl WatchStream {
             let wake = tokio::select! {
                 cmd = commands.recv(), if commands_open => Wake::Command(cmd),
                 Some(local) = self.closers.next(), if !self.closers.is_empty() => Wake::Closed(local),
+                Some(local) = self.unpauses.next(), if !self.unpauses.is_empty() => Wake::Unpaused(local),
                 msg = next_response(&mut self.live) => Wake::Response(msg),
                 _ = sleep_until(retry_at), if retry_at.is_some() => Wake::RetryDue,
             };
@@ -189,6 +214,7 @@ impl WatchStream {
                 Wake::Command(None) => commands_open = false,
                 Wake::Command(Some(cmd)) => self.on_command(cmd).await,
                 Wake::Closed(local) => self.on_close(local).await,
+                Wake::Unpaused(local) => self.on_unpause(local).await,
                 Wake::Response(Ok(Some(resp))) => self.on_response(resp).await,
                 Wake::Response(Ok(None)) => {
                     self.on_stream_error(ClientError::Unavailable(
@@ -209,8 +235,9 @@ impl WatchStream {
     /// The create request for a (re)start of `sub`: from its next revision once known.
     fn create_request(sub: &Substream) -> WatchRequest {
         let mut req = sub.request.clone();
-        if sub.next_rev > 0 {
-            req.start_revision = sub.next_rev;
+        let resume_at = sub.next_rev.max(sub.progress_rev);
+        if resume_at > 0 {
+            req.start_revision = resume_at;
         }
         WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(req)),
@@ -297,6 +324,8 @@ impl WatchStream {
                     local,
                     Substream {
                         next_rev: request.start_revision,
+                        progress_rev: 0,
+                        paused: false,
                         request,
                         events,
                         created: Some(created),
@@ -378,7 +407,15 @@ impl WatchStream {
                 let _ = created.send(Err(err));
             }
             None => {
-                let _ = sub.events.send(Err(WatchEnd { error: err, header })).await;
+                let end = Err(WatchEnd { error: err, header });
+                if let Err(TrySendError::Full(end)) = sub.events.try_send(end) {
+                    // The reader is behind: the end waits for it in a task of its own (one
+                    // item, gone with the reader), after the batches already buffered.
+                    let events = sub.events;
+                    tokio::spawn(async move {
+                        let _ = events.send(end).await;
+                    });
+                }
             }
         }
     }
@@ -409,7 +446,9 @@ impl WatchStream {
         for (local, sub) in self.subs.iter_mut() {
             sub.server_id = None;
             sub.fragments.clear();
-            self.resuming.push_back(*local);
+            if !sub.paused {
+                self.resuming.push_back(*local);
+            }
         }
         self.schedule_retry(live.endpoint);
     }
@@ -522,17 +561,73 @@ impl WatchStream {
             debug!(watch_id = resp.watch_id, "dropping events delivered before");
             return;
         }
-        if let Some(last) = events.last().and_then(|e| e.kv.as_ref()) {
-            sub.next_rev = last.mod_revision + 1;
+        if progress {
+            note_progress(sub, resp.header.as_ref());
         }
+        let last_rev = events
+            .last()
+            .and_then(|e| e.kv.as_ref())
+            .map(|kv| kv.mod_revision);
         let batch = WatchBatch {
             header: resp.header,
             watch_id: resp.watch_id,
             events,
         };
-        if sub.events.send(Ok(batch)).await.is_err() {
-            self.on_close(local).await;
+        match sub.events.try_send(Ok(batch)) {
+            Ok(()) => {
+                if let Some(last) = last_rev {
+                    sub.next_rev = last + 1;
+                }
+            }
+            // A progress notification the reader has no room for is skipped.
+            Err(TrySendError::Full(_)) if progress => {}
+            Err(TrySendError::Full(_)) => self.pause(local).await,
+            Err(TrySendError::Closed(_)) => self.on_close(local).await,
         }
+    }
+
+    /// The watcher's buffer is full: cancel it on the server and resume it from `next_rev`
+    /// once its reader has emptied half of the buffer.
+    async fn pause(&mut self, local: u64) {
+        let Some(sub) = self.subs.get_mut(&local) else {
+            return;
+        };
+        sub.paused = true;
+        sub.fragments.clear();
+        let server_id = sub.server_id.take();
+        let events = sub.events.clone();
+        let room = (events.max_capacity() / 2).max(1);
+        debug!(
+            ?server_id,
+            next_rev = sub.next_rev,
+            "watcher buffer full, pausing"
+        );
+        self.unpauses.push(
+            async move {
+                // Err: the reader is gone; the closer takes care of that.
+                let _ = events.reserve_many(room).await;
+                local
+            }
+            .boxed(),
+        );
+        if let Some(id) = server_id {
+            self.by_server.remove(&id);
+            self.send_cancel(id).await;
+        }
+    }
+
+    /// A paused watcher's reader has made room: create the watch again from `next_rev`.
+    async fn on_unpause(&mut self, local: u64) {
+        let Some(sub) = self.subs.get_mut(&local) else {
+            return;
+        };
+        if !sub.paused {
+            return;
+        }
+        sub.paused = false;
+        debug!(next_rev = sub.next_rev, "resuming paused watcher");
+        self.resuming.push_back(local);
+        self.send_next_create().await;
     }
 
     async fn broadcast_progress(&mut self, header: Option<ResponseHeader>) {
@@ -542,18 +637,28 @@ impl WatchStream {
             .filter_map(|(local, sub)| sub.server_id.map(|id| (*local, id)))
             .collect();
         for (local, watch_id) in targets {
-            let Some(sub) = self.subs.get(&local) else {
+            let Some(sub) = self.subs.get_mut(&local) else {
                 continue;
             };
+            note_progress(sub, header.as_ref());
             let batch = WatchBatch {
                 header,
                 watch_id,
                 events: Vec::new(),
             };
-            if sub.events.send(Ok(batch)).await.is_err() {
+            // A progress notification the reader has no room for is skipped.
+            if let Err(TrySendError::Closed(_)) = sub.events.try_send(Ok(batch)) {
                 self.on_close(local).await;
             }
         }
+    }
+}
+
+/// A progress notification at the header's revision: every event of the watch up to it has
+/// been sent, so a resume may start after it (clientv3 sets nextRev the same way).
+fn note_progress(sub: &mut Substream, header: Option<&ResponseHeader>) {
+    if let Some(h) = header {
+        sub.progress_rev = sub.progress_rev.max(h.revision + 1);
     }
 }
 
