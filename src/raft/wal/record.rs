@@ -5,8 +5,8 @@
 //!  | len u32 | crc u32 | kind | payload ... | zero padding to 8 bytes |
 //! ```
 //!
-//! `len` counts `kind` and the payload; `crc` is CRC-32C... (crc32fast's IEEE CRC-32) of
-//! `kind` and the payload, seeded with the segment's sequence number, so that a record copied
+//! `len` counts `kind` and the payload; `crc` is the CRC-32 (IEEE, `crc32fast`) of `kind` and
+//! the payload, seeded with the segment's sequence number, so that a record copied
 //! or left from another segment never checks out. Records start at multiples of 8, so a
 //! record header never straddles a 512-byte sector: after a power cut a header is either
 //! entirely there or entirely zero.
