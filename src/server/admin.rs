@@ -1,7 +1,7 @@
 //! Requests only the leader may execute and that are not log writes of the MVCC store:
 //! membership changes (etcd's MemberAdd/Remove/Update/Promote), member attributes (etcd's
 //! "publish": a started member makes its name and client URLs known), and lease renewals
-//! (only the leader's lessor decides when a lease expires).
+//! and time-to-live questions (only the leader's lessor decides when a lease expires).
 //!
 //! Any member takes such a request from a client; [`Admin::route`] runs it locally when
 //! this member leads, or sends it to the leader over the peer service's Admin RPC, whose
@@ -334,6 +334,15 @@ impl Admin {
                     id: r.id,
                     ttl,
                 })
+            }
+            Some(AdminReq::LeaseTimeToLive(r)) => {
+                self.confirm_leader().await?;
+                let resp = self
+                    .inner
+                    .lessor
+                    .time_to_live(&r)
+                    .map_err(|e| Status::from(ApiError::from(e)))?;
+                AdminResp::LeaseTimeToLive(resp)
             }
             Some(AdminReq::Publish(a)) => AdminResp::Publish(self.publish_here(a).await?),
             Some(AdminReq::MemberAdd(r)) => AdminResp::MemberAdd(self.add(r).await?),
