@@ -198,3 +198,58 @@ async fn lease_expired_is_not_renewed() {
 async fn etcd_lease_expired_is_not_renewed() {
     expired_lease_is_not_renewed(ServerKind::Etcd).await;
 }
+
+/// A lease outlives a leader change that happens late in its TTL (the new leader restarts
+/// every clock), is kept alive through the new leader, and still expires once left alone.
+async fn lease_survives_a_leader_change(kind: ServerKind) {
+    let (mut c, leader, follower) = cluster_and_follower(kind).await;
+    let mut cl = client_on(&c, follower).await;
+    let id = cl.lease_grant(3, None).await.unwrap().id();
+    let granted = tokio::time::Instant::now();
+    cl.put("moved", "v", Some(PutOptions::new().with_lease(id)))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.kill(leader);
+    c.wait_ready().await;
+    tokio::time::sleep_until(granted + Duration::from_millis(3500)).await;
+    assert_eq!(
+        cl.get("moved", None).await.unwrap().kvs().len(),
+        1,
+        "{kind:?}: the lease expired across the leader change"
+    );
+    let (mut keeper, mut stream) = cl.lease_keep_alive(id).await.unwrap();
+    keeper.keep_alive().await.unwrap();
+    let r = stream.message().await.unwrap().unwrap();
+    assert_eq!(
+        (r.id(), r.ttl()),
+        (id, 3),
+        "{kind:?}: keep-alive on the new leader"
+    );
+    let t = cl.lease_time_to_live(id, None).await.unwrap();
+    assert!((1..=3).contains(&t.ttl()), "{kind:?}: TTL {}", t.ttl());
+    drop((keeper, stream));
+    let mut cl2 = cl.clone();
+    wait_until_async("the lease to expire", Duration::from_secs(10), || {
+        let mut cl = cl2.clone();
+        async move {
+            cl.get("moved", None)
+                .await
+                .ok()
+                .filter(|r| r.kvs().is_empty())
+                .map(|_| ())
+        }
+    })
+    .await;
+    assert_eq!(cl2.lease_time_to_live(id, None).await.unwrap().ttl(), -1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_survives_a_leader_change_late_in_its_ttl() {
+    lease_survives_a_leader_change(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_lease_survives_a_leader_change_late_in_its_ttl() {
+    lease_survives_a_leader_change(ServerKind::Etcd).await;
+}
