@@ -73,10 +73,7 @@ impl Deadlines {
     /// term restarts every clock (etcd's Promote); leases gone from the store are forgotten
     /// and new ones start their clock now.
     fn lead(&mut self, term: u64, leases: &[(i64, i64)], now: Instant) {
-        if self.leader_term != term {
-            self.leader_term = term;
-            self.by_id.clear();
-        }
+        self.promote(term);
         let live: std::collections::HashSet<i64> = leases.iter().map(|l| l.0).collect();
         self.by_id.retain(|id, _| live.contains(id));
         for &(id, ttl) in leases {
@@ -84,6 +81,15 @@ impl Deadlines {
                 deadline: now + secs(ttl),
                 revoking: false,
             });
+        }
+    }
+
+    /// This member leads in `term`: a new term restarts every clock (the leases without one
+    /// get theirs at the next [`Deadlines::lead`] or renewal).
+    fn promote(&mut self, term: u64) {
+        if self.leader_term != term {
+            self.leader_term = term;
+            self.by_id.clear();
         }
     }
 
@@ -189,7 +195,20 @@ impl Lessor {
     pub fn renew(&self, id: i64) -> Option<i64> {
         let ttl = self.store.lease_ttl(id).ok().flatten()?;
         let ttl = self.effective_ttl(ttl);
-        self.lock().renew(id, ttl, Instant::now())
+        let term = self.leader_term();
+        let mut d = self.lock();
+        match term {
+            // Promoted before the expiry loop noticed: the clocks start now, not at its
+            // next round.
+            Some(term) => d.promote(term),
+            None => d.follow(),
+        }
+        d.renew(id, ttl, Instant::now())
+    }
+
+    /// Whether the store still holds the lease (an expired one until its revoke applies).
+    pub fn exists(&self, id: i64) -> bool {
+        matches!(self.store.lease_ttl(id), Ok(Some(_)))
     }
 
     /// The leader's answer to LeaseTimeToLive: remaining TTL from its clock, granted TTL and

@@ -47,6 +47,8 @@ const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A peer that answered a Raft RPC this recently counts as active for
 /// `--strict-reconfig-check` (etcd's `HealthInterval`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a keep-alive for an expired lease checks whether its revoke has applied.
+const REVOKE_POLL: Duration = Duration::from_millis(20);
 /// etcd 3.4 allows one learner at a time (`maxLearners`).
 const MAX_LEARNERS: usize = 1;
 /// A learner is ready for promotion when it has matched this share of the leader's log
@@ -328,7 +330,7 @@ impl Admin {
             }
             Some(AdminReq::LeaseRenew(r)) => {
                 self.confirm_leader().await?;
-                let ttl = self.inner.lessor.renew(r.id).unwrap_or(0);
+                let ttl = self.renew(r.id).await?;
                 AdminResp::LeaseRenew(LeaseKeepAliveResponse {
                     header: None,
                     id: r.id,
@@ -353,6 +355,24 @@ impl Admin {
         Ok(AdminResponse {
             response: Some(resp),
         })
+    }
+
+    /// Renews a lease on the leader: its TTL, or 0 when the lease does not exist. An expired
+    /// lease is never renewed; as in etcd, the answer waits until its revoke has deleted it
+    /// (so the keys are gone when the client hears TTL 0), or fails with "not leader" when
+    /// this member stops leading meanwhile (the request then goes to the new leader).
+    async fn renew(&self, id: i64) -> Result<i64, Status> {
+        let lessor = &self.inner.lessor;
+        loop {
+            if let Some(ttl) = lessor.renew(id) {
+                return Ok(ttl);
+            }
+            if !lessor.exists(id) {
+                return Ok(0);
+            }
+            self.leader_membership()?;
+            sleep(REVOKE_POLL).await;
+        }
     }
 
     /// The latest membership this member knows.
