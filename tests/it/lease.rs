@@ -154,12 +154,14 @@ async fn expired_lease_is_not_renewed(kind: ServerKind) {
         let key = format!("expired/{n}");
         let g = cl.lease_grant(2, None).await.unwrap();
         let (id, term) = (g.id(), g.header().map(|h| h.raft_term()));
-        let granted = tokio::time::Instant::now();
         cl.put(key.as_str(), "v", Some(PutOptions::new().with_lease(id)))
             .await
             .unwrap();
+        // Opening the stream renews the lease once (the client sends a first keep-alive):
+        // the clock runs from its answer at the latest.
         let (mut keeper, mut stream) = cl.lease_keep_alive(id).await.unwrap();
-        tokio::time::sleep_until(granted + Duration::from_millis(2000 + late_ms)).await;
+        let renewed_at = tokio::time::Instant::now();
+        tokio::time::sleep_until(renewed_at + Duration::from_millis(2000 + late_ms)).await;
         keeper.keep_alive().await.unwrap();
         let r = stream.message().await.unwrap().unwrap();
         if r.ttl() > 0 {
