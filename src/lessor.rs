@@ -1,27 +1,43 @@
-//! Lease expiry, etcd's lessor: the store records leases (granted through Raft); this keeps
-//! their deadlines in memory on every member, and the leader revokes expired ones by
-//! proposing LeaseRevoke. A member that becomes leader gives every lease a full TTL again
-//! (etcd's Promote), so that a leader change never expires a lease early.
+//! Lease expiry, etcd's lessor: the store records leases (granted through Raft); the leader
+//! keeps their deadlines in memory and revokes expired ones by proposing LeaseRevoke. A
+//! member that becomes leader gives every lease a full TTL again (etcd's Promote), so that a
+//! leader change never expires a lease early. Followers keep no deadlines: keep-alives and
+//! time-to-live questions go to the leader, whose clock alone counts.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use openraft::Raft;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::pb::etcdserverpb::LeaseRevokeRequest;
+use crate::pb::etcdserverpb::{
+    LeaseRevokeRequest, LeaseTimeToLiveRequest, LeaseTimeToLiveResponse,
+};
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::InternalRequest;
 use crate::raft::proposer::Proposer;
 use crate::raft::types::{NodeId, TypeConfig};
-use crate::storage::MvccStore;
+use crate::storage::{MvccStore, StorageError};
 
 /// How often the leader looks for expired leases.
 pub const EXPIRY_CHECK_INTERVAL_MS: u64 = 250;
 /// At most this many revokes are proposed per check, so that a mass expiry does not flood
 /// the log in one go.
 pub const MAX_REVOKES_PER_CHECK: usize = 500;
+/// An expired lease whose revoke was proposed is looked at again this long after, and its
+/// revoke proposed again if it is still there (etcd's `expiredLeaseRetryInterval`).
+pub const EXPIRED_LEASE_RETRY: Duration = Duration::from_secs(3);
+
+/// etcd's minimum lease TTL: `(3 * electionTicks) / 2` heartbeats, rounded up to seconds
+/// (`electionTicks` = election timeout / heartbeat, in whole ticks).
+pub fn min_lease_ttl_secs(heartbeat_ms: u64, election_timeout_ms: u64) -> i64 {
+    let heartbeat_ms = heartbeat_ms.max(1);
+    let election_ticks = election_timeout_ms / heartbeat_ms;
+    let min_ms = (3 * election_ticks / 2) * heartbeat_ms;
+    min_ms.div_ceil(1000) as i64
+}
 
 /// Lease deadlines on this member.
 pub struct Lessor {
@@ -34,11 +50,116 @@ pub struct Lessor {
     pub min_ttl_secs: i64,
 }
 
+/// One lease's clock on the leader.
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    /// When the lease expires; for a lease being revoked, when to propose its revoke again.
+    deadline: Instant,
+    /// Expired, and its revoke proposed: renewals are refused from then on.
+    revoking: bool,
+}
+
+/// The leader's deadlines, apart from Raft and the store so that they can be tested alone.
 #[derive(Default)]
 struct Deadlines {
-    /// The term in which this member last saw itself leader (0 = not leader).
+    /// The term in which this member last saw itself leader (0 = not leader; no deadlines
+    /// are kept then).
     leader_term: u64,
-    by_id: HashMap<i64, Instant>,
+    by_id: HashMap<i64, Entry>,
+}
+
+impl Deadlines {
+    /// This member leads in `term` and the store holds `leases` (id, effective TTL): a new
+    /// term restarts every clock (etcd's Promote); leases gone from the store are forgotten
+    /// and new ones start their clock now.
+    fn lead(&mut self, term: u64, leases: &[(i64, i64)], now: Instant) {
+        self.promote(term);
+        let live: std::collections::HashSet<i64> = leases.iter().map(|l| l.0).collect();
+        self.by_id.retain(|id, _| live.contains(id));
+        for &(id, ttl) in leases {
+            self.by_id.entry(id).or_insert(Entry {
+                deadline: now + secs(ttl),
+                revoking: false,
+            });
+        }
+    }
+
+    /// This member leads in `term`: a new term restarts every clock (the leases without one
+    /// get theirs at the next [`Deadlines::lead`] or renewal).
+    fn promote(&mut self, term: u64) {
+        if self.leader_term != term {
+            self.leader_term = term;
+            self.by_id.clear();
+        }
+    }
+
+    /// This member does not lead: it keeps no deadlines.
+    fn follow(&mut self) {
+        self.leader_term = 0;
+        self.by_id = HashMap::new();
+    }
+
+    /// Restarts the lease's clock with `ttl`; `None` when it expired (its revoke is due or
+    /// under way), which etcd answers as "lease not found". A member that does not lead
+    /// records nothing.
+    fn renew(&mut self, id: i64, ttl: i64, now: Instant) -> Option<i64> {
+        if self.leader_term == 0 {
+            return Some(ttl);
+        }
+        if let Some(e) = self.by_id.get(&id) {
+            if e.revoking || e.deadline <= now {
+                return None;
+            }
+        }
+        self.by_id.insert(
+            id,
+            Entry {
+                deadline: now + secs(ttl),
+                revoking: false,
+            },
+        );
+        Some(ttl)
+    }
+
+    /// Whole seconds left, rounded up; 0 once expired; `ttl` for a lease with no clock here.
+    fn remaining(&self, id: i64, ttl: i64, now: Instant) -> i64 {
+        match self.by_id.get(&id) {
+            Some(e) if e.revoking => 0,
+            Some(e) => e
+                .deadline
+                .saturating_duration_since(now)
+                .as_secs_f64()
+                .ceil() as i64,
+            None => ttl,
+        }
+    }
+
+    /// The leases to revoke now, earliest deadline first, at most `max`: each is marked as
+    /// being revoked and comes back after [`EXPIRED_LEASE_RETRY`] if it is still there.
+    fn take_expired(&mut self, now: Instant, max: usize) -> Vec<i64> {
+        let mut due: Vec<(Instant, i64)> = self
+            .by_id
+            .iter()
+            .filter(|(_, e)| e.deadline <= now)
+            .map(|(id, e)| (e.deadline, *id))
+            .collect();
+        due.sort_unstable();
+        due.truncate(max);
+        for (_, id) in &due {
+            self.by_id.insert(
+                *id,
+                Entry {
+                    deadline: now + EXPIRED_LEASE_RETRY,
+                    revoking: true,
+                },
+            );
+        }
+        due.into_iter().map(|(_, id)| id).collect()
+    }
+}
+
+fn secs(ttl: i64) -> Duration {
+    Duration::from_secs(ttl.max(0) as u64)
 }
 
 impl Lessor {
@@ -46,16 +167,15 @@ impl Lessor {
         store: Arc<MvccStore>,
         raft: Raft<TypeConfig>,
         node_id: NodeId,
+        heartbeat_ms: u64,
         election_timeout_ms: u64,
     ) -> Arc<Lessor> {
-        // etcd: minTTL = ceil(3/2 * electionTicks * heartbeat) = 1.5 election timeouts.
-        let min_ttl_secs = (election_timeout_ms * 3 / 2).div_ceil(1000) as i64;
         Arc::new(Lessor {
             store,
             raft,
             node_id,
             deadlines: Mutex::new(Deadlines::default()),
-            min_ttl_secs,
+            min_ttl_secs: min_lease_ttl_secs(heartbeat_ms, election_timeout_ms),
         })
     }
 
@@ -70,25 +190,54 @@ impl Lessor {
         ttl_secs.max(self.min_ttl_secs)
     }
 
-    /// Starts (or restarts) the lease's clock; `None` when the store has no such lease.
+    /// Starts (or restarts) the lease's clock; `None` when the store has no such lease or
+    /// it expired (a lease being revoked is never renewed, as in etcd).
     pub fn renew(&self, id: i64) -> Option<i64> {
         let ttl = self.store.lease_ttl(id).ok().flatten()?;
         let ttl = self.effective_ttl(ttl);
-        self.lock()
-            .by_id
-            .insert(id, Instant::now() + Duration::from_secs(ttl as u64));
-        Some(ttl)
+        let term = self.leader_term();
+        let mut d = self.lock();
+        match term {
+            // Promoted before the expiry loop noticed: the clocks start now, not at its
+            // next round.
+            Some(term) => d.promote(term),
+            None => d.follow(),
+        }
+        d.renew(id, ttl, Instant::now())
     }
 
-    /// Seconds left before the lease expires, as this member knows it.
-    pub fn remaining_secs(&self, id: i64, granted_ttl_secs: i64) -> i64 {
-        match self.lock().by_id.get(&id) {
-            Some(deadline) => {
-                let left = deadline.saturating_duration_since(Instant::now());
-                left.as_secs_f64().ceil() as i64
-            }
-            None => self.effective_ttl(granted_ttl_secs),
-        }
+    /// Whether the store still holds the lease (an expired one until its revoke applies).
+    pub fn exists(&self, id: i64) -> bool {
+        matches!(self.store.lease_ttl(id), Ok(Some(_)))
+    }
+
+    /// The leader's answer to LeaseTimeToLive: remaining TTL from its clock, granted TTL and
+    /// keys from its store; TTL -1 for a lease it does not know (as etcd answers).
+    pub fn time_to_live(
+        &self,
+        req: &LeaseTimeToLiveRequest,
+    ) -> Result<LeaseTimeToLiveResponse, StorageError> {
+        let resp = match self.store.lease_info(req.id)? {
+            Some(info) => LeaseTimeToLiveResponse {
+                header: None,
+                id: req.id,
+                ttl: self.lock().remaining(
+                    req.id,
+                    self.effective_ttl(info.granted_ttl_secs),
+                    Instant::now(),
+                ),
+                granted_ttl: info.granted_ttl_secs,
+                keys: if req.keys { info.keys } else { Vec::new() },
+            },
+            None => LeaseTimeToLiveResponse {
+                header: None,
+                id: req.id,
+                ttl: -1,
+                granted_ttl: 0,
+                keys: Vec::new(),
+            },
+        };
+        Ok(resp)
     }
 
     fn leader_term(&self) -> Option<u64> {
@@ -99,11 +248,14 @@ impl Lessor {
     /// One round of the leader's check: returns the ids to revoke now.
     fn expired(&self) -> Vec<i64> {
         let Some(term) = self.leader_term() else {
-            self.lock().leader_term = 0;
+            self.lock().follow();
             return Vec::new();
         };
-        let leases = match self.store.lease_ttls() {
-            Ok(leases) => leases,
+        let leases: Vec<(i64, i64)> = match self.store.lease_ttls() {
+            Ok(leases) => leases
+                .into_iter()
+                .map(|(id, granted)| (id, self.effective_ttl(granted)))
+                .collect(),
             Err(e) => {
                 warn!(error = %e, "cannot list leases");
                 return Vec::new();
@@ -111,25 +263,8 @@ impl Lessor {
         };
         let now = Instant::now();
         let mut d = self.lock();
-        if d.leader_term != term {
-            // Newly leader: every lease gets a full TTL from now.
-            d.leader_term = term;
-            d.by_id.clear();
-        }
-        let live: std::collections::HashSet<i64> = leases.iter().map(|l| l.0).collect();
-        d.by_id.retain(|id, _| live.contains(id));
-        for &(id, granted) in &leases {
-            let ttl = self.effective_ttl(granted);
-            d.by_id
-                .entry(id)
-                .or_insert_with(|| now + Duration::from_secs(ttl as u64));
-        }
-        d.by_id
-            .iter()
-            .filter(|(_, deadline)| **deadline <= now)
-            .map(|(id, _)| *id)
-            .take(MAX_REVOKES_PER_CHECK)
-            .collect()
+        d.lead(term, &leases, now);
+        d.take_expired(now, MAX_REVOKES_PER_CHECK)
     }
 
     /// The leader's expiry loop; ends when `stop` turns true.
@@ -147,15 +282,18 @@ impl Lessor {
             }
             for id in self.expired() {
                 debug!(lease = id, "lease expired; revoking");
-                // Forget it so the next round does not propose it again while this one runs.
-                self.lock().by_id.remove(&id);
                 let req = InternalRequest {
                     request: Some(Write::LeaseRevoke(LeaseRevokeRequest { id })),
                 };
+                // A failure leaves the lease marked as being revoked: the check after
+                // EXPIRED_LEASE_RETRY proposes it again.
                 if let Err(e) = proposer.write(req).await {
-                    warn!(lease = id, error = %e, "revoking an expired lease failed");
+                    warn!(lease = id, error = %e, "revoking an expired lease failed; retrying later");
                 }
             }
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -314,6 +314,7 @@ impl Services {
             store,
             raft.raft(),
             identity.member_id,
+            cfg.heartbeat_interval_ms,
             cfg.election_timeout_ms,
         );
         let admin = Admin::new(

@@ -1,7 +1,7 @@
 //! Requests only the leader may execute and that are not log writes of the MVCC store:
 //! membership changes (etcd's MemberAdd/Remove/Update/Promote), member attributes (etcd's
 //! "publish": a started member makes its name and client URLs known), and lease renewals
-//! (only the leader's lessor decides when a lease expires).
+//! and time-to-live questions (only the leader's lessor decides when a lease expires).
 //!
 //! Any member takes such a request from a client; [`Admin::route`] runs it locally when
 //! this member leads, or sends it to the leader over the peer service's Admin RPC, whose
@@ -47,6 +47,8 @@ const PUBLISH_BACKOFF_MAX: Duration = Duration::from_secs(2);
 /// A peer that answered a Raft RPC this recently counts as active for
 /// `--strict-reconfig-check` (etcd's `HealthInterval`).
 const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// How often a keep-alive for an expired lease checks whether its revoke has applied.
+const REVOKE_POLL: Duration = Duration::from_millis(20);
 /// etcd 3.4 allows one learner at a time (`maxLearners`).
 const MAX_LEARNERS: usize = 1;
 /// A learner is ready for promotion when it has matched this share of the leader's log
@@ -328,12 +330,21 @@ impl Admin {
             }
             Some(AdminReq::LeaseRenew(r)) => {
                 self.confirm_leader().await?;
-                let ttl = self.inner.lessor.renew(r.id).unwrap_or(0);
+                let ttl = self.renew(r.id).await?;
                 AdminResp::LeaseRenew(LeaseKeepAliveResponse {
                     header: None,
                     id: r.id,
                     ttl,
                 })
+            }
+            Some(AdminReq::LeaseTimeToLive(r)) => {
+                self.confirm_leader().await?;
+                let resp = self
+                    .inner
+                    .lessor
+                    .time_to_live(&r)
+                    .map_err(|e| Status::from(ApiError::from(e)))?;
+                AdminResp::LeaseTimeToLive(resp)
             }
             Some(AdminReq::Publish(a)) => AdminResp::Publish(self.publish_here(a).await?),
             Some(AdminReq::MemberAdd(r)) => AdminResp::MemberAdd(self.add(r).await?),
@@ -344,6 +355,24 @@ impl Admin {
         Ok(AdminResponse {
             response: Some(resp),
         })
+    }
+
+    /// Renews a lease on the leader: its TTL, or 0 when the lease does not exist. An expired
+    /// lease is never renewed; as in etcd, the answer waits until its revoke has deleted it
+    /// (so the keys are gone when the client hears TTL 0), or fails with "not leader" when
+    /// this member stops leading meanwhile (the request then goes to the new leader).
+    async fn renew(&self, id: i64) -> Result<i64, Status> {
+        let lessor = &self.inner.lessor;
+        loop {
+            if let Some(ttl) = lessor.renew(id) {
+                return Ok(ttl);
+            }
+            if !lessor.exists(id) {
+                return Ok(0);
+            }
+            self.leader_membership()?;
+            sleep(REVOKE_POLL).await;
+        }
     }
 
     /// The latest membership this member knows.

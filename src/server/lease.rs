@@ -69,7 +69,15 @@ impl Lease for LeaseService {
         let id = req.id;
         match self.ctx.propose(Write::LeaseGrant(req)).await? {
             (Applied::LeaseGrant(mut resp), rev) => {
-                self.lessor.renew(id);
+                // The leader starts the lease's clock before the client hears of the grant
+                // (etcd starts it when the leader applies the grant); failing that, the
+                // leader's next expiry check starts it.
+                let renew = AdminRequest {
+                    request: Some(AdminReq::LeaseRenew(LeaseKeepAliveRequest { id })),
+                };
+                if let Err(e) = self.admin.route(renew).await {
+                    tracing::debug!(lease = id, error = %e, "starting a granted lease's clock");
+                }
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
             }
@@ -149,27 +157,24 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseTimeToLiveRequest>,
     ) -> Result<Response<LeaseTimeToLiveResponse>, Status> {
-        let req = req.into_inner();
-        self.ctx.read_barrier(false).await?;
-        let rev = self.ctx.store.current_revision();
-        let info = self.ctx.store.lease_info(req.id).map_err(ApiError::from)?;
-        let resp = match info {
-            Some(info) => LeaseTimeToLiveResponse {
-                header: Some(self.ctx.header.at(rev)),
-                id: req.id,
-                ttl: self.lessor.remaining_secs(req.id, info.granted_ttl_secs),
-                granted_ttl: info.granted_ttl_secs,
-                keys: if req.keys { info.keys } else { Vec::new() },
-            },
-            // etcd answers an unknown or expired lease with TTL -1, not an error.
-            None => LeaseTimeToLiveResponse {
-                header: Some(self.ctx.header.at(rev)),
-                id: req.id,
-                ttl: -1,
-                granted_ttl: 0,
-                keys: Vec::new(),
-            },
+        // Only the leader's clock counts (keep-alives refresh it alone): a follower asks the
+        // leader, as etcd does. The leader confirms its leadership and answers from its
+        // applied store; an unknown or expired lease is TTL -1, not an error (etcd).
+        let req = AdminRequest {
+            request: Some(AdminReq::LeaseTimeToLive(req.into_inner())),
         };
+        let mut resp = match self.admin.route(req).await? {
+            AdminResponse {
+                response: Some(AdminResp::LeaseTimeToLive(r)),
+            } => r,
+            _ => {
+                return Err(ApiError::Internal(
+                    "lease time-to-live answered with another response".into(),
+                )
+                .into())
+            }
+        };
+        resp.header = Some(self.ctx.header.at(self.ctx.store.current_revision()));
         Ok(Response::new(resp))
     }
 
