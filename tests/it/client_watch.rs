@@ -244,14 +244,7 @@ pub async fn watch_survives_restart(kind: ServerKind) {
     let mut expected = Vec::new();
     for i in 0..20 {
         let key = format!("/rs/{i}");
-        let rev = client
-            .kv()
-            .put(key.clone(), format!("a{i}"), PutOptions::new())
-            .await
-            .unwrap()
-            .header
-            .unwrap()
-            .revision;
+        let rev = put_rev(&client, key.clone(), format!("a{i}")).await;
         expected.push((key, format!("a{i}"), rev));
     }
     let before = collect_n(&mut watcher, 20).await;
@@ -270,14 +263,7 @@ pub async fn watch_survives_restart(kind: ServerKind) {
         .unwrap();
     for i in 20..40 {
         let key = format!("/rs/{i}");
-        let rev = other
-            .kv()
-            .put(key.clone(), format!("a{i}"), PutOptions::new())
-            .await
-            .unwrap()
-            .header
-            .unwrap()
-            .revision;
+        let rev = put_rev(&other, key.clone(), format!("a{i}")).await;
         expected.push((key, format!("a{i}"), rev));
     }
     let after = collect_until_rev(&mut watcher, expected.last().unwrap().2).await;
@@ -465,16 +451,7 @@ pub async fn compaction_is_reported(kind: ServerKind) {
         .unwrap();
     let mut revs = Vec::new();
     for i in 0..10 {
-        revs.push(
-            client
-                .kv()
-                .put("/c/k", format!("{i}"), PutOptions::new())
-                .await
-                .unwrap()
-                .header
-                .unwrap()
-                .revision,
-        );
+        revs.push(put_rev(&client, "/c/k", format!("{i}")).await);
     }
     let compact_at = revs[7];
     client
@@ -540,14 +517,7 @@ pub async fn progress_notifications(kind: ServerKind) {
     let client = Client::connect(cluster.endpoints(), ClientOptions::new())
         .await
         .unwrap();
-    let rev = client
-        .kv()
-        .put("pn/a", "1", PutOptions::new())
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let rev = put_rev(&client, "pn/a", "1").await;
     let mut plain = client
         .watch()
         .watch("pn/", WatchOptions::new().prefix())
@@ -577,14 +547,7 @@ pub async fn progress_notifications(kind: ServerKind) {
         .unwrap();
     assert!(batch.is_progress_notify(), "{batch:?}");
     assert_eq!(batch.revision(), rev);
-    let put = client
-        .kv()
-        .put("pn/b", "2", PutOptions::new())
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let put = put_rev(&client, "pn/b", "2").await;
     let got = collect_until_rev(&mut plain, put).await;
     assert_eq!(
         got.iter().map(|e| e.mod_revision).collect::<Vec<_>>(),
@@ -745,14 +708,7 @@ pub async fn progress_moves_resume_point_past_compaction(kind: ServerKind) {
         .unwrap();
     let mut last = 0;
     for i in 0..10 {
-        last = client
-            .kv()
-            .put("/pq/other", format!("{i}"), PutOptions::new())
-            .await
-            .unwrap()
-            .header
-            .unwrap()
-            .revision;
+        last = put_rev(&client, "/pq/other", format!("{i}")).await;
     }
     wait_progress(&mut notified, last).await;
     client.watch().request_progress().await.unwrap();
@@ -769,22 +725,8 @@ pub async fn progress_moves_resume_point_past_compaction(kind: ServerKind) {
     let other = Client::connect(cluster.endpoints(), ClientOptions::new())
         .await
         .unwrap();
-    let ra = other
-        .kv()
-        .put("/pq/a", "a", PutOptions::new())
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
-    let rb = other
-        .kv()
-        .put("/pq/b", "b", PutOptions::new())
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let ra = put_rev(&other, "/pq/a", "a").await;
+    let rb = put_rev(&other, "/pq/b", "b").await;
     for (w, rev, value) in [(&mut notified, ra, "a"), (&mut requested, rb, "b")] {
         let got = collect_until_rev(w, rev).await;
         assert_eq!(
@@ -821,16 +763,7 @@ pub async fn unread_watcher_blocks_nothing(kind: ServerKind) {
         .unwrap();
     let mut revs = Vec::new();
     for i in 0..PUTS {
-        revs.push(
-            client
-                .kv()
-                .put("/slow/a", format!("{i}"), PutOptions::new())
-                .await
-                .unwrap()
-                .header
-                .unwrap()
-                .revision,
-        );
+        revs.push(put_rev(&client, "/slow/a", format!("{i}")).await);
     }
     let mut b = tokio::time::timeout(
         EVENT_TIMEOUT,
@@ -839,14 +772,7 @@ pub async fn unread_watcher_blocks_nothing(kind: ServerKind) {
     .await
     .expect("watch() hung behind an unread watcher")
     .unwrap();
-    let rb = client
-        .kv()
-        .put("/slow/b", "b", PutOptions::new())
-        .await
-        .unwrap()
-        .header
-        .unwrap()
-        .revision;
+    let rb = put_rev(&client, "/slow/b", "b").await;
     let got = collect_until_rev(&mut b, rb).await;
     assert_eq!(got.len(), 1);
     let last = *revs.last().unwrap();
@@ -864,4 +790,16 @@ async fn etcd_unread_watcher_blocks_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minietcd_unread_watcher_blocks_nothing() {
     unread_watcher_blocks_nothing(ServerKind::Minietcd).await;
+}
+
+/// Puts `key` = `value` and returns the put's revision.
+async fn put_rev(client: &Client, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) -> i64 {
+    client
+        .kv()
+        .put(key, value, PutOptions::new())
+        .await
+        .unwrap()
+        .header
+        .unwrap()
+        .revision
 }
