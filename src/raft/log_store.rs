@@ -113,11 +113,6 @@ impl LogStore {
         }
     }
 
-    /// The WAL underneath (its sync count feeds the metrics).
-    pub fn wal(&self) -> &Wal {
-        &self.wal
-    }
-
     fn cache(&self) -> MutexGuard<'_, EntryCache> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -246,8 +246,13 @@ impl Shared {
                         responses[pos].0.push(InternalResponse::default());
                         continue;
                     }
-                    let seed = codec::encode("lease seed", &(log_id, done))
-                        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+                    // Only a LeaseGrant reads its seed: no encoding for every other write.
+                    let seed = if matches!(req.request, Some(Request::LeaseGrant(_))) {
+                        codec::encode("lease seed", &(log_id, done))
+                            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?
+                    } else {
+                        Vec::new()
+                    };
                     if matches!(req.request, Some(Request::Compaction(_))) {
                         // Everything before the compaction goes first, as far as write i.
                         let before = AppliedState {

@@ -179,26 +179,27 @@ where
 
 /// Rows written by the earlier writes of a group whose sled batch is not applied yet: row
 /// key -> value. Reads inside the group look here before the tree.
-pub(crate) type Overlay = std::collections::HashMap<Vec<u8>, Vec<u8>>;
+pub(crate) type Overlay = std::collections::HashMap<Vec<u8>, sled::IVec>;
 
 /// The row changes of one write, in order. A group of writes gathers them into one sled batch
 /// (sled writes and syncs its log buffer once per batch, so fewer batches cost fewer syscalls).
 #[derive(Debug, Default)]
-pub(crate) struct RowOps(Vec<(Vec<u8>, Option<Vec<u8>>)>);
+pub(crate) struct RowOps(Vec<(Vec<u8>, Option<sled::IVec>)>);
 
 impl RowOps {
     /// Sets a row.
-    pub fn insert(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) {
+    pub fn insert(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
         self.0
-            .push((key.as_ref().to_vec(), Some(value.as_ref().to_vec())));
+            .push((key.into(), Some(sled::IVec::from(value.into()))));
     }
 
     /// Removes a row.
-    pub fn remove(&mut self, key: impl AsRef<[u8]>) {
-        self.0.push((key.as_ref().to_vec(), None));
+    pub fn remove(&mut self, key: impl Into<Vec<u8>>) {
+        self.0.push((key.into(), None));
     }
 
-    /// Adds the changes to `batch`, and the rows set to `overlay` when given.
+    /// Adds the changes to `batch`, and the rows set to `overlay` when given (an `IVec`
+    /// clone shares the bytes, so the overlay costs no copy of the values).
     pub fn apply_to(self, batch: &mut sled::Batch, mut overlay: Option<&mut Overlay>) {
         for (k, v) in self.0 {
             match v {
