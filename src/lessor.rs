@@ -4,11 +4,12 @@
 //! leader change never expires a lease early. Followers keep no deadlines: keep-alives and
 //! time-to-live questions go to the leader, whose clock alone counts.
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use openraft::Raft;
+use crate::raft::RaftHandle;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
@@ -18,7 +19,7 @@ use crate::pb::etcdserverpb::{
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::InternalRequest;
 use crate::raft::proposer::Proposer;
-use crate::raft::types::{NodeId, TypeConfig};
+use crate::raft::types::NodeId;
 use crate::storage::{MvccStore, StorageError};
 
 /// How often the leader looks for expired leases.
@@ -42,7 +43,7 @@ pub fn min_lease_ttl_secs(heartbeat_ms: u64, election_timeout_ms: u64) -> i64 {
 /// Lease deadlines on this member.
 pub struct Lessor {
     store: Arc<MvccStore>,
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
     node_id: NodeId,
     /// Deadline per lease, valid while `leader_term` is this member's current leader term.
     deadlines: Mutex<Deadlines>,
@@ -165,7 +166,7 @@ fn secs(ttl: i64) -> Duration {
 impl Lessor {
     pub fn new(
         store: Arc<MvccStore>,
-        raft: Raft<TypeConfig>,
+        raft: RaftHandle,
         node_id: NodeId,
         heartbeat_ms: u64,
         election_timeout_ms: u64,
@@ -241,7 +242,7 @@ impl Lessor {
     }
 
     fn leader_term(&self) -> Option<u64> {
-        let m = self.raft.metrics().borrow().clone();
+        let m = self.raft.metrics().borrow_watched().clone();
         (m.current_leader == Some(self.node_id)).then_some(m.current_term)
     }
 

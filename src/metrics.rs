@@ -6,6 +6,7 @@
 //! state (leader, applied index, db size, watchers) are read when `/metrics` is scraped, by
 //! [`MetricsSource::gather`].
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
@@ -15,7 +16,6 @@ use prometheus::{
 };
 use tokio::sync::watch;
 
-use crate::raft::types::{MemberNode, NodeId};
 use crate::watch::WatchableStore;
 
 /// Every metric this member exports.
@@ -234,7 +234,7 @@ pub struct MetricsSource {
     /// The leader this member knows of.
     pub leader: watch::Receiver<Option<u64>>,
     /// Raft's indexes.
-    pub raft: watch::Receiver<openraft::RaftMetrics<NodeId, MemberNode>>,
+    pub raft: crate::raft::types::MetricsReceiver,
     /// The backend, for its size on disk.
     pub db: sled::Db,
     /// The watchers.
@@ -251,12 +251,14 @@ impl MetricsSource {
         let Some(leader) = *self.leader.borrow() else {
             return false;
         };
-        let m = self.raft.borrow();
+        let m = self.raft.borrow_watched();
         if m.id != leader || m.membership_config.membership().voter_ids().count() <= 1 {
             return true;
         }
-        m.millis_since_quorum_ack
-            .is_some_and(|ms| ms <= self.election_timeout_ms)
+        m.last_quorum_acked.as_ref().is_some_and(|at| {
+            openraft::Instant::elapsed(&**at)
+                <= std::time::Duration::from_millis(self.election_timeout_ms)
+        })
     }
 
     /// Refreshes the state gauges and renders every metric in Prometheus' text format.
@@ -265,7 +267,7 @@ impl MetricsSource {
         m.has_leader.set(i64::from(self.has_leader()));
         let applied = self
             .raft
-            .borrow()
+            .borrow_watched()
             .last_applied
             .map(|l| l.index)
             .unwrap_or(0);

@@ -18,6 +18,7 @@
 //! Peers reach the Raft node through the peer listeners (`serve_peers`); publishing the
 //! member's client URLs and lease expiry run beside it (`start_background`).
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -382,7 +383,7 @@ struct Background {
 /// Logs each change of the leader this member knows of, as etcd's raft does.
 async fn log_leader_changes(
     me: u64,
-    mut metrics: watch::Receiver<openraft::RaftMetrics<u64, MemberNode>>,
+    mut metrics: crate::raft::types::MetricsReceiver,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leader = None;

@@ -28,13 +28,14 @@
 use std::sync::Arc;
 
 use openraft::error::{ClientWriteError, ForwardToLeader};
-use openraft::Raft;
+use openraft::impls::ProgressResponder;
+use crate::raft::RaftHandle;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
 
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
-use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{Command, TypeConfig};
 
 /// Most writes grouped into one entry: bounds an entry's apply time (and so the latency of
 /// its first write) and its size on the wire.
@@ -59,7 +60,7 @@ pub enum BatchWriteError {
     /// This member is not the leader (or stopped being it before the entry was committed):
     /// the write did not take effect here.
     #[error("not leader")]
-    NotLeader(ForwardToLeader<NodeId, MemberNode>),
+    NotLeader(ForwardToLeader<TypeConfig>),
     /// openraft refused the entry as a membership change (cannot happen for a normal entry).
     #[error("membership change error: {0}")]
     Membership(String),
@@ -87,7 +88,7 @@ pub struct WriteBatcher {
 
 impl WriteBatcher {
     /// Starts the batching task for `raft` (needs a tokio runtime).
-    pub fn start(raft: Raft<TypeConfig>) -> WriteBatcher {
+    pub fn start(raft: RaftHandle) -> WriteBatcher {
         let (queue, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
         tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("write_batcher")));
         WriteBatcher { queue }
@@ -111,7 +112,7 @@ fn stopped() -> BatchWriteError {
 
 /// The batching task: gathers queued writes into entries, proposes them in queue order and
 /// hands each entry's answers back from a task of its own.
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
+async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     let mut carried: Option<Pending> = None;
     loop {
@@ -146,9 +147,10 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
         let (requests, replies): (Vec<_>, Vec<_>) =
             batch.into_iter().map(|p| (p.req, p.reply)).unzip();
         tracing::trace!(writes = requests.len(), bytes, "propose entry");
-        match raft.client_write_ff(Command(requests)).await {
+        let (responder, committed) = ProgressResponder::<TypeConfig, _>::complete_only();
+        match raft.client_write_ff(Command(requests), Some(responder)).await {
             Err(fatal) => answer_all(replies, &BatchWriteError::Fatal(fatal.to_string())),
-            Ok(committed) => {
+            Ok(()) => {
                 tokio::spawn(async move {
                     let _slot = permit;
                     match committed.await {
@@ -159,6 +161,7 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<Pending>) {
                         Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                             answer_all(replies, &BatchWriteError::Membership(e.to_string()))
                         }
+                        Ok(Err(e)) => answer_all(replies, &BatchWriteError::Fatal(e.to_string())),
                         Ok(Ok(resp)) => answer_each(replies, resp.data.0),
                     }
                 });
@@ -248,7 +251,7 @@ pub(crate) mod tests {
         const WRITERS: usize = 50;
         const WRITES: usize = 40;
         let (_dir, node, store) = one_member().await;
-        let first_index = node.raft().metrics().borrow().last_log_index.unwrap_or(0);
+        let first_index = node.raft().metrics().borrow_watched().last_log_index.unwrap_or(0);
         let start_rev = store.current_revision();
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..WRITERS {
@@ -281,7 +284,7 @@ pub(crate) mod tests {
         let want: Vec<i64> = (start_rev + 1..=start_rev + total).collect();
         assert_eq!(all, want, "revisions not unique and dense");
         assert_eq!(store.current_revision(), start_rev + total);
-        let entries = node.raft().metrics().borrow().last_log_index.unwrap_or(0) - first_index;
+        let entries = node.raft().metrics().borrow_watched().last_log_index.unwrap_or(0) - first_index;
         assert!(
             entries < (WRITERS * WRITES / 4) as u64,
             "{entries} entries for {total} writes: no grouping"

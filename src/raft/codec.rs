@@ -74,11 +74,11 @@ mod tests {
         assert_eq!(format!("{back:?}"), format!("{v:?}"));
     }
 
-    fn log_id(term: u64, node: NodeId, index: u64) -> LogId<NodeId> {
+    fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
         LogId::new(CommittedLeaderId::new(term, node), index)
     }
 
-    fn membership() -> Membership<NodeId, MemberNode> {
+    fn membership() -> Membership {
         let mut nodes = BTreeMap::new();
         for id in [1u64, 2, 3] {
             nodes.insert(
@@ -93,7 +93,7 @@ mod tests {
         Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
     }
 
-    fn entries() -> Vec<Entry<TypeConfig>> {
+    fn entries() -> Vec<Entry> {
         let put = Command(vec![InternalRequest {
             request: Some(Request::Put(PutRequest {
                 key: b"key".to_vec(),
@@ -131,7 +131,7 @@ mod tests {
         roundtrip(&Vote::<NodeId>::new_committed(4, 1));
         roundtrip(&log_id(9, 2, 1234567));
         roundtrip(&Some(log_id(1, 1, 0)));
-        roundtrip(&None::<LogId<NodeId>>);
+        roundtrip(&None::<LogId>);
         roundtrip(&membership());
         roundtrip(&StoredMembership::new(Some(log_id(1, 1, 5)), membership()));
         roundtrip(&StoredMembership::<NodeId, MemberNode>::default());
@@ -150,7 +150,7 @@ mod tests {
             entries: entries(),
             leader_commit: Some(log_id(1, 1, 1)),
         });
-        type AppendResult = Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>>;
+        type AppendResult = Result<AppendEntriesResponse<TypeConfig>, RaftError<TypeConfig>>;
         roundtrip(&AppendResult::Ok(AppendEntriesResponse::Success));
         roundtrip(&AppendResult::Ok(AppendEntriesResponse::PartialSuccess(
             Some(log_id(1, 1, 3)),
@@ -162,7 +162,7 @@ mod tests {
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Stopped)));
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Panicked)));
         let io = std::io::Error::other("disk on fire");
-        let storage: openraft::StorageError<NodeId> = openraft::StorageIOError::write_log_entry(
+        let storage: openraft::StorageError<TypeConfig> = openraft::StorageIOError::write_log_entry(
             log_id(1, 2, 3),
             openraft::AnyError::new(&io),
         )
@@ -174,7 +174,7 @@ mod tests {
             Vote::new(3, 1),
             Some(log_id(2, 1, 9)),
         ));
-        type VoteResult = Result<VoteResponse<NodeId>, RaftError<NodeId>>;
+        type VoteResult = Result<VoteResponse<TypeConfig>, RaftError<TypeConfig>>;
         roundtrip(&VoteResult::Ok(VoteResponse::new(
             Vote::new(3, 1),
             None,
@@ -195,7 +195,7 @@ mod tests {
 
     #[test]
     fn garbage_is_a_decode_error() {
-        let err = decode::<Entry<TypeConfig>>("entry", &[0xff, 0xff, 0xff]).unwrap_err();
+        let err = decode::<Entry>("entry", &[0xff, 0xff, 0xff]).unwrap_err();
         assert!(
             matches!(err, CodecError::Decode { what: "entry", .. }),
             "{err}"

@@ -20,33 +20,30 @@ use std::ops::{Bound, RangeBounds};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogReader, RaftLogStorage};
-use openraft::{
-    AnyError, Entry, ErrorSubject, ErrorVerb, LogId, StorageError, StorageIOError, Vote,
-};
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use tracing::instrument;
 
 use crate::raft::codec;
-use crate::raft::types::{NodeId, TypeConfig};
+use crate::raft::types::{Entry, LogId, TypeConfig, Vote};
 use crate::raft::wal::fs::StdFs;
 use crate::raft::wal::{Wal, WalError, WalOptions};
 
 /// Encoded bytes of decoded entries kept in memory.
 pub const CACHE_BYTES: usize = 8 << 20;
 
-type StoreResult<T> = Result<T, StorageError<NodeId>>;
+type StoreResult<T> = Result<T, io::Error>;
 
 /// Recent entries, decoded.
 #[derive(Default)]
 struct EntryCache {
-    entries: BTreeMap<u64, (Entry<TypeConfig>, usize)>,
+    entries: BTreeMap<u64, (Entry, usize)>,
     bytes: usize,
     /// Entries up to here are durable in the WAL and may be evicted.
     durable: u64,
 }
 
 impl EntryCache {
-    fn insert(&mut self, entry: Entry<TypeConfig>, size: usize) {
+    fn insert(&mut self, entry: Entry, size: usize) {
         let index = entry.log_id.index;
         self.cut_from(index);
         self.entries.insert(index, (entry, size));
@@ -117,26 +114,26 @@ impl LogStore {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn entry(&self, index: u64) -> StoreResult<Option<Entry<TypeConfig>>> {
+    fn entry(&self, index: u64) -> StoreResult<Option<Entry>> {
         if let Some((e, _)) = self.cache().entries.get(&index) {
             return Ok(Some(e.clone()));
         }
         let Some(raw) = self
             .wal
             .read(index)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?
+            .map_err(|e| io_err("read logs", &e))?
         else {
             return Ok(None);
         };
         codec::decode("log entry", &raw)
             .map(Some)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))
+            .map_err(|e| io_err("read logs", &e))
     }
 
     /// Waits for a WAL operation that reports through a callback.
     async fn wait(
         &self,
-        subject: ErrorSubject<NodeId>,
+        subject: &str,
         op: impl FnOnce(&Wal, crate::raft::wal::Done) -> Result<(), WalError>,
     ) -> StoreResult<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -146,38 +143,38 @@ impl LogStore {
                 let _ = tx.send(r);
             }),
         )
-        .map_err(|e| io_err(subject.clone(), ErrorVerb::Write, &e))?;
+        .map_err(|e| io_err(subject, &e))?;
         match rx.await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(io_err(subject, ErrorVerb::Write, &e)),
-            Err(e) => Err(io_err(subject, ErrorVerb::Write, &e)),
+            Ok(Err(e)) => Err(io_err(subject, &e)),
+            Err(e) => Err(io_err(subject, &e)),
         }
     }
 }
 
-/// Converts a storage failure into openraft's error; openraft treats it as fatal.
-fn io_err<E: std::error::Error + 'static>(
-    subject: ErrorSubject<NodeId>,
-    verb: ErrorVerb,
-    e: &E,
-) -> StorageError<NodeId> {
-    StorageIOError::new(subject, verb, AnyError::new(e)).into()
+/// Converts a storage failure into the error openraft takes (and treats as fatal).
+fn io_err<E: std::fmt::Display>(what: &str, e: &E) -> io::Error {
+    io::Error::other(format!("raft log: {what}: {e}"))
 }
 
 fn decode_state<T: serde::de::DeserializeOwned>(
     raw: Option<&[u8]>,
-    subject: ErrorSubject<NodeId>,
+    subject: &str,
 ) -> StoreResult<Option<T>> {
     raw.map(|v| codec::decode("raft state", v))
         .transpose()
-        .map_err(|e| io_err(subject, ErrorVerb::Read, &e))
+        .map_err(|e| io_err(subject, &e))
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
+    async fn read_vote(&mut self) -> StoreResult<Option<Vote>> {
+        decode_state(self.wal.state().vote.as_deref(), "read vote")
+    }
+
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> StoreResult<Vec<Entry<TypeConfig>>> {
+    ) -> StoreResult<Vec<Entry>> {
         let Some((first, last)) = self.wal.state().entries else {
             return Ok(Vec::new());
         };
@@ -210,9 +207,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> StoreResult<LogState<TypeConfig>> {
         let state = self.wal.state();
-        let last_purged_log_id: Option<LogId<NodeId>> = decode_state(
+        let last_purged_log_id: Option<LogId> = decode_state(
             state.purged.as_ref().map(|(_, b)| b.as_slice()),
-            ErrorSubject::Logs,
+            "read purged",
         )?;
         let last_log_id = match state.entries {
             Some((_, last)) => match self.entry(last)? {
@@ -232,31 +229,27 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     #[instrument(level = "debug", skip_all, fields(vote = %vote))]
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> StoreResult<()> {
+    async fn save_vote(&mut self, vote: &Vote) -> StoreResult<()> {
         let bytes = codec::encode("raft state", vote)
-            .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, &e))?;
-        self.wait(ErrorSubject::Vote, |wal, done| {
+            .map_err(|e| io_err("write vote", &e))?;
+        self.wait("save vote", |wal, done| {
             wal.save_vote(&bytes, Some(done))
         })
         .await
     }
 
-    async fn read_vote(&mut self) -> StoreResult<Option<Vote<NodeId>>> {
-        decode_state(self.wal.state().vote.as_deref(), ErrorSubject::Vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId<NodeId>>) -> StoreResult<()> {
+    async fn save_committed(&mut self, committed: Option<LogId>) -> StoreResult<()> {
         let bytes = codec::encode("raft state", &committed)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+            .map_err(|e| io_err("write store", &e))?;
         self.wal
             .save_committed(&bytes)
-            .map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))
+            .map_err(|e| io_err("write store", &e))
     }
 
-    async fn read_committed(&mut self) -> StoreResult<Option<LogId<NodeId>>> {
-        Ok(decode_state::<Option<LogId<NodeId>>>(
+    async fn read_committed(&mut self) -> StoreResult<Option<LogId>> {
+        Ok(decode_state::<Option<LogId>>(
             self.wal.state().committed.as_deref(),
-            ErrorSubject::Store,
+            "read committed",
         )?
         .flatten())
     }
@@ -264,21 +257,21 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Queues the entries on the WAL and returns; openraft hears through `callback` once
     /// they are durable.
     #[instrument(level = "debug", skip_all)]
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> StoreResult<()>
+    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> StoreResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
         let mut encoded = Vec::new();
         let mut decoded = Vec::new();
         for entry in entries {
             let bytes = codec::encode("log entry", &entry)
-                .map_err(|e| io_err(ErrorSubject::Log(entry.log_id), ErrorVerb::Write, &e))?;
+                .map_err(|e| io_err("encode log entry", &e))?;
             encoded.push((entry.log_id.index, bytes));
             decoded.push(entry);
         }
         let Some(&(last, _)) = encoded.last() else {
-            callback.log_io_completed(Ok(()));
+            callback.io_completed(Ok(()));
             return Ok(());
         };
         {
@@ -295,35 +288,34 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     c.durable = c.durable.max(last);
                     c.evict();
                 }
-                callback.log_io_completed(Ok(()));
+                callback.io_completed(Ok(()));
             }
-            Err(e) => callback.log_io_completed(Err(io::Error::other(e.to_string()))),
+            Err(e) => callback.io_completed(Err(io::Error::other(e.to_string()))),
         });
         self.wal
             .append(encoded.iter().map(|(i, b)| (*i, b.as_slice())), Some(done))
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+            .map_err(|e| io_err("write logs", &e))
     }
 
-    /// Deletes `log_id.index..`, durably, so that entries a new leader overwrote never come
-    /// back after a crash.
-    #[instrument(level = "debug", skip_all, fields(since = %log_id))]
-    async fn truncate(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
-        self.cache().cut_from(log_id.index);
-        self.wait(ErrorSubject::Logs, |wal, done| {
-            wal.truncate(log_id.index, Some(done))
-        })
-        .await
+    /// Deletes every entry after `last_log_id`, durably, so that entries a new leader
+    /// overwrote never come back after a crash.
+    #[instrument(level = "debug", skip_all)]
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> StoreResult<()> {
+        let since = last_log_id.map_or(0, |l| l.index + 1);
+        self.cache().cut_from(since);
+        self.wait("truncate", |wal, done| wal.truncate(since, Some(done)))
+            .await
     }
 
     /// Deletes `..=log_id.index`; whole segments go once the purge record is durable.
     #[instrument(level = "debug", skip_all, fields(upto = %log_id))]
-    async fn purge(&mut self, log_id: LogId<NodeId>) -> StoreResult<()> {
+    async fn purge(&mut self, log_id: LogId) -> StoreResult<()> {
         let bytes = codec::encode("raft state", &log_id)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))?;
+            .map_err(|e| io_err("write logs", &e))?;
         self.cache().purge_to(log_id.index);
         self.wal
             .purge(log_id.index, &bytes)
-            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+            .map_err(|e| io_err("delete logs", &e))
     }
 }
 
@@ -331,83 +323,87 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 pub(crate) mod tests {
     use std::io::Cursor;
 
-    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-    use openraft::testing::{StoreBuilder, Suite};
-    use openraft::{EntryPayload, SnapshotMeta, StoredMembership};
+    use futures::TryStreamExt;
+    use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+    use openraft::testing::log::{StoreBuilder, Suite};
+    use openraft::EntryPayload;
 
     use super::*;
-    use crate::raft::types::{CommandResponse, MemberNode};
+    use crate::raft::types::{
+        CommandResponse, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
+    };
 
     /// A state machine kept in memory: just enough for the suite's state machine half, so
     /// that the suite checks the log store on its own.
     #[derive(Default, Clone)]
     struct MemStateMachine {
-        applied: Option<LogId<NodeId>>,
-        membership: StoredMembership<NodeId, MemberNode>,
-        current: Option<(SnapshotMeta<NodeId, MemberNode>, Vec<u8>)>,
+        applied: Option<LogId>,
+        membership: StoredMembership,
+        current: Option<(SnapshotMeta, Vec<u8>)>,
     }
 
     impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
-        async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+        type SnapshotData = SnapshotData;
+        async fn build_snapshot(&mut self) -> StoreResult<Snapshot> {
             let meta = SnapshotMeta {
                 last_log_id: self.applied,
                 last_membership: self.membership.clone(),
-                snapshot_id: format!("{:?}", self.applied),
             };
             let data = codec::encode("test", &(self.applied, self.membership.clone())).unwrap();
             Ok(Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: Cursor::new(data),
             })
         }
     }
 
     impl RaftStateMachine<TypeConfig> for MemStateMachine {
+        type SnapshotData = SnapshotData;
         type SnapshotBuilder = Self;
         async fn applied_state(
             &mut self,
-        ) -> StoreResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, MemberNode>)> {
+        ) -> StoreResult<(Option<LogId>, StoredMembership)> {
             Ok((self.applied, self.membership.clone()))
         }
-        async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<CommandResponse>>
+        async fn apply<S>(&mut self, entries: S) -> StoreResult<()>
         where
-            I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-            I::IntoIter: Send,
+            S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+                + Unpin
+                + Send,
         {
-            let mut out = Vec::new();
-            for e in entries {
+            let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+            for (e, responder) in entries {
                 self.applied = Some(e.log_id);
                 if let EntryPayload::Membership(m) = e.payload {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                 }
-                out.push(CommandResponse::default());
+                if let Some(r) = responder {
+                    r.send(CommandResponse::default());
+                }
             }
-            Ok(out)
+            Ok(())
         }
         async fn get_snapshot_builder(&mut self) -> Self {
             self.clone()
         }
-        async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
-            Ok(Box::new(Cursor::new(Vec::new())))
-        }
         async fn install_snapshot(
             &mut self,
-            meta: &SnapshotMeta<NodeId, MemberNode>,
-            snapshot: Box<Cursor<Vec<u8>>>,
+            meta: &SnapshotMeta,
+            snapshot: SnapshotData,
         ) -> StoreResult<()> {
             self.applied = meta.last_log_id;
             self.membership = meta.last_membership.clone();
             self.current = Some((meta.clone(), snapshot.into_inner()));
             Ok(())
         }
-        async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+        async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot>> {
             if self.current.is_none() && self.applied.is_some() {
                 let s = self.build_snapshot().await?;
                 self.current = Some((s.meta, s.snapshot.into_inner()));
             }
             Ok(self.current.clone().map(|(meta, data)| Snapshot {
                 meta,
-                snapshot: Box::new(Cursor::new(data)),
+                snapshot: Cursor::new(data),
             }))
         }
     }
@@ -422,26 +418,30 @@ pub(crate) mod tests {
     }
 
     impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for Builder {
-        async fn build(&self) -> StoreResult<(tempfile::TempDir, LogStore, MemStateMachine)> {
+        async fn build(
+            &self,
+        ) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), openraft::StorageError<TypeConfig>>
+        {
             let dir = tempfile::tempdir().unwrap();
             let log = LogStore::open(dir.path(), small()).unwrap();
             Ok((dir, log, MemStateMachine::default()))
         }
     }
 
-    #[test]
-    fn conformance_suite_log_store() {
-        Suite::test_all(Builder).unwrap();
+    #[tokio::test]
+    async fn conformance_suite_log_store() {
+        Suite::test_all(Builder).await.unwrap();
     }
 
     #[tokio::test]
     async fn log_and_vote_survive_reopen() {
         use openraft::testing::log_id;
+        let log_id = log_id::<TypeConfig>;
         let dir = tempfile::tempdir().unwrap();
         {
             let mut store = LogStore::open(dir.path(), small()).unwrap();
             store.save_vote(&Vote::new_committed(3, 2)).await.unwrap();
-            let entries: Vec<Entry<TypeConfig>> = (1..=10)
+            let entries: Vec<Entry> = (1..=10)
                 .map(|i| Entry {
                     log_id: log_id(3, 2, i),
                     payload: EntryPayload::Blank,
@@ -451,7 +451,7 @@ pub(crate) mod tests {
                 .await
                 .unwrap();
             store.purge(log_id(3, 2, 4)).await.unwrap();
-            store.truncate(log_id(3, 2, 9)).await.unwrap();
+            store.truncate_after(Some(log_id(3, 2, 8))).await.unwrap();
         }
         let mut store = LogStore::open(dir.path(), small()).unwrap();
         assert_eq!(

@@ -20,11 +20,12 @@ pub mod state_machine;
 pub mod types;
 pub mod wal;
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::{Config, Raft, SnapshotPolicy};
+use openraft::{Config, SnapshotPolicy};
 
 use crate::pb::minietcdpb::raft_peer_server::RaftPeerServer;
 use crate::storage::MvccStore;
@@ -35,6 +36,9 @@ pub use proposer::{ProposeError, Proposer, ProposerTimeouts};
 pub use service::PeerService;
 pub use state_machine::StateMachine;
 use types::{ApplyObserver, MemberNode, NodeId, TypeConfig};
+
+/// This member's openraft instance.
+pub type RaftHandle = openraft::Raft<TypeConfig, StateMachine>;
 
 /// etcd's default election timeout.
 pub const DEFAULT_ELECTION_TIMEOUT_MS: u64 = 1000;
@@ -178,7 +182,7 @@ pub struct RaftNode {
     /// This member's id.
     id: NodeId,
     /// The openraft handle (metrics, membership changes).
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
     /// Writes and linearizable reads for the gRPC servers.
     proposer: Proposer,
     /// Channels to the peers (also used by the proposer).
@@ -195,7 +199,7 @@ impl RaftNode {
     }
 
     /// The openraft handle (metrics for headers, membership changes).
-    pub fn raft(&self) -> Raft<TypeConfig> {
+    pub fn raft(&self) -> RaftHandle {
         self.raft.clone()
     }
 
@@ -283,7 +287,7 @@ pub async fn start_tuned(
     let channels = Arc::new(PeerChannels::default());
     let network =
         PeerNetworkFactory::new(cfg.node_id, channels.clone(), tuning.snapshot_chunk_bytes);
-    let raft = Raft::new(cfg.node_id, config, network, log_store, state_machine)
+    let raft = RaftHandle::new(cfg.node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| RaftError::Raft(e.to_string()))?;
 
@@ -306,7 +310,7 @@ pub async fn start_tuned(
     } else if initialized && is_sole_voter(&raft, cfg.node_id) {
         // A restarted single-member cluster need not wait out an election timeout.
         raft.trigger()
-            .elect()
+            .elect(false)
             .await
             .map_err(|e| RaftError::Raft(e.to_string()))?;
     }
@@ -328,9 +332,9 @@ pub async fn start_tuned(
     })
 }
 
-fn is_sole_voter(raft: &Raft<TypeConfig>, id: NodeId) -> bool {
+fn is_sole_voter(raft: &RaftHandle, id: NodeId) -> bool {
     let m = raft.metrics();
-    let m = m.borrow();
+    let m = m.borrow_watched();
     let voters: Vec<NodeId> = m.membership_config.membership().voter_ids().collect();
     voters == [id]
 }

@@ -15,22 +15,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    Fatal, InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
-    ReplicationClosed, StreamingError, Timeout, Unreachable,
+    Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
+    Timeout, Unreachable,
 };
-use openraft::network::{Backoff, RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
 };
-use openraft::{RPCTypes, Snapshot, Vote};
+use openraft::RPCTypes;
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::pb::minietcdpb::raft_peer_client::RaftPeerClient;
 use crate::pb::minietcdpb::{RaftPayload, SnapshotChunk};
 use crate::raft::codec;
-use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{MemberNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// How long establishing a TCP connection to a peer may take before the call fails; this is
 /// what bounds the cost of a dead peer.
@@ -204,17 +203,16 @@ pub struct PeerNetwork {
     append_limit_bytes: usize,
 }
 
-type RpcResult<T, E = openraft::error::Infallible> =
-    Result<T, RPCError<NodeId, MemberNode, RaftError<NodeId, E>>>;
+type RpcResult<T> = Result<T, RPCError<TypeConfig>>;
 
 impl PeerNetwork {
-    fn client<E: std::error::Error>(&self) -> RpcResult<PeerClient, E> {
+    fn client(&self) -> RpcResult<PeerClient> {
         self.client
             .clone()
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))
     }
 
-    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<NodeId> {
+    fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
         Timeout {
             action,
             id: self.id,
@@ -224,18 +222,17 @@ impl PeerNetwork {
     }
 
     /// Sends one encoded request with `call`, bounded by `ttl`, and decodes the answer, a
-    /// serde-encoded `Result<Resp, RaftError<E>>`.
-    async fn unary<Req, Resp, E, F, Fut>(
+    /// serde-encoded `Result<Resp, RaftError>`.
+    async fn unary<Req, Resp, F, Fut>(
         &self,
         action: RPCTypes,
         req: &Req,
         ttl: Duration,
         call: F,
-    ) -> RpcResult<Resp, E>
+    ) -> RpcResult<Resp>
     where
         Req: serde::Serialize,
         Resp: serde::de::DeserializeOwned,
-        E: std::error::Error + serde::de::DeserializeOwned,
         F: FnOnce(PeerClient, tonic::Request<RaftPayload>) -> Fut,
         Fut: std::future::Future<Output = Result<tonic::Response<RaftPayload>, tonic::Status>>,
     {
@@ -256,10 +253,16 @@ impl PeerNetwork {
             Ok(Ok(resp)) => resp.into_inner(),
         };
         self.channels.mark_answered(self.target);
-        let result: Result<Resp, RaftError<NodeId, E>> =
+        let result: Result<Resp, RaftError<TypeConfig>> =
             codec::decode("raft rpc answer", &answer.data)
                 .map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+        // The only error a peer raises here is its own Raft having stopped: as good as gone.
+        result.map_err(|e| {
+            RPCError::Unreachable(Unreachable::new(&RemoteError::<TypeConfig, _>::new(
+                self.target,
+                e,
+            )))
+        })
     }
 }
 
@@ -284,8 +287,8 @@ fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize
 /// deadline is a `Timeout`, anything else a plain network error.
 fn status_to_rpc_error<E: std::error::Error>(
     status: tonic::Status,
-    timeout: impl FnOnce() -> Timeout<NodeId>,
-) -> RPCError<NodeId, MemberNode, E> {
+    timeout: impl FnOnce() -> Timeout<TypeConfig>,
+) -> RPCError<TypeConfig, E> {
     match status.code() {
         Code::Unavailable => RPCError::Unreachable(Unreachable::new(&status)),
         Code::DeadlineExceeded | Code::Cancelled => RPCError::Timeout(timeout()),
@@ -335,18 +338,20 @@ impl Iterator for SnapshotChunks {
     }
 }
 
-impl RaftNetwork<TypeConfig> for PeerNetwork {
+impl RaftNetworkV2<TypeConfig> for PeerNetwork {
+    type SnapshotData = SnapshotData;
+
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
-        if let Some(hint) = fewer_entries_hint(&rpc, self.append_limit_bytes) {
-            // openraft sends the first `hint` entries instead, and the rest after.
-            return Err(RPCError::PayloadTooLarge(
-                PayloadTooLarge::new_entries_hint(hint),
-            ));
-        }
+    ) -> RpcResult<AppendEntriesResponse<TypeConfig>> {
+        // Too many bytes for one message: send the first entries only and report the rest
+        // as not yet replicated (a partial success), so that openraft sends them next.
+        let partial = fewer_entries_hint(&rpc, self.append_limit_bytes).and_then(|hint| {
+            rpc.entries.truncate(usize::try_from(hint).unwrap_or(usize::MAX));
+            rpc.entries.last().map(|e| e.log_id)
+        });
         let several = rpc.entries.len() > 1;
         let answer = self
             .unary(
@@ -366,14 +371,19 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 .min(APPEND_ENTRIES_MAX_BYTES),
             Err(_) => self.append_limit_bytes,
         };
-        answer
+        match (answer, partial) {
+            (Ok(AppendEntriesResponse::Success), Some(last)) => {
+                Ok(AppendEntriesResponse::PartialSuccess(Some(last)))
+            }
+            (answer, _) => answer,
+        }
     }
 
     async fn vote(
         &mut self,
-        rpc: VoteRequest<NodeId>,
+        rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
-    ) -> RpcResult<VoteResponse<NodeId>> {
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
         self.unary(
             RPCTypes::Vote,
             &rpc,
@@ -383,29 +393,15 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         .await
     }
 
-    async fn install_snapshot(
-        &mut self,
-        rpc: InstallSnapshotRequest<TypeConfig>,
-        option: RPCOption,
-    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
-        self.unary(
-            RPCTypes::InstallSnapshot,
-            &rpc,
-            option.hard_ttl(),
-            |mut c, r| async move { c.install_snapshot_segment(r).await },
-        )
-        .await
-    }
-
     /// Streams the whole snapshot in one client-streaming call; `cancel` (the replication
     /// stream closing) and the deadline both abort it.
     async fn full_snapshot(
         &mut self,
-        vote: Vote<NodeId>,
-        snapshot: Snapshot<TypeConfig>,
+        vote: Vote,
+        snapshot: Snapshot,
         cancel: impl std::future::Future<Output = ReplicationClosed> + Send + 'static,
         option: RPCOption,
-    ) -> Result<SnapshotResponse<NodeId>, StreamingError<TypeConfig, Fatal<NodeId>>> {
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let net_err = |e: codec::CodecError| StreamingError::Network(NetworkError::new(&e));
         let header = (
             codec::encode("vote", &vote).map_err(net_err)?,
@@ -427,7 +423,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         let ttl = option.hard_ttl();
         let mut request = tonic::Request::new(futures::stream::iter(chunks));
         request.set_timeout(ttl);
-        tracing::info!(target = self.target, bytes = total, snapshot_id = %snapshot.meta.snapshot_id, "sending snapshot");
+        tracing::info!(target = self.target, bytes = total, last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
         let answer = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
             r = tokio::time::timeout(ttl, client.install_snapshot(request)) => r,
@@ -439,29 +435,33 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
                 ))
             }
             Ok(Err(status)) => {
-                let e: RPCError<NodeId, MemberNode, Fatal<NodeId>> =
+                let e: RPCError<TypeConfig> =
                     status_to_rpc_error(status, || self.timeout(RPCTypes::InstallSnapshot, ttl));
                 return Err(match e {
                     RPCError::Timeout(t) => StreamingError::Timeout(t),
                     RPCError::Unreachable(u) => StreamingError::Unreachable(u),
                     RPCError::Network(n) => StreamingError::Network(n),
-                    RPCError::PayloadTooLarge(p) => StreamingError::Network(NetworkError::new(&p)),
-                    RPCError::RemoteError(r) => StreamingError::RemoteError(r),
+                    RPCError::RemoteError(r) => StreamingError::Network(NetworkError::new(&r)),
                 });
             }
             Ok(Ok(resp)) => resp.into_inner(),
         };
-        let result: Result<SnapshotResponse<NodeId>, Fatal<NodeId>> =
+        let result: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> =
             codec::decode("snapshot answer", &answer.data).map_err(net_err)?;
-        result.map_err(|e| StreamingError::RemoteError(RemoteError::new(self.target, e)))
+        result.map_err(|e| {
+            StreamingError::Network(NetworkError::new(&RemoteError::<TypeConfig, _>::new(
+                self.target,
+                e,
+            )))
+        })
     }
 
-    fn backoff(&self) -> Backoff {
-        Backoff::new((0u32..).map(|attempt| {
+    fn backoff(&self) -> Option<Backoff> {
+        Some(Backoff::new((0u32..).map(|attempt| {
             BACKOFF_BASE
                 .saturating_mul(1u32 << attempt.min(16))
                 .min(BACKOFF_MAX)
-        }))
+        })))
     }
 }
 
@@ -510,7 +510,7 @@ mod tests {
             snapshot_chunk_bytes: 1,
             append_limit_bytes: APPEND_ENTRIES_MAX_BYTES,
         };
-        let delays: Vec<Duration> = net.backoff().take(8).collect();
+        let delays: Vec<Duration> = net.backoff().unwrap().take(8).collect();
         assert_eq!(delays[0], BACKOFF_BASE);
         assert_eq!(delays[1], BACKOFF_BASE * 2);
         assert!(delays.windows(2).all(|w| w[0] <= w[1]));
@@ -532,7 +532,7 @@ mod tests {
         }
     }
 
-    fn vote_req() -> VoteRequest<NodeId> {
+    fn vote_req() -> VoteRequest<TypeConfig> {
         VoteRequest::new(Vote::new(1, 1), None)
     }
 
@@ -583,7 +583,7 @@ mod tests {
         use crate::pb::minietcdpb::InternalRequest;
         use openraft::{Entry, EntryPayload};
         let entry = |i| Entry::<TypeConfig> {
-            log_id: openraft::testing::log_id(1, 1, i),
+            log_id: openraft::testing::log_id::<TypeConfig>(1, 1, i),
             payload: EntryPayload::Normal(crate::raft::types::Command(vec![InternalRequest {
                 request: Some(Request::Put(PutRequest {
                     key: b"k".to_vec(),

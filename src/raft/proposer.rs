@@ -9,11 +9,12 @@
 //! deadline passed after leadership moved) is answered with `LeaderChanged`, as etcd does;
 //! it is never retried here, since that could apply it twice.
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::Raft;
+use crate::raft::RaftHandle;
 use std::sync::Arc;
 use tokio::time::{timeout_at, Instant};
 use tonic::Code;
@@ -24,7 +25,7 @@ use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::network::{PeerChannels, PeerClient};
 use crate::raft::read_batcher::ReadIndexBatcher;
 use crate::raft::service::is_not_leader;
-use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{MemberNode, NodeId};
 
 /// How many times one request may be routed to a (new) leader before giving up.
 pub const MAX_ROUTING_ATTEMPTS: usize = 5;
@@ -80,7 +81,7 @@ pub struct Proposer {
     /// This member.
     id: NodeId,
     /// The local Raft.
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
     /// Channels to the peers, shared with the Raft network.
     channels: Arc<PeerChannels>,
     /// Request and leader-wait budgets.
@@ -95,7 +96,7 @@ impl Proposer {
     /// A proposer for member `id`.
     pub fn new(
         id: NodeId,
-        raft: Raft<TypeConfig>,
+        raft: RaftHandle,
         channels: Arc<PeerChannels>,
         timeouts: ProposerTimeouts,
         writes: WriteBatcher,
@@ -199,7 +200,7 @@ impl Proposer {
     /// of that, otherwise the cluster was just slow.
     fn expired(&self, leader: &Leader) -> ProposeError {
         let m = self.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         if m.current_term != leader.term || m.current_leader != Some(leader.id) {
             ProposeError::LeaderChanged
         } else {
@@ -269,10 +270,10 @@ impl Proposer {
         match timeout_at(deadline, self.reads.ensure_linearizable()).await {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
             Ok(Ok(_)) => Attempt::Done(Ok(())),
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))) => {
                 Attempt::Reroute
             }
-            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))) => {
+            Ok(Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_)))) => {
                 Attempt::Done(Err(ProposeError::Timeout))
             }
             Ok(Err(RaftError::Fatal(f))) => Attempt::Done(Err(ProposeError::Fatal(f.to_string()))),

@@ -8,13 +8,14 @@
 //! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
 //! machine runs apart from the rounds, so the next round starts at once.
 
-use openraft::error::{CheckIsLeaderError, RaftError};
+use openraft::ReadPolicy;
+use openraft::error::{LinearizableReadError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::Raft;
+use crate::raft::RaftHandle;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
-use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+use crate::raft::types::TypeConfig;
 
 /// Reads waiting for a round; when full, callers wait to enqueue (backpressure).
 pub const READ_QUEUE_CAPACITY: usize = 4096;
@@ -22,7 +23,7 @@ pub const READ_QUEUE_CAPACITY: usize = 4096;
 pub const MAX_READS_PER_ROUND: usize = 1024;
 
 /// What a read index round answers: openraft's own outcome of `ensure_linearizable`.
-pub type ReadReply = Result<(), RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>>>;
+pub type ReadReply = Result<(), RaftError<TypeConfig, LinearizableReadError<TypeConfig>>>;
 
 /// Queues linearizable reads for shared read index rounds. Cheap to clone: clones share one
 /// queue and one task, which ends once every clone is dropped.
@@ -34,7 +35,7 @@ pub struct ReadIndexBatcher {
 
 impl ReadIndexBatcher {
     /// Starts the round task for `raft` (needs a tokio runtime).
-    pub fn start(raft: Raft<TypeConfig>) -> ReadIndexBatcher {
+    pub fn start(raft: RaftHandle) -> ReadIndexBatcher {
         let (queue, rx) = mpsc::channel(READ_QUEUE_CAPACITY);
         tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("read_index_batcher")));
         ReadIndexBatcher { queue }
@@ -49,11 +50,11 @@ impl ReadIndexBatcher {
     }
 }
 
-fn stopped() -> RaftError<NodeId, CheckIsLeaderError<NodeId, MemberNode>> {
+fn stopped() -> RaftError<TypeConfig, LinearizableReadError<TypeConfig>> {
     RaftError::Fatal(openraft::error::Fatal::Stopped)
 }
 
-async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
+async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
     while let Some(first) = rx.recv().await {
         let mut waiting = vec![first];
         while waiting.len() < MAX_READS_PER_ROUND {
@@ -61,8 +62,8 @@ async fn run(raft: Raft<TypeConfig>, mut rx: mpsc::Receiver<oneshot::Sender<Read
             waiting.push(next);
         }
         // Every read in `waiting` arrived before this round starts.
-        let read_index = match raft.get_read_log_id().await {
-            Ok((read_log_id, _applied)) => read_log_id.map(|l| l.index),
+        let read_index = match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
+            Ok((read_log_id, _applied)) => Some(read_log_id.index()),
             Err(e) => {
                 for tx in waiting {
                     let _ = tx.send(Err(e.clone()));

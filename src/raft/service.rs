@@ -6,10 +6,15 @@
 //! answers [`NOT_LEADER`] with the leader it knows in [`LEADER_ID_METADATA`], and the caller
 //! retries there (nothing was proposed, so a retry cannot apply a write twice).
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::io::Cursor;
+use std::pin::Pin;
 
-use openraft::error::{CheckIsLeaderError, ForwardToLeader, RaftError};
-use openraft::{Raft, Snapshot, SnapshotMeta, Vote};
+use futures::Stream;
+use openraft::error::{ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::raft::AppendEntriesRequest;
+use openraft::ReadPolicy;
+use crate::raft::RaftHandle;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
@@ -22,7 +27,7 @@ use crate::pb::minietcdpb::{
 use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.
 pub const NOT_LEADER: &str = "raft: not leader";
@@ -45,7 +50,7 @@ pub trait AdminHandler: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct PeerService {
     /// The local Raft every RPC is handed to.
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
     /// This member, reported as the leader in ReadIndex answers.
     id: NodeId,
     /// Runs Admin requests; without one they answer Unimplemented.
@@ -56,7 +61,7 @@ pub struct PeerService {
 
 impl PeerService {
     /// The service for member `id`.
-    pub fn new(id: NodeId, raft: Raft<TypeConfig>, writes: WriteBatcher) -> Self {
+    pub fn new(id: NodeId, raft: RaftHandle, writes: WriteBatcher) -> Self {
         PeerService {
             raft,
             id,
@@ -92,7 +97,7 @@ fn encode_answer<T: serde::Serialize>(
 }
 
 /// The answer of a non-leader: [`NOT_LEADER`], plus the leader's id when known.
-pub fn not_leader(f: &ForwardToLeader<NodeId, MemberNode>) -> Status {
+pub fn not_leader(f: &ForwardToLeader<TypeConfig>) -> Status {
     let mut status = Status::failed_precondition(NOT_LEADER);
     if let Some(id) = f.leader_id {
         if let Ok(v) = format!("{id:x}").parse() {
@@ -143,7 +148,7 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let mut stream = request.into_inner();
-        let mut header: Option<(Vote<NodeId>, SnapshotMeta<NodeId, MemberNode>)> = None;
+        let mut header: Option<(Vote, SnapshotMeta)> = None;
         let mut data = Vec::new();
         let mut chunks = 0usize;
         let mut done = false;
@@ -171,24 +176,65 @@ impl RaftPeer for PeerService {
                 "snapshot stream ended before its last chunk",
             ));
         };
-        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), chunks, "snapshot received");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), chunks, "snapshot received");
         let snapshot = Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Cursor::new(data),
         };
         let res = self.raft.install_full_snapshot(vote, snapshot).await;
         encode_answer("snapshot answer", &res)
     }
 
+    type AppendStreamStream =
+        Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send + 'static>>;
+
+    /// Feeds each request to openraft's pipelined append as it arrives and sends each answer
+    /// back as soon as it is known, in order.
     #[instrument(level = "debug", skip_all)]
-    async fn install_snapshot_segment(
+    async fn append_stream(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::AppendStreamStream>, Status> {
+        let inbound = request.into_inner();
+        let (bad_tx, bad_rx) = tokio::sync::oneshot::channel::<Status>();
+        let requests = futures::stream::unfold(
+            (inbound, Some(bad_tx)),
+            |(mut inbound, mut bad_tx)| async move {
+                let msg = inbound.next().await?;
+                let decoded = msg.and_then(|m| {
+                    codec::decode::<AppendEntriesRequest<TypeConfig>>("append entries", &m.data)
+                        .map_err(bad_request)
+                });
+                match decoded {
+                    Ok(req) => Some((req, (inbound, bad_tx))),
+                    Err(status) => {
+                        if let Some(tx) = bad_tx.take() {
+                            let _ = tx.send(status);
+                        }
+                        None
+                    }
+                }
+            },
+        );
+        let answers = self.raft.stream_append(Box::pin(requests)).map(|res| {
+            codec::encode("append stream answer", &res)
+                .map(|data| RaftPayload { data })
+                .map_err(|e| Status::internal(e.to_string()))
+        });
+        // A request that does not decode ends the stream with its error after the answers
+        // of the requests before it.
+        let failure = futures::stream::once(bad_rx).filter_map(|r| r.ok().map(Err));
+        Ok(Response::new(Box::pin(answers.chain(failure))))
+    }
+
+    #[instrument(level = "debug", skip_all)]
+    async fn pre_vote(
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let req =
-            codec::decode("snapshot segment", &request.into_inner().data).map_err(bad_request)?;
-        let res = self.raft.install_snapshot(req).await;
-        encode_answer("snapshot segment answer", &res)
+        let req = codec::decode("pre-vote", &request.into_inner().data).map_err(bad_request)?;
+        let res = self.raft.pre_vote(req).await;
+        encode_answer("pre-vote answer", &res)
     }
 
     #[instrument(level = "debug", skip_all)]
@@ -196,7 +242,7 @@ impl RaftPeer for PeerService {
         &self,
         request: Request<InternalRequest>,
     ) -> Result<Response<InternalResponse>, Status> {
-        if self.raft.metrics().borrow().running_state.is_err() {
+        if self.raft.metrics().borrow_watched().running_state.is_err() {
             // Stopped before anything was proposed: the caller can safely go elsewhere.
             return Err(not_leader(&ForwardToLeader::empty()));
         }
@@ -215,13 +261,13 @@ impl RaftPeer for PeerService {
         &self,
         _request: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexResponse>, Status> {
-        match self.raft.get_read_log_id().await {
+        match self.raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _applied)) => Ok(Response::new(ReadIndexResponse {
-                read_index: read_log_id.map(|l| l.index).unwrap_or(0),
+                read_index: read_log_id.index(),
                 leader_id: self.id,
             })),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(&f)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(Status::unavailable(e.to_string()))
             }
             Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
@@ -249,6 +295,7 @@ mod tests {
         let s = not_leader(&ForwardToLeader {
             leader_id: Some(0xabc),
             leader_node: None,
+            reason: openraft::error::ForwardReason::NotLeader,
         });
         assert!(is_not_leader(&s));
         assert_eq!(leader_of(&s), Some(0xabc));

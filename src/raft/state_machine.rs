@@ -24,23 +24,22 @@
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
 
-use std::io::Cursor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine, Snapshot};
-use openraft::{
-    AnyError, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
-};
+use futures::TryStreamExt;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::EntryPayload;
 use serde::{Deserialize, Serialize};
 use tracing::instrument;
 
 use crate::pb::minietcdpb::internal_request::Request;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::codec;
-use crate::raft::types::{ApplyObserver, CommandResponse, MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{
+    ApplyObserver, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta,
+    StoredMembership, TypeConfig,
+};
 use crate::storage::{GroupWrite, MvccStore};
 
 /// The sled tree that keeps the last built or installed snapshot (so that it survives a
@@ -49,15 +48,15 @@ pub const SNAPSHOT_TREE: &str = "raft_snapshot";
 const SNAPSHOT_META_KEY: &[u8] = b"meta";
 const SNAPSHOT_DATA_KEY: &[u8] = b"data";
 
-type StoreResult<T> = Result<T, StorageError<NodeId>>;
+type StoreResult<T> = Result<T, io::Error>;
 
 /// What the state machine has applied: stored inside every MVCC batch as the applied blob.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AppliedState {
     /// The last log entry whose effect is entirely in the store.
-    pub last_applied: Option<LogId<NodeId>>,
+    pub last_applied: Option<LogId>,
     /// The last membership entry applied (openraft needs it back after a restart).
-    pub last_membership: StoredMembership<NodeId, MemberNode>,
+    pub last_membership: StoredMembership,
     /// The entry after `last_applied` when only some of its writes are in the store (the
     /// node stopped between two of them); `None` between entries.
     pub in_progress: Option<EntryProgress>,
@@ -67,7 +66,7 @@ pub struct AppliedState {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntryProgress {
     /// The entry.
-    pub log_id: LogId<NodeId>,
+    pub log_id: LogId,
     /// How many of its writes (a prefix) took effect.
     pub done: u64,
 }
@@ -77,12 +76,11 @@ pub struct EntryProgress {
 struct Group {
     writes: Vec<(usize, InternalRequest, Vec<u8>, u64)>,
     /// The last entry gathered (blank and membership entries included).
-    last_log_id: Option<LogId<NodeId>>,
+    last_log_id: Option<LogId>,
 }
 
-fn encode_applied(state: &AppliedState, log_id: LogId<NodeId>) -> StoreResult<Vec<u8>> {
-    codec::encode("applied state", state)
-        .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)).into())
+fn encode_applied(state: &AppliedState) -> StoreResult<Vec<u8>> {
+    codec::encode("applied state", state).map_err(|e| sm_err("apply", &e))
 }
 
 /// Shared between the state machine and its snapshot builders.
@@ -96,8 +94,6 @@ struct Shared {
     /// The applied state; its lock also keeps a snapshot build from interleaving with an
     /// apply, so that a snapshot's data and its meta describe the same point in the log.
     applied: Mutex<AppliedState>,
-    /// Makes snapshot ids unique even when two builds see the same last log id.
-    snapshot_seq: AtomicU64,
     /// Serialises replacing the kept snapshot (a build finishing while an install runs).
     keep_lock: Mutex<()>,
     /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`], and
@@ -113,10 +109,10 @@ impl Shared {
     fn make_durable(&self) -> StoreResult<()> {
         self.store
             .flush()
-            .map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+            .map_err(|e| sm_err("write", &e))?;
         if let Some((f, blobs)) = self.data_file.get() {
-            f.sync_data().map_err(|e| sm_err(ErrorVerb::Write, &e))?;
-            sync_blobs(blobs).map_err(|e| sm_err(ErrorVerb::Write, &e))?;
+            f.sync_data().map_err(|e| sm_err("write", &e))?;
+            sync_blobs(blobs).map_err(|e| sm_err("write", &e))?;
         }
         Ok(())
     }
@@ -124,7 +120,7 @@ impl Shared {
     fn lock(&self) -> StoreResult<MutexGuard<'_, AppliedState>> {
         self.applied.lock().map_err(|_| {
             sm_err(
-                ErrorVerb::Read,
+                "read",
                 &std::io::Error::other("applied state lock poisoned"),
             )
         })
@@ -132,52 +128,38 @@ impl Shared {
 
     fn store_snapshot(
         &self,
-        meta: &SnapshotMeta<NodeId, MemberNode>,
+        meta: &SnapshotMeta,
         data: &[u8],
     ) -> StoreResult<()> {
-        let sig = Some(meta.signature());
         let meta_bytes = codec::encode("snapshot meta", meta)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+            .map_err(|e| sm_err("write snapshot", &e))?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, meta_bytes);
         batch.insert(SNAPSHOT_DATA_KEY, data);
         self.snapshots
             .apply_batch(batch)
-            .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)).into())
+            .map_err(|e| sm_err("write snapshot", &e).into())
     }
 
     /// Builds a snapshot of the store as it is now, and keeps it as the current one.
-    fn build_snapshot(&self) -> StoreResult<Snapshot<TypeConfig>> {
+    fn build_snapshot(&self) -> StoreResult<Snapshot> {
         let (meta, data) = self.capture_snapshot()?;
         self.keep_built(meta, data)
     }
 
     /// The store's state and the log position it reflects, read under the apply lock.
-    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta<NodeId, MemberNode>, Vec<u8>)> {
+    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta, Vec<u8>)> {
         let (data, state) = {
             let applied = self.lock()?;
             let data = self
                 .store
                 .snapshot()
-                .map_err(|e| StorageIOError::read_state_machine(AnyError::new(&e)))?;
+                .map_err(|e| sm_err("read state machine", &e))?;
             (data, applied.clone())
-        };
-        let seq = self.snapshot_seq.fetch_add(1, Ordering::Relaxed);
-        let millis = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        let snapshot_id = match &state.last_applied {
-            Some(id) => format!(
-                "{}-{}-{}-{millis}-{seq}",
-                id.leader_id.term, id.leader_id.node_id, id.index
-            ),
-            None => format!("none-{millis}-{seq}"),
         };
         let meta = SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.last_membership,
-            snapshot_id,
         };
         Ok((meta, data))
     }
@@ -187,16 +169,16 @@ impl Shared {
     /// so that openraft never believes it holds a snapshot older than the one it serves.
     fn keep_built(
         &self,
-        meta: SnapshotMeta<NodeId, MemberNode>,
+        meta: SnapshotMeta,
         data: Vec<u8>,
-    ) -> StoreResult<Snapshot<TypeConfig>> {
+    ) -> StoreResult<Snapshot> {
         {
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kept) = self.current_snapshot()? {
                 if kept.meta.last_log_id > meta.last_log_id {
                     tracing::info!(
-                        built = %meta.snapshot_id,
-                        kept = %kept.meta.snapshot_id,
+                        built = ?meta.last_log_id,
+                        kept = ?kept.meta.last_log_id,
                         "a newer snapshot was installed while this one was built; keeping it"
                     );
                     return Ok(kept);
@@ -205,10 +187,10 @@ impl Shared {
             self.store_snapshot(&meta, &data)?;
         }
         self.make_durable()?;
-        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot built");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Cursor::new(data),
         })
     }
 
@@ -219,7 +201,7 @@ impl Shared {
     /// own) splits the group: the writes before it are written with a blob that records how
     /// far through its entry they got (`in_progress`), so a crash between the parts still
     /// applies every write exactly once.
-    fn apply_entries(&self, entries: Vec<Entry<TypeConfig>>) -> StoreResult<Vec<CommandResponse>> {
+    fn apply_entries(&self, entries: Vec<Entry>) -> StoreResult<Vec<CommandResponse>> {
         let mut applied = self.lock()?;
         let mut responses: Vec<CommandResponse> = Vec::with_capacity(entries.len());
         let mut group = Group::default();
@@ -249,7 +231,7 @@ impl Shared {
                     // Only a LeaseGrant reads its seed: no encoding for every other write.
                     let seed = if matches!(req.request, Some(Request::LeaseGrant(_))) {
                         codec::encode("lease seed", &(log_id, done))
-                            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?
+                            .map_err(|e| sm_err("apply", &e))?
                     } else {
                         Vec::new()
                     };
@@ -275,11 +257,11 @@ impl Shared {
                                 ..state.clone()
                             }
                         };
-                        let blob = encode_applied(&after, log_id)?;
+                        let blob = encode_applied(&after)?;
                         let mut outcome = self
                             .store
                             .apply(&req, &blob)
-                            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+                            .map_err(|e| sm_err("apply", &e))?;
                         *applied = after;
                         outcome.response.log_index = log_id.index;
                         responses[pos].0.push(outcome.response);
@@ -309,10 +291,10 @@ impl Shared {
         &self,
         group: &mut Group,
         state: &AppliedState,
-        log_id: LogId<NodeId>,
+        _log_id: LogId,
         responses: &mut [CommandResponse],
     ) -> StoreResult<()> {
-        let blob = encode_applied(state, log_id)?;
+        let blob = encode_applied(state)?;
         let writes: Vec<GroupWrite<'_>> = group
             .writes
             .iter()
@@ -322,7 +304,7 @@ impl Shared {
             })
             .collect();
         let outcomes = crate::metrics::backend_commit(|| self.store.apply_group(&writes, &blob))
-            .map_err(|e| StorageIOError::apply(log_id, AnyError::new(&e)))?;
+            .map_err(|e| sm_err("apply", &e))?;
         drop(writes);
         for ((pos, _, _, index), mut outcome) in group.writes.drain(..).zip(outcomes) {
             if !outcome.events.is_empty() {
@@ -338,15 +320,14 @@ impl Shared {
     }
 
     /// Replaces the store with a snapshot's state and keeps the snapshot as the current one.
-    fn install(&self, meta: &SnapshotMeta<NodeId, MemberNode>, data: &[u8]) -> StoreResult<()> {
-        let sig = Some(meta.signature());
+    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> StoreResult<()> {
         let next = AppliedState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
             in_progress: None,
         };
         let blob = codec::encode("applied state", &next)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+            .map_err(|e| sm_err("write snapshot", &e))?;
         // Keep the snapshot first: if the node dies while the store is being rewritten,
         // `open` finds the store empty and installs this snapshot again.
         {
@@ -355,38 +336,38 @@ impl Shared {
         }
         self.snapshots
             .flush()
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+            .map_err(|e| sm_err("write snapshot", &e))?;
         let mut applied = self.lock()?;
         self.store
             .install_snapshot(data)
-            .map_err(|e| StorageIOError::write_snapshot(sig.clone(), AnyError::new(&e)))?;
+            .map_err(|e| sm_err("write snapshot", &e))?;
         // The snapshot carries the blob of the state it was built from; writing the meta's
         // own blob makes the applied id exactly the one openraft installed.
         self.store
             .set_applied(&blob)
-            .map_err(|e| StorageIOError::write_snapshot(sig, AnyError::new(&e)))?;
+            .map_err(|e| sm_err("write snapshot", &e))?;
         *applied = next;
         drop(applied);
         self.make_durable()?;
         self.observer.restored(self.store.current_revision());
-        tracing::info!(snapshot_id = %meta.snapshot_id, bytes = data.len(), "snapshot installed");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot installed");
         Ok(())
     }
 
-    fn current_snapshot(&self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+    fn current_snapshot(&self) -> StoreResult<Option<Snapshot>> {
         let read = |key: &[u8]| {
             self.snapshots.get(key).map_err(|e| {
-                StorageError::from(StorageIOError::read_snapshot(None, AnyError::new(&e)))
+                sm_err("read snapshot", &e)
             })
         };
         let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
             return Ok(None);
         };
-        let meta: SnapshotMeta<NodeId, MemberNode> = codec::decode("snapshot meta", &meta)
-            .map_err(|e| StorageIOError::read_snapshot(None, AnyError::new(&e)))?;
+        let meta: SnapshotMeta = codec::decode("snapshot meta", &meta)
+            .map_err(|e| sm_err("read snapshot", &e))?;
         Ok(Some(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(data.to_vec())),
+            snapshot: Cursor::new(data.to_vec()),
         }))
     }
 }
@@ -412,8 +393,9 @@ fn sync_blobs(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-fn sm_err<E: std::error::Error + 'static>(verb: ErrorVerb, e: &E) -> StorageError<NodeId> {
-    StorageIOError::new(ErrorSubject::StateMachine, verb, AnyError::new(e)).into()
+/// A state machine failure, in the error type openraft takes (and treats as fatal).
+fn sm_err<E: std::fmt::Display>(what: &str, e: &E) -> io::Error {
+    io::Error::other(format!("state machine: {what}: {e}"))
 }
 
 /// Runs blocking sled work on the blocking pool; a panic there becomes a storage error.
@@ -422,7 +404,7 @@ async fn blocking<T: Send + 'static>(
 ) -> StoreResult<T> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| sm_err(ErrorVerb::Write, &e))?
+        .map_err(|e| sm_err("write", &e))?
 }
 
 /// The state machine over the MVCC store.
@@ -445,11 +427,11 @@ impl StateMachine {
     ) -> StoreResult<StateMachine> {
         let snapshots = db
             .open_tree(SNAPSHOT_TREE)
-            .map_err(|e| sm_err(ErrorVerb::Read, &e))?;
-        let blob = store.applied().map_err(|e| sm_err(ErrorVerb::Read, &e))?;
+            .map_err(|e| sm_err("read", &e))?;
+        let blob = store.applied().map_err(|e| sm_err("read", &e))?;
         let applied = match &blob {
             Some(b) => {
-                codec::decode("applied state", b).map_err(|e| sm_err(ErrorVerb::Read, &e))?
+                codec::decode("applied state", b).map_err(|e| sm_err("read", &e))?
             }
             None => AppliedState::default(),
         };
@@ -458,7 +440,6 @@ impl StateMachine {
             observer,
             snapshots,
             applied: Mutex::new(applied),
-            snapshot_seq: AtomicU64::new(0),
             keep_lock: Mutex::new(()),
             data_file: OnceLock::new(),
         });
@@ -467,7 +448,7 @@ impl StateMachine {
             // install was interrupted). The log below the snapshot may be purged, so the
             // snapshot is the only way back.
             if let Some(snap) = shared.current_snapshot()? {
-                tracing::warn!(snapshot_id = %snap.meta.snapshot_id, "store empty, restoring kept snapshot");
+                tracing::warn!(last_log_id = ?snap.meta.last_log_id, "store empty, restoring kept snapshot");
                 shared.install(&snap.meta, snap.snapshot.get_ref())?;
             }
         }
@@ -494,35 +475,46 @@ impl StateMachine {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
     #[instrument(level = "info", skip_all)]
-    async fn build_snapshot(&mut self) -> StoreResult<Snapshot<TypeConfig>> {
+    async fn build_snapshot(&mut self) -> StoreResult<Snapshot> {
         let shared = self.shared.clone();
         blocking(move || shared.build_snapshot()).await
     }
 }
 
 impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(
         &mut self,
-    ) -> StoreResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, MemberNode>)> {
+    ) -> StoreResult<(Option<LogId>, StoredMembership)> {
         let applied = self.shared.lock()?;
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
 
     #[instrument(level = "debug", skip_all)]
-    async fn apply<I>(&mut self, entries: I) -> StoreResult<Vec<CommandResponse>>
+    async fn apply<S>(&mut self, entries: S) -> StoreResult<()>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
+        S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
     {
-        let entries: Vec<_> = entries.into_iter().collect();
-        if entries.is_empty() {
-            return Ok(Vec::new());
+        // openraft reads the whole committed range before handing it over: everything is
+        // there already, and one blocking hop applies it all.
+        let items: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        if items.is_empty() {
+            return Ok(());
         }
+        let (entries, responders): (Vec<Entry>, Vec<_>) = items.into_iter().unzip();
         let shared = self.shared.clone();
-        blocking(move || shared.apply_entries(entries)).await
+        let responses = blocking(move || shared.apply_entries(entries)).await?;
+        for (responder, response) in responders.into_iter().zip(responses) {
+            if let Some(r) = responder {
+                r.send(response);
+            }
+        }
+        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> SnapshotBuilder {
@@ -531,22 +523,18 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> StoreResult<Box<Cursor<Vec<u8>>>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    #[instrument(level = "info", skip_all, fields(snapshot_id = %meta.snapshot_id))]
+    #[instrument(level = "info", skip_all, fields(last_log_id = ?meta.last_log_id))]
     async fn install_snapshot(
         &mut self,
-        meta: &SnapshotMeta<NodeId, MemberNode>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
     ) -> StoreResult<()> {
         let shared = self.shared.clone();
         let meta = meta.clone();
         blocking(move || shared.install(&meta, snapshot.get_ref())).await
     }
 
-    async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot<TypeConfig>>> {
+    async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot>> {
         let shared = self.shared.clone();
         blocking(move || shared.current_snapshot()).await
     }

@@ -24,9 +24,29 @@ openraft::declare_raft_types!(
         R = CommandResponse,
         NodeId = NodeId,
         Node = MemberNode,
-        Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
 );
+
+/// What a snapshot carries between the state machine and the network: the encoded state.
+pub type SnapshotData = Cursor<Vec<u8>>;
+/// A log position: the leader that proposed it (term, member) and its index.
+pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
+/// A member's vote (term, candidate, committed).
+pub type Vote = openraft::type_config::alias::VoteOf<TypeConfig>;
+/// One Raft log entry.
+pub type Entry = openraft::type_config::alias::EntryOf<TypeConfig>;
+/// A membership config with the log id that introduced it.
+pub type StoredMembership = openraft::type_config::alias::StoredMembershipOf<TypeConfig>;
+/// A membership config (voters and nodes).
+pub type Membership = openraft::Membership<NodeId, MemberNode>;
+/// What a snapshot covers: last log id and membership.
+pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
+/// Where openraft publishes this member's Raft metrics.
+pub type MetricsReceiver = openraft::type_config::alias::WatchReceiverOf<
+    TypeConfig,
+    openraft::RaftMetrics<TypeConfig>,
+>;
+/// A snapshot with its data.
+pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
 /// What the cluster knows of a member besides its id: kept in Raft membership so that every
 /// member can answer MemberList and reach its peers.
@@ -52,6 +72,12 @@ impl Command {
             .iter()
             .map(|m| prost::encoding::message::encoded_len(1, m))
             .sum()
+    }
+}
+
+impl std::fmt::Display for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} writes", self.0.len())
     }
 }
 

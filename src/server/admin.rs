@@ -9,12 +9,14 @@
 //! (`MemberNode` carries name and client URLs), so they are replicated, kept across
 //! restarts and carried by snapshots with no separate store rows.
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ChangeMembershipError, CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::{ChangeMembers, Membership, Raft};
+use openraft::error::{ChangeMembershipError, LinearizableReadError, ClientWriteError, RaftError};
+use crate::raft::RaftHandle;
+use openraft::ChangeMembers;
 use sha1::{Digest, Sha1};
 use tokio::time::{sleep, timeout_at, Instant};
 use tonic::{Code, Status};
@@ -32,7 +34,7 @@ use crate::pb::minietcdpb::{AdminRequest, AdminResponse, MemberAttributes, Membe
 use crate::raft::proposer::never_connected;
 use crate::raft::read_batcher::ReadIndexBatcher;
 use crate::raft::service::{is_not_leader, not_leader, AdminHandler};
-use crate::raft::types::{MemberNode, NodeId, TypeConfig};
+use crate::raft::types::{MemberNode, Membership, NodeId};
 use crate::raft::{PeerChannels, ProposeError};
 
 use super::ApiError;
@@ -89,7 +91,7 @@ fn too_many_learners() -> Status {
 }
 
 /// The etcd view of one membership: every member, voters and learners.
-pub fn members_of(m: &Membership<NodeId, MemberNode>) -> Vec<Member> {
+pub fn members_of(m: &Membership) -> Vec<Member> {
     let voters: BTreeSet<NodeId> = m.voter_ids().collect();
     m.nodes()
         .map(|(id, node)| Member {
@@ -151,7 +153,7 @@ struct Inner {
     /// `--initial-cluster-token`, part of an added member's id.
     token: String,
     /// The local Raft: leadership, membership changes.
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
     /// Channels to the peers, shared with the Raft network.
     channels: Arc<PeerChannels>,
     /// Lease deadlines; renewals count only on the leader's.
@@ -207,7 +209,7 @@ impl Admin {
     /// is down may always be removed: it is not part of the active quorum).
     fn may_remove_member(
         &self,
-        m: &Membership<NodeId, MemberNode>,
+        m: &Membership,
         id: NodeId,
     ) -> Result<(), Status> {
         if !self.inner.strict_reconfig_check || !m.voter_ids().any(|v| v == id) {
@@ -320,7 +322,7 @@ impl Admin {
         let resp = match req.request {
             None => return Err(Status::invalid_argument("empty admin request")),
             Some(AdminReq::Members(_)) => {
-                let leader = self.inner.raft.metrics().borrow().current_leader;
+                let leader = self.inner.raft.metrics().borrow_watched().current_leader;
                 AdminResp::Members(MembersResponse {
                     cluster_id: self.inner.cluster_id,
                     members: members_of(&self.membership()),
@@ -376,9 +378,9 @@ impl Admin {
     }
 
     /// The latest membership this member knows.
-    fn membership(&self) -> Membership<NodeId, MemberNode> {
+    fn membership(&self) -> Membership {
         let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         m.membership_config.membership().clone()
     }
 
@@ -386,8 +388,8 @@ impl Admin {
     async fn confirm_leader(&self) -> Result<(), Status> {
         match self.inner.reads.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Err(not_leader(&f)),
-            Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => {
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
                 Err(Status::from(ApiError::Timeout))
             }
             Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
@@ -399,7 +401,7 @@ impl Admin {
     async fn change(
         &self,
         changes: ChangeMembers<NodeId, MemberNode>,
-    ) -> Result<Membership<NodeId, MemberNode>, Status> {
+    ) -> Result<Membership, Status> {
         let deadline = Instant::now() + self.inner.request_timeout;
         loop {
             match self
@@ -426,6 +428,7 @@ impl Admin {
                 Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                     return Err(Status::failed_precondition(e.to_string()))
                 }
+                Err(RaftError::APIError(e)) => return Err(Status::unavailable(e.to_string())),
                 Err(RaftError::Fatal(f)) => return Err(Status::unavailable(f.to_string())),
             }
         }
@@ -433,13 +436,14 @@ impl Admin {
 
     /// Fails with "not leader" unless this member leads: a change must be checked against
     /// the leader's membership, which is the newest.
-    fn leader_membership(&self) -> Result<Membership<NodeId, MemberNode>, Status> {
+    fn leader_membership(&self) -> Result<Membership, Status> {
         let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         if m.current_leader != Some(self.inner.id) {
             return Err(not_leader(&openraft::error::ForwardToLeader {
                 leader_id: m.current_leader,
                 leader_node: None,
+                reason: openraft::error::ForwardReason::NotLeader,
             }));
         }
         Ok(m.membership_config.membership().clone())
@@ -524,7 +528,7 @@ impl Admin {
         &self,
         changes: ChangeMembers<NodeId, MemberNode>,
         id: NodeId,
-    ) -> Result<Membership<NodeId, MemberNode>, Status> {
+    ) -> Result<Membership, Status> {
         let this = self.clone();
         let mut task = tokio::spawn(async move { this.change(changes).await });
         let mut metrics = self.inner.raft.metrics();
@@ -624,7 +628,7 @@ impl Admin {
     /// etcd's `isLearnerReady`: the learner has matched at least 90% of the leader's log.
     fn learner_ready(&self, id: NodeId) -> bool {
         let m = self.inner.raft.metrics();
-        let m = m.borrow();
+        let m = m.borrow_watched();
         let leader_index = m.last_log_index.unwrap_or(0);
         let matched = m
             .replication

@@ -1,20 +1,20 @@
 //! Response headers: every response carries cluster_id, member_id, revision and raft_term.
 
-use openraft::Raft;
+use openraft::async_runtime::watch::WatchReceiver;
+use crate::raft::RaftHandle;
 
 use crate::pb::etcdserverpb::ResponseHeader;
-use crate::raft::types::TypeConfig;
 
 /// Makes response headers for this member.
 #[derive(Clone)]
 pub struct HeaderSource {
     cluster_id: u64,
     member_id: u64,
-    raft: Raft<TypeConfig>,
+    raft: RaftHandle,
 }
 
 impl HeaderSource {
-    pub fn new(cluster_id: u64, member_id: u64, raft: Raft<TypeConfig>) -> Self {
+    pub fn new(cluster_id: u64, member_id: u64, raft: RaftHandle) -> Self {
         HeaderSource {
             cluster_id,
             member_id,
@@ -28,7 +28,7 @@ impl HeaderSource {
             cluster_id: self.cluster_id,
             member_id: self.member_id,
             revision,
-            raft_term: self.raft.metrics().borrow().current_term,
+            raft_term: self.raft.metrics().borrow_watched().current_term,
         }
     }
 
@@ -40,8 +40,8 @@ impl HeaderSource {
     /// The latest Raft metrics of this member (term, leader, membership, indexes).
     pub fn metrics(
         &self,
-    ) -> openraft::RaftMetrics<crate::raft::types::NodeId, crate::raft::types::MemberNode> {
-        self.raft.metrics().borrow().clone()
+    ) -> openraft::RaftMetrics<crate::raft::types::TypeConfig> {
+        self.raft.metrics().borrow_watched().clone()
     }
 
     pub fn cluster_id(&self) -> u64 {

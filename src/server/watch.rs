@@ -10,6 +10,7 @@
 //! a `hasleader: true` stream, when the member has been without a leader for an election
 //! timeout.
 
+use openraft::async_runtime::watch::WatchReceiver;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,6 @@ use tracing::Instrument;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
-use crate::raft::types::{MemberNode, NodeId};
 use crate::watch::stream::{fragment, to_response, StreamWatchers};
 use crate::watch::watcher::WatcherId;
 use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
@@ -148,7 +148,7 @@ pub fn check_require_leader(
 /// The forwarding task ends when the metrics channel closes (Raft shut down), after
 /// publishing "no leader".
 pub fn leader_from_metrics(
-    mut metrics: watch::Receiver<openraft::RaftMetrics<NodeId, MemberNode>>,
+    mut metrics: crate::raft::types::MetricsReceiver,
 ) -> watch::Receiver<Option<u64>> {
     let (tx, rx) = watch::channel(metrics.borrow_and_update().current_leader);
     tokio::spawn(async move {

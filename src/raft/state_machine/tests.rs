@@ -52,7 +52,7 @@ fn open(dir: &std::path::Path, observer: Arc<dyn ApplyObserver>) -> (sled::Db, S
     (db, sm)
 }
 
-fn put(index: u64, key: &str, value: &str) -> Entry<TypeConfig> {
+fn put(index: u64, key: &str, value: &str) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
         payload: EntryPayload::Normal(Command(vec![InternalRequest {
@@ -76,7 +76,7 @@ fn put_req(key: &str, value: &str) -> InternalRequest {
 }
 
 /// One entry carrying several writes.
-fn group(index: u64, writes: Vec<InternalRequest>) -> Entry<TypeConfig> {
+fn group(index: u64, writes: Vec<InternalRequest>) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
         payload: EntryPayload::Normal(Command(writes)),
@@ -93,7 +93,7 @@ fn get(store: &MvccStore, key: &str) -> Option<Vec<u8>> {
     resp.kvs.first().map(|kv| kv.value.clone())
 }
 
-fn membership_entry(index: u64) -> Entry<TypeConfig> {
+fn membership_entry(index: u64) -> Entry {
     let nodes = BTreeMap::from([(1u64, MemberNode::default())]);
     Entry {
         log_id: log_id(1, 1, index),
