@@ -27,9 +27,9 @@
 
 use std::sync::Arc;
 
+use crate::raft::RaftHandle;
 use openraft::error::{ClientWriteError, ForwardToLeader};
 use openraft::impls::ProgressResponder;
-use crate::raft::RaftHandle;
 use prost::Message;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tracing::Instrument;
@@ -148,7 +148,10 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
             batch.into_iter().map(|p| (p.req, p.reply)).unzip();
         tracing::trace!(writes = requests.len(), bytes, "propose entry");
         let (responder, committed) = ProgressResponder::<TypeConfig, _>::complete_only();
-        match raft.client_write_ff(Command(requests), Some(responder)).await {
+        match raft
+            .client_write_ff(Command(requests), Some(responder))
+            .await
+        {
             Err(fatal) => answer_all(replies, &BatchWriteError::Fatal(fatal.to_string())),
             Ok(()) => {
                 tokio::spawn(async move {
@@ -206,9 +209,10 @@ pub(crate) mod tests {
     use crate::pb::etcdserverpb::PutRequest;
     use crate::pb::minietcdpb::internal_request::Request;
     use crate::pb::minietcdpb::internal_response::Response;
-    use crate::raft::types::NoopObserver;
+    use crate::raft::types::{MemberNode, NoopObserver};
     use crate::raft::{start, RaftNode, RaftSettings};
     use crate::storage::MvccStore;
+    use openraft::async_runtime::watch::WatchReceiver;
 
     /// A one-member cluster, leading.
     pub(crate) async fn one_member() -> (tempfile::TempDir, RaftNode, Arc<MvccStore>) {
@@ -251,7 +255,12 @@ pub(crate) mod tests {
         const WRITERS: usize = 50;
         const WRITES: usize = 40;
         let (_dir, node, store) = one_member().await;
-        let first_index = node.raft().metrics().borrow_watched().last_log_index.unwrap_or(0);
+        let first_index = node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0);
         let start_rev = store.current_revision();
         let mut tasks = tokio::task::JoinSet::new();
         for w in 0..WRITERS {
@@ -284,7 +293,13 @@ pub(crate) mod tests {
         let want: Vec<i64> = (start_rev + 1..=start_rev + total).collect();
         assert_eq!(all, want, "revisions not unique and dense");
         assert_eq!(store.current_revision(), start_rev + total);
-        let entries = node.raft().metrics().borrow_watched().last_log_index.unwrap_or(0) - first_index;
+        let entries = node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0)
+            - first_index;
         assert!(
             entries < (WRITERS * WRITES / 4) as u64,
             "{entries} entries for {total} writes: no grouping"

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
 
 use super::*;
 use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
@@ -173,9 +172,12 @@ async fn start_in(
     tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(svc)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = rx.await;
-            })
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = rx.await;
+                },
+            )
             .await;
     });
     Member {
@@ -194,7 +196,14 @@ async fn agreed_leader(members: &[Member], alive: &[usize]) -> NodeId {
     loop {
         let leaders: Vec<Option<NodeId>> = alive
             .iter()
-            .map(|&i| members[i].node.raft().metrics().borrow().current_leader)
+            .map(|&i| {
+                members[i]
+                    .node
+                    .raft()
+                    .metrics()
+                    .borrow_watched()
+                    .current_leader
+            })
             .collect();
         if let Some(Some(l)) = leaders.first() {
             let l = *l;
@@ -328,19 +337,30 @@ async fn lagging_member_catches_up_from_a_streamed_snapshot() {
     // The leader's log no longer reaches back to the start: member 3 can only catch up from
     // a snapshot.
     wait_for("leader purged its log", || {
-        let m = members[li].node.raft().metrics().borrow().clone();
+        let m = members[li].node.raft().metrics().borrow_watched().clone();
         m.purged.is_some_and(|p| p.index > 10)
     })
     .await;
 
     let listener = TcpListener::bind(late_listener_addr).await.unwrap();
     members.push(start_tuned_member(tweak(3), tuning, listener).await);
-    let leader_applied = members[li].node.raft().metrics().borrow().last_applied;
+    let leader_applied = members[li]
+        .node
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .last_applied;
     wait_for("member 3 caught up", || {
-        members[2].node.raft().metrics().borrow().last_applied >= leader_applied
+        members[2]
+            .node
+            .raft()
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            >= leader_applied
     })
     .await;
-    let m3 = members[2].node.raft().metrics().borrow().clone();
+    let m3 = members[2].node.raft().metrics().borrow_watched().clone();
     assert!(
         m3.snapshot.is_some(),
         "member 3 installed a snapshot: {m3:?}"
@@ -444,12 +464,13 @@ async fn without_a_quorum_requests_fail_with_no_leader_in_bounded_time() {
     assert_eq!(member.get("k"), None);
 }
 
-/// openraft's segment-by-segment snapshot RPC travels too: a stale leader's segment is
-/// answered with the member's newer vote.
+/// The pipelined append stream carries requests to a member and its answers back, in order;
+/// a stale leader's request is answered with the member's newer vote and ends the stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn snapshot_segment_rpc_roundtrips() {
-    use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-    use openraft::raft::InstallSnapshotRequest;
+async fn append_stream_answers_in_order_and_stops_a_stale_leader() {
+    use futures::StreamExt;
+    use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
+    use openraft::raft::{AppendEntriesRequest, StreamAppendError};
     init_log();
     let (mut ls, members_map) = listeners(1).await;
     let member = start_member(settings(1, &members_map), ls.pop().unwrap()).await;
@@ -462,20 +483,30 @@ async fn snapshot_segment_rpc_roundtrips() {
         .unwrap();
     let mut factory = PeerNetworkFactory::new(9, Arc::new(PeerChannels::default()), 1024);
     let mut net = factory.new_client(1, &members_map[&1]).await;
-    let req = InstallSnapshotRequest::<TypeConfig> {
-        vote: openraft::Vote::new_committed(0, 9),
-        meta: openraft::SnapshotMeta::default(),
-        offset: 0,
-        data: vec![1, 2, 3],
-        done: true,
+    let stale = || AppendEntriesRequest::<TypeConfig> {
+        vote: crate::raft::types::Vote::new_committed(0, 9),
+        prev_log_id: None,
+        entries: vec![],
+        leader_commit: None,
     };
-    let resp = net
-        .install_snapshot(req, RPCOption::new(Duration::from_secs(5)))
+    let input = futures::stream::iter([stale(), stale()]);
+    let answers: Vec<_> = net
+        .stream_append(input, RPCOption::new(Duration::from_secs(5)))
         .await
-        .unwrap();
-    let my_vote = member.node.raft().metrics().borrow().vote;
-    assert_eq!(resp.vote, my_vote);
-    assert!(resp.vote.leader_id().term >= 1);
+        .unwrap()
+        .collect()
+        .await;
+    let my_vote = member.node.raft().metrics().borrow_watched().vote;
+    assert_eq!(
+        answers.len(),
+        1,
+        "the stream ends at the first refusal: {answers:?}"
+    );
+    match &answers[0] {
+        Ok(Err(StreamAppendError::HigherVote(v))) => assert_eq!(*v, my_vote),
+        other => panic!("expected HigherVote, got {other:?}"),
+    }
+    assert!(my_vote.leader_id().term >= 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

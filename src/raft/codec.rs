@@ -47,19 +47,19 @@ mod tests {
 
     use openraft::error::{Fatal, RaftError};
     use openraft::raft::{
-        AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest,
-        InstallSnapshotResponse, SnapshotResponse, VoteRequest, VoteResponse,
+        AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+        StreamAppendResult, VoteRequest, VoteResponse,
     };
-    use openraft::{
-        CommittedLeaderId, Entry, EntryPayload, LogId, Membership, SnapshotMeta, StoredMembership,
-        Vote,
-    };
+    use openraft::EntryPayload;
 
     use super::*;
     use crate::pb::etcdserverpb::PutRequest;
     use crate::pb::minietcdpb::internal_request::Request;
     use crate::pb::minietcdpb::InternalRequest;
-    use crate::raft::types::{Command, MemberNode, NodeId, TypeConfig};
+    use crate::raft::types::{
+        Command, Entry, LogId, MemberNode, Membership, NodeId, SnapshotMeta, StoredMembership,
+        TypeConfig, Vote,
+    };
 
     fn roundtrip<T: Serialize + DeserializeOwned + Debug + PartialEq>(v: &T) {
         let bytes = encode("test", v).unwrap();
@@ -75,7 +75,7 @@ mod tests {
     }
 
     fn log_id(term: u64, node: NodeId, index: u64) -> LogId {
-        LogId::new(CommittedLeaderId::new(term, node), index)
+        openraft::testing::log_id::<TypeConfig>(term, node, index)
     }
 
     fn membership() -> Membership {
@@ -90,7 +90,7 @@ mod tests {
                 },
             );
         }
-        Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes)
+        Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap()
     }
 
     fn entries() -> Vec<Entry> {
@@ -127,18 +127,17 @@ mod tests {
 
     #[test]
     fn vote_log_id_membership_roundtrip() {
-        roundtrip(&Vote::<NodeId>::new(3, 2));
-        roundtrip(&Vote::<NodeId>::new_committed(4, 1));
+        roundtrip(&Vote::new(3, 2));
+        roundtrip(&Vote::new_committed(4, 1));
         roundtrip(&log_id(9, 2, 1234567));
         roundtrip(&Some(log_id(1, 1, 0)));
         roundtrip(&None::<LogId>);
         roundtrip(&membership());
         roundtrip(&StoredMembership::new(Some(log_id(1, 1, 5)), membership()));
-        roundtrip(&StoredMembership::<NodeId, MemberNode>::default());
+        roundtrip(&StoredMembership::default());
         roundtrip(&SnapshotMeta {
             last_log_id: Some(log_id(2, 1, 10)),
             last_membership: StoredMembership::new(Some(log_id(1, 1, 5)), membership()),
-            snapshot_id: "2-1-10-7".to_string(),
         });
     }
 
@@ -162,15 +161,24 @@ mod tests {
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Stopped)));
         roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::Panicked)));
         let io = std::io::Error::other("disk on fire");
-        let storage: openraft::StorageError<TypeConfig> = openraft::StorageIOError::write_log_entry(
-            log_id(1, 2, 3),
-            openraft::AnyError::new(&io),
-        )
-        .into();
-        roundtrip(&AppendResult::Err(RaftError::Fatal(Fatal::StorageError(
+        let storage = openraft::StorageError::<TypeConfig>::from_io_error(
+            openraft::ErrorSubject::Log(log_id(1, 2, 3)),
+            openraft::ErrorVerb::Write,
+            io,
+        );
+        roundtrip_dbg(&AppendResult::Err(RaftError::Fatal(Fatal::StorageError(
             storage,
         ))));
-        roundtrip_dbg(&VoteRequest::<NodeId>::new(
+        type StreamAnswer = Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>;
+        roundtrip(&StreamAnswer::Ok(Ok(Some(log_id(1, 1, 3)))));
+        roundtrip(&StreamAnswer::Ok(Err(StreamAppendError::Conflict(log_id(
+            1, 1, 2,
+        )))));
+        roundtrip(&StreamAnswer::Ok(Err(StreamAppendError::HigherVote(
+            Vote::new(5, 2),
+        ))));
+        roundtrip(&StreamAnswer::Err(Fatal::Stopped));
+        roundtrip_dbg(&VoteRequest::<TypeConfig>::new(
             Vote::new(3, 1),
             Some(log_id(2, 1, 9)),
         ));
@@ -180,17 +188,9 @@ mod tests {
             None,
             true,
         )));
-        roundtrip(&SnapshotResponse::<NodeId>::new(Vote::new_committed(3, 1)));
-        roundtrip_dbg(&InstallSnapshotRequest::<TypeConfig> {
-            vote: Vote::new_committed(3, 1),
-            meta: SnapshotMeta::default(),
-            offset: 1 << 20,
-            data: vec![1, 2, 3],
-            done: true,
-        });
-        roundtrip(&InstallSnapshotResponse::<NodeId> {
-            vote: Vote::new(1, 1),
-        });
+        roundtrip(&SnapshotResponse::<TypeConfig>::new(Vote::new_committed(
+            3, 1,
+        )));
     }
 
     #[test]

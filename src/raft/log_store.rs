@@ -118,11 +118,7 @@ impl LogStore {
         if let Some((e, _)) = self.cache().entries.get(&index) {
             return Ok(Some(e.clone()));
         }
-        let Some(raw) = self
-            .wal
-            .read(index)
-            .map_err(|e| io_err("read logs", &e))?
-        else {
+        let Some(raw) = self.wal.read(index).map_err(|e| io_err("read logs", &e))? else {
             return Ok(None);
         };
         codec::decode("log entry", &raw)
@@ -230,28 +226,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     #[instrument(level = "debug", skip_all, fields(vote = %vote))]
     async fn save_vote(&mut self, vote: &Vote) -> StoreResult<()> {
-        let bytes = codec::encode("raft state", vote)
-            .map_err(|e| io_err("write vote", &e))?;
-        self.wait("save vote", |wal, done| {
-            wal.save_vote(&bytes, Some(done))
-        })
-        .await
+        let bytes = codec::encode("raft state", vote).map_err(|e| io_err("write vote", &e))?;
+        self.wait("save vote", |wal, done| wal.save_vote(&bytes, Some(done)))
+            .await
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> StoreResult<()> {
-        let bytes = codec::encode("raft state", &committed)
-            .map_err(|e| io_err("write store", &e))?;
+        let bytes =
+            codec::encode("raft state", &committed).map_err(|e| io_err("write store", &e))?;
         self.wal
             .save_committed(&bytes)
             .map_err(|e| io_err("write store", &e))
     }
 
     async fn read_committed(&mut self) -> StoreResult<Option<LogId>> {
-        Ok(decode_state::<Option<LogId>>(
-            self.wal.state().committed.as_deref(),
-            "read committed",
-        )?
-        .flatten())
+        Ok(
+            decode_state::<Option<LogId>>(self.wal.state().committed.as_deref(), "read committed")?
+                .flatten(),
+        )
     }
 
     /// Queues the entries on the WAL and returns; openraft hears through `callback` once
@@ -265,8 +257,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut encoded = Vec::new();
         let mut decoded = Vec::new();
         for entry in entries {
-            let bytes = codec::encode("log entry", &entry)
-                .map_err(|e| io_err("encode log entry", &e))?;
+            let bytes =
+                codec::encode("log entry", &entry).map_err(|e| io_err("encode log entry", &e))?;
             encoded.push((entry.log_id.index, bytes));
             decoded.push(entry);
         }
@@ -310,8 +302,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     /// Deletes `..=log_id.index`; whole segments go once the purge record is durable.
     #[instrument(level = "debug", skip_all, fields(upto = %log_id))]
     async fn purge(&mut self, log_id: LogId) -> StoreResult<()> {
-        let bytes = codec::encode("raft state", &log_id)
-            .map_err(|e| io_err("write logs", &e))?;
+        let bytes = codec::encode("raft state", &log_id).map_err(|e| io_err("write logs", &e))?;
         self.cache().purge_to(log_id.index);
         self.wal
             .purge(log_id.index, &bytes)
@@ -360,16 +351,12 @@ pub(crate) mod tests {
     impl RaftStateMachine<TypeConfig> for MemStateMachine {
         type SnapshotData = SnapshotData;
         type SnapshotBuilder = Self;
-        async fn applied_state(
-            &mut self,
-        ) -> StoreResult<(Option<LogId>, StoredMembership)> {
+        async fn applied_state(&mut self) -> StoreResult<(Option<LogId>, StoredMembership)> {
             Ok((self.applied, self.membership.clone()))
         }
         async fn apply<S>(&mut self, entries: S) -> StoreResult<()>
         where
-            S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
-                + Unpin
-                + Send,
+            S: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + Send,
         {
             let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
             for (e, responder) in entries {
@@ -420,8 +407,10 @@ pub(crate) mod tests {
     impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for Builder {
         async fn build(
             &self,
-        ) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), openraft::StorageError<TypeConfig>>
-        {
+        ) -> Result<
+            (tempfile::TempDir, LogStore, MemStateMachine),
+            openraft::StorageError<TypeConfig>,
+        > {
             let dir = tempfile::tempdir().unwrap();
             let log = LogStore::open(dir.path(), small()).unwrap();
             Ok((dir, log, MemStateMachine::default()))

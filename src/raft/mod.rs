@@ -120,6 +120,10 @@ impl RaftSettings {
             max_payload_entries: tuning.max_payload_entries,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count),
             max_in_snapshot_log_to_keep: tuning.snapshot_catchup_entries,
+            // The state machine is not flushed per apply and the committed id is saved
+            // lazily: a restarted leader must win an election again rather than resume with a
+            // state machine that may be behind what it acknowledged.
+            enable_leader_restore: Some(false),
             ..Default::default()
         };
         config

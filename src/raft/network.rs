@@ -10,17 +10,21 @@
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
 use openraft::error::{
     Fatal, NetworkError, RPCError, RaftError, RemoteError, ReplicationClosed, StreamingError,
     Timeout, Unreachable,
 };
 use openraft::network::{Backoff, RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::RPCTypes;
 use tonic::transport::{Channel, Endpoint};
@@ -266,6 +270,27 @@ impl PeerNetwork {
     }
 }
 
+/// One answer of a pipelined append stream.
+type StreamAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The least time an append stream waits for an answer, or for the stream to open. Losing a
+/// follower is noticed by the heartbeats (which have their own deadline), so replication can
+/// be patient with a follower that is busy flushing.
+fn stream_answer_timeout(hard_ttl: Duration) -> Duration {
+    (hard_ttl * 10).max(Duration::from_secs(1))
+}
+
+/// Extra time for an answer to a request of `bytes` (a lagging follower catching up gets
+/// large requests): one second per 8 MiB.
+fn answer_time_for(bytes: usize) -> Duration {
+    let bytes = u64::try_from(bytes).unwrap_or(u64::MAX);
+    Duration::from_millis(bytes.saturating_mul(1000) / (8 << 20))
+}
+
 /// When the commands of an AppendEntries (which dominate its size) exceed `limit_bytes`
 /// and it carries more than one entry: how many entries to try instead.
 fn fewer_entries_hint(rpc: &AppendEntriesRequest<TypeConfig>, limit_bytes: usize) -> Option<u64> {
@@ -349,7 +374,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         // Too many bytes for one message: send the first entries only and report the rest
         // as not yet replicated (a partial success), so that openraft sends them next.
         let partial = fewer_entries_hint(&rpc, self.append_limit_bytes).and_then(|hint| {
-            rpc.entries.truncate(usize::try_from(hint).unwrap_or(usize::MAX));
+            rpc.entries
+                .truncate(usize::try_from(hint).unwrap_or(usize::MAX));
             rpc.entries.last().map(|e| e.log_id)
         });
         let several = rpc.entries.len() > 1;
@@ -377,6 +403,131 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             }
             (answer, _) => answer,
         }
+    }
+
+    /// Pipelined replication over one gRPC bidirectional stream: openraft's requests go out
+    /// as it produces them, without waiting for the answers of the ones before, and the
+    /// follower answers each in order as soon as it is durable there.
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamAnswer>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            // Sizes of the requests sent and not yet answered, oldest first: how long an
+            // answer may take grows with the size of its request.
+            let outstanding: Arc<Mutex<VecDeque<usize>>> = Arc::default();
+            let sent = outstanding.clone();
+            let outbound = input.filter_map(move |req| {
+                let payload = match codec::encode("append entries", &req) {
+                    Ok(data) => {
+                        lock(&sent).push_back(data.len());
+                        Some(RaftPayload { data })
+                    }
+                    Err(e) => {
+                        // Not sent: its answer never comes, and openraft resends it.
+                        tracing::error!(error = %e, "cannot encode an append request");
+                        None
+                    }
+                };
+                std::future::ready(payload)
+            });
+            let base = stream_answer_timeout(option.hard_ttl());
+            let (id, target) = (self.id, self.target);
+            let channels = self.channels.clone();
+            let timeout = move |ttl| Timeout {
+                action: RPCTypes::AppendEntries,
+                id,
+                target,
+                timeout: ttl,
+            };
+            let opened = tokio::time::timeout(base, client.append_stream(outbound)).await;
+            let inbound = match opened {
+                Err(_) => {
+                    channels.mark_failed(target);
+                    return Err(RPCError::Timeout(timeout(base)));
+                }
+                Ok(Err(status)) => {
+                    channels.mark_failed(target);
+                    return Err(status_to_rpc_error(status, || timeout(base)));
+                }
+                Ok(Ok(resp)) => resp.into_inner(),
+            };
+            let answers = futures::stream::unfold(Some(inbound), move |state| {
+                let outstanding = outstanding.clone();
+                let channels = channels.clone();
+                async move {
+                    let mut inbound = state?;
+                    let head = lock(&outstanding).front().copied();
+                    let next = match head {
+                        Some(bytes) => {
+                            let ttl = base + answer_time_for(bytes);
+                            match tokio::time::timeout(ttl, inbound.message()).await {
+                                Ok(r) => r,
+                                Err(_) => {
+                                    channels.mark_failed(target);
+                                    return Some((Err(RPCError::Timeout(timeout(ttl))), None));
+                                }
+                            }
+                        }
+                        // Nothing is waiting for an answer: the follower speaks next only
+                        // after another request, or closes the stream after the last.
+                        None => inbound.message().await,
+                    };
+                    let payload = match next {
+                        Ok(Some(p)) => p,
+                        Ok(None) => return None,
+                        Err(status) => {
+                            channels.mark_failed(target);
+                            let e = status_to_rpc_error(status, || timeout(base));
+                            return Some((Err(e), None));
+                        }
+                    };
+                    lock(&outstanding).pop_front();
+                    let decoded: Result<
+                        Result<StreamAppendResult<TypeConfig>, Fatal<TypeConfig>>,
+                        _,
+                    > = codec::decode("append stream answer", &payload.data);
+                    match decoded {
+                        Ok(Ok(result)) => {
+                            channels.mark_answered(target);
+                            let more = result.is_ok();
+                            Some((Ok(result), more.then_some(inbound)))
+                        }
+                        Ok(Err(fatal)) => Some((
+                            Err(RPCError::Unreachable(Unreachable::new(&RemoteError::<
+                                TypeConfig,
+                                _,
+                            >::new(
+                                target, fatal
+                            )))),
+                            None,
+                        )),
+                        Err(e) => Some((Err(RPCError::Network(NetworkError::new(&e))), None)),
+                    }
+                }
+            });
+            let answers: BoxStream<'s, StreamAnswer> = Box::pin(answers);
+            Ok(answers)
+        })
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<TypeConfig>> {
+        self.unary(
+            RPCTypes::Vote,
+            &rpc,
+            option.hard_ttl(),
+            |mut c, r| async move { c.pre_vote(r).await },
+        )
+        .await
     }
 
     async fn vote(
@@ -581,8 +732,9 @@ mod tests {
         use crate::pb::etcdserverpb::PutRequest;
         use crate::pb::minietcdpb::internal_request::Request;
         use crate::pb::minietcdpb::InternalRequest;
-        use openraft::{Entry, EntryPayload};
-        let entry = |i| Entry::<TypeConfig> {
+        use crate::raft::types::Entry;
+        use openraft::EntryPayload;
+        let entry = |i| Entry {
             log_id: openraft::testing::log_id::<TypeConfig>(1, 1, i),
             payload: EntryPayload::Normal(crate::raft::types::Command(vec![InternalRequest {
                 request: Some(Request::Put(PutRequest {

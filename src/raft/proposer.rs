@@ -12,9 +12,9 @@
 use openraft::async_runtime::watch::WatchReceiver;
 use std::time::Duration;
 
-use openraft::error::{LinearizableReadError, RaftError};
-use openraft::metrics::WaitError;
 use crate::raft::RaftHandle;
+use openraft::error::{ForwardReason, LinearizableReadError, RaftError};
+use openraft::metrics::WaitError;
 use std::sync::Arc;
 use tokio::time::{timeout_at, Instant};
 use tonic::Code;
@@ -72,7 +72,17 @@ enum Attempt<T> {
     Done(Result<T, ProposeError>),
     /// Certainly had no effect: try again with the leader known after this one.
     Reroute,
+    /// Certainly had no effect, and the same leader will take it shortly (a new leader whose
+    /// quorum lease is not yet established): try it again after [`RETRY_PAUSE`].
+    Retry,
 }
+
+/// How long to wait before offering a write again to a leader that is not ready for it.
+const RETRY_PAUSE: Duration = Duration::from_millis(5);
+
+/// The status message of a forwarded write refused because the leader's lease is not yet
+/// established (nothing was proposed).
+pub const LEASE_NOT_READY: &str = "raft: leader lease not established yet";
 
 /// Gets writes committed and reads confirmed through the current leader. Cheap to clone
 /// (every field is a shared handle).
@@ -124,7 +134,8 @@ impl Proposer {
         let proposal = crate::metrics::proposal();
         let deadline = Instant::now() + self.timeouts.request;
         let mut avoid = None;
-        for _ in 0..MAX_ROUTING_ATTEMPTS {
+        let mut routes = 0;
+        while routes < MAX_ROUTING_ATTEMPTS {
             let leader = self.leader(deadline, avoid.as_ref()).await?;
             let attempt = if leader.id == self.id {
                 self.write_local(req.clone(), &leader, deadline).await
@@ -133,7 +144,16 @@ impl Proposer {
             };
             match attempt {
                 Attempt::Done(r) => return proposal.finish(r),
-                Attempt::Reroute => avoid = Some(leader),
+                Attempt::Reroute => {
+                    avoid = Some(leader);
+                    routes += 1;
+                }
+                Attempt::Retry => {
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        return proposal.finish(Err(self.expired(&leader)));
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
         }
         Err(ProposeError::LeaderChanged)
@@ -155,7 +175,7 @@ impl Proposer {
             };
             match attempt {
                 Attempt::Done(r) => return r,
-                Attempt::Reroute => avoid = Some(leader),
+                Attempt::Reroute | Attempt::Retry => avoid = Some(leader),
             }
         }
         Err(ProposeError::LeaderChanged)
@@ -224,6 +244,9 @@ impl Proposer {
         match timeout_at(deadline, self.writes.write(req)).await {
             Err(_) => Attempt::Done(Err(self.expired(leader))),
             Ok(Ok(resp)) => Attempt::Done(Ok(resp)),
+            Ok(Err(BatchWriteError::NotLeader(f))) if f.reason == ForwardReason::LeaseExpired => {
+                Attempt::Retry
+            }
             // Either never appended or truncated by a new leader: not committed.
             Ok(Err(BatchWriteError::NotLeader(_))) => Attempt::Reroute,
             Ok(Err(BatchWriteError::Membership(e) | BatchWriteError::Fatal(e))) => {
@@ -254,6 +277,11 @@ impl Proposer {
                     Ok(()) => Attempt::Done(Ok(resp)),
                     Err(e) => Attempt::Done(Err(e)),
                 }
+            }
+            Ok(Err(status))
+                if status.code() == Code::Unavailable && status.message() == LEASE_NOT_READY =>
+            {
+                Attempt::Retry
             }
             Ok(Err(status)) if is_not_leader(&status) || never_connected(&status) => {
                 tracing::debug!(leader = leader.id, code = ?status.code(), message = status.message(), "forward re-routed");

@@ -8,10 +8,10 @@
 //! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
 //! machine runs apart from the rounds, so the next round starts at once.
 
-use openraft::ReadPolicy;
+use crate::raft::RaftHandle;
 use openraft::error::{LinearizableReadError, RaftError};
 use openraft::metrics::WaitError;
-use crate::raft::RaftHandle;
+use openraft::ReadPolicy;
 use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
@@ -99,7 +99,7 @@ mod tests {
     use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
     use crate::pb::minietcdpb::internal_request::Request;
     use crate::pb::minietcdpb::InternalRequest;
-    use crate::raft::types::NoopObserver;
+    use crate::raft::types::{MemberNode, NoopObserver};
     use crate::raft::{start, RaftSettings};
     use crate::storage::MvccStore;
 

@@ -10,11 +10,11 @@ use openraft::async_runtime::watch::WatchReceiver;
 use std::io::Cursor;
 use std::pin::Pin;
 
+use crate::raft::RaftHandle;
 use futures::Stream;
-use openraft::error::{ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::error::{ForwardReason, ForwardToLeader, LinearizableReadError, RaftError};
 use openraft::raft::AppendEntriesRequest;
 use openraft::ReadPolicy;
-use crate::raft::RaftHandle;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
@@ -248,6 +248,9 @@ impl RaftPeer for PeerService {
         }
         match self.writes.write(request.into_inner()).await {
             Ok(resp) => Ok(Response::new(resp)),
+            Err(BatchWriteError::NotLeader(f)) if f.reason == ForwardReason::LeaseExpired => {
+                Err(Status::unavailable(crate::raft::proposer::LEASE_NOT_READY))
+            }
             Err(BatchWriteError::NotLeader(f)) => Err(not_leader(&f)),
             Err(BatchWriteError::Membership(e)) => Err(Status::internal(e)),
             Err(BatchWriteError::Fatal(f)) => Err(Status::unavailable(f)),
@@ -266,7 +269,9 @@ impl RaftPeer for PeerService {
                 read_index: read_log_id.index(),
                 leader_id: self.id,
             })),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(not_leader(&f))
+            }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(e))) => {
                 Err(Status::unavailable(e.to_string()))
             }

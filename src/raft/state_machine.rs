@@ -107,9 +107,7 @@ impl Shared {
     /// for this (the log is the source of truth); a snapshot does, because the log below it
     /// may be purged once it exists.
     fn make_durable(&self) -> StoreResult<()> {
-        self.store
-            .flush()
-            .map_err(|e| sm_err("write", &e))?;
+        self.store.flush().map_err(|e| sm_err("write", &e))?;
         if let Some((f, blobs)) = self.data_file.get() {
             f.sync_data().map_err(|e| sm_err("write", &e))?;
             sync_blobs(blobs).map_err(|e| sm_err("write", &e))?;
@@ -126,13 +124,9 @@ impl Shared {
         })
     }
 
-    fn store_snapshot(
-        &self,
-        meta: &SnapshotMeta,
-        data: &[u8],
-    ) -> StoreResult<()> {
-        let meta_bytes = codec::encode("snapshot meta", meta)
-            .map_err(|e| sm_err("write snapshot", &e))?;
+    fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> StoreResult<()> {
+        let meta_bytes =
+            codec::encode("snapshot meta", meta).map_err(|e| sm_err("write snapshot", &e))?;
         let mut batch = sled::Batch::default();
         batch.insert(SNAPSHOT_META_KEY, meta_bytes);
         batch.insert(SNAPSHOT_DATA_KEY, data);
@@ -167,11 +161,7 @@ impl Shared {
     /// Keeps a built snapshot as the current one, unless a newer one was kept meanwhile (an
     /// install that ran while this one was being built): then that newer one is the answer,
     /// so that openraft never believes it holds a snapshot older than the one it serves.
-    fn keep_built(
-        &self,
-        meta: SnapshotMeta,
-        data: Vec<u8>,
-    ) -> StoreResult<Snapshot> {
+    fn keep_built(&self, meta: SnapshotMeta, data: Vec<u8>) -> StoreResult<Snapshot> {
         {
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kept) = self.current_snapshot()? {
@@ -326,8 +316,8 @@ impl Shared {
             last_membership: meta.last_membership.clone(),
             in_progress: None,
         };
-        let blob = codec::encode("applied state", &next)
-            .map_err(|e| sm_err("write snapshot", &e))?;
+        let blob =
+            codec::encode("applied state", &next).map_err(|e| sm_err("write snapshot", &e))?;
         // Keep the snapshot first: if the node dies while the store is being rewritten,
         // `open` finds the store empty and installs this snapshot again.
         {
@@ -356,15 +346,15 @@ impl Shared {
 
     fn current_snapshot(&self) -> StoreResult<Option<Snapshot>> {
         let read = |key: &[u8]| {
-            self.snapshots.get(key).map_err(|e| {
-                sm_err("read snapshot", &e)
-            })
+            self.snapshots
+                .get(key)
+                .map_err(|e| sm_err("read snapshot", &e))
         };
         let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
             return Ok(None);
         };
-        let meta: SnapshotMeta = codec::decode("snapshot meta", &meta)
-            .map_err(|e| sm_err("read snapshot", &e))?;
+        let meta: SnapshotMeta =
+            codec::decode("snapshot meta", &meta).map_err(|e| sm_err("read snapshot", &e))?;
         Ok(Some(Snapshot {
             meta,
             snapshot: Cursor::new(data.to_vec()),
@@ -430,9 +420,7 @@ impl StateMachine {
             .map_err(|e| sm_err("read", &e))?;
         let blob = store.applied().map_err(|e| sm_err("read", &e))?;
         let applied = match &blob {
-            Some(b) => {
-                codec::decode("applied state", b).map_err(|e| sm_err("read", &e))?
-            }
+            Some(b) => codec::decode("applied state", b).map_err(|e| sm_err("read", &e))?,
             None => AppliedState::default(),
         };
         let shared = Arc::new(Shared {
@@ -468,6 +456,19 @@ impl StateMachine {
         Ok(self)
     }
 
+    /// Applies `entries` in order and returns one answer per entry (what `apply` hands to
+    /// openraft's responders).
+    pub async fn apply_entries(
+        &mut self,
+        entries: Vec<Entry>,
+    ) -> StoreResult<Vec<CommandResponse>> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let shared = self.shared.clone();
+        blocking(move || shared.apply_entries(entries)).await
+    }
+
     /// The MVCC store this state machine applies to.
     pub fn store(&self) -> &Arc<MvccStore> {
         &self.shared.store
@@ -488,9 +489,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = SnapshotData;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(
-        &mut self,
-    ) -> StoreResult<(Option<LogId>, StoredMembership)> {
+    async fn applied_state(&mut self) -> StoreResult<(Option<LogId>, StoredMembership)> {
         let applied = self.shared.lock()?;
         Ok((applied.last_applied, applied.last_membership.clone()))
     }
@@ -507,8 +506,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             return Ok(());
         }
         let (entries, responders): (Vec<Entry>, Vec<_>) = items.into_iter().unzip();
-        let shared = self.shared.clone();
-        let responses = blocking(move || shared.apply_entries(entries)).await?;
+        let responses = self.apply_entries(entries).await?;
         for (responder, response) in responders.into_iter().zip(responses) {
             if let Some(r) = responder {
                 r.send(response);

@@ -41,10 +41,8 @@ pub type Membership = openraft::Membership<NodeId, MemberNode>;
 /// What a snapshot covers: last log id and membership.
 pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>;
 /// Where openraft publishes this member's Raft metrics.
-pub type MetricsReceiver = openraft::type_config::alias::WatchReceiverOf<
-    TypeConfig,
-    openraft::RaftMetrics<TypeConfig>,
->;
+pub type MetricsReceiver =
+    openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
 /// A snapshot with its data.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 

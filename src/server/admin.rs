@@ -14,8 +14,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use openraft::error::{ChangeMembershipError, LinearizableReadError, ClientWriteError, RaftError};
 use crate::raft::RaftHandle;
+use openraft::error::{ChangeMembershipError, ClientWriteError, LinearizableReadError, RaftError};
 use openraft::ChangeMembers;
 use sha1::{Digest, Sha1};
 use tokio::time::{sleep, timeout_at, Instant};
@@ -207,11 +207,7 @@ impl Admin {
     /// etcd's `mayRemoveMember`: with `--strict-reconfig-check`, removing a voter must leave
     /// a quorum of started members, and must not leave too few active ones (a member that
     /// is down may always be removed: it is not part of the active quorum).
-    fn may_remove_member(
-        &self,
-        m: &Membership,
-        id: NodeId,
-    ) -> Result<(), Status> {
+    fn may_remove_member(&self, m: &Membership, id: NodeId) -> Result<(), Status> {
         if !self.inner.strict_reconfig_check || !m.voter_ids().any(|v| v == id) {
             return Ok(());
         }
@@ -388,7 +384,9 @@ impl Admin {
     async fn confirm_leader(&self) -> Result<(), Status> {
         match self.inner.reads.ensure_linearizable().await {
             Ok(_) => Ok(()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
+                Err(not_leader(&f))
+            }
             Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
                 Err(Status::from(ApiError::Timeout))
             }

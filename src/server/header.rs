@@ -1,7 +1,7 @@
 //! Response headers: every response carries cluster_id, member_id, revision and raft_term.
 
-use openraft::async_runtime::watch::WatchReceiver;
 use crate::raft::RaftHandle;
+use openraft::async_runtime::watch::WatchReceiver;
 
 use crate::pb::etcdserverpb::ResponseHeader;
 
@@ -38,9 +38,7 @@ impl HeaderSource {
     }
 
     /// The latest Raft metrics of this member (term, leader, membership, indexes).
-    pub fn metrics(
-        &self,
-    ) -> openraft::RaftMetrics<crate::raft::types::TypeConfig> {
+    pub fn metrics(&self) -> openraft::RaftMetrics<crate::raft::types::TypeConfig> {
         self.raft.metrics().borrow_watched().clone()
     }
 

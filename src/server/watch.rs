@@ -431,17 +431,29 @@ mod tests {
 
     #[tokio::test]
     async fn leader_follows_raft_metrics() {
-        let (mtx, mrx) =
-            watch::channel(openraft::RaftMetrics::<NodeId, MemberNode>::new_initial(1));
+        use openraft::async_runtime::watch::WatchSender;
+        use openraft::type_config::TypeConfigExt;
+        let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(openraft::RaftMetrics::<
+            crate::raft::types::TypeConfig,
+        >::new_initial(1));
         let mut leader = leader_from_metrics(mrx);
         assert_eq!(*leader.borrow(), None);
-        mtx.send_modify(|m| m.current_leader = Some(3));
+        mtx.send_if_modified(|m| {
+            m.current_leader = Some(3);
+            true
+        });
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow_and_update(), Some(3));
-        mtx.send_modify(|m| m.current_leader = None);
+        mtx.send_if_modified(|m| {
+            m.current_leader = None;
+            true
+        });
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow_and_update(), None);
-        mtx.send_modify(|m| m.current_leader = Some(2));
+        mtx.send_if_modified(|m| {
+            m.current_leader = Some(2);
+            true
+        });
         leader.changed().await.unwrap();
         drop(mtx);
         leader.changed().await.unwrap();
