@@ -67,6 +67,10 @@ pub enum BatchWriteError {
     /// Raft stopped or failed; the outcome of the write is unknown.
     #[error("fatal: {0}")]
     Fatal(String),
+    /// The entry was appended, then leadership moved before it committed: it may or may not
+    /// take effect under the new leader (outcome unknown, as etcd's "leader changed").
+    #[error("leader changed: {0}")]
+    Discarded(String),
 }
 
 /// The answer to one queued write.
@@ -163,6 +167,9 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
                         }
                         Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
                             answer_all(replies, &BatchWriteError::Membership(e.to_string()))
+                        }
+                        Ok(Err(ClientWriteError::LogEntryDiscarded(e))) => {
+                            answer_all(replies, &BatchWriteError::Discarded(e.to_string()))
                         }
                         Ok(Err(e)) => answer_all(replies, &BatchWriteError::Fatal(e.to_string())),
                         Ok(Ok(resp)) => answer_each(replies, resp.data.0),

@@ -252,6 +252,9 @@ impl Proposer {
             Ok(Err(BatchWriteError::Membership(e) | BatchWriteError::Fatal(e))) => {
                 Attempt::Done(Err(ProposeError::Fatal(e)))
             }
+            Ok(Err(BatchWriteError::Discarded(_))) => {
+                Attempt::Done(Err(ProposeError::LeaderChanged))
+            }
         }
     }
 

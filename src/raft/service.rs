@@ -254,6 +254,8 @@ impl RaftPeer for PeerService {
             Err(BatchWriteError::NotLeader(f)) => Err(not_leader(&f)),
             Err(BatchWriteError::Membership(e)) => Err(Status::internal(e)),
             Err(BatchWriteError::Fatal(f)) => Err(Status::unavailable(f)),
+            // Outcome unknown: the caller reports "leader changed".
+            Err(BatchWriteError::Discarded(e)) => Err(Status::aborted(e)),
         }
     }
 
