@@ -30,10 +30,16 @@ pub struct LogError {
 pub fn init(cfg: &Config) -> Result<(), LogError> {
     let outputs = Outputs::open(&cfg.log_outputs)?;
     // openraft reports every vote and membership step at info; keep it at warn unless asked.
+    // A failed heartbeat is warned about every heartbeat interval while a peer is down; the
+    // replication warnings (spaced by the backoff) already say so.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let level = cfg.log_level.directive();
-        let raft = if level == "debug" { "debug" } else { "warn" };
-        tracing_subscriber::EnvFilter::new(format!("{level},openraft={raft}"))
+        let directives = if level == "debug" {
+            format!("{level},openraft=debug")
+        } else {
+            format!("{level},openraft=warn,openraft::core::heartbeat=error")
+        };
+        tracing_subscriber::EnvFilter::new(directives)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -124,6 +124,9 @@ impl RaftSettings {
             // lazily: a restarted leader must win an election again rather than resume with a
             // state machine that may be behind what it acknowledged.
             enable_leader_restore: Some(false),
+            // Followers get a new entry as soon as it is handed to the log, while the leader
+            // is still flushing it (Raft thesis 10.2.1, as etcd does).
+            broadcast_submitted_on_append: Some(true),
             ..Default::default()
         };
         config

@@ -417,11 +417,19 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         S: Stream<Item = AppendEntriesRequest<TypeConfig>> + Send + Unpin + 'static,
     {
         Box::pin(async move {
+            // Take the first request before dialing: openraft delays it while it backs off
+            // from an unreachable peer, and an empty input needs no stream at all.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                let none: BoxStream<'s, StreamAnswer> = Box::pin(futures::stream::empty());
+                return Ok(none);
+            };
             let mut client = self.client()?;
             // Sizes of the requests sent and not yet answered, oldest first: how long an
             // answer may take grows with the size of its request.
             let outstanding: Arc<Mutex<VecDeque<usize>>> = Arc::default();
             let sent = outstanding.clone();
+            let input = futures::stream::once(std::future::ready(first)).chain(input);
             let outbound = input.filter_map(move |req| {
                 let payload = match codec::encode("append entries", &req) {
                     Ok(data) => {
@@ -706,6 +714,49 @@ mod tests {
             "took {:?}",
             t0.elapsed()
         );
+    }
+
+    #[tokio::test]
+    async fn stream_append_takes_the_first_request_before_dialing() {
+        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let mut net = network_to(addr);
+        // No request: nothing to send, no connection attempted, no error.
+        let empty = futures::stream::empty::<AppendEntriesRequest<TypeConfig>>();
+        let answers: Vec<_> = net
+            .stream_append(empty, RPCOption::new(Duration::from_secs(1)))
+            .await
+            .unwrap()
+            .collect()
+            .await;
+        assert!(answers.is_empty());
+        // One request to a dead peer: unreachable, which openraft backs off from (it delays
+        // the first request of the next attempt, which this transport waits for).
+        let req = AppendEntriesRequest::<TypeConfig> {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries: vec![],
+            leader_commit: None,
+        };
+        let err = match net
+            .stream_append(
+                futures::stream::iter([req]),
+                RPCOption::new(Duration::from_secs(1)),
+            )
+            .await
+        {
+            Err(e) => e,
+            Ok(s) => s
+                .collect::<Vec<_>>()
+                .await
+                .pop()
+                .unwrap()
+                .unwrap_err(),
+        };
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     }
 
     #[tokio::test]

@@ -132,7 +132,7 @@ impl Shared {
         batch.insert(SNAPSHOT_DATA_KEY, data);
         self.snapshots
             .apply_batch(batch)
-            .map_err(|e| sm_err("write snapshot", &e).into())
+            .map_err(|e| sm_err("write snapshot", &e))
     }
 
     /// Builds a snapshot of the store as it is now, and keeps it as the current one.
