@@ -123,6 +123,10 @@ pub struct Config {
     pub progress_notify_interval_ms: u64,
     /// `--strict-reconfig-check`: refuse a member remove that would lose quorum.
     pub strict_reconfig_check: bool,
+    /// `--pre-vote`: a member that lost its leader asks whether it would win before it
+    /// starts an election with a higher term (Raft thesis 9.6), so a partitioned member
+    /// rejoining does not depose a healthy leader.
+    pub pre_vote: bool,
     /// `--wal-dir`: the Raft log's segments outside the data dir.
     pub wal_dir: Option<PathBuf>,
     /// HTTP/2 concurrent streams per client connection.
@@ -259,6 +263,7 @@ impl Config {
             progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
                 as u64,
             strict_reconfig_check: f.strict_reconfig_check,
+            pre_vote: f.pre_vote,
             wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
             max_concurrent_streams: f.max_concurrent_streams,
             grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),

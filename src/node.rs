@@ -230,6 +230,7 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
     settings.sled_data_file = Some(data_dir.sled_data_file());
+    settings.pre_vote = cfg.pre_vote;
     settings
 }
 

@@ -515,7 +515,7 @@ pub const STATUS: &[(&str, Status, &str)] = {
             "only matters with --discovery-srv, which is refused",
         ),
         ("strict-reconfig-check", Implemented, "a member remove that would leave too few started or active members is refused, with etcd's errors"),
-        ("pre-vote", NoEffect, "openraft 0.9 has no pre-vote phase"),
+        ("pre-vote", Implemented, "openraft's Pre-Vote phase before each election"),
         (
             "auto-compaction-retention",
             NoEffect,

@@ -627,3 +627,58 @@ async fn concurrent_writers_on_every_member_share_entries() {
         m.stop().await;
     }
 }
+
+/// With Pre-Vote (`--pre-vote`) a cluster still elects, commits, and replaces a lost leader;
+/// a member that only failed a Pre-Vote never raised its term.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_vote_cluster_elects_commits_and_fails_over() {
+    init_log();
+    let (ls, members_map) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let mut s = settings(i as NodeId + 1, &members_map);
+        s.pre_vote = true;
+        members.push(start_member(s, l).await);
+    }
+    assert!(members
+        .iter()
+        .all(|m| m.node.raft().config().enable_pre_vote == Some(true)));
+    let leader = agreed_leader(&members, &[0, 1, 2]).await;
+    let li = index_of(&members, leader);
+    let fi = (li + 1) % 3;
+    let oi = (li + 2) % 3;
+    let term = members[fi]
+        .node
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    let r = members[fi]
+        .node
+        .proposer()
+        .write(put("a", "1"))
+        .await
+        .unwrap();
+    assert_eq!(r.revision, 2);
+    members[li].stop().await;
+    let new_leader = agreed_leader(&members, &[fi, oi]).await;
+    assert_ne!(new_leader, leader);
+    let new_term = members[fi]
+        .node
+        .raft()
+        .metrics()
+        .borrow_watched()
+        .current_term;
+    assert!(new_term > term, "a real election followed the Pre-Vote");
+    let mut r = members[fi].node.proposer().write(put("b", "2")).await;
+    for _ in 0..3 {
+        if r != Err(ProposeError::LeaderChanged) && r != Err(ProposeError::Timeout) {
+            break;
+        }
+        r = members[fi].node.proposer().write(put("b", "2")).await;
+    }
+    assert_eq!(r.unwrap().revision, 3);
+    for i in [fi, oi] {
+        members[i].stop().await;
+    }
+}

@@ -88,6 +88,8 @@ pub struct RaftSettings {
     /// covers the state machine (the log below it may then be purged); `None` leaves that to
     /// sled's flush.
     pub sled_data_file: Option<std::path::PathBuf>,
+    /// Ask for a Pre-Vote before each election (`--pre-vote`).
+    pub pre_vote: bool,
 }
 
 impl RaftSettings {
@@ -107,6 +109,7 @@ impl RaftSettings {
             election_timeout_ms: DEFAULT_ELECTION_TIMEOUT_MS,
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             sled_data_file: None,
+            pre_vote: false,
         }
     }
 
@@ -127,6 +130,7 @@ impl RaftSettings {
             // Followers get a new entry as soon as it is handed to the log, while the leader
             // is still flushing it (Raft thesis 10.2.1, as etcd does).
             broadcast_submitted_on_append: Some(true),
+            enable_pre_vote: Some(self.pre_vote),
             ..Default::default()
         };
         config

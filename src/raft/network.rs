@@ -749,12 +749,7 @@ mod tests {
             .await
         {
             Err(e) => e,
-            Ok(s) => s
-                .collect::<Vec<_>>()
-                .await
-                .pop()
-                .unwrap()
-                .unwrap_err(),
+            Ok(s) => s.collect::<Vec<_>>().await.pop().unwrap().unwrap_err(),
         };
         assert!(matches!(err, RPCError::Unreachable(_)), "{err:?}");
     }
