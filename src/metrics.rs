@@ -265,17 +265,16 @@ impl MetricsSource {
     pub fn gather(&self) -> String {
         let m = metrics();
         m.has_leader.set(i64::from(self.has_leader()));
-        let applied = self
-            .raft
-            .borrow_watched()
-            .last_applied
-            .map(|l| l.index)
-            .unwrap_or(0);
-        let applied = i64::try_from(applied).unwrap_or(i64::MAX);
+        let (applied, committed) = {
+            let r = self.raft.borrow_watched();
+            let index = |l: Option<&crate::raft::types::LogId>| {
+                i64::try_from(l.map_or(0, |l| l.index)).unwrap_or(i64::MAX)
+            };
+            (index(r.last_applied.as_ref()), index(r.local_committed.as_ref()))
+        };
         m.proposals_applied.set(applied);
-        // openraft 0.9 does not publish its commit index; applied trails it by at most the
-        // entries being applied right now.
-        m.proposals_committed.set(applied);
+        // The commit index this member knows (etcd's raft commit index).
+        m.proposals_committed.set(committed.max(applied));
         let size = self.db.size_on_disk().unwrap_or(0);
         m.db_total_size.set(i64::try_from(size).unwrap_or(i64::MAX));
         let watchers = self.watchable.watcher_count();
