@@ -270,7 +270,10 @@ impl MetricsSource {
             let index = |l: Option<&crate::raft::types::LogId>| {
                 i64::try_from(l.map_or(0, |l| l.index)).unwrap_or(i64::MAX)
             };
-            (index(r.last_applied.as_ref()), index(r.local_committed.as_ref()))
+            (
+                index(r.last_applied.as_ref()),
+                index(r.local_committed.as_ref()),
+            )
         };
         m.proposals_applied.set(applied);
         // The commit index this member knows (etcd's raft commit index).

@@ -15,9 +15,10 @@
 //! before, 5.8k after (etcd 12.5k); three members 1.7k before, 2.6k after (etcd 7.1k). With
 //! three members the leader's entries hold about 30 writes on average but take 5 to 10 ms
 //! each: openraft 0.9 awaits every log flush inside its core before it replicates or commits
-//! anything else. (Those figures predate the Raft log's own WAL; with it, three members do
-//! about 11k writes/s against etcd's 10k, see `docs/benchmarks.md`.) openraft 0.9 makes one
-//! entry per proposal and never merges them, so the batcher still helps.
+//! anything else. (Those figures predate the Raft log's own WAL and openraft 0.10, see
+//! `docs/benchmarks.md`.) openraft 0.10 submits one entry per proposal (it merges queued
+//! proposals into one log write, but each stays an entry that is encoded, replicated and
+//! applied on its own), so grouping writes into one entry still saves work per write.
 //!
 //! Example, with 2 entries in flight (the default): writes a, b, c arrive together; a goes alone as
 //! entry 7 (the batcher was idle), b and c are gathered into entry 8 while 7 is flushing;
@@ -43,13 +44,15 @@ pub const MAX_WRITES_PER_ENTRY: usize = 256;
 /// Most encoded request bytes grouped into one entry; a single larger write (up to
 /// `--max-request-bytes`) still goes, alone.
 pub const MAX_ENTRY_BYTES: usize = 1 << 20;
-/// Entries proposed and not yet applied at once. openraft flushes entries one after the
-/// other, so every entry in flight beyond the one being flushed only splits the waiting
-/// writes into smaller entries. Measured with 100 clients (release, 2 cores, writes/s for
+/// Entries proposed and not yet applied at once. With openraft 0.9, which flushed entries
+/// one after the other, every entry in flight beyond the one being flushed only split the
+/// waiting writes into smaller entries. Measured with 100 clients (release, 2 cores, writes/s for
 /// 1, 2, 4, 8 in flight): one member 8.1k, 7.0k, 4.3k, 4.7k; three members 2.1k, 2.7k,
 /// 2.4k. Two keeps the log busy while an entry replicates and applies. Measured again on
 /// the WAL (three members, two runs each, other builds running, so noisy): 8.5-8.9k,
 /// 7.7-8.5k, 6.8-7.0k, 3.9-4.1k; one and two are within noise, more only splits entries.
+/// With openraft 0.10 (pipelined appends; three members, 100 clients, two alternating runs,
+/// noisy machine) 2, 8, 32 in flight: 6.8k/6.3k, 5.9k/6.9k, 5.7k/5.3k writes/s: two stays.
 pub const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// Writes waiting for an entry; when full, callers wait to enqueue (backpressure).
 pub const WRITE_QUEUE_CAPACITY: usize = 4096;

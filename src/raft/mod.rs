@@ -74,7 +74,7 @@ pub struct RaftSettings {
     /// Leader heartbeat period (`--heartbeat-interval`).
     pub heartbeat_interval_ms: u64,
     /// Election timeout (`--election-timeout`). A follower whose leader went quiet starts an
-    /// election after `[t, 4t/3)`, within etcd's `[t, 2t)`: openraft 0.9 waits a leader
+    /// election after `[t, 4t/3)`, within etcd's `[t, 2t)`: openraft waits a leader
     /// lease (its `election_timeout_max`) plus a timeout drawn from
     /// `[election_timeout_min, election_timeout_max)`, so those are set to `[t/3, 2t/3)`.
     /// With openraft's `[t, 2t)` and its lease of `2t`, a follower waited 3 to 4 timeouts
