@@ -239,26 +239,13 @@ pub struct MetricsSource {
     pub db: sled::Db,
     /// The watchers.
     pub watchable: Arc<WatchableStore>,
-    /// A leader that heard from no quorum for this long counts as no leader (etcd's
-    /// CheckQuorum).
-    pub election_timeout_ms: u64,
 }
 
 impl MetricsSource {
-    /// Whether this member knows a leader that is one: a leader of several voters that has
-    /// had no quorum ack for an election timeout does not count (etcd steps it down).
+    /// Whether this member knows a leader that is one (see
+    /// [`effective_leader`](crate::server::watch::effective_leader)).
     pub fn has_leader(&self) -> bool {
-        let Some(leader) = *self.leader.borrow() else {
-            return false;
-        };
-        let m = self.raft.borrow_watched();
-        if m.id != leader || m.membership_config.membership().voter_ids().count() <= 1 {
-            return true;
-        }
-        m.last_quorum_acked.as_ref().is_some_and(|at| {
-            openraft::Instant::elapsed(&**at)
-                <= std::time::Duration::from_millis(self.election_timeout_ms)
-        })
+        self.leader.borrow().is_some()
     }
 
     /// Refreshes the state gauges and renders every metric in Prometheus' text format.

@@ -336,7 +336,10 @@ impl Services {
             election_timeout: Duration::from_millis(3 * cfg.election_timeout_ms),
             stopping: Some(stop_rx.clone()),
         };
-        let leader = leader_from_metrics(raft.raft().metrics());
+        let leader = leader_from_metrics(
+            raft.raft().metrics(),
+            Duration::from_millis(cfg.election_timeout_ms),
+        );
         let http = HttpState {
             proposer: ctx.proposer.clone(),
             health_timeout: crate::server::admin::request_timeout(cfg.election_timeout_ms),
@@ -345,7 +348,6 @@ impl Services {
                 raft: raft.raft().metrics(),
                 db: data_dir.db.clone(),
                 watchable: watchable.clone(),
-                election_timeout_ms: cfg.election_timeout_ms,
             },
         };
         crate::metrics::watch_leader_changes(leader.clone());

@@ -144,16 +144,42 @@ pub fn check_require_leader(
     Ok(())
 }
 
-/// The leader as a member sees it, from openraft's metrics: what [`WatchService`] takes.
-/// The forwarding task ends when the metrics channel closes (Raft shut down), after
-/// publishing "no leader".
+/// The leader a member's metrics show, as etcd sees it with CheckQuorum: a leader of several
+/// voters that has heard from no quorum for `election_timeout` (or not yet since it was
+/// elected) is no leader. openraft keeps such a leader in place but refuses it new writes.
+pub fn effective_leader(
+    m: &openraft::RaftMetrics<crate::raft::types::TypeConfig>,
+    election_timeout: Duration,
+) -> Option<u64> {
+    let leader = m.current_leader?;
+    if leader != m.id || m.membership_config.membership().voter_ids().count() <= 1 {
+        return Some(leader);
+    }
+    let acked = m.last_quorum_acked.as_ref()?;
+    (openraft::Instant::elapsed(&**acked) <= election_timeout).then_some(leader)
+}
+
+/// The leader as a member sees it (see [`effective_leader`]): what [`WatchService`] takes.
+/// Re-evaluated on every metrics change and every tenth of `election_timeout` (a leader cut
+/// off from its quorum sees no metrics change). The forwarding task ends when the metrics
+/// channel closes (Raft shut down), after publishing "no leader".
 pub fn leader_from_metrics(
     mut metrics: crate::raft::types::MetricsReceiver,
+    election_timeout: Duration,
 ) -> watch::Receiver<Option<u64>> {
-    let (tx, rx) = watch::channel(metrics.borrow_and_update().current_leader);
+    let (tx, rx) = watch::channel(effective_leader(
+        &metrics.borrow_and_update(),
+        election_timeout,
+    ));
+    let mut tick = tokio::time::interval((election_timeout / 10).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::spawn(async move {
-        while metrics.changed().await.is_ok() {
-            let leader = metrics.borrow_and_update().current_leader;
+        loop {
+            tokio::select! {
+                changed = metrics.changed() => if changed.is_err() { break },
+                _ = tick.tick() => {}
+            }
+            let leader = effective_leader(&metrics.borrow_and_update(), election_timeout);
             tx.send_if_modified(|cur| {
                 let changed = *cur != leader;
                 *cur = leader;
@@ -436,7 +462,7 @@ mod tests {
         let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(openraft::RaftMetrics::<
             crate::raft::types::TypeConfig,
         >::new_initial(1));
-        let mut leader = leader_from_metrics(mrx);
+        let mut leader = leader_from_metrics(mrx, Duration::from_secs(1));
         assert_eq!(*leader.borrow(), None);
         mtx.send_if_modified(|m| {
             m.current_leader = Some(3);
@@ -458,5 +484,45 @@ mod tests {
         drop(mtx);
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow(), None, "no leader once Raft is gone");
+    }
+
+    /// etcd's CheckQuorum: a leader of three voters counts as leader only while a quorum
+    /// acknowledged it within an election timeout; the check runs without metrics changes.
+    #[tokio::test]
+    async fn a_leader_without_a_recent_quorum_ack_is_no_leader() {
+        use openraft::type_config::TypeConfigExt;
+        use std::collections::{BTreeMap, BTreeSet};
+        let mut m = openraft::RaftMetrics::<crate::raft::types::TypeConfig>::new_initial(1);
+        let nodes: BTreeMap<u64, crate::raft::types::MemberNode> =
+            (1..=3).map(|i| (i, Default::default())).collect();
+        let membership = openraft::Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes).unwrap();
+        m.membership_config =
+            std::sync::Arc::new(openraft::StoredMembership::new(None, membership));
+        m.current_leader = Some(1);
+        let timeout = Duration::from_millis(200);
+        assert_eq!(effective_leader(&m, timeout), None, "never acknowledged");
+        m.last_quorum_acked = Some(openraft::metrics::SerdeInstant::new(
+            crate::raft::types::TypeConfig::now(),
+        ));
+        assert_eq!(effective_leader(&m, timeout), Some(1));
+        let mut follower = m.clone();
+        follower.id = 2;
+        follower.last_quorum_acked = None;
+        assert_eq!(
+            effective_leader(&follower, timeout),
+            Some(1),
+            "a follower trusts its leader"
+        );
+
+        let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(m);
+        let mut leader = leader_from_metrics(mrx, timeout);
+        assert_eq!(*leader.borrow_and_update(), Some(1));
+        // No metrics change: the acknowledgement just grows old.
+        tokio::time::timeout(Duration::from_secs(5), leader.changed())
+            .await
+            .expect("re-evaluated without a metrics change")
+            .unwrap();
+        assert_eq!(*leader.borrow(), None);
+        drop(mtx);
     }
 }
