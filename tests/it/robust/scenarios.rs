@@ -1,0 +1,454 @@
+//! One test per fault, on minietcd and on etcd 3.4: a three-member cluster behind peer
+//! proxies, the workload and watchers running, the fault injected and healed, then every
+//! checker run on the recorded history. Passing on etcd shows the checkers are not too
+//! strict; passing on minietcd is the point.
+//!
+//! A run: workload until it has done some operations; the fault (a few election timeouts
+//! long); heal (restart what was killed); wait until the cluster has a leader again and the
+//! clients have done more operations (the cluster recovered); stop the clients; one final
+//! write that every watcher must reach; a linearizable read of every key; check.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind, TEST_ELECTION_TIMEOUT_MS};
+use crate::robust::history::{Input, Output};
+use crate::robust::linearizability::{check_linearizable, check_revisions_real_time};
+use crate::robust::proxy::{LinkFault, PeerProxies};
+use crate::robust::watch_check::check_all;
+use crate::robust::workload::{self, Recorder, WorkloadConfig, PREFIX, SENTINEL};
+use crate::support::wait_until_async;
+
+/// How long a whole scenario may take.
+const SCENARIO_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a fault lasts: several election timeouts.
+const FAULT_MS: u64 = 5 * TEST_ELECTION_TIMEOUT_MS;
+/// Successful operations before the fault, and again after it (proof of recovery).
+const OPS_BEFORE: usize = 40;
+const OPS_AFTER: usize = 40;
+/// How long the clients may take to do [`OPS_AFTER`] operations once healed.
+const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the watchers may take to reach the final write.
+const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A three-member cluster whose peer links go through [`PeerProxies`].
+pub struct FaultCluster {
+    pub cluster: Cluster,
+    pub proxies: PeerProxies,
+    /// Members stopped with SIGSTOP and not yet continued.
+    paused: Vec<usize>,
+}
+
+impl FaultCluster {
+    pub async fn start(kind: ServerKind) -> FaultCluster {
+        let cluster = Cluster::start(ClusterConfig::new(kind, 3).proxied_peers());
+        let routes: Vec<(u16, u16)> = cluster
+            .members
+            .iter()
+            .map(|m| {
+                let adv = m.advertised_peer_port.as_ref().expect("proxied peer port");
+                (adv.port, m.peer_port.port)
+            })
+            .collect();
+        let proxies = PeerProxies::start(&routes).await;
+        for i in 0..routes.len() {
+            proxies.set_pid(i, cluster.pid(i));
+        }
+        cluster.wait_ready().await;
+        FaultCluster {
+            cluster,
+            proxies,
+            paused: Vec::new(),
+        }
+    }
+
+    pub fn n(&self) -> usize {
+        self.cluster.members.len()
+    }
+
+    pub fn kill(&mut self, i: usize) {
+        self.cluster.kill(i);
+        self.proxies.set_pid(i, None);
+    }
+
+    pub fn restart(&mut self, i: usize) {
+        self.cluster.restart(i);
+        self.proxies.set_pid(i, self.cluster.pid(i));
+    }
+
+    fn signal(&self, i: usize, sig: i32) {
+        let pid = self.cluster.pid(i).expect("member running") as i32;
+        // SAFETY: signalling a child process this test started and has not reaped.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill({pid}, {sig})");
+    }
+
+    /// SIGSTOP member `i`.
+    pub fn pause(&mut self, i: usize) {
+        tracing::info!(member = i, "SIGSTOP");
+        self.signal(i, libc::SIGSTOP);
+        self.paused.push(i);
+    }
+
+    /// SIGCONT member `i`.
+    pub fn resume(&mut self, i: usize) {
+        tracing::info!(member = i, "SIGCONT");
+        self.signal(i, libc::SIGCONT);
+        self.paused.retain(|p| *p != i);
+    }
+
+    /// The current leader (waits for one every running member agrees on).
+    pub async fn leader(&self) -> usize {
+        self.cluster.wait_ready().await
+    }
+
+    /// A follower other than `not`.
+    fn other(&self, not: &[usize]) -> usize {
+        (0..self.n())
+            .find(|i| !not.contains(i))
+            .expect("a member left")
+    }
+}
+
+impl Drop for FaultCluster {
+    fn drop(&mut self) {
+        for i in self.paused.clone() {
+            self.resume(i);
+        }
+        if std::thread::panicking() {
+            let dir = self.cluster.keep_dir();
+            eprintln!("member logs kept in {}", dir.display());
+        }
+    }
+}
+
+/// The faults, one scenario each.
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// The leader loses every peer link (blackholed) for [`FAULT_MS`].
+    IsolateLeader,
+    /// One follower loses every peer link.
+    IsolateFollower,
+    /// Majority/minority: the leader keeps one follower and loses the other (links cut), then
+    /// the split moves so the leader is alone in the minority.
+    MovingSplit,
+    /// The link leader <-> one follower goes down and up every 200 ms; the other follower's
+    /// links to the leader are slowed by 20 ms.
+    FlappingLink,
+    /// SIGSTOP the leader for [`FAULT_MS`], then SIGCONT.
+    PauseLeader,
+    /// kill -9 a follower, restart it after [`FAULT_MS`].
+    KillFollower,
+    /// kill -9 the leader, restart it after [`FAULT_MS`].
+    KillLeader,
+    /// kill -9 every member, restart them all.
+    KillAll,
+}
+
+/// Injects `fault` and heals it; returns when the cluster is whole again.
+async fn inject(fc: &mut FaultCluster, fault: Fault) {
+    let leader = fc.leader().await;
+    let follower = fc.other(&[leader]);
+    let third = fc.other(&[leader, follower]);
+    let hold = Duration::from_millis(FAULT_MS);
+    tracing::info!(?fault, leader, follower, third, "injecting");
+    match fault {
+        Fault::IsolateLeader => {
+            fc.proxies
+                .partition(&[&[leader], &[follower, third]], LinkFault::Blackhole);
+            tokio::time::sleep(hold).await;
+        }
+        Fault::IsolateFollower => {
+            fc.proxies
+                .partition(&[&[follower], &[leader, third]], LinkFault::Blackhole);
+            tokio::time::sleep(hold).await;
+        }
+        Fault::MovingSplit => {
+            fc.proxies
+                .partition(&[&[leader, follower], &[third]], LinkFault::Cut);
+            tokio::time::sleep(hold / 2).await;
+            fc.proxies.heal();
+            fc.proxies
+                .partition(&[&[leader], &[follower, third]], LinkFault::Cut);
+            tokio::time::sleep(hold / 2).await;
+        }
+        Fault::FlappingLink => {
+            fc.proxies.set_pair(
+                leader,
+                third,
+                Some(LinkFault::Delay(Duration::from_millis(20))),
+            );
+            let end = Instant::now() + hold;
+            let mut down = false;
+            while Instant::now() < end {
+                down = !down;
+                fc.proxies
+                    .set_pair(leader, follower, down.then_some(LinkFault::Blackhole));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        Fault::PauseLeader => {
+            fc.pause(leader);
+            tokio::time::sleep(hold).await;
+            fc.resume(leader);
+        }
+        Fault::KillFollower => {
+            fc.kill(follower);
+            tokio::time::sleep(hold).await;
+            fc.restart(follower);
+        }
+        Fault::KillLeader => {
+            fc.kill(leader);
+            tokio::time::sleep(hold).await;
+            fc.restart(leader);
+        }
+        Fault::KillAll => {
+            for i in 0..fc.n() {
+                fc.kill(i);
+            }
+            tokio::time::sleep(hold / 2).await;
+            for i in 0..fc.n() {
+                fc.restart(i);
+            }
+        }
+    }
+    fc.proxies.heal();
+    tracing::info!(?fault, "healed");
+    fc.leader().await;
+}
+
+/// Successful (non-unknown) operations recorded so far.
+fn done_ops(rec: &Recorder) -> usize {
+    let (h, _) = rec.history();
+    h.ops.iter().filter(|o| o.output != Output::Unknown).count()
+}
+
+/// Writes [`SENTINEL`] through a client of every member until one put is acknowledged
+/// (each attempt recorded); its revision.
+async fn final_write(fc: &FaultCluster, rec: &Recorder) -> i64 {
+    let deadline = Instant::now() + RECOVERY_TIMEOUT;
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(2));
+    let mut attempt = 0;
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "no final write acknowledged within {RECOVERY_TIMEOUT:?}"
+        );
+        let Ok(mut cl) =
+            etcd_client::Client::connect(fc.cluster.endpoints(), Some(opts.clone())).await
+        else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        attempt += 1;
+        let value = format!("end-{attempt}");
+        let input = Input::Put {
+            value: value.clone(),
+        };
+        workload::do_op(
+            rec,
+            &mut cl,
+            usize::MAX,
+            0,
+            SENTINEL,
+            input,
+            Duration::from_secs(3),
+        )
+        .await;
+        let (h, _) = rec.history();
+        let acked = h
+            .ops
+            .iter()
+            .rev()
+            .find_map(|o| match (&o.input, &o.output) {
+                (Input::Put { value: v }, Output::Put { rev })
+                    if o.key == SENTINEL && *v == value =>
+                {
+                    Some(*rev)
+                }
+                _ => None,
+            });
+        if let Some(rev) = acked {
+            return rev;
+        }
+    }
+}
+
+/// Workload + `fault` + checkers on a fresh cluster of `kind`.
+pub async fn run_scenario(kind: ServerKind, fault: Fault) {
+    let started = Instant::now();
+    let mut fc = FaultCluster::start(kind).await;
+    let cfg = WorkloadConfig::default();
+    let rec = Recorder::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let target = Arc::new(AtomicI64::new(0));
+    let give_up = Arc::new(AtomicBool::new(false));
+    let n = fc.n();
+
+    let mut watchers = Vec::new();
+    for m in 0..n {
+        for (w, prev_kv) in [(2 * m, true), (2 * m + 1, false)] {
+            watchers.push(tokio::spawn(workload::run_watcher(
+                rec.clone(),
+                w,
+                m,
+                fc.cluster.endpoint(m),
+                prev_kv,
+                target.clone(),
+                give_up.clone(),
+            )));
+        }
+    }
+    let clients: Vec<_> = (0..cfg.clients)
+        .map(|id| {
+            let member = id % n;
+            tokio::spawn(workload::run_client(
+                rec.clone(),
+                cfg.clone(),
+                id,
+                member,
+                fc.cluster.endpoint(member),
+                stop.clone(),
+            ))
+        })
+        .collect();
+
+    wait_until_async("operations before the fault", RECOVERY_TIMEOUT, || {
+        let d = done_ops(&rec);
+        async move { (d >= OPS_BEFORE).then_some(()) }
+    })
+    .await;
+    let fault_at = Instant::now();
+    inject(&mut fc, fault).await;
+    let healed_at = Instant::now();
+    let before = done_ops(&rec);
+    wait_until_async("operations after the fault", RECOVERY_TIMEOUT, || {
+        let d = done_ops(&rec);
+        async move { (d >= before + OPS_AFTER).then_some(()) }
+    })
+    .await;
+    let recovered_in = healed_at.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+
+    // The final write every watcher must reach, through any member.
+    let final_rev = final_write(&fc, &rec).await;
+    target.store(final_rev, Ordering::Relaxed);
+    let caught_up = tokio::time::timeout(WATCH_CATCH_UP_TIMEOUT, async {
+        for w in watchers.iter_mut() {
+            let _ = w.await;
+        }
+    })
+    .await;
+    if caught_up.is_err() {
+        give_up.store(true, Ordering::Relaxed);
+        for w in watchers {
+            let _ = w.await;
+        }
+    }
+
+    // A linearizable read of every key on every member.
+    for m in 0..n {
+        if let Some(mut cl) =
+            workload::client_on(&fc.cluster.endpoint(m), Duration::from_secs(3)).await
+        {
+            for k in 0..cfg.keys {
+                let key = format!("{PREFIX}k{k}");
+                let input = Input::Get {
+                    serializable: false,
+                };
+                workload::do_op(
+                    &rec,
+                    &mut cl,
+                    usize::MAX - 1,
+                    m,
+                    &key,
+                    input,
+                    Duration::from_secs(3),
+                )
+                .await;
+            }
+        }
+    }
+
+    let (h, last) = rec.history();
+    let expect: Vec<Option<i64>> = last.iter().map(|l| l.then_some(final_rev)).collect();
+    let check_started = Instant::now();
+    let mut violations: Vec<String> = check_linearizable(&h.ops)
+        .into_iter()
+        .map(|v| format!("not linearizable on {}: {}", v.key, v.reason))
+        .collect();
+    violations.extend(check_revisions_real_time(&h.ops));
+    violations.extend(check_all(&h.ops, &h.watches, &expect));
+    let unknown = h.ops.iter().filter(|o| o.output == Output::Unknown).count();
+    let events: usize = h.watches.iter().map(|s| s.events().count()).sum();
+    tracing::info!(
+        ?kind,
+        ?fault,
+        ops = h.ops.len(),
+        unknown,
+        sessions = h.watches.len(),
+        events,
+        final_rev,
+        fault_to_heal = ?healed_at - fault_at,
+        ?recovered_in,
+        check = ?check_started.elapsed(),
+        total = ?started.elapsed(),
+        unattributed = fc.proxies.unattributed.load(Ordering::Relaxed),
+        "scenario done"
+    );
+    assert!(
+        violations.is_empty(),
+        "{kind:?} {fault:?}: {} violations:\n{}",
+        violations.len(),
+        violations.join("\n")
+    );
+    assert_eq!(
+        fc.proxies.unattributed.load(Ordering::Relaxed),
+        0,
+        "peer connections the proxies could not attribute (their faults were not applied)"
+    );
+}
+
+/// One scenario as two tests, on minietcd and on etcd 3.4, each within [`SCENARIO_TIMEOUT`].
+macro_rules! scenario {
+    ($fault:ident, $minietcd:ident, $etcd:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $minietcd() {
+            tokio::time::timeout(
+                SCENARIO_TIMEOUT,
+                run_scenario(ServerKind::Minietcd, Fault::$fault),
+            )
+            .await
+            .expect("scenario within its time limit");
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $etcd() {
+            tokio::time::timeout(
+                SCENARIO_TIMEOUT,
+                run_scenario(ServerKind::Etcd, Fault::$fault),
+            )
+            .await
+            .expect("scenario within its time limit");
+        }
+    };
+}
+
+scenario!(IsolateLeader, isolate_leader_minietcd, isolate_leader_etcd);
+scenario!(
+    IsolateFollower,
+    isolate_follower_minietcd,
+    isolate_follower_etcd
+);
+scenario!(MovingSplit, moving_split_minietcd, moving_split_etcd);
+scenario!(FlappingLink, flapping_link_minietcd, flapping_link_etcd);
+scenario!(PauseLeader, pause_leader_minietcd, pause_leader_etcd);
+scenario!(KillFollower, kill_follower_minietcd, kill_follower_etcd);
+scenario!(KillLeader, kill_leader_minietcd, kill_leader_etcd);
+scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
