@@ -52,7 +52,7 @@ pub struct PeerProxies {
     faults: watch::Sender<Faults>,
     /// Member index -> the pid of its current process (connections are attributed by it).
     pids: Arc<Mutex<Vec<Option<u32>>>>,
-    /// Connections whose source could not be attributed to a member (forwarded unfaulted).
+    /// Connections whose source could not be attributed to a member (closed at once).
     pub unattributed: Arc<AtomicUsize>,
     /// Connections accepted.
     pub accepted: Arc<AtomicUsize>,
@@ -221,7 +221,10 @@ impl Ctx {
     async fn serve(self, inbound: TcpStream, from_port: u16) {
         let src = attribute(from_port, self.listen, self.pids.clone()).await;
         if src.is_none() {
+            // Its owner is gone (a member killed while dialing) or unknown: closing it is
+            // safe (the dialer retries) and never lets unfaulted traffic through.
             self.unattributed.fetch_add(1, Ordering::Relaxed);
+            return;
         }
         let mut view = LinkView {
             rx: self.faults.subscribe(),

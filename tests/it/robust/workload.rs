@@ -27,6 +27,9 @@ pub const PREFIX: &str = "rb/";
 /// The key of the final write every watcher must reach.
 pub const SENTINEL: &str = "rb/~end";
 
+/// Pause after an operation that failed or timed out, before the client reconnects.
+pub const FAILED_OP_BACKOFF: Duration = Duration::from_millis(200);
+
 /// Shape of the workload.
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
@@ -249,29 +252,41 @@ pub async fn run_client(
             let before = rec.ops.lock().unwrap().len();
             do_op(&rec, &mut cl, id, member, &key, input, cfg.op_timeout).await;
             // Remember what this op showed about the key.
-            let ops = rec.ops.lock().unwrap();
-            if let Some(op) = ops[before..].iter().rev().find(|o| o.client == id) {
-                match (&op.input, &op.output) {
-                    (Input::Put { value }, Output::Put { .. }) => {
-                        last_seen[k] = Some(value.clone())
-                    }
-                    (Input::Get { .. }, Output::Get { kv, .. }) => {
-                        last_seen[k] = kv.as_ref().map(|kv| kv.value.clone())
-                    }
-                    (
-                        Input::Cas { value, .. },
-                        Output::Cas {
-                            succeeded: true, ..
-                        },
-                    ) => last_seen[k] = Some(value.clone()),
-                    (_, Output::Cas { current, .. }) => {
-                        last_seen[k] = current.as_ref().map(|kv| kv.value.clone())
-                    }
-                    _ => {}
-                }
+            let failed = remember(&rec, before, id, &mut last_seen[k]);
+            if failed {
+                // A member down answers at once; back off instead of piling up unknowns,
+                // and reconnect.
+                tokio::time::sleep(FAILED_OP_BACKOFF).await;
+                break;
             }
         }
     }
+}
+
+/// Notes what client `id`'s last op (recorded at or after `from`) showed about its key in
+/// `last_seen`; whether the op failed (an unknown write, or a read that was not recorded).
+fn remember(rec: &Recorder, from: usize, id: usize, last_seen: &mut Option<String>) -> bool {
+    let ops = rec.ops.lock().unwrap();
+    let Some(op) = ops[from..].iter().rev().find(|o| o.client == id) else {
+        return true;
+    };
+    match (&op.input, &op.output) {
+        (Input::Put { value }, Output::Put { .. }) => *last_seen = Some(value.clone()),
+        (Input::Get { .. }, Output::Get { kv, .. }) => {
+            *last_seen = kv.as_ref().map(|kv| kv.value.clone())
+        }
+        (
+            Input::Cas { value, .. },
+            Output::Cas {
+                succeeded: true, ..
+            },
+        ) => *last_seen = Some(value.clone()),
+        (_, Output::Cas { current, .. }) => {
+            *last_seen = current.as_ref().map(|kv| kv.value.clone())
+        }
+        _ => {}
+    }
+    op.output == Output::Unknown
 }
 
 /// One watcher on member `member` until it has seen revision `target` (once set, > 0) or
