@@ -329,3 +329,98 @@ fn process_has_socket(pid: u32, inode: u64) -> bool {
     dir.flatten()
         .any(|e| std::fs::read_link(e.path()).is_ok_and(|l| l.as_os_str() == want.as_str()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::support::free_port;
+
+    /// An echo server on `port`.
+    async fn echo(port: u16) -> JoinHandle<()> {
+        let l = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        })
+    }
+
+    /// Sends `msg` and reads it back within `within`.
+    async fn round_trip(s: &mut TcpStream, msg: &[u8], within: Duration) -> Option<Vec<u8>> {
+        s.write_all(msg).await.ok()?;
+        let mut buf = vec![0u8; msg.len()];
+        match tokio::time::timeout(within, s.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => Some(buf),
+            _ => None,
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn proxy_blackholes_delays_and_cuts_one_link() {
+        let (up, listen) = (free_port(), free_port());
+        let _echo = echo(up.port).await;
+        let p = PeerProxies::start(&[(listen.port, up.port)]).await;
+        // This test process plays member 0 dialing member 0's proxy: link (0, 0).
+        p.set_pid(0, Some(std::process::id()));
+        let mut s = TcpStream::connect(("127.0.0.1", listen.port))
+            .await
+            .unwrap();
+        let second = Duration::from_secs(2);
+        assert_eq!(
+            round_trip(&mut s, b"a", second).await.as_deref(),
+            Some(&b"a"[..])
+        );
+
+        p.set(0, 0, Some(LinkFault::Blackhole));
+        assert_eq!(
+            round_trip(&mut s, b"b", Duration::from_millis(300)).await,
+            None
+        );
+        p.set(0, 0, None);
+        let mut buf = [0u8; 1];
+        tokio::time::timeout(second, s.read_exact(&mut buf))
+            .await
+            .expect("held bytes delivered on heal")
+            .unwrap();
+        assert_eq!(&buf, b"b");
+
+        p.set(0, 0, Some(LinkFault::Delay(Duration::from_millis(150))));
+        let t = Instant::now();
+        assert!(round_trip(&mut s, b"c", second).await.is_some());
+        assert!(
+            t.elapsed() >= Duration::from_millis(300),
+            "delayed both ways: {:?}",
+            t.elapsed()
+        );
+
+        p.set(0, 0, Some(LinkFault::Cut));
+        let closed = tokio::time::timeout(second, s.read(&mut buf))
+            .await
+            .expect("closed");
+        assert!(matches!(closed, Ok(0) | Err(_)), "{closed:?}");
+        let mut s2 = TcpStream::connect(("127.0.0.1", listen.port))
+            .await
+            .unwrap();
+        assert_eq!(
+            round_trip(&mut s2, b"d", Duration::from_millis(500)).await,
+            None
+        );
+        p.heal();
+        let mut s3 = TcpStream::connect(("127.0.0.1", listen.port))
+            .await
+            .unwrap();
+        assert!(round_trip(&mut s3, b"e", second).await.is_some());
+
+        // A connection no member owns is closed, never forwarded unfaulted.
+        p.set_pid(0, None);
+        let mut s4 = TcpStream::connect(("127.0.0.1", listen.port))
+            .await
+            .unwrap();
+        assert_eq!(round_trip(&mut s4, b"f", second).await, None);
+        assert!(p.unattributed.load(Ordering::Relaxed) >= 1);
+    }
+}

@@ -31,6 +31,8 @@ const OPS_BEFORE: usize = 40;
 const OPS_AFTER: usize = 40;
 /// How long the clients may take to do [`OPS_AFTER`] operations once healed.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a fault may take to show (a new leader, a member falling behind).
+const FAULT_EFFECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the watchers may take to reach the final write.
 const WATCH_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
@@ -40,6 +42,8 @@ pub struct FaultCluster {
     pub proxies: PeerProxies,
     /// Members stopped with SIGSTOP and not yet continued.
     paused: Vec<usize>,
+    /// Member ids, by index.
+    ids: Vec<u64>,
 }
 
 impl FaultCluster {
@@ -58,10 +62,15 @@ impl FaultCluster {
             proxies.set_pid(i, cluster.pid(i));
         }
         cluster.wait_ready().await;
+        let mut ids = Vec::new();
+        for i in 0..routes.len() {
+            ids.push(cluster.status(i).await.expect("member status").0);
+        }
         FaultCluster {
             cluster,
             proxies,
             paused: Vec::new(),
+            ids,
         }
     }
 
@@ -103,6 +112,43 @@ impl FaultCluster {
     /// The current leader (waits for one every running member agrees on).
     pub async fn leader(&self) -> usize {
         self.cluster.wait_ready().await
+    }
+
+    /// Waits until member `at` follows a leader other than `old`: the fault took effect.
+    pub async fn expect_new_leader(&self, at: usize, old: usize) {
+        let old_id = self.ids[old];
+        wait_until_async(
+            &format!("member {at} to follow a leader other than {old}"),
+            FAULT_EFFECT_TIMEOUT,
+            || async move {
+                let (_, lead) = self.cluster.status(at).await?;
+                (lead != 0 && lead != old_id).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Member `i`'s revision, read serializably from it.
+    async fn local_rev(&self, i: usize) -> Option<i64> {
+        let mut cl = workload::client_on(&self.cluster.endpoint(i), Duration::from_secs(1)).await?;
+        let opts = etcd_client::GetOptions::new().with_serializable();
+        let r = cl.get(PREFIX, Some(opts)).await.ok()?;
+        Some(r.header()?.revision())
+    }
+
+    /// Waits until member `ahead` is at least `by` revisions past member `behind`: `behind`
+    /// no longer receives the log.
+    pub async fn expect_falling_behind(&self, behind: usize, ahead: usize, by: i64) {
+        wait_until_async(
+            &format!("member {behind} to fall {by} revisions behind member {ahead}"),
+            FAULT_EFFECT_TIMEOUT,
+            || async move {
+                let b = self.local_rev(behind).await?;
+                let a = self.local_rev(ahead).await?;
+                (a >= b + by).then_some(())
+            },
+        )
+        .await;
     }
 
     /// A follower other than `not`.
@@ -159,20 +205,24 @@ async fn inject(fc: &mut FaultCluster, fault: Fault) {
         Fault::IsolateLeader => {
             fc.proxies
                 .partition(&[&[leader], &[follower, third]], LinkFault::Blackhole);
+            fc.expect_new_leader(follower, leader).await;
             tokio::time::sleep(hold).await;
         }
         Fault::IsolateFollower => {
             fc.proxies
                 .partition(&[&[follower], &[leader, third]], LinkFault::Blackhole);
+            fc.expect_falling_behind(follower, leader, 5).await;
             tokio::time::sleep(hold).await;
         }
         Fault::MovingSplit => {
             fc.proxies
                 .partition(&[&[leader, follower], &[third]], LinkFault::Cut);
+            fc.expect_falling_behind(third, leader, 5).await;
             tokio::time::sleep(hold / 2).await;
             fc.proxies.heal();
             fc.proxies
                 .partition(&[&[leader], &[follower, third]], LinkFault::Cut);
+            fc.expect_new_leader(third, leader).await;
             tokio::time::sleep(hold / 2).await;
         }
         Fault::FlappingLink => {
@@ -192,6 +242,7 @@ async fn inject(fc: &mut FaultCluster, fault: Fault) {
         }
         Fault::PauseLeader => {
             fc.pause(leader);
+            fc.expect_new_leader(follower, leader).await;
             tokio::time::sleep(hold).await;
             fc.resume(leader);
         }
@@ -202,6 +253,7 @@ async fn inject(fc: &mut FaultCluster, fault: Fault) {
         }
         Fault::KillLeader => {
             fc.kill(leader);
+            fc.expect_new_leader(follower, leader).await;
             tokio::time::sleep(hold).await;
             fc.restart(leader);
         }
