@@ -355,6 +355,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         fault_to_heal,
         recovered_in,
         started,
+        seed,
     } = record_run(kind, Some(fault)).await;
     let check_started = Instant::now();
     let checked = h.clone();
@@ -366,6 +367,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
     tracing::info!(
         ?kind,
         ?fault,
+        seed,
         ops = h.ops.len(),
         unknown,
         sessions = h.watches.len(),
@@ -392,7 +394,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         let _ = std::fs::write(&path, text);
         eprintln!("history written to {}", path.display());
         panic!(
-            "{kind:?} {fault:?}: {} violations:\n{}",
+            "{kind:?} {fault:?} (ROBUST_SEED={seed}): {} violations:\n{}",
             violations.len(),
             violations.join("\n")
         );
@@ -412,6 +414,8 @@ pub struct Run {
     /// From heal to [`OPS_AFTER`] more operations done.
     pub recovered_in: Duration,
     pub started: Instant,
+    /// The workload's seed.
+    pub seed: u64,
 }
 
 /// Starts a cluster of `kind`, runs the workload and watchers, injects `fault` (if any) and
@@ -526,6 +530,7 @@ pub async fn record_run(kind: ServerKind, fault: Option<Fault>) -> Run {
         fault_to_heal: healed_at - fault_at,
         recovered_in,
         started,
+        seed: cfg.seed,
     }
 }
 

@@ -41,12 +41,17 @@ pub struct WorkloadConfig {
 }
 
 impl Default for WorkloadConfig {
+    /// The suite's workload; `ROBUST_SEED` picks another seed (the default is 1).
     fn default() -> Self {
+        let seed = std::env::var("ROBUST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
         WorkloadConfig {
             clients: 6,
             keys: 5,
             op_timeout: Duration::from_secs(2),
-            seed: 1,
+            seed,
         }
     }
 }
