@@ -118,7 +118,8 @@ impl Event {
     }
 }
 
-/// One watch response that carried events.
+/// One watch response that carried events, or a progress notification (no events: every
+/// event up to `header_rev` has been sent).
 #[derive(Debug, Clone)]
 pub struct WatchResponse {
     pub header_rev: i64,
@@ -136,6 +137,8 @@ pub struct WatchSession {
     pub start_rev: i64,
     /// Whether it asked for prev_kv.
     pub prev_kv: bool,
+    /// Whether it filtered DELETE events out (etcd's NODELETE filter).
+    pub no_delete: bool,
     pub responses: Vec<WatchResponse>,
     /// Why it ended (`None`: stopped by the test after it saw everything).
     pub ended: Option<String>,

@@ -19,7 +19,7 @@ use crate::robust::linearizability::{
 };
 use crate::robust::proxy::{LinkFault, PeerProxies};
 use crate::robust::watch_check::{check_all, committed_history};
-use crate::robust::workload::{self, Recorder, WorkloadConfig, PREFIX, SENTINEL};
+use crate::robust::workload::{self, Recorder, WatcherKind, WorkloadConfig, PREFIX, SENTINEL};
 use crate::support::wait_until_async;
 
 /// How long a whole scenario may take.
@@ -31,6 +31,8 @@ const OPS_BEFORE: usize = 40;
 const OPS_AFTER: usize = 40;
 /// How long the clients may take to do [`OPS_AFTER`] operations once healed.
 const RECOVERY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Progress notification interval of the members (etcd's default is 10 minutes).
+const PROGRESS_NOTIFY_MS: u64 = 300;
 /// How long a fault may take to show (a new leader, a member falling behind).
 const FAULT_EFFECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long the watchers may take to reach the final write.
@@ -48,7 +50,10 @@ pub struct FaultCluster {
 
 impl FaultCluster {
     pub async fn start(kind: ServerKind) -> FaultCluster {
-        let cluster = Cluster::start(ClusterConfig::new(kind, 3).proxied_peers());
+        let config = ClusterConfig::new(kind, 3).proxied_peers().arg(format!(
+            "--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY_MS}ms"
+        ));
+        let cluster = Cluster::start(config);
         let routes: Vec<(u16, u16)> = cluster
             .members
             .iter()
@@ -364,6 +369,12 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         .expect("checkers");
     let unknown = h.ops.iter().filter(|o| o.output == Output::Unknown).count();
     let events: usize = h.watches.iter().map(|s| s.events().count()).sum();
+    let progress: usize = h
+        .watches
+        .iter()
+        .flat_map(|s| s.responses.iter())
+        .filter(|r| r.events.is_empty())
+        .count();
     tracing::info!(
         ?kind,
         ?fault,
@@ -372,6 +383,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         unknown,
         sessions = h.watches.len(),
         events,
+        progress,
         final_rev,
         ?fault_to_heal,
         ?recovered_in,
@@ -432,13 +444,19 @@ pub async fn record_run(kind: ServerKind, fault: Option<Fault>) -> Run {
 
     let mut watchers = Vec::new();
     for m in 0..n {
-        for (w, prev_kv) in [(2 * m, true), (2 * m + 1, false)] {
+        let kinds = [
+            WatcherKind::PrevKv,
+            WatcherKind::RequireLeader,
+            WatcherKind::PutsWithProgress,
+        ];
+        for (j, kind) in kinds.into_iter().enumerate() {
+            let w = kinds.len() * m + j;
             watchers.push(tokio::spawn(workload::run_watcher(
                 rec.clone(),
                 w,
                 m,
                 fc.cluster.endpoint(m),
-                prev_kv,
+                kind,
                 target.clone(),
                 give_up.clone(),
             )));

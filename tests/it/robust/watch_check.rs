@@ -11,6 +11,9 @@
 //! - atomic: all events of one revision arrive in one response;
 //! - reliable: no committed revision missing between the session's start and the last
 //!   revision it saw, and sessions that were expected to reach a revision did;
+//! - bookmarkable: after a progress notification at revision R, no event at or below R;
+//! - filters respected: no DELETE event in a NODELETE session (and reliability is judged
+//!   against the filtered history);
 //! - prev_kv: the state before the event, as the committed history has it;
 //! - every event is the write that produced it: a put or delete some client issued on that
 //!   key with that value, at the revision the client was told if it was told one.
@@ -140,9 +143,23 @@ pub fn check_sessions(
         let mut last: Option<(i64, &str)> = None;
         let mut response_of_rev: HashMap<i64, usize> = HashMap::new();
         let mut seen: Vec<i64> = Vec::new();
+        let mut bookmark: Option<i64> = None;
         for (ri, resp) in session.responses.iter().enumerate() {
+            if resp.events.is_empty() {
+                bookmark = bookmark.max(Some(resp.header_rev));
+                continue;
+            }
             for ev in &resp.events {
                 let rev = ev.rev();
+                if bookmark.is_some_and(|b| rev <= b) {
+                    out.push(format!(
+                        "{name}: not bookmarkable: event at {rev} after a progress notification \
+                         at {bookmark:?}"
+                    ));
+                }
+                if session.no_delete && !ev.put {
+                    out.push(format!("{name}: filter not respected: DELETE at {rev}"));
+                }
                 if rev < session.start_rev {
                     out.push(format!(
                         "{name}: event at {rev} before its start {}",
@@ -197,6 +214,7 @@ pub fn check_sessions(
         if let Some(end) = end {
             let missing: Vec<i64> = committed
                 .range(session.start_rev..=end)
+                .filter(|(_, evs)| !session.no_delete || evs.iter().any(|e| e.put))
                 .map(|(r, _)| *r)
                 .filter(|r| seen.binary_search(r).is_err())
                 .collect();
@@ -384,6 +402,7 @@ mod tests {
             member,
             start_rev: start,
             prev_kv: true,
+            no_delete: false,
             responses: evs
                 .into_iter()
                 .map(|e| WatchResponse {
@@ -504,6 +523,47 @@ mod tests {
         );
         let v = check_all(&ops, &[dup], &[Some(5)]);
         assert!(v.iter().any(|v| v.contains("not unique")), "{v:?}");
+    }
+
+    #[test]
+    fn filtered_session_with_progress_passes_and_violations_fail() {
+        let (ops, evs) = good();
+        let mut puts = session(0, 2, evs[..3].to_vec());
+        puts.no_delete = true;
+        puts.prev_kv = false;
+        for r in &mut puts.responses {
+            for e in &mut r.events {
+                e.prev = None;
+            }
+        }
+        // A progress notification at 3, after the events up to 3; the delete at 5 is
+        // filtered out; the session is expected through 4 (its last put).
+        puts.responses.insert(
+            2,
+            WatchResponse {
+                header_rev: 3,
+                events: vec![],
+            },
+        );
+        let whole = session(1, 2, evs.clone());
+        let v = check_all(&ops, &[whole.clone(), puts.clone()], &[Some(5), Some(4)]);
+        assert!(v.is_empty(), "{v:?}");
+        // A progress notification ahead of an event it should have covered.
+        let mut ahead = puts.clone();
+        ahead.responses[2].header_rev = 4;
+        let v = check_all(&ops, &[whole.clone(), ahead], &[Some(5), Some(4)]);
+        assert!(v.iter().any(|v| v.contains("not bookmarkable")), "{v:?}");
+        // A DELETE through a NODELETE filter.
+        let mut leaky = puts;
+        leaky.responses.push(WatchResponse {
+            header_rev: 5,
+            events: vec![del_ev("b", 5, None)],
+        });
+        let v = check_all(&ops, &[whole, leaky], &[Some(5), Some(5)]);
+        assert!(
+            v.iter().any(|v| v.contains("filter not respected")),
+            "{v:?}"
+        );
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! compare-and-swaps on the last value the client saw. A write that errs or times out is
 //! recorded as unknown; a read that fails is dropped (it changed nothing).
 //!
-//! Watchers: two per member (one with prev_kv, one without but with require-leader) on the
-//! whole key prefix from revision 1. A watch that breaks is re-created on the same member from
+//! Watchers: three per member on the whole key prefix from revision 1: one with prev_kv, one
+//! with require-leader, one with the NODELETE filter and progress notifications. A watch that breaks is re-created on the same member from
 //! the revision after the last event it saw, as a new session.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use etcd_client::{
     Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    WatchFilterType, WatchOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -294,6 +294,17 @@ fn remember(rec: &Recorder, from: usize, id: usize, last_seen: &mut Option<Strin
     op.output == Output::Unknown
 }
 
+/// What a watcher asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatcherKind {
+    /// prev_kv on every event.
+    PrevKv,
+    /// The stream carries `hasleader: true` (clientv3's WithRequireLeader).
+    RequireLeader,
+    /// NODELETE filter, progress notifications.
+    PutsWithProgress,
+}
+
 /// One watcher on member `member` until it has seen revision `target` (once set, > 0) or
 /// `give_up` is set. Re-creates the watch after every break.
 pub async fn run_watcher(
@@ -301,7 +312,7 @@ pub async fn run_watcher(
     watcher: usize,
     member: usize,
     endpoint: String,
-    prev_kv: bool,
+    kind: WatcherKind,
     target: Arc<AtomicI64>,
     give_up: Arc<AtomicBool>,
 ) {
@@ -311,16 +322,19 @@ pub async fn run_watcher(
         t > 0 && next > t
     };
     while !reached(next_rev) && !give_up.load(Ordering::Relaxed) {
+        let prev_kv = kind == WatcherKind::PrevKv;
+        let no_delete = kind == WatcherKind::PutsWithProgress;
         let mut session = WatchSession {
             member,
             start_rev: next_rev,
             prev_kv,
+            no_delete,
             responses: Vec::new(),
             ended: None,
         };
         let opts = ConnectOptions::new()
             .with_connect_timeout(Duration::from_millis(500))
-            .with_require_leader(!prev_kv);
+            .with_require_leader(kind == WatcherKind::RequireLeader);
         let Ok(mut cl) = etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
@@ -330,6 +344,11 @@ pub async fn run_watcher(
             .with_start_revision(next_rev);
         if prev_kv {
             wopts = wopts.with_prev_key();
+        }
+        if no_delete {
+            wopts = wopts
+                .with_filters([WatchFilterType::NoDelete])
+                .with_progress_notify();
         }
         let mut stream =
             match tokio::time::timeout(Duration::from_secs(2), cl.watch(PREFIX, Some(wopts))).await
@@ -365,7 +384,18 @@ pub async fn run_watcher(
                 session.ended = Some(format!("canceled: {}", msg.cancel_reason()));
                 break;
             }
+            if msg.created() || (msg.events().is_empty() && !no_delete) {
+                continue;
+            }
             if msg.events().is_empty() {
+                // A progress notification: every event up to its revision has been sent, so
+                // a re-created watch resumes after it (a bookmark).
+                let rev = rev_of(msg.header());
+                next_rev = next_rev.max(rev + 1);
+                session.responses.push(WatchResponse {
+                    header_rev: rev,
+                    events: Vec::new(),
+                });
                 continue;
             }
             let events: Vec<Event> = msg
@@ -402,7 +432,8 @@ pub async fn run_watcher(
             WatchSession {
                 member,
                 start_rev: next_rev,
-                prev_kv,
+                prev_kv: kind == WatcherKind::PrevKv,
+                no_delete: kind == WatcherKind::PutsWithProgress,
                 responses: Vec::new(),
                 ended: Some("never reached the final write".into()),
             },
