@@ -352,6 +352,13 @@ async fn final_write(fc: &FaultCluster, rec: &Recorder) -> i64 {
 
 /// Workload + `fault` + checkers on a fresh cluster of `kind`.
 pub async fn run_scenario(kind: ServerKind, fault: Fault) {
+    let run = record_run(kind, |round| (round == 0).then_some(fault)).await;
+    check_run(kind, run).await;
+}
+
+/// Runs every checker on `run`; on a violation keeps the cluster's dir, writes the history
+/// there and panics with every violation.
+pub async fn check_run(kind: ServerKind, run: Run) {
     let Run {
         fc,
         h,
@@ -361,7 +368,8 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         recovered_in,
         started,
         seed,
-    } = record_run(kind, Some(fault)).await;
+        faults,
+    } = run;
     let check_started = Instant::now();
     let checked = h.clone();
     let violations = tokio::task::spawn_blocking(move || check_history(&checked, &expect))
@@ -377,7 +385,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         .count();
     tracing::info!(
         ?kind,
-        ?fault,
+        ?faults,
         seed,
         ops = h.ops.len(),
         unknown,
@@ -406,7 +414,7 @@ pub async fn run_scenario(kind: ServerKind, fault: Fault) {
         let _ = std::fs::write(&path, text);
         eprintln!("history written to {}", path.display());
         panic!(
-            "{kind:?} {fault:?} (ROBUST_SEED={seed}): {} violations:\n{}",
+            "{kind:?} {faults:?} (ROBUST_SEED={seed}): {} violations:\n{}",
             violations.len(),
             violations.join("\n")
         );
@@ -422,17 +430,25 @@ pub struct Run {
     pub expect: Vec<Option<i64>>,
     /// Revision of the final write.
     pub final_rev: i64,
+    /// Time spent injecting and healing faults.
     pub fault_to_heal: Duration,
-    /// From heal to [`OPS_AFTER`] more operations done.
+    /// The faults injected, in order.
+    pub faults: Vec<Fault>,
+    /// From a heal to [`OPS_AFTER`] more operations done, the longest.
     pub recovered_in: Duration,
     pub started: Instant,
     /// The workload's seed.
     pub seed: u64,
 }
 
-/// Starts a cluster of `kind`, runs the workload and watchers, injects `fault` (if any) and
-/// heals it, finishes with the final write and reads; returns the history unchecked.
-pub async fn record_run(kind: ServerKind, fault: Option<Fault>) -> Run {
+/// Starts a cluster of `kind`, runs the workload and watchers, injects the faults `next_fault`
+/// hands out (round 0, 1, ... until it returns `None`), healing each and waiting for the
+/// cluster to recover before the next; finishes with the final write and reads; returns the
+/// history unchecked.
+pub async fn record_run(
+    kind: ServerKind,
+    mut next_fault: impl FnMut(usize) -> Option<Fault>,
+) -> Run {
     let started = Instant::now();
     let mut fc = FaultCluster::start(kind).await;
     let cfg = WorkloadConfig::default();
@@ -481,18 +497,27 @@ pub async fn record_run(kind: ServerKind, fault: Option<Fault>) -> Run {
         async move { (d >= OPS_BEFORE).then_some(()) }
     })
     .await;
-    let fault_at = Instant::now();
-    if let Some(fault) = fault {
-        inject(&mut fc, fault).await;
+    let mut fault_to_heal = Duration::ZERO;
+    let mut recovered_in = Duration::ZERO;
+    let mut faults = Vec::new();
+    for round in 0.. {
+        let fault_at = Instant::now();
+        if let Some(fault) = next_fault(round) {
+            inject(&mut fc, fault).await;
+            faults.push(fault);
+        } else if round > 0 {
+            break;
+        }
+        let healed_at = Instant::now();
+        fault_to_heal += healed_at - fault_at;
+        let before = done_ops(&rec);
+        wait_until_async("operations after the fault", RECOVERY_TIMEOUT, || {
+            let d = done_ops(&rec);
+            async move { (d >= before + OPS_AFTER).then_some(()) }
+        })
+        .await;
+        recovered_in = recovered_in.max(healed_at.elapsed());
     }
-    let healed_at = Instant::now();
-    let before = done_ops(&rec);
-    wait_until_async("operations after the fault", RECOVERY_TIMEOUT, || {
-        let d = done_ops(&rec);
-        async move { (d >= before + OPS_AFTER).then_some(()) }
-    })
-    .await;
-    let recovered_in = healed_at.elapsed();
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client task");
@@ -545,7 +570,8 @@ pub async fn record_run(kind: ServerKind, fault: Option<Fault>) -> Run {
         h,
         expect,
         final_rev,
-        fault_to_heal: healed_at - fault_at,
+        fault_to_heal,
+        faults,
         recovered_in,
         started,
         seed: cfg.seed,
@@ -594,7 +620,7 @@ scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
 /// violation planted in a copy of it is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_violations_in_a_recorded_history_are_found() {
-    let run = tokio::time::timeout(SCENARIO_TIMEOUT, record_run(ServerKind::Minietcd, None))
+    let run = tokio::time::timeout(SCENARIO_TIMEOUT, record_run(ServerKind::Minietcd, |_| None))
         .await
         .expect("run within its time limit");
     let (h, expect) = (run.h, run.expect);
@@ -671,4 +697,53 @@ async fn planted_violations_in_a_recorded_history_are_found() {
         .expect("an event with prev_kv");
     ev.prev = None;
     found(&prev, "prev_kv");
+}
+
+/// A random sequence of faults, chosen by `ROBUST_SEED` among the kinds `ROBUST_FAULTS` names
+/// (comma-separated: `partition`, `pause`, `kill`; all by default), injected one after the
+/// other (each healed and recovered from) for `ROBUST_TORTURE_SECS` seconds (10 by default;
+/// `scripts/torture.sh` runs long soaks this way).
+async fn torture(kind: ServerKind) {
+    let secs: u64 = std::env::var("ROBUST_TORTURE_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    let kinds = std::env::var("ROBUST_FAULTS").unwrap_or_else(|_| "partition,pause,kill".into());
+    let mut pool = Vec::new();
+    for k in kinds.split(',').map(str::trim) {
+        match k {
+            "partition" => pool.extend([
+                Fault::IsolateLeader,
+                Fault::IsolateFollower,
+                Fault::MovingSplit,
+                Fault::FlappingLink,
+            ]),
+            "pause" => pool.push(Fault::PauseLeader),
+            "kill" => pool.extend([Fault::KillFollower, Fault::KillLeader, Fault::KillAll]),
+            other => panic!("ROBUST_FAULTS: unknown fault kind {other:?}"),
+        }
+    }
+    let seed = WorkloadConfig::default().seed;
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(seed);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let run = tokio::time::timeout(
+        Duration::from_secs(secs) + SCENARIO_TIMEOUT,
+        record_run(kind, move |_| {
+            (Instant::now() < deadline).then(|| pool[rand::Rng::gen_range(&mut rng, 0..pool.len())])
+        }),
+    )
+    .await
+    .expect("run within its time limit");
+    tracing::info!(faults = run.faults.len(), "torture run done");
+    check_run(kind, run).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture_minietcd() {
+    torture(ServerKind::Minietcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn torture_etcd() {
+    torture(ServerKind::Etcd).await;
 }
