@@ -191,6 +191,8 @@ pub enum Fault {
     FlappingLink,
     /// SIGSTOP the leader for [`FAULT_MS`], then SIGCONT.
     PauseLeader,
+    /// SIGSTOP a follower for [`FAULT_MS`], then SIGCONT: it must catch up.
+    PauseFollower,
     /// kill -9 a follower, restart it after [`FAULT_MS`].
     KillFollower,
     /// kill -9 the leader, restart it after [`FAULT_MS`].
@@ -250,6 +252,11 @@ async fn inject(fc: &mut FaultCluster, fault: Fault) {
             fc.expect_new_leader(follower, leader).await;
             tokio::time::sleep(hold).await;
             fc.resume(leader);
+        }
+        Fault::PauseFollower => {
+            fc.pause(follower);
+            tokio::time::sleep(hold).await;
+            fc.resume(follower);
         }
         Fault::KillFollower => {
             fc.kill(follower);
@@ -612,6 +619,7 @@ scenario!(
 scenario!(MovingSplit, moving_split_minietcd, moving_split_etcd);
 scenario!(FlappingLink, flapping_link_minietcd, flapping_link_etcd);
 scenario!(PauseLeader, pause_leader_minietcd, pause_leader_etcd);
+scenario!(PauseFollower, pause_follower_minietcd, pause_follower_etcd);
 scenario!(KillFollower, kill_follower_minietcd, kill_follower_etcd);
 scenario!(KillLeader, kill_leader_minietcd, kill_leader_etcd);
 scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
@@ -718,7 +726,7 @@ async fn torture(kind: ServerKind) {
                 Fault::MovingSplit,
                 Fault::FlappingLink,
             ]),
-            "pause" => pool.push(Fault::PauseLeader),
+            "pause" => pool.extend([Fault::PauseLeader, Fault::PauseFollower]),
             "kill" => pool.extend([Fault::KillFollower, Fault::KillLeader, Fault::KillAll]),
             other => panic!("ROBUST_FAULTS: unknown fault kind {other:?}"),
         }
