@@ -49,10 +49,14 @@ pub struct FaultCluster {
 }
 
 impl FaultCluster {
-    pub async fn start(kind: ServerKind) -> FaultCluster {
-        let config = ClusterConfig::new(kind, 3).proxied_peers().arg(format!(
+    /// Starts three members of `kind`, each with `extra` flags besides the harness's.
+    pub async fn start(kind: ServerKind, extra: &[String]) -> FaultCluster {
+        let mut config = ClusterConfig::new(kind, 3).proxied_peers().arg(format!(
             "--experimental-watch-progress-notify-interval={PROGRESS_NOTIFY_MS}ms"
         ));
+        for a in extra {
+            config = config.arg(a.clone());
+        }
         let cluster = Cluster::start(config);
         let routes: Vec<(u16, u16)> = cluster
             .members
@@ -199,6 +203,31 @@ pub enum Fault {
     KillLeader,
     /// kill -9 every member, restart them all.
     KillAll,
+    /// One follower loses every peer link until the others are [`PAST_SNAPSHOT_REVS`]
+    /// revisions ahead, with members snapshotting often: minietcd (which keeps only
+    /// `--experimental-snapshot-catchup-entries` behind a snapshot) must send it a snapshot,
+    /// and its watchers must come through it without a gap or a repeat. etcd 3.4 keeps 5000
+    /// entries, so there the follower catches up from the log.
+    IsolateFollowerPastSnapshot,
+}
+
+/// How far the isolated follower falls behind in [`Fault::IsolateFollowerPastSnapshot`].
+const PAST_SNAPSHOT_REVS: i64 = 100;
+
+impl Fault {
+    /// Flags the scenario's members need.
+    pub fn flags(self, kind: ServerKind) -> Vec<String> {
+        match (self, kind) {
+            (Fault::IsolateFollowerPastSnapshot, ServerKind::Minietcd) => vec![
+                "--snapshot-count=20".into(),
+                "--experimental-snapshot-catchup-entries=5".into(),
+            ],
+            (Fault::IsolateFollowerPastSnapshot, ServerKind::Etcd) => {
+                vec!["--snapshot-count=20".into()]
+            }
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// Injects `fault` and heals it; returns when the cluster is whole again.
@@ -220,6 +249,12 @@ async fn inject(fc: &mut FaultCluster, fault: Fault) {
                 .partition(&[&[follower], &[leader, third]], LinkFault::Blackhole);
             fc.expect_falling_behind(follower, leader, 5).await;
             tokio::time::sleep(hold).await;
+        }
+        Fault::IsolateFollowerPastSnapshot => {
+            fc.proxies
+                .partition(&[&[follower], &[leader, third]], LinkFault::Blackhole);
+            fc.expect_falling_behind(follower, leader, PAST_SNAPSHOT_REVS)
+                .await;
         }
         Fault::MovingSplit => {
             fc.proxies
@@ -359,7 +394,10 @@ async fn final_write(fc: &FaultCluster, rec: &Recorder) -> i64 {
 
 /// Workload + `fault` + checkers on a fresh cluster of `kind`.
 pub async fn run_scenario(kind: ServerKind, fault: Fault) {
-    let run = record_run(kind, |round| (round == 0).then_some(fault)).await;
+    let run = record_run(kind, &fault.flags(kind), |round| {
+        (round == 0).then_some(fault)
+    })
+    .await;
     check_run(kind, run).await;
 }
 
@@ -454,10 +492,11 @@ pub struct Run {
 /// history unchecked.
 pub async fn record_run(
     kind: ServerKind,
+    extra: &[String],
     mut next_fault: impl FnMut(usize) -> Option<Fault>,
 ) -> Run {
     let started = Instant::now();
-    let mut fc = FaultCluster::start(kind).await;
+    let mut fc = FaultCluster::start(kind, extra).await;
     let cfg = WorkloadConfig::default();
     let rec = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -620,6 +659,11 @@ scenario!(MovingSplit, moving_split_minietcd, moving_split_etcd);
 scenario!(FlappingLink, flapping_link_minietcd, flapping_link_etcd);
 scenario!(PauseLeader, pause_leader_minietcd, pause_leader_etcd);
 scenario!(PauseFollower, pause_follower_minietcd, pause_follower_etcd);
+scenario!(
+    IsolateFollowerPastSnapshot,
+    isolate_follower_past_snapshot_minietcd,
+    isolate_follower_past_snapshot_etcd
+);
 scenario!(KillFollower, kill_follower_minietcd, kill_follower_etcd);
 scenario!(KillLeader, kill_leader_minietcd, kill_leader_etcd);
 scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
@@ -628,9 +672,12 @@ scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
 /// violation planted in a copy of it is found.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_violations_in_a_recorded_history_are_found() {
-    let run = tokio::time::timeout(SCENARIO_TIMEOUT, record_run(ServerKind::Minietcd, |_| None))
-        .await
-        .expect("run within its time limit");
+    let run = tokio::time::timeout(
+        SCENARIO_TIMEOUT,
+        record_run(ServerKind::Minietcd, &[], |_| None),
+    )
+    .await
+    .expect("run within its time limit");
     let (h, expect) = (run.h, run.expect);
     let clean = check_history(&h, &expect);
     assert!(clean.is_empty(), "{clean:?}");
@@ -736,7 +783,7 @@ async fn torture(kind: ServerKind) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let run = tokio::time::timeout(
         Duration::from_secs(secs) + SCENARIO_TIMEOUT,
-        record_run(kind, move |_| {
+        record_run(kind, &[], move |_| {
             (Instant::now() < deadline).then(|| pool[rand::Rng::gen_range(&mut rng, 0..pool.len())])
         }),
     )
