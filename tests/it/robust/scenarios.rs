@@ -878,8 +878,9 @@ async fn reads_after_kill_all_see_acknowledged_writes(kind: ServerKind) {
                         if let Some(mut cl) =
                             workload::client_on(&ep, Duration::from_millis(1000)).await
                         {
-                            if let Ok(r) = cl.get(PREFIX, None).await {
-                                return r.header().map(|h| h.revision());
+                            if let Ok(r) = cl.get(format!("{PREFIX}last"), None).await {
+                                let value = r.kvs().first().map(|kv| kv.value().to_vec());
+                                return r.header().map(|h| (h.revision(), value));
                             }
                         }
                         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -892,15 +893,17 @@ async fn reads_after_kill_all_see_acknowledged_writes(kind: ServerKind) {
             fc.restart(i);
         }
         for (m, r) in readers.into_iter().enumerate() {
-            let rev = r
+            let (rev, value) = r
                 .await
                 .expect("reader")
                 .expect("a linearizable read after the restart");
+            let value = value.map(|v| String::from_utf8_lossy(&v).into_owned());
             assert!(
-                rev >= floor,
+                rev >= floor && value.as_deref() == Some(round.to_string().as_str()),
                 "{kind:?} round {round}: member {m}'s first linearizable read after every member \
-                 was killed and restarted is at revision {rev}, below revision {floor} that was \
-                 acknowledged before the kill"
+                 was killed and restarted is at revision {rev} and shows the last put's key as \
+                 {value:?}; the put of {round:?} was acknowledged at revision {floor} before the \
+                 kill"
             );
         }
         fc.leader().await;
