@@ -8,12 +8,16 @@
 //!   real time;
 //! - `watch_check`: watch guarantees and reads against the committed history;
 //! - `proxy`: the per-link TCP proxies between peers;
+//! - `fault_cluster`: the cluster behind the proxies, and the faults;
 //! - `workload`: the clients and watchers;
-//! - `scenarios`: one test per fault, on minietcd and on etcd 3.4.
+//! - `scenarios`: one test per fault, on minietcd and on etcd 3.4, and the torture run;
+//! - `restart_reads`: reads after a restart of every member (a minietcd bug, reduced).
 
+pub mod fault_cluster;
 pub mod history;
 pub mod linearizability;
 pub mod proxy;
+pub mod restart_reads;
 pub mod scenarios;
 pub mod watch_check;
 pub mod workload;
