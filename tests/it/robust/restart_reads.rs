@@ -11,6 +11,17 @@ use crate::robust::scenarios::{RECOVERY_TIMEOUT, SCENARIO_TIMEOUT};
 use crate::robust::workload::{self, PREFIX};
 use crate::support::wait_until_async;
 
+/// (leader id, raft term) as member `i` reports them.
+async fn leader_and_term(fc: &FaultCluster, i: usize) -> Option<(u64, u64)> {
+    let client = fc.cluster.client_for(i).await?;
+    let st = client
+        .maintenance()
+        .status(minietcd_client::MaintenanceOptions::new())
+        .await
+        .ok()?;
+    Some((st.leader, st.raft_term))
+}
+
 /// How long the cluster is idle between the last acknowledged put and the kill.
 const KILL_AFTER_LAST_PUT_MS: u64 = 200;
 /// Rounds of [`reads_after_kill_all_see_acknowledged_writes`].
@@ -71,6 +82,7 @@ async fn reads_after_kill_all_see_acknowledged_writes(kind: ServerKind) {
             .header()
             .map_or(0, |h| h.revision())
             .max(acked.load(Ordering::Relaxed));
+        let before = leader_and_term(&fc, 0).await;
         tokio::time::sleep(Duration::from_millis(KILL_AFTER_LAST_PUT_MS)).await;
         for i in 0..n {
             fc.kill(i);
@@ -100,18 +112,21 @@ async fn reads_after_kill_all_see_acknowledged_writes(kind: ServerKind) {
         for i in 0..n {
             fc.restart(i);
         }
-        for (m, r) in readers.into_iter().enumerate() {
-            let (rev, value) = r
-                .await
-                .expect("reader")
-                .expect("a linearizable read after the restart");
+        let mut firsts = Vec::new();
+        for r in readers {
+            firsts.push(r.await.expect("reader"));
+        }
+        let after = leader_and_term(&fc, 0).await;
+        for (m, first) in firsts.into_iter().enumerate() {
+            let (rev, value) = first.expect("a linearizable read after the restart");
             let value = value.map(|v| String::from_utf8_lossy(&v).into_owned());
             assert!(
                 rev >= floor && value.as_deref() == Some(round.to_string().as_str()),
                 "{kind:?} round {round}: member {m}'s first linearizable read after every member \
                  was killed and restarted is at revision {rev} and shows the last put's key as \
                  {value:?}; the put of {round:?} was acknowledged at revision {floor} before the \
-                 kill"
+                 kill (leader id and term before the kill {before:x?}, after the restart \
+                 {after:x?})"
             );
         }
         fc.leader().await;
