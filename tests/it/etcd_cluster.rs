@@ -60,6 +60,9 @@ pub struct ClusterConfig {
     pub size: usize,
     /// Extra flags for every member (e.g. `--max-request-bytes=1024`).
     pub extra_args: Vec<String>,
+    /// Whether each member advertises a peer port of its own besides the one it listens on,
+    /// for a proxy in between (see `robust::proxy`); nothing listens there until one starts.
+    pub proxied_peers: bool,
 }
 
 impl ClusterConfig {
@@ -69,7 +72,13 @@ impl ClusterConfig {
             kind,
             size,
             extra_args: Vec::new(),
+            proxied_peers: false,
         }
+    }
+    /// Members advertise proxy ports to each other (see [`ClusterConfig::proxied_peers`]).
+    pub fn proxied_peers(mut self) -> Self {
+        self.proxied_peers = true;
+        self
     }
     /// Adds a flag for every member.
     pub fn arg(mut self, arg: impl Into<String>) -> Self {
@@ -85,8 +94,10 @@ pub struct Member {
     pub name: String,
     /// Client port (gRPC and HTTP /metrics /health).
     pub client_port: Port,
-    /// Peer port.
+    /// Peer port (the member listens on it).
     pub peer_port: Port,
+    /// The peer port other members are told to dial, when it is not `peer_port`: a proxy's.
+    pub advertised_peer_port: Option<Port>,
     /// Data dir.
     pub data_dir: PathBuf,
     /// The running process, if any.
@@ -97,6 +108,14 @@ impl Member {
     /// `127.0.0.1:<client port>`.
     pub fn endpoint(&self) -> String {
         format!("127.0.0.1:{}", self.client_port.port)
+    }
+    /// The peer URL other members dial.
+    pub fn advertised_peer_url(&self) -> String {
+        let port = self
+            .advertised_peer_port
+            .as_ref()
+            .unwrap_or(&self.peer_port);
+        format!("http://127.0.0.1:{}", port.port)
     }
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
@@ -132,13 +151,14 @@ impl Cluster {
                 name: format!("m{i}"),
                 client_port: free_port(),
                 peer_port: free_port(),
+                advertised_peer_port: config.proxied_peers.then(free_port),
                 data_dir: dir.path().join(format!("m{i}")),
                 guard: None,
             })
             .collect();
         let initial_cluster = members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port.port))
+            .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect::<Vec<_>>()
             .join(",");
         let mut cluster = Cluster {
@@ -175,10 +195,11 @@ impl Cluster {
             name: format!("m{i}"),
             client_port: free_port(),
             peer_port: free_port(),
+            advertised_peer_port: None,
             data_dir: self.dir.path().join(format!("m{i}")),
             guard: None,
         };
-        let url = format!("http://127.0.0.1:{}", m.peer_port.port);
+        let url = m.advertised_peer_url();
         self.members.push(m);
         (i, url)
     }
@@ -189,7 +210,7 @@ impl Cluster {
         let initial = self
             .members
             .iter()
-            .map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer_port.port))
+            .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect::<Vec<_>>()
             .join(",");
         tracing::info!(member = i, "starting a joining member");
@@ -222,8 +243,8 @@ impl Cluster {
                 m.peer_port.port
             ))
             .arg(format!(
-                "--initial-advertise-peer-urls=http://127.0.0.1:{}",
-                m.peer_port.port
+                "--initial-advertise-peer-urls={}",
+                m.advertised_peer_url()
             ))
             .arg(format!("--initial-cluster={initial_cluster}"))
             .arg(format!("--initial-cluster-state={state}"))
@@ -257,6 +278,11 @@ impl Cluster {
     /// Client port of member `i`.
     pub fn client_port(&self, i: usize) -> u16 {
         self.members[i].client_port.port
+    }
+
+    /// Member `i`'s process id while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.members[i].guard.as_ref()?.pid()
     }
 
     /// SIGKILL member `i`.
@@ -390,6 +416,13 @@ impl Cluster {
 
     /// Where the members' data dirs and logs are.
     pub fn dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    /// Leaves the data dirs and logs on disk when the cluster is dropped (for a failed test to
+    /// point at) and returns where they are.
+    pub fn keep_dir(&mut self) -> PathBuf {
+        self.dir.disable_cleanup(true);
         self.dir.path().to_path_buf()
     }
 }

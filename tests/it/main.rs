@@ -19,6 +19,7 @@ mod kv;
 mod lease;
 mod ops_http;
 mod reconfig;
+mod robust;
 mod startup;
 mod support;
 mod watch_cluster;

@@ -1,0 +1,442 @@
+//! The clients and watchers of a run, recording into a [`History`].
+//!
+//! Clients (`etcd-client`, each on one member) issue random single-key operations on a few
+//! keys: puts with unique values, linearizable and serializable gets, deletes, and txn
+//! compare-and-swaps on the last value the client saw. A write that errs or times out is
+//! recorded as unknown; a read that fails is dropped (it changed nothing).
+//!
+//! Watchers: three per member on the whole key prefix from revision 1: one with prev_kv, one
+//! with require-leader, one with the NODELETE filter and progress notifications. A watch that breaks is re-created on the same member from
+//! the revision after the last event it saw, as a new session.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use etcd_client::{
+    Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    WatchFilterType, WatchOptions,
+};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::robust::history::{Event, History, Input, Kv, Op, Output, WatchResponse, WatchSession};
+
+/// Every key the workload touches starts with this.
+pub const PREFIX: &str = "rb/";
+/// The key of the final write every watcher must reach.
+pub const SENTINEL: &str = "rb/~end";
+
+/// Pause after an operation that failed or timed out, before the client reconnects.
+pub const FAILED_OP_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Shape of the workload.
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    pub clients: usize,
+    pub keys: usize,
+    /// Client-side bound of one operation; beyond it a write is unknown.
+    pub op_timeout: Duration,
+    pub seed: u64,
+}
+
+impl Default for WorkloadConfig {
+    /// The suite's workload; `ROBUST_SEED` picks another seed (the default is 1).
+    fn default() -> Self {
+        let seed = std::env::var("ROBUST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
+        WorkloadConfig {
+            clients: 6,
+            keys: 5,
+            op_timeout: Duration::from_secs(2),
+            seed,
+        }
+    }
+}
+
+/// Shared by everything that records.
+pub struct Recorder {
+    start: Instant,
+    ops: Mutex<Vec<Op>>,
+    sessions: Mutex<Vec<(usize, WatchSession)>>,
+}
+
+impl Recorder {
+    pub fn new() -> Arc<Recorder> {
+        Arc::new(Recorder {
+            start: Instant::now(),
+            ops: Mutex::default(),
+            sessions: Mutex::default(),
+        })
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.start.elapsed().as_nanos() as u64
+    }
+
+    /// Runs `f` as one recorded op: `f` returns the output, or `None` for a failed read.
+    pub async fn record<F>(
+        &self,
+        client: usize,
+        member: usize,
+        key: &str,
+        input: Input,
+        timeout: Duration,
+        f: F,
+    ) where
+        F: std::future::Future<Output = Option<Output>>,
+    {
+        let invoke_ns = self.now_ns();
+        let out = tokio::time::timeout(timeout, f).await.ok().flatten();
+        let return_ns = self.now_ns();
+        let is_read = matches!(input, Input::Get { .. });
+        let (output, return_ns) = match out {
+            Some(o) => (o, return_ns),
+            None if is_read => return,
+            None => (Output::Unknown, u64::MAX),
+        };
+        self.ops.lock().unwrap().push(Op {
+            client,
+            member,
+            key: key.to_string(),
+            input,
+            output,
+            invoke_ns,
+            return_ns,
+        });
+    }
+
+    /// The history so far, and for each watch session whether it is the last one of its
+    /// watcher (those must reach the final write).
+    pub fn history(&self) -> (History, Vec<bool>) {
+        let ops = self.ops.lock().unwrap().clone();
+        let sessions = self.sessions.lock().unwrap().clone();
+        let last: Vec<bool> = sessions
+            .iter()
+            .enumerate()
+            .map(|(i, (w, _))| !sessions[i + 1..].iter().any(|(w2, _)| w2 == w))
+            .collect();
+        (
+            History {
+                ops,
+                watches: sessions.into_iter().map(|(_, s)| s).collect(),
+            },
+            last,
+        )
+    }
+}
+
+fn kv_of(kv: &etcd_client::KeyValue) -> Kv {
+    Kv {
+        value: kv.value_str().unwrap_or("<not utf-8>").to_string(),
+        mod_rev: kv.mod_revision(),
+        create_rev: kv.create_revision(),
+        version: kv.version(),
+    }
+}
+
+fn rev_of(h: Option<&etcd_client::ResponseHeader>) -> i64 {
+    h.map_or(0, |h| h.revision())
+}
+
+/// A client on one endpoint, with the workload's per-op bound.
+pub async fn client_on(endpoint: &str, op_timeout: Duration) -> Option<etcd_client::Client> {
+    let opts = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(op_timeout);
+    etcd_client::Client::connect([endpoint], Some(opts))
+        .await
+        .ok()
+}
+
+/// One operation of client `id` through `cl` on member `member`.
+pub async fn do_op(
+    rec: &Recorder,
+    cl: &mut etcd_client::Client,
+    id: usize,
+    member: usize,
+    key: &str,
+    input: Input,
+    timeout: Duration,
+) {
+    let k = key.to_string();
+    let i2 = input.clone();
+    rec.record(id, member, key, input, timeout, async move {
+        match i2 {
+            Input::Put { value } => {
+                let r = cl.put(k, value, None).await.ok()?;
+                Some(Output::Put {
+                    rev: rev_of(r.header()),
+                })
+            }
+            Input::Get { serializable } => {
+                let opts = serializable.then(|| GetOptions::new().with_serializable());
+                let r = cl.get(k, opts).await.ok()?;
+                Some(Output::Get {
+                    kv: r.kvs().first().map(kv_of),
+                    rev: rev_of(r.header()),
+                })
+            }
+            Input::Delete => {
+                let r = cl.delete(k, None).await.ok()?;
+                Some(Output::Delete {
+                    deleted: r.deleted(),
+                    rev: rev_of(r.header()),
+                })
+            }
+            Input::Cas { expect, value } => {
+                let txn = Txn::new()
+                    .when([Compare::value(k.clone(), CompareOp::Equal, expect)])
+                    .and_then([TxnOp::put(k.clone(), value, None)])
+                    .or_else([TxnOp::get(k, None)]);
+                let r = cl.txn(txn).await.ok()?;
+                let current = if r.succeeded() {
+                    None
+                } else {
+                    match r.op_responses().first() {
+                        Some(TxnOpResponse::Get(g)) => g.kvs().first().map(kv_of),
+                        _ => None,
+                    }
+                };
+                Some(Output::Cas {
+                    succeeded: r.succeeded(),
+                    rev: rev_of(r.header()),
+                    current,
+                })
+            }
+        }
+    })
+    .await;
+}
+
+/// Client `id` on member `member`, until `stop`.
+pub async fn run_client(
+    rec: Arc<Recorder>,
+    cfg: WorkloadConfig,
+    id: usize,
+    member: usize,
+    endpoint: String,
+    stop: Arc<AtomicBool>,
+) {
+    let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000).wrapping_add(id as u64));
+    // Last value this client saw per key: what its CAS expects.
+    let mut last_seen: Vec<Option<String>> = vec![None; cfg.keys];
+    let mut n = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let Some(mut cl) = client_on(&endpoint, cfg.op_timeout).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let k = rng.gen_range(0..cfg.keys);
+            let key = format!("{PREFIX}k{k}");
+            n += 1;
+            let value = format!("c{id}-{n}");
+            let roll = rng.gen_range(0..100);
+            let input = match roll {
+                0..35 => Input::Put {
+                    value: value.clone(),
+                },
+                35..60 => Input::Get {
+                    serializable: false,
+                },
+                60..75 => Input::Get { serializable: true },
+                75..85 => Input::Delete,
+                _ => match &last_seen[k] {
+                    Some(expect) => Input::Cas {
+                        expect: expect.clone(),
+                        value: value.clone(),
+                    },
+                    None => Input::Put {
+                        value: value.clone(),
+                    },
+                },
+            };
+            let before = rec.ops.lock().unwrap().len();
+            do_op(&rec, &mut cl, id, member, &key, input, cfg.op_timeout).await;
+            // Remember what this op showed about the key.
+            let failed = remember(&rec, before, id, &mut last_seen[k]);
+            if failed {
+                // A member down answers at once; back off instead of piling up unknowns,
+                // and reconnect.
+                tokio::time::sleep(FAILED_OP_BACKOFF).await;
+                break;
+            }
+        }
+    }
+}
+
+/// Notes what client `id`'s last op (recorded at or after `from`) showed about its key in
+/// `last_seen`; whether the op failed (an unknown write, or a read that was not recorded).
+fn remember(rec: &Recorder, from: usize, id: usize, last_seen: &mut Option<String>) -> bool {
+    let ops = rec.ops.lock().unwrap();
+    let Some(op) = ops[from..].iter().rev().find(|o| o.client == id) else {
+        return true;
+    };
+    match (&op.input, &op.output) {
+        (Input::Put { value }, Output::Put { .. }) => *last_seen = Some(value.clone()),
+        (Input::Get { .. }, Output::Get { kv, .. }) => {
+            *last_seen = kv.as_ref().map(|kv| kv.value.clone())
+        }
+        (
+            Input::Cas { value, .. },
+            Output::Cas {
+                succeeded: true, ..
+            },
+        ) => *last_seen = Some(value.clone()),
+        (_, Output::Cas { current, .. }) => {
+            *last_seen = current.as_ref().map(|kv| kv.value.clone())
+        }
+        _ => {}
+    }
+    op.output == Output::Unknown
+}
+
+/// What a watcher asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatcherKind {
+    /// prev_kv on every event.
+    PrevKv,
+    /// The stream carries `hasleader: true` (clientv3's WithRequireLeader).
+    RequireLeader,
+    /// NODELETE filter, progress notifications.
+    PutsWithProgress,
+}
+
+/// One watcher on member `member` until it has seen revision `target` (once set, > 0) or
+/// `give_up` is set. Re-creates the watch after every break.
+pub async fn run_watcher(
+    rec: Arc<Recorder>,
+    watcher: usize,
+    member: usize,
+    endpoint: String,
+    kind: WatcherKind,
+    target: Arc<AtomicI64>,
+    give_up: Arc<AtomicBool>,
+) {
+    let mut next_rev = 1i64;
+    let reached = |next: i64| {
+        let t = target.load(Ordering::Relaxed);
+        t > 0 && next > t
+    };
+    while !reached(next_rev) && !give_up.load(Ordering::Relaxed) {
+        let prev_kv = kind == WatcherKind::PrevKv;
+        let no_delete = kind == WatcherKind::PutsWithProgress;
+        let mut session = WatchSession {
+            member,
+            start_rev: next_rev,
+            prev_kv,
+            no_delete,
+            responses: Vec::new(),
+            ended: None,
+        };
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(Duration::from_millis(500))
+            .with_require_leader(kind == WatcherKind::RequireLeader);
+        let Ok(mut cl) = etcd_client::Client::connect([endpoint.as_str()], Some(opts)).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let mut wopts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(next_rev);
+        if prev_kv {
+            wopts = wopts.with_prev_key();
+        }
+        if no_delete {
+            wopts = wopts
+                .with_filters([WatchFilterType::NoDelete])
+                .with_progress_notify();
+        }
+        let mut stream =
+            match tokio::time::timeout(Duration::from_secs(2), cl.watch(PREFIX, Some(wopts))).await
+            {
+                Ok(Ok(s)) => s,
+                _ => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+        loop {
+            if reached(next_rev) {
+                break;
+            }
+            if give_up.load(Ordering::Relaxed) {
+                session.ended = Some("given up".into());
+                break;
+            }
+            let msg = match tokio::time::timeout(Duration::from_millis(200), stream.message()).await
+            {
+                Err(_) => continue,
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => {
+                    session.ended = Some("stream ended".into());
+                    break;
+                }
+                Ok(Err(e)) => {
+                    session.ended = Some(format!("stream error: {e}"));
+                    break;
+                }
+            };
+            if msg.canceled() {
+                session.ended = Some(format!("canceled: {}", msg.cancel_reason()));
+                break;
+            }
+            if msg.created() || (msg.events().is_empty() && !no_delete) {
+                continue;
+            }
+            if msg.events().is_empty() {
+                // A progress notification: every event up to its revision has been sent, so
+                // a re-created watch resumes after it (a bookmark).
+                let rev = rev_of(msg.header());
+                next_rev = next_rev.max(rev + 1);
+                session.responses.push(WatchResponse {
+                    header_rev: rev,
+                    events: Vec::new(),
+                });
+                continue;
+            }
+            let events: Vec<Event> = msg
+                .events()
+                .iter()
+                .filter_map(|e| {
+                    let kv = e.kv()?;
+                    Some(Event {
+                        put: e.event_type() == EventType::Put,
+                        key: kv.key_str().unwrap_or("<not utf-8>").to_string(),
+                        kv: kv_of(kv),
+                        prev: e.prev_kv().map(kv_of),
+                    })
+                })
+                .collect();
+            if let Some(last) = events.iter().map(Event::rev).max() {
+                next_rev = next_rev.max(last + 1);
+            }
+            session.responses.push(WatchResponse {
+                header_rev: rev_of(msg.header()),
+                events,
+            });
+        }
+        let broke = session.ended.is_some();
+        rec.sessions.lock().unwrap().push((watcher, session));
+        if broke {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    if !reached(next_rev) {
+        // Gave up while reconnecting: an empty last session makes the checker report it.
+        rec.sessions.lock().unwrap().push((
+            watcher,
+            WatchSession {
+                member,
+                start_rev: next_rev,
+                prev_kv: kind == WatcherKind::PrevKv,
+                no_delete: kind == WatcherKind::PutsWithProgress,
+                responses: Vec::new(),
+                ended: Some("never reached the final write".into()),
+            },
+        ));
+    }
+}
