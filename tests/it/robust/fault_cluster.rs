@@ -140,7 +140,7 @@ impl FaultCluster {
     }
 
     /// A follower other than `not`.
-    fn other(&self, not: &[usize]) -> usize {
+    pub fn other(&self, not: &[usize]) -> usize {
         (0..self.n())
             .find(|i| !not.contains(i))
             .expect("a member left")

@@ -13,6 +13,7 @@
 //! - `scenarios`: one test per fault, on minietcd and on etcd 3.4, and the torture run;
 //! - `restart_reads`: reads after a restart of every member (a minietcd bug, reduced).
 
+pub mod check_quorum;
 pub mod fault_cluster;
 pub mod history;
 pub mod linearizability;
