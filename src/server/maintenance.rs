@@ -14,7 +14,8 @@ use crate::pb::etcdserverpb::{
     MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 
-use super::ServerContext;
+use super::{ApiError, ServerContext};
+use crate::storage::StorageError;
 
 /// The etcd release whose v3 API minietcd serves; clients read it from Status.
 pub const ETCD_API_VERSION: &str = "3.4.23";
@@ -32,6 +33,16 @@ impl MaintenanceService {
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
+
+/// Runs blocking store work (whole-store scans) off the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| Status::from(ApiError::from(e))),
+        Err(e) => Err(Status::from(ApiError::Internal(e.to_string()))),
+    }
+}
 
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented by minietcd yet"))
@@ -88,14 +99,26 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let store = self.ctx.store.clone();
+        let (hash, rev) = blocking(move || store.hash()).await?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.ctx.header.at(rev)),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+        let rev = req.get_ref().revision;
+        let store = self.ctx.store.clone();
+        let h = blocking(move || store.hash_kv(rev)).await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.ctx.header.at(h.current)),
+            hash: h.hash,
+            compact_revision: h.compacted,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;

