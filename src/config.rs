@@ -94,6 +94,9 @@ pub struct InitialMember {
     pub peer_urls: Vec<String>,
 }
 
+/// etcd's default space quota (`DefaultQuotaBytes`): 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Validated configuration of one node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +120,9 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--quota-backend-bytes`: past it a write raises NOSPACE; `None`: no quota (a negative
+    /// flag, as in etcd); 0 means etcd's default, [`DEFAULT_QUOTA_BACKEND_BYTES`].
+    pub quota_backend_bytes: Option<u64>,
     pub snapshot_count: u64,
     /// `--experimental-snapshot-catchup-entries`.
     pub snapshot_catchup_entries: u64,
@@ -254,6 +260,11 @@ impl Config {
             election_timeout_ms: f.election_timeout,
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
+            quota_backend_bytes: match f.quota_backend_bytes {
+                q if q < 0 => None,
+                0 => Some(DEFAULT_QUOTA_BACKEND_BYTES),
+                q => Some(q.unsigned_abs()),
+            },
             snapshot_count: f.snapshot_count,
             snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
             progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
@@ -679,7 +690,6 @@ mod load_tests {
                 "--experimental-backend-bbolt-freelist-type=map",
                 "--log-package-levels=etcdserver=DEBUG",
                 "--experimental-initial-corrupt-check",
-                "--quota-backend-bytes=8589934592",
                 "--auto-compaction-retention=1h",
                 "--cors=http://a",
             ],
@@ -687,7 +697,7 @@ mod load_tests {
         )
         .unwrap();
         let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
-        assert_eq!(warned.len(), 8, "{warned:?}");
+        assert_eq!(warned.len(), 7, "{warned:?}");
         assert!(
             warned[0].starts_with("--max-wals=3 has no effect: "),
             "{warned:?}"

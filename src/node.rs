@@ -52,6 +52,7 @@ use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
+use crate::server::quota::SpaceQuota;
 use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
@@ -309,6 +310,10 @@ impl Services {
             header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
+            quota: Arc::new(SpaceQuota::new(
+                data_dir.db.clone(),
+                cfg.quota_backend_bytes,
+            )),
         };
         let lessor = Lessor::new(
             store,

@@ -9,12 +9,15 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 
 use super::{ApiError, ServerContext};
+use crate::pb::minietcdpb::internal_request::Request as Write;
+use crate::pb::minietcdpb::internal_response::Response as Applied;
 use crate::storage::StorageError;
 
 /// The etcd release whose v3 API minietcd serves; clients read it from Status.
@@ -23,6 +26,8 @@ pub const ETCD_API_VERSION: &str = "3.4.23";
 /// The Maintenance gRPC service.
 pub struct MaintenanceService {
     ctx: ServerContext,
+    /// The whole database: snapshots copy it.
+    #[allow(dead_code)]
     db: sled::Db,
 }
 
@@ -48,6 +53,18 @@ fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented by minietcd yet"))
 }
 
+/// An alarm as etcd's Status lists it: gogoproto's compact text form of an AlarmMember,
+/// trailing space included.
+fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm)
+        .map_or_else(|_| alarm.to_string(), |a| a.as_str_name().to_string());
+    if alarm == 0 {
+        format!("memberID:{member_id} ")
+    } else {
+        format!("memberID:{member_id} alarm:{name} ")
+    }
+}
+
 #[tonic::async_trait]
 impl Maintenance for MaintenanceService {
     async fn status(
@@ -61,11 +78,14 @@ impl Maintenance for MaintenanceService {
             .membership()
             .voter_ids()
             .any(|id| id == me);
-        let db_size = self.db.size_on_disk().unwrap_or(0) as i64;
+        let db_size = i64::try_from(self.ctx.quota.db_size_now()).unwrap_or(i64::MAX);
         let mut errors = Vec::new();
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
+        // etcd lists each active alarm in its protobuf text form.
+        let alarms = self.ctx.store.alarms().map_err(ApiError::from)?;
+        errors.extend(alarms.into_iter().map(|(id, a)| alarm_text(id, a)));
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
             version: ETCD_API_VERSION.to_string(),
@@ -81,14 +101,15 @@ impl Maintenance for MaintenanceService {
     }
 
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm is ever raised (no quota, no corruption check): GET answers an empty list.
-        if req.get_ref().action == 0 {
-            return Ok(Response::new(AlarmResponse {
-                header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
-                alarms: Vec::new(),
-            }));
+        // Every action goes through Raft, GET included, as in etcd: the answer reflects
+        // every alarm committed before it.
+        match self.ctx.propose(Write::Alarm(req.into_inner())).await? {
+            (Applied::Alarm(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("alarm: unexpected apply response")),
         }
-        Err(unimplemented("Alarm ACTIVATE/DEACTIVATE"))
     }
 
     async fn defragment(

@@ -44,6 +44,8 @@ pub enum ApiError {
     Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -58,6 +60,7 @@ impl ApiError {
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists => Code::FailedPrecondition,
+            NoSpace => Code::ResourceExhausted,
             NoLeader | Timeout | LeaderChanged | Stopped => Code::Unavailable,
             Internal(_) => Code::Internal,
         }
@@ -108,6 +111,7 @@ impl ApiError {
             Ok(ApplyError::LeaseExists) => Some(ApiError::LeaseExists),
             Ok(ApplyError::KeyNotFound) => Some(ApiError::KeyNotFound),
             Ok(ApplyError::LeaseTtlTooLarge) => Some(ApiError::LeaseTtlTooLarge),
+            Ok(ApplyError::NoSpace) => Some(ApiError::NoSpace),
             Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
         }
     }

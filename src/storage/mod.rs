@@ -28,6 +28,7 @@
 //! write entirely or not at all. No apply fsyncs: the raft log is the durable record, and
 //! the `applied` blob in the same batch tells the raft layer where to resume replaying.
 
+mod alarm;
 mod backend;
 mod compact;
 mod error;
@@ -228,6 +229,25 @@ impl MvccStore {
                 outcomes.push(outcome(None, None, Vec::new(), st.current));
                 continue;
             };
+            if let Request::Alarm(a) = request {
+                let resp = alarm::apply(&mut st.alarms, a, &mut batch);
+                outcomes.push(outcome(
+                    Some(Response::Alarm(resp)),
+                    None,
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
+            if alarm::no_space(&st.alarms) && alarm::grows_store(request) {
+                outcomes.push(outcome(
+                    None,
+                    Some(ApplyError::NoSpace),
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
             let done = {
                 let mut w = WriteTxn::new(&st, &self.tree, Some(&overlay));
                 let result: Result<Response, TxnError> = match request {
@@ -240,6 +260,9 @@ impl MvccStore {
                         .map(|()| Response::LeaseRevoke(LeaseRevokeResponse::default())),
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
+                    ))),
+                    Request::Alarm(_) => Err(TxnError::Storage(StorageError::Corrupt(
+                        "an alarm reached the write path".into(),
                     ))),
                 };
                 match result {
@@ -419,6 +442,11 @@ impl MvccStore {
         Ok((hash::hash_all(&st, &self.tree)?, st.current))
     }
 
+    /// The active alarms, as (member id, alarm type), ascending.
+    pub fn alarms(&self) -> Result<Vec<(u64, i32)>, StorageError> {
+        Ok(self.read_state()?.alarms.iter().copied().collect())
+    }
+
     /// Whether a lease exists (Put with an unknown lease fails before proposing).
     pub fn lease_exists(&self, id: i64) -> bool {
         self.read_state()
@@ -497,6 +525,7 @@ fn outcome(
             Response::Compaction(x) => x.header = header,
             Response::LeaseGrant(x) => x.header = header,
             Response::LeaseRevoke(x) => x.header = header,
+            Response::Alarm(x) => x.header = header,
         }
         r
     });

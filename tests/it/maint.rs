@@ -204,3 +204,166 @@ async fn maint_hash_and_hashkv_agree_on_every_member() {
 fn non_empty(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.len() > 0)
 }
+
+/// Replaces every member id (decimal, as alarms print them) with `<ID>`.
+fn mask_ids(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(p) = rest.find("memberID:") {
+        out.push_str(&rest[..p + 9]);
+        rest = &rest[p + 9..];
+        let end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        out.push_str("<ID>");
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Fills the store with 20 KB values until a put fails; returns how many succeeded and the
+/// error line of the failed put.
+fn fill_until_refused(endpoint: &str) -> (usize, String) {
+    let value = "x".repeat(20_000);
+    for i in 0..400 {
+        let out = ctl_out(endpoint, &["put", &format!("fill/{i:04}"), &value]);
+        if !out.status.success() {
+            return (i, error_line(&String::from_utf8_lossy(&out.stderr)));
+        }
+    }
+    panic!("400 puts of 20 KB never hit the quota");
+}
+
+/// The quota scenario: what etcdctl prints at each step, member ids masked.
+fn quota_transcript(endpoint: &str) -> Vec<String> {
+    let mut t = Vec::new();
+    let (n, refused) = fill_until_refused(endpoint);
+    assert!(n > 10, "the quota refused writes too early ({n} puts)");
+    t.push(refused);
+    t.push(mask_ids(&ctl(endpoint, &["alarm", "list"])));
+    // Writes that grow the store fail; reads and deletes work.
+    t.push(error_line(&ctl_err(endpoint, &["put", "k", "v"])));
+    t.push(error_line(&ctl_err(endpoint, &["lease", "grant", "100"])));
+    t.push(
+        ctl(endpoint, &["get", "fill/0000", "--print-value-only"])
+            .len()
+            .to_string(),
+    );
+    t.push(ctl(endpoint, &["del", "fill/0001"]));
+    let status = ctl(endpoint, &["endpoint", "status", "-w", "json"]);
+    t.push(mask_ids(&json(&status)[0]["Status"]["errors"].to_string()));
+    t
+}
+
+#[tokio::test]
+async fn maint_quota_raises_nospace_like_etcd() {
+    let quota = "--quota-backend-bytes=3000000";
+    let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1).arg(quota)).await;
+    let mut ours =
+        Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1).arg(quota)).await;
+    let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
+    {
+        let _logs = LogsOnFailure(vec![&etcd, &ours]);
+        let theirs = quota_transcript(&e);
+        let mine = quota_transcript(&o);
+        assert_eq!(theirs, mine);
+        assert_eq!(
+            mine[0], "Error: etcdserver: mvcc: database space exceeded",
+            "{mine:?}"
+        );
+        assert!(
+            mine[1].starts_with("memberID:<ID> alarm:NOSPACE"),
+            "{mine:?}"
+        );
+    }
+    // The alarm is kept across a restart.
+    ours.restart(0);
+    ours.wait_ready().await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
+    // Disarm answers the cleared alarm; the space is still over the quota, so the next put
+    // raises the alarm again, on both servers.
+    for ep in [&e, &o] {
+        let disarmed = mask_ids(&ctl(ep, &["alarm", "disarm"]));
+        assert_eq!(disarmed, "memberID:<ID> alarm:NOSPACE \n", "{ep}");
+        assert_eq!(ctl(ep, &["alarm", "list"]), "", "{ep}");
+    }
+    assert_eq!(
+        error_line(&ctl_err(&e, &["put", "k", "v"])),
+        error_line(&ctl_err(&o, &["put", "k", "v"]))
+    );
+    assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
+}
+
+#[tokio::test]
+async fn maint_alarm_is_replicated_to_every_member() {
+    let ours = Cluster::start_ready(
+        ClusterConfig::new(ServerKind::Minietcd, 3).arg("--quota-backend-bytes=2000000"),
+    )
+    .await;
+    let _logs = LogsOnFailure(vec![&ours]);
+    let (n, refused) = fill_until_refused(&ours.endpoint(1));
+    assert!(n > 0);
+    assert_eq!(refused, "Error: etcdserver: mvcc: database space exceeded");
+    // Every member refuses growing writes, whichever member raised the alarm.
+    for i in 0..3 {
+        let ep = ours.endpoint(i);
+        wait_until(
+            "the alarm reaches every member",
+            Duration::from_secs(10),
+            || {
+                ctl(&ep, &["alarm", "list"])
+                    .contains("alarm:NOSPACE")
+                    .then_some(())
+            },
+        );
+        assert_eq!(
+            error_line(&ctl_err(&ep, &["put", "small", "v"])),
+            "Error: etcdserver: mvcc: database space exceeded"
+        );
+    }
+    // A client's ACTIVATE and DEACTIVATE work as on etcd (here through etcd-client).
+    let mut c = etcd_client::Client::connect([ours.endpoint(0)], None)
+        .await
+        .unwrap();
+    let list = c
+        .alarm(
+            etcd_client::AlarmAction::Get,
+            etcd_client::AlarmType::None,
+            None,
+        )
+        .await
+        .unwrap();
+    // Each member whose own quota check failed raised its own alarm, as etcd members do.
+    let before = list.alarms().len();
+    assert!(before >= 1, "no alarm listed");
+    let id = list.alarms()[0].member_id();
+    let off = c
+        .alarm(
+            etcd_client::AlarmAction::Deactivate,
+            etcd_client::AlarmType::Nospace,
+            Some(alarm_member(id)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(off.alarms().len(), 1);
+    let after = ctl(&ours.endpoint(2), &["alarm", "list"]);
+    assert_eq!(after.lines().count(), before - 1, "{after}");
+    let raised = c
+        .alarm(
+            etcd_client::AlarmAction::Activate,
+            etcd_client::AlarmType::Corrupt,
+            Some(alarm_member(7)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(raised.alarms()[0].member_id(), 7);
+    assert!(ctl(&ours.endpoint(2), &["alarm", "list"]).contains("memberID:7 alarm:CORRUPT"));
+}
+
+fn alarm_member(id: u64) -> etcd_client::AlarmOptions {
+    let mut o = etcd_client::AlarmOptions::new();
+    o.with_member(id);
+    o
+}
