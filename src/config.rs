@@ -443,6 +443,39 @@ fn host_port(u: &url::Url, port: u16) -> String {
 }
 
 /// Parses `name=url,name=url,...`; a name may appear several times (several peer URLs).
+/// The initial cluster a restored snapshot starts (`snapshot restore`'s flags, as the
+/// member's own flags give it on start): member id -> member, and this member's id. The same
+/// parsing and checks as a member's start, so the ids agree with the ones it will compute.
+pub fn restore_membership(
+    name: &str,
+    initial_cluster: &str,
+    advertise_peer_urls: &str,
+    token: &str,
+) -> Result<(u64, BTreeMap<u64, InitialMember>), ConfigError> {
+    let mut mine: Vec<String> = parse_urls("initial-advertise-peer-urls", advertise_peer_urls)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect();
+    mine.sort();
+    let members = parse_initial_cluster(initial_cluster, token)?;
+    let (id, m) = members
+        .iter()
+        .find(|(_, m)| m.name == name)
+        .ok_or_else(|| {
+            ConfigError::BadInitialCluster(format!("does not name this member {name:?}"))
+        })?;
+    let mut theirs = m.peer_urls.clone();
+    theirs.sort();
+    if theirs != mine {
+        return Err(ConfigError::BadInitialCluster(format!(
+            "{name:?} has peer URLs {} but --initial-advertise-peer-urls is {}",
+            theirs.join(","),
+            mine.join(",")
+        )));
+    }
+    Ok((*id, members))
+}
+
 fn parse_initial_cluster(
     s: &str,
     token: &str,

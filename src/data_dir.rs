@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+pub mod restore;
+
 /// Marks a data dir written by this version of minietcd: the Raft log in its own WAL.
 const FORMAT: &str = "minietcd/2";
 /// The first format: the Raft log inside sled. Not readable by this build.

@@ -18,7 +18,10 @@ use crate::pb::etcdserverpb::{
 use super::{ApiError, ServerContext};
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
-use crate::storage::StorageError;
+use crate::storage::{snapshot_file, StorageError};
+
+/// Bytes per Snapshot message (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// The etcd release whose v3 API minietcd serves; clients read it from Status.
 pub const ETCD_API_VERSION: &str = "3.4.23";
@@ -148,7 +151,30 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        // One consistent copy, taken under the store's apply lock (no write is half in it),
+        // then streamed in chunks; the copy stays in memory while it streams.
+        let store = self.ctx.store.clone();
+        let (data, rev) = blocking(move || {
+            let rev = store.current_revision();
+            let data = store.snapshot()?;
+            Ok((snapshot_file::seal(data), rev))
+        })
+        .await?;
+        let header = self.ctx.header.at(rev);
+        let total = data.len();
+        tracing::info!(bytes = total, rev, "sending a snapshot");
+        let chunks: Vec<Result<SnapshotResponse, Status>> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .scan(total, |remaining, chunk| {
+                *remaining -= chunk.len();
+                Some(Ok(SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: *remaining as u64,
+                    blob: chunk.to_vec(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn move_leader(

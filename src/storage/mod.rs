@@ -39,6 +39,7 @@ mod lease;
 mod range;
 mod revision;
 mod snapshot;
+pub mod snapshot_file;
 mod txn;
 
 #[cfg(test)]

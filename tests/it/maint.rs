@@ -367,3 +367,159 @@ fn alarm_member(id: u64) -> etcd_client::AlarmOptions {
     o.with_member(id);
     o
 }
+
+/// Runs minietcdctl (no endpoint needed for the snapshot file commands).
+fn minietcdctl(args: &[&str]) -> Output {
+    Command::new(crate::support::workspace_bin("minietcdctl"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run minietcdctl")
+}
+
+/// Every key with its revisions, from `get --prefix -w json` (header and ids dropped).
+fn all_keys(endpoint: &str) -> (i64, serde_json::Value) {
+    let v = json(&ctl(endpoint, &["get", "", "--prefix", "-w", "json"]));
+    (v["header"]["revision"].as_i64().unwrap(), v["kvs"].clone())
+}
+
+#[tokio::test]
+async fn maint_snapshot_save_status_restore_into_a_new_cluster() {
+    let src = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
+    let mut dst = Cluster::reserve(ClusterConfig::new(ServerKind::Minietcd, 3));
+    let ep = src.endpoint(0);
+    for i in 0..50 {
+        ctl(&ep, &["put", &format!("k/{i:02}"), &format!("v{i}")]);
+    }
+    ctl(&ep, &["del", "k/1", "k/2"]);
+    ctl(&ep, &["compact", "30"]);
+    for i in 0..5 {
+        ctl(&ep, &["put", &format!("k/{i:02}"), "again"]);
+    }
+    let (rev, kvs) = all_keys(&ep);
+    let (hash, compacted, _) = hashkv(&ep, 0);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("snap.db");
+    let file_s = file.to_str().unwrap();
+
+    // etcdctl's save, unchanged.
+    let saved = ctl(&ep, &["snapshot", "save", file_s]);
+    assert_eq!(saved, format!("Snapshot saved at {file_s}\n"));
+    assert!(non_empty(&file));
+    let st = minietcdctl(&["snapshot", "status", file_s, "-w", "json"]);
+    assert!(st.status.success(), "{st:?}");
+    let st = json(&String::from_utf8_lossy(&st.stdout));
+    assert_eq!(st["revision"], rev, "{st}");
+    assert_eq!(
+        st["totalSize"],
+        std::fs::metadata(&file).unwrap().len(),
+        "{st}"
+    );
+    let simple = minietcdctl(&["snapshot", "status", file_s]);
+    let simple = String::from_utf8_lossy(&simple.stdout).into_owned();
+    assert_eq!(simple.split(", ").count(), 4, "{simple}");
+
+    // A damaged copy is refused with one line, and no data dir is left behind.
+    let mut bytes = std::fs::read(&file).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    let bad = work.path().join("bad.db");
+    std::fs::write(&bad, &bytes).unwrap();
+    let bad_s = bad.to_str().unwrap();
+    for args in [
+        vec!["snapshot", "status", bad_s],
+        vec!["snapshot", "restore", bad_s, "--data-dir"],
+    ] {
+        let mut args = args.clone();
+        let dir = work.path().join("never");
+        let dir_s = dir.to_str().unwrap().to_string();
+        if args.last() == Some(&"--data-dir") {
+            args.push(&dir_s);
+        }
+        let out = minietcdctl(&args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{args:?} accepted a damaged file");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("sha256 checksum mismatch"), "{err}");
+        assert!(!dir.exists());
+    }
+
+    // Restore one data dir per member of a new cluster, then start it.
+    let token = Cluster::token();
+    for i in 0..3 {
+        let m = &dst.members[i];
+        let out = minietcdctl(&[
+            "snapshot",
+            "restore",
+            file_s,
+            "--name",
+            &m.name,
+            "--initial-cluster",
+            dst.initial_cluster(),
+            "--initial-cluster-token",
+            &token,
+            "--initial-advertise-peer-urls",
+            &format!("http://127.0.0.1:{}", m.peer_port.port),
+            "--data-dir",
+            m.data_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "restore {i}: {out:?}");
+    }
+    // Restoring over an existing dir is refused, as with etcd.
+    let again = minietcdctl(&[
+        "snapshot",
+        "restore",
+        file_s,
+        "--data-dir",
+        dst.members[0].data_dir.to_str().unwrap(),
+    ]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("exists"));
+
+    dst.start_reserved();
+    dst.wait_ready().await;
+    let _logs = LogsOnFailure(vec![&src, &dst]);
+    for i in 0..3 {
+        let e = dst.endpoint(i);
+        assert_eq!(all_keys(&e), (rev, kvs.clone()), "member {i}");
+        assert_eq!(hashkv(&e, 0), (hash, compacted, rev), "member {i}");
+    }
+    // The new cluster goes on from the snapshot's revision, with its own members.
+    ctl(&dst.endpoint(1), &["put", "after", "restore"]);
+    let members = ctl(&dst.endpoint(2), &["member", "list"]);
+    assert_eq!(members.lines().count(), 3, "{members}");
+    for i in 0..3 {
+        let e = dst.endpoint(i);
+        wait_until(
+            "the new write on every member",
+            Duration::from_secs(10),
+            || (all_keys(&e).0 == rev + 1).then_some(()),
+        );
+    }
+}
+
+#[tokio::test]
+async fn maint_snapshot_save_prints_like_etcd() {
+    let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
+    let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    let work = tempfile::tempdir().unwrap();
+    for (c, name) in [(&etcd, "etcd.db"), (&ours, "ours.db")] {
+        ctl(&c.endpoint(0), &["put", "k", "v"]);
+        let f = work.path().join(name);
+        let f_s = f.to_str().unwrap();
+        assert_eq!(
+            ctl(&c.endpoint(0), &["snapshot", "save", f_s]),
+            format!("Snapshot saved at {f_s}\n")
+        );
+        assert!(non_empty(&f));
+    }
+    // etcdctl refuses more than one endpoint for both, before any request.
+    let two = format!("{},{}", ours.endpoint(0), etcd.endpoint(0));
+    let f = work.path().join("two.db");
+    let err = ctl_err(&two, &["snapshot", "save", f.to_str().unwrap()]);
+    assert!(
+        err.contains("snapshot must be requested to one selected node"),
+        "{err}"
+    );
+}
