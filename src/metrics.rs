@@ -235,8 +235,8 @@ pub struct MetricsSource {
     pub leader: watch::Receiver<Option<u64>>,
     /// Raft's indexes.
     pub raft: watch::Receiver<openraft::RaftMetrics<NodeId, MemberNode>>,
-    /// The backend, for its size on disk.
-    pub db: sled::Db,
+    /// The MVCC store, for its database's size on disk.
+    pub store: Arc<crate::storage::MvccStore>,
     /// The watchers.
     pub watchable: Arc<WatchableStore>,
     /// A leader that heard from no quorum for this long counts as no leader (etcd's
@@ -274,7 +274,7 @@ impl MetricsSource {
         // openraft 0.9 does not publish its commit index; applied trails it by at most the
         // entries being applied right now.
         m.proposals_committed.set(applied);
-        let size = self.db.size_on_disk().unwrap_or(0);
+        let size = self.store.size_on_disk().unwrap_or(0);
         m.db_total_size.set(i64::try_from(size).unwrap_or(i64::MAX));
         let watchers = self.watchable.watcher_count();
         m.watchers.set(i64::try_from(watchers).unwrap_or(i64::MAX));

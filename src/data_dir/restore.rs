@@ -7,13 +7,15 @@
 //!   id computed from `--initial-cluster`, `--initial-advertise-peer-urls` and
 //!   `--initial-cluster-token` exactly as the member computes them when it starts (so its
 //!   start with the same flags and `--initial-cluster-state new` accepts the dir);
-//! - `db/` (sled): the data dir's format marker, and the `mvcc` tree holding every row of the
+//! - `db/` (sled, the member's shared database): the data dir's format marker; the tree of
+//!   Raft's kept snapshot is left empty;
+//! - `mvcc/` (sled, the store's own database): the `mvcc` tree holding every row of the
 //!   snapshot (kv history since the snapshot's compaction, leases, alarms, revision
 //!   counters), installed with the store's own snapshot install; then its commit record's
 //!   applied state is replaced: last applied log id `(term 0, node 0, index 1)` and, at that
 //!   same log id, the membership of the new cluster (every `--initial-cluster` member a
 //!   voter, with its name and peer URLs). The snapshot's own Raft position and membership,
-//!   from the cluster it was taken in, are dropped. The kept-snapshot tree is left empty.
+//!   from the cluster it was taken in, are dropped.
 //! - `wal/`: empty. On start, Raft finds no log but a state machine that applied index 1;
 //!   it treats the log as purged up to there, takes the membership from the state machine,
 //!   and does not initialize a new cluster (it already has one). Every member restored with
@@ -120,7 +122,7 @@ pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus,
         &opts.initial_cluster_token,
     );
     let dir = DataDir::open(&opts.data_dir, identity, true)?;
-    let store = MvccStore::open(&dir.db)?;
+    let store = MvccStore::open_dir(&dir.path, &dir.db)?;
     store.install_snapshot(file.data)?;
     let log_id = LogId::new(CommittedLeaderId::new(0, 0), RESTORED_INDEX);
     let voters = members.keys().copied().collect();
@@ -148,6 +150,7 @@ pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus,
     let blob = crate::raft::codec::encode("applied state", &applied)
         .map_err(|e| RestoreError::Encode(e.to_string()))?;
     store.set_applied(&blob)?;
+    // Flushes and fsyncs the store's own database.
     store.flush()?;
     // sled's flush does not fdatasync its file; the member's first start must find it all.
     let data_file = dir.sled_data_file();

@@ -29,14 +29,11 @@ pub const ETCD_API_VERSION: &str = "3.4.23";
 /// The Maintenance gRPC service.
 pub struct MaintenanceService {
     ctx: ServerContext,
-    /// The whole database: snapshots copy it.
-    #[allow(dead_code)]
-    db: sled::Db,
 }
 
 impl MaintenanceService {
-    pub fn new(ctx: ServerContext, db: sled::Db) -> Self {
-        MaintenanceService { ctx, db }
+    pub fn new(ctx: ServerContext) -> Self {
+        MaintenanceService { ctx }
     }
 }
 
@@ -119,7 +116,18 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        let store = self.ctx.store.clone();
+        let d = blocking(move || store.defragment()).await?;
+        tracing::info!(
+            before_bytes = d.before_bytes,
+            after_bytes = d.after_bytes,
+            "finished defragmenting"
+        );
+        // The next quota check measures the new size.
+        self.ctx.quota.db_size_now();
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+        }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {

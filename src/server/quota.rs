@@ -5,7 +5,7 @@
 //! exceeded". Once the alarm is active every member refuses growing writes at apply time
 //! (see `storage::alarm`) until `etcdctl alarm disarm` clears it.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
@@ -16,6 +16,7 @@ use crate::pb::etcdserverpb::{AlarmRequest, AlarmType, LeaseGrantRequest, PutReq
 use crate::pb::minietcdpb::internal_request::Request as Write;
 
 use super::{ApiError, ServerContext};
+use crate::storage::MvccStore;
 
 /// How stale the measured database size may be: sled sums its files on every call, so the
 /// quota check of a busy member reuses one measurement for this long.
@@ -27,8 +28,8 @@ const LEASE_OVERHEAD_BYTES: u64 = 64;
 
 /// The member's database size and its quota.
 pub struct SpaceQuota {
-    /// The database whose size on disk is measured.
-    db: sled::Db,
+    /// The store whose database's size on disk is measured.
+    store: Arc<MvccStore>,
     /// `None`: no quota (a negative `--quota-backend-bytes`).
     quota_bytes: Option<u64>,
     /// The last measurement and when it was taken.
@@ -36,9 +37,9 @@ pub struct SpaceQuota {
 }
 
 impl SpaceQuota {
-    pub fn new(db: sled::Db, quota_bytes: Option<u64>) -> SpaceQuota {
+    pub fn new(store: Arc<MvccStore>, quota_bytes: Option<u64>) -> SpaceQuota {
         SpaceQuota {
-            db,
+            store,
             quota_bytes,
             cached: Mutex::new(None),
         }
@@ -46,7 +47,7 @@ impl SpaceQuota {
 
     /// The database's size on disk now (what Status reports as db_size).
     pub fn db_size_now(&self) -> u64 {
-        let size = self.db.size_on_disk().unwrap_or(0);
+        let size = self.store.size_on_disk().unwrap_or(0);
         if let Ok(mut c) = self.cached.lock() {
             *c = Some((Instant::now(), size));
         }
