@@ -149,3 +149,26 @@ pub(crate) fn create(
     fs::rename(&copy, &live).map_err(|e| io("rename", &copy, e))?;
     sync_dir(home)
 }
+
+/// How long [`open_db`] retries: sled's I/O threads release a dropped database's file lock a
+/// moment after the drop, and a defragment reopens the copy it has just closed.
+const REOPEN_ATTEMPTS: usize = 500;
+const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Opens the sled database in `dir`, retrying while a just-dropped handle still holds it.
+pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
+    let mut attempt = 0;
+    loop {
+        match sled::open(dir) {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if attempt < REOPEN_ATTEMPTS
+                    && e.to_string().contains("could not acquire lock") =>
+            {
+                attempt += 1;
+                std::thread::sleep(REOPEN_PAUSE);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

@@ -175,7 +175,7 @@ impl MvccStore {
                 ],
             )?;
         }
-        let db = sled::open(&own)?;
+        let db = defrag::open_db(&own)?;
         if db.open_tree(backend::TREE_NAME)?.is_empty() {
             // sled opens a garbled database as a shorter or empty one without an error;
             // this one was created holding a store, so its contents are lost.
@@ -471,7 +471,7 @@ impl MvccStore {
         let st = self.write_state()?;
         let aside = defrag::switch(&home.path)?;
         let own = home.path.join(defrag::MVCC_DIR);
-        let db = sled::open(&own)?;
+        let db = defrag::open_db(&own)?;
         let tree = db.open_tree(backend::TREE_NAME)?;
         let after_bytes = db.size_on_disk()?;
         *self.engine.write().map_err(|_| StorageError::Poisoned)? = Arc::new(Engine {
