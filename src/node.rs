@@ -546,7 +546,7 @@ fn client_routes(s: &Services) -> Routes {
         require_leader.clone(),
     ))
     .add_service(InterceptedService::new(
-        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone())),
+        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.admin.clone())),
         require_leader,
     ))
     .add_service(

@@ -15,6 +15,7 @@ use crate::pb::etcdserverpb::{
     StatusResponse,
 };
 
+use super::admin::Admin;
 use super::{ApiError, ServerContext};
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
@@ -29,11 +30,13 @@ pub const ETCD_API_VERSION: &str = "3.4.23";
 /// The Maintenance gRPC service.
 pub struct MaintenanceService {
     ctx: ServerContext,
+    /// MoveLeader runs on the leader's admin.
+    admin: Admin,
 }
 
 impl MaintenanceService {
-    pub fn new(ctx: ServerContext) -> Self {
-        MaintenanceService { ctx }
+    pub fn new(ctx: ServerContext, admin: Admin) -> Self {
+        MaintenanceService { ctx, admin }
     }
 }
 
@@ -187,9 +190,12 @@ impl Maintenance for MaintenanceService {
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
+        self.admin.move_leader(req.get_ref().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+        }))
     }
 
     async fn downgrade(

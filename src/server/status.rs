@@ -46,6 +46,12 @@ pub enum ApiError {
     MemberNotFound,
     #[error("etcdserver: mvcc: database space exceeded")]
     NoSpace,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -59,9 +65,11 @@ impl ApiError {
             | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists => Code::FailedPrecondition,
+            LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             NoSpace => Code::ResourceExhausted,
-            NoLeader | Timeout | LeaderChanged | Stopped => Code::Unavailable,
+            NoLeader | Timeout | LeaderChanged | Stopped | LeaderTransferTimeout => {
+                Code::Unavailable
+            }
             Internal(_) => Code::Internal,
         }
     }

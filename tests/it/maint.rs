@@ -578,3 +578,68 @@ async fn maint_defrag_gives_space_back_like_etcd() {
     assert!(ctl(&o, &["defrag"]).starts_with("Finished defragmenting etcd member["));
     assert_eq!(ctl(&o, &["get", "k2", "--print-value-only"]), "v2\n");
 }
+
+/// Member ids (hex, as etcdctl takes them) and the leader's index, from `endpoint status`.
+fn ids_and_leader(c: &Cluster) -> (Vec<String>, usize) {
+    let out = json(&ctl(
+        &c.endpoints().join(","),
+        &["endpoint", "status", "-w", "json"],
+    ));
+    let ids: Vec<u64> = (0..c.members.len())
+        .map(|i| out[i]["Status"]["header"]["member_id"].as_u64().unwrap())
+        .collect();
+    let leader = out[0]["Status"]["leader"].as_u64().unwrap();
+    let li = ids.iter().position(|id| *id == leader).unwrap();
+    (ids.iter().map(|id| format!("{id:x}")).collect(), li)
+}
+
+/// move-leader's answers on one cluster: to a follower, to an unknown member, and a direct
+/// MoveLeader call on a follower; ids masked.
+async fn move_leader_transcript(c: &Cluster) -> Vec<String> {
+    let all = c.endpoints().join(",");
+    let (ids, leader) = ids_and_leader(c);
+    let target = (leader + 1) % ids.len();
+    let mut t = Vec::new();
+    let out = ctl(&all, &["move-leader", &ids[target]]);
+    assert_eq!(
+        out,
+        format!(
+            "Leadership transferred from {} to {}\n",
+            ids[leader], ids[target]
+        )
+    );
+    t.push(
+        out.replace(&ids[leader], "<FROM>")
+            .replace(&ids[target], "<TO>"),
+    );
+    wait_until("the transferee leads", Duration::from_secs(10), || {
+        (ids_and_leader(c).1 == target).then_some(())
+    });
+    t.push(error_line(&ctl_err(&all, &["move-leader", "1234"])));
+    // Straight to a follower, past etcdctl's search for the leader.
+    let follower = (target + 1) % ids.len();
+    let mut client = etcd_client::Client::connect([c.endpoint(follower)], None)
+        .await
+        .unwrap();
+    let target_id = u64::from_str_radix(&ids[leader], 16).unwrap();
+    match client.move_leader(target_id).await {
+        Ok(_) => panic!("a follower moved the leadership"),
+        Err(etcd_client::Error::GRpcStatus(s)) => {
+            t.push(format!("{:?}: {}", s.code(), s.message()))
+        }
+        Err(e) => panic!("{e}"),
+    }
+    // Writes go on under the new leader.
+    ctl(&all, &["put", "after", "move"]);
+    t
+}
+
+#[tokio::test]
+async fn maint_move_leader_like_etcd() {
+    let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 3)).await;
+    let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    let theirs = move_leader_transcript(&etcd).await;
+    let mine = move_leader_transcript(&ours).await;
+    assert_eq!(theirs, mine);
+}
