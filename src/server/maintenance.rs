@@ -82,6 +82,11 @@ impl Maintenance for MaintenanceService {
             .voter_ids()
             .any(|id| id == me);
         let db_size = i64::try_from(self.ctx.quota.db_size_now()).unwrap_or(i64::MAX);
+        let quota = self.ctx.quota.clone();
+        let in_use = blocking(move || quota.size_in_use()).await?;
+        // sled's file holds more than the rows (its own pages and log); never report more in
+        // use than the file's size.
+        let db_size_in_use = i64::try_from(in_use).unwrap_or(i64::MAX).min(db_size);
         let mut errors = Vec::new();
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
@@ -98,7 +103,7 @@ impl Maintenance for MaintenanceService {
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             errors,
-            db_size_in_use: db_size,
+            db_size_in_use,
             is_learner,
         }))
     }
@@ -126,8 +131,9 @@ impl Maintenance for MaintenanceService {
             after_bytes = d.after_bytes,
             "finished defragmenting"
         );
-        // The next quota check measures the new size.
+        // The next quota check and Status measure the new sizes.
         self.ctx.quota.db_size_now();
+        self.ctx.quota.forget_in_use();
         Ok(Response::new(DefragmentResponse {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
         }))

@@ -21,6 +21,8 @@ use crate::storage::MvccStore;
 /// How stale the measured database size may be: sled sums its files on every call, so the
 /// quota check of a busy member reuses one measurement for this long.
 const SIZE_REFRESH: Duration = Duration::from_millis(100);
+/// How stale Status's db_size_in_use may be: measuring it reads every row.
+const IN_USE_REFRESH: Duration = Duration::from_secs(5);
 /// etcd's `kvOverhead`: what a put costs besides its encoded size.
 const KV_OVERHEAD_BYTES: u64 = 256;
 /// etcd's `leaseOverhead`.
@@ -34,6 +36,8 @@ pub struct SpaceQuota {
     quota_bytes: Option<u64>,
     /// The last measurement and when it was taken.
     cached: Mutex<Option<(Instant, u64)>>,
+    /// The last measurement of the bytes in use and when it was taken.
+    in_use: Mutex<Option<(Instant, u64)>>,
 }
 
 impl SpaceQuota {
@@ -42,6 +46,7 @@ impl SpaceQuota {
             store,
             quota_bytes,
             cached: Mutex::new(None),
+            in_use: Mutex::new(None),
         }
     }
 
@@ -52,6 +57,30 @@ impl SpaceQuota {
             *c = Some((Instant::now(), size));
         }
         size
+    }
+
+    /// The bytes the store's rows take (Status's db_size_in_use), measured at most
+    /// [`IN_USE_REFRESH`] ago: measuring reads every row. Blocking.
+    pub fn size_in_use(&self) -> Result<u64, crate::storage::StorageError> {
+        if let Ok(c) = self.in_use.lock() {
+            if let Some((at, size)) = *c {
+                if at.elapsed() < IN_USE_REFRESH {
+                    return Ok(size);
+                }
+            }
+        }
+        let size = self.store.size_in_use()?;
+        if let Ok(mut c) = self.in_use.lock() {
+            *c = Some((Instant::now(), size));
+        }
+        Ok(size)
+    }
+
+    /// Forgets the measurement of the bytes in use (after a defragment or a compaction).
+    pub fn forget_in_use(&self) {
+        if let Ok(mut c) = self.in_use.lock() {
+            *c = None;
+        }
     }
 
     /// The database size, measured at most [`SIZE_REFRESH`] ago.

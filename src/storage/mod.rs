@@ -451,6 +451,20 @@ impl MvccStore {
         Ok(())
     }
 
+    /// The bytes the store's rows take (keys and values), read from every row: what the
+    /// database would shrink to, less sled's own overhead (etcd's db size in use). Reads
+    /// the whole tree; callers cache it.
+    pub fn size_in_use(&self) -> Result<u64, StorageError> {
+        let _st = self.read_state()?;
+        let e = self.engine()?;
+        let mut bytes = 0u64;
+        for row in e.tree.iter() {
+            let (k, v) = row?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok(bytes)
+    }
+
     /// The size on disk of the database holding the store (etcd's db size).
     pub fn size_on_disk(&self) -> Result<u64, StorageError> {
         Ok(self.engine()?.db.size_on_disk()?)

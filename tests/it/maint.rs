@@ -531,7 +531,9 @@ fn db_size(endpoint: &str) -> u64 {
 }
 
 /// etcd's documented way out of NOSPACE: compact, defragment, disarm; then writes work.
-fn recover_from_nospace(endpoint: &str) -> Vec<String> {
+/// `in_use_drops`: the size in use must fall after the compaction already (etcd 3.4 frees
+/// bbolt's pages later, so this is checked on minietcd only).
+fn recover_from_nospace(endpoint: &str, in_use_drops: bool) -> Vec<String> {
     let mut t = Vec::new();
     let (n, refused) = fill_until_refused(endpoint);
     assert!(n > 10, "{n}");
@@ -543,6 +545,12 @@ fn recover_from_nospace(endpoint: &str) -> Vec<String> {
     let rev = v[0]["Status"]["header"]["revision"].as_i64().unwrap();
     ctl(endpoint, &["compact", &rev.to_string()]);
     let full = db_size(endpoint);
+    let v = json(&ctl(endpoint, &["endpoint", "status", "-w", "json"]));
+    let in_use = v[0]["Status"]["dbSizeInUse"].as_u64().unwrap();
+    assert!(
+        !in_use_drops || in_use < full / 2,
+        "{endpoint}: {in_use} bytes in use of {full} after deleting and compacting"
+    );
     let out = ctl(endpoint, &["defrag"]);
     t.push(out.replace(endpoint, "<EP>"));
     let after = db_size(endpoint);
@@ -565,7 +573,10 @@ async fn maint_defrag_gives_space_back_like_etcd() {
     let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
     {
         let _logs = LogsOnFailure(vec![&etcd, &ours]);
-        assert_eq!(recover_from_nospace(&e), recover_from_nospace(&o));
+        assert_eq!(
+            recover_from_nospace(&e, false),
+            recover_from_nospace(&o, true)
+        );
         // The data survive the switch of database, and a restart after it.
         assert_eq!(ctl(&o, &["get", "k", "--print-value-only"]), "v\n");
     }
