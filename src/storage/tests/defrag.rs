@@ -106,3 +106,24 @@ fn an_emptied_store_database_is_refused() {
     let err = MvccStore::open_dir(dir.path(), &shared).err().unwrap();
     assert!(err.to_string().contains("lost its contents"), "{err}");
 }
+
+#[test]
+fn an_older_data_dir_keeps_its_store_until_a_defragment_moves_it_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let shared = sled::open(dir.path().join("db")).unwrap();
+    // A data dir made before the store had its own database: the tree is in `db/`.
+    let s = MvccStore::open(&shared).unwrap();
+    put_n(&s, "k/", 5, 10);
+    drop(s);
+    let s = MvccStore::open_dir(dir.path(), &shared).unwrap();
+    assert!(!dir.path().join("mvcc").exists());
+    assert!(get(&s, "k/00004").is_some());
+    let rev = s.current_revision();
+    s.defragment().unwrap();
+    assert!(dir.path().join("mvcc").exists());
+    assert!(shared.open_tree(backend::TREE_NAME).unwrap().is_empty());
+    drop(s);
+    let s = MvccStore::open_dir(dir.path(), &shared).unwrap();
+    assert_eq!(s.current_revision(), rev);
+    assert!(get(&s, "k/00004").is_some());
+}
