@@ -48,6 +48,8 @@ pub enum ApiError {
     NoSpace,
     #[error("etcdserver: not leader")]
     NotLeader,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
     #[error("etcdserver: bad leader transferee")]
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
@@ -67,6 +69,7 @@ impl ApiError {
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
             NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
             NoLeader | Timeout | LeaderChanged | Stopped | LeaderTransferTimeout => {
                 Code::Unavailable
             }
@@ -120,6 +123,7 @@ impl ApiError {
             Ok(ApplyError::KeyNotFound) => Some(ApiError::KeyNotFound),
             Ok(ApplyError::LeaseTtlTooLarge) => Some(ApiError::LeaseTtlTooLarge),
             Ok(ApplyError::NoSpace) => Some(ApiError::NoSpace),
+            Ok(ApplyError::Corrupt) => Some(ApiError::Corrupt),
             Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
         }
     }

@@ -2,7 +2,8 @@
 //! the same set, kept in the store's tree so that they survive a restart and travel in
 //! snapshots. While any member's NOSPACE alarm is active, writes that would grow the store
 //! (puts, txns with puts, lease grants) fail at apply time, as etcd's capped applier does;
-//! reads, deletes and compactions go on.
+//! reads, deletes and compactions go on. While a CORRUPT alarm is active every write fails
+//! (etcd's corrupt applier); reads go on.
 //!
 //! Row: `a | member id (u64 BE) | alarm type (i32 BE)`, empty value.
 
@@ -87,6 +88,12 @@ pub(crate) fn apply(
         header: None,
         alarms: found,
     }
+}
+
+/// Whether a CORRUPT alarm of any member is active: etcd's corrupt applier then refuses
+/// every write.
+pub(crate) fn corrupt(alarms: &Alarms) -> bool {
+    alarms.iter().any(|(_, a)| *a == AlarmType::Corrupt as i32)
 }
 
 /// Whether a NOSPACE alarm of any member is active.

@@ -277,6 +277,11 @@ impl MvccStore {
     ) -> Result<ApplyOutcome, StorageError> {
         if let Some(Request::Compaction(c)) = &req.request {
             let _apply = self.lock_apply()?;
+            if alarm::corrupt(&self.read_state()?.alarms) {
+                self.record_applied(applied)?;
+                let cur = self.current_revision();
+                return Ok(outcome(None, Some(ApplyError::Corrupt), Vec::new(), cur));
+            }
             return self.compact(c.revision, applied);
         }
         let mut out = self.apply_group(
@@ -321,6 +326,15 @@ impl MvccStore {
                 outcomes.push(outcome(
                     Some(Response::Alarm(resp)),
                     None,
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
+            if alarm::corrupt(&st.alarms) {
+                outcomes.push(outcome(
+                    None,
+                    Some(ApplyError::Corrupt),
                     Vec::new(),
                     st.current,
                 ));

@@ -654,3 +654,53 @@ async fn maint_move_leader_like_etcd() {
     let mine = move_leader_transcript(&ours).await;
     assert_eq!(theirs, mine);
 }
+
+/// A client raises CORRUPT: what etcdctl then gets for writes and reads, and after disarm.
+async fn corrupt_transcript(c: &Cluster) -> Vec<String> {
+    let ep = c.endpoint(0);
+    ctl(&ep, &["put", "k", "v"]);
+    let mut client = etcd_client::Client::connect([ep.clone()], None)
+        .await
+        .unwrap();
+    let raised = client
+        .alarm(
+            etcd_client::AlarmAction::Activate,
+            etcd_client::AlarmType::Corrupt,
+            Some(alarm_member(42)),
+        )
+        .await
+        .unwrap();
+    let mut t = vec![format!("{:?}", raised.alarms().len())];
+    t.push(ctl(&ep, &["alarm", "list"]));
+    for args in [
+        vec!["put", "k", "v2"],
+        vec!["del", "k"],
+        vec!["lease", "grant", "10"],
+        vec!["compact", "2"],
+    ] {
+        let out = ctl_out(&ep, &args);
+        t.push(format!(
+            "{args:?}: {} {}",
+            out.status.success(),
+            error_line(&String::from_utf8_lossy(&out.stderr))
+        ));
+    }
+    t.push(ctl(&ep, &["get", "k", "--print-value-only"]));
+    t.push(ctl(&ep, &["alarm", "disarm"]));
+    t.push(ctl(&ep, &["put", "k", "v3"]));
+    t
+}
+
+#[tokio::test]
+async fn maint_corrupt_alarm_stops_writes_like_etcd() {
+    let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
+    let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    let theirs = corrupt_transcript(&etcd).await;
+    let mine = corrupt_transcript(&ours).await;
+    assert_eq!(theirs, mine);
+    assert!(
+        mine[2].contains("Error: etcdserver: corrupt cluster"),
+        "{mine:?}"
+    );
+}
