@@ -109,6 +109,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &raft, &mut servers).await;
     stop(stop_tx, servers, background, &raft, &data_dir).await;
+    // The store's own database (the shared one is flushed by `stop`): a restart then has
+    // nothing to replay.
+    let store = services.ctx.store.clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush of the store failed"),
+        Err(e) => tracing::warn!(error = %e, "final flush of the store failed"),
+    }
     result
 }
 
