@@ -193,6 +193,21 @@ mod tests {
     }
 
     #[test]
+    fn keep_is_what_a_compaction_at_the_revision_would_keep() {
+        // etcd 3.4's keyIndex.keep on the same generations.
+        let ki = foo();
+        let keep = |at| ki.keep(at).map(|r| r.main);
+        assert_eq!(keep(0), None);
+        assert_eq!(keep(2), Some(2));
+        // The tombstone's own revision: the generation is gone, nothing kept.
+        assert_eq!(keep(3), None);
+        assert_eq!(keep(5), Some(5));
+        assert_eq!(keep(6), None);
+        assert_eq!(keep(7), Some(7));
+        assert_eq!(keep(100), Some(8));
+    }
+
+    #[test]
     fn get_walks_generations() {
         let ki = foo();
         assert_eq!(ki.get(0), None);
