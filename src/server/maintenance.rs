@@ -1,6 +1,9 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status/health` read).
-//! Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade answer Unimplemented
-//! until they are built.
+//! The Maintenance service, etcd's operator calls: Status (`etcdctl endpoint status` and
+//! `health`), Hash and HashKV (`endpoint hashkv`), Alarm (`alarm list|disarm`, and the
+//! NOSPACE alarm the space quota raises, see [`super::quota`]), Defragment (`defrag`),
+//! Snapshot (`snapshot save`) and MoveLeader (`move-leader`, see `admin::move_leader`).
+//! Downgrade (etcd 3.5) answers Unimplemented. The work is the store's; this layer
+//! validates, delegates and fills headers.
 
 use std::pin::Pin;
 
