@@ -16,7 +16,7 @@
 //!   same log id, the membership of the new cluster (every `--initial-cluster` member a
 //!   voter, with its name and peer URLs). The snapshot's own Raft position and membership,
 //!   from the cluster it was taken in, are dropped.
-//! - `wal/`: empty. On start, Raft finds no log but a state machine that applied index 1;
+//! - `wal/` (or `--wal-dir`, recorded in `member.json`): empty. On start, Raft finds no log but a state machine that applied index 1;
 //!   it treats the log as purged up to there, takes the membership from the state machine,
 //!   and does not initialize a new cluster (it already has one). Every member restored with
 //!   the same `--initial-cluster` holds the same state at the same log id, so the first
@@ -49,6 +49,9 @@ pub struct RestoreOptions {
     pub initial_advertise_peer_urls: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--wal-dir`: the Raft log's directory, created empty (the member must then start
+    /// with the same `--wal-dir`); `None`: `wal/` in the data dir.
+    pub wal_dir: Option<PathBuf>,
 }
 
 /// Why a restore failed, one line each.
@@ -121,7 +124,7 @@ pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus,
         cluster_id,
         &opts.initial_cluster_token,
     );
-    let dir = DataDir::open(&opts.data_dir, identity, true)?;
+    let dir = DataDir::open_with_wal(&opts.data_dir, identity, true, opts.wal_dir.as_deref())?;
     let store = MvccStore::open_dir(&dir.path, &dir.db)?;
     store.install_snapshot(file.data)?;
     let log_id = LogId::new(CommittedLeaderId::new(0, 0), RESTORED_INDEX);

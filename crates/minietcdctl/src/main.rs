@@ -376,6 +376,7 @@ fn run_snapshot_restore(a: &RestoreArgs) -> Result<(), Failure> {
         initial_cluster_token: a.initial_cluster_token.clone(),
         initial_advertise_peer_urls: a.initial_advertise_peer_urls.clone(),
         data_dir: data_dir.clone().into(),
+        wal_dir: (!a.wal_dir.is_empty()).then(|| a.wal_dir.clone().into()),
     };
     // The checksum is always checked: a minietcd snapshot file always carries one.
     let _ = a.skip_hash_check;
