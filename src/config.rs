@@ -94,6 +94,9 @@ pub struct InitialMember {
     pub peer_urls: Vec<String>,
 }
 
+/// etcd's default space quota (`DefaultQuotaBytes`): 2 GiB.
+pub const DEFAULT_QUOTA_BACKEND_BYTES: u64 = 2 * 1024 * 1024 * 1024;
+
 /// Validated configuration of one node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -117,6 +120,9 @@ pub struct Config {
     pub election_timeout_ms: u64,
     pub max_request_bytes: usize,
     pub max_txn_ops: usize,
+    /// `--quota-backend-bytes`: past it a write raises NOSPACE; `None`: no quota (a negative
+    /// flag, as in etcd); 0 means etcd's default, [`DEFAULT_QUOTA_BACKEND_BYTES`].
+    pub quota_backend_bytes: Option<u64>,
     pub snapshot_count: u64,
     /// `--experimental-snapshot-catchup-entries`.
     pub snapshot_catchup_entries: u64,
@@ -258,6 +264,11 @@ impl Config {
             election_timeout_ms: f.election_timeout,
             max_request_bytes: f.max_request_bytes,
             max_txn_ops: f.max_txn_ops,
+            quota_backend_bytes: match f.quota_backend_bytes {
+                q if q < 0 => None,
+                0 => Some(DEFAULT_QUOTA_BACKEND_BYTES),
+                q => Some(q.unsigned_abs()),
+            },
             snapshot_count: f.snapshot_count,
             snapshot_catchup_entries: f.experimental_snapshot_catchup_entries,
             progress_notify_interval_ms: f.experimental_watch_progress_notify_interval.as_millis()
@@ -437,6 +448,39 @@ fn host_port(u: &url::Url, port: u16) -> String {
 }
 
 /// Parses `name=url,name=url,...`; a name may appear several times (several peer URLs).
+/// The initial cluster a restored snapshot starts (`snapshot restore`'s flags, as the
+/// member's own flags give it on start): member id -> member, and this member's id. The same
+/// parsing and checks as a member's start, so the ids agree with the ones it will compute.
+pub fn restore_membership(
+    name: &str,
+    initial_cluster: &str,
+    advertise_peer_urls: &str,
+    token: &str,
+) -> Result<(u64, BTreeMap<u64, InitialMember>), ConfigError> {
+    let mut mine: Vec<String> = parse_urls("initial-advertise-peer-urls", advertise_peer_urls)?
+        .into_iter()
+        .map(|u| u.0)
+        .collect();
+    mine.sort();
+    let members = parse_initial_cluster(initial_cluster, token)?;
+    let (id, m) = members
+        .iter()
+        .find(|(_, m)| m.name == name)
+        .ok_or_else(|| {
+            ConfigError::BadInitialCluster(format!("does not name this member {name:?}"))
+        })?;
+    let mut theirs = m.peer_urls.clone();
+    theirs.sort();
+    if theirs != mine {
+        return Err(ConfigError::BadInitialCluster(format!(
+            "{name:?} has peer URLs {} but --initial-advertise-peer-urls is {}",
+            theirs.join(","),
+            mine.join(",")
+        )));
+    }
+    Ok((*id, members))
+}
+
 fn parse_initial_cluster(
     s: &str,
     token: &str,
@@ -684,7 +728,6 @@ mod load_tests {
                 "--experimental-backend-bbolt-freelist-type=map",
                 "--log-package-levels=etcdserver=DEBUG",
                 "--experimental-initial-corrupt-check",
-                "--quota-backend-bytes=8589934592",
                 "--auto-compaction-retention=1h",
                 "--cors=http://a",
             ],
@@ -692,7 +735,7 @@ mod load_tests {
         )
         .unwrap();
         let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
-        assert_eq!(warned.len(), 8, "{warned:?}");
+        assert_eq!(warned.len(), 7, "{warned:?}");
         assert!(
             warned[0].starts_with("--max-wals=3 has no effect: "),
             "{warned:?}"

@@ -1,5 +1,8 @@
 //! The data directory: `member.json` (who this member is, in which cluster) beside the sled
-//! database in `db/` (the MVCC store) and the Raft log's segments in `wal/`, or in the
+//! database in `db/` (the format marker and Raft's kept snapshot; in data dirs made before
+//! the store moved out, the MVCC store too), the MVCC store's own sled database in `mvcc/`
+//! (see `storage::defrag`, which replaces it when defragmenting), and the Raft log's
+//! segments in `wal/`, or in the
 //! dedicated directory `--wal-dir` names (recorded in `member.json`, so that a restart with
 //! another or no `--wal-dir` is refused instead of starting from an empty log). A directory
 //! that holds something else, or a damaged one, is refused with a clear error instead of being
@@ -10,6 +13,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+
+pub mod restore;
 
 /// Marks a data dir written by this version of minietcd: the Raft log in its own WAL.
 const FORMAT: &str = "minietcd/2";

@@ -235,8 +235,8 @@ pub struct MetricsSource {
     pub leader: watch::Receiver<Option<u64>>,
     /// Raft's indexes.
     pub raft: crate::raft::types::MetricsReceiver,
-    /// The backend, for its size on disk.
-    pub db: sled::Db,
+    /// The MVCC store, for its database's size on disk.
+    pub store: Arc<crate::storage::MvccStore>,
     /// The watchers.
     pub watchable: Arc<WatchableStore>,
 }
@@ -265,7 +265,7 @@ impl MetricsSource {
         m.proposals_applied.set(applied);
         // The commit index this member knows (etcd's raft commit index).
         m.proposals_committed.set(committed.max(applied));
-        let size = self.db.size_on_disk().unwrap_or(0);
+        let size = self.store.size_on_disk().unwrap_or(0);
         m.db_total_size.set(i64::try_from(size).unwrap_or(i64::MAX));
         let watchers = self.watchable.watcher_count();
         m.watchers.set(i64::try_from(watchers).unwrap_or(i64::MAX));

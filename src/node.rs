@@ -53,6 +53,7 @@ use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
 use crate::server::maintenance::MaintenanceService;
+use crate::server::quota::SpaceQuota;
 use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
@@ -109,6 +110,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &raft, &mut servers).await;
     stop(stop_tx, servers, background, &raft, &data_dir).await;
+    // The store's own database (the shared one is flushed by `stop`): a restart then has
+    // nothing to replay.
+    let store = services.ctx.store.clone();
+    match tokio::task::spawn_blocking(move || store.flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "final flush of the store failed"),
+        Err(e) => tracing::warn!(error = %e, "final flush of the store failed"),
+    }
     result
 }
 
@@ -200,7 +209,7 @@ async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
 /// The MVCC store, and the watchable store that wraps it: the state machine writes the first
 /// and notifies the second.
 fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>), NodeError> {
-    let store = Arc::new(MvccStore::open(&data_dir.db)?);
+    let store = Arc::new(MvccStore::open_dir(&data_dir.path, &data_dir.db)?);
     let watchable = WatchableStore::new(store.clone());
     Ok((store, watchable))
 }
@@ -276,8 +285,6 @@ struct Services {
     leader: watch::Receiver<Option<u64>>,
     /// The largest request message a client service decodes.
     max_msg_bytes: usize,
-    /// The sled database, for Maintenance (status sizes, snapshots).
-    db: sled::Db,
     /// What the HTTP endpoints (`/health`, `/version`, `/metrics`) read.
     http: HttpState,
     /// HTTP/2 settings of the client listeners (`--max-concurrent-streams`,
@@ -311,6 +318,7 @@ impl Services {
             header: HeaderSource::new(identity.cluster_id, identity.member_id, raft.raft()),
             max_request_bytes: cfg.max_request_bytes,
             max_txn_ops: cfg.max_txn_ops,
+            quota: Arc::new(SpaceQuota::new(store.clone(), cfg.quota_backend_bytes)),
         };
         let lessor = Lessor::new(
             store,
@@ -346,7 +354,7 @@ impl Services {
             metrics: MetricsSource {
                 leader: leader.clone(),
                 raft: raft.raft().metrics(),
-                db: data_dir.db.clone(),
+                store: ctx.store.clone(),
                 watchable: watchable.clone(),
             },
         };
@@ -360,7 +368,6 @@ impl Services {
             watch_config,
             leader,
             max_msg_bytes: cfg.max_request_bytes + GRPC_OVERHEAD_BYTES,
-            db: data_dir.db.clone(),
             http,
             client_http2: ClientHttp2 {
                 max_concurrent_streams: cfg.max_concurrent_streams,
@@ -551,7 +558,7 @@ fn client_routes(s: &Services) -> Routes {
         require_leader.clone(),
     ))
     .add_service(InterceptedService::new(
-        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.db.clone())),
+        MaintenanceServer::new(MaintenanceService::new(s.ctx.clone(), s.admin.clone())),
         require_leader,
     ))
     .add_service(

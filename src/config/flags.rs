@@ -449,8 +449,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ),
         (
             "quota-backend-bytes",
-            NoEffect,
-            "space quota and its alarm arrive with their own issue",
+            Implemented,
+            "measured on the sled database's size on disk",
         ),
         (
             "backend-batch-interval",

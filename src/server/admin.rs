@@ -39,6 +39,8 @@ use crate::raft::{PeerChannels, ProposeError};
 
 use super::ApiError;
 
+mod move_leader;
+
 /// How many times one request may be sent to a (new) leader before giving up.
 const MAX_ROUTING_ATTEMPTS: usize = 5;
 /// Pause between attempts of a membership change while another one is still committing.
@@ -349,6 +351,10 @@ impl Admin {
             Some(AdminReq::MemberRemove(r)) => AdminResp::MemberRemove(self.remove(r).await?),
             Some(AdminReq::MemberUpdate(r)) => AdminResp::MemberUpdate(self.update(r).await?),
             Some(AdminReq::MemberPromote(r)) => AdminResp::MemberPromote(self.promote(r).await?),
+            Some(AdminReq::Campaign(r)) => {
+                self.campaign(&r).await?;
+                AdminResp::Campaign(Default::default())
+            }
         };
         Ok(AdminResponse {
             response: Some(resp),

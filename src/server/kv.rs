@@ -82,9 +82,12 @@ impl Kv for KvService {
 
     #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
-        let req = req.into_inner();
-        txn_check::check_put(&req)?;
-        match self.ctx.propose(Write::Put(req)).await? {
+        let write = Write::Put(req.into_inner());
+        self.ctx.check_quota(&write).await?;
+        if let Write::Put(req) = &write {
+            txn_check::check_put(req)?;
+        }
+        match self.ctx.propose(write).await? {
             (Applied::Put(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
@@ -111,9 +114,12 @@ impl Kv for KvService {
 
     #[instrument(skip_all, fields(ops = req.get_ref().success.len() + req.get_ref().failure.len()))]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
-        let req = req.into_inner();
-        txn_check::check_txn(&req, self.ctx.max_txn_ops)?;
-        match self.ctx.propose(Write::Txn(req)).await? {
+        let write = Write::Txn(req.into_inner());
+        self.ctx.check_quota(&write).await?;
+        if let Write::Txn(req) = &write {
+            txn_check::check_txn(req, self.ctx.max_txn_ops)?;
+        }
+        match self.ctx.propose(write).await? {
             (Applied::Txn(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))

@@ -53,6 +53,7 @@ impl Lease for LeaseService {
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
         let mut req = req.into_inner();
+        self.ctx.check_quota(&Write::LeaseGrant(req)).await?;
         if req.ttl > MAX_LEASE_TTL_SECS {
             return Err(ApiError::LeaseTtlTooLarge.into());
         }

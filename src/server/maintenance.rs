@@ -1,6 +1,9 @@
-//! The Maintenance service: Status (what `etcdctl endpoint status/health` read).
-//! Alarm, Defragment, Hash, HashKV, Snapshot, MoveLeader and Downgrade answer Unimplemented
-//! until they are built.
+//! The Maintenance service, etcd's operator calls: Status (`etcdctl endpoint status` and
+//! `health`), Hash and HashKV (`endpoint hashkv`), Alarm (`alarm list|disarm`, and the
+//! NOSPACE alarm the space quota raises, see [`super::quota`]), Defragment (`defrag`),
+//! Snapshot (`snapshot save`) and MoveLeader (`move-leader`, see `admin::move_leader`).
+//! Downgrade (etcd 3.5) answers Unimplemented. The work is the store's; this layer
+//! validates, delegates and fills headers.
 
 use std::pin::Pin;
 
@@ -9,12 +12,20 @@ use tonic::{Request, Response, Status};
 
 use crate::pb::etcdserverpb::maintenance_server::Maintenance;
 use crate::pb::etcdserverpb::{
-    AlarmRequest, AlarmResponse, DefragmentRequest, DefragmentResponse, DowngradeRequest,
-    DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse, MoveLeaderRequest,
-    MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AlarmRequest, AlarmResponse, AlarmType, DefragmentRequest, DefragmentResponse,
+    DowngradeRequest, DowngradeResponse, HashKvRequest, HashKvResponse, HashRequest, HashResponse,
+    MoveLeaderRequest, MoveLeaderResponse, SnapshotRequest, SnapshotResponse, StatusRequest,
+    StatusResponse,
 };
 
-use super::ServerContext;
+use super::admin::Admin;
+use super::{ApiError, ServerContext};
+use crate::pb::minietcdpb::internal_request::Request as Write;
+use crate::pb::minietcdpb::internal_response::Response as Applied;
+use crate::storage::{snapshot_file, StorageError};
+
+/// Bytes per Snapshot message (etcd sends 32 KiB chunks).
+const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
 
 /// The etcd release whose v3 API minietcd serves; clients read it from Status.
 pub const ETCD_API_VERSION: &str = "3.4.23";
@@ -22,19 +33,42 @@ pub const ETCD_API_VERSION: &str = "3.4.23";
 /// The Maintenance gRPC service.
 pub struct MaintenanceService {
     ctx: ServerContext,
-    db: sled::Db,
+    /// MoveLeader runs on the leader's admin.
+    admin: Admin,
 }
 
 impl MaintenanceService {
-    pub fn new(ctx: ServerContext, db: sled::Db) -> Self {
-        MaintenanceService { ctx, db }
+    pub fn new(ctx: ServerContext, admin: Admin) -> Self {
+        MaintenanceService { ctx, admin }
     }
 }
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<SnapshotResponse, Status>> + Send>>;
 
+/// Runs blocking store work (whole-store scans) off the runtime's worker threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, Status> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(|e| Status::from(ApiError::from(e))),
+        Err(e) => Err(Status::from(ApiError::Internal(e.to_string()))),
+    }
+}
+
 fn unimplemented(what: &str) -> Status {
     Status::unimplemented(format!("{what} is not implemented by minietcd yet"))
+}
+
+/// An alarm as etcd's Status lists it: gogoproto's compact text form of an AlarmMember,
+/// trailing space included.
+fn alarm_text(member_id: u64, alarm: i32) -> String {
+    let name = AlarmType::try_from(alarm)
+        .map_or_else(|_| alarm.to_string(), |a| a.as_str_name().to_string());
+    if alarm == 0 {
+        format!("memberID:{member_id} ")
+    } else {
+        format!("memberID:{member_id} alarm:{name} ")
+    }
 }
 
 #[tonic::async_trait]
@@ -50,11 +84,19 @@ impl Maintenance for MaintenanceService {
             .membership()
             .voter_ids()
             .any(|id| id == me);
-        let db_size = self.db.size_on_disk().unwrap_or(0) as i64;
+        let db_size = i64::try_from(self.ctx.quota.db_size_now()).unwrap_or(i64::MAX);
+        let quota = self.ctx.quota.clone();
+        let in_use = blocking(move || quota.size_in_use()).await?;
+        // sled's file holds more than the rows (its own pages and log); never report more in
+        // use than the file's size.
+        let db_size_in_use = i64::try_from(in_use).unwrap_or(i64::MAX).min(db_size);
         let mut errors = Vec::new();
         if m.current_leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
+        // etcd lists each active alarm in its protobuf text form.
+        let alarms = self.ctx.store.alarms().map_err(ApiError::from)?;
+        errors.extend(alarms.into_iter().map(|(id, a)| alarm_text(id, a)));
         Ok(Response::new(StatusResponse {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
             version: ETCD_API_VERSION.to_string(),
@@ -64,38 +106,63 @@ impl Maintenance for MaintenanceService {
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             errors,
-            db_size_in_use: db_size,
+            db_size_in_use,
             is_learner,
         }))
     }
 
     async fn alarm(&self, req: Request<AlarmRequest>) -> Result<Response<AlarmResponse>, Status> {
-        // No alarm is ever raised (no quota, no corruption check): GET answers an empty list.
-        if req.get_ref().action == 0 {
-            return Ok(Response::new(AlarmResponse {
-                header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
-                alarms: Vec::new(),
-            }));
+        // Every action goes through Raft, GET included, as in etcd: the answer reflects
+        // every alarm committed before it.
+        match self.ctx.propose(Write::Alarm(req.into_inner())).await? {
+            (Applied::Alarm(mut resp), rev) => {
+                self.ctx.header.fill(&mut resp.header, rev);
+                Ok(Response::new(resp))
+            }
+            _ => Err(Status::internal("alarm: unexpected apply response")),
         }
-        Err(unimplemented("Alarm ACTIVATE/DEACTIVATE"))
     }
 
     async fn defragment(
         &self,
         _req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
-        Err(unimplemented("Defragment"))
+        let store = self.ctx.store.clone();
+        let d = blocking(move || store.defragment()).await?;
+        tracing::info!(
+            before_bytes = d.before_bytes,
+            after_bytes = d.after_bytes,
+            "finished defragmenting"
+        );
+        // The next quota check and Status measure the new sizes.
+        self.ctx.quota.db_size_now();
+        self.ctx.quota.forget_in_use();
+        Ok(Response::new(DefragmentResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+        }))
     }
 
     async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
-        Err(unimplemented("Hash"))
+        let store = self.ctx.store.clone();
+        let (hash, rev) = blocking(move || store.hash()).await?;
+        Ok(Response::new(HashResponse {
+            header: Some(self.ctx.header.at(rev)),
+            hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<HashKvRequest>,
+        req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
-        Err(unimplemented("HashKV"))
+        let rev = req.get_ref().revision;
+        let store = self.ctx.store.clone();
+        let h = blocking(move || store.hash_kv(rev)).await?;
+        Ok(Response::new(HashKvResponse {
+            header: Some(self.ctx.header.at(h.current)),
+            hash: h.hash,
+            compact_revision: h.compacted,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -104,14 +171,40 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(unimplemented("Snapshot"))
+        // One consistent copy, taken under the store's apply lock (no write is half in it),
+        // then streamed in chunks; the copy stays in memory while it streams.
+        let store = self.ctx.store.clone();
+        let (data, rev) = blocking(move || {
+            let rev = store.current_revision();
+            let data = store.snapshot()?;
+            Ok((snapshot_file::seal(data), rev))
+        })
+        .await?;
+        let header = self.ctx.header.at(rev);
+        let total = data.len();
+        tracing::info!(bytes = total, rev, "sending a snapshot");
+        let chunks: Vec<Result<SnapshotResponse, Status>> = data
+            .chunks(SNAPSHOT_CHUNK_BYTES)
+            .scan(total, |remaining, chunk| {
+                *remaining -= chunk.len();
+                Some(Ok(SnapshotResponse {
+                    header: Some(header),
+                    remaining_bytes: *remaining as u64,
+                    blob: chunk.to_vec(),
+                }))
+            })
+            .collect();
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn move_leader(
         &self,
-        _req: Request<MoveLeaderRequest>,
+        req: Request<MoveLeaderRequest>,
     ) -> Result<Response<MoveLeaderResponse>, Status> {
-        Err(unimplemented("MoveLeader"))
+        self.admin.move_leader(req.get_ref().target_id).await?;
+        Ok(Response::new(MoveLeaderResponse {
+            header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
+        }))
     }
 
     async fn downgrade(

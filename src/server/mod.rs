@@ -10,6 +10,7 @@ pub mod http;
 pub mod kv;
 pub mod lease;
 pub mod maintenance;
+pub mod quota;
 pub mod status;
 pub mod txn_check;
 pub mod watch;
@@ -35,4 +36,6 @@ pub struct ServerContext {
     pub max_request_bytes: usize,
     /// `--max-txn-ops`.
     pub max_txn_ops: usize,
+    /// `--quota-backend-bytes`, and the database size it is checked against.
+    pub quota: Arc<quota::SpaceQuota>,
 }

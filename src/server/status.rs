@@ -44,6 +44,16 @@ pub enum ApiError {
     Stopped,
     #[error("etcdserver: member not found")]
     MemberNotFound,
+    #[error("etcdserver: mvcc: database space exceeded")]
+    NoSpace,
+    #[error("etcdserver: not leader")]
+    NotLeader,
+    #[error("etcdserver: corrupt cluster")]
+    Corrupt,
+    #[error("etcdserver: bad leader transferee")]
+    BadLeaderTransferee,
+    #[error("etcdserver: request timed out, leader transfer took too long")]
+    LeaderTransferTimeout,
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -57,8 +67,12 @@ impl ApiError {
             | RequestTooLarge => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
-            LeaseExists => Code::FailedPrecondition,
-            NoLeader | Timeout | LeaderChanged | Stopped => Code::Unavailable,
+            LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,
+            NoSpace => Code::ResourceExhausted,
+            Corrupt => Code::DataLoss,
+            NoLeader | Timeout | LeaderChanged | Stopped | LeaderTransferTimeout => {
+                Code::Unavailable
+            }
             Internal(_) => Code::Internal,
         }
     }
@@ -108,6 +122,8 @@ impl ApiError {
             Ok(ApplyError::LeaseExists) => Some(ApiError::LeaseExists),
             Ok(ApplyError::KeyNotFound) => Some(ApiError::KeyNotFound),
             Ok(ApplyError::LeaseTtlTooLarge) => Some(ApiError::LeaseTtlTooLarge),
+            Ok(ApplyError::NoSpace) => Some(ApiError::NoSpace),
+            Ok(ApplyError::Corrupt) => Some(ApiError::Corrupt),
             Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
         }
     }

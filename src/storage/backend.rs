@@ -7,6 +7,7 @@
 //! - `k | main BE | sub BE [| t]`: a revision's KeyValue (protobuf); `t` marks a tombstone,
 //!   whose KeyValue holds only the key and the delete revision.
 //! - `l | id BE`: a lease, value = granted TTL in seconds (i64 BE).
+//! - `a | member id BE | alarm type BE`: an active alarm (see [`super::alarm`]).
 //! - `m/...`: meta: schema marker, current and compacted revision, the `applied` blob, and
 //!   the marker of a snapshot install in progress.
 
@@ -51,6 +52,8 @@ pub(crate) struct State {
     pub current: i64,
     /// The last compaction revision (0 when never compacted).
     pub compacted: i64,
+    /// The active alarms.
+    pub alarms: super::alarm::Alarms,
 }
 
 /// What recovery found.
@@ -122,6 +125,9 @@ where
                         ..Lease::default()
                     },
                 );
+            }
+            Some(&super::alarm::ALARM_PREFIX) => {
+                rec.state.alarms.insert(super::alarm::parse_alarm_key(&k)?);
             }
             Some(&META_PREFIX) => match k.as_ref() {
                 META_SCHEMA => schema = Some(v),

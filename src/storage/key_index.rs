@@ -130,6 +130,18 @@ impl KeyIndex {
         })
     }
 
+    /// The revision a compaction at `at` would keep for this key (etcd's `keyIndex.keep`):
+    /// the newest revision at or below `at` in the first generation still live at `at`;
+    /// None when the key did not exist at `at`. HashKV uses it to leave out rows that a
+    /// compaction at the hashed revision would drop.
+    pub fn keep(&self, at: i64) -> Option<Revision> {
+        let g = self
+            .generations
+            .iter()
+            .find(|g| !(g.closed && g.revs.last().is_some_and(|r| r.main <= at)))?;
+        g.revs.iter().rev().find(|r| r.main <= at).copied()
+    }
+
     /// Whether the key has no revisions left (it can be dropped from the index).
     pub fn is_empty(&self) -> bool {
         self.generations.is_empty()
@@ -178,6 +190,21 @@ mod tests {
         ki.put(r(7));
         ki.put(r(8));
         ki
+    }
+
+    #[test]
+    fn keep_is_what_a_compaction_at_the_revision_would_keep() {
+        // etcd 3.4's keyIndex.keep on the same generations.
+        let ki = foo();
+        let keep = |at| ki.keep(at).map(|r| r.main);
+        assert_eq!(keep(0), None);
+        assert_eq!(keep(2), Some(2));
+        // The tombstone's own revision: the generation is gone, nothing kept.
+        assert_eq!(keep(3), None);
+        assert_eq!(keep(5), Some(5));
+        assert_eq!(keep(6), None);
+        assert_eq!(keep(7), Some(7));
+        assert_eq!(keep(100), Some(8));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //! it is handed protobuf messages and returns protobuf messages.
 //!
 //! CONTRACT (used by `raft::state_machine` and `server::kv`):
-//! - `MvccStore::open(&sled::Db)` opens or creates the store's tree and recovers its state.
+//! - `MvccStore::open_dir(data dir, &shared sled::Db)` opens or creates the store in its own
+//!   database `<data dir>/mvcc/` (or an older data dir's tree in the shared database) and
+//!   recovers its state; `MvccStore::open(&sled::Db)` keeps it in a tree of the given
+//!   database (tests), where it cannot be defragmented.
+//! - `defragment()` copies the store into a fresh database and switches to it ([`defrag`]).
 //! - `apply(req, applied)` applies one write as ONE atomic sled batch that also stores the
 //!   opaque `applied` blob (the raft layer's last-applied log id and membership), then
 //!   publishes the new revision. Apply-time errors (lease not found, ...) are answered in
@@ -28,15 +32,19 @@
 //! write entirely or not at all. No apply fsyncs: the raft log is the durable record, and
 //! the `applied` blob in the same batch tells the raft layer where to resume replaying.
 
+mod alarm;
 mod backend;
 mod compact;
+mod defrag;
 mod error;
 mod events;
+mod hash;
 mod key_index;
 mod lease;
 mod range;
 mod revision;
 mod snapshot;
+pub mod snapshot_file;
 mod txn;
 
 #[cfg(test)]
@@ -46,11 +54,13 @@ mod tests;
 
 pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
+pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
 use range::View;
@@ -83,12 +93,41 @@ pub struct ApplyOutcome {
     pub events: Vec<Event>,
 }
 
-/// etcd's MVCC store, persisted in sled.
-pub struct MvccStore {
+/// Where the rows live.
+struct Engine {
     /// Kept to flush the whole database (the tree shares sled's log).
     db: sled::Db,
     /// The one tree holding rows, leases and meta (see [`backend`]).
     tree: sled::Tree,
+    /// The database's own directory (`<data dir>/mvcc`); `None` when the tree is in a shared
+    /// database.
+    own_dir: Option<PathBuf>,
+}
+
+/// The data dir of a store opened with [`MvccStore::open_dir`].
+struct Home {
+    /// The data dir.
+    path: PathBuf,
+    /// The member's shared database, where older data dirs keep the store's tree.
+    shared: sled::Db,
+}
+
+/// What a defragment did.
+#[derive(Debug, Clone, Copy)]
+pub struct Defragmented {
+    /// The database's size on disk before.
+    pub before_bytes: u64,
+    /// And after.
+    pub after_bytes: u64,
+}
+
+/// etcd's MVCC store, persisted in sled.
+pub struct MvccStore {
+    /// The database and tree holding the rows; replaced by a defragment (taken under the
+    /// state lock or the apply lock, which a defragment holds while it switches).
+    engine: RwLock<Arc<Engine>>,
+    /// The data dir, when the store can be defragmented (see [`defrag`]).
+    home: Option<Home>,
     /// Index, leases and counters; read-locked by readers for a whole read.
     state: RwLock<State>,
     /// The published current revision, readable without a lock.
@@ -103,8 +142,57 @@ pub struct MvccStore {
 
 impl MvccStore {
     /// Opens (or creates) the store's tree inside `db` and recovers the revision counters,
-    /// the key index and the leases.
+    /// the key index and the leases. Such a store cannot be defragmented.
     pub fn open(db: &sled::Db) -> Result<Self, StorageError> {
+        Self::open_engine(db.clone(), None, None)
+    }
+
+    /// Opens (or creates) the store of the data dir `path`: in its own database `mvcc/`, or
+    /// in the tree of the member's shared database `shared` where an older data dir keeps
+    /// it. Repairs an interrupted defragment first.
+    pub fn open_dir(path: &Path, shared: &sled::Db) -> Result<Self, StorageError> {
+        defrag::recover(path)?;
+        let own = path.join(defrag::MVCC_DIR);
+        let legacy = !own.exists() && !shared.open_tree(backend::TREE_NAME)?.is_empty();
+        let home = Some(Home {
+            path: path.to_path_buf(),
+            shared: shared.clone(),
+        });
+        if legacy {
+            tracing::info!("the store is in the shared database (an older data dir)");
+            return Self::open_engine(shared.clone(), None, home);
+        }
+        if !own.exists() {
+            defrag::create(
+                path,
+                backend::TREE_NAME,
+                &[
+                    (backend::META_SCHEMA, backend::SCHEMA_VERSION.to_vec()),
+                    (
+                        backend::META_COMMIT,
+                        backend::commit_row(backend::FIRST_REVISION, None),
+                    ),
+                ],
+            )?;
+        }
+        let db = defrag::open_db(&own)?;
+        if db.open_tree(backend::TREE_NAME)?.is_empty() {
+            // sled opens a garbled database as a shorter or empty one without an error;
+            // this one was created holding a store, so its contents are lost.
+            return Err(StorageError::Corrupt(format!(
+                "{}: the store's database lost its contents: restore it from a snapshot or \
+                 remove the member and add it anew",
+                own.display()
+            )));
+        }
+        Self::open_engine(db, Some(own), home)
+    }
+
+    fn open_engine(
+        db: sled::Db,
+        own_dir: Option<PathBuf>,
+        home: Option<Home>,
+    ) -> Result<Self, StorageError> {
         let tree = db.open_tree(backend::TREE_NAME)?;
         let mut rec = backend::recover(tree.iter().map(|r| r.map_err(StorageError::from)))?;
         let interrupted = rec.installing;
@@ -142,8 +230,8 @@ impl MvccStore {
             "mvcc store opened"
         );
         Ok(MvccStore {
-            db: db.clone(),
-            tree,
+            engine: RwLock::new(Arc::new(Engine { db, tree, own_dir })),
+            home,
             current: AtomicI64::new(state.current),
             compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
@@ -170,9 +258,10 @@ impl MvccStore {
     /// A range read with every RangeRequest option; the header carries only the revision.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
         let st = self.read_state()?;
+        let e = self.engine()?;
         View {
             state: &st,
-            tree: &self.tree,
+            tree: &e.tree,
             overlay: None,
             pending: None,
         }
@@ -188,6 +277,11 @@ impl MvccStore {
     ) -> Result<ApplyOutcome, StorageError> {
         if let Some(Request::Compaction(c)) = &req.request {
             let _apply = self.lock_apply()?;
+            if alarm::corrupt(&self.read_state()?.alarms) {
+                self.record_applied(applied)?;
+                let cur = self.current_revision();
+                return Ok(outcome(None, Some(ApplyError::Corrupt), Vec::new(), cur));
+            }
             return self.compact(c.revision, applied);
         }
         let mut out = self.apply_group(
@@ -217,6 +311,7 @@ impl MvccStore {
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let _apply = self.lock_apply()?;
         let mut st = self.write_state()?;
+        let e = self.engine()?;
         let mut batch = sled::Batch::default();
         let mut overlay = backend::Overlay::new();
         let mut outcomes = Vec::with_capacity(writes.len());
@@ -226,8 +321,36 @@ impl MvccStore {
                 outcomes.push(outcome(None, None, Vec::new(), st.current));
                 continue;
             };
+            if let Request::Alarm(a) = request {
+                let resp = alarm::apply(&mut st.alarms, a, &mut batch);
+                outcomes.push(outcome(
+                    Some(Response::Alarm(resp)),
+                    None,
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
+            if alarm::corrupt(&st.alarms) {
+                outcomes.push(outcome(
+                    None,
+                    Some(ApplyError::Corrupt),
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
+            if alarm::no_space(&st.alarms) && alarm::grows_store(request) {
+                outcomes.push(outcome(
+                    None,
+                    Some(ApplyError::NoSpace),
+                    Vec::new(),
+                    st.current,
+                ));
+                continue;
+            }
             let done = {
-                let mut w = WriteTxn::new(&st, &self.tree, Some(&overlay));
+                let mut w = WriteTxn::new(&st, &e.tree, Some(&overlay));
                 let result: Result<Response, TxnError> = match request {
                     Request::Put(p) => w.put(p).map(Response::Put),
                     Request::DeleteRange(d) => w.delete_range(d).map(Response::DeleteRange),
@@ -238,6 +361,9 @@ impl MvccStore {
                         .map(|()| Response::LeaseRevoke(LeaseRevokeResponse::default())),
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
+                    ))),
+                    Request::Alarm(_) => Err(TxnError::Storage(StorageError::Corrupt(
+                        "an alarm reached the write path".into(),
                     ))),
                 };
                 match result {
@@ -258,7 +384,7 @@ impl MvccStore {
             backend::META_COMMIT,
             backend::commit_row(st.current, Some(applied)),
         );
-        self.tree.apply_batch(batch)?;
+        e.tree.apply_batch(batch)?;
         self.current.store(st.current, Ordering::Release);
         tracing::Span::current().record("rev", st.current);
         Ok(outcomes)
@@ -277,6 +403,7 @@ impl MvccStore {
         } else {
             None
         };
+        let e = self.engine()?;
         let mut batch = sled::Batch::default();
         batch.insert(
             backend::META_COMMIT,
@@ -285,7 +412,7 @@ impl MvccStore {
         if error.is_none() {
             batch.insert(backend::META_COMPACTED, &i64_bytes(rev)[..]);
         }
-        self.tree.apply_batch(batch)?;
+        e.tree.apply_batch(batch)?;
         if let Some(e) = error {
             return Ok(outcome(None, Some(e), Vec::new(), cur));
         }
@@ -295,7 +422,7 @@ impl MvccStore {
             self.compacted.store(rev, Ordering::Release);
             compact::compact_index(&mut st, rev)
         };
-        compact::delete_rows(&self.tree, &removed)?;
+        compact::delete_rows(&e.tree, &removed)?;
         tracing::debug!(rev, rows = removed.len(), "compacted");
         Ok(outcome(
             Some(Response::Compaction(CompactionResponse::default())),
@@ -315,13 +442,13 @@ impl MvccStore {
     /// so the revision cannot move meanwhile).
     fn record_applied(&self, applied: &[u8]) -> Result<(), StorageError> {
         let row = backend::commit_row(self.current_revision(), Some(applied));
-        self.tree.insert(backend::META_COMMIT, row)?;
+        self.engine()?.tree.insert(backend::META_COMMIT, row)?;
         Ok(())
     }
 
     /// The last `applied` blob stored, if any.
     pub fn applied(&self) -> Result<Option<Vec<u8>>, StorageError> {
-        match self.tree.get(backend::META_COMMIT)? {
+        match self.engine()?.tree.get(backend::META_COMMIT)? {
             Some(v) => Ok(backend::parse_commit_row(&v)?.1),
             None => Ok(None),
         }
@@ -329,14 +456,81 @@ impl MvccStore {
 
     /// Makes everything written so far durable (applies do not fsync on their own).
     pub fn flush(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
+        let e = self.engine()?;
+        e.db.flush()?;
+        // The raft layer fsyncs the shared database's file; the store's own is synced here.
+        if let Some(dir) = &e.own_dir {
+            defrag::sync_db_files(dir)?;
+        }
         Ok(())
+    }
+
+    /// The bytes the store's rows take (keys and values), read from every row: what the
+    /// database would shrink to, less sled's own overhead (etcd's db size in use). Reads
+    /// the whole tree; callers cache it.
+    pub fn size_in_use(&self) -> Result<u64, StorageError> {
+        let _st = self.read_state()?;
+        let e = self.engine()?;
+        let mut bytes = 0u64;
+        for row in e.tree.iter() {
+            let (k, v) = row?;
+            bytes += (k.len() + v.len()) as u64;
+        }
+        Ok(bytes)
+    }
+
+    /// The size on disk of the database holding the store (etcd's db size).
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        Ok(self.engine()?.db.size_on_disk()?)
+    }
+
+    /// etcd's Defragment: copies the store into a fresh database and switches to it, giving
+    /// back the space of everything deleted or compacted (see [`defrag`]). Applies and reads
+    /// wait meanwhile.
+    pub fn defragment(&self) -> Result<Defragmented, StorageError> {
+        let home = self.home.as_ref().ok_or_else(|| {
+            StorageError::Corrupt("this store has no data dir to defragment in".into())
+        })?;
+        let _apply = self.lock_apply()?;
+        let old = self.engine()?;
+        old.db.flush()?;
+        let before_bytes = old.db.size_on_disk()?;
+        defrag::copy(&home.path, &old.tree, backend::TREE_NAME)?;
+        let st = self.write_state()?;
+        let aside = defrag::switch(&home.path)?;
+        let own = home.path.join(defrag::MVCC_DIR);
+        let db = defrag::open_db(&own)?;
+        let tree = db.open_tree(backend::TREE_NAME)?;
+        let after_bytes = db.size_on_disk()?;
+        *self.engine.write().map_err(|_| StorageError::Poisoned)? = Arc::new(Engine {
+            db,
+            tree,
+            own_dir: Some(own),
+        });
+        // Reads wait on the state lock, so none still uses the old database.
+        let legacy = old.own_dir.is_none();
+        drop(old);
+        drop(st);
+        if let Some(dir) = aside {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove the old database");
+            }
+        }
+        if legacy {
+            // The rows now live in their own database; the shared one's tree goes.
+            home.shared.drop_tree(backend::TREE_NAME)?;
+        }
+        tracing::info!(before_bytes, after_bytes, "defragmented");
+        Ok(Defragmented {
+            before_bytes,
+            after_bytes,
+        })
     }
 
     /// The whole MVCC state, consistent with the `applied` blob it contains.
     pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
         let _apply = self.lock_apply()?;
-        snapshot::encode(&self.tree)
+        snapshot::encode(&self.engine()?.tree)
     }
 
     /// Replaces the whole state with a snapshot's. The snapshot is fully validated before
@@ -354,22 +548,23 @@ impl MvccStore {
         let _apply = self.lock_apply()?;
         // Readers are held off for the whole rewrite: the rows they would load vanish.
         let mut st = self.write_state()?;
+        let e = self.engine()?;
         // The marker is durable before the first old row goes, and stays until the last new
         // row is in: a crash anywhere in between is seen as an interrupted install on open,
         // never as a store to trust (sled's `clear` removes rows one by one, marker included).
-        self.tree.insert(backend::META_INSTALLING, &[][..])?;
-        self.tree.flush()?;
-        clear_keeping_marker(&self.tree)?;
+        e.tree.insert(backend::META_INSTALLING, &[][..])?;
+        e.tree.flush()?;
+        clear_keeping_marker(&e.tree)?;
         for chunk in rows.chunks(INSTALL_BATCH_ROWS) {
             let mut batch = sled::Batch::default();
             for (k, v) in chunk {
                 batch.insert(k, v);
             }
-            self.tree.apply_batch(batch)?;
+            e.tree.apply_batch(batch)?;
         }
-        finish_compaction(&self.tree, &mut state)?;
-        self.tree.remove(backend::META_INSTALLING)?;
-        self.tree.flush()?;
+        finish_compaction(&e.tree, &mut state)?;
+        e.tree.remove(backend::META_INSTALLING)?;
+        e.tree.flush()?;
         self.current.store(state.current, Ordering::Release);
         self.compacted.store(state.compacted, Ordering::Release);
         tracing::info!(
@@ -395,13 +590,32 @@ impl MvccStore {
         if st.compacted > 0 && from_rev < st.compacted {
             return Err(StorageError::Compacted);
         }
+        let e = self.engine()?;
         let view = View {
             state: &st,
-            tree: &self.tree,
+            tree: &e.tree,
             overlay: None,
             pending: None,
         };
         events::read(&view, from_rev.max(1), to_rev.min(st.current), max_revs)
+    }
+
+    /// etcd's HashKV at `rev` (0: current): see [`hash`]. Holds off applies while it reads,
+    /// so the hash describes one revision.
+    pub fn hash_kv(&self, rev: i64) -> Result<KvHash, StorageError> {
+        let st = self.read_state()?;
+        hash::hash_kv(&st, &self.engine()?.tree, rev)
+    }
+
+    /// etcd's Hash: every row of the store, and the current revision it describes.
+    pub fn hash(&self) -> Result<(u32, i64), StorageError> {
+        let st = self.read_state()?;
+        Ok((hash::hash_all(&st, &self.engine()?.tree)?, st.current))
+    }
+
+    /// The active alarms, as (member id, alarm type), ascending.
+    pub fn alarms(&self) -> Result<Vec<(u64, i32)>, StorageError> {
+        Ok(self.read_state()?.alarms.iter().copied().collect())
     }
 
     /// Whether a lease exists (Put with an unknown lease fails before proposing).
@@ -439,6 +653,23 @@ impl MvccStore {
             granted_ttl_secs: l.ttl_secs,
             keys: l.keys.iter().cloned().collect(),
         }))
+    }
+
+    /// The tree holding the rows (tests look at the rows directly).
+    #[cfg(test)]
+    pub(crate) fn tree(&self) -> sled::Tree {
+        match self.engine.read() {
+            Ok(e) => e.tree.clone(),
+            Err(p) => p.into_inner().tree.clone(),
+        }
+    }
+
+    fn engine(&self) -> Result<Arc<Engine>, StorageError> {
+        Ok(self
+            .engine
+            .read()
+            .map_err(|_| StorageError::Poisoned)?
+            .clone())
     }
 
     fn read_state(&self) -> Result<RwLockReadGuard<'_, State>, StorageError> {
@@ -482,6 +713,7 @@ fn outcome(
             Response::Compaction(x) => x.header = header,
             Response::LeaseGrant(x) => x.header = header,
             Response::LeaseRevoke(x) => x.header = header,
+            Response::Alarm(x) => x.header = header,
         }
         r
     });

@@ -13,7 +13,7 @@ use super::backend::META_INSTALLING;
 use super::error::StorageError;
 
 /// Identifies a minietcd MVCC snapshot.
-const MAGIC: &[u8] = b"MINIETCD-MVCC-SNAP";
+pub(crate) const MAGIC: &[u8] = b"MINIETCD-MVCC-SNAP";
 /// The format this code writes and reads.
 const FORMAT_VERSION: u32 = 1;
 

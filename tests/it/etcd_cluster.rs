@@ -140,6 +140,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts every member (does not wait for them; see [`Cluster::wait_ready`]).
     pub fn start(config: ClusterConfig) -> Cluster {
+        let mut cluster = Cluster::reserve(config);
+        cluster.start_reserved();
+        cluster
+    }
+
+    /// Reserves ports and data dirs for every member without starting any (a test may lay
+    /// out their data dirs first, e.g. by restoring a snapshot); see
+    /// [`Cluster::start_reserved`].
+    pub fn reserve(config: ClusterConfig) -> Cluster {
         init_test_logging();
         assert!(config.size > 0, "a cluster needs at least one member");
         let dir = tempfile::Builder::new()
@@ -161,18 +170,31 @@ impl Cluster {
             .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster {
+        Cluster {
             kind: config.kind,
             members,
             initial_cluster,
             extra_args: config.extra_args,
             dir,
-        };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i);
         }
-        tracing::info!(kind = ?cluster.kind, endpoints = ?cluster.endpoints(), "cluster started");
-        cluster
+    }
+
+    /// Starts every member of a reserved cluster.
+    pub fn start_reserved(&mut self) {
+        for i in 0..self.members.len() {
+            self.spawn(i);
+        }
+        tracing::info!(kind = ?self.kind, endpoints = ?self.endpoints(), "cluster started");
+    }
+
+    /// `--initial-cluster` of every member.
+    pub fn initial_cluster(&self) -> &str {
+        &self.initial_cluster
+    }
+
+    /// `--initial-cluster-token` of every member.
+    pub fn token() -> String {
+        format!("test-{}", std::process::id())
     }
 
     /// Starts and waits until every member answers and knows a leader.
@@ -248,10 +270,7 @@ impl Cluster {
             ))
             .arg(format!("--initial-cluster={initial_cluster}"))
             .arg(format!("--initial-cluster-state={state}"))
-            .arg(format!(
-                "--initial-cluster-token=test-{}",
-                std::process::id()
-            ))
+            .arg(format!("--initial-cluster-token={}", Cluster::token()))
             .arg(format!("--heartbeat-interval={TEST_HEARTBEAT_MS}"))
             .arg(format!("--election-timeout={TEST_ELECTION_TIMEOUT_MS}"));
         if self.kind == ServerKind::Etcd {

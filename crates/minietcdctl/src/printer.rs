@@ -437,6 +437,30 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
     }
 }
 
+/// etcdctl's `snapshot status`: hash (hex in simple), revision, total keys, total size.
+pub fn snapshot_status(
+    format: Format,
+    st: &minietcd::storage::snapshot_file::SnapshotStatus,
+) -> String {
+    match format {
+        Format::Json => json_line(
+            json::Obj::new()
+                .raw("hash", st.hash.to_string())
+                .raw("revision", st.revision.to_string())
+                .raw("totalKey", st.total_keys.to_string())
+                .raw("totalSize", st.total_size.to_string())
+                .build(),
+        ),
+        Format::Simple => format!(
+            "{:x}, {}, {}, {}\n",
+            st.hash,
+            st.revision,
+            st.total_keys,
+            json::human_bytes(st.total_size)
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -370,6 +370,7 @@ pub(super) fn strip(r: &mut Response) {
         Response::Compaction(x) => x.header = None,
         Response::LeaseGrant(x) => x.header = None,
         Response::LeaseRevoke(x) => x.header = None,
+        Response::Alarm(x) => x.header = None,
     }
 }
 
@@ -434,6 +435,8 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
                 Ok(Response::Compaction(CompactionResponse::default()))
             }
         }
+        // The generator makes no alarms.
+        Request::Alarm(_) => Ok(Response::Alarm(Default::default())),
     };
     match result {
         Err(e) => (e as i32, None),

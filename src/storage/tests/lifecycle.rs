@@ -57,7 +57,7 @@ fn compaction_deletes_rows_and_tombstones() {
     put(&f.store, "b", "1"); // 4
     del(&f.store, "b", ""); // 5
     put(&f.store, "c", "1"); // 6
-    let rows = |f: &Fixture| f.store.tree.scan_prefix([revision::KV_PREFIX]).count();
+    let rows = |f: &Fixture| f.store.tree().scan_prefix([revision::KV_PREFIX]).count();
     assert_eq!(rows(&f), 5);
     apply(
         &f.store,
@@ -277,7 +277,7 @@ fn garbled_tree_is_corrupt_not_a_panic() {
     let f = fixture();
     put(&f.store, "a", "1");
     f.store
-        .tree
+        .tree()
         .insert(
             revision::row_key(Revision::new(2, 0), false),
             &b"\xff\xff\xff"[..],
@@ -303,7 +303,7 @@ fn interrupted_install_is_detected_on_open() {
     let f = fixture();
     put(&f.store, "a", "1");
     f.store
-        .tree
+        .tree()
         .insert(backend::META_INSTALLING, &[][..])
         .unwrap();
     let f = {
@@ -332,7 +332,7 @@ fn compaction_of_a_long_history_deletes_in_batches() {
             physical: true,
         }),
     );
-    let rows = f.store.tree.scan_prefix([revision::KV_PREFIX]).count();
+    let rows = f.store.tree().scan_prefix([revision::KV_PREFIX]).count();
     assert_eq!(rows, 1, "only the latest revision of the key survives");
     assert_eq!(get(&f.store, "hot", 0).unwrap().unwrap().version, n as i64);
 }
