@@ -129,7 +129,13 @@ pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus,
     let dir = DataDir::open_with_wal(&opts.data_dir, identity, true, opts.wal_dir.as_deref())?;
     let store = MvccStore::open_dir(&dir.path, &dir.db)?;
     store.install_snapshot(file.data)?;
-    let log_id = LogId::new(LeaderId { term: 0, node_id: 0 }, RESTORED_INDEX);
+    let log_id = LogId::new(
+        LeaderId {
+            term: 0,
+            node_id: 0,
+        },
+        RESTORED_INDEX,
+    );
     let voters = members.keys().copied().collect();
     let nodes = members.iter().map(|(id, m)| {
         (

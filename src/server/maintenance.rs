@@ -35,11 +35,24 @@ pub struct MaintenanceService {
     ctx: ServerContext,
     /// MoveLeader runs on the leader's admin.
     admin: Admin,
+    /// The leader as clients should see it (see [`Self::with_leader`]).
+    leader: Option<tokio::sync::watch::Receiver<Option<u64>>>,
 }
 
 impl MaintenanceService {
     pub fn new(ctx: ServerContext, admin: Admin) -> Self {
-        MaintenanceService { ctx, admin }
+        MaintenanceService {
+            ctx,
+            admin,
+            leader: None,
+        }
+    }
+
+    /// Status reports the leader `leader` shows (etcd's CheckQuorum: a leader that lost its
+    /// quorum names no leader), instead of openraft's view.
+    pub fn with_leader(mut self, leader: tokio::sync::watch::Receiver<Option<u64>>) -> Self {
+        self.leader = Some(leader);
+        self
     }
 }
 
@@ -90,8 +103,12 @@ impl Maintenance for MaintenanceService {
         // sled's file holds more than the rows (its own pages and log); never report more in
         // use than the file's size.
         let db_size_in_use = i64::try_from(in_use).unwrap_or(i64::MAX).min(db_size);
+        let leader = match &self.leader {
+            Some(rx) => *rx.borrow(),
+            None => m.current_leader,
+        };
         let mut errors = Vec::new();
-        if m.current_leader.is_none() {
+        if leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
         }
         // etcd lists each active alarm in its protobuf text form.
@@ -101,7 +118,7 @@ impl Maintenance for MaintenanceService {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
             version: ETCD_API_VERSION.to_string(),
             db_size,
-            leader: m.current_leader.unwrap_or(0),
+            leader: leader.unwrap_or(0),
             raft_index: m.last_log_index.unwrap_or(0),
             raft_term: m.current_term,
             raft_applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
