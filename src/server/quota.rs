@@ -52,11 +52,21 @@ impl SpaceQuota {
 
     /// The database's size on disk now (what Status reports as db_size).
     pub fn db_size_now(&self) -> u64 {
-        let size = self.store.size_on_disk().unwrap_or(0);
-        if let Ok(mut c) = self.cached.lock() {
-            *c = Some((Instant::now(), size));
+        let Ok(mut cached) = self.cached.lock() else {
+            return self.store.size_on_disk().unwrap_or(0);
+        };
+        match self.store.size_on_disk() {
+            Ok(size) => {
+                *cached = Some((Instant::now(), size));
+                size
+            }
+            // sled's files can change while they are listed (a value file removed): keep the
+            // last size measured rather than take the database for empty.
+            Err(e) => {
+                tracing::debug!(error = %e, "measuring the database size");
+                cached.map_or(0, |(_, size)| size)
+            }
         }
-        size
     }
 
     /// The bytes the store's rows take (Status's db_size_in_use), measured at most
