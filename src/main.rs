@@ -42,7 +42,13 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(minietcd::node::run(cfg, shutdown_signal())) {
+    // The handlers are installed before the node starts, so that a SIGTERM arriving during
+    // start-up stops the member cleanly instead of killing it (the default action).
+    let stop = {
+        let _enter = rt.enter();
+        shutdown_signal()
+    };
+    match rt.block_on(minietcd::node::run(cfg, stop)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("minietcd: {e}");
@@ -51,15 +57,23 @@ fn main() -> ExitCode {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
+/// Installs the SIGINT and SIGTERM handlers now; the future resolves on either signal.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            (Ok(mut s), Err(_)) | (Err(_), Ok(mut s)) => {
+                s.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
+        }
     }
 }

@@ -227,10 +227,21 @@ fn mask_ids(s: &str) -> String {
 fn fill_until_refused(endpoint: &str) -> (usize, String) {
     let value = "x".repeat(20_000);
     for i in 0..400 {
-        let out = ctl_out(endpoint, &["put", &format!("fill/{i:04}"), &value]);
-        if !out.status.success() {
-            return (i, error_line(&String::from_utf8_lossy(&out.stderr)));
+        // A put that fails for another reason than the quota (a timeout on a loaded machine)
+        // is tried again; the quota's refusal ends the fill.
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let out = ctl_out(endpoint, &["put", &format!("fill/{i:04}"), &value]);
+            if out.status.success() {
+                last.clear();
+                break;
+            }
+            last = error_line(&String::from_utf8_lossy(&out.stderr));
+            if last.contains("database space exceeded") {
+                return (i, last);
+            }
         }
+        assert!(last.is_empty(), "put {i} failed three times: {last}");
     }
     panic!("400 puts of 20 KB never hit the quota");
 }
@@ -277,23 +288,30 @@ async fn maint_quota_raises_nospace_like_etcd() {
             "{mine:?}"
         );
     }
-    // The alarm is kept across a restart.
-    ours.restart(0);
-    ours.wait_ready().await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
-    assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
-    // Disarm answers the cleared alarm; the space is still over the quota, so the next put
-    // raises the alarm again, on both servers.
+    // Disarm answers the cleared alarm, on both servers.
     for ep in [&e, &o] {
         let disarmed = mask_ids(&ctl(ep, &["alarm", "disarm"]));
         assert_eq!(disarmed, "memberID:<ID> alarm:NOSPACE \n", "{ep}");
         assert_eq!(ctl(ep, &["alarm", "list"]), "", "{ep}");
     }
+    // The space is still over the quota, so the next put raises the alarm again. Checked on
+    // minietcd only, before the restart below: whether etcd's next put is refused depends on
+    // when bbolt last grew its file (on a loaded machine etcd sometimes takes it), and sled's
+    // file may come back from a restart smaller than it was.
     assert_eq!(
-        error_line(&ctl_err(&e, &["put", "k", "v"])),
-        error_line(&ctl_err(&o, &["put", "k", "v"]))
+        error_line(&ctl_err(&o, &["put", "k", "v"])),
+        "Error: etcdserver: mvcc: database space exceeded"
     );
     assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
+    // The alarm is kept across a restart.
+    ours.restart(0);
+    ours.wait_ready().await;
+    let _logs = LogsOnFailure(vec![&etcd, &ours]);
+    assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
+    assert_eq!(
+        error_line(&ctl_err(&o, &["put", "k", "v"])),
+        "Error: etcdserver: mvcc: database space exceeded"
+    );
 }
 
 #[tokio::test]
@@ -540,7 +558,13 @@ fn recover_from_nospace(endpoint: &str, in_use_drops: bool) -> Vec<String> {
     t.push(refused);
     // How many keys fit differs (bbolt and sled store them differently): not compared.
     let deleted = ctl(endpoint, &["del", "fill/", "--prefix"]);
-    assert_eq!(deleted.trim().parse::<usize>().unwrap(), n);
+    // One more when the refused put had been tried before and timed out on a loaded machine
+    // after it took effect (an unknown outcome is retried).
+    let deleted: usize = deleted.trim().parse().unwrap();
+    assert!(
+        deleted == n || deleted == n + 1,
+        "{deleted} keys deleted, {n} put"
+    );
     let v = json(&ctl(endpoint, &["endpoint", "status", "-w", "json"]));
     let rev = v[0]["Status"]["header"]["revision"].as_i64().unwrap();
     ctl(endpoint, &["compact", &rev.to_string()]);
