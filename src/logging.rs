@@ -31,13 +31,18 @@ pub fn init(cfg: &Config) -> Result<(), LogError> {
     let outputs = Outputs::open(&cfg.log_outputs)?;
     // openraft reports every vote and membership step at info; keep it at warn unless asked.
     // A failed heartbeat is warned about every heartbeat interval while a peer is down; the
-    // replication warnings (spaced by the backoff) already say so.
+    // replication warnings (spaced by the backoff) already say so. A membership change that
+    // openraft refuses is logged there as an error although it is returned to the caller,
+    // which retries it (a member publishing its attributes while another change commits).
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let level = cfg.log_level.directive();
         let directives = if level == "debug" {
             format!("{level},openraft=debug")
         } else {
-            format!("{level},openraft=warn,openraft::core::heartbeat=error")
+            format!(
+                "{level},openraft=warn,openraft::core::heartbeat=error,\
+                 openraft::raft::api::management=off"
+            )
         };
         tracing_subscriber::EnvFilter::new(directives)
     });
