@@ -415,6 +415,14 @@ impl Admin {
                 .await
             {
                 Ok(resp) => return Ok(resp.membership.unwrap_or_else(|| self.membership())),
+                // A leader whose quorum lease is not yet established takes it shortly;
+                // nothing was proposed.
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))
+                    if f.reason == openraft::error::ForwardReason::LeaseExpired
+                        && Instant::now() + IN_PROGRESS_RETRY < deadline =>
+                {
+                    sleep(IN_PROGRESS_RETRY).await;
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     return Err(not_leader(&f))
                 }
