@@ -318,7 +318,19 @@ async fn health_version_metrics(kind: ServerKind) {
         Some(0.0)
     );
     assert!(metric(&after.body, "etcd_mvcc_db_total_size_in_bytes") > Some(0.0));
-    assert!(metric(&after.body, "etcd_debugging_mvcc_watcher_total") >= Some(1.0));
+    // The watch stream is open; its watcher is counted once the server has registered it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = get(port, "/metrics").await;
+        if metric(&now.body, "etcd_debugging_mvcc_watcher_total") >= Some(1.0) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "etcd_debugging_mvcc_watcher_total stayed below 1"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         metric(&after.body, PUT_STARTED) >= Some(puts),
         "{PUT_STARTED}"
