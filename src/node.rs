@@ -558,9 +558,11 @@ fn client_routes(s: &Services) -> Routes {
         require_leader.clone(),
     ))
     .add_service(InterceptedService::new(
-        MaintenanceServer::new(
-            MaintenanceService::new(s.ctx.clone(), s.admin.clone()).with_leader(s.leader.clone()),
-        ),
+        MaintenanceServer::new(MaintenanceService::new(
+            s.ctx.clone(),
+            s.admin.clone(),
+            s.leader.clone(),
+        )),
         require_leader,
     ))
     .add_service(

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 use super::*;
 use crate::pb::etcdserverpb::{PutRequest, RangeRequest};
 use crate::pb::minietcdpb::internal_request::Request;
-use crate::pb::minietcdpb::InternalRequest;
+use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::types::NoopObserver;
 
 const HEARTBEAT_MS: u64 = 50;
@@ -238,6 +238,22 @@ fn init_log() {
         .try_init();
 }
 
+/// Writes `req` through `member`, again (up to three times) while the outcome is unknown
+/// because the leader was just lost: safe in these tests, whose old leader's Raft stopped.
+async fn write_retrying_unknown(
+    member: &Member,
+    req: InternalRequest,
+) -> Result<InternalResponse, ProposeError> {
+    let mut r = member.node.proposer().write(req.clone()).await;
+    for _ in 0..3 {
+        if r != Err(ProposeError::LeaderChanged) && r != Err(ProposeError::Timeout) {
+            break;
+        }
+        r = member.node.proposer().write(req.clone()).await;
+    }
+    r
+}
+
 fn index_of(members: &[Member], id: NodeId) -> usize {
     members.iter().position(|m| m.id == id).unwrap()
 }
@@ -284,13 +300,7 @@ async fn three_members_elect_write_forward_read_and_survive_leader_loss() {
     // The old leader's Raft had stopped, so the retried write is applied exactly once.
     // When the follower has not yet noticed the leader is gone, the same race is answered
     // "timeout" (also outcome unknown).
-    let mut r = members[fi].node.proposer().write(put("c", "3")).await;
-    for _ in 0..3 {
-        if r != Err(ProposeError::LeaderChanged) && r != Err(ProposeError::Timeout) {
-            break;
-        }
-        r = members[fi].node.proposer().write(put("c", "3")).await;
-    }
+    let r = write_retrying_unknown(&members[fi], put("c", "3")).await;
     assert_eq!(r.unwrap().revision, 4);
     let survivors = [fi, oi];
     let new_leader = agreed_leader(&members, &survivors).await;
@@ -670,13 +680,7 @@ async fn pre_vote_cluster_elects_commits_and_fails_over() {
         .borrow_watched()
         .current_term;
     assert!(new_term > term, "a real election followed the Pre-Vote");
-    let mut r = members[fi].node.proposer().write(put("b", "2")).await;
-    for _ in 0..3 {
-        if r != Err(ProposeError::LeaderChanged) && r != Err(ProposeError::Timeout) {
-            break;
-        }
-        r = members[fi].node.proposer().write(put("b", "2")).await;
-    }
+    let r = write_retrying_unknown(&members[fi], put("b", "2")).await;
     assert_eq!(r.unwrap().revision, 3);
     for i in [fi, oi] {
         members[i].stop().await;

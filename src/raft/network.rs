@@ -217,12 +217,7 @@ impl PeerNetwork {
     }
 
     fn timeout(&self, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
-        Timeout {
-            action,
-            id: self.id,
-            target: self.target,
-            timeout: ttl,
-        }
+        rpc_timeout(self.id, self.target, action, ttl)
     }
 
     /// Sends one encoded request with `call`, bounded by `ttl`, and decodes the answer, a
@@ -267,6 +262,16 @@ impl PeerNetwork {
                 e,
             )))
         })
+    }
+}
+
+/// openraft's timeout error for a call from `id` to `target`.
+fn rpc_timeout(id: NodeId, target: NodeId, action: RPCTypes, ttl: Duration) -> Timeout<TypeConfig> {
+    Timeout {
+        action,
+        id,
+        target,
+        timeout: ttl,
     }
 }
 
@@ -447,12 +452,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             let base = stream_answer_timeout(option.hard_ttl());
             let (id, target) = (self.id, self.target);
             let channels = self.channels.clone();
-            let timeout = move |ttl| Timeout {
-                action: RPCTypes::AppendEntries,
-                id,
-                target,
-                timeout: ttl,
-            };
+            let timeout = move |ttl| rpc_timeout(id, target, RPCTypes::AppendEntries, ttl);
             let opened = tokio::time::timeout(base, client.append_stream(outbound)).await;
             let inbound = match opened {
                 Err(_) => {
@@ -691,18 +691,22 @@ mod tests {
         }
     }
 
+    /// An address nothing listens on any more.
+    async fn dead_addr() -> std::net::SocketAddr {
+        tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
     fn vote_req() -> VoteRequest<TypeConfig> {
         VoteRequest::new(Vote::new(1, 1), None)
     }
 
     #[tokio::test]
     async fn rpc_to_a_dead_peer_fails_fast_as_unreachable() {
-        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut net = network_to(addr);
+        let mut net = network_to(dead_addr().await);
         let t0 = std::time::Instant::now();
         let err = net
             .vote(vote_req(), RPCOption::new(Duration::from_secs(10)))
@@ -718,12 +722,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_append_takes_the_first_request_before_dialing() {
-        let addr = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let mut net = network_to(addr);
+        let mut net = network_to(dead_addr().await);
         // No request: nothing to send, no connection attempted, no error.
         let empty = futures::stream::empty::<AppendEntriesRequest<TypeConfig>>();
         let answers: Vec<_> = net

@@ -35,24 +35,19 @@ pub struct MaintenanceService {
     ctx: ServerContext,
     /// MoveLeader runs on the leader's admin.
     admin: Admin,
-    /// The leader as clients should see it (see [`Self::with_leader`]).
-    leader: Option<tokio::sync::watch::Receiver<Option<u64>>>,
+    /// The leader as clients should see it (see [`Self::new`]).
+    leader: tokio::sync::watch::Receiver<Option<u64>>,
 }
 
 impl MaintenanceService {
-    pub fn new(ctx: ServerContext, admin: Admin) -> Self {
-        MaintenanceService {
-            ctx,
-            admin,
-            leader: None,
-        }
-    }
-
     /// Status reports the leader `leader` shows (etcd's CheckQuorum: a leader that lost its
-    /// quorum names no leader), instead of openraft's view.
-    pub fn with_leader(mut self, leader: tokio::sync::watch::Receiver<Option<u64>>) -> Self {
-        self.leader = Some(leader);
-        self
+    /// quorum names no leader), not openraft's own view.
+    pub fn new(
+        ctx: ServerContext,
+        admin: Admin,
+        leader: tokio::sync::watch::Receiver<Option<u64>>,
+    ) -> Self {
+        MaintenanceService { ctx, admin, leader }
     }
 }
 
@@ -103,10 +98,7 @@ impl Maintenance for MaintenanceService {
         // sled's file holds more than the rows (its own pages and log); never report more in
         // use than the file's size.
         let db_size_in_use = i64::try_from(in_use).unwrap_or(i64::MAX).min(db_size);
-        let leader = match &self.leader {
-            Some(rx) => *rx.borrow(),
-            None => m.current_leader,
-        };
+        let leader = *self.leader.borrow();
         let mut errors = Vec::new();
         if leader.is_none() {
             errors.push("etcdserver: no leader".to_string());
