@@ -18,11 +18,17 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# cargo-nextest gives every test its own process and a time limit (.config/nextest.toml).
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "installing: cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
 export RUST_BACKTRACE=1
 # Every binary of the workspace: the integration tests run minietcdctl and minietcd-bench
 # from the target directory (cargo builds only the server's own binary for its tests).
 cargo build --workspace --bins
 # Integration tests start real processes; a few at a time keeps a 2-core machine responsive.
-cargo test --workspace --all-targets -- --test-threads="${TEST_THREADS:-4}" "$@"
+cargo nextest run --workspace --all-targets --test-threads="${TEST_THREADS:-4}" "$@"
 # Doc tests (the client README's examples among them); `--all-targets` does not run them.
-cargo test --workspace --doc -- "$@"
+cargo test --workspace --doc

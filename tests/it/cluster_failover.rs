@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,7 @@ use etcd_client::GetOptions;
 
 use crate::cluster_basic::client_on;
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind, TEST_ELECTION_TIMEOUT_MS};
-use crate::support::require_program;
+use crate::support::{require_program, wait_until_async};
 
 /// One acknowledged write.
 #[derive(Debug, Clone)]
@@ -21,8 +21,14 @@ struct Ack {
     at: Instant,
 }
 
-/// Writes `load/<w>/<n>` through member `i` until `stop`, recording every acknowledged one.
-async fn writer(c_endpoint: String, w: usize, stop: Arc<AtomicBool>) -> Vec<Ack> {
+/// Writes `load/<w>/<n>` through member `i` until `stop`, recording every acknowledged one
+/// and counting it in `acked`.
+async fn writer(
+    c_endpoint: String,
+    w: usize,
+    stop: Arc<AtomicBool>,
+    acked: Arc<AtomicUsize>,
+) -> Vec<Ack> {
     let opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(1))
         .with_timeout(Duration::from_secs(10));
@@ -35,16 +41,33 @@ async fn writer(c_endpoint: String, w: usize, stop: Arc<AtomicBool>) -> Vec<Ack>
         let key = format!("load/{w}/{n:06}");
         n += 1;
         match cl.put(key.clone(), n.to_string(), None).await {
-            Ok(r) => acks.push(Ack {
-                key,
-                revision: r.header().map(|h| h.revision()).unwrap_or(0),
-                at: Instant::now(),
-            }),
+            Ok(r) => {
+                acks.push(Ack {
+                    key,
+                    revision: r.header().map(|h| h.revision()).unwrap_or(0),
+                    at: Instant::now(),
+                });
+                acked.fetch_add(1, Ordering::Relaxed);
+            }
             // Failed or unknown outcome: not acknowledged, nothing to check.
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
     acks
+}
+
+/// How many acknowledged writes each phase of the load waits for (before the kill, after
+/// the new leader is elected).
+const ACKS_PER_PHASE: usize = 50;
+
+/// Waits until the writers together have `n` acknowledged writes.
+async fn wait_for_acks(acked: &AtomicUsize, n: usize) {
+    wait_until_async(
+        &format!("{n} acknowledged writes"),
+        Duration::from_secs(30),
+        || async { (acked.load(Ordering::Relaxed) >= n).then_some(()) },
+    )
+    .await;
 }
 
 /// Every member's own copy of `load/`: key -> mod revision.
@@ -75,11 +98,13 @@ async fn cluster_leader_kill_under_load_loses_no_acknowledged_write() {
     let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
     let leader = c.wait_ready().await;
     let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicUsize::new(0));
     let writers: Vec<_> = (0..3)
-        .map(|w| tokio::spawn(writer(c.endpoint(w), w, stop.clone())))
+        .map(|w| tokio::spawn(writer(c.endpoint(w), w, stop.clone(), acked.clone())))
         .collect();
 
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Under load before the kill: some writes acknowledged.
+    wait_for_acks(&acked, ACKS_PER_PHASE).await;
     let killed_at = Instant::now();
     c.kill(leader);
     let new_leader = c.wait_ready().await;
@@ -90,7 +115,8 @@ async fn cluster_leader_kill_under_load_loses_no_acknowledged_write() {
         elected_in < Duration::from_millis(8 * TEST_ELECTION_TIMEOUT_MS),
         "new leader after {elected_in:?}"
     );
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    // Writes go on being acknowledged after the failover.
+    wait_for_acks(&acked, acked.load(Ordering::Relaxed) + ACKS_PER_PHASE).await;
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
     for (w, h) in writers.into_iter().enumerate() {

@@ -446,6 +446,39 @@ impl Cluster {
     }
 }
 
+/// How many of the last lines of each member's log a failed test prints.
+const FAILED_LOG_TAIL_LINES: usize = 80;
+
+impl Drop for Cluster {
+    /// A test that failed keeps its members' data dirs and logs on disk, says where they are
+    /// and prints the end of each log (the members are killed after this, when the fields
+    /// drop).
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let dir = self.keep_dir();
+        eprintln!(
+            "===== {:?} cluster of a failed test: data dirs and logs kept in {} =====",
+            self.kind,
+            dir.display()
+        );
+        for (i, m) in self.members.iter().enumerate() {
+            let log = self.log(i);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(FAILED_LOG_TAIL_LINES)..];
+            eprintln!(
+                "===== {:?} member {} log, last {} of {} lines =====\n{}",
+                self.kind,
+                m.name,
+                tail.len(),
+                lines.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn harness_starts_three_etcd_members_and_finds_the_leader() {
     let mut cluster = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 3)).await;

@@ -16,22 +16,6 @@ use crate::support::{require_program, wait_until};
 /// How long one etcdctl command may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Prints the members' logs when the test panics.
-struct LogsOnFailure<'a>(Vec<&'a Cluster>);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for c in &self.0 {
-            for (i, _) in c.members.iter().enumerate() {
-                eprintln!("===== {:?} member {i} log =====\n{}", c.kind, c.log(i));
-            }
-        }
-    }
-}
-
 /// Runs etcdctl against `endpoints`, bounded by [`CTL_TIMEOUT`].
 fn ctl_out(endpoints: &str, args: &[&str]) -> Output {
     let mut child = Command::new(require_program("etcdctl"))
@@ -129,7 +113,6 @@ fn same_history(endpoint: &str) {
 async fn maint_hashkv_matches_etcd_for_the_same_history() {
     let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
     let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
     let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
     same_history(&e);
     same_history(&o);
@@ -167,7 +150,6 @@ async fn maint_hashkv_matches_etcd_for_the_same_history() {
 #[tokio::test]
 async fn maint_hash_and_hashkv_agree_on_every_member() {
     let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
-    let _logs = LogsOnFailure(vec![&ours]);
     let all = ours.endpoints().join(",");
     same_history(&ours.endpoint(0));
     ctl(&ours.endpoint(1), &["compact", "5"]);
@@ -275,7 +257,6 @@ async fn maint_quota_raises_nospace_like_etcd() {
         Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1).arg(quota)).await;
     let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
     {
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
         let theirs = quota_transcript(&e);
         let mine = quota_transcript(&o);
         assert_eq!(theirs, mine);
@@ -311,7 +292,6 @@ async fn maint_quota_raises_nospace_like_etcd() {
     // The alarm is kept across a restart.
     ours.restart(0);
     ours.wait_ready().await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
     assert!(ctl(&o, &["alarm", "list"]).contains("alarm:NOSPACE"));
     assert_eq!(
         error_line(&ctl_err(&o, &["put", "k", "v"])),
@@ -325,7 +305,6 @@ async fn maint_alarm_is_replicated_to_every_member() {
         ClusterConfig::new(ServerKind::Minietcd, 3).arg("--quota-backend-bytes=2000000"),
     )
     .await;
-    let _logs = LogsOnFailure(vec![&ours]);
     let (n, refused) = fill_until_refused(&ours.endpoint(1));
     assert!(n > 0);
     assert_eq!(refused, "Error: etcdserver: mvcc: database space exceeded");
@@ -501,7 +480,6 @@ async fn maint_snapshot_save_status_restore_into_a_new_cluster() {
 
     dst.start_reserved();
     dst.wait_ready().await;
-    let _logs = LogsOnFailure(vec![&src, &dst]);
     for i in 0..3 {
         let e = dst.endpoint(i);
         assert_eq!(all_keys(&e), (rev, kvs.clone()), "member {i}");
@@ -525,7 +503,6 @@ async fn maint_snapshot_save_status_restore_into_a_new_cluster() {
 async fn maint_snapshot_save_prints_like_etcd() {
     let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
     let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
     let work = tempfile::tempdir().unwrap();
     for (c, name) in [(&etcd, "etcd.db"), (&ours, "ours.db")] {
         ctl(&c.endpoint(0), &["put", "k", "v"]);
@@ -601,7 +578,6 @@ async fn maint_defrag_gives_space_back_like_etcd() {
         Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1).arg(quota)).await;
     let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
     {
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
         assert_eq!(
             recover_from_nospace(&e, false),
             recover_from_nospace(&o, true)
@@ -611,7 +587,6 @@ async fn maint_defrag_gives_space_back_like_etcd() {
     }
     ours.restart(0);
     ours.wait_ready().await;
-    let _logs = LogsOnFailure(vec![&ours]);
     assert_eq!(ctl(&o, &["get", "k", "--print-value-only"]), "v\n");
     ctl(&o, &["put", "k2", "v2"]);
     // A second defragment replaces the store's own database.
@@ -678,7 +653,6 @@ async fn move_leader_transcript(c: &Cluster) -> Vec<String> {
 async fn maint_move_leader_like_etcd() {
     let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 3)).await;
     let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 3)).await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
     let theirs = move_leader_transcript(&etcd).await;
     let mine = move_leader_transcript(&ours).await;
     assert_eq!(theirs, mine);
@@ -724,7 +698,6 @@ async fn corrupt_transcript(c: &Cluster) -> Vec<String> {
 async fn maint_corrupt_alarm_stops_writes_like_etcd() {
     let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
     let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
-    let _logs = LogsOnFailure(vec![&etcd, &ours]);
     let theirs = corrupt_transcript(&etcd).await;
     let mine = corrupt_transcript(&ours).await;
     assert_eq!(theirs, mine);
