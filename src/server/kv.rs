@@ -3,6 +3,8 @@
 //! Reads come from the local store, after a Raft read barrier unless serializable. Writes
 //! become one `InternalRequest` proposed through Raft; its apply-time errors are etcd's.
 
+use std::sync::Arc;
+
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -17,6 +19,7 @@ use crate::pb::minietcdpb::internal_response::Response as Applied;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 
 use super::{txn_check, ApiError, ServerContext};
+use crate::storage::MvccStore;
 
 /// The KV gRPC service.
 pub struct KvService {
@@ -58,6 +61,22 @@ impl ServerContext {
     }
 }
 
+/// Runs a range without blocking an async worker: a single key is read inline when the
+/// store's lock is free at once; anything longer (a key range, or a writer holding or waiting
+/// for the lock) runs on the blocking pool.
+async fn read_range(store: &Arc<MvccStore>, req: RangeRequest) -> Result<RangeResponse, ApiError> {
+    if req.range_end.is_empty() {
+        if let Some(done) = store.try_range(&req) {
+            return Ok(done?);
+        }
+    }
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || store.range(&req))
+        .await
+        .map_err(|e| ApiError::Internal(format!("range task failed: {e}")))?
+        .map_err(ApiError::from)
+}
+
 fn unexpected(what: &str) -> Status {
     ApiError::Internal(format!("apply answered a {what} with another response")).into()
 }
@@ -69,7 +88,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         txn_check::check_range(&req)?;
         self.ctx.read_barrier(req.serializable).await?;
-        let mut resp = self.ctx.store.range(&req).map_err(ApiError::from)?;
+        let mut resp = read_range(&self.ctx.store, req).await?;
         // The revision the range was read at, not the store's revision now: a client that
         // watches from header.revision + 1 (list-then-watch) must not miss a write.
         let read_at = resp

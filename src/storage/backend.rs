@@ -247,6 +247,19 @@ pub(crate) fn load_kv(
     decode(bytes.as_ref())
 }
 
+/// The kv row of revision `rev` from the tree; `None` when it is not there (compacted).
+pub(crate) fn find_kv(
+    tree: &sled::Tree,
+    rev: super::revision::Revision,
+) -> Result<Option<KeyValue>, StorageError> {
+    let Some(bytes) = tree.get(super::revision::row_key(rev, false))? else {
+        return Ok(None);
+    };
+    KeyValue::decode(bytes.as_ref())
+        .map(Some)
+        .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
+}
+
 /// Encodes a counter for a meta row.
 pub(crate) fn i64_bytes(v: i64) -> [u8; 8] {
     v.to_be_bytes()

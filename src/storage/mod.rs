@@ -256,9 +256,28 @@ impl MvccStore {
     }
 
     /// A range read with every RangeRequest option; the header carries only the revision.
+    /// Blocking (the rows are read from sled).
+    ///
+    /// The state's lock is held only while the index is walked; the rows are loaded after,
+    /// so a long range never holds up a write (and the readers queued behind that write).
+    /// The rows a plan names are immutable, and only a compaction removes them: when one is
+    /// gone, the range is planned and loaded again under the lock.
     pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, StorageError> {
-        let st = self.read_state()?;
         let e = self.engine()?;
+        let plan = {
+            let st = self.read_state()?;
+            View {
+                state: &st,
+                tree: &e.tree,
+                overlay: None,
+                pending: None,
+            }
+            .plan_range(req, st.current, st.compacted)?
+        };
+        if let Some(resp) = plan.finish(|rev| backend::find_kv(&e.tree, rev))? {
+            return Ok(resp);
+        }
+        let st = self.read_state()?;
         View {
             state: &st,
             tree: &e.tree,
@@ -266,6 +285,29 @@ impl MvccStore {
             pending: None,
         }
         .range(req, st.current, st.compacted)
+    }
+
+    /// [`Self::range`] when it can run without waiting for the state's lock (a writer holds
+    /// or waits for it: `None`), for callers that must not block.
+    pub fn try_range(&self, req: &RangeRequest) -> Option<Result<RangeResponse, StorageError>> {
+        let e = match self.engine() {
+            Ok(e) => e,
+            Err(err) => return Some(Err(err)),
+        };
+        let st = match self.state.try_read() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::WouldBlock) => return None,
+            Err(std::sync::TryLockError::Poisoned(_)) => return Some(Err(StorageError::Poisoned)),
+        };
+        Some(
+            View {
+                state: &st,
+                tree: &e.tree,
+                overlay: None,
+                pending: None,
+            }
+            .range(req, st.current, st.compacted),
+        )
     }
 
     /// Applies one write in one atomic sled batch together with `applied` (the blob also

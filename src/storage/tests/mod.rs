@@ -4,6 +4,7 @@
 mod defrag;
 mod kv;
 mod lifecycle;
+mod reads;
 mod txn;
 
 use super::*;
