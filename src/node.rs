@@ -78,6 +78,8 @@ pub enum NodeError {
     DataDir(#[from] DataDirError),
     #[error("cannot open the store: {0}")]
     Storage(#[from] crate::storage::StorageError),
+    #[error("cannot start the compactor thread: {0}")]
+    Compactor(std::io::Error),
     #[error("raft: {0}")]
     Raft(String),
     #[error("cannot join the cluster: {0}")]
@@ -210,6 +212,7 @@ async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
 /// and notifies the second.
 fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>), NodeError> {
     let store = Arc::new(MvccStore::open_dir(&data_dir.path, &data_dir.db)?);
+    MvccStore::spawn_compactor(&store).map_err(NodeError::Compactor)?;
     let watchable = WatchableStore::new(store.clone());
     Ok((store, watchable))
 }

@@ -407,7 +407,7 @@ async fn single_member_leads_at_once_and_again_after_restart() {
     let mut s = RaftSettings::new(1, members_map.clone(), dir.path().join("wal"));
     s.election_timeout_ms = 5000;
     s.heartbeat_interval_ms = 500;
-    let quick = Duration::from_millis(1500);
+    let quick = Duration::from_millis(2500);
     {
         let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());

@@ -153,8 +153,14 @@ impl Kv for KvService {
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
         let req = req.into_inner();
+        let (at, physical) = (req.revision, req.physical);
         match self.ctx.propose(Write::Compaction(req)).await? {
             (Applied::Compaction(mut resp), rev) => {
+                if physical {
+                    // etcd: answer once the compacted history is gone from this member's
+                    // database, not only scheduled for removal.
+                    self.ctx.store.removed_compacted(at).await;
+                }
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
             }

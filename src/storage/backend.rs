@@ -83,6 +83,8 @@ where
     let mut current = None;
     let mut compacted = 0;
     let mut max_row_main = 0;
+    // The newest tombstone of a key that was not live (0: none).
+    let mut lone_tombstones = 0;
     // Latest lease id per key, to re-attach keys once all leases are known.
     let mut key_lease: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
     for row in rows {
@@ -104,7 +106,11 @@ where
                 let ki = rec.state.index.entry(kv.key.clone()).or_default();
                 if tombstone {
                     if !ki.tombstone(rev) {
-                        tracing::warn!(?rev, "tombstone of a key that is not live; ignored");
+                        // Left by a compaction interrupted between a generation's put rows
+                        // and its tombstone row; the next compaction removes it.
+                        tracing::debug!(?rev, "tombstone of a key that is not live");
+                        lone_tombstones = lone_tombstones.max(rev.main);
+                        ki.restore_lone_tombstone(rev, kv.create_revision, kv.version);
                     }
                     key_lease.remove(&kv.key);
                 } else {
@@ -168,6 +174,13 @@ where
     if current < max_row_main || current < FIRST_REVISION || compacted > current {
         return Err(StorageError::Corrupt(format!(
             "current revision {current} is behind the rows ({max_row_main}) or the compaction ({compacted})"
+        )));
+    }
+    if lone_tombstones > compacted {
+        // Only a compaction leaves a tombstone without its puts, and only at or below its
+        // revision.
+        return Err(StorageError::Corrupt(format!(
+            "a tombstone at revision {lone_tombstones} has no put before it (compacted at {compacted})"
         )));
     }
     for (key, id) in key_lease {

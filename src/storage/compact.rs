@@ -1,10 +1,15 @@
 //! Compaction: dropping history that no read at or above the compaction revision can need.
 //!
-//! The index decides what goes ([`KeyIndex::compact`](super::key_index::KeyIndex::compact));
-//! the rows are then deleted from sled in batches of [`COMPACT_BATCH_ROWS`] so that a large
-//! history never turns into one giant batch. The compaction revision is recorded before any
-//! row is deleted; a crash in between leaves superseded rows behind, and open() simply
-//! compacts again at the recorded revision (compaction is idempotent).
+//! Applying a compaction only records its revision (reads below it are refused from then
+//! on); the history goes afterwards, in the background, as etcd's scheduled compaction does.
+//! The index decides what goes ([`KeyIndex::compact`](super::key_index::KeyIndex::compact)),
+//! [`COMPACT_STEP_KEYS`] keys per step under the lock, with a pause between steps; each step's
+//! rows are deleted from sled in batches of [`COMPACT_BATCH_ROWS`] so that a large history
+//! never turns into one giant batch. A crash before the end leaves superseded rows behind, and
+//! open() compacts again at the recorded revision (compaction is idempotent).
+
+use std::ops::Bound;
+use std::time::Duration;
 
 use super::backend::State;
 use super::error::StorageError;
@@ -12,6 +17,11 @@ use super::revision::{row_key, Revision};
 
 /// Rows deleted per sled batch during a compaction.
 pub const COMPACT_BATCH_ROWS: usize = 4096;
+/// Keys whose history one background compaction step drops under the lock (etcd's
+/// compaction batch limit is 1000 revisions).
+pub const COMPACT_STEP_KEYS: usize = 1000;
+/// The pause between background compaction steps (etcd's is 10 ms).
+pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
 
 /// Compacts the index at `at` and returns the rows that are no longer reachable.
 pub(crate) fn compact_index(state: &mut State, at: i64) -> Vec<(Revision, bool)> {
@@ -21,6 +31,36 @@ pub(crate) fn compact_index(state: &mut State, at: i64) -> Vec<(Revision, bool)>
         !ki.is_empty()
     });
     removed
+}
+
+/// Compacts the index at `at` for up to [`COMPACT_STEP_KEYS`] keys after `after` (from the
+/// first key when `None`); returns the rows no longer reachable and the last key compacted
+/// when keys may remain.
+pub(crate) fn compact_index_step(
+    state: &mut State,
+    at: i64,
+    after: Option<&[u8]>,
+) -> (Vec<(Revision, bool)>, Option<Vec<u8>>) {
+    let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
+    let mut removed = Vec::new();
+    let mut emptied = Vec::new();
+    let mut last = None;
+    let mut n = 0;
+    for (key, ki) in state.index.range_mut::<[u8], _>((lower, Bound::Unbounded)) {
+        ki.compact(at, &mut removed);
+        if ki.is_empty() {
+            emptied.push(key.clone());
+        }
+        n += 1;
+        if n == COMPACT_STEP_KEYS {
+            last = Some(key.clone());
+            break;
+        }
+    }
+    for key in emptied {
+        state.index.remove(&key);
+    }
+    (removed, last)
 }
 
 /// Deletes `rows` from the tree, [`COMPACT_BATCH_ROWS`] at a time.

@@ -109,6 +109,19 @@ impl KeyIndex {
         }
     }
 
+    /// Rebuilds a tombstone read back from disk whose generation's puts are gone: a
+    /// compaction interrupted between deleting a generation's put rows and its tombstone row
+    /// leaves it. It becomes a generation of its own, closed, so that the next compaction
+    /// removes its row.
+    pub fn restore_lone_tombstone(&mut self, rev: Revision, created: i64, version: i64) {
+        self.generations.push(Generation {
+            created,
+            ver: version,
+            revs: vec![rev],
+            closed: true,
+        });
+    }
+
     /// The key as of main revision `at`, or None if it did not exist then.
     pub fn get(&self, at: i64) -> Option<KeyAt> {
         // The newest generation whose first revision is at or below `at`.

@@ -60,7 +60,7 @@ pub use revision::Revision;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
 use range::View;
@@ -138,6 +138,12 @@ pub struct MvccStore {
     apply_lock: Mutex<()>,
     /// Set when open() found (and discarded) a half-installed snapshot.
     interrupted_install: AtomicBool,
+    /// Where an applied compaction sends its revision for the background compactor (see
+    /// [`MvccStore::spawn_compactor`]); without one, apply compacts in place.
+    compactor: Mutex<Option<mpsc::Sender<i64>>>,
+    /// The revision through which compacted history is gone from the database (what a
+    /// physical Compact waits for).
+    removed: tokio::sync::watch::Sender<i64>,
 }
 
 impl MvccStore {
@@ -229,6 +235,7 @@ impl MvccStore {
             leases = state.leases.len(),
             "mvcc store opened"
         );
+        let state_compacted = state.compacted;
         Ok(MvccStore {
             engine: RwLock::new(Arc::new(Engine { db, tree, own_dir })),
             home,
@@ -237,6 +244,8 @@ impl MvccStore {
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
             interrupted_install: AtomicBool::new(interrupted),
+            compactor: Mutex::new(None),
+            removed: tokio::sync::watch::Sender::new(state_compacted),
         })
     }
 
@@ -458,20 +467,114 @@ impl MvccStore {
         if let Some(e) = error {
             return Ok(outcome(None, Some(e), Vec::new(), cur));
         }
-        let removed = {
+        {
             let mut st = self.write_state()?;
             st.compacted = rev;
             self.compacted.store(rev, Ordering::Release);
-            compact::compact_index(&mut st, rev)
+        }
+        // Reads below `rev` are refused from here on; the history they would need goes in
+        // the background, as etcd's scheduled compaction does.
+        let queued = match self.compactor.lock() {
+            Ok(tx) => tx.as_ref().is_some_and(|tx| tx.send(rev).is_ok()),
+            Err(_) => false,
         };
-        compact::delete_rows(&e.tree, &removed)?;
-        tracing::debug!(rev, rows = removed.len(), "compacted");
+        if !queued {
+            // Under the apply lock already (taken by `apply`).
+            self.remove_compacted_steps(rev, false)?;
+        }
         Ok(outcome(
             Some(Response::Compaction(CompactionResponse::default())),
             None,
             Vec::new(),
             cur,
         ))
+    }
+
+    /// Drops the history a compaction at `rev` made unreachable: the key index a step of
+    /// [`compact::COMPACT_STEP_KEYS`] keys at a time, each step's rows deleted before the
+    /// next, so writes and reads get the locks between steps. Each step holds the apply lock
+    /// too, so a defragment or a snapshot install never runs in the middle of one. Returns
+    /// how many rows went.
+    pub fn remove_compacted(&self, rev: i64) -> Result<usize, StorageError> {
+        self.remove_compacted_steps(rev, true)
+    }
+
+    /// [`Self::remove_compacted`]; `lock_steps` false when the caller holds the apply lock
+    /// (then the steps run back to back).
+    fn remove_compacted_steps(&self, rev: i64, lock_steps: bool) -> Result<usize, StorageError> {
+        let mut from: Option<Vec<u8>> = None;
+        let mut rows = 0;
+        loop {
+            let next = {
+                let _apply = if lock_steps {
+                    Some(self.lock_apply()?)
+                } else {
+                    None
+                };
+                let (removed, next) = {
+                    let mut st = self.write_state()?;
+                    compact::compact_index_step(&mut st, rev, from.as_deref())
+                };
+                compact::delete_rows(&self.engine()?.tree, &removed)?;
+                rows += removed.len();
+                next
+            };
+            match next {
+                Some(key) => from = Some(key),
+                None => break,
+            }
+            if lock_steps {
+                std::thread::sleep(compact::COMPACT_STEP_PAUSE);
+            }
+        }
+        tracing::debug!(rev, rows, "compacted history removed");
+        self.mark_removed(rev);
+        Ok(rows)
+    }
+
+    /// Records that the history of compactions through `rev` is gone.
+    fn mark_removed(&self, rev: i64) {
+        self.removed.send_if_modified(|through| {
+            let newer = rev > *through;
+            if newer {
+                *through = rev;
+            }
+            newer
+        });
+    }
+
+    /// Resolves once the history a compaction at `rev` dropped is gone from the database.
+    pub async fn removed_compacted(&self, rev: i64) {
+        let mut through = self.removed.subscribe();
+        // The sender lives as long as the store, which the caller borrows.
+        let _ = through.wait_for(|r| *r >= rev).await;
+    }
+
+    /// Starts the thread that removes compacted history in the background
+    /// ([`Self::remove_compacted`]) for every compaction applied from now on. The thread
+    /// ends when the store is dropped.
+    pub fn spawn_compactor(store: &Arc<MvccStore>) -> std::io::Result<()> {
+        let (tx, rx) = mpsc::channel::<i64>();
+        let weak = Arc::downgrade(store);
+        std::thread::Builder::new()
+            .name("compactor".into())
+            .spawn(move || {
+                while let Ok(mut rev) = rx.recv() {
+                    // A later compaction covers every earlier one still queued.
+                    while let Ok(later) = rx.try_recv() {
+                        rev = rev.max(later);
+                    }
+                    let Some(store) = weak.upgrade() else { return };
+                    if let Err(e) = store.remove_compacted(rev) {
+                        // The rows stay; the next start removes them (open compacts again).
+                        tracing::error!(rev, error = %e, "removing compacted history failed");
+                    }
+                }
+            })?;
+        if let Ok(mut slot) = store.compactor.lock() {
+            *slot = Some(tx);
+        }
+        Ok(())
     }
 
     /// Records only the `applied` blob (blank and membership entries).
@@ -609,6 +712,7 @@ impl MvccStore {
         e.tree.flush()?;
         self.current.store(state.current, Ordering::Release);
         self.compacted.store(state.compacted, Ordering::Release);
+        self.mark_removed(state.compacted);
         tracing::info!(
             rev = state.current,
             keys = state.index.len(),

@@ -1,0 +1,119 @@
+//! Compaction in the background: applying one only records its revision; the history goes
+//! in steps afterwards, and a crash between steps leaves nothing that the next start cannot
+//! finish.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn compact(s: &MvccStore, rev: i64) {
+    let out = apply(
+        s,
+        Request::Compaction(CompactionRequest {
+            revision: rev,
+            physical: false,
+        }),
+    );
+    assert_eq!(out.response.error, 0, "{out:?}");
+}
+
+fn kv_rows(s: &MvccStore) -> usize {
+    s.tree().scan_prefix([revision::KV_PREFIX]).count()
+}
+
+#[test]
+fn history_of_many_keys_goes_in_steps() {
+    let f = fixture();
+    let keys = compact::COMPACT_STEP_KEYS * 2 + 500;
+    for i in 0..keys {
+        put(&f.store, &format!("k{i:05}"), "1");
+        put(&f.store, &format!("k{i:05}"), "2");
+    }
+    put(&f.store, "gone", "1");
+    let r = del(&f.store, "gone", "").revision;
+    assert_eq!(kv_rows(&f.store), keys * 2 + 2);
+    // No compactor thread: apply removes the history itself, every step of it.
+    compact(&f.store, r);
+    assert_eq!(kv_rows(&f.store), keys);
+    let all = range(&f.store, "\0", "\0");
+    assert_eq!(all.count as usize, keys);
+    assert!(all.kvs.iter().all(|kv| kv.value == b"2"));
+}
+
+#[test]
+fn with_a_compactor_apply_returns_and_the_history_goes_after() {
+    let f = fixture();
+    let Fixture { dir, db, store } = f;
+    let store = Arc::new(store);
+    MvccStore::spawn_compactor(&store).unwrap();
+    for i in 0..50 {
+        put(&store, "a", &i.to_string());
+    }
+    let cur = store.current_revision();
+    compact(&store, cur);
+    // Reads below the compaction are refused at once.
+    assert!(matches!(
+        get(&store, "a", cur - 1),
+        Err(StorageError::Compacted)
+    ));
+    assert_eq!(get(&store, "a", cur).unwrap().unwrap().value, b"49");
+    // The rows go in the background; a physical Compact waits for exactly this.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(10), store.removed_compacted(cur))
+            .await
+            .expect("compacted history removed in time");
+    });
+    assert_eq!(kv_rows(&store), 1);
+    drop((store, db, dir));
+}
+
+#[test]
+fn a_tombstone_whose_puts_a_crash_already_removed_goes_at_the_next_start() {
+    let f = fixture();
+    put(&f.store, "a", "1");
+    let put_rev = put(&f.store, "a", "2").revision;
+    let del_rev = del(&f.store, "a", "").revision;
+    put(&f.store, "b", "1");
+    // A compaction that got as far as the generation's put rows, not its tombstone row.
+    let tree = f.store.tree();
+    tree.insert(backend::META_COMPACTED, &backend::i64_bytes(del_rev)[..])
+        .unwrap();
+    for main in [put_rev - 1, put_rev] {
+        let rev = Revision { main, sub: 0 };
+        tree.remove(revision::row_key(rev, false)).unwrap();
+    }
+    assert_eq!(kv_rows(&f.store), 2, "the tombstone and b");
+    drop(tree);
+    let f = f.restart();
+    assert_eq!(kv_rows(&f.store), 1, "the tombstone is gone");
+    assert_eq!(keys(&range(&f.store, "\0", "\0")), ["b"]);
+    assert!(get(&f.store, "a", del_rev).unwrap().is_none());
+}
+
+#[test]
+fn a_tombstone_without_puts_above_the_compaction_is_refused() {
+    let f = fixture();
+    put(&f.store, "a", "1");
+    let put_rev = put(&f.store, "a", "2").revision;
+    del(&f.store, "a", "");
+    let tree = f.store.tree();
+    for main in [put_rev - 1, put_rev] {
+        tree.remove(revision::row_key(Revision { main, sub: 0 }, false))
+            .unwrap();
+    }
+    drop(tree);
+    let Fixture { dir, db, store } = f;
+    drop(store);
+    db.flush().unwrap();
+    drop(db);
+    let db = super::open_db(dir.path());
+    match MvccStore::open(&db) {
+        Err(StorageError::Corrupt(why)) => assert!(why.contains("no put before it"), "{why}"),
+        other => panic!("opened: {:?}", other.map(|_| ())),
+    }
+}
