@@ -287,6 +287,8 @@ impl MvccStore {
             return Ok(resp);
         }
         let st = self.read_state()?;
+        // A defragment may have switched the database meanwhile.
+        let e = self.engine()?;
         View {
             state: &st,
             tree: &e.tree,
@@ -652,7 +654,8 @@ impl MvccStore {
             tree,
             own_dir: Some(own),
         });
-        // Reads wait on the state lock, so none still uses the old database.
+        // A range that planned before the switch may still load rows from the old database
+        // through its `Arc`: its files stay open until the last such read drops it.
         let legacy = old.own_dir.is_none();
         drop(old);
         drop(st);
