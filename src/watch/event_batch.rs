@@ -29,9 +29,20 @@ impl EventBatch {
     }
 
     /// A batch of `all[i]` for every `i` in `picked` (ascending).
+    ///
+    /// Sharing `all` keeps every event of it alive for as long as the batch lives, and a slow
+    /// stream can hold many batches: when the watcher wants less than half of `all`, its
+    /// events are copied out instead, so a batch never holds more than twice its own events.
     pub fn picked(all: Arc<[Event]>, picked: Vec<u32>) -> Self {
         if picked.len() == all.len() {
             return EventBatch::whole(all);
+        }
+        if picked.len() * 2 < all.len() {
+            let own: Arc<[Event]> = picked
+                .iter()
+                .filter_map(|&i| all.get(i as usize).cloned())
+                .collect();
+            return EventBatch::whole(own);
         }
         EventBatch {
             all,

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 use tokio::sync::mpsc;
 
 use super::checker::{check_watch, WatchSpec};
+use super::event_batch::EventBatch;
 use super::*;
 use crate::pb::mvccpb::{event::EventType, Event, KeyValue};
 use crate::raft::types::ApplyObserver;
@@ -231,6 +232,71 @@ async fn unsynced_catch_up_spans_several_batches_and_writes_during_catch_up() {
         .unwrap();
     assert!(got.len() >= 3, "catch-up should take several batches");
     assert!(max_revs_per_response <= WATCH_BATCH_MAX_REVS + GAP_MAX_REVS);
+}
+
+#[tokio::test]
+async fn a_watcher_far_behind_does_not_hold_back_one_nearly_caught_up() {
+    let mut w = Writer::new();
+    let first = w.hist.next_revision();
+    for i in 0..(5 * WATCH_BATCH_MAX_REVS) {
+        w.put(&format!("d{}", i % 7));
+    }
+    let end = w.hist.current_revision();
+    let (deep_tx, mut deep_rx) = mpsc::channel(CHAN_BUF_LEN);
+    let (near_tx, mut near_rx) = mpsc::channel(CHAN_BUF_LEN);
+    w.store.watch(
+        WatchTarget::new(b"d", b"e"),
+        first,
+        Filters::default(),
+        1,
+        deep_tx,
+    );
+    w.store.watch(
+        WatchTarget::new(b"d", b"e"),
+        end - 3,
+        Filters::default(),
+        2,
+        near_tx,
+    );
+    assert_eq!(w.store.counts(), (0, 2, 0));
+    // One round: the near watcher gets its four revisions and is synced; the deep one gets
+    // its first window only.
+    w.store.sync_watchers().await;
+    let near = drain(&mut near_rx);
+    assert_eq!(last_rev(&near), end);
+    assert_eq!(w.store.counts(), (1, 1, 0));
+    let deep = drain(&mut deep_rx);
+    assert!(
+        last_rev(&deep) < end,
+        "the deep watcher read past one window"
+    );
+}
+
+#[test]
+fn a_catch_up_batch_keeps_only_the_events_it_delivers() {
+    let all: Arc<[Event]> = (0..100)
+        .map(|i| Event {
+            kv: Some(KeyValue {
+                key: format!("k{i}").into_bytes(),
+                mod_revision: i + 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let few = EventBatch::picked(all.clone(), vec![3, 50]);
+    assert_eq!(few.len(), 2);
+    // Copied out: the batch does not keep the other 98 events alive.
+    assert_eq!(Arc::strong_count(&all), 1);
+    let keys: Vec<_> = few
+        .iter()
+        .map(|e| e.kv.as_ref().unwrap().key.clone())
+        .collect();
+    assert_eq!(keys, [b"k3".to_vec(), b"k50".to_vec()]);
+    // Most of the window: shared.
+    let most = EventBatch::picked(all.clone(), (0..80).collect());
+    assert_eq!(most.len(), 80);
+    assert_eq!(Arc::strong_count(&all), 2);
 }
 
 #[tokio::test]

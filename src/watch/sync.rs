@@ -2,9 +2,10 @@
 //! `syncVictimsLoop`): unsynced watchers catch up from history, victims retry their batch.
 //!
 //! A sync round: under the lock, pick up to `MAX_WATCHERS_PER_SYNC` unsynced watchers (cancel
-//! the compacted ones with a `compact_revision` notice), note the lowest `min_rev` and the
-//! current revision `cur`, and open a gap buffer; without the lock, read at most
-//! `WATCH_BATCH_MAX_REVS` revisions `min..=cur` from history; under the lock again, append the
+//! the compacted ones with a `compact_revision` notice) and group them into windows of
+//! `WATCH_BATCH_MAX_REVS` revisions by their `min_rev`. For each window: note its lowest
+//! `min_rev` and the current revision `cur`, and open a gap buffer; without the lock, read at
+//! most `WATCH_BATCH_MAX_REVS` revisions `min..=cur` from history; under the lock again, append the
 //! revisions notified meanwhile (the gap), match, send with `try_send`, and move every watcher
 //! that has now seen the current revision to synced. Example with cur = 10, a watcher at
 //! min_rev 4 and a write of revision 11 landing during the read: the read returns 4..=10, the
@@ -116,18 +117,21 @@ impl WatchableStore {
         SyncOutcome { unsynced, more }
     }
 
+    /// One round: the picked watchers are grouped by how far behind they are, and each
+    /// group is served from its own history read of at most `WATCH_BATCH_MAX_REVS`
+    /// revisions. So a watcher far behind costs one window per round and never holds back
+    /// the nearly caught-up ones (the round's work is bounded per watcher, as etcd's).
     async fn sync_round(&self) -> (usize, bool) {
-        let compact = self.history.compact_revision();
-        let (chosen, from, cur, epoch) = {
+        let groups = {
             let mut guard = self.lock();
             let inner = &mut *guard;
+            let compact = self.history.compact_revision();
             let cur = inner.current_rev;
             let ids = pick_round(&inner.unsynced, inner.sync_cursor);
             if let Some(last) = ids.last() {
                 inner.sync_cursor = WatcherId(last.0 + 1);
             }
-            let mut chosen = Vec::new();
-            let mut from = i64::MAX;
+            let mut behind = Vec::new();
             for id in ids {
                 let Some(w) = inner.watchers.get(&id) else {
                     continue;
@@ -141,14 +145,28 @@ impl WatchableStore {
                     inner.make_synced(id);
                     continue;
                 }
-                from = from.min(w.min_rev);
-                chosen.push(id);
+                behind.push((w.min_rev, id));
             }
-            if chosen.is_empty() {
+            if behind.is_empty() {
                 return (inner.unsynced.len(), false);
             }
+            group_by_window(behind)
+        };
+        let mut out = (0, false);
+        for (from, chosen) in groups {
+            let (left, more) = self.serve_window(chosen, from).await;
+            out = (left, out.1 || more);
+        }
+        out
+    }
+
+    /// Serves `chosen` (unsynced watchers whose `min_rev` is at least `from`) from one read of
+    /// history starting at `from`, plus the revisions notified during the read.
+    async fn serve_window(&self, chosen: Vec<WatcherId>, from: i64) -> (usize, bool) {
+        let (cur, epoch) = {
+            let mut inner = self.lock();
             inner.gap = Some(Gap::default());
-            (chosen, from, cur, inner.epoch)
+            (inner.current_rev, inner.epoch)
         };
 
         let history = self.history.clone();
@@ -284,6 +302,22 @@ fn cancel_compacted(
         }
         Err(TrySendError::Full(_)) => {}
     }
+}
+
+/// Groups watchers `(min_rev, id)` into windows: each starts at the lowest `min_rev` not yet
+/// covered and takes every watcher whose `min_rev` is less than `WATCH_BATCH_MAX_REVS`
+/// revisions past it. Returns `(start, watchers)` per window, lowest first.
+fn group_by_window(mut behind: Vec<(i64, WatcherId)>) -> Vec<(i64, Vec<WatcherId>)> {
+    behind.sort_unstable();
+    let span = i64::try_from(WATCH_BATCH_MAX_REVS).unwrap_or(i64::MAX);
+    let mut groups: Vec<(i64, Vec<WatcherId>)> = Vec::new();
+    for (min_rev, id) in behind {
+        match groups.last_mut() {
+            Some((start, ids)) if min_rev < start.saturating_add(span) => ids.push(id),
+            _ => groups.push((min_rev, vec![id])),
+        }
+    }
+    groups
 }
 
 /// Up to `MAX_WATCHERS_PER_SYNC` unsynced watchers, starting at `cursor` and wrapping.
