@@ -57,6 +57,7 @@ use crate::server::quota::SpaceQuota;
 use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
+use crate::storage::StorageError;
 use crate::watch::WatchableStore;
 
 /// gRPC adds framing around a request; etcd allows this much on top of --max-request-bytes
@@ -211,7 +212,17 @@ async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
 /// The MVCC store, and the watchable store that wraps it: the state machine writes the first
 /// and notifies the second.
 fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>), NodeError> {
-    let store = Arc::new(MvccStore::open_dir(&data_dir.path, &data_dir.db)?);
+    let store = MvccStore::open_dir(&data_dir.path, &data_dir.db).map_err(|e| match e {
+        // What sled or the rows say about the key database: the data dir is damaged.
+        StorageError::Sled(_) | StorageError::Corrupt(_) => {
+            NodeError::DataDir(DataDirError::Damaged {
+                path: data_dir.path.clone(),
+                reason: format!("its key database: {e}"),
+            })
+        }
+        other => NodeError::Storage(other),
+    })?;
+    let store = Arc::new(store);
     MvccStore::spawn_compactor(&store).map_err(NodeError::Compactor)?;
     let watchable = WatchableStore::new(store.clone());
     Ok((store, watchable))

@@ -152,47 +152,145 @@ fn foreign_and_damaged_data_dirs_are_refused() {
     assert!(err.contains("belongs to member \"default\""), "{err}");
 }
 
-#[test]
-fn garbled_database_is_refused_not_emptied() {
+/// The sled databases of a data dir: Raft's (`db/`) and the keys' (`mvcc/`).
+const SLED_DIRS: [&str; 2] = ["db", "mvcc"];
+
+/// Every file under `dir` (relative path -> bytes) outside its sled databases.
+fn plain_files(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if SLED_DIRS.iter().any(|s| path.starts_with(dir.join(s))) {
+                continue;
+            }
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                let rel = path.strip_prefix(dir).unwrap().display().to_string();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    out
+}
+
+/// Every (tree, key, value) of the sled database in `dir` (sled rewrites its files whenever
+/// it opens a database, so its contents are compared, not its bytes).
+fn sled_contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    let db = sled::Config::new().path(dir).open().unwrap();
+    let mut out = Vec::new();
+    for name in db.tree_names() {
+        let tree = db.open_tree(&name).unwrap();
+        for row in tree.iter() {
+            let (k, v) = row.unwrap();
+            out.push((name.to_vec(), k.to_vec(), v.to_vec()));
+        }
+    }
+    drop(db);
+    // sled's threads let go of the database's lock a moment after the drop: wait for it, so
+    // that the member started next finds the database free.
+    let file = std::fs::File::open(dir.join("db")).unwrap();
+    wait_until("sled to release its lock", Duration::from_secs(10), || {
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a descriptor we own; closing `file` releases the lock.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        (rc == 0).then_some(())
+    });
+    out
+}
+
+/// A member with one write, stopped; returns its start arguments.
+fn member_with_a_write(dir: &std::path::Path, base: &[String]) -> Vec<String> {
+    let mut args: Vec<String> = base.to_vec();
+    args.extend(["--data-dir".to_string(), dir.display().to_string()]);
+    let client = base[1].rsplit(':').next().unwrap().to_string();
+    let mut node = ChildGuard::spawn(
+        "minietcd",
+        Command::new(minietcd_bin())
+            .args(&args)
+            .stderr(std::process::Stdio::null()),
+    );
+    // A write answered means the data dir and its databases are fully there.
+    let etcdctl = crate::support::require_program("etcdctl");
+    wait_until("a write to succeed", Duration::from_secs(20), || {
+        Command::new(&etcdctl)
+            .env("ETCDCTL_API", "3")
+            .args([&format!("--endpoints=127.0.0.1:{client}"), "put", "k", "v"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|_| ())
+    });
+    node.stop(Duration::from_secs(10));
+    args
+}
+
+/// A start on a data dir whose database file `which` (`db/db`: Raft's snapshot store,
+/// `mvcc/db`: the keys) has its first 4 KiB overwritten is refused with one line, and leaves
+/// every other file of the data dir exactly as it was (the log and the other database hold
+/// what a repair needs).
+fn garbled(which: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (c, p) = (free_port(), free_port());
     let base = urls(c.port, p.port);
     let dir = tmp.path().join("d");
-    let mut args: Vec<&str> = base.iter().map(String::as_str).collect();
-    args.extend(["--data-dir", dir.to_str().unwrap()]);
-    {
-        let mut node = ChildGuard::spawn(
-            "minietcd",
-            Command::new(minietcd_bin())
-                .args(&args)
-                .stderr(std::process::Stdio::null()),
-        );
-        // A write answered means the data dir and its database are fully there.
-        let etcdctl = crate::support::require_program("etcdctl");
-        wait_until("a write to succeed", Duration::from_secs(20), || {
-            Command::new(&etcdctl)
-                .env("ETCDCTL_API", "3")
-                .args([
-                    &format!("--endpoints=127.0.0.1:{}", c.port),
-                    "put",
-                    "k",
-                    "v",
-                ])
-                .output()
-                .ok()
-                .filter(|o| o.status.success())
-                .map(|_| ())
-        });
-        node.stop(Duration::from_secs(10));
-    }
-    // Overwrite the start of sled's data file.
-    let db_file = dir.join("db").join("db");
+    let args = member_with_a_write(&dir, &base);
+    let db_file = dir.join(which);
     let mut bytes = std::fs::read(&db_file).unwrap();
     for b in bytes.iter_mut().take(4096) {
         *b = 0xA5;
     }
     std::fs::write(&db_file, bytes).unwrap();
+    let garbled_db = db_file.parent().unwrap().to_path_buf();
+    let other_db = SLED_DIRS
+        .iter()
+        .map(|d| dir.join(d))
+        .find(|d| *d != garbled_db)
+        .unwrap();
+    let files = plain_files(&dir);
+    assert!(
+        files.keys().any(|f| f.starts_with("wal")),
+        "{:?}",
+        files.keys()
+    );
+    let rows = sled_contents(&other_db);
+    assert!(!rows.is_empty());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let err = fails(tmp.path(), &args);
-    assert!(err.contains("damaged"), "{err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    // One line says why (besides the startup log lines before it).
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("minietcd:")).collect();
+    assert_eq!(errors.len(), 1, "{which}: {err}");
+    assert!(errors[0].contains("damaged"), "{which}: {err}");
+    assert_eq!(
+        err.trim_end().lines().last(),
+        Some(errors[0]),
+        "{which}: {err}"
+    );
+    assert!(db_file.exists(), "{which} was removed");
+    // The log, the identity and the other database are exactly as they were.
+    let after = plain_files(&dir);
+    assert_eq!(
+        files.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>(),
+        "{which}: files of the data dir came or went"
+    );
+    for (name, bytes) in &files {
+        assert!(after[name] == *bytes, "{which}: {name} changed");
+    }
+    assert!(
+        sled_contents(&other_db) == rows,
+        "{which}: the other database changed"
+    );
+}
+
+#[test]
+fn garbled_raft_database_is_refused_not_emptied() {
+    garbled("db/db");
+}
+
+#[test]
+fn garbled_key_database_is_refused_not_emptied() {
+    garbled("mvcc/db");
 }
