@@ -133,6 +133,8 @@ pub struct Config {
     /// starts an election with a higher term (Raft thesis 9.6), so a partitioned member
     /// rejoining does not depose a healthy leader.
     pub pre_vote: bool,
+    /// `--experimental-initial-corrupt-check`: compare HashKV with the peers before serving.
+    pub initial_corrupt_check: bool,
     /// `--wal-dir`: the Raft log's segments outside the data dir.
     pub wal_dir: Option<PathBuf>,
     /// HTTP/2 concurrent streams per client connection.
@@ -275,6 +277,7 @@ impl Config {
                 as u64,
             strict_reconfig_check: f.strict_reconfig_check,
             pre_vote: f.pre_vote,
+            initial_corrupt_check: f.experimental_initial_corrupt_check,
             wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
             max_concurrent_streams: f.max_concurrent_streams,
             grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),

@@ -81,6 +81,8 @@ pub enum NodeError {
     Storage(#[from] crate::storage::StorageError),
     #[error("cannot start the compactor thread: {0}")]
     Compactor(std::io::Error),
+    #[error(transparent)]
+    Corrupt(#[from] crate::server::corrupt::CorruptError),
     #[error("raft: {0}")]
     Raft(String),
     #[error("cannot join the cluster: {0}")]
@@ -108,6 +110,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let mut servers = JoinSet::new();
     serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
     background.wait_for_publish(&cfg).await;
+    if cfg.initial_corrupt_check {
+        let ctx = &services.ctx;
+        let peers =
+            crate::server::admin::members_of(ctx.header.metrics().membership_config.membership());
+        if let Err(e) =
+            crate::server::corrupt::check_initial(&ctx.store, ctx.header.member_id(), &peers).await
+        {
+            stop(stop_tx, servers, background, &raft, &data_dir).await;
+            return Err(NodeError::Corrupt(e));
+        }
+    }
     serve_clients(&mut servers, listeners.client, &services, &stop_rx);
     serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 

@@ -678,8 +678,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ),
         (
             "experimental-initial-corrupt-check",
-            NoEffect,
-            "hash comparison with peers is not implemented yet",
+            Implemented,
+            "before serving clients, HashKV is compared with every peer's; a mismatch at the same compaction stops the member",
         ),
         (
             "experimental-corrupt-check-time",

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod authority_fix;
 pub mod cluster;
+pub mod corrupt;
 pub mod grpc_metrics;
 pub mod header;
 pub mod http;

@@ -9,6 +9,7 @@ mod cluster_basic;
 mod cluster_failover;
 mod cluster_identity;
 mod cluster_membership;
+mod corrupt_check;
 mod crash;
 mod ctl_etcdctl;
 mod errors;

@@ -189,15 +189,7 @@ fn sled_contents(dir: &std::path::Path) -> Vec<(Vec<u8>, Vec<u8>, Vec<u8>)> {
         }
     }
     drop(db);
-    // sled's threads let go of the database's lock a moment after the drop: wait for it, so
-    // that the member started next finds the database free.
-    let file = std::fs::File::open(dir.join("db")).unwrap();
-    wait_until("sled to release its lock", Duration::from_secs(10), || {
-        use std::os::fd::AsRawFd;
-        // SAFETY: flock on a descriptor we own; closing `file` releases the lock.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        (rc == 0).then_some(())
-    });
+    crate::support::wait_sled_unlocked(dir);
     out
 }
 

@@ -201,3 +201,14 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     );
     bin
 }
+
+/// Waits until no process holds the lock of the sled database in `dir` (sled's threads let go
+/// of it a moment after the database is dropped), so that a member started next finds it free.
+pub fn wait_sled_unlocked(dir: &std::path::Path) {
+    let file = File::open(dir.join("db")).expect("open sled's db file");
+    wait_until("sled to release its lock", Duration::from_secs(10), || {
+        // SAFETY: flock on a descriptor we own; closing `file` releases the lock.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        (rc == 0).then_some(())
+    });
+}
