@@ -34,6 +34,7 @@ mod error;
 mod kv;
 mod lease;
 mod maintenance;
+pub mod tls;
 mod txn;
 mod watch;
 mod watch_stream;
@@ -81,6 +82,9 @@ pub struct ClientOptions {
     pub require_leader: bool,
     /// Whether to replace the endpoint list with the cluster's client URLs after connecting.
     pub discover_endpoints: bool,
+    /// TLS for `https://` endpoints (and for endpoints given without a scheme, when set);
+    /// without it an `https://` endpoint is dialled with the system's roots.
+    pub tls: Option<tls::TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -90,6 +94,7 @@ impl Default for ClientOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             require_leader: false,
             discover_endpoints: false,
+            tls: None,
         }
     }
 }
@@ -112,6 +117,12 @@ impl ClientOptions {
     /// Makes every request require a leader (gRPC metadata `hasleader: true`).
     pub fn require_leader(mut self, on: bool) -> Self {
         self.require_leader = on;
+        self
+    }
+    /// Uses TLS with these options (etcdctl's `--cacert`, `--cert`, `--key`,
+    /// `--insecure-skip-tls-verify`).
+    pub fn tls(mut self, tls: tls::TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
     /// Discovers the other members' client URLs through MemberList after connecting.
@@ -221,7 +232,7 @@ impl Client {
             .into_iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let eps = Endpoints::new(&endpoints, options.dial_timeout)?;
+        let eps = Endpoints::with_tls(&endpoints, options.dial_timeout, options.tls.as_ref())?;
         eps.dial_any().await?;
         let client = Client {
             inner: Arc::new(ClientInner {
