@@ -226,7 +226,13 @@ impl Config {
         }
         let log_outputs = parse_log_outputs(&f.log_outputs)?;
         let (client_tls, peer_tls) = tls_flags(&f);
-        check_tls(&listen_client, &client_tls, &listen_peer, &peer_tls, &listen_metrics)?;
+        check_tls(
+            &listen_client,
+            &client_tls,
+            &listen_peer,
+            &peer_tls,
+            &listen_metrics,
+        )?;
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -485,7 +491,11 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<(String, SocketAddr)>, 
         let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
         match u.scheme() {
             "http" | "https" => {}
-            other => return Err(bad(&format!("unsupported scheme {other:?}; use http or https"))),
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?}; use http or https"
+                )))
+            }
         }
         if u.path() != "/" && !u.path().is_empty() {
             return Err(bad("a URL must not have a path"));
@@ -837,6 +847,7 @@ mod load_tests {
                 "--discovery=",
             ),
             (vec!["--discovery-srv=example.com"], "--discovery-srv="),
+            (vec!["--peer-crl-file=/c.pem"], "revocation lists"),
             (
                 vec!["--force-new-cluster"],
                 "--force-new-cluster=true is refused",

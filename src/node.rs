@@ -107,9 +107,24 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let mut background = start_background(&cfg, &data_dir, &services, &raft, &stop_rx);
     let mut servers = JoinSet::new();
-    serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx, &tls, &cfg);
+    serve_peers(
+        &mut servers,
+        listeners.peer,
+        &raft,
+        &services,
+        &stop_rx,
+        &tls,
+        &cfg,
+    );
     background.wait_for_publish(&cfg).await;
-    serve_clients(&mut servers, listeners.client, &services, &stop_rx, &tls, &cfg);
+    serve_clients(
+        &mut servers,
+        listeners.client,
+        &services,
+        &stop_rx,
+        &tls,
+        &cfg,
+    );
     serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &raft, &mut servers).await;
@@ -544,7 +559,15 @@ fn serve_metrics(
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(routes);
-        spawn_server(servers, router, l, None, stop_rx, services.logger, "metrics");
+        spawn_server(
+            servers,
+            router,
+            l,
+            None,
+            stop_rx,
+            services.logger,
+            "metrics",
+        );
     }
 }
 
@@ -661,7 +684,8 @@ fn spawn_client_server(
         lifecycle::serving_clients(logger, addr);
         let r = match tls {
             Some(tls) => {
-                let conns = crate::tls::incoming::incoming(l, tls).map(|c| c.map(AuthorityFix::new));
+                let conns =
+                    crate::tls::incoming::incoming(l, tls).map(|c| c.map(AuthorityFix::new));
                 router.serve_with_incoming_shutdown(conns, stopped).await
             }
             None => {

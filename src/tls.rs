@@ -24,8 +24,8 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 
-pub use minietcd_client::tls::{TlsConnector, TlsError, TlsOptions};
 use minietcd_client::tls::{crypto_provider, mismatch, read_certs, read_key, read_roots};
+pub use minietcd_client::tls::{TlsConnector, TlsError, TlsOptions};
 
 /// ALPN protocols a TLS listener offers: gRPC's HTTP/2, and HTTP/1.1 for `/health` etc.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
@@ -77,7 +77,10 @@ pub enum TlsSetupError {
     Flags(String),
     /// The self-signed certificate could not be made.
     #[error("{prefix}auto-tls: cannot make a self-signed certificate: {reason}")]
-    Auto { prefix: &'static str, reason: String },
+    Auto {
+        prefix: &'static str,
+        reason: String,
+    },
 }
 
 /// A side's server configuration, and the client configuration members use to dial it.
@@ -98,9 +101,19 @@ impl std::fmt::Debug for ServerTls {
 impl ServerTls {
     /// Loads one side's certificates. `peer` names the flags (`--peer-...`); `hosts` are the
     /// listen URLs' hosts, the names of an auto TLS certificate.
-    pub fn load(flags: &TlsFlags, peer: bool, hosts: &[String]) -> Result<ServerTls, TlsSetupError> {
+    pub fn load(
+        flags: &TlsFlags,
+        peer: bool,
+        hosts: &[String],
+    ) -> Result<ServerTls, TlsSetupError> {
         let prefix = if peer { "peer-" } else { "" };
-        let file_err = |flag: &'static str| move |source| TlsSetupError::File { prefix, flag, source };
+        let file_err = |flag: &'static str| {
+            move |source| TlsSetupError::File {
+                prefix,
+                flag,
+                source,
+            }
+        };
         let (chain, key, cert_path, key_path) = match (&flags.cert_file, &flags.key_file) {
             (Some(cert), Some(key)) => (
                 read_certs("certificate", cert).map_err(file_err("cert-file"))?,
@@ -109,10 +122,8 @@ impl ServerTls {
                 Some(key.clone()),
             ),
             (None, None) if flags.auto_tls => {
-                let made = auto::self_signed(hosts).map_err(|reason| TlsSetupError::Auto {
-                    prefix,
-                    reason,
-                })?;
+                let made = auto::self_signed(hosts)
+                    .map_err(|reason| TlsSetupError::Auto { prefix, reason })?;
                 (vec![made.cert], made.key, None, None)
             }
             _ => {
@@ -129,10 +140,12 @@ impl ServerTls {
             insecure_skip_verify: flags.self_signed(),
         };
         // Auto TLS's certificate is in memory: presented as the client certificate too.
-        let presented = flags.self_signed().then(|| (chain.clone(), key.clone_key()));
-        let client = dialer.client_config_presenting(presented).map_err(|e| {
-            TlsSetupError::Flags(format!("--{prefix}trusted-ca-file: {e}"))
-        })?;
+        let presented = flags
+            .self_signed()
+            .then(|| (chain.clone(), key.clone_key()));
+        let client = dialer
+            .client_config_presenting(presented)
+            .map_err(|e| TlsSetupError::Flags(format!("--{prefix}trusted-ca-file: {e}")))?;
         Ok(ServerTls {
             server,
             dialer: TlsConnector::new(client),
@@ -243,14 +256,22 @@ impl MemberTls {
     }
 
     /// The server configuration of client listener `i`, if its URL is `https://`.
-    pub fn client_listener(&self, cfg: &crate::config::Config, i: usize) -> Option<Arc<ServerConfig>> {
+    pub fn client_listener(
+        &self,
+        cfg: &crate::config::Config,
+        i: usize,
+    ) -> Option<Arc<ServerConfig>> {
         secure_at(&cfg.listen_client_secure, i)
             .then(|| self.client.as_ref().map(|c| c.server.clone()))
             .flatten()
     }
 
     /// The server configuration of peer listener `i`, if its URL is `https://`.
-    pub fn peer_listener(&self, cfg: &crate::config::Config, i: usize) -> Option<Arc<ServerConfig>> {
+    pub fn peer_listener(
+        &self,
+        cfg: &crate::config::Config,
+        i: usize,
+    ) -> Option<Arc<ServerConfig>> {
         secure_at(&cfg.listen_peer_secure, i)
             .then(|| self.peer.as_ref().map(|c| c.server.clone()))
             .flatten()

@@ -68,13 +68,21 @@ mod tests {
 
     #[test]
     fn names_the_listen_hosts() {
-        let made = self_signed(&["127.0.0.1:2379".into(), "localhost:2379".into(), "[::1]:1".into()])
-            .unwrap();
+        let made = self_signed(&[
+            "127.0.0.1:2379".into(),
+            "localhost:2379".into(),
+            "[::1]:1".into(),
+        ])
+        .unwrap();
         let (_, cert) = x509_parser::parse_x509_certificate(made.cert.as_ref()).unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap().value;
         let names: Vec<String> = san.general_names.iter().map(|n| n.to_string()).collect();
         assert_eq!(names.len(), 3, "{names:?}");
         assert!(names.iter().any(|n| n.contains("localhost")), "{names:?}");
-        assert!(cert.subject().to_string().contains("O=etcd"), "{}", cert.subject());
+        assert!(
+            cert.subject().to_string().contains("O=etcd"),
+            "{}",
+            cert.subject()
+        );
     }
 }

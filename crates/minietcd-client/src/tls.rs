@@ -60,7 +60,10 @@ pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Reads every certificate of a PEM file (a chain, or a CA bundle).
-pub fn read_certs(what: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(
+    what: &'static str,
+    path: &Path,
+) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = std::fs::read(path).map_err(|e| TlsError::Read {
         what,
         path: path.to_path_buf(),
@@ -288,9 +291,13 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let config = self.config.clone();
         Box::pin(async move {
-            let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: {why}"));
+            let bad =
+                |why: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("{uri}: {why}"));
             let host = uri.host().ok_or_else(|| bad("no host"))?;
-            let host = host.trim_start_matches('[').trim_end_matches(']').to_string();
+            let host = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
             let port = uri.port_u16().ok_or_else(|| bad("no port"))?;
             let name = ServerName::try_from(host.clone()).map_err(|e| bad(&e.to_string()))?;
             let tcp = TcpStream::connect((host.as_str(), port)).await?;
