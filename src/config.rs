@@ -233,6 +233,8 @@ impl Config {
             &peer_tls,
             &listen_metrics,
         )?;
+        let mut notices = tls_notices(&listen_client, &client_tls, false);
+        notices.extend(tls_notices(&listen_peer, &peer_tls, true));
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -311,7 +313,7 @@ impl Config {
             },
             logger: f.logger,
             log_outputs,
-            notices: Vec::new(),
+            notices,
         })
     }
 
@@ -375,6 +377,36 @@ fn check_tls(
         });
     }
     Ok(())
+}
+
+/// etcd's warnings for TLS flags that an `http://` URL ignores, and for auto TLS beside
+/// given certificates.
+fn tls_notices(urls: &[(String, SocketAddr)], tls: &TlsFlags, peer: bool) -> Vec<Notice> {
+    let side = if peer { "peer" } else { "client" };
+    let auth_flag = if peer {
+        "--peer-client-cert-auth"
+    } else {
+        "--client-cert-auth"
+    };
+    let mut out = Vec::new();
+    for (url, _) in urls.iter().filter(|(u, _)| !is_https(u)) {
+        if !tls.is_empty() {
+            out.push(Notice::warn(format!(
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files ({side}-url {url})"
+            )));
+        }
+        if tls.client_cert_auth {
+            out.push(Notice::warn(format!(
+                "scheme is HTTP while {auth_flag} is enabled; ignoring client cert auth for this URL ({side}-url {url})"
+            )));
+        }
+    }
+    if tls.auto_tls && !tls.is_empty() {
+        out.push(Notice::warn(format!(
+            "ignoring {side} auto TLS since certs given"
+        )));
+    }
+    out
 }
 
 /// Applies `flags::STATUS` to the values given: a refused flag set to anything but its
@@ -868,6 +900,42 @@ mod load_tests {
             &[],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn tls_flags_on_http_urls_are_ignored_with_etcds_warnings() {
+        let c = load(
+            &[
+                "--cert-file=/a.pem",
+                "--key-file=/a-key.pem",
+                "--client-cert-auth",
+                "--peer-auto-tls",
+            ],
+            &[],
+        )
+        .unwrap();
+        let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].starts_with("scheme is HTTP while key and cert files are present"));
+        assert!(
+            warned[1].contains("--client-cert-auth is enabled"),
+            "{warned:?}"
+        );
+        assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("/a.pem")));
+        assert!(c.peer_tls.auto_tls);
+        assert_eq!(c.listen_client_secure, vec![false]);
+        // https URLs with certificates (or auto TLS) are accepted.
+        let c = load(
+            &[
+                "--listen-client-urls=https://127.0.0.1:2379",
+                "--advertise-client-urls=https://127.0.0.1:2379",
+                "--auto-tls",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen_client_secure, vec![true]);
+        assert_eq!(c.advertise_client_urls, vec!["https://127.0.0.1:2379"]);
     }
 
     #[test]
