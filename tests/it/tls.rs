@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use crate::certs::{CertFiles, TestCa};
 use crate::etcd_cluster::{Cluster, ClusterConfig, ClusterTls, ServerKind};
-use crate::support::{free_port, minietcd_bin, require_program, wait_until, ChildGuard};
+use crate::support::{
+    free_port, minietcd_bin, require_program, wait_until, workspace_bin, ChildGuard,
+};
 
 /// Bound on one etcdctl or curl run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -164,6 +166,24 @@ async fn tls_session(kind: ServerKind, certs: &Certs) -> Observed {
         ctl_ok(&bare, &tls, &["get", "tls/b", "--print-value-only"]),
         "2\n"
     );
+
+    // minietcdctl takes etcdctl's TLS flags and answers the same.
+    let mut args = vec![format!("--endpoints={url}")];
+    args.extend(tls.iter().cloned());
+    args.extend(["get", "tls/", "--prefix"].map(String::from));
+    let ours = run(&workspace_bin("minietcdctl"), &[], &args);
+    assert!(ours.status.success(), "minietcdctl: {}", describe(&ours));
+    assert_eq!(
+        stdout(&ours),
+        ctl_ok(&url, &tls, &["get", "tls/", "--prefix"])
+    );
+    let skip = ["--insecure-transport=false", "--insecure-skip-tls-verify"].map(String::from);
+    let mut args = vec![format!("--endpoints={url}")];
+    args.extend(skip.iter().cloned());
+    args.extend(tls[1..].iter().cloned());
+    args.extend(["get", "tls/b", "--print-value-only"].map(String::from));
+    let ours = run(&workspace_bin("minietcdctl"), &[], &args);
+    assert_eq!(stdout(&ours), "2\n", "minietcdctl: {}", describe(&ours));
 
     // Refused: plaintext to the TLS port; no client certificate; one from another CA.
     let plain = url.replace("https://", "http://");
