@@ -197,19 +197,18 @@ fn server_config(
 
 /// The subject common name of the verified client certificate a request came with, if its
 /// connection is TLS with a client certificate. etcd takes the user name from it when
-/// `--client-cert-auth` and auth are on (the auth layer reads it through this).
+/// `--client-cert-auth` and auth are on; an auth layer reads it through this (tonic puts the
+/// connection's certificates in every request's extensions).
 pub fn peer_common_name<T>(req: &tonic::Request<T>) -> Option<String> {
     let certs = req.peer_certs()?;
-    let leaf = certs.first()?;
-    let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let cn = cert
-        .subject()
-        .iter_common_name()
-        .next()?
-        .as_str()
-        .ok()?
-        .to_string();
-    Some(cn)
+    common_name(certs.first()?)
+}
+
+/// The subject common name of a DER certificate.
+pub fn common_name(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
+    Some(cn.to_string())
 }
 
 /// A member's TLS, both sides, loaded once at start from its configuration.
@@ -247,6 +246,21 @@ impl MemberTls {
         } else {
             None
         };
+        for (side, flags, tls) in [
+            ("client", &cfg.client_tls, &client),
+            ("peer", &cfg.peer_tls, &peer),
+        ] {
+            if tls.is_some() {
+                tracing::info!(
+                    cert = ?flags.cert_file,
+                    key = ?flags.key_file,
+                    trusted_ca = ?flags.trusted_ca_file,
+                    client_cert_auth = flags.client_cert_auth || flags.trusted_ca_file.is_some(),
+                    self_signed = flags.self_signed(),
+                    "starting with {side} TLS"
+                );
+            }
+        }
         Ok(MemberTls { client, peer })
     }
 
@@ -280,4 +294,49 @@ impl MemberTls {
 
 fn secure_at(secure: &[bool], i: usize) -> bool {
     secure.get(i).copied().unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn common_name_of_a_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "alice");
+        let cert = params.self_signed(&key).unwrap();
+        assert_eq!(common_name(cert.der()).as_deref(), Some("alice"));
+        let made = auto::self_signed(&["127.0.0.1:1".into()]).unwrap();
+        assert_eq!(
+            common_name(&made.cert),
+            None,
+            "auto TLS names no CN, as etcd's"
+        );
+    }
+
+    #[test]
+    fn auto_tls_loads_and_dials_without_verification() {
+        let flags = TlsFlags {
+            auto_tls: true,
+            ..TlsFlags::default()
+        };
+        let tls = ServerTls::load(&flags, true, &["127.0.0.1:2380".into()]).unwrap();
+        assert_eq!(tls.server.alpn_protocols[0], b"h2");
+        let e = ServerTls::load(
+            &TlsFlags {
+                cert_file: Some("/c.pem".into()),
+                ..TlsFlags::default()
+            },
+            true,
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--peer-cert-file and --peer-key-file must both be given"
+        );
+    }
 }

@@ -7,6 +7,7 @@
 //!   from the revision after their last event on another member when the stream breaks.
 //! - [`ClientError`]: etcd's error meanings, mapped from gRPC statuses in one place.
 //! - [`pb`]: etcd's generated API types; responses are returned as etcd sends them.
+//! - [`tls`]: `https://` endpoints with etcdctl's TLS options ([`ClientOptions::tls`]).
 //!
 //! Every request takes builder-style options; `timeout` and `require_leader` are accepted by
 //! all of them and default to the [`ClientOptions`] of the client.
@@ -23,7 +24,8 @@
 //! # }
 //! ```
 //!
-//! The crate depends on no server code: only tonic, tokio and the generated etcd types.
+//! The crate depends on no server code: only tonic, tokio, rustls and the generated etcd
+//! types.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
