@@ -83,12 +83,20 @@ pub struct ClusterTls {
     pub peers: bool,
     /// `--client-cert-auth` on the client URLs.
     pub client_cert_auth: bool,
+    /// `--auto-tls` / `--peer-auto-tls` instead of the certificate files: self-signed
+    /// certificates nobody verifies.
+    pub auto: bool,
 }
 
 impl ClusterTls {
     /// The member flags for this TLS setup.
     fn flags(&self) -> Vec<String> {
         let mut f = Vec::new();
+        if self.auto {
+            f.push(format!("--auto-tls={}", self.clients));
+            f.push(format!("--peer-auto-tls={}", self.peers));
+            return f;
+        }
         if self.clients {
             f.push(format!("--cert-file={}", self.server.cert.display()));
             f.push(format!("--key-file={}", self.server.key.display()));
@@ -108,6 +116,12 @@ impl ClusterTls {
 
     /// The minietcd client's TLS options (etcdctl's `--cacert --cert --key`).
     pub fn client_options(&self) -> minietcd_client::tls::TlsOptions {
+        if self.auto {
+            return minietcd_client::tls::TlsOptions {
+                insecure_skip_verify: true,
+                ..Default::default()
+            };
+        }
         minietcd_client::tls::TlsOptions {
             ca_file: Some(self.ca.clone()),
             cert_file: Some(self.client.cert.clone()),

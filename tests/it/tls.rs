@@ -56,6 +56,7 @@ impl Certs {
             clients,
             peers,
             client_cert_auth: true,
+            auto: false,
         }
     }
 }
@@ -339,6 +340,41 @@ async fn three_members_with_peer_tls_serve_writes_on_every_member() {
                 "{kind:?}: {list}"
             );
         }
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// Three members with `--peer-auto-tls` (and `--auto-tls`): peers talk TLS with certificates
+/// made at start, which they do not verify (as etcd's members do not); writes on every member.
+#[tokio::test]
+async fn three_members_with_peer_auto_tls_serve_writes() {
+    let certs = Certs::new();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let tls = ClusterTls {
+            auto: true,
+            ..certs.cluster_tls(true, true)
+        };
+        let cluster = Cluster::start(ClusterConfig::new(ServerKind::Minietcd, 3).tls(tls));
+        cluster.wait_ready().await;
+        for i in 0..3 {
+            let client = cluster.client_for(i).await.expect("client");
+            client
+                .kv()
+                .put(format!("auto/{i}"), "v", minietcd_client::PutOptions::new())
+                .await
+                .unwrap_or_else(|e| panic!("member {i}: {e}"));
+        }
+        let client = cluster.client_for(2).await.expect("client");
+        let got = client
+            .kv()
+            .get("auto/", minietcd_client::GetOptions::new().prefix())
+            .await
+            .unwrap();
+        assert_eq!(got.kvs.len(), 3);
+        assert!(cluster.members[0]
+            .advertised_peer_url()
+            .starts_with("https://"));
     })
     .await
     .expect("test timed out");
