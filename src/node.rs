@@ -107,23 +107,23 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
 
     let mut background = start_background(&cfg, &data_dir, &services, &raft, &stop_rx);
     let mut servers = JoinSet::new();
+    let peer_tls = tls.peer_listeners(&cfg);
     serve_peers(
         &mut servers,
         listeners.peer,
+        peer_tls,
         &raft,
         &services,
         &stop_rx,
-        &tls,
-        &cfg,
     );
     background.wait_for_publish(&cfg).await;
+    let client_tls = tls.client_listeners(&cfg);
     serve_clients(
         &mut servers,
         listeners.client,
+        client_tls,
         &services,
         &stop_rx,
-        &tls,
-        &cfg,
     );
     serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
@@ -505,41 +505,40 @@ impl Background {
     }
 }
 
-/// Serves the peer service (Raft messages, membership admin) on every peer listener.
+/// Serves the peer service (Raft messages, membership admin) on every peer listener, over
+/// TLS where `tls` (in listener order) has a configuration.
 fn serve_peers(
     servers: &mut Servers,
     listeners: Vec<TcpListener>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     raft: &RaftNode,
     services: &Services,
     stop_rx: &watch::Receiver<bool>,
-    tls: &MemberTls,
-    cfg: &Config,
 ) {
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (l, tls) in listeners.into_iter().zip(tls) {
         let admin = Arc::new(services.admin.clone());
         let router =
             tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
-        let tls = tls.peer_listener(cfg, i);
         spawn_server(servers, router, l, tls, stop_rx, services.logger, "peer");
     }
 }
 
 /// Serves etcd's v3 API on every client listener: KV, Lease, Cluster and Maintenance refuse
-/// RequireLeader calls while there is no leader; Watch streams check it themselves.
+/// RequireLeader calls while there is no leader; Watch streams check it themselves. Over TLS
+/// where `tls` (in listener order) has a configuration.
 fn serve_clients(
     servers: &mut Servers,
     listeners: Vec<TcpListener>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     services: &Services,
     stop_rx: &watch::Receiver<bool>,
-    tls: &MemberTls,
-    cfg: &Config,
 ) {
-    for (i, l) in listeners.into_iter().enumerate() {
+    for (l, tls) in listeners.into_iter().zip(tls) {
         spawn_client_server(
             servers,
             client_routes(services),
             l,
-            tls.client_listener(cfg, i),
+            tls,
             stop_rx,
             services.client_http2,
             services.logger,

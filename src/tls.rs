@@ -76,7 +76,7 @@ pub enum TlsSetupError {
     #[error("{0}")]
     Flags(String),
     /// The self-signed certificate could not be made.
-    #[error("{prefix}auto-tls: cannot make a self-signed certificate: {reason}")]
+    #[error("--{prefix}auto-tls: cannot make a self-signed certificate: {reason}")]
     Auto {
         prefix: &'static str,
         reason: String,
@@ -269,31 +269,24 @@ impl MemberTls {
         self.peer.as_ref().map(|p| p.dialer.clone())
     }
 
-    /// The server configuration of client listener `i`, if its URL is `https://`.
-    pub fn client_listener(
-        &self,
-        cfg: &crate::config::Config,
-        i: usize,
-    ) -> Option<Arc<ServerConfig>> {
-        secure_at(&cfg.listen_client_secure, i)
-            .then(|| self.client.as_ref().map(|c| c.server.clone()))
-            .flatten()
+    /// For each client listener (`--listen-client-urls` order): its TLS configuration if
+    /// its URL is `https://`.
+    pub fn client_listeners(&self, cfg: &crate::config::Config) -> Vec<Option<Arc<ServerConfig>>> {
+        per_listener(&cfg.listen_client_secure, self.client.as_ref())
     }
 
-    /// The server configuration of peer listener `i`, if its URL is `https://`.
-    pub fn peer_listener(
-        &self,
-        cfg: &crate::config::Config,
-        i: usize,
-    ) -> Option<Arc<ServerConfig>> {
-        secure_at(&cfg.listen_peer_secure, i)
-            .then(|| self.peer.as_ref().map(|c| c.server.clone()))
-            .flatten()
+    /// For each peer listener (`--listen-peer-urls` order): its TLS configuration if its URL
+    /// is `https://`.
+    pub fn peer_listeners(&self, cfg: &crate::config::Config) -> Vec<Option<Arc<ServerConfig>>> {
+        per_listener(&cfg.listen_peer_secure, self.peer.as_ref())
     }
 }
 
-fn secure_at(secure: &[bool], i: usize) -> bool {
-    secure.get(i).copied().unwrap_or(false)
+fn per_listener(secure: &[bool], tls: Option<&ServerTls>) -> Vec<Option<Arc<ServerConfig>>> {
+    secure
+        .iter()
+        .map(|s| tls.filter(|_| *s).map(|t| t.server.clone()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -318,13 +311,15 @@ mod tests {
     }
 
     #[test]
-    fn auto_tls_loads_and_dials_without_verification() {
+    fn auto_tls_loads_and_listeners_follow_their_urls() {
         let flags = TlsFlags {
             auto_tls: true,
             ..TlsFlags::default()
         };
         let tls = ServerTls::load(&flags, true, &["127.0.0.1:2380".into()]).unwrap();
         assert_eq!(tls.server.alpn_protocols[0], b"h2");
+        let per = per_listener(&[true, false], Some(&tls));
+        assert!(per[0].is_some() && per[1].is_none());
         let e = ServerTls::load(
             &TlsFlags {
                 cert_file: Some("/c.pem".into()),
