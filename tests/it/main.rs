@@ -25,6 +25,7 @@ mod robust;
 mod startup;
 mod support;
 mod tls;
+mod tls_peers;
 mod watch_cluster;
 mod watch_etcdctl;
 mod watch_grpc;
