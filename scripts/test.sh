@@ -3,6 +3,7 @@
 # when it is missing:
 #   etcd-server, etcd-client  real etcd 3.4 and etcdctl (differential and client tests)
 #   protobuf-compiler         protoc, needed by the etcd-client crate's build (not by ours)
+#   curl                      /health over TLS with client certificates (tests/it/tls.rs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,7 @@ need=()
 command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v curl >/dev/null 2>&1 || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing: ${need[*]}"
   SUDO=""

@@ -17,6 +17,8 @@ pub mod sources;
 pub use flags::{ClusterState, Flags, LogLevel, Logger, Status};
 pub use sources::SourceError;
 
+use crate::tls::TlsFlags;
+
 /// A problem with the flags, reported as one line before the node starts.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -46,6 +48,9 @@ pub enum ConfigError {
          (either unset environment variable or disable flag)"
     )]
     EnvConflict(String),
+    /// TLS flags that do not fit the URLs (etcd's own wording).
+    #[error("{0}")]
+    Tls(String),
     /// `--config-file` cannot be read or is not etcd's YAML.
     #[error("--config-file {path}: {reason}")]
     ConfigFile { path: PathBuf, reason: String },
@@ -109,6 +114,14 @@ pub struct Config {
     pub listen_metrics_addrs: Vec<SocketAddr>,
     /// Addresses to bind for peers.
     pub listen_peer_addrs: Vec<SocketAddr>,
+    /// For each of `listen_client_addrs`: whether its URL is `https://`.
+    pub listen_client_secure: Vec<bool>,
+    /// For each of `listen_peer_addrs`: whether its URL is `https://`.
+    pub listen_peer_secure: Vec<bool>,
+    /// `--cert-file`, `--key-file`, `--trusted-ca-file`, `--client-cert-auth`, `--auto-tls`.
+    pub client_tls: TlsFlags,
+    /// Their `--peer-` twins.
+    pub peer_tls: TlsFlags,
     pub advertise_peer_urls: Vec<String>,
     /// The initial cluster by member id (etcd's ids, derived from peer URLs and token).
     pub initial_cluster: BTreeMap<u64, InitialMember>,
@@ -214,6 +227,16 @@ impl Config {
             });
         }
         let log_outputs = parse_log_outputs(&f.log_outputs)?;
+        let (client_tls, peer_tls) = tls_flags(&f);
+        check_tls(
+            &listen_client,
+            &client_tls,
+            &listen_peer,
+            &peer_tls,
+            &listen_metrics,
+        )?;
+        let mut notices = tls_notices(&listen_client, &client_tls, false);
+        notices.extend(tls_notices(&listen_peer, &peer_tls, true));
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -256,6 +279,10 @@ impl Config {
             listen_client_addrs: listen_client.iter().map(|u| u.1).collect(),
             advertise_client_urls: advertise_client.into_iter().map(|u| u.0).collect(),
             listen_peer_addrs: listen_peer.iter().map(|u| u.1).collect(),
+            listen_client_secure: listen_client.iter().map(|u| is_https(&u.0)).collect(),
+            listen_peer_secure: listen_peer.iter().map(|u| is_https(&u.0)).collect(),
+            client_tls,
+            peer_tls,
             listen_metrics_addrs: listen_metrics.iter().map(|u| u.1).collect(),
             advertise_peer_urls: mine,
             initial_cluster,
@@ -289,7 +316,7 @@ impl Config {
             },
             logger: f.logger,
             log_outputs,
-            notices: Vec::new(),
+            notices,
         })
     }
 
@@ -297,6 +324,92 @@ impl Config {
     pub fn cluster_id(&self) -> u64 {
         cluster_id(self.initial_cluster.keys().copied())
     }
+}
+
+fn is_https(url: &str) -> bool {
+    url.starts_with("https://")
+}
+
+/// Both sides' TLS flags; an empty path is no path.
+fn tls_flags(f: &Flags) -> (TlsFlags, TlsFlags) {
+    let path = |s: &str| (!s.trim().is_empty()).then(|| PathBuf::from(s));
+    let client = TlsFlags {
+        cert_file: path(&f.cert_file),
+        key_file: path(&f.key_file),
+        trusted_ca_file: path(&f.trusted_ca_file),
+        client_cert_auth: f.client_cert_auth,
+        auto_tls: f.auto_tls,
+    };
+    let peer = TlsFlags {
+        cert_file: path(&f.peer_cert_file),
+        key_file: path(&f.peer_key_file),
+        trusted_ca_file: path(&f.peer_trusted_ca_file),
+        client_cert_auth: f.peer_client_cert_auth,
+        auto_tls: f.peer_auto_tls,
+    };
+    (client, peer)
+}
+
+/// etcd's refusals of `https://` listeners without certificates, in its words.
+fn check_tls(
+    listen_client: &[(String, SocketAddr)],
+    client: &TlsFlags,
+    listen_peer: &[(String, SocketAddr)],
+    peer: &TlsFlags,
+    listen_metrics: &[(String, SocketAddr)],
+) -> Result<(), ConfigError> {
+    for (url, _) in listen_client {
+        if is_https(url) && !client.has_certificate() {
+            return Err(ConfigError::Tls(format!(
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"
+            )));
+        }
+    }
+    for (url, addr) in listen_peer {
+        if is_https(url) && !peer.has_certificate() {
+            return Err(ConfigError::Tls(format!(
+                "cannot listen on TLS for {addr}: KeyFile and CertFile are not presented"
+            )));
+        }
+    }
+    if let Some((url, _)) = listen_metrics.iter().find(|(u, _)| is_https(u)) {
+        return Err(ConfigError::BadUrl {
+            flag: "listen-metrics-urls",
+            url: url.clone(),
+            reason: "TLS is not supported on the metrics URLs; use http".into(),
+        });
+    }
+    Ok(())
+}
+
+/// etcd's warnings for TLS flags that an `http://` URL ignores, and for auto TLS beside
+/// given certificates.
+fn tls_notices(urls: &[(String, SocketAddr)], tls: &TlsFlags, peer: bool) -> Vec<Notice> {
+    let side = if peer { "peer" } else { "client" };
+    let auth_flag = if peer {
+        "--peer-client-cert-auth"
+    } else {
+        "--client-cert-auth"
+    };
+    let mut out = Vec::new();
+    for (url, _) in urls.iter().filter(|(u, _)| !is_https(u)) {
+        if !tls.is_empty() {
+            out.push(Notice::warn(format!(
+                "scheme is HTTP while key and cert files are present; ignoring key and cert files ({side}-url {url})"
+            )));
+        }
+        if tls.client_cert_auth {
+            out.push(Notice::warn(format!(
+                "scheme is HTTP while {auth_flag} is enabled; ignoring client cert auth for this URL ({side}-url {url})"
+            )));
+        }
+    }
+    if tls.auto_tls && !tls.is_empty() {
+        out.push(Notice::warn(format!(
+            "ignoring {side} auto TLS since certs given"
+        )));
+    }
+    out
 }
 
 /// Applies `flags::STATUS` to the values given: a refused flag set to anything but its
@@ -400,7 +513,8 @@ fn first_u64(digest: &[u8]) -> u64 {
     u64::from_be_bytes(b)
 }
 
-/// Parses a comma-separated list of `http://host:port` URLs into (normalised URL, address).
+/// Parses a comma-separated list of `http(s)://host:port` URLs into (normalised URL,
+/// address).
 fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<(String, SocketAddr)>, ConfigError> {
     let mut out = Vec::new();
     for raw in s.split(',').map(str::trim).filter(|x| !x.is_empty()) {
@@ -411,9 +525,12 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<(String, SocketAddr)>, 
         };
         let u = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
         match u.scheme() {
-            "http" => {}
-            "https" | "unixs" => return Err(bad("TLS is not supported; use http")),
-            other => return Err(bad(&format!("unsupported scheme {other:?}; use http"))),
+            "http" | "https" => {}
+            other => {
+                return Err(bad(&format!(
+                    "unsupported scheme {other:?}; use http or https"
+                )))
+            }
         }
         if u.path() != "/" && !u.path().is_empty() {
             return Err(bad("a URL must not have a path"));
@@ -428,7 +545,7 @@ fn parse_urls(flag: &'static str, s: &str) -> Result<Vec<(String, SocketAddr)>, 
                 .map_err(|_| bad("host must be an IP address or localhost"))?
         };
         out.push((
-            format!("http://{}", host_port(&u, port)),
+            format!("{}://{}", u.scheme(), host_port(&u, port)),
             SocketAddr::new(ip, port),
         ));
     }
@@ -579,7 +696,20 @@ mod tests {
             ),
             (
                 vec!["--listen-client-urls", "https://127.0.0.1:2379"],
-                "TLS",
+                "TLS key/cert (--cert-file, --key-file) must be provided for client url https://127.0.0.1:2379 with HTTPS scheme",
+            ),
+            (
+                vec![
+                    "--listen-peer-urls",
+                    "https://127.0.0.1:2380",
+                    "--initial-advertise-peer-urls",
+                    "https://127.0.0.1:2380",
+                ],
+                "cannot listen on TLS for 127.0.0.1:2380: KeyFile and CertFile are not presented",
+            ),
+            (
+                vec!["--listen-client-urls", "unix://a:1"],
+                "unsupported scheme",
             ),
             (
                 vec!["--listen-peer-urls", "http://127.0.0.1"],
@@ -752,9 +882,7 @@ mod load_tests {
                 "--discovery=",
             ),
             (vec!["--discovery-srv=example.com"], "--discovery-srv="),
-            (vec!["--cert-file=/a.pem"], "TLS is not supported yet"),
-            (vec!["--auto-tls"], "TLS is not supported yet"),
-            (vec!["--peer-key-file=/k"], "peer TLS is not supported yet"),
+            (vec!["--peer-crl-file=/c.pem"], "revocation lists"),
             (
                 vec!["--force-new-cluster"],
                 "--force-new-cluster=true is refused",
@@ -775,6 +903,42 @@ mod load_tests {
             &[],
         )
         .unwrap();
+    }
+
+    #[test]
+    fn tls_flags_on_http_urls_are_ignored_with_etcds_warnings() {
+        let c = load(
+            &[
+                "--cert-file=/a.pem",
+                "--key-file=/a-key.pem",
+                "--client-cert-auth",
+                "--peer-auto-tls",
+            ],
+            &[],
+        )
+        .unwrap();
+        let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
+        assert_eq!(warned.len(), 2, "{warned:?}");
+        assert!(warned[0].starts_with("scheme is HTTP while key and cert files are present"));
+        assert!(
+            warned[1].contains("--client-cert-auth is enabled"),
+            "{warned:?}"
+        );
+        assert_eq!(c.client_tls.cert_file, Some(PathBuf::from("/a.pem")));
+        assert!(c.peer_tls.auto_tls);
+        assert_eq!(c.listen_client_secure, vec![false]);
+        // https URLs with certificates (or auto TLS) are accepted.
+        let c = load(
+            &[
+                "--listen-client-urls=https://127.0.0.1:2379",
+                "--advertise-client-urls=https://127.0.0.1:2379",
+                "--auto-tls",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen_client_secure, vec![true]);
+        assert_eq!(c.advertise_client_urls, vec!["https://127.0.0.1:2379"]);
     }
 
     #[test]
@@ -816,9 +980,15 @@ mod load_tests {
         let c = load(&[], &[("ETCD_CONFIG_FILE", file)]).unwrap();
         assert_eq!(c.name, "fromfile");
         // Nested TLS keys are the flags they stand for.
-        std::fs::write(&path, "peer-transport-security:\n  cert-file: /p.pem\n").unwrap();
-        let e = err(&["--config-file", file], &[]);
-        assert!(e.contains("--peer-cert-file=/p.pem is refused"), "{e}");
+        std::fs::write(
+            &path,
+            "peer-transport-security:\n  cert-file: /p.pem\n  key-file: /k.pem\n",
+        )
+        .unwrap();
+        let c = load(&["--config-file", file], &[]).unwrap();
+        assert_eq!(c.peer_tls.cert_file, Some(PathBuf::from("/p.pem")));
+        assert_eq!(c.peer_tls.key_file, Some(PathBuf::from("/k.pem")));
+        assert_eq!(c.client_tls, TlsFlags::default());
         std::fs::write(&path, "name: [unclosed\n").unwrap();
         let e = err(&["--config-file", file], &[]);
         assert!(e.starts_with(&format!("--config-file {file}: ")), "{e}");

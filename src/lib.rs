@@ -21,6 +21,7 @@
 //! - [`server`]: the etcd v3 gRPC facade, one file per service; the one error -> status table.
 //! - [`raft`]: openraft glue: log store, state machine, proposer, peer network and service.
 //! - [`storage`]: the MVCC store on sled (imports neither raft nor watch nor gRPC).
+//! - [`tls`]: TLS on the client and peer ports (`https://` URLs, etcd's TLS flags).
 //! - [`watch`]: the watchable store: watcher groups, catch-up, the events of each write.
 //! - [`lessor`]: lease deadlines; the leader proposes the revocation of expired leases.
 //! - [`metrics`]: Prometheus metrics under etcd's names, for `/metrics`.
@@ -38,4 +39,5 @@ pub mod pb;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;
 pub mod watch;

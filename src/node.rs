@@ -58,6 +58,7 @@ use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfi
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
 use crate::storage::StorageError;
+use crate::tls::MemberTls;
 use crate::watch::WatchableStore;
 
 /// gRPC adds framing around a request; etcd allows this much on top of --max-request-bytes
@@ -91,24 +92,35 @@ pub enum NodeError {
     Removed,
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsSetupError),
 }
 
 /// Runs a member until `shutdown` resolves.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Result<(), NodeError> {
-    // Bind first: a port in use is the most common start-up failure and must leave nothing
-    // behind (no data dir created).
+    // Certificates, then sockets: bad files and ports in use are the most common start-up
+    // failures and must leave nothing behind (no data dir created).
+    let tls = MemberTls::load(&cfg)?;
     let listeners = Listeners::bind(&cfg).await?;
-    let data_dir = open_data_dir(&cfg).await?;
+    let data_dir = open_data_dir(&cfg, &tls).await?;
     let (store, watchable) = open_store(&data_dir)?;
     // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
     let _watch_loops = watchable.start();
-    let raft = start_raft(&cfg, &data_dir, store.clone(), watchable.clone()).await?;
+    let raft = start_raft(&cfg, &data_dir, &tls, store.clone(), watchable.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let services = Services::new(&cfg, &data_dir, store, watchable, &raft, &stop_rx);
 
     let mut background = start_background(&cfg, &data_dir, &services, &raft, &stop_rx);
     let mut servers = JoinSet::new();
-    serve_peers(&mut servers, listeners.peer, &raft, &services, &stop_rx);
+    let peer_tls = tls.peer_listeners(&cfg);
+    serve_peers(
+        &mut servers,
+        listeners.peer,
+        peer_tls,
+        &raft,
+        &services,
+        &stop_rx,
+    );
     background.wait_for_publish(&cfg).await;
     if cfg.initial_corrupt_check {
         let ctx = &services.ctx;
@@ -121,7 +133,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
             return Err(NodeError::Corrupt(e));
         }
     }
-    serve_clients(&mut servers, listeners.client, &services, &stop_rx);
+    let client_tls = tls.client_listeners(&cfg);
+    serve_clients(
+        &mut servers,
+        listeners.client,
+        client_tls,
+        &services,
+        &stop_rx,
+    );
     serve_metrics(&mut servers, listeners.metrics, &services, &stop_rx);
 
     let result = run_until_stopped(shutdown, &cfg, &services.admin, &raft, &mut servers).await;
@@ -182,7 +201,11 @@ fn incoming(l: TcpListener) -> tonic::transport::server::TcpIncoming {
 /// This member's id and its cluster's: from the flags, except for a member added to a running
 /// cluster, whose ids come from the cluster (the flags cannot know the time-salted id
 /// MemberAdd gave it).
-async fn member_identity(cfg: &Config, existing: bool) -> Result<(u64, u64), NodeError> {
+async fn member_identity(
+    cfg: &Config,
+    tls: &MemberTls,
+    existing: bool,
+) -> Result<(u64, u64), NodeError> {
     if existing && DataDir::is_new(&cfg.data_dir)? {
         let others: Vec<Vec<String>> = cfg
             .initial_cluster
@@ -190,16 +213,20 @@ async fn member_identity(cfg: &Config, existing: bool) -> Result<(u64, u64), Nod
             .filter(|(id, _)| **id != cfg.member_id)
             .map(|(_, m)| m.peer_urls.clone())
             .collect();
-        Ok(crate::server::admin::discover_join_identity(&cfg.advertise_peer_urls, &others).await?)
+        let dialer = tls.peer_dialer();
+        Ok(
+            crate::server::admin::discover_join_identity(&cfg.advertise_peer_urls, &others, dialer)
+                .await?,
+        )
     } else {
         Ok((cfg.member_id, cfg.cluster_id()))
     }
 }
 
 /// Opens the data dir, creating it (with this member's identity) on a first start.
-async fn open_data_dir(cfg: &Config) -> Result<DataDir, NodeError> {
+async fn open_data_dir(cfg: &Config, tls: &MemberTls) -> Result<DataDir, NodeError> {
     let existing = cfg.initial_cluster_state == ClusterState::Existing;
-    let (member_id, cluster_id) = member_identity(cfg, existing).await?;
+    let (member_id, cluster_id) = member_identity(cfg, tls, existing).await?;
     let identity = Identity::new(&cfg.name, member_id, cluster_id, &cfg.initial_cluster_token);
     let data_dir = {
         let path = cfg.data_dir.clone();
@@ -242,7 +269,7 @@ fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>
 }
 
 /// What Raft needs to know from the flags and the data dir.
-fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
+fn raft_settings(cfg: &Config, data_dir: &DataDir, tls: &MemberTls) -> RaftSettings {
     let members = cfg
         .initial_cluster
         .iter()
@@ -267,6 +294,7 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
     settings.snapshot_count = cfg.snapshot_count;
     settings.sled_data_file = Some(data_dir.sled_data_file());
     settings.pre_vote = cfg.pre_vote;
+    settings.peer_tls = tls.peer_dialer();
     settings
 }
 
@@ -275,6 +303,7 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir) -> RaftSettings {
 async fn start_raft(
     cfg: &Config,
     data_dir: &DataDir,
+    tls: &MemberTls,
     store: Arc<MvccStore>,
     watchable: Arc<WatchableStore>,
 ) -> Result<RaftNode, NodeError> {
@@ -284,7 +313,7 @@ async fn start_raft(
         ..RaftTuning::default()
     };
     crate::raft::start_tuned(
-        raft_settings(cfg, data_dir),
+        raft_settings(cfg, data_dir, tls),
         tuning,
         data_dir.db.clone(),
         store,
@@ -503,35 +532,40 @@ impl Background {
     }
 }
 
-/// Serves the peer service (Raft messages, membership admin) on every peer listener.
+/// Serves the peer service (Raft messages, membership admin) on every peer listener, over
+/// TLS where `tls` (in listener order) has a configuration.
 fn serve_peers(
     servers: &mut Servers,
     listeners: Vec<TcpListener>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     raft: &RaftNode,
     services: &Services,
     stop_rx: &watch::Receiver<bool>,
 ) {
-    for l in listeners {
+    for (l, tls) in listeners.into_iter().zip(tls) {
         let admin = Arc::new(services.admin.clone());
         let router =
             tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
-        spawn_server(servers, router, l, stop_rx, services.logger, "peer");
+        spawn_server(servers, router, l, tls, stop_rx, services.logger, "peer");
     }
 }
 
 /// Serves etcd's v3 API on every client listener: KV, Lease, Cluster and Maintenance refuse
-/// RequireLeader calls while there is no leader; Watch streams check it themselves.
+/// RequireLeader calls while there is no leader; Watch streams check it themselves. Over TLS
+/// where `tls` (in listener order) has a configuration.
 fn serve_clients(
     servers: &mut Servers,
     listeners: Vec<TcpListener>,
+    tls: Vec<Option<Arc<rustls::ServerConfig>>>,
     services: &Services,
     stop_rx: &watch::Receiver<bool>,
 ) {
-    for l in listeners {
+    for (l, tls) in listeners.into_iter().zip(tls) {
         spawn_client_server(
             servers,
             client_routes(services),
             l,
+            tls,
             stop_rx,
             services.client_http2,
             services.logger,
@@ -551,7 +585,15 @@ fn serve_metrics(
         let router = tonic::transport::Server::builder()
             .accept_http1(true)
             .add_routes(routes);
-        spawn_server(servers, router, l, stop_rx, services.logger, "metrics");
+        spawn_server(
+            servers,
+            router,
+            l,
+            None,
+            stop_rx,
+            services.logger,
+            "metrics",
+        );
     }
 }
 
@@ -609,11 +651,12 @@ fn client_routes(s: &Services) -> Routes {
     Routes::from(all)
 }
 
-/// Serves `router` on `l` until the stop signal.
+/// Serves `router` on `l` until the stop signal; over TLS when `tls` is given.
 fn spawn_server(
     servers: &mut Servers,
     router: Router,
     l: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop_rx: &watch::Receiver<bool>,
     logger: crate::config::Logger,
     what: &'static str,
@@ -625,20 +668,31 @@ fn spawn_server(
             "peer" => lifecycle::serving_peers(logger, addr),
             _ => info!(?addr, "serving {what}"),
         }
-        let r = router
-            .serve_with_incoming_shutdown(incoming(l), stopped)
-            .await;
+        let r = match tls {
+            Some(tls) => {
+                router
+                    .serve_with_incoming_shutdown(crate::tls::incoming::incoming(l, tls), stopped)
+                    .await
+            }
+            None => {
+                router
+                    .serve_with_incoming_shutdown(incoming(l), stopped)
+                    .await
+            }
+        };
         lifecycle::stopped_serving(logger, what, addr);
         r
     });
 }
 
-/// Serves the client API on `l` until the stop signal. Connections pass through
-/// [`AuthorityFix`] so that Go clients' `http://` endpoints are accepted.
+/// Serves the client API on `l` until the stop signal, over TLS when `tls` is given.
+/// Connections (decrypted, with TLS) pass through [`AuthorityFix`] so that Go clients'
+/// `http://` and `https://` endpoints are accepted.
 fn spawn_client_server(
     servers: &mut Servers,
     routes: Routes,
     l: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     stop_rx: &watch::Receiver<bool>,
     h2: ClientHttp2,
     logger: crate::config::Logger,
@@ -654,8 +708,17 @@ fn spawn_client_server(
         .add_routes(routes);
     servers.spawn(async move {
         lifecycle::serving_clients(logger, addr);
-        let conns = incoming(l).map(|c| c.map(AuthorityFix::new));
-        let r = router.serve_with_incoming_shutdown(conns, stopped).await;
+        let r = match tls {
+            Some(tls) => {
+                let conns =
+                    crate::tls::incoming::incoming(l, tls).map(|c| c.map(AuthorityFix::new));
+                router.serve_with_incoming_shutdown(conns, stopped).await
+            }
+            None => {
+                let conns = incoming(l).map(|c| c.map(AuthorityFix::new));
+                router.serve_with_incoming_shutdown(conns, stopped).await
+            }
+        };
         lifecycle::stopped_serving(logger, "client", addr);
         r
     });

@@ -90,6 +90,8 @@ pub struct RaftSettings {
     pub sled_data_file: Option<std::path::PathBuf>,
     /// Ask for a Pre-Vote before each election (`--pre-vote`).
     pub pre_vote: bool,
+    /// How to dial `https://` peer URLs (`--peer-cert-file`, ...); `None`: plaintext only.
+    pub peer_tls: Option<minietcd_client::tls::TlsConnector>,
 }
 
 impl RaftSettings {
@@ -110,6 +112,7 @@ impl RaftSettings {
             snapshot_count: DEFAULT_SNAPSHOT_COUNT,
             sled_data_file: None,
             pre_vote: false,
+            peer_tls: None,
         }
     }
 
@@ -295,7 +298,7 @@ pub async fn start_tuned(
             .with_data_file(path)
             .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
     }
-    let channels = Arc::new(PeerChannels::default());
+    let channels = Arc::new(PeerChannels::with_tls(cfg.peer_tls.clone()));
     let network =
         PeerNetworkFactory::new(cfg.node_id, channels.clone(), tuning.snapshot_chunk_bytes);
     let raft = RaftHandle::new(cfg.node_id, config, network, log_store, state_machine)

@@ -88,12 +88,22 @@ pub struct PeerChannels {
     /// transport "active since", which `--strict-reconfig-check` reads to protect quorum. A
     /// failed RPC, or a silence longer than [`ACTIVE_GAP`], ends the streak.
     answered: Mutex<HashMap<NodeId, (std::time::Instant, std::time::Instant)>>,
+    /// How `https://` peer URLs are dialled (peer TLS); `None`: they cannot be.
+    tls: Option<minietcd_client::tls::TlsConnector>,
 }
 
 /// A peer silent this long is no longer active (heartbeats come every heartbeat interval).
 const ACTIVE_GAP: Duration = Duration::from_secs(1);
 
 impl PeerChannels {
+    /// Channels that dial `https://` peer URLs with `tls`.
+    pub fn with_tls(tls: Option<minietcd_client::tls::TlsConnector>) -> PeerChannels {
+        PeerChannels {
+            tls,
+            ..PeerChannels::default()
+        }
+    }
+
     /// Records that member `id` answered a Raft RPC now.
     pub fn mark_answered(&self, id: NodeId) {
         let now = std::time::Instant::now();
@@ -128,17 +138,25 @@ impl PeerChannels {
         let channel = match channels.get(&id) {
             Some((known, ch)) if known == url => ch.clone(),
             _ => {
-                let ch = Endpoint::from_shared(url.clone())
-                    .map_err(|e| PeerError::BadUrl {
-                        id,
-                        url: url.clone(),
-                        reason: e.to_string(),
-                    })?
-                    .connect_timeout(CONNECT_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                let bad_url = |e: tonic::transport::Error| PeerError::BadUrl {
+                    id,
+                    url: url.clone(),
+                    reason: e.to_string(),
+                };
+                let tls = self.tls.as_ref().filter(|_| url.starts_with("https://"));
+                let endpoint = match tls {
+                    Some(_) => minietcd_client::tls::tls_endpoint(url),
+                    None => Endpoint::from_shared(url.clone()),
+                }
+                .map_err(bad_url)?
+                .connect_timeout(CONNECT_TIMEOUT)
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+                .keep_alive_while_idle(true);
+                let ch = match tls {
+                    Some(tls) => tls.channel_lazy(&endpoint),
+                    None => endpoint.connect_lazy(),
+                };
                 channels.insert(id, (url.clone(), ch.clone()));
                 ch
             }

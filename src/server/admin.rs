@@ -737,8 +737,9 @@ pub enum JoinError {
 pub async fn discover_join_identity(
     my_peer_urls: &[String],
     others: &[Vec<String>],
+    peer_tls: Option<minietcd_client::tls::TlsConnector>,
 ) -> Result<(NodeId, u64), JoinError> {
-    let channels = PeerChannels::default();
+    let channels = PeerChannels::with_tls(peer_tls);
     let mine = sorted(my_peer_urls);
     let deadline = Instant::now() + JOIN_DISCOVERY_TIMEOUT;
     let all: Vec<String> = others.iter().flatten().cloned().collect();

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use minietcd_client::{Client, ClientOptions, MaintenanceOptions};
 
+use crate::certs::CertFiles;
 use crate::support::{free_port, minietcd_bin, require_program, ChildGuard, Port};
 
 /// Which server implementation a cluster runs.
@@ -63,6 +64,80 @@ pub struct ClusterConfig {
     /// Whether each member advertises a peer port of its own besides the one it listens on,
     /// for a proxy in between (see `robust::proxy`); nothing listens there until one starts.
     pub proxied_peers: bool,
+    /// TLS on the client and/or peer URLs; plaintext when `None`.
+    pub tls: Option<ClusterTls>,
+}
+
+/// TLS for a test cluster (see `certs`): one certificate for every member, both sides.
+#[derive(Debug, Clone)]
+pub struct ClusterTls {
+    /// The CA (`--trusted-ca-file`, `--peer-trusted-ca-file`, the clients' `--cacert`).
+    pub ca: PathBuf,
+    /// Every member's certificate, client and peer side.
+    pub server: CertFiles,
+    /// The certificate the harness's own clients present.
+    pub client: CertFiles,
+    /// `https://` client URLs.
+    pub clients: bool,
+    /// `https://` peer URLs (with `--peer-client-cert-auth`).
+    pub peers: bool,
+    /// `--client-cert-auth` on the client URLs.
+    pub client_cert_auth: bool,
+    /// `--auto-tls` / `--peer-auto-tls` instead of the certificate files: self-signed
+    /// certificates nobody verifies.
+    pub auto: bool,
+}
+
+impl ClusterTls {
+    /// The member flags for this TLS setup.
+    fn flags(&self) -> Vec<String> {
+        let mut f = Vec::new();
+        if self.auto {
+            f.push(format!("--auto-tls={}", self.clients));
+            f.push(format!("--peer-auto-tls={}", self.peers));
+            return f;
+        }
+        if self.clients {
+            f.push(format!("--cert-file={}", self.server.cert.display()));
+            f.push(format!("--key-file={}", self.server.key.display()));
+            if self.client_cert_auth {
+                f.push(format!("--trusted-ca-file={}", self.ca.display()));
+                f.push("--client-cert-auth".into());
+            }
+        }
+        if self.peers {
+            f.push(format!("--peer-cert-file={}", self.server.cert.display()));
+            f.push(format!("--peer-key-file={}", self.server.key.display()));
+            f.push(format!("--peer-trusted-ca-file={}", self.ca.display()));
+            f.push("--peer-client-cert-auth".into());
+        }
+        f
+    }
+
+    /// The minietcd client's TLS options (etcdctl's `--cacert --cert --key`).
+    pub fn client_options(&self) -> minietcd_client::tls::TlsOptions {
+        if self.auto {
+            return minietcd_client::tls::TlsOptions {
+                insecure_skip_verify: true,
+                ..Default::default()
+            };
+        }
+        minietcd_client::tls::TlsOptions {
+            ca_file: Some(self.ca.clone()),
+            cert_file: Some(self.client.cert.clone()),
+            key_file: Some(self.client.key.clone()),
+            insecure_skip_verify: false,
+        }
+    }
+
+    /// etcdctl's flags for the client side.
+    pub fn etcdctl_flags(&self) -> Vec<String> {
+        vec![
+            format!("--cacert={}", self.ca.display()),
+            format!("--cert={}", self.client.cert.display()),
+            format!("--key={}", self.client.key.display()),
+        ]
+    }
 }
 
 impl ClusterConfig {
@@ -73,7 +148,13 @@ impl ClusterConfig {
             size,
             extra_args: Vec::new(),
             proxied_peers: false,
+            tls: None,
         }
+    }
+    /// Serves TLS as `tls` says (see [`ClusterTls`]).
+    pub fn tls(mut self, tls: ClusterTls) -> Self {
+        self.tls = Some(tls);
+        self
     }
     /// Members advertise proxy ports to each other (see [`ClusterConfig::proxied_peers`]).
     pub fn proxied_peers(mut self) -> Self {
@@ -100,6 +181,10 @@ pub struct Member {
     pub advertised_peer_port: Option<Port>,
     /// Data dir.
     pub data_dir: PathBuf,
+    /// `http` or `https` (client URLs).
+    pub client_scheme: &'static str,
+    /// `http` or `https` (peer URLs).
+    pub peer_scheme: &'static str,
     /// The running process, if any.
     guard: Option<ChildGuard>,
 }
@@ -115,7 +200,14 @@ impl Member {
             .advertised_peer_port
             .as_ref()
             .unwrap_or(&self.peer_port);
-        format!("http://127.0.0.1:{}", port.port)
+        format!("{}://127.0.0.1:{}", self.peer_scheme, port.port)
+    }
+    /// The client URL (`http://` or `https://`).
+    pub fn client_url(&self) -> String {
+        format!(
+            "{}://127.0.0.1:{}",
+            self.client_scheme, self.client_port.port
+        )
     }
     /// Whether the process is running.
     pub fn is_running(&self) -> bool {
@@ -133,6 +225,8 @@ pub struct Cluster {
     initial_cluster: String,
     /// Flags for every member.
     extra_args: Vec<String>,
+    /// The cluster's TLS, if any.
+    pub tls: Option<ClusterTls>,
     /// Root of the data dirs; removed on drop (after the processes are killed).
     dir: tempfile::TempDir,
 }
@@ -155,6 +249,7 @@ impl Cluster {
             .prefix("etcd-cluster-")
             .tempdir()
             .expect("temp dir");
+        let (client_scheme, peer_scheme) = schemes(config.tls.as_ref());
         let members: Vec<Member> = (0..config.size)
             .map(|i| Member {
                 name: format!("m{i}"),
@@ -162,6 +257,8 @@ impl Cluster {
                 peer_port: free_port(),
                 advertised_peer_port: config.proxied_peers.then(free_port),
                 data_dir: dir.path().join(format!("m{i}")),
+                client_scheme,
+                peer_scheme,
                 guard: None,
             })
             .collect();
@@ -175,6 +272,7 @@ impl Cluster {
             members,
             initial_cluster,
             extra_args: config.extra_args,
+            tls: config.tls,
             dir,
         }
     }
@@ -213,12 +311,15 @@ impl Cluster {
     /// returns its index and peer URL (what `member add` needs).
     pub fn reserve_member(&mut self) -> (usize, String) {
         let i = self.members.len();
+        let (client_scheme, peer_scheme) = schemes(self.tls.as_ref());
         let m = Member {
             name: format!("m{i}"),
             client_port: free_port(),
             peer_port: free_port(),
             advertised_peer_port: None,
             data_dir: self.dir.path().join(format!("m{i}")),
+            client_scheme,
+            peer_scheme,
             guard: None,
         };
         let url = m.advertised_peer_url();
@@ -252,17 +353,11 @@ impl Cluster {
         let mut cmd = Command::new(program);
         cmd.arg(format!("--name={}", m.name))
             .arg(format!("--data-dir={}", m.data_dir.display()))
+            .arg(format!("--listen-client-urls={}", m.client_url()))
+            .arg(format!("--advertise-client-urls={}", m.client_url()))
             .arg(format!(
-                "--listen-client-urls=http://127.0.0.1:{}",
-                m.client_port.port
-            ))
-            .arg(format!(
-                "--advertise-client-urls=http://127.0.0.1:{}",
-                m.client_port.port
-            ))
-            .arg(format!(
-                "--listen-peer-urls=http://127.0.0.1:{}",
-                m.peer_port.port
+                "--listen-peer-urls={}://127.0.0.1:{}",
+                m.peer_scheme, m.peer_port.port
             ))
             .arg(format!(
                 "--initial-advertise-peer-urls={}",
@@ -275,6 +370,9 @@ impl Cluster {
             .arg(format!("--election-timeout={TEST_ELECTION_TIMEOUT_MS}"));
         if self.kind == ServerKind::Etcd {
             cmd.arg("--logger=zap").arg("--log-outputs=stderr");
+        }
+        if let Some(tls) = &self.tls {
+            cmd.args(tls.flags());
         }
         cmd.args(&self.extra_args)
             .stdin(Stdio::null())
@@ -357,7 +455,8 @@ impl Cluster {
 
     /// A client on member `i` alone.
     pub async fn client_for(&self, i: usize) -> Option<Client> {
-        let opts = ClientOptions::new()
+        let opts = self
+            .client_options()
             .dial_timeout(Duration::from_millis(500))
             .request_timeout(Duration::from_secs(2));
         Client::connect([self.endpoint(i)], opts).await.ok()
@@ -365,9 +464,18 @@ impl Cluster {
 
     /// A client configured with every member's endpoint.
     pub async fn client(&self) -> Client {
-        Client::connect(self.endpoints(), ClientOptions::new())
+        Client::connect(self.endpoints(), self.client_options())
             .await
             .expect("connect to the cluster")
+    }
+
+    /// Client options that match the cluster's client URLs (TLS with the harness's client
+    /// certificate when they are `https://`).
+    pub fn client_options(&self) -> ClientOptions {
+        match &self.tls {
+            Some(tls) if tls.clients => ClientOptions::new().tls(tls.client_options()),
+            _ => ClientOptions::new(),
+        }
     }
 
     /// Member `i`'s (member id, leader id) from its status, if it answers.
@@ -476,6 +584,15 @@ impl Drop for Cluster {
                 tail.join("\n")
             );
         }
+    }
+}
+
+/// The (client, peer) URL schemes of a cluster with `tls`.
+fn schemes(tls: Option<&ClusterTls>) -> (&'static str, &'static str) {
+    let scheme = |on: bool| if on { "https" } else { "http" };
+    match tls {
+        Some(t) => (scheme(t.clients), scheme(t.peers)),
+        None => ("http", "http"),
     }
 }
 

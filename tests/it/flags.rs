@@ -185,17 +185,14 @@ fn refused_flags_are_one_line_errors() {
             "discovery is not supported",
         ),
         (
-            vec![
-                "--cert-file=/etc/etcd/server.crt",
-                "--key-file=/etc/etcd/server.key",
-            ],
+            vec!["--peer-cert-allowed-cn=etcd"],
             vec![],
-            "TLS is not supported yet",
+            "--peer-cert-allowed-cn=etcd is refused: not supported yet",
         ),
         (
             vec![],
-            vec![("ETCD_AUTO_TLS", "true")],
-            "TLS is not supported yet",
+            vec![("ETCD_CLIENT_CRL_FILE", "/crl.pem")],
+            "revocation lists are not supported yet",
         ),
         (
             vec!["--name", "a"],

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod bench_smoke;
+mod certs;
 mod client_kv;
 mod client_watch;
 mod client_watch_fake;
@@ -24,6 +25,8 @@ mod reconfig;
 mod robust;
 mod startup;
 mod support;
+mod tls;
+mod tls_peers;
 mod watch_cluster;
 mod watch_etcdctl;
 mod watch_grpc;

@@ -6,13 +6,14 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
 use super::error::{never_sent, ClientError};
+use super::tls::{tls_endpoint, TlsConnector, TlsOptions};
 use super::CallOptions;
 
 /// gRPC metadata key with which etcd's `WithRequireLeader` asks a member to refuse the request
@@ -47,10 +48,23 @@ pub(crate) struct Endpoints {
     current: AtomicUsize,
     /// Connect timeout for each member.
     dial_timeout: Duration,
+    /// The TLS options given (etcdctl's defaults when none were).
+    tls_options: TlsOptions,
+    /// How `https://` members are dialled: made from `tls_options` when first needed (the
+    /// system's roots are not read for a plaintext client).
+    tls: OnceLock<TlsConnector>,
+    /// Whether an endpoint without a scheme is dialled with TLS (TLS options were given).
+    tls_by_default: bool,
 }
 
 /// Turns `127.0.0.1:2379` or `http://127.0.0.1:2379` into a URL tonic can dial.
+#[cfg(test)]
 pub(crate) fn normalise(endpoint: &str) -> Result<String, ClientError> {
+    normalise_with(endpoint, false)
+}
+
+/// Like [`normalise`]; a bare `host:port` becomes `https://` when `tls` is set.
+pub(crate) fn normalise_with(endpoint: &str, tls: bool) -> Result<String, ClientError> {
     let trimmed = endpoint.trim().trim_end_matches('/');
     if trimmed.is_empty() {
         return Err(ClientError::InvalidEndpoint {
@@ -58,14 +72,10 @@ pub(crate) fn normalise(endpoint: &str) -> Result<String, ClientError> {
             reason: "empty".into(),
         });
     }
-    if trimmed.starts_with("https://") {
-        return Err(ClientError::InvalidEndpoint {
-            endpoint: endpoint.to_string(),
-            reason: "TLS is not supported".into(),
-        });
-    }
-    let url = if trimmed.starts_with("http://") {
+    let url = if trimmed.starts_with("http://") || trimmed.starts_with("https://") {
         trimmed.to_string()
+    } else if tls {
+        format!("https://{trimmed}")
     } else {
         format!("http://{trimmed}")
     };
@@ -74,39 +84,89 @@ pub(crate) fn normalise(endpoint: &str) -> Result<String, ClientError> {
 
 impl Endpoints {
     /// Builds lazy channels for every endpoint; nothing is dialled yet.
+    #[cfg(test)]
     pub(crate) fn new(endpoints: &[String], dial_timeout: Duration) -> Result<Self, ClientError> {
+        Self::with_tls(endpoints, dial_timeout, None)
+    }
+
+    /// Like [`Endpoints::new`], with `tls` for `https://` endpoints (the system's roots when
+    /// `None`).
+    pub(crate) fn with_tls(
+        endpoints: &[String],
+        dial_timeout: Duration,
+        tls: Option<&TlsOptions>,
+    ) -> Result<Self, ClientError> {
+        let tls_by_default = tls.is_some();
+        let tls_options = tls.cloned().unwrap_or_default();
         if endpoints.is_empty() {
             return Err(ClientError::InvalidEndpoint {
                 endpoint: String::new(),
                 reason: "no endpoints given".into(),
             });
         }
-        let members = endpoints
-            .iter()
-            .map(|e| Self::member(e, dial_timeout))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Endpoints {
-            members: RwLock::new(Arc::new(members)),
+        let mut eps = Endpoints {
+            members: RwLock::new(Arc::new(Vec::new())),
             current: AtomicUsize::new(0),
             dial_timeout,
+            tls_options,
+            tls: OnceLock::new(),
+            tls_by_default,
+        };
+        let members = endpoints
+            .iter()
+            .map(|e| eps.member(e))
+            .collect::<Result<Vec<_>, _>>()?;
+        eps.members = RwLock::new(Arc::new(members));
+        Ok(eps)
+    }
+
+    /// The TLS connector, made on first use.
+    fn tls(&self) -> Result<&TlsConnector, ClientError> {
+        if let Some(c) = self.tls.get() {
+            return Ok(c);
+        }
+        let config = self
+            .tls_options
+            .client_config()
+            .map_err(|e| ClientError::Tls(e.to_string()))?;
+        Ok(self.tls.get_or_init(|| TlsConnector::new(config)))
+    }
+
+    /// The endpoint of `url` (normalised): an `https://` one dials through the TLS connector.
+    fn endpoint(&self, url: &str) -> Result<Endpoint, ClientError> {
+        let ep = if url.starts_with("https://") {
+            tls_endpoint(url)
+        } else {
+            Endpoint::from_shared(url.to_string())
+        };
+        ep.map_err(|e| ClientError::InvalidEndpoint {
+            endpoint: url.to_string(),
+            reason: e.to_string(),
         })
     }
 
-    fn member(endpoint: &str, dial_timeout: Duration) -> Result<Member, ClientError> {
-        let url = normalise(endpoint)?;
-        let ep = Endpoint::from_shared(url.clone())
-            .map_err(|e| ClientError::InvalidEndpoint {
-                endpoint: endpoint.to_string(),
-                reason: e.to_string(),
-            })?
+    /// A lazy channel on `ep` (from [`Endpoints::endpoint`]).
+    fn channel_lazy(&self, url: &str, ep: &Endpoint) -> Result<Channel, ClientError> {
+        if url.starts_with("https://") {
+            Ok(self.tls()?.channel_lazy(ep))
+        } else {
+            Ok(ep.connect_lazy())
+        }
+    }
+
+    fn member(&self, endpoint: &str) -> Result<Member, ClientError> {
+        let url = normalise_with(endpoint, self.tls_by_default)?;
+        let dial_timeout = self.dial_timeout;
+        let ep = self
+            .endpoint(&url)?
             .connect_timeout(dial_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         Ok(Member {
+            channel: self.channel_lazy(&url, &ep)?,
             url,
-            channel: ep.connect_lazy(),
         })
     }
 
@@ -150,13 +210,20 @@ impl Endpoints {
         for step in 0..members.len() {
             let idx = (start + step) % members.len();
             let member = &members[idx];
-            let ep = Endpoint::from_shared(member.url.clone())
-                .map_err(|e| ClientError::InvalidEndpoint {
-                    endpoint: member.url.clone(),
-                    reason: e.to_string(),
-                })?
+            let ep = self
+                .endpoint(&member.url)?
                 .connect_timeout(self.dial_timeout);
-            match tokio::time::timeout(self.dial_timeout, ep.connect()).await {
+            let tls = match member.url.starts_with("https://") {
+                true => Some(self.tls()?),
+                false => None,
+            };
+            let connect = async {
+                match tls {
+                    Some(tls) => tls.channel(&ep).await,
+                    None => ep.connect().await,
+                }
+            };
+            match tokio::time::timeout(self.dial_timeout, connect).await {
                 Ok(Ok(_)) => {
                     self.current.store(idx, Ordering::Release);
                     return Ok(());
@@ -185,7 +252,7 @@ impl Endpoints {
         let (_, current) = self.current();
         let members = urls
             .iter()
-            .map(|u| Self::member(u, self.dial_timeout))
+            .map(|u| self.member(u))
             .collect::<Result<Vec<_>, _>>()?;
         let idx = members
             .iter()
@@ -274,7 +341,8 @@ mod tests {
             "http://10.0.0.1:2379"
         );
         assert!(normalise("").is_err());
-        assert!(normalise("https://x:1").is_err());
+        assert_eq!(normalise("https://x:1").unwrap(), "https://x:1");
+        assert_eq!(normalise_with("x:1", true).unwrap(), "https://x:1");
     }
 
     #[tokio::test]

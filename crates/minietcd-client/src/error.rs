@@ -47,6 +47,10 @@ pub enum ClientError {
         /// The server's cancel reason, possibly empty.
         reason: String,
     },
+    /// The TLS options cannot be used (a missing, unreadable or mismatched certificate or
+    /// key file).
+    #[error("TLS: {0}")]
+    Tls(String),
     /// An endpoint string that is not a usable URL.
     #[error("invalid endpoint {endpoint:?}: {reason}")]
     InvalidEndpoint {

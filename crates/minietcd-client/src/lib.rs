@@ -7,6 +7,7 @@
 //!   from the revision after their last event on another member when the stream breaks.
 //! - [`ClientError`]: etcd's error meanings, mapped from gRPC statuses in one place.
 //! - [`pb`]: etcd's generated API types; responses are returned as etcd sends them.
+//! - [`tls`]: `https://` endpoints with etcdctl's TLS options ([`ClientOptions::tls`]).
 //!
 //! Every request takes builder-style options; `timeout` and `require_leader` are accepted by
 //! all of them and default to the [`ClientOptions`] of the client.
@@ -23,7 +24,8 @@
 //! # }
 //! ```
 //!
-//! The crate depends on no server code: only tonic, tokio and the generated etcd types.
+//! The crate depends on no server code: only tonic, tokio, rustls and the generated etcd
+//! types.
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
@@ -34,6 +36,7 @@ mod error;
 mod kv;
 mod lease;
 mod maintenance;
+pub mod tls;
 mod txn;
 mod watch;
 mod watch_stream;
@@ -81,6 +84,9 @@ pub struct ClientOptions {
     pub require_leader: bool,
     /// Whether to replace the endpoint list with the cluster's client URLs after connecting.
     pub discover_endpoints: bool,
+    /// TLS for `https://` endpoints (and for endpoints given without a scheme, when set);
+    /// without it an `https://` endpoint is dialled with the system's roots.
+    pub tls: Option<tls::TlsOptions>,
 }
 
 impl Default for ClientOptions {
@@ -90,6 +96,7 @@ impl Default for ClientOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             require_leader: false,
             discover_endpoints: false,
+            tls: None,
         }
     }
 }
@@ -112,6 +119,12 @@ impl ClientOptions {
     /// Makes every request require a leader (gRPC metadata `hasleader: true`).
     pub fn require_leader(mut self, on: bool) -> Self {
         self.require_leader = on;
+        self
+    }
+    /// Uses TLS with these options (etcdctl's `--cacert`, `--cert`, `--key`,
+    /// `--insecure-skip-tls-verify`).
+    pub fn tls(mut self, tls: tls::TlsOptions) -> Self {
+        self.tls = Some(tls);
         self
     }
     /// Discovers the other members' client URLs through MemberList after connecting.
@@ -221,7 +234,7 @@ impl Client {
             .into_iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let eps = Endpoints::new(&endpoints, options.dial_timeout)?;
+        let eps = Endpoints::with_tls(&endpoints, options.dial_timeout, options.tls.as_ref())?;
         eps.dial_any().await?;
         let client = Client {
             inner: Arc::new(ClientInner {

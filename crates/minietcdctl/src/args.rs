@@ -1,5 +1,6 @@
 //! etcdctl's command line: global flags, commands and their flags (clap derive).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
@@ -41,8 +42,52 @@ pub struct Cli {
         env = "ETCDCTL_WRITE_OUT"
     )]
     pub write_out: Format,
+    /// verify certificates of TLS-enabled secure servers using this CA bundle
+    #[arg(
+        long = "cacert",
+        id = "tls_cacert",
+        global = true,
+        env = "ETCDCTL_CACERT"
+    )]
+    pub cacert: Option<PathBuf>,
+    /// identify secure client using this TLS certificate file
+    #[arg(long = "cert", id = "tls_cert", global = true, env = "ETCDCTL_CERT")]
+    pub cert: Option<PathBuf>,
+    /// identify secure client using this TLS key file
+    // Named apart from the commands' `key` argument (clap ids are shared with globals).
+    #[arg(long = "key", id = "tls_key", global = true, env = "ETCDCTL_KEY")]
+    pub key: Option<PathBuf>,
+    /// skip server certificate verification (CAUTION: this option should be enabled only for
+    /// testing purposes)
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = false,
+          action = clap::ArgAction::Set, env = "ETCDCTL_INSECURE_SKIP_TLS_VERIFY")]
+    pub insecure_skip_tls_verify: bool,
+    /// disable transport security for client connections
+    #[arg(long, global = true, num_args = 0..=1, require_equals = true,
+          default_missing_value = "true", default_value_t = true,
+          action = clap::ArgAction::Set, env = "ETCDCTL_INSECURE_TRANSPORT")]
+    pub insecure_transport: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// etcdctl's TLS set-up: TLS when a certificate flag is given or
+    /// `--insecure-transport=false`; then `--insecure-skip-tls-verify` skips verification.
+    /// `None`: plaintext, except for `https://` endpoints (verified with the system's roots).
+    pub fn tls(&self) -> Option<minietcd_client::tls::TlsOptions> {
+        let files = self.cacert.is_some() || self.cert.is_some() || self.key.is_some();
+        if !files && self.insecure_transport {
+            return None;
+        }
+        Some(minietcd_client::tls::TlsOptions {
+            ca_file: self.cacert.clone(),
+            cert_file: self.cert.clone(),
+            key_file: self.key.clone(),
+            insecure_skip_verify: self.insecure_skip_tls_verify,
+        })
+    }
 }
 
 #[derive(Subcommand)]

@@ -423,11 +423,15 @@ async fn run_snapshot_save(ctx: &Ctx, filename: &str) -> Result<(), Failure> {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    let mut options = ClientOptions::new()
+        .dial_timeout(cli.dial_timeout)
+        .request_timeout(cli.command_timeout);
+    if let Some(tls) = cli.tls() {
+        options = options.tls(tls);
+    }
     let ctx = Ctx {
         endpoints: cli.endpoints.clone(),
-        options: ClientOptions::new()
-            .dial_timeout(cli.dial_timeout)
-            .request_timeout(cli.command_timeout),
+        options,
         format: cli.write_out,
     };
     match &cli.command {
