@@ -33,6 +33,10 @@
 //! the `applied` blob in the same batch tells the raft layer where to resume replaying.
 
 mod alarm;
+mod auth;
+mod auth_api;
+mod auth_perm;
+pub mod auth_tokens;
 mod backend;
 mod compact;
 mod defrag;
@@ -52,6 +56,9 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use auth::AuthInfo;
+pub use auth_api::AuthCheckError;
+pub use auth_perm::Need;
 pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
 pub use hash::KvHash;
@@ -138,6 +145,8 @@ pub struct MvccStore {
     apply_lock: Mutex<()>,
     /// Set when open() found (and discarded) a half-installed snapshot.
     interrupted_install: AtomicBool,
+    /// This member's login tokens (in memory; see [`auth_tokens`]).
+    tokens: auth_tokens::Tokens,
 }
 
 impl MvccStore {
@@ -237,6 +246,7 @@ impl MvccStore {
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
             interrupted_install: AtomicBool::new(interrupted),
+            tokens: auth_tokens::Tokens::default(),
         })
     }
 
@@ -331,6 +341,14 @@ impl MvccStore {
                 ));
                 continue;
             }
+            if let Request::Auth(a) = request {
+                let (resp, err) = match auth::apply(&mut st.auth, &self.tokens, a, &mut batch) {
+                    Ok(r) => (Some(Response::Auth(r)), None),
+                    Err(e) => (None, Some(e)),
+                };
+                outcomes.push(outcome(resp, err, Vec::new(), st.current));
+                continue;
+            }
             if alarm::corrupt(&st.alarms) {
                 outcomes.push(outcome(
                     None,
@@ -362,9 +380,11 @@ impl MvccStore {
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
                     ))),
-                    Request::Alarm(_) => Err(TxnError::Storage(StorageError::Corrupt(
-                        "an alarm reached the write path".into(),
-                    ))),
+                    Request::Alarm(_) | Request::Auth(_) => {
+                        Err(TxnError::Storage(StorageError::Corrupt(
+                            "an alarm or auth call reached the write path".into(),
+                        )))
+                    }
                 };
                 match result {
                     Ok(resp) => Ok((w.finish(), resp)),
@@ -714,6 +734,8 @@ fn outcome(
             Response::LeaseGrant(x) => x.header = header,
             Response::LeaseRevoke(x) => x.header = header,
             Response::Alarm(x) => x.header = header,
+            // Each auth response carries its own header, filled by the server.
+            Response::Auth(_) => {}
         }
         r
     });
