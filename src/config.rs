@@ -145,6 +145,10 @@ pub struct Config {
     pub log_outputs: Vec<LogOutput>,
     /// What to log about the flags once logging is up (no-effect flags, env variables).
     pub notices: Vec<Notice>,
+    /// `--auth-token-ttl`: how long a simple token lives without use.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`: the cost of new password hashes.
+    pub bcrypt_cost: u32,
 }
 
 impl Config {
@@ -212,6 +216,7 @@ impl Config {
             });
         }
         let log_outputs = parse_log_outputs(&f.log_outputs)?;
+        check_auth_token(&f.auth_token)?;
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -287,12 +292,31 @@ impl Config {
             logger: f.logger,
             log_outputs,
             notices: Vec::new(),
+            auth_token_ttl: Duration::from_secs(u64::from(f.auth_token_ttl)),
+            bcrypt_cost: f.bcrypt_cost,
         })
     }
 
     /// etcd's cluster id: the first 8 bytes of the SHA-1 of the sorted member ids.
     pub fn cluster_id(&self) -> u64 {
         cluster_id(self.initial_cluster.keys().copied())
+    }
+}
+
+/// `--auth-token`: etcd's `type[,option=value...]`. minietcd serves etcd's "simple" tokens;
+/// JWT tokens are refused with one line, anything else as etcd refuses it.
+fn check_auth_token(opts: &str) -> Result<(), ConfigError> {
+    let kind = opts.split(',').next().unwrap_or_default();
+    match kind {
+        "simple" => Ok(()),
+        "jwt" => Err(ConfigError::BadValue {
+            flag: "auth-token",
+            reason: "jwt tokens are not supported by minietcd; use 'simple'".into(),
+        }),
+        other => Err(ConfigError::BadValue {
+            flag: "auth-token",
+            reason: format!("unknown token type {other:?} (etcd's: simple, jwt)"),
+        }),
     }
 }
 

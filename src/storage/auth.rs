@@ -393,6 +393,7 @@ pub(crate) fn apply(
             AuthResp::RoleRevokePermission(AuthRoleRevokePermissionResponse::default())
         }
     };
+    tokens.set_enabled(w.st.enabled);
     Ok(InternalAuthResponse {
         response: Some(resp),
     })

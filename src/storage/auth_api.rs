@@ -33,6 +33,12 @@ impl MvccStore {
         self.tokens.set_ttl(ttl);
     }
 
+    /// Whether auth is enabled (without the state lock: the request path asks it of every
+    /// call).
+    pub fn auth_enabled(&self) -> bool {
+        self.tokens.enabled()
+    }
+
     /// Whether auth is enabled, and the auth revision.
     pub fn auth_status(&self) -> Result<(bool, u64), StorageError> {
         let st = self.read_state()?;

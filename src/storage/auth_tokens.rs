@@ -5,16 +5,19 @@
 //! password or disabling auth drops its tokens.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// etcd's default `--auth-token-ttl`.
 pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(300);
 
-/// One member's tokens.
+/// One member's tokens, and a lock-free copy of the enabled flag: the request path of every
+/// KV call asks whether auth is on, and must not wait on the store's state lock for it.
 #[derive(Debug)]
 pub struct Tokens {
     inner: Mutex<Inner>,
+    enabled: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -32,6 +35,7 @@ impl Default for Tokens {
                 ttl: DEFAULT_TOKEN_TTL,
                 tokens: HashMap::new(),
             }),
+            enabled: AtomicBool::new(false),
         }
     }
 }
@@ -42,6 +46,16 @@ impl Tokens {
         self.inner
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Mirrors the auth store's enabled flag (set at open, apply and snapshot install).
+    pub fn set_enabled(&self, on: bool) {
+        self.enabled.store(on, Ordering::Release);
+    }
+
+    /// Whether auth is enabled, as last applied.
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
     }
 
     /// Sets `--auth-token-ttl`.

@@ -238,6 +238,8 @@ impl MvccStore {
             leases = state.leases.len(),
             "mvcc store opened"
         );
+        let tokens = auth_tokens::Tokens::default();
+        tokens.set_enabled(state.auth.enabled);
         Ok(MvccStore {
             engine: RwLock::new(Arc::new(Engine { db, tree, own_dir })),
             home,
@@ -246,7 +248,7 @@ impl MvccStore {
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
             interrupted_install: AtomicBool::new(interrupted),
-            tokens: auth_tokens::Tokens::default(),
+            tokens,
         })
     }
 
@@ -592,6 +594,7 @@ impl MvccStore {
             keys = state.index.len(),
             "snapshot installed"
         );
+        self.tokens.set_enabled(state.auth.enabled);
         *st = state;
         Ok(())
     }
