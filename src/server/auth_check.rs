@@ -138,6 +138,21 @@ impl ServerContext {
         Ok(self.store.auth_lease_keys(ai, lease)?)
     }
 
+    /// The maintenance service's root check (`authMaintenanceServer.isAuthenticated`):
+    /// etcd answers the auth store's errors unconverted, with code Unknown.
+    pub fn check_admin_unconverted(&self, md: &MetadataMap) -> Result<(), ApiError> {
+        self.check_admin(md).map_err(|e| {
+            let raw = match &e {
+                ApiError::UserEmpty => "auth: user name is empty",
+                ApiError::UserNotFound => "auth: user not found",
+                ApiError::PermissionDenied => "auth: permission denied",
+                ApiError::InvalidAuthToken => "auth: invalid auth token",
+                _ => return e,
+            };
+            ApiError::Unknown(raw.into())
+        })
+    }
+
     /// etcd's `IsAdminPermitted` for the caller of `md`: member and maintenance calls.
     pub fn check_admin(&self, md: &MetadataMap) -> Result<(), ApiError> {
         let ai = self.caller(md)?;

@@ -86,6 +86,10 @@ pub enum ApiError {
     InvalidAuthMgmt,
     #[error("etcdserver: revision of auth store is old")]
     AuthOldRevision,
+    /// An error etcd passes to the client unconverted (code Unknown): the maintenance
+    /// service's root check answers the auth store's own errors ("auth: permission denied").
+    #[error("{0}")]
+    Unknown(String),
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -113,6 +117,7 @@ impl ApiError {
             }
             PermissionDenied => Code::PermissionDenied,
             InvalidAuthToken => Code::Unauthenticated,
+            Unknown(_) => Code::Unknown,
             Internal(_) => Code::Internal,
         }
     }

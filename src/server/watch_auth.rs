@@ -1,6 +1,7 @@
 //! Permission to watch (etcd's `serverWatchStream.isWatchPermitted`): a watch on keys the
 //! caller may not read is answered "created" and "canceled" at once, with the reason as its
-//! cancel reason, and no watcher is made. The token is read from the stream's metadata and
+//! cancel reason ("rpc error: code = PermissionDenied desc = etcdserver: permission
+//! denied"), and no watcher is made. The token is read from the stream's metadata and
 //! looked up at each create, as etcd does, so an expired token refuses new watches only.
 
 use std::sync::Arc;
@@ -31,13 +32,16 @@ impl WatchAuth {
         WatchAuth { store, token }
     }
 
-    /// The cancel reason of a refused create, `None` when it may go on.
+    /// The cancel reason of a refused create, `None` when it may go on: etcd writes the
+    /// gRPC error as Go prints it, `rpc error: code = <code> desc = <message>`.
     pub fn refusal(&self, c: &WatchCreateRequest) -> Option<String> {
-        self.check(c).err().map(|e| match e {
-            ApiError::InvalidAuthToken | ApiError::AuthOldRevision | ApiError::UserEmpty => {
-                e.to_string()
-            }
-            _ => ApiError::PermissionDenied.to_string(),
+        self.check(c).err().map(|e| {
+            let (code, e) = match e {
+                ApiError::InvalidAuthToken => ("Unauthenticated", e),
+                ApiError::AuthOldRevision | ApiError::UserEmpty => ("InvalidArgument", e),
+                _ => ("PermissionDenied", ApiError::PermissionDenied),
+            };
+            format!("rpc error: code = {code} desc = {e}")
         })
     }
 
