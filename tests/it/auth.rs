@@ -411,3 +411,106 @@ async fn auth_state_is_replicated_and_survives_restart() {
     .await
     .expect("test timed out");
 }
+
+/// Logs `name` in with raw gRPC; the token.
+async fn raw_login(endpoint: &str, name: &str, password: &str) -> String {
+    use minietcd::pb::etcdserverpb::auth_client::AuthClient;
+    use minietcd::pb::etcdserverpb::AuthenticateRequest;
+    let mut a = AuthClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    a.authenticate(AuthenticateRequest {
+        name: name.into(),
+        password: password.into(),
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .token
+}
+
+/// A raw Range of `k1` with `token` in the metadata: Ok or (code, message).
+async fn raw_get(endpoint: &str, token: &str) -> Result<(), (i32, String)> {
+    use minietcd::pb::etcdserverpb::kv_client::KvClient;
+    use minietcd::pb::etcdserverpb::RangeRequest;
+    let mut kv = KvClient::connect(format!("http://{endpoint}"))
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(RangeRequest {
+        key: b"k1".to_vec(),
+        ..Default::default()
+    });
+    req.metadata_mut().insert("token", token.parse().unwrap());
+    kv.range(req)
+        .await
+        .map(|_| ())
+        .map_err(|s| (s.code() as i32, s.message().to_string()))
+}
+
+/// What a token does over its life on one server: valid, then expired after
+/// `--auth-token-ttl=1` without use, and a made-up token.
+async fn token_life(endpoint: &str) -> Vec<String> {
+    setup(endpoint).await;
+    let token = raw_login(endpoint, "u", "up").await;
+    let mut seen = vec![format!("fresh: {:?}", raw_get(endpoint, &token).await)];
+    seen.push(format!(
+        "made up: {:?}",
+        raw_get(endpoint, "abcdefghijklmnop.1").await
+    ));
+    // Unused for longer than the TTL (and etcd's 1 s sweep), the token is gone.
+    let expired = crate::support::wait_until_async("the token to expire", CTL_TIMEOUT, || {
+        let token = token.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            raw_get(endpoint, &token).await.err()
+        }
+    })
+    .await;
+    seen.push(format!("expired: {expired:?}"));
+    seen
+}
+
+#[tokio::test]
+async fn auth_tokens_expire_after_the_ttl() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let etcd =
+            Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1).arg("--auth-token-ttl=1"))
+                .await;
+        let ours = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Minietcd, 1).arg("--auth-token-ttl=1"),
+        )
+        .await;
+        let _logs = LogsOnFailure(vec![&etcd, &ours]);
+        let want = token_life(&etcd.endpoint(0)).await;
+        let got = token_life(&ours.endpoint(0)).await;
+        assert_eq!(got, want);
+        assert!(want[2].contains("invalid auth token"), "{want:?}");
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// `--auth-token jwt` is refused with one line; an unknown token type too.
+#[test]
+fn auth_token_jwt_is_refused_with_one_line() {
+    for (flag, want) in [
+        (
+            "--auth-token=jwt,pub-key=a.pub,priv-key=a,sign-method=RS256",
+            "jwt tokens are not supported",
+        ),
+        ("--auth-token=magic", "unknown token type"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = Command::new(crate::support::minietcd_bin())
+            .arg(flag)
+            .arg(format!("--data-dir={}", tmp.path().join("d").display()))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{flag}: {err}");
+        assert!(err.contains(want), "{flag}: {err}");
+        assert!(!tmp.path().join("d").exists());
+    }
+}
