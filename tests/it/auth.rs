@@ -61,7 +61,12 @@ fn mask(s: &str) -> String {
 
 /// Runs etcdctl against `endpoint` with `stdin`, bounded by [`CTL_TIMEOUT`].
 fn ctl(endpoint: &str, args: &[&str], stdin: &str) -> Outcome {
-    let mut child = Command::new(require_program("etcdctl"))
+    run_ctl(require_program("etcdctl"), endpoint, args, stdin)
+}
+
+/// Runs `program` (etcdctl or minietcdctl) like [`ctl`].
+fn run_ctl(program: std::path::PathBuf, endpoint: &str, args: &[&str], stdin: &str) -> Outcome {
+    let mut child = Command::new(program)
         .env("ETCDCTL_API", "3")
         .arg(format!("--endpoints={endpoint}"))
         .arg("--command-timeout=10s")
@@ -513,4 +518,70 @@ fn auth_token_jwt_is_refused_with_one_line() {
         assert!(err.contains(want), "{flag}: {err}");
         assert!(!tmp.path().join("d").exists());
     }
+}
+
+/// Commands of the script minietcdctl does not have.
+const NOT_IN_MINIETCDCTL: &[&str] = &["defrag", "hashkv"];
+
+#[tokio::test]
+async fn auth_minietcdctl_prints_what_etcdctl_prints() {
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
+        let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+        let _logs = LogsOnFailure(vec![&etcd, &ours]);
+        let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
+        let mine = crate::support::workspace_bin("minietcdctl");
+        tokio::task::spawn_blocking(move || {
+            for (args, stdin) in script() {
+                if args.iter().any(|a| NOT_IN_MINIETCDCTL.contains(a)) {
+                    continue;
+                }
+                let want = ctl(&e, &args, stdin);
+                let got = run_ctl(mine.clone(), &o, &args, stdin);
+                assert_eq!(got, want, "minietcdctl {args:?}");
+            }
+        })
+        .await
+        .unwrap();
+    })
+    .await
+    .expect("test timed out");
+}
+
+/// The project's client logs in with a user and password, and logs in again by itself when
+/// its token expires.
+#[tokio::test]
+async fn auth_client_library_logs_in_again_after_the_token_expires() {
+    use minietcd_client::{Client as OurClient, ClientOptions, GetOptions, PutOptions};
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let ours = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Minietcd, 1).arg("--auth-token-ttl=1"),
+        )
+        .await;
+        let ep = ours.endpoint(0);
+        setup(&ep).await;
+        let wrong = OurClient::connect([&ep], ClientOptions::new().user("u", "nope")).await;
+        let err = wrong
+            .err()
+            .expect("a wrong password is refused")
+            .to_string();
+        assert!(err.contains("authentication failed"), "{err}");
+        let c = OurClient::connect([&ep], ClientOptions::new().user("u", "up"))
+            .await
+            .unwrap();
+        c.kv().put("k5", "v", PutOptions::new()).await.unwrap();
+        // Longer than the TTL without a request: the token is gone on the server.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let r = c.kv().get("k5", GetOptions::new()).await.unwrap();
+        assert_eq!(r.kvs.len(), 1);
+        let denied = c.kv().get("z", GetOptions::new()).await.unwrap_err();
+        assert!(denied.to_string().contains("permission denied"), "{denied}");
+        let root = OurClient::connect([&ep], ClientOptions::new().user("root", "pw"))
+            .await
+            .unwrap();
+        let users = root.auth().user_list().await.unwrap().users;
+        assert_eq!(users, vec!["root".to_string(), "u".to_string()]);
+    })
+    .await
+    .expect("test timed out");
 }

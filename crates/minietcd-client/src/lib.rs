@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod auth;
 mod cluster;
 mod duration;
 mod endpoints;
@@ -41,6 +42,7 @@ mod watch_stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::AuthClient;
 pub use cluster::{ClusterClient, MemberAddOptions};
 pub use duration::parse_go_duration;
 pub use error::ClientError;
@@ -71,7 +73,7 @@ pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`Client`] connects and what its requests default to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Time allowed to connect to one member.
     pub dial_timeout: Duration,
@@ -81,6 +83,21 @@ pub struct ClientOptions {
     pub require_leader: bool,
     /// Whether to replace the endpoint list with the cluster's client URLs after connecting.
     pub discover_endpoints: bool,
+    /// The user to log in as, and its password (etcdctl's `--user name:password`).
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("ClientOptions")
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("require_leader", &self.require_leader)
+            .field("discover_endpoints", &self.discover_endpoints)
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -90,6 +107,7 @@ impl Default for ClientOptions {
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             require_leader: false,
             discover_endpoints: false,
+            user: None,
         }
     }
 }
@@ -114,6 +132,11 @@ impl ClientOptions {
         self.require_leader = on;
         self
     }
+    /// Logs in as `name` when connecting, and again whenever the token expires.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
     /// Discovers the other members' client URLs through MemberList after connecting.
     pub fn discover_endpoints(mut self, on: bool) -> Self {
         self.discover_endpoints = on;
@@ -122,12 +145,14 @@ impl ClientOptions {
 }
 
 /// The deadline and leader requirement of one call, resolved against the client defaults.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CallOptions {
     /// Deadline of the whole call, failover included.
     pub(crate) timeout: Duration,
     /// Whether the call carries `hasleader: true`.
     pub(crate) require_leader: bool,
+    /// The login whose token the call carries (read when each attempt is sent).
+    pub(crate) login: Option<Arc<auth::Login>>,
 }
 
 /// Per-request overrides of the client defaults, shared by every options builder.
@@ -200,6 +225,7 @@ impl ClientInner {
         CallOptions {
             timeout: overrides.timeout.unwrap_or(self.options.request_timeout),
             require_leader: overrides.require_leader || self.options.require_leader,
+            login: self.endpoints.login(),
         }
     }
 }
@@ -221,8 +247,12 @@ impl Client {
             .into_iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let eps = Endpoints::new(&endpoints, options.dial_timeout)?;
+        let mut eps = Endpoints::new(&endpoints, options.dial_timeout)?;
+        if let Some((name, password)) = &options.user {
+            eps = eps.with_login(auth::Login::new(name.clone(), password.clone()));
+        }
         eps.dial_any().await?;
+        eps.login_now().await?;
         let client = Client {
             inner: Arc::new(ClientInner {
                 endpoints: Arc::new(eps),
@@ -286,5 +316,10 @@ impl Client {
     /// Status and snapshot.
     pub fn maintenance(&self) -> MaintenanceClient {
         MaintenanceClient::new(Arc::clone(&self.inner))
+    }
+
+    /// Users, roles and permissions.
+    pub fn auth(&self) -> AuthClient {
+        AuthClient::new(Arc::clone(&self.inner))
     }
 }

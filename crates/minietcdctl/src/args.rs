@@ -41,6 +41,9 @@ pub struct Cli {
         env = "ETCDCTL_WRITE_OUT"
     )]
     pub write_out: Format,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -71,6 +74,15 @@ pub enum Command {
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// User related commands
+    #[command(subcommand)]
+    User(crate::auth_cmd::UserCommand),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(crate::auth_cmd::RoleCommand),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(crate::auth_cmd::AuthCommand),
 }
 
 #[derive(Args, Debug)]

@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod args;
+mod auth_cmd;
 mod json;
 mod ops;
 mod printer;
@@ -423,11 +424,22 @@ async fn run_snapshot_save(ctx: &Ctx, filename: &str) -> Result<(), Failure> {
 }
 
 async fn run(cli: Cli) -> Result<(), Failure> {
+    let mut options = ClientOptions::new()
+        .dial_timeout(cli.dial_timeout)
+        .request_timeout(cli.command_timeout);
+    if let Some(user) = &cli.user {
+        // etcdctl's `--user name:password`; a missing password would be prompted for.
+        let Some((name, password)) = user.split_once(':') else {
+            return Err(Failure::new(
+                ops::EXIT_BAD_ARGS,
+                "reading the password from a terminal is not supported; use --user name:password",
+            ));
+        };
+        options = options.user(name, password);
+    }
     let ctx = Ctx {
         endpoints: cli.endpoints.clone(),
-        options: ClientOptions::new()
-            .dial_timeout(cli.dial_timeout)
-            .request_timeout(cli.command_timeout),
+        options,
         format: cli.write_out,
     };
     match &cli.command {
@@ -472,6 +484,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             emit(&printer::snapshot_status(ctx.format, &st))
         }
         Command::Snapshot(SnapshotCommand::Restore(a)) => run_snapshot_restore(a),
+        Command::User(c) => emit(&auth_cmd::run_user(&ctx.client().await?, c).await?),
+        Command::Role(c) => emit(&auth_cmd::run_role(&ctx.client().await?, c).await?),
+        Command::Auth(c) => emit(&auth_cmd::run_auth(&ctx.client().await?, c).await?),
     }
 }
 
