@@ -18,6 +18,8 @@ use crate::support::require_program;
 
 /// How long one etcdctl command may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(20);
+/// bcrypt's lowest cost, for the scripted tests.
+const TEST_BCRYPT_COST: u32 = 4;
 /// How long a whole scenario may take.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -224,8 +226,17 @@ fn script() -> Vec<(Vec<&'static str>, &'static str)> {
 #[tokio::test]
 async fn auth_etcdctl_matches_etcd() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
-        let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+        // Every etcdctl --user logs in once: a cheap hash cost keeps the script fast.
+        let etcd = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Etcd, 1)
+                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
+        )
+        .await;
+        let ours = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Minietcd, 1)
+                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
+        )
+        .await;
         let _logs = LogsOnFailure(vec![&etcd, &ours]);
         let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
         let (e2, o2) = (e.clone(), o.clone());
@@ -526,8 +537,17 @@ const NOT_IN_MINIETCDCTL: &[&str] = &["defrag", "hashkv"];
 #[tokio::test]
 async fn auth_minietcdctl_prints_what_etcdctl_prints() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
-        let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+        // Every etcdctl --user logs in once: a cheap hash cost keeps the script fast.
+        let etcd = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Etcd, 1)
+                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
+        )
+        .await;
+        let ours = Cluster::start_ready(
+            ClusterConfig::new(ServerKind::Minietcd, 1)
+                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
+        )
+        .await;
         let _logs = LogsOnFailure(vec![&etcd, &ours]);
         let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
         let mine = crate::support::workspace_bin("minietcdctl");
