@@ -218,4 +218,44 @@ mod tests {
         assert_eq!(ApiError::from_apply(0), None);
         assert_eq!(ApiError::from_apply(1), Some(ApiError::LeaseNotFound));
     }
+
+    /// etcd 3.4's rpctypes for the Auth service's errors.
+    #[test]
+    fn auth_strings_and_codes_are_etcds() {
+        for (e, code, msg) in [
+            (
+                ApplyError::RootUserNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                ApplyError::UserEmpty,
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                ApplyError::AuthFailed,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                ApplyError::PermissionDenied,
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                ApplyError::AuthOldRevision,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+        ] {
+            let s = Status::from(ApiError::from_apply(e as i32).unwrap());
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+        let s = Status::from(ApiError::InvalidAuthToken);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unauthenticated, "etcdserver: invalid auth token")
+        );
+    }
 }
