@@ -160,6 +160,10 @@ pub struct Config {
     pub log_outputs: Vec<LogOutput>,
     /// What to log about the flags once logging is up (no-effect flags, env variables).
     pub notices: Vec<Notice>,
+    /// `--auth-token-ttl`: how long a simple token lives without use.
+    pub auth_token_ttl: Duration,
+    /// `--bcrypt-cost`: the cost of new password hashes.
+    pub bcrypt_cost: u32,
 }
 
 impl Config {
@@ -237,6 +241,7 @@ impl Config {
         )?;
         let mut notices = tls_notices(&listen_client, &client_tls, false);
         notices.extend(tls_notices(&listen_peer, &peer_tls, true));
+        check_auth_token(&f.auth_token)?;
         let initial = match &f.initial_cluster {
             Some(s) => s.clone(),
             None => advertise_peer
@@ -317,6 +322,8 @@ impl Config {
             logger: f.logger,
             log_outputs,
             notices,
+            auth_token_ttl: Duration::from_secs(u64::from(f.auth_token_ttl)),
+            bcrypt_cost: f.bcrypt_cost,
         })
     }
 
@@ -410,6 +417,23 @@ fn tls_notices(urls: &[(String, SocketAddr)], tls: &TlsFlags, peer: bool) -> Vec
         )));
     }
     out
+}
+
+/// `--auth-token`: etcd's `type[,option=value...]`. minietcd serves etcd's "simple" tokens;
+/// JWT tokens are refused with one line, anything else as etcd refuses it.
+fn check_auth_token(opts: &str) -> Result<(), ConfigError> {
+    let kind = opts.split(',').next().unwrap_or_default();
+    match kind {
+        "simple" => Ok(()),
+        "jwt" => Err(ConfigError::BadValue {
+            flag: "auth-token",
+            reason: "jwt tokens are not supported by minietcd; use 'simple'".into(),
+        }),
+        other => Err(ConfigError::BadValue {
+            flag: "auth-token",
+            reason: format!("unknown token type {other:?} (etcd's: simple, jwt)"),
+        }),
+    }
 }
 
 /// Applies `flags::STATUS` to the values given: a refused flag set to anything but its

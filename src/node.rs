@@ -38,6 +38,7 @@ use crate::data_dir::{DataDir, DataDirError, Identity};
 use crate::lessor::Lessor;
 use crate::logging::lifecycle;
 use crate::metrics::MetricsSource;
+use crate::pb::etcdserverpb::auth_server::AuthServer;
 use crate::pb::etcdserverpb::cluster_server::ClusterServer;
 use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
@@ -46,6 +47,7 @@ use crate::pb::etcdserverpb::watch_server::WatchServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
+use crate::server::auth::AuthService;
 use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
 use crate::server::grpc_metrics::GrpcMetricsLayer;
@@ -348,6 +350,8 @@ struct Services {
     client_http2: ClientHttp2,
     /// `--logger`: which of etcd's wordings the lifecycle lines take.
     logger: crate::config::Logger,
+    /// `--bcrypt-cost` for the Auth service.
+    auth: crate::server::auth::AuthConfig,
 }
 
 /// HTTP/2 settings of a client listener, etcd's gRPC server options.
@@ -368,6 +372,7 @@ impl Services {
         stop_rx: &watch::Receiver<bool>,
     ) -> Services {
         let identity = &data_dir.identity;
+        store.set_auth_token_ttl(cfg.auth_token_ttl);
         let ctx = ServerContext {
             store: store.clone(),
             proposer: raft.proposer(),
@@ -431,6 +436,9 @@ impl Services {
                 keepalive_timeout: cfg.grpc_keepalive_timeout,
             },
             logger: cfg.logger,
+            auth: crate::server::auth::AuthConfig {
+                bcrypt_cost: cfg.bcrypt_cost,
+            },
         }
     }
 }
@@ -632,15 +640,22 @@ fn client_routes(s: &Services) -> Routes {
             s.admin.clone(),
             s.leader.clone(),
         )),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        AuthServer::new(AuthService::new(s.ctx.clone(), s.auth)),
         require_leader,
     ))
     .add_service(
-        WatchServer::new(WatchService::new(
-            s.watchable.clone(),
-            s.watch_header.clone(),
-            s.leader.clone(),
-            s.watch_config.clone(),
-        ))
+        WatchServer::new(
+            WatchService::new(
+                s.watchable.clone(),
+                s.watch_header.clone(),
+                s.leader.clone(),
+                s.watch_config.clone(),
+            )
+            .with_auth(s.ctx.store.clone()),
+        )
         .max_decoding_message_size(max_msg),
     );
     let all = grpc

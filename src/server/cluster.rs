@@ -72,6 +72,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberAddRequest>,
     ) -> Result<Response<MemberAddResponse>, Status> {
+        self.ctx.check_admin(req.metadata())?;
         match self.run(AdminReq::MemberAdd(req.into_inner())).await? {
             AdminResp::MemberAdd(mut r) => {
                 r.header = self.header();
@@ -85,6 +86,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberRemoveRequest>,
     ) -> Result<Response<MemberRemoveResponse>, Status> {
+        self.ctx.check_admin(req.metadata())?;
         match self.run(AdminReq::MemberRemove(req.into_inner())).await? {
             AdminResp::MemberRemove(mut r) => {
                 r.header = self.header();
@@ -98,6 +100,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberUpdateRequest>,
     ) -> Result<Response<MemberUpdateResponse>, Status> {
+        self.ctx.check_admin(req.metadata())?;
         match self.run(AdminReq::MemberUpdate(req.into_inner())).await? {
             AdminResp::MemberUpdate(mut r) => {
                 r.header = self.header();
@@ -111,6 +114,7 @@ impl Cluster for ClusterService {
         &self,
         req: Request<MemberPromoteRequest>,
     ) -> Result<Response<MemberPromoteResponse>, Status> {
+        self.ctx.check_admin(req.metadata())?;
         match self.run(AdminReq::MemberPromote(req.into_inner())).await? {
             AdminResp::MemberPromote(mut r) => {
                 r.header = self.header();

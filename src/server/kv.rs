@@ -85,10 +85,13 @@ fn unexpected(what: &str) -> Status {
 impl Kv for KvService {
     #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
     async fn range(&self, req: Request<RangeRequest>) -> Result<Response<RangeResponse>, Status> {
+        let ai = self.ctx.caller(req.metadata())?;
         let req = req.into_inner();
         txn_check::check_range(&req)?;
         self.ctx.read_barrier(req.serializable).await?;
+        self.ctx.check_read(&ai, &req.key, &req.range_end)?;
         let mut resp = read_range(&self.ctx.store, req).await?;
+        self.ctx.check_still_current(&ai)?;
         // The revision the range was read at, not the store's revision now: a client that
         // watches from header.revision + 1 (list-then-watch) must not miss a write.
         let read_at = resp
@@ -101,10 +104,12 @@ impl Kv for KvService {
 
     #[instrument(skip_all, fields(key_len = req.get_ref().key.len()))]
     async fn put(&self, req: Request<PutRequest>) -> Result<Response<PutResponse>, Status> {
+        let ai = self.ctx.caller(req.metadata())?;
         let write = Write::Put(req.into_inner());
         self.ctx.check_quota(&write).await?;
         if let Write::Put(req) = &write {
             txn_check::check_put(req)?;
+            self.ctx.check_put(&ai, req)?;
         }
         match self.ctx.propose(write).await? {
             (Applied::Put(mut resp), rev) => {
@@ -120,8 +125,10 @@ impl Kv for KvService {
         &self,
         req: Request<DeleteRangeRequest>,
     ) -> Result<Response<DeleteRangeResponse>, Status> {
+        let ai = self.ctx.caller(req.metadata())?;
         let req = req.into_inner();
         txn_check::check_delete(&req)?;
+        self.ctx.check_delete(&ai, &req)?;
         match self.ctx.propose(Write::DeleteRange(req)).await? {
             (Applied::DeleteRange(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
@@ -133,10 +140,12 @@ impl Kv for KvService {
 
     #[instrument(skip_all, fields(ops = req.get_ref().success.len() + req.get_ref().failure.len()))]
     async fn txn(&self, req: Request<TxnRequest>) -> Result<Response<TxnResponse>, Status> {
+        let ai = self.ctx.caller(req.metadata())?;
         let write = Write::Txn(req.into_inner());
         self.ctx.check_quota(&write).await?;
         if let Write::Txn(req) = &write {
             txn_check::check_txn(req, self.ctx.max_txn_ops)?;
+            self.ctx.check_txn(&ai, req)?;
         }
         match self.ctx.propose(write).await? {
             (Applied::Txn(mut resp), rev) => {
@@ -152,6 +161,8 @@ impl Kv for KvService {
         &self,
         req: Request<CompactionRequest>,
     ) -> Result<Response<CompactionResponse>, Status> {
+        // etcd 3.4 checks no permission for a compaction, only that a token is valid.
+        self.ctx.caller(req.metadata())?;
         let req = req.into_inner();
         let (at, physical) = (req.revision, req.physical);
         match self.ctx.propose(Write::Compaction(req)).await? {

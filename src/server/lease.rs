@@ -52,6 +52,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseGrantRequest>,
     ) -> Result<Response<LeaseGrantResponse>, Status> {
+        self.ctx.caller(req.metadata())?;
         let mut req = req.into_inner();
         self.ctx.check_quota(&Write::LeaseGrant(req)).await?;
         if req.ttl > MAX_LEASE_TTL_SECS {
@@ -93,7 +94,9 @@ impl Lease for LeaseService {
         &self,
         req: Request<LeaseRevokeRequest>,
     ) -> Result<Response<LeaseRevokeResponse>, Status> {
+        let ai = self.ctx.caller(req.metadata())?;
         let req = req.into_inner();
+        self.ctx.check_lease_revoke(&ai, req.id)?;
         match self.ctx.propose(Write::LeaseRevoke(req)).await? {
             (Applied::LeaseRevoke(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);

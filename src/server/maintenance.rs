@@ -134,8 +134,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<DefragmentRequest>,
+        req: Request<DefragmentRequest>,
     ) -> Result<Response<DefragmentResponse>, Status> {
+        self.ctx.check_admin_unconverted(req.metadata())?;
         let store = self.ctx.store.clone();
         let d = blocking(move || store.defragment()).await?;
         tracing::info!(
@@ -151,7 +152,8 @@ impl Maintenance for MaintenanceService {
         }))
     }
 
-    async fn hash(&self, _req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+    async fn hash(&self, req: Request<HashRequest>) -> Result<Response<HashResponse>, Status> {
+        self.ctx.check_admin_unconverted(req.metadata())?;
         let store = self.ctx.store.clone();
         let (hash, rev) = blocking(move || store.hash()).await?;
         Ok(Response::new(HashResponse {
@@ -164,6 +166,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<HashKvRequest>,
     ) -> Result<Response<HashKvResponse>, Status> {
+        self.ctx.check_admin_unconverted(req.metadata())?;
         let rev = req.get_ref().revision;
         let store = self.ctx.store.clone();
         let h = blocking(move || store.hash_kv(rev)).await?;
@@ -178,8 +181,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<SnapshotRequest>,
+        req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.ctx.check_admin_unconverted(req.metadata())?;
         // One consistent copy, taken under the store's apply lock (no write is half in it),
         // then streamed in chunks; the copy stays in memory while it streams.
         let store = self.ctx.store.clone();

@@ -2,6 +2,8 @@
 //! become `tonic::Status` only in [`status`]; headers are filled only in [`header`].
 
 pub mod admin;
+pub mod auth;
+pub mod auth_check;
 pub mod authority_fix;
 pub mod cluster;
 pub mod corrupt;
@@ -15,6 +17,7 @@ pub mod quota;
 pub mod status;
 pub mod txn_check;
 pub mod watch;
+pub mod watch_auth;
 
 use std::sync::Arc;
 

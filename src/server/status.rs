@@ -5,7 +5,7 @@ use tonic::{Code, Status};
 
 use crate::pb::minietcdpb::ApplyError;
 use crate::raft::proposer::ProposeError;
-use crate::storage::StorageError;
+use crate::storage::{AuthCheckError, StorageError};
 
 /// An error of the etcd API, as a client sees it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,6 +54,42 @@ pub enum ApiError {
     BadLeaderTransferee,
     #[error("etcdserver: request timed out, leader transfer took too long")]
     LeaderTransferTimeout,
+    #[error("etcdserver: root user does not exist")]
+    RootUserNotExist,
+    #[error("etcdserver: root user does not have root role")]
+    RootRoleNotExist,
+    #[error("etcdserver: user name already exists")]
+    UserAlreadyExist,
+    #[error("etcdserver: user name is empty")]
+    UserEmpty,
+    #[error("etcdserver: user name not found")]
+    UserNotFound,
+    #[error("etcdserver: role name already exists")]
+    RoleAlreadyExist,
+    #[error("etcdserver: role name not found")]
+    RoleNotFound,
+    #[error("etcdserver: role name is empty")]
+    RoleEmpty,
+    #[error("etcdserver: authentication failed, invalid user ID or password")]
+    AuthFailed,
+    #[error("etcdserver: permission denied")]
+    PermissionDenied,
+    #[error("etcdserver: role is not granted to the user")]
+    RoleNotGranted,
+    #[error("etcdserver: permission is not granted to the role")]
+    PermissionNotGranted,
+    #[error("etcdserver: authentication is not enabled")]
+    AuthNotEnabled,
+    #[error("etcdserver: invalid auth token")]
+    InvalidAuthToken,
+    #[error("etcdserver: invalid auth management")]
+    InvalidAuthMgmt,
+    #[error("etcdserver: revision of auth store is old")]
+    AuthOldRevision,
+    /// An error etcd passes to the client unconverted (code Unknown): the maintenance
+    /// service's root check answers the auth store's own errors ("auth: permission denied").
+    #[error("{0}")]
+    Unknown(String),
     #[error("etcdserver: {0}")]
     Internal(String),
 }
@@ -73,6 +109,15 @@ impl ApiError {
             NoLeader | Timeout | LeaderChanged | Stopped | LeaderTransferTimeout => {
                 Code::Unavailable
             }
+            RootUserNotExist | RootRoleNotExist | UserAlreadyExist | UserNotFound
+            | RoleAlreadyExist | RoleNotFound | RoleNotGranted | PermissionNotGranted
+            | AuthNotEnabled => Code::FailedPrecondition,
+            UserEmpty | RoleEmpty | AuthFailed | InvalidAuthMgmt | AuthOldRevision => {
+                Code::InvalidArgument
+            }
+            PermissionDenied => Code::PermissionDenied,
+            InvalidAuthToken => Code::Unauthenticated,
+            Unknown(_) => Code::Unknown,
             Internal(_) => Code::Internal,
         }
     }
@@ -93,6 +138,17 @@ impl From<StorageError> for ApiError {
                 tracing::error!(error = %other, "storage failure");
                 ApiError::Internal(other.to_string())
             }
+        }
+    }
+}
+
+impl From<AuthCheckError> for ApiError {
+    fn from(e: AuthCheckError) -> ApiError {
+        match e {
+            AuthCheckError::InvalidToken => ApiError::InvalidAuthToken,
+            AuthCheckError::Denied(code) => ApiError::from_apply(code as i32)
+                .unwrap_or_else(|| ApiError::Internal("auth check without an error".into())),
+            AuthCheckError::Storage(e) => e.into(),
         }
     }
 }
@@ -124,6 +180,21 @@ impl ApiError {
             Ok(ApplyError::LeaseTtlTooLarge) => Some(ApiError::LeaseTtlTooLarge),
             Ok(ApplyError::NoSpace) => Some(ApiError::NoSpace),
             Ok(ApplyError::Corrupt) => Some(ApiError::Corrupt),
+            Ok(ApplyError::AuthNotEnabled) => Some(ApiError::AuthNotEnabled),
+            Ok(ApplyError::RootUserNotExist) => Some(ApiError::RootUserNotExist),
+            Ok(ApplyError::RootRoleNotExist) => Some(ApiError::RootRoleNotExist),
+            Ok(ApplyError::UserAlreadyExist) => Some(ApiError::UserAlreadyExist),
+            Ok(ApplyError::UserEmpty) => Some(ApiError::UserEmpty),
+            Ok(ApplyError::UserNotFound) => Some(ApiError::UserNotFound),
+            Ok(ApplyError::RoleAlreadyExist) => Some(ApiError::RoleAlreadyExist),
+            Ok(ApplyError::RoleNotFound) => Some(ApiError::RoleNotFound),
+            Ok(ApplyError::RoleEmpty) => Some(ApiError::RoleEmpty),
+            Ok(ApplyError::AuthFailed) => Some(ApiError::AuthFailed),
+            Ok(ApplyError::PermissionDenied) => Some(ApiError::PermissionDenied),
+            Ok(ApplyError::RoleNotGranted) => Some(ApiError::RoleNotGranted),
+            Ok(ApplyError::PermissionNotGranted) => Some(ApiError::PermissionNotGranted),
+            Ok(ApplyError::InvalidAuthMgmt) => Some(ApiError::InvalidAuthMgmt),
+            Ok(ApplyError::AuthOldRevision) => Some(ApiError::AuthOldRevision),
             Err(_) => Some(ApiError::Internal(format!("unknown apply error {code}"))),
         }
     }
@@ -146,5 +217,45 @@ mod tests {
         assert_eq!(s.message(), "etcdserver: no leader");
         assert_eq!(ApiError::from_apply(0), None);
         assert_eq!(ApiError::from_apply(1), Some(ApiError::LeaseNotFound));
+    }
+
+    /// etcd 3.4's rpctypes for the Auth service's errors.
+    #[test]
+    fn auth_strings_and_codes_are_etcds() {
+        for (e, code, msg) in [
+            (
+                ApplyError::RootUserNotExist,
+                Code::FailedPrecondition,
+                "etcdserver: root user does not exist",
+            ),
+            (
+                ApplyError::UserEmpty,
+                Code::InvalidArgument,
+                "etcdserver: user name is empty",
+            ),
+            (
+                ApplyError::AuthFailed,
+                Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            (
+                ApplyError::PermissionDenied,
+                Code::PermissionDenied,
+                "etcdserver: permission denied",
+            ),
+            (
+                ApplyError::AuthOldRevision,
+                Code::InvalidArgument,
+                "etcdserver: revision of auth store is old",
+            ),
+        ] {
+            let s = Status::from(ApiError::from_apply(e as i32).unwrap());
+            assert_eq!((s.code(), s.message()), (code, msg));
+        }
+        let s = Status::from(ApiError::InvalidAuthToken);
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Unauthenticated, "etcdserver: invalid auth token")
+        );
     }
 }

@@ -106,9 +106,17 @@ pub struct WatchService {
     leader: watch::Receiver<Option<u64>>,
     /// Tunables.
     config: WatchConfig,
+    /// The auth store, when creates are checked (see [`super::watch_auth`]).
+    auth: Option<Arc<crate::storage::MvccStore>>,
 }
 
 impl WatchService {
+    /// Checks every create against `store`'s users and permissions.
+    pub fn with_auth(mut self, store: Arc<crate::storage::MvccStore>) -> Self {
+        self.auth = Some(store);
+        self
+    }
+
     /// A service over `store`; `leader` tracks the member's view of the leader.
     pub fn new(
         store: Arc<WatchableStore>,
@@ -121,6 +129,7 @@ impl WatchService {
             header,
             leader,
             config,
+            auth: None,
         }
     }
 }
@@ -224,6 +233,10 @@ impl Watch for WatchService {
             header: self.header.clone(),
             config: self.config.clone(),
             leader,
+            auth: self
+                .auth
+                .clone()
+                .map(|s| super::watch_auth::WatchAuth::new(s, request.metadata())),
         };
         tokio::spawn(
             stream
@@ -258,6 +271,8 @@ struct WatchStreamTask {
     config: WatchConfig,
     /// Present for require-leader streams.
     leader: Option<watch::Receiver<Option<u64>>>,
+    /// Checks creates against the caller's permissions.
+    auth: Option<super::watch_auth::WatchAuth>,
 }
 
 impl WatchStreamTask {
@@ -339,6 +354,17 @@ impl WatchStreamTask {
     ) -> bool {
         match req.request_union {
             Some(RequestUnion::CreateRequest(c)) => {
+                if let Some(reason) = self.auth.as_ref().and_then(|a| a.refusal(&c)) {
+                    let resp = WatchResponse {
+                        header: Some(self.header.header(self.watchers.store().rev())),
+                        watch_id: -1,
+                        created: true,
+                        canceled: true,
+                        cancel_reason: reason,
+                        ..Default::default()
+                    };
+                    return self.send(resp).await;
+                }
                 let mut resp = self.watchers.create(c);
                 tracing::debug!(
                     watch_id = resp.watch_id,

@@ -8,6 +8,7 @@
 //!   whose KeyValue holds only the key and the delete revision.
 //! - `l | id BE`: a lease, value = granted TTL in seconds (i64 BE).
 //! - `a | member id BE | alarm type BE`: an active alarm (see [`super::alarm`]).
+//! - `A/...`: users, roles and the auth flags (see [`super::auth`]).
 //! - `m/...`: meta: schema marker, current and compacted revision, the `applied` blob, and
 //!   the marker of a snapshot install in progress.
 
@@ -54,6 +55,8 @@ pub(crate) struct State {
     pub compacted: i64,
     /// The active alarms.
     pub alarms: super::alarm::Alarms,
+    /// Users, roles and permissions.
+    pub auth: super::auth::AuthState,
 }
 
 /// What recovery found.
@@ -134,6 +137,9 @@ where
             }
             Some(&super::alarm::ALARM_PREFIX) => {
                 rec.state.alarms.insert(super::alarm::parse_alarm_key(&k)?);
+            }
+            Some(&super::auth::AUTH_PREFIX) => {
+                super::auth::recover_row(&mut rec.state.auth, &k, &v)?;
             }
             Some(&META_PREFIX) => match k.as_ref() {
                 META_SCHEMA => schema = Some(v),

@@ -33,6 +33,10 @@
 //! the `applied` blob in the same batch tells the raft layer where to resume replaying.
 
 mod alarm;
+mod auth;
+mod auth_api;
+mod auth_perm;
+pub mod auth_tokens;
 mod backend;
 mod compact;
 mod defrag;
@@ -52,6 +56,9 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
+pub use auth::AuthInfo;
+pub use auth_api::AuthCheckError;
+pub use auth_perm::Need;
 pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
 pub use hash::KvHash;
@@ -144,6 +151,8 @@ pub struct MvccStore {
     /// The revision through which compacted history is gone from the database (what a
     /// physical Compact waits for).
     removed: tokio::sync::watch::Sender<i64>,
+    /// This member's login tokens (in memory; see [`auth_tokens`]).
+    tokens: auth_tokens::Tokens,
 }
 
 impl MvccStore {
@@ -236,6 +245,8 @@ impl MvccStore {
             "mvcc store opened"
         );
         let state_compacted = state.compacted;
+        let tokens = auth_tokens::Tokens::default();
+        tokens.set_enabled(state.auth.enabled);
         Ok(MvccStore {
             engine: RwLock::new(Arc::new(Engine { db, tree, own_dir })),
             home,
@@ -246,6 +257,7 @@ impl MvccStore {
             interrupted_install: AtomicBool::new(interrupted),
             compactor: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(state_compacted),
+            tokens,
         })
     }
 
@@ -384,6 +396,14 @@ impl MvccStore {
                 ));
                 continue;
             }
+            if let Request::Auth(a) = request {
+                let (resp, err) = match auth::apply(&mut st.auth, &self.tokens, a, &mut batch) {
+                    Ok(r) => (Some(Response::Auth(r)), None),
+                    Err(e) => (None, Some(e)),
+                };
+                outcomes.push(outcome(resp, err, Vec::new(), st.current));
+                continue;
+            }
             if alarm::corrupt(&st.alarms) {
                 outcomes.push(outcome(
                     None,
@@ -415,9 +435,11 @@ impl MvccStore {
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
                     ))),
-                    Request::Alarm(_) => Err(TxnError::Storage(StorageError::Corrupt(
-                        "an alarm reached the write path".into(),
-                    ))),
+                    Request::Alarm(_) | Request::Auth(_) => {
+                        Err(TxnError::Storage(StorageError::Corrupt(
+                            "an alarm or auth call reached the write path".into(),
+                        )))
+                    }
                 };
                 match result {
                     Ok(resp) => Ok((w.finish(), resp)),
@@ -721,6 +743,7 @@ impl MvccStore {
             keys = state.index.len(),
             "snapshot installed"
         );
+        self.tokens.set_enabled(state.auth.enabled);
         *st = state;
         Ok(())
     }
@@ -863,6 +886,8 @@ fn outcome(
             Response::LeaseGrant(x) => x.header = header,
             Response::LeaseRevoke(x) => x.header = header,
             Response::Alarm(x) => x.header = header,
+            // Each auth response carries its own header, filled by the server.
+            Response::Auth(_) => {}
         }
         r
     });

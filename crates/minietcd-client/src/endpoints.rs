@@ -12,6 +12,7 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 use tracing::debug;
 
+use super::auth::{add_token, Login, MSG_INVALID_TOKEN};
 use super::error::{never_sent, ClientError};
 use super::tls::{tls_endpoint, TlsConnector, TlsOptions};
 use super::CallOptions;
@@ -55,6 +56,8 @@ pub(crate) struct Endpoints {
     tls: OnceLock<TlsConnector>,
     /// Whether an endpoint without a scheme is dialled with TLS (TLS options were given).
     tls_by_default: bool,
+    /// The user requests are made as, if any.
+    login: Option<Arc<Login>>,
 }
 
 /// Turns `127.0.0.1:2379` or `http://127.0.0.1:2379` into a URL tonic can dial.
@@ -111,6 +114,7 @@ impl Endpoints {
             tls_options,
             tls: OnceLock::new(),
             tls_by_default,
+            login: None,
         };
         let members = endpoints
             .iter()
@@ -151,6 +155,31 @@ impl Endpoints {
             Ok(self.tls()?.channel_lazy(ep))
         } else {
             Ok(ep.connect_lazy())
+        }
+    }
+
+    /// Makes every request as the user of `login`.
+    pub(crate) fn with_login(mut self, login: Arc<Login>) -> Self {
+        self.login = Some(login);
+        self
+    }
+
+    /// The login requests carry, if any.
+    pub(crate) fn login(&self) -> Option<Arc<Login>> {
+        self.login.clone()
+    }
+
+    /// Logs in on the current member (when a user was given), so that a wrong password is
+    /// an error of the connect, as in clientv3.
+    pub(crate) async fn login_now(&self) -> Result<(), ClientError> {
+        match &self.login {
+            Some(l) => {
+                let (_, member) = self.current();
+                tokio::time::timeout(self.dial_timeout * 5, l.authenticate(member.channel))
+                    .await
+                    .map_err(|_| ClientError::Timeout(self.dial_timeout * 5))?
+            }
+            None => Ok(()),
         }
     }
 
@@ -287,10 +316,24 @@ impl Endpoints {
         let attempts = async {
             let tries = self.members().len().max(1);
             let mut last = ClientError::Unavailable("no endpoint tried".into());
-            for _ in 0..tries {
+            let mut relogged = false;
+            let mut attempt = 0;
+            while attempt < tries {
+                attempt += 1;
                 let (idx, member) = self.current();
-                match f(member.channel).await {
+                match f(member.channel.clone()).await {
                     Ok(resp) => return Ok(resp.into_inner()),
+                    Err(status) if status.message() == MSG_INVALID_TOKEN && !relogged => {
+                        // The token expired (or the member restarted): log in again and
+                        // repeat the request once; the refused request was not applied.
+                        let Some(login) = &opts.login else {
+                            return Err(ClientError::from_status(&status));
+                        };
+                        relogged = true;
+                        debug!(endpoint = %member.url, "token refused; logging in again");
+                        login.authenticate(member.channel).await?;
+                        attempt -= 1;
+                    }
                     Err(status) => {
                         let err = ClientError::from_status(&status);
                         let retry =
@@ -313,10 +356,11 @@ impl Endpoints {
     }
 }
 
-/// Wraps a message in a request carrying the call's deadline and RequireLeader mark.
+/// Wraps a message in a request carrying the call's deadline, RequireLeader mark and token.
 pub(crate) fn request<T>(msg: T, opts: &CallOptions) -> tonic::Request<T> {
     let mut req = tonic::Request::new(msg);
     req.set_timeout(opts.timeout);
+    add_token(&mut req, opts.login.as_deref());
     if opts.require_leader {
         req.metadata_mut().insert(
             REQUIRE_LEADER_KEY,

@@ -179,6 +179,7 @@ impl LeaseClient {
             .map_err(|_| ClientError::Closed)?;
         let (_, member) = self.inner.endpoints.current();
         let mut req = tonic::Request::new(ReceiverStream::new(rx));
+        super::auth::add_token(&mut req, call.login.as_deref());
         if call.require_leader {
             req.metadata_mut().insert(
                 super::endpoints::REQUIRE_LEADER_KEY,

@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod auth;
 mod cluster;
 mod duration;
 mod endpoints;
@@ -44,6 +45,7 @@ mod watch_stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use auth::AuthClient;
 pub use cluster::{ClusterClient, MemberAddOptions};
 pub use duration::parse_go_duration;
 pub use error::ClientError;
@@ -74,7 +76,7 @@ pub const DEFAULT_DIAL_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How a [`Client`] connects and what its requests default to.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientOptions {
     /// Time allowed to connect to one member.
     pub dial_timeout: Duration,
@@ -87,6 +89,22 @@ pub struct ClientOptions {
     /// TLS for `https://` endpoints (and for endpoints given without a scheme, when set);
     /// without it an `https://` endpoint is dialled with the system's roots.
     pub tls: Option<tls::TlsOptions>,
+    /// The user to log in as, and its password (etcdctl's `--user name:password`).
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ClientOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password.
+        f.debug_struct("ClientOptions")
+            .field("dial_timeout", &self.dial_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("require_leader", &self.require_leader)
+            .field("discover_endpoints", &self.discover_endpoints)
+            .field("tls", &self.tls.is_some())
+            .field("user", &self.user.as_ref().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 impl Default for ClientOptions {
@@ -97,6 +115,7 @@ impl Default for ClientOptions {
             require_leader: false,
             discover_endpoints: false,
             tls: None,
+            user: None,
         }
     }
 }
@@ -127,6 +146,11 @@ impl ClientOptions {
         self.tls = Some(tls);
         self
     }
+    /// Logs in as `name` when connecting, and again whenever the token expires.
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.user = Some((name.into(), password.into()));
+        self
+    }
     /// Discovers the other members' client URLs through MemberList after connecting.
     pub fn discover_endpoints(mut self, on: bool) -> Self {
         self.discover_endpoints = on;
@@ -135,12 +159,14 @@ impl ClientOptions {
 }
 
 /// The deadline and leader requirement of one call, resolved against the client defaults.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct CallOptions {
     /// Deadline of the whole call, failover included.
     pub(crate) timeout: Duration,
     /// Whether the call carries `hasleader: true`.
     pub(crate) require_leader: bool,
+    /// The login whose token the call carries (read when each attempt is sent).
+    pub(crate) login: Option<Arc<auth::Login>>,
 }
 
 /// Per-request overrides of the client defaults, shared by every options builder.
@@ -213,6 +239,7 @@ impl ClientInner {
         CallOptions {
             timeout: overrides.timeout.unwrap_or(self.options.request_timeout),
             require_leader: overrides.require_leader || self.options.require_leader,
+            login: self.endpoints.login(),
         }
     }
 }
@@ -234,8 +261,12 @@ impl Client {
             .into_iter()
             .map(|e| e.as_ref().to_string())
             .collect();
-        let eps = Endpoints::with_tls(&endpoints, options.dial_timeout, options.tls.as_ref())?;
+        let mut eps = Endpoints::with_tls(&endpoints, options.dial_timeout, options.tls.as_ref())?;
+        if let Some((name, password)) = &options.user {
+            eps = eps.with_login(auth::Login::new(name.clone(), password.clone()));
+        }
         eps.dial_any().await?;
+        eps.login_now().await?;
         let client = Client {
             inner: Arc::new(ClientInner {
                 endpoints: Arc::new(eps),
@@ -299,5 +330,10 @@ impl Client {
     /// Status and snapshot.
     pub fn maintenance(&self) -> MaintenanceClient {
         MaintenanceClient::new(Arc::clone(&self.inner))
+    }
+
+    /// Users, roles and permissions.
+    pub fn auth(&self) -> AuthClient {
+        AuthClient::new(Arc::clone(&self.inner))
     }
 }

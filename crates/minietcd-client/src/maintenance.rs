@@ -74,6 +74,7 @@ impl MaintenanceClient {
         let call = self.inner.call_options(opts.call);
         let (_, member) = self.inner.endpoints.current();
         let mut req = tonic::Request::new(SnapshotRequest {});
+        super::auth::add_token(&mut req, call.login.as_deref());
         if call.require_leader {
             req.metadata_mut().insert(
                 super::endpoints::REQUIRE_LEADER_KEY,

@@ -264,6 +264,7 @@ impl WatchStream {
         }
         let (endpoint, member) = self.endpoints.current();
         let mut request = tonic::Request::new(ReceiverStream::new(rx));
+        crate::auth::add_token(&mut request, self.endpoints.login().as_deref());
         if self.require_leader {
             request.metadata_mut().insert(
                 REQUIRE_LEADER_KEY,

@@ -68,6 +68,9 @@ pub struct Cli {
           default_missing_value = "true", default_value_t = true,
           action = clap::ArgAction::Set, env = "ETCDCTL_INSECURE_TRANSPORT")]
     pub insecure_transport: bool,
+    /// username[:password] for authentication (prompt if password is not supplied)
+    #[arg(long, global = true, env = "ETCDCTL_USER")]
+    pub user: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -116,6 +119,15 @@ pub enum Command {
     /// Manages etcd node snapshots
     #[command(subcommand)]
     Snapshot(SnapshotCommand),
+    /// User related commands
+    #[command(subcommand)]
+    User(crate::auth_cmd::UserCommand),
+    /// Role related commands
+    #[command(subcommand)]
+    Role(crate::auth_cmd::RoleCommand),
+    /// Enable or disable authentication
+    #[command(subcommand)]
+    Auth(crate::auth_cmd::AuthCommand),
 }
 
 #[derive(Args, Debug)]

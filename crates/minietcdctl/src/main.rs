@@ -4,6 +4,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod args;
+mod auth_cmd;
 mod json;
 mod ops;
 mod printer;
@@ -429,6 +430,16 @@ async fn run(cli: Cli) -> Result<(), Failure> {
     if let Some(tls) = cli.tls() {
         options = options.tls(tls);
     }
+    if let Some(user) = &cli.user {
+        // etcdctl's `--user name:password`; a missing password would be prompted for.
+        let Some((name, password)) = user.split_once(':') else {
+            return Err(Failure::new(
+                ops::EXIT_BAD_ARGS,
+                "reading the password from a terminal is not supported; use --user name:password",
+            ));
+        };
+        options = options.user(name, password);
+    }
     let ctx = Ctx {
         endpoints: cli.endpoints.clone(),
         options,
@@ -476,6 +487,9 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             emit(&printer::snapshot_status(ctx.format, &st))
         }
         Command::Snapshot(SnapshotCommand::Restore(a)) => run_snapshot_restore(a),
+        Command::User(c) => emit(&auth_cmd::run_user(&ctx.client().await?, c).await?),
+        Command::Role(c) => emit(&auth_cmd::run_role(&ctx.client().await?, c).await?),
+        Command::Auth(c) => emit(&auth_cmd::run_auth(&ctx.client().await?, c).await?),
     }
 }
 

@@ -40,6 +40,8 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::Timeout(_) => Failure::new(EXIT_ERROR, "context deadline exceeded"),
+            // etcdctl prints a server's error as its message alone.
+            ClientError::Server { message, .. } => Failure::new(EXIT_ERROR, message),
             e => Failure::new(EXIT_ERROR, e.to_string()),
         }
     }

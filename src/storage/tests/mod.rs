@@ -1,6 +1,7 @@
 //! Unit tests of the store. Behaviours marked "etcd 3.4" were checked against a real etcd
 //! 3.4.23 with etcdctl and its JSON gateway.
 
+mod auth;
 mod compaction;
 mod defrag;
 mod kv;
