@@ -43,11 +43,16 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
 use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
+use crate::server::concurrency::LocalClient;
+use crate::server::election::ElectionService;
+use crate::server::lock::LockService;
 use crate::server::grpc_metrics::GrpcMetricsLayer;
 use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
@@ -537,6 +542,13 @@ fn client_routes(s: &Services) -> Routes {
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;
+    // The Lock and Election services call the member's own KV, lease and watch services.
+    let local = LocalClient::new(
+        s.ctx.clone(),
+        s.lessor.clone(),
+        s.admin.clone(),
+        s.watchable.clone(),
+    );
     let mut grpc = RoutesBuilder::default();
     grpc.add_service(InterceptedService::new(
         KvServer::new(KvService::new(s.ctx.clone()))
@@ -563,6 +575,14 @@ fn client_routes(s: &Services) -> Routes {
             s.admin.clone(),
             s.leader.clone(),
         )),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LockServer::new(LockService::new(local.clone())).max_decoding_message_size(max_msg),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ElectionServer::new(ElectionService::new(local)).max_decoding_message_size(max_msg),
         require_leader,
     ))
     .add_service(

@@ -8,6 +8,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         format!("{dir}/kv.proto"),
         format!("{dir}/auth.proto"),
         format!("{dir}/rpc.proto"),
+        format!("{dir}/v3lock.proto"),
+        format!("{dir}/v3election.proto"),
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

@@ -4,11 +4,14 @@
 pub mod admin;
 pub mod authority_fix;
 pub mod cluster;
+pub mod concurrency;
+pub mod election;
 pub mod grpc_metrics;
 pub mod header;
 pub mod http;
 pub mod kv;
 pub mod lease;
+pub mod lock;
 pub mod maintenance;
 pub mod quota;
 pub mod status;
