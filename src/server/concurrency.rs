@@ -207,7 +207,11 @@ impl LocalClient {
             key: key.to_vec(),
             ..Default::default()
         };
-        let resp = self.kv.delete_range(Request::new(req)).await.map_err(relay)?;
+        let resp = self
+            .kv
+            .delete_range(Request::new(req))
+            .await
+            .map_err(relay)?;
         Ok(resp.into_inner().header)
     }
 
@@ -248,8 +252,7 @@ impl LocalClient {
             if d.compact_revision != 0 {
                 return Err(go_error(&ApiError::Compacted.to_string()));
             }
-            if d
-                .events
+            if d.events
                 .iter()
                 .any(|ev| ev.r#type == EventType::Delete as i32)
             {

@@ -189,7 +189,11 @@ impl Election for ElectionService {
     ) -> Result<Response<LeaderResponse>, Status> {
         let prefix = prefix_of(&req.into_inner().name);
         let resp = self.client.range(first_created(&prefix)).await?;
-        let kv = resp.kvs.into_iter().next().ok_or_else(|| go_error(NO_LEADER))?;
+        let kv = resp
+            .kvs
+            .into_iter()
+            .next()
+            .ok_or_else(|| go_error(NO_LEADER))?;
         Ok(Response::new(LeaderResponse {
             header: resp.header,
             kv: Some(kv),

@@ -81,7 +81,9 @@ impl Lock for LockService {
             .await?;
         let mut my_rev = resp.header.as_ref().map_or(0, |h| h.revision);
         if !resp.succeeded {
-            my_rev = range_kvs(&resp, 0).first().map_or(0, |kv| kv.create_revision);
+            my_rev = range_kvs(&resp, 0)
+                .first()
+                .map_or(0, |kv| kv.create_revision);
         }
         let owner_rev = range_kvs(&resp, 1).first().map(|kv| kv.create_revision);
         if owner_rev.is_none_or(|r| r == my_rev) {

@@ -17,6 +17,7 @@ mod etcdctl;
 mod flags;
 mod kv;
 mod lease;
+mod lock_election;
 mod maint;
 mod ops_http;
 mod reconfig;
