@@ -594,12 +594,19 @@ fn client_routes(s: &Services) -> Routes {
         ))
         .max_decoding_message_size(max_msg),
     );
-    let all = grpc
-        .routes()
+    let grpc = grpc.routes();
+    let mut all = grpc
+        .clone()
         .into_axum_router()
-        .merge(http::client_routes(s.http.clone()))
-        .fallback(http::not_found);
-    Routes::from(all)
+        .merge(http::client_routes(s.http.clone()));
+    // The JSON gateway calls the gRPC services above in-process.
+    match crate::server::gateway::routes(grpc) {
+        Ok(gateway) => all = all.merge(gateway),
+        Err(e) => {
+            tracing::error!(error = %e, "the JSON gateway's descriptors do not load; serving without it")
+        }
+    }
+    Routes::from(all.fallback(http::not_found))
 }
 
 /// Serves `router` on `l` until the stop signal.

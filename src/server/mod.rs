@@ -6,6 +6,7 @@ pub mod authority_fix;
 pub mod cluster;
 pub mod concurrency;
 pub mod election;
+pub mod gateway;
 pub mod grpc_metrics;
 pub mod header;
 pub mod http;

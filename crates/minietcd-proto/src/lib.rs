@@ -29,3 +29,8 @@ pub mod v3lockpb {
 pub mod v3electionpb {
     tonic::include_proto!("v3electionpb");
 }
+
+/// The encoded `FileDescriptorSet` of every message and service above, for code that maps
+/// messages by their descriptors (the server's JSON gateway).
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/etcd_descriptor.bin"));
