@@ -15,6 +15,7 @@ mod errors;
 mod etcd_cluster;
 mod etcdctl;
 mod flags;
+mod gateway;
 mod kv;
 mod lease;
 mod lock_election;
