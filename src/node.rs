@@ -455,6 +455,19 @@ fn start_background(
             .clone()
             .run(services.ctx.proposer.clone(), stop_rx.clone()),
     );
+    if let Some(mode) = cfg.auto_compaction {
+        let member = crate::server::compactor::Member {
+            ctx: services.ctx.clone(),
+            leader: services.leader.clone(),
+        };
+        let stop = self::stopped(stop_rx);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::server::compactor::run(mode, member) => {}
+                () = stop => {}
+            }
+        });
+    }
     Background {
         publish: Some(publish),
         lessor,

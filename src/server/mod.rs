@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod authority_fix;
 pub mod cluster;
+pub mod compactor;
 pub mod concurrency;
 pub mod election;
 pub mod gateway;
