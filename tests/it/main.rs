@@ -1,6 +1,7 @@
 //! All integration tests compile into this one binary; each module drives real processes.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
+mod auto_compaction;
 mod bench_smoke;
 mod client_kv;
 mod client_watch;
