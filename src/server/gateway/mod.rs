@@ -26,8 +26,11 @@ use tonic::client::Grpc;
 use tonic::service::Routes;
 use tonic::{Code, Status};
 
+use tower_layer::Layer;
+
 use self::codec::RawCodec;
 use self::json::{request_from_json, response_to_json, Descriptors};
+use super::grpc_metrics::{GrpcMetrics, GrpcMetricsLayer};
 
 /// Gateway paths (after `/v3` or `/v3beta`) and the gRPC method each calls: etcd 3.4's
 /// `google.api.http` annotations.
@@ -126,11 +129,15 @@ const ROUTES: &[(&str, &str, &str)] = &[
 /// The largest unary request body the gateway reads.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// The member's gRPC services as the gateway calls them: counted in the gRPC metrics, as
+/// etcd's gateway calls are (they go through its gRPC server).
+type GrpcRoutes = GrpcMetrics<Routes>;
+
 /// What the gateway's handler needs.
 #[derive(Clone)]
 pub struct Gateway {
     /// The member's gRPC services, called in-process.
-    grpc: Routes,
+    grpc: GrpcRoutes,
     /// The API's message and method descriptors.
     descriptors: Descriptors,
 }
@@ -138,7 +145,7 @@ pub struct Gateway {
 /// The gateway's routes, calling the gRPC services of `grpc`.
 pub fn routes(grpc: Routes) -> Result<axum::Router, json::JsonError> {
     let gateway = Gateway {
-        grpc,
+        grpc: GrpcMetricsLayer.layer(grpc),
         descriptors: Descriptors::load()?,
     };
     Ok(axum::Router::new()
@@ -175,7 +182,7 @@ async fn handle(State(g): State<Gateway>, req: Request) -> Response {
 
 /// Calls `method` with the request(s) in `body`; the HTTP response.
 async fn call(
-    grpc: Routes,
+    grpc: GrpcRoutes,
     method: &MethodDescriptor,
     path: PathAndQuery,
     body: Body,
