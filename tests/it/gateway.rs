@@ -276,6 +276,20 @@ fn bad_requests(base: &str) -> Vec<String> {
     seen.push(String::from_utf8_lossy(&get.stdout).into_owned());
     let (code, text) = post(base, "/v3/nope", "{}");
     seen.push(format!("{code} {text}"));
+    // A CORS preflight: 200, empty, with etcd's CORS headers.
+    let preflight = Command::new(require_program("curl"))
+        .args(["-s", "-i", "-X", "OPTIONS", "--max-time", CURL_MAX_SECS])
+        .arg(format!("{base}/v3/kv/range"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&preflight.stdout).to_lowercase();
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("http/") || l.starts_with("access-control-"))
+        .map(str::trim)
+        .collect();
+    lines.sort_unstable();
+    seen.push(lines.join("|"));
     seen
 }
 

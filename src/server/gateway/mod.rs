@@ -155,6 +155,12 @@ pub fn routes(grpc: Routes) -> Result<axum::Router, json::JsonError> {
 }
 
 async fn handle(State(g): State<Gateway>, req: Request) -> Response {
+    if req.method() == Method::OPTIONS {
+        // A CORS preflight: etcd answers every path so.
+        let mut resp = StatusCode::OK.into_response();
+        set_cors_headers(&mut resp);
+        return resp;
+    }
     let path = req.uri().path();
     let rest = path
         .strip_prefix("/v3beta")
@@ -360,8 +366,14 @@ fn plain(status: StatusCode, message: &str) -> Response {
 
 /// The content type, and the CORS headers etcd's gateway answers with.
 fn set_gateway_headers(resp: &mut Response, content_type: &'static str) {
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    set_cors_headers(resp);
+}
+
+/// The CORS headers etcd answers with on its client port (`--cors` at its default `*`).
+fn set_cors_headers(resp: &mut Response) {
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
         HeaderValue::from_static("*"),
