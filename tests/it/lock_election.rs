@@ -400,3 +400,47 @@ async fn lock_and_election_services_answer_as_etcd() {
     }
     assert_eq!(outputs[1], outputs[0], "minietcd differs from etcd");
 }
+
+/// On a three-member cluster: the lock held through one member, waited for through another;
+/// the release through the first wakes the waiter on the second (its wait watches the
+/// follower's own store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_waiter_on_another_member_is_woken() {
+    for kind in [ServerKind::Etcd, ServerKind::Minietcd] {
+        let c = Cluster::start_ready(ClusterConfig::new(kind, 3)).await;
+        let a = Client::connect([c.endpoint(0)], None)
+            .await
+            .expect("connect");
+        let b = Client::connect([c.endpoint(1)], None)
+            .await
+            .expect("connect");
+        tokio::time::timeout(SCENARIO_TIMEOUT, async {
+            let l1 = a.lease_client().grant(60, None).await.expect("grant").id();
+            let l2 = b.lease_client().grant(60, None).await.expect("grant").id();
+            let held = a
+                .lock_client()
+                .lock("m", Some(LockOptions::new().with_lease(l1)))
+                .await
+                .expect("lock");
+            let mut waiter_client = b.lock_client();
+            let waiter = tokio::spawn(async move {
+                waiter_client
+                    .lock("m", Some(LockOptions::new().with_lease(l2)))
+                    .await
+            });
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(!waiter.is_finished(), "{kind:?}: two holders of one lock");
+            a.lock_client().unlock(held.key()).await.expect("unlock");
+            let got = tokio::time::timeout(GRANT_TIMEOUT, waiter)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{kind:?}: the waiter on another member never got the lock")
+                })
+                .expect("task")
+                .expect("lock");
+            assert_eq!(got.key(), format!("m/{l2:x}").as_bytes());
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{kind:?}: scenario timed out"));
+    }
+}
