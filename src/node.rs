@@ -561,6 +561,7 @@ fn client_routes(s: &Services) -> Routes {
         s.lessor.clone(),
         s.admin.clone(),
         s.watchable.clone(),
+        s.watch_config.stopping.clone(),
     );
     let mut grpc = RoutesBuilder::default();
     grpc.add_service(InterceptedService::new(

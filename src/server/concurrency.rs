@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::{Code, Request, Status};
 
 use crate::lessor::Lessor;
@@ -36,6 +36,7 @@ use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
 use super::admin::Admin;
 use super::kv::KvService;
 use super::lease::LeaseService;
+use super::watch::SERVER_STOPPED;
 use super::{ApiError, ServerContext};
 
 /// clientv3 concurrency's `defaultSessionTTL`: the TTL of the lease a request without one gets.
@@ -54,6 +55,9 @@ pub struct LocalClient {
     watchable: Arc<WatchableStore>,
     /// Headers of watch answers (Observe's responses carry them).
     ctx: ServerContext,
+    /// Turns true when the member stops: waits then end, so that they do not hold up the
+    /// server's graceful shutdown (as watch streams end then).
+    stopping: Option<watch::Receiver<bool>>,
 }
 
 /// The same error message under gRPC code Unknown: etcd's lock and election services call
@@ -156,13 +160,25 @@ impl LocalClient {
         lessor: Arc<Lessor>,
         admin: Admin,
         watchable: Arc<WatchableStore>,
+        stopping: Option<watch::Receiver<bool>>,
     ) -> Arc<Self> {
         Arc::new(LocalClient {
             kv: KvService::new(ctx.clone()),
             lease: LeaseService::new(ctx.clone(), lessor, admin),
             watchable,
             ctx,
+            stopping,
         })
+    }
+
+    /// Resolves once the member stops (never without a stop signal).
+    pub async fn stopped(&self) {
+        match self.stopping.clone() {
+            Some(mut rx) => {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+            None => std::future::pending().await,
+        }
     }
 
     /// A header at `revision`, for answers built from watch events.
@@ -219,6 +235,17 @@ impl LocalClient {
     /// at or below `max_create_rev`, one key at a time (the newest such key first), and
     /// answers the header of the range that found none.
     pub async fn wait_deletes(
+        &self,
+        prefix: &[u8],
+        max_create_rev: i64,
+    ) -> Result<Option<ResponseHeader>, Status> {
+        tokio::select! {
+            r = self.wait_deletes_until_stopped(prefix, max_create_rev) => r,
+            () = self.stopped() => Err(relay(Status::unavailable(SERVER_STOPPED))),
+        }
+    }
+
+    async fn wait_deletes_until_stopped(
         &self,
         prefix: &[u8],
         max_create_rev: i64,

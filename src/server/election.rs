@@ -31,6 +31,7 @@ use super::concurrency::{
     create_revision_is, first_created, get_op, go_error, lease_key, prefix_of, put_op, range_kvs,
     LocalClient,
 };
+use super::watch::SERVER_STOPPED;
 
 /// etcd's `ErrMissingLeaderKey`.
 const MISSING_LEADER_KEY: &str = "\"leader\" field must be provided";
@@ -215,6 +216,9 @@ impl Election for ElectionService {
             tokio::select! {
                 () = observe(&client, &prefix, &tx) => {}
                 () = tx.closed() => {}
+                () = client.stopped() => {
+                    let _ = tx.send(Err(Status::unavailable(SERVER_STOPPED))).await;
+                }
             }
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
