@@ -444,3 +444,40 @@ async fn lock_waiter_on_another_member_is_woken() {
         .unwrap_or_else(|_| panic!("{kind:?}: scenario timed out"));
     }
 }
+
+/// A member that stops ends its Observe streams with etcd's `etcdserver: server stopped`
+/// rather than leaving them open until the shutdown's grace period cuts them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_streams_end_when_the_member_stops() {
+    let mut c = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
+    let client = Client::connect([c.endpoint(0)], None)
+        .await
+        .expect("connect");
+    let lease = client
+        .lease_client()
+        .grant(60, None)
+        .await
+        .expect("grant")
+        .id();
+    let mut el = client.election_client();
+    el.campaign("s", "v", lease).await.expect("campaign");
+    let mut observe = el.observe("s").await.expect("observe");
+    let first = tokio::time::timeout(GRANT_TIMEOUT, observe.message())
+        .await
+        .expect("leader")
+        .expect("observe")
+        .expect("leader message");
+    assert_eq!(first.kv().map(|kv| kv.value()), Some(&b"v"[..]));
+    let stopping = tokio::task::spawn_blocking(move || {
+        c.terminate(0, Duration::from_secs(10));
+        c
+    });
+    let end = tokio::time::timeout(GRANT_TIMEOUT, observe.message())
+        .await
+        .expect("the observe stream stayed open after the member stopped");
+    match end {
+        Err(Error::GRpcStatus(s)) => assert_eq!(s.message(), "etcdserver: server stopped"),
+        other => panic!("the observe stream ended with {other:?}"),
+    }
+    let _c = stopping.await.expect("terminate");
+}
