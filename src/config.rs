@@ -150,6 +150,8 @@ pub struct Config {
     pub initial_corrupt_check: bool,
     /// `--wal-dir`: the Raft log's segments outside the data dir.
     pub wal_dir: Option<PathBuf>,
+    /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off (retention 0).
+    pub auto_compaction: Option<AutoCompaction>,
     /// HTTP/2 concurrent streams per client connection.
     pub max_concurrent_streams: u32,
     /// Server-to-client pings; `None` disables them.
@@ -311,6 +313,7 @@ impl Config {
             pre_vote: f.pre_vote,
             initial_corrupt_check: f.experimental_initial_corrupt_check,
             wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
+            auto_compaction: auto_compaction(f.auto_compaction_mode, &f.auto_compaction_retention)?,
             max_concurrent_streams: f.max_concurrent_streams,
             grpc_keepalive_interval: Some(f.grpc_keepalive_interval).filter(|d| !d.is_zero()),
             grpc_keepalive_timeout: f.grpc_keepalive_timeout,
@@ -434,6 +437,47 @@ fn check_auth_token(opts: &str) -> Result<(), ConfigError> {
             reason: format!("unknown token type {other:?} (etcd's: simple, jwt)"),
         }),
     }
+}
+
+/// What `--auto-compaction-mode` and `--auto-compaction-retention` ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoCompaction {
+    /// Keep the history of the last duration.
+    Periodic(Duration),
+    /// Keep the last N revisions.
+    Revision(i64),
+}
+
+/// etcd 3.4's `parseCompactionRetention`: a non-negative integer is hours (periodic) or
+/// revisions (revision); anything else is a Go duration (which revision mode then reads as a
+/// count of nanoseconds, as etcd does). Zero turns auto compaction off.
+fn auto_compaction(
+    mode: flags::AutoCompactionMode,
+    retention: &str,
+) -> Result<Option<AutoCompaction>, ConfigError> {
+    let periodic = mode == flags::AutoCompactionMode::Periodic;
+    let parsed = match retention.parse::<i64>() {
+        Ok(n) if n >= 0 && periodic => {
+            AutoCompaction::Periodic(Duration::from_secs(n.unsigned_abs().saturating_mul(3600)))
+        }
+        Ok(n) if n >= 0 => AutoCompaction::Revision(n),
+        _ => {
+            let d = parse_go_duration(retention).map_err(|e| ConfigError::BadValue {
+                flag: "auto-compaction-retention",
+                reason: format!("error parsing CompactionRetention: {e}"),
+            })?;
+            if periodic {
+                AutoCompaction::Periodic(d)
+            } else {
+                AutoCompaction::Revision(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            }
+        }
+    };
+    Ok(match parsed {
+        AutoCompaction::Periodic(d) if d.is_zero() => None,
+        AutoCompaction::Revision(0) => None,
+        a => Some(a),
+    })
 }
 
 /// Applies `flags::STATUS` to the values given: a refused flag set to anything but its
@@ -885,14 +929,13 @@ mod load_tests {
                 "--experimental-backend-bbolt-freelist-type=map",
                 "--log-package-levels=etcdserver=DEBUG",
                 "--experimental-initial-corrupt-check",
-                "--auto-compaction-retention=1h",
                 "--cors=http://a",
             ],
             &[],
         )
         .unwrap();
         let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
-        assert_eq!(warned.len(), 7, "{warned:?}");
+        assert_eq!(warned.len(), 6, "{warned:?}");
         assert!(
             warned[0].starts_with("--max-wals=3 has no effect: "),
             "{warned:?}"
@@ -1016,5 +1059,37 @@ mod load_tests {
         std::fs::write(&path, "name: [unclosed\n").unwrap();
         let e = err(&["--config-file", file], &[]);
         assert!(e.starts_with(&format!("--config-file {file}: ")), "{e}");
+    }
+
+    #[test]
+    fn auto_compaction_retention_as_etcd_parses_it() {
+        let mode = |args: &[&str]| load(args, &[]).unwrap().auto_compaction;
+        assert_eq!(mode(&[]), None);
+        assert_eq!(
+            mode(&["--auto-compaction-retention=2"]),
+            Some(AutoCompaction::Periodic(Duration::from_secs(7200)))
+        );
+        assert_eq!(
+            mode(&["--auto-compaction-retention=90s"]),
+            Some(AutoCompaction::Periodic(Duration::from_secs(90)))
+        );
+        assert_eq!(
+            mode(&[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=1000"
+            ]),
+            Some(AutoCompaction::Revision(1000))
+        );
+        assert_eq!(
+            mode(&[
+                "--auto-compaction-mode=revision",
+                "--auto-compaction-retention=0"
+            ]),
+            None
+        );
+        let e = err(&["--auto-compaction-retention=soon"], &[]);
+        assert!(e.contains("error parsing CompactionRetention"), "{e}");
+        let e = err(&["--auto-compaction-mode=weekly"], &[]);
+        assert!(e.contains("weekly"), "{e}");
     }
 }

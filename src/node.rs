@@ -44,16 +44,21 @@ use crate::pb::etcdserverpb::kv_server::KvServer;
 use crate::pb::etcdserverpb::lease_server::LeaseServer;
 use crate::pb::etcdserverpb::maintenance_server::MaintenanceServer;
 use crate::pb::etcdserverpb::watch_server::WatchServer;
+use crate::pb::v3electionpb::election_server::ElectionServer;
+use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
 use crate::server::admin::Admin;
 use crate::server::auth::AuthService;
 use crate::server::authority_fix::AuthorityFix;
 use crate::server::cluster::ClusterService;
+use crate::server::concurrency::LocalClient;
+use crate::server::election::ElectionService;
 use crate::server::grpc_metrics::GrpcMetricsLayer;
 use crate::server::http::{self, HttpState};
 use crate::server::kv::KvService;
 use crate::server::lease::LeaseService;
+use crate::server::lock::LockService;
 use crate::server::maintenance::MaintenanceService;
 use crate::server::quota::SpaceQuota;
 use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
@@ -514,6 +519,19 @@ fn start_background(
             .clone()
             .run(services.ctx.proposer.clone(), stop_rx.clone()),
     );
+    if let Some(mode) = cfg.auto_compaction {
+        let member = crate::server::compactor::Member {
+            ctx: services.ctx.clone(),
+            leader: services.leader.clone(),
+        };
+        let stop = self::stopped(stop_rx);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = crate::server::compactor::run(mode, member) => {}
+                () = stop => {}
+            }
+        });
+    }
     Background {
         publish: Some(publish),
         lessor,
@@ -614,6 +632,14 @@ fn client_routes(s: &Services) -> Routes {
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;
+    // The Lock and Election services call the member's own KV, lease and watch services.
+    let local = LocalClient::new(
+        s.ctx.clone(),
+        s.lessor.clone(),
+        s.admin.clone(),
+        s.watchable.clone(),
+        s.watch_config.stopping.clone(),
+    );
     let mut grpc = RoutesBuilder::default();
     grpc.add_service(InterceptedService::new(
         KvServer::new(KvService::new(s.ctx.clone()))
@@ -644,6 +670,14 @@ fn client_routes(s: &Services) -> Routes {
     ))
     .add_service(InterceptedService::new(
         AuthServer::new(AuthService::new(s.ctx.clone(), s.auth)),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        LockServer::new(LockService::new(local.clone())).max_decoding_message_size(max_msg),
+        require_leader.clone(),
+    ))
+    .add_service(InterceptedService::new(
+        ElectionServer::new(ElectionService::new(local)).max_decoding_message_size(max_msg),
         require_leader,
     ))
     .add_service(
@@ -658,12 +692,19 @@ fn client_routes(s: &Services) -> Routes {
         )
         .max_decoding_message_size(max_msg),
     );
-    let all = grpc
-        .routes()
+    let grpc = grpc.routes();
+    let mut all = grpc
+        .clone()
         .into_axum_router()
-        .merge(http::client_routes(s.http.clone()))
-        .fallback(http::not_found);
-    Routes::from(all)
+        .merge(http::client_routes(s.http.clone()));
+    // The JSON gateway calls the gRPC services above in-process.
+    match crate::server::gateway::routes(grpc) {
+        Ok(gateway) => all = all.merge(gateway),
+        Err(e) => {
+            tracing::error!(error = %e, "the JSON gateway's descriptors do not load; serving without it")
+        }
+    }
+    Routes::from(all.fallback(http::not_found))
 }
 
 /// Serves `router` on `l` until the stop signal; over TLS when `tls` is given.

@@ -518,14 +518,10 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ("pre-vote", Implemented, "openraft's Pre-Vote phase before each election"),
         (
             "auto-compaction-retention",
-            NoEffect,
-            "auto compaction arrives with its own issue; compact with the Compact RPC",
+            Implemented,
+            "the leader proposes each compaction through Raft, as etcd's compactor",
         ),
-        (
-            "auto-compaction-mode",
-            NoEffect,
-            "auto compaction arrives with its own issue",
-        ),
+        ("auto-compaction-mode", Implemented, ""),
         (
             "enable-v2",
             Refused,

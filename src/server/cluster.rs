@@ -44,8 +44,9 @@ impl ClusterService {
             .ok_or_else(|| ApiError::Internal("empty admin answer".into()).into())
     }
 
+    /// etcd 3.4's cluster server fills cluster id, member id and term, not the revision.
     fn header(&self) -> Option<crate::pb::etcdserverpb::ResponseHeader> {
-        Some(self.ctx.header.at(self.ctx.store.current_revision()))
+        Some(self.ctx.header.at(0))
     }
 }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 mod auth;
+mod auto_compaction;
 mod bench_smoke;
 mod certs;
 mod client_kv;
@@ -18,8 +19,10 @@ mod errors;
 mod etcd_cluster;
 mod etcdctl;
 mod flags;
+mod gateway;
 mod kv;
 mod lease;
+mod lock_election;
 mod maint;
 mod ops_http;
 mod reconfig;
