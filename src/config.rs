@@ -928,14 +928,13 @@ mod load_tests {
                 "--backend-batch-limit=10",
                 "--experimental-backend-bbolt-freelist-type=map",
                 "--log-package-levels=etcdserver=DEBUG",
-                "--experimental-initial-corrupt-check",
                 "--cors=http://a",
             ],
             &[],
         )
         .unwrap();
         let warned: Vec<&str> = c.notices.iter().map(|n| n.message.as_str()).collect();
-        assert_eq!(warned.len(), 6, "{warned:?}");
+        assert_eq!(warned.len(), 5, "{warned:?}");
         assert!(
             warned[0].starts_with("--max-wals=3 has no effect: "),
             "{warned:?}"

@@ -583,8 +583,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
             NoEffect,
             "TLS uses rustls' safe default cipher suites",
         ),
-        ("cors", NoEffect, "no HTTP gateway yet: gRPC has no CORS"),
-        ("host-whitelist", NoEffect, "no HTTP gateway yet"),
+        ("cors", NoEffect, "the JSON gateway answers CORS preflights for any origin (etcd's default \"*\"); other origin lists are not applied"),
+        ("host-whitelist", NoEffect, "the HTTP endpoints and the JSON gateway answer every Host (etcd's default \"*\")"),
         (
             "auth-token",
             Implemented,
