@@ -21,16 +21,41 @@ use crate::storage::{AuthInfo, Need};
 pub const TOKEN_METADATA: &str = "token";
 /// The gRPC gateway's spelling of it (`TokenFieldNameSwagger`).
 const TOKEN_METADATA_GATEWAY: &str = "authorization";
+/// Where the common name of the caller's verified client certificate travels from the
+/// transport to the services (see [`mark_cert_user`]); a value sent by a client is dropped.
+const CERT_USER_METADATA: &str = "minietcd-cert-user";
+
+/// Puts the common name of the request's verified client certificate (there is one only with
+/// `--client-cert-auth` or a trusted CA) where [`ServerContext::caller`] finds it, and drops
+/// any such entry the client sent itself. etcd's `AuthInfoFromTLS`: without a token, the CN
+/// is the user.
+pub fn mark_cert_user<T>(req: &mut tonic::Request<T>) {
+    req.metadata_mut().remove(CERT_USER_METADATA);
+    let Some(cn) = crate::tls::peer_common_name(req) else {
+        return;
+    };
+    if let Ok(v) = cn.parse() {
+        req.metadata_mut().insert(CERT_USER_METADATA, v);
+    }
+}
 
 impl ServerContext {
-    /// The caller a request's token names: empty (no user, revision 0) without a token;
-    /// "invalid auth token" for an unknown or expired one, whether auth is on or not, as
-    /// in etcd (a client then logs in again).
+    /// The caller a request's token names; without a token, the common name of its client
+    /// certificate (at the current auth revision, as etcd's `AuthInfoFromTLS`), else empty
+    /// (no user, revision 0); "invalid auth token" for an unknown or expired token, whether
+    /// auth is on or not, as in etcd (a client then logs in again).
     pub fn caller(&self, md: &MetadataMap) -> Result<AuthInfo, ApiError> {
         let Some(token) = md
             .get(TOKEN_METADATA)
             .or_else(|| md.get(TOKEN_METADATA_GATEWAY))
         else {
+            if let Some(cn) = md.get(CERT_USER_METADATA).and_then(|v| v.to_str().ok()) {
+                let (_, revision) = self.store.auth_status()?;
+                return Ok(AuthInfo {
+                    username: cn.to_string(),
+                    revision,
+                });
+            }
             return Ok(AuthInfo::default());
         };
         let token = token.to_str().map_err(|_| ApiError::InvalidAuthToken)?;

@@ -220,9 +220,10 @@ impl Watch for WatchService {
 
     async fn watch(
         &self,
-        request: Request<Streaming<WatchRequest>>,
+        mut request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         check_require_leader(request.metadata(), &self.leader)?;
+        super::auth_check::mark_cert_user(&mut request);
         let leader = requires_leader(request.metadata()).then(|| self.leader.clone());
         let (out_tx, out_rx) = mpsc::channel(OUT_BUF_LEN);
         let (tx, rx) = mpsc::channel(CHAN_BUF_LEN);

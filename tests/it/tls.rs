@@ -484,3 +484,68 @@ fn bad_certificates_and_flags_are_one_line_errors() {
         assert_eq!(errors, 1, "{args:?}: {err}");
     }
 }
+
+/// With auth on, a request without a token is made as the user its client certificate names
+/// (CN `alice`), as etcd's `AuthInfoFromTLS`; what alice's role does not cover is denied.
+async fn cert_user_session(kind: ServerKind, certs: &Certs) -> Vec<String> {
+    let cluster = Cluster::start(ClusterConfig::new(kind, 1).tls(certs.cluster_tls(true, false)));
+    cluster.wait_ready().await;
+    let url = cluster.members[0].client_url();
+    let tls = cluster.tls.as_ref().unwrap().etcdctl_flags();
+    for args in [
+        vec!["user", "add", "root:rootpw"],
+        vec!["user", "grant-role", "root", "root"],
+        vec!["user", "add", "alice:alicepw"],
+        vec!["role", "add", "cn"],
+        vec![
+            "role",
+            "grant-permission",
+            "cn",
+            "readwrite",
+            "cn/",
+            "--prefix",
+        ],
+        vec!["user", "grant-role", "alice", "cn"],
+        vec!["auth", "enable"],
+    ] {
+        ctl_ok(&url, &tls, &args);
+    }
+    let mut seen = Vec::new();
+    for args in [
+        vec!["put", "cn/x", "1"],
+        vec!["get", "cn/x"],
+        vec!["put", "other", "1"],
+        vec!["get", "other"],
+        vec!["user", "list"],
+    ] {
+        let out = etcdctl(&url, &tls, &args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        let last = err
+            .trim_end()
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .to_string();
+        seen.push(format!(
+            "{} {:?} {}",
+            out.status.success(),
+            stdout(&out),
+            last
+        ));
+    }
+    seen
+}
+
+#[tokio::test]
+async fn the_client_certificate_names_the_user_when_auth_is_on() {
+    let certs = Certs::new();
+    tokio::time::timeout(TEST_TIMEOUT, async {
+        let etcd = cert_user_session(ServerKind::Etcd, &certs).await;
+        let ours = cert_user_session(ServerKind::Minietcd, &certs).await;
+        assert!(etcd[0].starts_with("true"), "etcd: {etcd:?}");
+        assert!(etcd[2].contains("permission denied"), "etcd: {etcd:?}");
+        assert_eq!(ours, etcd);
+    })
+    .await
+    .expect("test timed out");
+}
