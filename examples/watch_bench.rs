@@ -147,6 +147,7 @@ async fn serve() {
             let (store, ws) = (store.clone(), ws.clone());
             let rev = tokio::task::spawn_blocking(move || {
                 let req = InternalRequest {
+                    caller: None,
                     request: Some(Request::Put(PutRequest {
                         key: b"bench/k".to_vec(),
                         value: format!("v{i}").into_bytes(),

@@ -284,6 +284,7 @@ impl Lessor {
             for id in self.expired() {
                 debug!(lease = id, "lease expired; revoking");
                 let req = InternalRequest {
+                    caller: None,
                     request: Some(Write::LeaseRevoke(LeaseRevokeRequest { id })),
                 };
                 // A failure leaves the lease marked as being revoked: the check after

@@ -248,6 +248,7 @@ pub(crate) mod tests {
 
     fn put(key: &str, value: &str) -> InternalRequest {
         InternalRequest {
+            caller: None,
             request: Some(Request::Put(PutRequest {
                 key: key.as_bytes().to_vec(),
                 value: value.as_bytes().to_vec(),

@@ -88,6 +88,7 @@ impl Member {
 
 fn put(key: &str, value: &str) -> InternalRequest {
     InternalRequest {
+        caller: None,
         request: Some(Request::Put(PutRequest {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),

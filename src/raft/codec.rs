@@ -95,6 +95,7 @@ mod tests {
 
     fn entries() -> Vec<Entry> {
         let put = Command(vec![InternalRequest {
+            caller: None,
             request: Some(Request::Put(PutRequest {
                 key: b"key".to_vec(),
                 value: vec![0, 1, 255],

@@ -800,6 +800,7 @@ mod tests {
         let entry = |i| Entry {
             log_id: openraft::testing::log_id::<TypeConfig>(1, 1, i),
             payload: EntryPayload::Normal(crate::raft::types::Command(vec![InternalRequest {
+                caller: None,
                 request: Some(Request::Put(PutRequest {
                     key: b"k".to_vec(),
                     value: vec![0; 1000],

@@ -118,6 +118,7 @@ mod tests {
                 for i in 0..ROUNDS {
                     let key = format!("r{r}");
                     let put = InternalRequest {
+                        caller: None,
                         request: Some(Request::Put(PutRequest {
                             key: key.clone().into_bytes(),
                             value: i.to_string().into_bytes(),

@@ -190,6 +190,7 @@ mod tests {
     #[test]
     fn command_roundtrips_through_postcard_and_json() {
         let put = |key: &[u8]| InternalRequest {
+            caller: None,
             request: Some(Request::Put(PutRequest {
                 key: key.to_vec(),
                 value: vec![0, 255, 7],

@@ -5,10 +5,12 @@
 //! previous value; a Txn every permission its compares and operations need; a LeaseRevoke
 //! or a Put with a lease WRITE on every key of the lease; member and maintenance calls root.
 //!
-//! minietcd checks writes on the member that receives them, before proposing, against its
-//! applied auth state; etcd checks them again at apply. A write racing a permission change
-//! may therefore be applied under the old permissions (the auth revision check below still
-//! refuses a token looked up before the change was applied here).
+//! minietcd checks a write's permissions on the member that receives it, before proposing,
+//! against its applied auth state, and the write carries the auth revision of that check
+//! ([`ServerContext::propose_as`]): the apply refuses it with etcd's "revision of auth store
+//! is old" when any user, role or permission changed in between, so no write is applied
+//! under permissions that no longer hold (etcd re-checks the permissions at apply; a changed
+//! revision is what makes them differ).
 
 use tonic::metadata::MetadataMap;
 

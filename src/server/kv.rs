@@ -16,7 +16,7 @@ use crate::pb::etcdserverpb::{
 };
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
-use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
+use crate::pb::minietcdpb::{Caller, InternalRequest, InternalResponse};
 
 use super::{txn_check, ApiError, ServerContext};
 use crate::storage::MvccStore;
@@ -36,7 +36,30 @@ impl ServerContext {
     /// Proposes one write through Raft and returns what its apply produced, with the apply's
     /// error (if any) turned into etcd's.
     pub async fn propose(&self, write: Write) -> Result<(Applied, i64), ApiError> {
+        self.propose_with(write, None).await
+    }
+
+    /// [`Self::propose`] for a client's write whose permissions were checked for `ai`: the
+    /// apply refuses it if the auth store changed since (etcd checks at apply too).
+    pub async fn propose_as(
+        &self,
+        write: Write,
+        ai: &crate::storage::AuthInfo,
+    ) -> Result<(Applied, i64), ApiError> {
+        let caller = (ai.revision != 0).then(|| Caller {
+            username: ai.username.clone(),
+            auth_revision: ai.revision,
+        });
+        self.propose_with(write, caller).await
+    }
+
+    async fn propose_with(
+        &self,
+        write: Write,
+        caller: Option<Caller>,
+    ) -> Result<(Applied, i64), ApiError> {
         let req = InternalRequest {
+            caller,
             request: Some(write),
         };
         if req.encoded_len() > self.max_request_bytes {
@@ -111,7 +134,7 @@ impl Kv for KvService {
             txn_check::check_put(req)?;
             self.ctx.check_put(&ai, req)?;
         }
-        match self.ctx.propose(write).await? {
+        match self.ctx.propose_as(write, &ai).await? {
             (Applied::Put(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
@@ -129,7 +152,7 @@ impl Kv for KvService {
         let req = req.into_inner();
         txn_check::check_delete(&req)?;
         self.ctx.check_delete(&ai, &req)?;
-        match self.ctx.propose(Write::DeleteRange(req)).await? {
+        match self.ctx.propose_as(Write::DeleteRange(req), &ai).await? {
             (Applied::DeleteRange(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))
@@ -147,7 +170,7 @@ impl Kv for KvService {
             txn_check::check_txn(req, self.ctx.max_txn_ops)?;
             self.ctx.check_txn(&ai, req)?;
         }
-        match self.ctx.propose(write).await? {
+        match self.ctx.propose_as(write, &ai).await? {
             (Applied::Txn(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))

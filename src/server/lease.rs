@@ -97,7 +97,7 @@ impl Lease for LeaseService {
         let ai = self.ctx.caller(req.metadata())?;
         let req = req.into_inner();
         self.ctx.check_lease_revoke(&ai, req.id)?;
-        match self.ctx.propose(Write::LeaseRevoke(req)).await? {
+        match self.ctx.propose_as(Write::LeaseRevoke(req), &ai).await? {
             (Applied::LeaseRevoke(mut resp), rev) => {
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))

@@ -422,6 +422,20 @@ impl MvccStore {
                 ));
                 continue;
             }
+            // etcd's apply-time auth check: a client's write whose permissions were checked
+            // at an older auth revision (a role or user changed since) is refused, so no
+            // write is applied under permissions that no longer hold.
+            if let Some(c) = &write.request.caller {
+                if st.auth.enabled && c.auth_revision < st.auth.revision {
+                    outcomes.push(outcome(
+                        None,
+                        Some(ApplyError::AuthOldRevision),
+                        Vec::new(),
+                        st.current,
+                    ));
+                    continue;
+                }
+            }
             let done = {
                 let mut w = WriteTxn::new(&st, &e.tree, Some(&overlay));
                 let result: Result<Response, TxnError> = match request {

@@ -94,6 +94,7 @@ async fn watch_from_past_revision_resumes_exactly_and_survives_restart() {
             let out = store
                 .apply(
                     &InternalRequest {
+                        caller: None,
                         request: Some(put(&format!("p{}", i % 3), "v")),
                     },
                     b"",

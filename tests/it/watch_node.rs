@@ -109,7 +109,13 @@ impl Node {
         move |w: Write| {
             let _g = lock.lock().unwrap();
             let out = store
-                .apply(&InternalRequest { request: Some(w) }, b"")
+                .apply(
+                    &InternalRequest {
+                        caller: None,
+                        request: Some(w),
+                    },
+                    b"",
+                )
                 .unwrap();
             watch.notify(out.revision, &out.events);
             if !out.events.is_empty() {

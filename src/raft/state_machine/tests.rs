@@ -60,6 +60,7 @@ fn put(index: u64, key: &str, value: &str) -> Entry {
     Entry {
         log_id: log_id(1, 1, index),
         payload: EntryPayload::Normal(Command(vec![InternalRequest {
+            caller: None,
             request: Some(Request::Put(PutRequest {
                 key: key.as_bytes().to_vec(),
                 value: value.as_bytes().to_vec(),
@@ -71,6 +72,7 @@ fn put(index: u64, key: &str, value: &str) -> Entry {
 
 fn put_req(key: &str, value: &str) -> InternalRequest {
     InternalRequest {
+        caller: None,
         request: Some(Request::Put(PutRequest {
             key: key.as_bytes().to_vec(),
             value: value.as_bytes().to_vec(),
@@ -342,6 +344,7 @@ async fn a_half_applied_entry_completes_without_repeating_after_restart() {
 
 fn grant_req(ttl: i64) -> InternalRequest {
     InternalRequest {
+        caller: None,
         request: Some(Request::LeaseGrant(
             crate::pb::etcdserverpb::LeaseGrantRequest { ttl, id: 0 },
         )),
@@ -350,6 +353,7 @@ fn grant_req(ttl: i64) -> InternalRequest {
 
 fn compact_req(revision: i64) -> InternalRequest {
     InternalRequest {
+        caller: None,
         request: Some(Request::Compaction(
             crate::pb::etcdserverpb::CompactionRequest {
                 revision,

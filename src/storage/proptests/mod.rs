@@ -471,6 +471,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 .store
                 .apply(
                     &InternalRequest {
+                        caller: None,
                         request: Some(req.clone()),
                     },
                     format!("entry-{n}").as_bytes(),

@@ -63,3 +63,44 @@ fn auth_state_survives_restart_and_travels_in_snapshots() {
     let ai = other.store.auth_info("abc.3").unwrap();
     assert_eq!(ai.username, "root");
 }
+
+/// A client's put, checked for root at auth revision `rev`.
+fn put_as_root(s: &MvccStore, key: &str, rev: u64) -> ApplyOutcome {
+    s.apply(
+        &InternalRequest {
+            caller: Some(crate::pb::minietcdpb::Caller {
+                username: "root".into(),
+                auth_revision: rev,
+            }),
+            request: Some(Request::Put(PutRequest {
+                key: key.into(),
+                value: b"v".to_vec(),
+                ..Default::default()
+            })),
+        },
+        b"applied",
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_write_checked_at_an_older_auth_revision_is_refused_at_apply() {
+    let f = fixture();
+    setup_root(&f.store);
+    let (_, rev) = f.store.auth_status().unwrap();
+    assert_eq!(put_as_root(&f.store, "a", rev).response.error, 0);
+    // Permissions changed between the check and the apply: etcd's ErrAuthOldRevision.
+    auth(
+        &f.store,
+        AuthReq::UserAdd(AuthUserAddRequest {
+            name: "u".into(),
+            hashed_password: "h".into(),
+            ..Default::default()
+        }),
+    );
+    let out = put_as_root(&f.store, "b", rev);
+    assert_eq!(out.response.error, ApplyError::AuthOldRevision as i32);
+    assert!(get(&f.store, "b", 0).unwrap().is_none());
+    // The member's own writes carry no caller and are not checked.
+    assert_eq!(put(&f.store, "c", "v").response.error, 0);
+}

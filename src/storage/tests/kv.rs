@@ -50,6 +50,7 @@ fn a_write_that_changes_nothing_keeps_the_revision_but_stores_applied() {
         .store
         .apply(
             &InternalRequest {
+                caller: None,
                 request: Some(Request::DeleteRange(DeleteRangeRequest {
                     key: b"missing".to_vec(),
                     ..Default::default()

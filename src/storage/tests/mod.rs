@@ -62,8 +62,14 @@ impl Fixture {
 }
 
 fn apply(s: &MvccStore, r: Request) -> ApplyOutcome {
-    s.apply(&InternalRequest { request: Some(r) }, b"applied")
-        .unwrap()
+    s.apply(
+        &InternalRequest {
+            caller: None,
+            request: Some(r),
+        },
+        b"applied",
+    )
+    .unwrap()
 }
 
 fn put(s: &MvccStore, k: &str, v: &str) -> ApplyOutcome {
