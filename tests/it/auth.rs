@@ -605,6 +605,16 @@ async fn auth_client_library_logs_in_again_after_the_token_expires() {
         assert_eq!(r.kvs.len(), 1);
         let denied = c.kv().get("z", GetOptions::new()).await.unwrap_err();
         assert!(denied.to_string().contains("permission denied"), "{denied}");
+        // A watch opened with an expired token: the client logs in again and the watch works.
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let mut w = c
+            .watch()
+            .watch("k6", minietcd_client::WatchOptions::new())
+            .await
+            .unwrap();
+        c.kv().put("k6", "v", PutOptions::new()).await.unwrap();
+        let batch = w.recv().await.expect("a batch").unwrap();
+        assert_eq!(batch.events.len(), 1, "{batch:?}");
         let root = OurClient::connect([&ep], ClientOptions::new().user("root", "pw"))
             .await
             .unwrap();

@@ -289,6 +289,11 @@ impl WatchStream {
                 self.resuming.push_front(head);
                 let err = ClientError::from_status(&status);
                 warn!(endpoint = %member.url, error = %err, "opening watch stream failed");
+                if status.message() == crate::auth::MSG_INVALID_TOKEN
+                    && self.relogin_and_reopen().await
+                {
+                    return;
+                }
                 if err.is_endpoint_failure() {
                     self.schedule_retry(endpoint);
                 } else {
@@ -440,6 +445,13 @@ impl WatchStream {
             return;
         }
         warn!(error = %err, watchers = self.subs.len(), "watch stream failed, resuming elsewhere");
+        self.requeue_all();
+        self.schedule_retry(live.endpoint);
+    }
+
+    /// Forgets the stream's server ids and queues every watcher for resumption, from its
+    /// next revision.
+    fn requeue_all(&mut self) {
         self.in_flight = None;
         self.by_server.clear();
         self.cancel_sent.clear();
@@ -451,7 +463,25 @@ impl WatchStream {
                 self.resuming.push_back(*local);
             }
         }
-        self.schedule_retry(live.endpoint);
+    }
+
+    /// A create refused for an expired token: logs in again and reopens the stream with the
+    /// new token after the backoff (as clientv3 refreshes its token). False when there is no
+    /// login to renew or it failed.
+    async fn relogin_and_reopen(&mut self) -> bool {
+        let Some(login) = self.endpoints.login() else {
+            return false;
+        };
+        let (_, member) = self.endpoints.current();
+        if let Err(e) = login.authenticate(member.channel).await {
+            warn!(error = %e, "logging in again for the watch stream failed");
+            return false;
+        }
+        self.live = None;
+        self.requeue_all();
+        self.retry_at = Some(Instant::now() + self.backoff);
+        self.backoff = (self.backoff * 2).min(RECONNECT_BACKOFF_MAX);
+        true
     }
 
     async fn on_response(&mut self, resp: WatchResponse) {
@@ -501,6 +531,13 @@ impl WatchStream {
             return;
         };
         let failed = resp.canceled || resp.watch_id == BROADCAST_WATCH_ID;
+        if failed
+            && resp.cancel_reason.contains(crate::auth::MSG_INVALID_TOKEN)
+            && self.subs.contains_key(&local)
+            && self.relogin_and_reopen().await
+        {
+            return;
+        }
         match self.subs.get_mut(&local) {
             None => {
                 // Dropped while its create was in flight.
