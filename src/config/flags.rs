@@ -676,7 +676,7 @@ pub const STATUS: &[(&str, Status, &str)] = {
         (
             "experimental-compaction-batch-limit",
             NoEffect,
-            "compaction removes revisions in one sled batch",
+            "compaction removes history in the background in fixed steps of 1,000 keys with 10 ms pauses",
         ),
         (
             "experimental-peer-skip-client-san-verification",

@@ -5,10 +5,42 @@ use std::io::BufRead;
 
 use clap::{Args, Subcommand};
 use minietcd_client::pb::authpb::permission::Type as PermType;
-use minietcd_client::pb::etcdserverpb::AuthRoleGetResponse;
+use minietcd_client::pb::etcdserverpb::{AuthRoleGetResponse, ResponseHeader};
 use minietcd_client::{prefix_range_end, Client, ClientError};
 
+use crate::json::{self, Obj};
 use crate::ops::{Failure, EXIT_BAD_ARGS, EXIT_IO};
+use crate::printer::Format;
+
+/// etcdctl's `-w json` of an auth response (Go's JSON of the response struct): its header,
+/// then what `fields` adds.
+fn json_of(header: Option<&ResponseHeader>, fields: impl FnOnce(Obj) -> Obj) -> String {
+    fields(Obj::new().opt("header", json::header(header))).build() + "\n"
+}
+
+/// The output in `format`: etcdctl's line, or the response's JSON.
+fn pick(format: Format, simple: String, json: impl FnOnce() -> String) -> String {
+    match format {
+        Format::Json => json(),
+        _ => simple,
+    }
+}
+
+/// A role's permissions as etcdctl's JSON prints them.
+fn role_json(r: &AuthRoleGetResponse) -> String {
+    let perms = r
+        .perm
+        .iter()
+        .map(|p| {
+            Obj::new()
+                .int("permType", p.perm_type)
+                .bytes("key", &p.key)
+                .bytes("range_end", &p.range_end)
+                .build()
+        })
+        .collect();
+    json_of(r.header.as_ref(), |o| o.list("perm", perms))
+}
 
 /// The message of a refused `auth enable` whose root user lacks the root role.
 const MSG_ROOT_ROLE_NOT_EXIST: &str = "etcdserver: root user does not have root role";
@@ -113,7 +145,11 @@ fn read_password(name: &str, interactive: bool) -> Result<String, Failure> {
         .to_string())
 }
 
-pub async fn run_user(client: &Client, cmd: &UserCommand) -> Result<String, Failure> {
+pub async fn run_user(
+    client: &Client,
+    cmd: &UserCommand,
+    format: Format,
+) -> Result<String, Failure> {
     let a = client.auth();
     Ok(match cmd {
         UserCommand::Add {
@@ -134,12 +170,16 @@ pub async fn run_user(client: &Client, cmd: &UserCommand) -> Result<String, Fail
                     None => (user.clone(), read_password(user, *interactive)?),
                 }
             };
-            a.user_add(&name, &password, *no_password).await?;
-            format!("User {name} created\n")
+            let r = a.user_add(&name, &password, *no_password).await?;
+            pick(format, format!("User {name} created\n"), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
         UserCommand::Delete { name } => {
-            a.user_delete(name).await?;
-            format!("User {name} deleted\n")
+            let r = a.user_delete(name).await?;
+            pick(format, format!("User {name} deleted\n"), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
         UserCommand::Get { name, detail } => {
             let r = a.user_get(name).await?;
@@ -147,8 +187,15 @@ pub async fn run_user(client: &Client, cmd: &UserCommand) -> Result<String, Fail
             if *detail {
                 for role in &r.roles {
                     out.push('\n');
-                    out.push_str(&role_text(role, &a.role_get(role).await?));
+                    let role_resp = a.role_get(role).await?;
+                    out.push_str(&pick(format, role_text(role, &role_resp), || {
+                        role_json(&role_resp)
+                    }));
                 }
+            } else if format == Format::Json {
+                out = json_of(r.header.as_ref(), |o| {
+                    o.list("roles", r.roles.iter().map(|x| json::string(x)).collect())
+                });
             } else {
                 out.push_str("Roles:");
                 for role in &r.roles {
@@ -159,25 +206,40 @@ pub async fn run_user(client: &Client, cmd: &UserCommand) -> Result<String, Fail
             }
             out
         }
-        UserCommand::List => a
-            .user_list()
-            .await?
-            .users
-            .iter()
-            .map(|u| format!("{u}\n"))
-            .collect(),
+        UserCommand::List => {
+            let r = a.user_list().await?;
+            pick(
+                format,
+                r.users.iter().map(|u| format!("{u}\n")).collect(),
+                || {
+                    json_of(r.header.as_ref(), |o| {
+                        o.list("users", r.users.iter().map(|x| json::string(x)).collect())
+                    })
+                },
+            )
+        }
         UserCommand::Passwd { name, interactive } => {
             let password = read_password(name, *interactive)?;
-            a.user_change_password(name, &password).await?;
-            "Password updated\n".to_string()
+            let r = a.user_change_password(name, &password).await?;
+            pick(format, "Password updated\n".to_string(), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
         UserCommand::GrantRole { name, role } => {
-            a.user_grant_role(name, role).await?;
-            format!("Role {role} is granted to user {name}\n")
+            let r = a.user_grant_role(name, role).await?;
+            pick(
+                format,
+                format!("Role {role} is granted to user {name}\n"),
+                || json_of(r.header.as_ref(), |o| o),
+            )
         }
         UserCommand::RevokeRole { name, role } => {
-            a.user_revoke_role(name, role).await?;
-            format!("Role {role} is revoked from user {name}\n")
+            let r = a.user_revoke_role(name, role).await?;
+            pick(
+                format,
+                format!("Role {role} is revoked from user {name}\n"),
+                || json_of(r.header.as_ref(), |o| o),
+            )
         }
     })
 }
@@ -253,41 +315,63 @@ fn role_text(role: &str, r: &AuthRoleGetResponse) -> String {
     out
 }
 
-pub async fn run_role(client: &Client, cmd: &RoleCommand) -> Result<String, Failure> {
+pub async fn run_role(
+    client: &Client,
+    cmd: &RoleCommand,
+    format: Format,
+) -> Result<String, Failure> {
     let a = client.auth();
     Ok(match cmd {
         RoleCommand::Add { name } => {
-            a.role_add(name).await?;
-            format!("Role {name} created\n")
+            let r = a.role_add(name).await?;
+            pick(format, format!("Role {name} created\n"), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
         RoleCommand::Delete { name } => {
-            a.role_delete(name).await?;
-            format!("Role {name} deleted\n")
+            let r = a.role_delete(name).await?;
+            pick(format, format!("Role {name} deleted\n"), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
-        RoleCommand::Get { name } => role_text(name, &a.role_get(name).await?),
-        RoleCommand::List => a
-            .role_list()
-            .await?
-            .roles
-            .iter()
-            .map(|r| format!("{r}\n"))
-            .collect(),
+        RoleCommand::Get { name } => {
+            let r = a.role_get(name).await?;
+            pick(format, role_text(name, &r), || role_json(&r))
+        }
+        RoleCommand::List => {
+            let r = a.role_list().await?;
+            pick(
+                format,
+                r.roles.iter().map(|x| format!("{x}\n")).collect(),
+                || {
+                    json_of(r.header.as_ref(), |o| {
+                        o.list("roles", r.roles.iter().map(|x| json::string(x)).collect())
+                    })
+                },
+            )
+        }
         RoleCommand::GrantPermission(p) => {
             if p.args.len() < 3 {
                 return Err(bad("role grant command requires role name, permission type, and key [endkey] as its argument"));
             }
             let t = perm_type(&p.args[1])?;
             let (key, end) = perm_range(&p.args[2..], p)?;
-            a.role_grant_permission(&p.args[0], t, key, end).await?;
-            format!("Role {} updated\n", p.args[0])
+            let r = a.role_grant_permission(&p.args[0], t, key, end).await?;
+            pick(format, format!("Role {} updated\n", p.args[0]), || {
+                json_of(r.header.as_ref(), |o| o)
+            })
         }
         RoleCommand::RevokePermission(p) => {
             if p.args.len() < 2 {
                 return Err(bad("role revoke-permission command requires role name and key [endkey] as its argument"));
             }
             let (key, end) = perm_range(&p.args[1..], p)?;
-            a.role_revoke_permission(&p.args[0], key, end.clone())
+            let r = a
+                .role_revoke_permission(&p.args[0], key, end.clone())
                 .await?;
+            if format == Format::Json {
+                return Ok(json_of(r.header.as_ref(), |o| o));
+            }
             let (role, key) = (&p.args[0], &p.args[1]);
             if end.is_empty() {
                 format!("Permission of key {key} is revoked from role {role}\n")

@@ -487,8 +487,8 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             emit(&printer::snapshot_status(ctx.format, &st))
         }
         Command::Snapshot(SnapshotCommand::Restore(a)) => run_snapshot_restore(a),
-        Command::User(c) => emit(&auth_cmd::run_user(&ctx.client().await?, c).await?),
-        Command::Role(c) => emit(&auth_cmd::run_role(&ctx.client().await?, c).await?),
+        Command::User(c) => emit(&auth_cmd::run_user(&ctx.client().await?, c, ctx.format).await?),
+        Command::Role(c) => emit(&auth_cmd::run_role(&ctx.client().await?, c, ctx.format).await?),
         Command::Auth(c) => emit(&auth_cmd::run_auth(&ctx.client().await?, c).await?),
     }
 }
