@@ -627,9 +627,10 @@ fn serve_metrics(
 fn client_routes(s: &Services) -> Routes {
     // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
     let leader_rx = s.leader.clone();
+    let store = s.ctx.store.clone();
     let require_leader = move |mut req: tonic::Request<()>| {
         check_require_leader(req.metadata(), &leader_rx)?;
-        crate::server::auth_check::mark_cert_user(&mut req);
+        crate::server::auth_check::mark_cert_user(&mut req, store.auth_enabled());
         Ok(req)
     };
     let max_msg = s.max_msg_bytes;

@@ -30,9 +30,13 @@ const CERT_USER_METADATA: &str = "minietcd-cert-user";
 /// Puts the common name of the request's verified client certificate (there is one only with
 /// `--client-cert-auth` or a trusted CA) where [`ServerContext::caller`] finds it, and drops
 /// any such entry the client sent itself. etcd's `AuthInfoFromTLS`: without a token, the CN
-/// is the user.
-pub fn mark_cert_user<T>(req: &mut tonic::Request<T>) {
+/// is the user. The certificate is parsed only while `auth_enabled` (every request passes
+/// here); the client's own entry is dropped always.
+pub fn mark_cert_user<T>(req: &mut tonic::Request<T>, auth_enabled: bool) {
     req.metadata_mut().remove(CERT_USER_METADATA);
+    if !auth_enabled {
+        return;
+    }
     let Some(cn) = crate::tls::peer_common_name(req) else {
         return;
     };

@@ -223,7 +223,8 @@ impl Watch for WatchService {
         mut request: Request<Streaming<WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         check_require_leader(request.metadata(), &self.leader)?;
-        super::auth_check::mark_cert_user(&mut request);
+        let auth_enabled = self.auth.as_ref().is_some_and(|store| store.auth_enabled());
+        super::auth_check::mark_cert_user(&mut request, auth_enabled);
         let leader = requires_leader(request.metadata()).then(|| self.leader.clone());
         let (out_tx, out_rx) = mpsc::channel(OUT_BUF_LEN);
         let (tx, rx) = mpsc::channel(CHAN_BUF_LEN);

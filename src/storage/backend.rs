@@ -253,17 +253,15 @@ pub(crate) fn load_kv(
     rev: super::revision::Revision,
 ) -> Result<KeyValue, StorageError> {
     let key = super::revision::row_key(rev, false);
-    let decode = |bytes: &[u8]| {
-        KeyValue::decode(bytes)
-            .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
-    };
     if let Some(bytes) = overlay.and_then(|o| o.get(key.as_ref() as &[u8])) {
-        return decode(bytes);
+        return decode_kv(bytes, rev);
     }
-    let bytes = tree
-        .get(&key)?
-        .ok_or_else(|| StorageError::Corrupt(format!("kv row {rev:?} missing")))?;
-    decode(bytes.as_ref())
+    find_kv(tree, rev)?.ok_or_else(|| StorageError::Corrupt(format!("kv row {rev:?} missing")))
+}
+
+fn decode_kv(bytes: &[u8], rev: super::revision::Revision) -> Result<KeyValue, StorageError> {
+    KeyValue::decode(bytes)
+        .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
 }
 
 /// The kv row of revision `rev` from the tree; `None` when it is not there (compacted).
@@ -274,9 +272,7 @@ pub(crate) fn find_kv(
     let Some(bytes) = tree.get(super::revision::row_key(rev, false))? else {
         return Ok(None);
     };
-    KeyValue::decode(bytes.as_ref())
-        .map(Some)
-        .map_err(|e| StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}")))
+    decode_kv(&bytes, rev).map(Some)
 }
 
 /// Encodes a counter for a meta row.

@@ -23,14 +23,19 @@ pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
 
-/// Compacts the index at `at` and returns the rows that are no longer reachable.
+/// Compacts the whole index at `at` (step after step, without pauses) and returns the rows
+/// that are no longer reachable.
 pub(crate) fn compact_index(state: &mut State, at: i64) -> Vec<(Revision, bool)> {
     let mut removed = Vec::new();
-    state.index.retain(|_, ki| {
-        ki.compact(at, &mut removed);
-        !ki.is_empty()
-    });
-    removed
+    let mut from: Option<Vec<u8>> = None;
+    loop {
+        let (rows, next) = compact_index_step(state, at, from.as_deref());
+        removed.extend(rows);
+        match next {
+            Some(key) => from = Some(key),
+            None => return removed,
+        }
+    }
 }
 
 /// Compacts the index at `at` for up to [`COMPACT_STEP_KEYS`] keys after `after` (from the

@@ -287,13 +287,7 @@ impl MvccStore {
         let e = self.engine()?;
         let plan = {
             let st = self.read_state()?;
-            View {
-                state: &st,
-                tree: &e.tree,
-                overlay: None,
-                pending: None,
-            }
-            .plan_range(req, st.current, st.compacted)?
+            View::committed(&st, &e.tree).plan_range(req, st.current, st.compacted)?
         };
         if let Some(resp) = plan.finish(|rev| backend::find_kv(&e.tree, rev))? {
             return Ok(resp);
@@ -301,13 +295,7 @@ impl MvccStore {
         let st = self.read_state()?;
         // A defragment may have switched the database meanwhile.
         let e = self.engine()?;
-        View {
-            state: &st,
-            tree: &e.tree,
-            overlay: None,
-            pending: None,
-        }
-        .range(req, st.current, st.compacted)
+        View::committed(&st, &e.tree).range(req, st.current, st.compacted)
     }
 
     /// [`Self::range`] when it can run without waiting for the state's lock (a writer holds
@@ -322,15 +310,7 @@ impl MvccStore {
             Err(std::sync::TryLockError::WouldBlock) => return None,
             Err(std::sync::TryLockError::Poisoned(_)) => return Some(Err(StorageError::Poisoned)),
         };
-        Some(
-            View {
-                state: &st,
-                tree: &e.tree,
-                overlay: None,
-                pending: None,
-            }
-            .range(req, st.current, st.compacted),
-        )
+        Some(View::committed(&st, &e.tree).range(req, st.current, st.compacted))
     }
 
     /// Applies one write in one atomic sled batch together with `applied` (the blob also
@@ -777,12 +757,7 @@ impl MvccStore {
             return Err(StorageError::Compacted);
         }
         let e = self.engine()?;
-        let view = View {
-            state: &st,
-            tree: &e.tree,
-            overlay: None,
-            pending: None,
-        };
+        let view = View::committed(&st, &e.tree);
         events::read(&view, from_rev.max(1), to_rev.min(st.current), max_revs)
     }
 

@@ -164,7 +164,17 @@ fn filtered(req: &RangeRequest) -> bool {
         || req.max_create_revision != 0
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// A view of the rows in the tree alone (no write group or txn in progress).
+    pub fn committed(state: &'a State, tree: &'a sled::Tree) -> Self {
+        View {
+            state,
+            tree,
+            overlay: None,
+            pending: None,
+        }
+    }
+
     /// The key as of main revision `at` (pending changes count when `at` is their revision).
     pub fn get(&self, key: &[u8], at: i64) -> Result<Option<KeyValue>, StorageError> {
         self.get_hit(key, at).map(|h| self.load(h)).transpose()

@@ -5,7 +5,6 @@
 //! LeaseRevoke, maintenance) on both; a three-member minietcd holds the same auth state on
 //! every member, also after a restart of every member.
 
-use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,7 +13,7 @@ use etcd_client::{
 };
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
-use crate::support::require_program;
+use crate::support::{output_within, require_program};
 
 /// How long one etcdctl command may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -22,22 +21,6 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 const TEST_BCRYPT_COST: u32 = 4;
 /// How long a whole scenario may take.
 const TEST_TIMEOUT: Duration = Duration::from_secs(180);
-
-/// Prints the members' logs when the test panics.
-struct LogsOnFailure<'a>(Vec<&'a Cluster>);
-
-impl Drop for LogsOnFailure<'_> {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for c in &self.0 {
-            for (i, _) in c.members.iter().enumerate() {
-                eprintln!("===== {:?} member {i} log =====\n{}", c.kind, c.log(i));
-            }
-        }
-    }
-}
 
 /// What one etcdctl command did: success, stdout, and its error line (the last line of
 /// stderr from "Error: " on, addresses masked).
@@ -68,29 +51,15 @@ fn ctl(endpoint: &str, args: &[&str], stdin: &str) -> Outcome {
 
 /// Runs `program` (etcdctl or minietcdctl) like [`ctl`].
 fn run_ctl(program: std::path::PathBuf, endpoint: &str, args: &[&str], stdin: &str) -> Outcome {
-    let mut child = Command::new(program)
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoint}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    if let Some(mut i) = child.stdin.take() {
-        let _ = i.write_all(stdin.as_bytes());
-    }
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(CTL_TIMEOUT).is_err() {
-            // SAFETY: signalling the etcdctl child we started, by its pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    let out = child.wait_with_output().expect("etcdctl output");
-    let _ = tx.send(());
+    let out = output_within(
+        Command::new(program)
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoint}"))
+            .arg("--command-timeout=10s")
+            .args(args),
+        stdin,
+        CTL_TIMEOUT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     let line = stderr
         .lines()
@@ -223,21 +192,24 @@ fn script() -> Vec<(Vec<&'static str>, &'static str)> {
     steps
 }
 
+/// A one-member etcd and a one-member minietcd for the etcdctl script. Every etcdctl
+/// --user logs in once: a cheap hash cost keeps the script fast.
+async fn script_clusters() -> (Cluster, Cluster) {
+    let start = |kind| {
+        Cluster::start_ready(
+            ClusterConfig::new(kind, 1).arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
+        )
+    };
+    (
+        start(ServerKind::Etcd).await,
+        start(ServerKind::Minietcd).await,
+    )
+}
+
 #[tokio::test]
 async fn auth_etcdctl_matches_etcd() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        // Every etcdctl --user logs in once: a cheap hash cost keeps the script fast.
-        let etcd = Cluster::start_ready(
-            ClusterConfig::new(ServerKind::Etcd, 1)
-                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
-        )
-        .await;
-        let ours = Cluster::start_ready(
-            ClusterConfig::new(ServerKind::Minietcd, 1)
-                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
-        )
-        .await;
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
+        let (etcd, ours) = script_clusters().await;
         let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
         let (e2, o2) = (e.clone(), o.clone());
         tokio::task::spawn_blocking(move || {
@@ -380,7 +352,6 @@ async fn auth_client_crate_sees_etcds_answers() {
     tokio::time::timeout(TEST_TIMEOUT, async {
         let etcd = Cluster::start_ready(ClusterConfig::new(ServerKind::Etcd, 1)).await;
         let ours = Cluster::start_ready(ClusterConfig::new(ServerKind::Minietcd, 1)).await;
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
         let want = client_view(&etcd.endpoint(0)).await;
         let got = client_view(&ours.endpoint(0)).await;
         assert_eq!(got, want);
@@ -505,7 +476,6 @@ async fn auth_tokens_expire_after_the_ttl() {
             ClusterConfig::new(ServerKind::Minietcd, 1).arg("--auth-token-ttl=1"),
         )
         .await;
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
         let want = token_life(&etcd.endpoint(0)).await;
         let got = token_life(&ours.endpoint(0)).await;
         assert_eq!(got, want);
@@ -546,18 +516,7 @@ const NOT_IN_MINIETCDCTL: &[&str] = &["defrag", "hashkv"];
 #[tokio::test]
 async fn auth_minietcdctl_prints_what_etcdctl_prints() {
     tokio::time::timeout(TEST_TIMEOUT, async {
-        // Every etcdctl --user logs in once: a cheap hash cost keeps the script fast.
-        let etcd = Cluster::start_ready(
-            ClusterConfig::new(ServerKind::Etcd, 1)
-                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
-        )
-        .await;
-        let ours = Cluster::start_ready(
-            ClusterConfig::new(ServerKind::Minietcd, 1)
-                .arg(format!("--bcrypt-cost={TEST_BCRYPT_COST}")),
-        )
-        .await;
-        let _logs = LogsOnFailure(vec![&etcd, &ours]);
+        let (etcd, ours) = script_clusters().await;
         let (e, o) = (etcd.endpoint(0), ours.endpoint(0));
         let mine = crate::support::workspace_bin("minietcdctl");
         tokio::task::spawn_blocking(move || {

@@ -11,35 +11,22 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
-use crate::support::{require_program, wait_until};
+use crate::support::{output_within, require_program, wait_until};
 
 /// How long one etcdctl command may take.
 const CTL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Runs etcdctl against `endpoints`, bounded by [`CTL_TIMEOUT`].
 fn ctl_out(endpoints: &str, args: &[&str]) -> Output {
-    let mut child = Command::new(require_program("etcdctl"))
-        .env("ETCDCTL_API", "3")
-        .arg(format!("--endpoints={endpoints}"))
-        .arg("--command-timeout=10s")
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn etcdctl");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(CTL_TIMEOUT).is_err() {
-            // SAFETY: signalling the etcdctl child we started, by its pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    let _ = &mut child;
-    let out = child.wait_with_output().expect("etcdctl output");
-    let _ = tx.send(());
-    out
+    output_within(
+        Command::new(require_program("etcdctl"))
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={endpoints}"))
+            .arg("--command-timeout=10s")
+            .args(args),
+        "",
+        CTL_TIMEOUT,
+    )
 }
 
 /// etcdctl that must succeed; its stdout.

@@ -212,3 +212,32 @@ pub fn wait_sled_unlocked(dir: &std::path::Path) {
         (rc == 0).then_some(())
     });
 }
+
+/// Runs `cmd` to completion with `stdin` written to it (none when empty), stdout and stderr
+/// captured, and kills it by pid once `limit` has passed (its output then ends there).
+pub fn output_within(cmd: &mut Command, stdin: &str, limit: Duration) -> std::process::Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    cmd.stdin(if stdin.is_empty() {
+        Stdio::null()
+    } else {
+        Stdio::piped()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn a tool");
+    if let Some(mut input) = child.stdin.take() {
+        let _ = input.write_all(stdin.as_bytes());
+    }
+    let pid = child.id();
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if wait.recv_timeout(limit).is_err() {
+            // SAFETY: signalling the child we started, by its pid.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().expect("a tool's output");
+    let _ = done.send(());
+    out
+}

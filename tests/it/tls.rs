@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::certs::{CertFiles, TestCa};
 use crate::etcd_cluster::{Cluster, ClusterConfig, ClusterTls, ServerKind};
 use crate::support::{
-    free_port, minietcd_bin, require_program, wait_until, workspace_bin, ChildGuard,
+    free_port, minietcd_bin, output_within, require_program, wait_until, workspace_bin, ChildGuard,
 };
 
 /// Bound on one etcdctl or curl run.
@@ -65,25 +65,11 @@ impl Certs {
 /// Runs `program` with `args`, killed after [`TOOL_TIMEOUT`].
 fn run(program: &Path, env: &[(&str, &str)], args: &[String]) -> Output {
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("spawn");
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel::<()>();
-    std::thread::spawn(move || {
-        if rx.recv_timeout(TOOL_TIMEOUT).is_err() {
-            // SAFETY: signalling the child we started, by its pid.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    });
-    let out = child.wait_with_output().expect("output");
-    let _ = tx.send(());
-    out
+    output_within(&mut cmd, "", TOOL_TIMEOUT)
 }
 
 /// etcdctl against `endpoint` with `tls` flags, then `args`.

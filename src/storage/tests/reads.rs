@@ -30,12 +30,7 @@ fn a_range_whose_rows_a_compaction_removed_is_planned_again_and_answers_compacte
     let plan = {
         let st = f.store.read_state().unwrap();
         let e = f.store.engine().unwrap();
-        let view = View {
-            state: &st,
-            tree: &e.tree,
-            overlay: None,
-            pending: None,
-        };
+        let view = View::committed(&st, &e.tree);
         let plan = view.plan_range(&req, st.current, st.compacted).unwrap();
         drop(st);
         compact(&f.store, 4);
@@ -67,14 +62,9 @@ fn a_range_does_not_wait_for_its_rows_under_the_lock() {
     let e = f.store.engine().unwrap();
     let plan = {
         let st = f.store.read_state().unwrap();
-        View {
-            state: &st,
-            tree: &e.tree,
-            overlay: None,
-            pending: None,
-        }
-        .plan_range(&req, st.current, st.compacted)
-        .unwrap()
+        View::committed(&st, &e.tree)
+            .plan_range(&req, st.current, st.compacted)
+            .unwrap()
     };
     let writer = f.store.write_state().unwrap();
     let resp = plan
