@@ -8,7 +8,7 @@
 # starts is killed on exit, whatever the exit.
 #
 # Usage: scripts/bench-vs-etcd.sh [--single] [--quick] [--rounds N] [--port-base P]
-#                                 [--out DIR] [--no-build] [--keep]
+#                                 [--out DIR] [--no-build] [--keep] [--only LIST]
 #   --single      one-member clusters instead of three
 #   --quick       small totals, one round (well under 2 minutes once built)
 #   --rounds N    rounds of A/B (default 3; 1 with --quick)
@@ -17,6 +17,8 @@
 #   --out DIR     where JSON reports, logs and the table go (default: a new temp dir)
 #   --no-build    use the release binaries already built
 #   --keep        keep data dirs and logs of the members
+#   --only LIST   run only these workloads, a comma-separated list of put, range, txn, lease,
+#                 watch (default: all); for quick A/B runs of one path, the full table needs all
 #   --report DIR  print the table of an earlier run's --out DIR again, and run nothing
 set -euo pipefail
 
@@ -29,6 +31,7 @@ OUT=""
 BUILD=1
 KEEP=0
 REPORT=""
+ONLY="put,range,txn,lease,watch"
 
 die() { echo "bench-vs-etcd: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
@@ -45,15 +48,22 @@ while [[ $# -gt 0 ]]; do
     --out=*) OUT="${1#*=}" ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
+    --only) ONLY="${2:?--only needs a list}"; shift ;;
+    --only=*) ONLY="${1#*=}" ;;
     --report) REPORT="${2:?--report needs a directory}"; shift ;;
     --report=*) REPORT="${1#*=}" ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
 [[ -z "$ROUNDS" ]] && { [[ $QUICK == 1 ]] && ROUNDS=1 || ROUNDS=3; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
+for w in ${ONLY//,/ }; do
+  [[ " put range txn lease watch " == *" $w "* ]] || die "--only: unknown workload $w (put, range, txn, lease, watch)"
+done
+# wants WORKLOAD: whether --only selected it.
+wants() { [[ ",$ONLY," == *",$1,"* ]]; }
 if ! [[ "$PORT_BASE" =~ ^[0-9]+$ ]] || (( PORT_BASE < 1024 || PORT_BASE > 65400 )); then
   die "--port-base must be in 1024..65400"
 fi
@@ -400,69 +410,75 @@ run_suite() {
   etcdctl --endpoints "$(endpoints "$kind")" put bench-range-key "$(head -c 256 /dev/zero | tr '\0' v)" >/dev/null ||
     log "  could not write the key the range workloads read on $kind"
 
-  log "  put: 100 clients, 10 conns, 256-byte values"
-  if f=$(bench "$kind" "$r" put-100c --target-leader --conns 10 --clients 100 put --key-size 8 --val-size 256 \
-      --total "$PUT_TOTAL" --key-space-size 100000); then
-    record "$r" "$kind" "put, 100 clients" "requests/s" "$(jget "$f" put per_sec)" higher
-    record "$r" "$kind" "put, 100 clients" "p99 ms" "$(jget "$f" put latency_ms.p99)" lower
-  fi
-  log "  put: 1 client"
-  if f=$(bench "$kind" "$r" put-1c --target-leader --conns 1 --clients 1 put --key-size 8 --val-size 256 \
-      --total "$PUT1_TOTAL" --key-space-size 100000); then
-    record "$r" "$kind" "put, 1 client" "p50 ms" "$(jget "$f" put latency_ms.p50)" lower
-    record "$r" "$kind" "put, 1 client" "p99 ms" "$(jget "$f" put latency_ms.p99)" lower
-  fi
-  local c
-  for c in l s; do
-    local label; [[ $c == l ]] && label=linearizable || label=serializable
-    log "  range: $label, 100 clients"
-    if f=$(bench "$kind" "$r" "range-$c" --conns 10 --clients 100 --consistency "$c" range bench-range-key --total "$RANGE_TOTAL"); then
-      record "$r" "$kind" "range $label, 100 clients" "requests/s" "$(jget "$f" range per_sec)" higher
-      record "$r" "$kind" "range $label, 100 clients" "p99 ms" "$(jget "$f" range latency_ms.p99)" lower
+  if wants put; then
+    log "  put: 100 clients, 10 conns, 256-byte values"
+    if f=$(bench "$kind" "$r" put-100c --target-leader --conns 10 --clients 100 put --key-size 8 --val-size 256 \
+        --total "$PUT_TOTAL" --key-space-size 100000); then
+      record "$r" "$kind" "put, 100 clients" "requests/s" "$(jget "$f" put per_sec)" higher
+      record "$r" "$kind" "put, 100 clients" "p99 ms" "$(jget "$f" put latency_ms.p99)" lower
     fi
-  done
-  if (( TXN_TOTAL > 0 )); then
+    log "  put: 1 client"
+    if f=$(bench "$kind" "$r" put-1c --target-leader --conns 1 --clients 1 put --key-size 8 --val-size 256 \
+        --total "$PUT1_TOTAL" --key-space-size 100000); then
+      record "$r" "$kind" "put, 1 client" "p50 ms" "$(jget "$f" put latency_ms.p50)" lower
+      record "$r" "$kind" "put, 1 client" "p99 ms" "$(jget "$f" put latency_ms.p99)" lower
+    fi
+  fi
+  if wants range; then
+    local c
+    for c in l s; do
+      local label; [[ $c == l ]] && label=linearizable || label=serializable
+      log "  range: $label, 100 clients"
+      if f=$(bench "$kind" "$r" "range-$c" --conns 10 --clients 100 --consistency "$c" range bench-range-key --total "$RANGE_TOTAL"); then
+        record "$r" "$kind" "range $label, 100 clients" "requests/s" "$(jget "$f" range per_sec)" higher
+        record "$r" "$kind" "range $label, 100 clients" "p99 ms" "$(jget "$f" range latency_ms.p99)" lower
+      fi
+    done
+  fi
+  if (( TXN_TOTAL > 0 )) && wants txn; then
     log "  txn-put: 100 clients, 4 puts per txn"
     if f=$(bench "$kind" "$r" txn-put --target-leader --conns 10 --clients 100 txn-put --txn-ops 4 --key-space-size 100000 \
         --val-size 256 --total "$TXN_TOTAL"); then
       record "$r" "$kind" "txn-put (4 ops), 100 clients" "requests/s" "$(jget "$f" txn-put per_sec)" higher
     fi
   fi
-  if (( LEASE_TOTAL > 0 )); then
+  if (( LEASE_TOTAL > 0 )) && wants lease; then
     log "  lease-keepalive: 100 clients"
     if f=$(bench "$kind" "$r" lease --conns 10 --clients 100 lease-keepalive --total "$LEASE_TOTAL"); then
       record "$r" "$kind" "lease-keepalive, 100 clients" "requests/s" "$(jget "$f" lease-keepalive per_sec)" higher
     fi
   fi
-  log "  watch-latency: $WL_WATCHERS watchers"
-  if f=$(bench "$kind" "$r" watch-latency --conns 10 watch-latency --streams "$WL_STREAMS" \
-      --watchers-per-stream "$WL_PER_STREAM" --put-total "$WL_PUTS" --put-rate "$WL_RATE"); then
-    record "$r" "$kind" "watch-latency, $WL_WATCHERS watchers" "p99 ms after put ack" "$(jget "$f" "watch-latency (event after put ack)" latency_ms.p99)" lower
-    record "$r" "$kind" "watch-latency, $WL_WATCHERS watchers" "p99 ms after put sent" "$(jget "$f" "watch-latency (event after put sent)" latency_ms.p99)" lower
-  fi
+  if wants watch; then
+    log "  watch-latency: $WL_WATCHERS watchers"
+    if f=$(bench "$kind" "$r" watch-latency --conns 10 watch-latency --streams "$WL_STREAMS" \
+        --watchers-per-stream "$WL_PER_STREAM" --put-total "$WL_PUTS" --put-rate "$WL_RATE"); then
+      record "$r" "$kind" "watch-latency, $WL_WATCHERS watchers" "p99 ms after put ack" "$(jget "$f" "watch-latency (event after put ack)" latency_ms.p99)" lower
+      record "$r" "$kind" "watch-latency, $WL_WATCHERS watchers" "p99 ms after put sent" "$(jget "$f" "watch-latency (event after put sent)" latency_ms.p99)" lower
+    fi
 
-  # Memory per watcher: the members' RSS while the watchers exist, minus before, over watchers.
-  log "  watch: $WM_WATCHERS watchers (creation, fan-out, memory)"
-  local before peak now file="$OUT/json/r$r-$kind-watch.json"
-  before=$(cluster_rss_kb); peak=$before
-  local cpu_before; cpu_before=$(cluster_cpu_ticks)
-  timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json --conns 10 --clients 10 watch --streams "$WM_STREAMS" \
-    --watch-per-stream "$WM_PER_STREAM" --watched-key-total 100 --put-total 100 \
-    >"$file" 2>"$OUT/logs/bench-r$r-$kind-watch.err" &
-  local bpid=$!
-  PIDS+=("$bpid")
-  while kill -0 "$bpid" 2>/dev/null; do
-    now=$(cluster_rss_kb); (( now > peak )) && peak=$now
-    sleep 0.1
-  done
-  if wait "$bpid"; then
-    record "$r" "$kind" "watch, $WM_WATCHERS watchers" "watchers created/s" "$(jget "$file" watch-create per_sec)" higher
-    record "$r" "$kind" "watch, $WM_WATCHERS watchers" "events delivered/s" "$(jget "$file" events per_sec)" higher
-    record "$r" "$kind" "watch, $WM_WATCHERS watchers" "server bytes per watcher" "$(( (peak - before) * 1024 / WM_WATCHERS ))" lower
-    record_cpu "$r" "$kind" watch "$file" "$cpu_before"
-    note_errors "$kind" "$r" watch "$file"
-  else
-    run_failed "$kind" "$r" watch
+    # Memory per watcher: the members' RSS while the watchers exist, minus before, over watchers.
+    log "  watch: $WM_WATCHERS watchers (creation, fan-out, memory)"
+    local before peak now file="$OUT/json/r$r-$kind-watch.json"
+    before=$(cluster_rss_kb); peak=$before
+    local cpu_before; cpu_before=$(cluster_cpu_ticks)
+    timeout "$RUN_TIMEOUT_S" "$BENCH" --endpoints "$(endpoints "$kind")" --json --conns 10 --clients 10 watch --streams "$WM_STREAMS" \
+      --watch-per-stream "$WM_PER_STREAM" --watched-key-total 100 --put-total 100 \
+      >"$file" 2>"$OUT/logs/bench-r$r-$kind-watch.err" &
+    local bpid=$!
+    PIDS+=("$bpid")
+    while kill -0 "$bpid" 2>/dev/null; do
+      now=$(cluster_rss_kb); (( now > peak )) && peak=$now
+      sleep 0.1
+    done
+    if wait "$bpid"; then
+      record "$r" "$kind" "watch, $WM_WATCHERS watchers" "watchers created/s" "$(jget "$file" watch-create per_sec)" higher
+      record "$r" "$kind" "watch, $WM_WATCHERS watchers" "events delivered/s" "$(jget "$file" events per_sec)" higher
+      record "$r" "$kind" "watch, $WM_WATCHERS watchers" "server bytes per watcher" "$(( (peak - before) * 1024 / WM_WATCHERS ))" lower
+      record_cpu "$r" "$kind" watch "$file" "$cpu_before"
+      note_errors "$kind" "$r" watch "$file"
+    else
+      run_failed "$kind" "$r" watch
+    fi
   fi
 
   local pid max=0 kb

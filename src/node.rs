@@ -411,6 +411,7 @@ impl Services {
             stopping: Some(stop_rx.clone()),
         };
         let leader = leader_from_metrics(
+            raft.raft().server_metrics(),
             raft.raft().metrics(),
             Duration::from_millis(cfg.election_timeout_ms),
         );
@@ -462,14 +463,14 @@ struct Background {
 /// Logs each change of the leader this member knows of, as etcd's raft does.
 async fn log_leader_changes(
     me: u64,
-    mut metrics: crate::raft::types::MetricsReceiver,
+    mut metrics: crate::raft::types::ServerMetricsReceiver,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut leader = None;
     loop {
         let (now, term) = {
             let m = metrics.borrow_and_update();
-            (m.current_leader, m.current_term)
+            (m.current_leader, crate::raft::types::term_of(&m))
         };
         if now != leader {
             lifecycle::leader_changed(me, leader, now, term);
@@ -510,7 +511,7 @@ fn start_background(
     });
     let leader_log = tokio::spawn(log_leader_changes(
         member_id,
-        raft.raft().metrics(),
+        raft.raft().server_metrics(),
         stop_rx.clone(),
     ));
     let lessor = tokio::spawn(

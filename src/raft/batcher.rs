@@ -91,19 +91,49 @@ struct Pending {
 pub struct WriteBatcher {
     /// Writes waiting for the batching task.
     queue: mpsc::Sender<Pending>,
+    /// Entries proposed and not yet answered (shared with the batching task).
+    in_flight: Arc<Semaphore>,
+    /// Where a lone write is proposed directly.
+    raft: RaftHandle,
 }
 
 impl WriteBatcher {
     /// Starts the batching task for `raft` (needs a tokio runtime).
     pub fn start(raft: RaftHandle) -> WriteBatcher {
         let (queue, rx) = mpsc::channel(WRITE_QUEUE_CAPACITY);
-        tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("write_batcher")));
-        WriteBatcher { queue }
+        let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+        tokio::spawn(
+            run(raft.clone(), rx, in_flight.clone())
+                .instrument(tracing::debug_span!("write_batcher")),
+        );
+        WriteBatcher {
+            queue,
+            in_flight,
+            raft,
+        }
     }
 
     /// Proposes `req` in the next entry and returns what the state machine answered for it.
     /// If the caller stops waiting before the entry is formed, the write is dropped.
     pub async fn write(&self, req: InternalRequest) -> Reply {
+        // Nothing queued and a slot free: nothing to group this write with, so it goes as an
+        // entry of its own from the caller's task, and its answer comes straight back to it
+        // (no hand-off to the batching task and back, on a lone client's every write).
+        if self.queue.capacity() == self.queue.max_capacity() {
+            if let Ok(slot) = self.in_flight.clone().try_acquire_owned() {
+                let _slot = slot;
+                let (responder, committed) = ProgressResponder::<TypeConfig, _>::complete_only();
+                self.raft
+                    .client_write_ff(Command(vec![req]), Some(responder))
+                    .await
+                    .map_err(|fatal| BatchWriteError::Fatal(fatal.to_string()))?;
+                let mut answers = entry_answers(committed.await)?;
+                return match (answers.pop(), answers.is_empty()) {
+                    (Some(answer), true) => Ok(answer),
+                    _ => Err(miscounted()),
+                };
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.queue
             .send(Pending { req, reply })
@@ -119,8 +149,7 @@ fn stopped() -> BatchWriteError {
 
 /// The batching task: gathers queued writes into entries, proposes them in queue order and
 /// hands each entry's answers back from a task of its own.
-async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
-    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>, in_flight: Arc<Semaphore>) {
     let mut carried: Option<Pending> = None;
     loop {
         let first = match carried.take() {
@@ -163,24 +192,40 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<Pending>) {
             Ok(()) => {
                 tokio::spawn(async move {
                     let _slot = permit;
-                    match committed.await {
-                        Err(_) => answer_all(replies, &stopped()),
-                        Ok(Err(ClientWriteError::ForwardToLeader(f))) => {
-                            answer_all(replies, &BatchWriteError::NotLeader(f))
-                        }
-                        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
-                            answer_all(replies, &BatchWriteError::Membership(e.to_string()))
-                        }
-                        Ok(Err(ClientWriteError::LogEntryDiscarded(e))) => {
-                            answer_all(replies, &BatchWriteError::Discarded(e.to_string()))
-                        }
-                        Ok(Err(e)) => answer_all(replies, &BatchWriteError::Fatal(e.to_string())),
-                        Ok(Ok(resp)) => answer_each(replies, resp.data.0),
+                    match entry_answers(committed.await) {
+                        Err(e) => answer_all(replies, &e),
+                        Ok(answers) => answer_each(replies, answers),
                     }
                 });
             }
         }
     }
+}
+
+/// What an entry's responder delivered: the state machine's answers, one per write, or why
+/// the entry was not applied here.
+fn entry_answers<E>(
+    committed: Result<
+        Result<openraft::raft::ClientWriteResponse<TypeConfig>, ClientWriteError<TypeConfig>>,
+        E,
+    >,
+) -> Result<Vec<InternalResponse>, BatchWriteError> {
+    match committed {
+        Err(_) => Err(stopped()),
+        Ok(Err(ClientWriteError::ForwardToLeader(f))) => Err(BatchWriteError::NotLeader(f)),
+        Ok(Err(ClientWriteError::ChangeMembershipError(e))) => {
+            Err(BatchWriteError::Membership(e.to_string()))
+        }
+        Ok(Err(ClientWriteError::LogEntryDiscarded(e))) => {
+            Err(BatchWriteError::Discarded(e.to_string()))
+        }
+        Ok(Err(e)) => Err(BatchWriteError::Fatal(e.to_string())),
+        Ok(Ok(resp)) => Ok(resp.data.0),
+    }
+}
+
+fn miscounted() -> BatchWriteError {
+    BatchWriteError::Fatal("entry answered with the wrong number of responses".into())
 }
 
 fn answer_all(replies: Vec<oneshot::Sender<Reply>>, err: &BatchWriteError) {
@@ -200,9 +245,7 @@ fn answer_each(replies: Vec<oneshot::Sender<Reply>>, responses: Vec<InternalResp
             answers = responses.len(),
             "entry answered with the wrong number of responses"
         );
-        let err =
-            BatchWriteError::Fatal("entry answered with the wrong number of responses".into());
-        answer_all(replies, &err);
+        answer_all(replies, &miscounted());
         return;
     }
     for (reply, response) in replies.into_iter().zip(responses) {

@@ -245,13 +245,19 @@ impl RaftNode {
     /// Resolves with the error once Raft has stopped on a fatal error (a storage failure:
     /// the WAL or the state machine could not write); never while Raft runs.
     pub async fn fatal(&self) -> String {
-        let mut metrics = self.raft.metrics();
+        // A fatal error stops Raft's core, which closes the server metrics channel; waiting
+        // on that channel (and not on the full metrics, sent at every write) costs nothing
+        // while Raft runs.
+        let mut server = self.raft.server_metrics();
         loop {
-            if let Err(e) = &metrics.borrow_and_update().running_state {
+            if let Err(e) = &self.raft.metrics().borrow_watched().running_state {
                 return e.to_string();
             }
-            if metrics.changed().await.is_err() {
-                return "raft stopped".to_string();
+            if server.changed().await.is_err() {
+                return match &self.raft.metrics().borrow_watched().running_state {
+                    Err(e) => e.to_string(),
+                    Ok(()) => "raft stopped".to_string(),
+                };
             }
         }
     }

@@ -43,6 +43,19 @@ pub type SnapshotMeta = openraft::type_config::alias::SnapshotMetaOf<TypeConfig>
 /// Where openraft publishes this member's Raft metrics.
 pub type MetricsReceiver =
     openraft::type_config::alias::WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>;
+/// Where openraft publishes the part of the metrics that changes only with this member's
+/// role: vote, state, leader, membership. Unlike [`MetricsReceiver`], which is sent at every
+/// log append, flush, commit and apply, it wakes its waiters only when one of those changes,
+/// so long-lived waiters use it and cost nothing per write.
+pub type ServerMetricsReceiver = openraft::type_config::alias::WatchReceiverOf<
+    TypeConfig,
+    openraft::metrics::RaftServerMetrics<TypeConfig>,
+>;
+
+/// The term of a server metrics' vote (what [`openraft::RaftMetrics::current_term`] says).
+pub fn term_of(m: &openraft::metrics::RaftServerMetrics<TypeConfig>) -> u64 {
+    m.vote.leader_id().term
+}
 /// A snapshot with its data.
 pub type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 

@@ -793,7 +793,8 @@ impl Admin {
     /// stops first.
     pub async fn removed_from_cluster(self, election_timeout: Duration) {
         let id = self.inner.id;
-        let mut rx = self.inner.raft.metrics();
+        // Leader and membership only: this waiter must not wake at every write.
+        let mut rx = self.inner.raft.server_metrics();
         let mut member = false;
         let mut leaderless_since: Option<Instant> = None;
         loop {

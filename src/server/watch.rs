@@ -169,15 +169,18 @@ pub fn effective_leader(
 }
 
 /// The leader as a member sees it (see [`effective_leader`]): what [`WatchService`] takes.
-/// Re-evaluated on every metrics change and every tenth of `election_timeout` (a leader cut
-/// off from its quorum sees no metrics change). The forwarding task ends when the metrics
-/// channel closes (Raft shut down), after publishing "no leader".
+/// Re-evaluated on every change of the leader or membership (`server`) and every tenth of
+/// `election_timeout` (a leader cut off from its quorum sees no change), reading the full
+/// `metrics`, which change at every write and so are only read, never waited on. The
+/// forwarding task ends when the server metrics channel closes (Raft shut down), after
+/// publishing "no leader".
 pub fn leader_from_metrics(
-    mut metrics: crate::raft::types::MetricsReceiver,
+    mut server: crate::raft::types::ServerMetricsReceiver,
+    metrics: crate::raft::types::MetricsReceiver,
     election_timeout: Duration,
 ) -> watch::Receiver<Option<u64>> {
     let (tx, rx) = watch::channel(effective_leader(
-        &metrics.borrow_and_update(),
+        &metrics.borrow_watched(),
         election_timeout,
     ));
     let mut tick = tokio::time::interval((election_timeout / 10).max(Duration::from_millis(10)));
@@ -185,10 +188,10 @@ pub fn leader_from_metrics(
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                changed = metrics.changed() => if changed.is_err() { break },
+                changed = server.changed() => if changed.is_err() { break },
                 _ = tick.tick() => {}
             }
-            let leader = effective_leader(&metrics.borrow_and_update(), election_timeout);
+            let leader = effective_leader(&metrics.borrow_watched(), election_timeout);
             tx.send_if_modified(|cur| {
                 let changed = *cur != leader;
                 *cur = leader;
@@ -483,33 +486,50 @@ mod tests {
         assert!(check_require_leader(&plain, &rx).is_ok());
     }
 
+    /// The server metrics a Raft with full metrics `m` publishes beside them.
+    fn server_of(
+        m: &openraft::RaftMetrics<crate::raft::types::TypeConfig>,
+    ) -> openraft::metrics::RaftServerMetrics<crate::raft::types::TypeConfig> {
+        openraft::metrics::RaftServerMetrics {
+            id: m.id,
+            vote: m.vote,
+            state: m.state,
+            current_leader: m.current_leader,
+            membership_config: m.membership_config.clone(),
+            committed_membership_config: m.membership_config.clone(),
+        }
+    }
+
     #[tokio::test]
     async fn leader_follows_raft_metrics() {
-        use openraft::async_runtime::watch::WatchSender;
+        use openraft::async_runtime::watch::{WatchReceiver, WatchSender};
         use openraft::type_config::TypeConfigExt;
-        let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(openraft::RaftMetrics::<
-            crate::raft::types::TypeConfig,
-        >::new_initial(1));
-        let mut leader = leader_from_metrics(mrx, Duration::from_secs(1));
+        let initial = openraft::RaftMetrics::<crate::raft::types::TypeConfig>::new_initial(1);
+        let (stx, srx) = crate::raft::types::TypeConfig::watch_channel(server_of(&initial));
+        let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(initial);
+        // As openraft does: the full metrics change, then the server metrics follow.
+        let set_leader = |leader: Option<u64>| {
+            mtx.send_if_modified(|m| {
+                m.current_leader = leader;
+                true
+            });
+            let server = server_of(&mtx.borrow_watched());
+            stx.send_if_modified(|s| {
+                *s = server;
+                true
+            });
+        };
+        let mut leader = leader_from_metrics(srx, mrx, Duration::from_secs(1));
         assert_eq!(*leader.borrow(), None);
-        mtx.send_if_modified(|m| {
-            m.current_leader = Some(3);
-            true
-        });
+        set_leader(Some(3));
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow_and_update(), Some(3));
-        mtx.send_if_modified(|m| {
-            m.current_leader = None;
-            true
-        });
+        set_leader(None);
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow_and_update(), None);
-        mtx.send_if_modified(|m| {
-            m.current_leader = Some(2);
-            true
-        });
+        set_leader(Some(2));
         leader.changed().await.unwrap();
-        drop(mtx);
+        drop(stx);
         leader.changed().await.unwrap();
         assert_eq!(*leader.borrow(), None, "no leader once Raft is gone");
     }
@@ -542,8 +562,9 @@ mod tests {
             "a follower trusts its leader"
         );
 
+        let (stx, srx) = crate::raft::types::TypeConfig::watch_channel(server_of(&m));
         let (mtx, mrx) = crate::raft::types::TypeConfig::watch_channel(m);
-        let mut leader = leader_from_metrics(mrx, timeout);
+        let mut leader = leader_from_metrics(srx, mrx, timeout);
         assert_eq!(*leader.borrow_and_update(), Some(1));
         // No metrics change: the acknowledgement just grows old.
         tokio::time::timeout(Duration::from_secs(5), leader.changed())
@@ -551,6 +572,6 @@ mod tests {
             .expect("re-evaluated without a metrics change")
             .unwrap();
         assert_eq!(*leader.borrow(), None);
-        drop(mtx);
+        drop((stx, mtx));
     }
 }
