@@ -381,7 +381,7 @@ pub struct Flags {
     pub experimental_snapshot_catchup_entries: u64,
 
     // ---- Unsafe ----
-    /// Force to create a new one-member cluster (not supported yet: refused when true).
+    /// Force to create a new one-member cluster.
     #[arg(long, help_heading = UNSAFE)]
     pub force_new_cluster: bool,
 
@@ -583,8 +583,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
             NoEffect,
             "TLS uses rustls' safe default cipher suites",
         ),
-        ("cors", NoEffect, "the JSON gateway answers CORS preflights for any origin (etcd's default \"*\"); other origin lists are not applied"),
-        ("host-whitelist", NoEffect, "the HTTP endpoints and the JSON gateway answer every Host (etcd's default \"*\")"),
+        ("cors", Implemented, "on the client port's HTTP answers (health, version, metrics, JSON gateway); gRPC is not affected, as in etcd"),
+        ("host-whitelist", Implemented, "plaintext HTTP requests naming another Host get etcd's 421 answer; gRPC and TLS listeners are not affected, as in etcd"),
         (
             "auth-token",
             Implemented,
@@ -655,8 +655,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ),
         (
             "experimental-corrupt-check-time",
-            NoEffect,
-            "hash comparison with peers is not implemented yet",
+            Implemented,
+            "the leader compares every member's HashKV at its revision; a mismatch raises the CORRUPT alarm, and writes then fail with \"etcdserver: corrupt cluster\"",
         ),
         (
             "experimental-enable-v2v3",
@@ -675,8 +675,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ),
         (
             "experimental-compaction-batch-limit",
-            NoEffect,
-            "compaction removes history in the background in fixed steps of 1,000 keys with 10 ms pauses",
+            Implemented,
+            "compaction removes history in the background in steps of at most this many keys or dropped revisions, 10 ms apart",
         ),
         (
             "experimental-peer-skip-client-san-verification",
@@ -700,8 +700,8 @@ pub const STATUS: &[(&str, Status, &str)] = {
         ),
         (
             "force-new-cluster",
-            Refused,
-            "not supported yet: refused rather than waiting for lost peers",
+            Implemented,
+            "the member restarts from its data as the only voter of its cluster (a membership entry appended to its Raft log); other members can then be added",
         ),
         ("debug", Implemented, "same as --log-level=debug"),
         (

@@ -66,7 +66,7 @@ pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
@@ -153,6 +153,18 @@ pub struct MvccStore {
     removed: tokio::sync::watch::Sender<i64>,
     /// This member's login tokens (in memory; see [`auth_tokens`]).
     tokens: auth_tokens::Tokens,
+    /// `--experimental-compaction-batch-limit`: the bound of one compaction step (see
+    /// [`compact::compact_index_step`]).
+    compaction_batch_limit: AtomicUsize,
+}
+
+/// What removing a compaction's history did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactedHistory {
+    /// Rows deleted.
+    pub rows: usize,
+    /// Steps taken (each under the locks, with a pause between them in the background).
+    pub steps: usize,
 }
 
 impl MvccStore {
@@ -258,7 +270,18 @@ impl MvccStore {
             compactor: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(state_compacted),
             tokens,
+            compaction_batch_limit: AtomicUsize::new(compact::COMPACT_STEP_KEYS),
         })
+    }
+
+    /// Sets `--experimental-compaction-batch-limit`: the bound of each compaction step (etcd
+    /// takes 0 or less for its default, [`compact::COMPACT_STEP_KEYS`]).
+    pub fn set_compaction_batch_limit(&self, limit: i64) {
+        let limit = usize::try_from(limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(compact::COMPACT_STEP_KEYS);
+        self.compaction_batch_limit.store(limit, Ordering::Relaxed);
     }
 
     /// The latest revision (1 on a fresh store, as in etcd).
@@ -508,21 +531,28 @@ impl MvccStore {
         ))
     }
 
-    /// Drops the history a compaction at `rev` made unreachable: the key index a step of
-    /// [`compact::COMPACT_STEP_KEYS`] keys at a time, each step's rows deleted before the
-    /// next, so writes and reads get the locks between steps. Each step holds the apply lock
-    /// too, so a defragment or a snapshot install never runs in the middle of one. Returns
-    /// how many rows went.
-    pub fn remove_compacted(&self, rev: i64) -> Result<usize, StorageError> {
+    /// Drops the history a compaction at `rev` made unreachable: the key index a step at a
+    /// time (bounded by the compaction batch limit, see
+    /// [`Self::set_compaction_batch_limit`]), each step's rows deleted before the next, so
+    /// writes and reads get the locks between steps. Each step holds the apply lock too, so a
+    /// defragment or a snapshot install never runs in the middle of one.
+    pub fn remove_compacted(&self, rev: i64) -> Result<CompactedHistory, StorageError> {
         self.remove_compacted_steps(rev, true)
     }
 
     /// [`Self::remove_compacted`]; `lock_steps` false when the caller holds the apply lock
     /// (then the steps run back to back).
-    fn remove_compacted_steps(&self, rev: i64, lock_steps: bool) -> Result<usize, StorageError> {
+    fn remove_compacted_steps(
+        &self,
+        rev: i64,
+        lock_steps: bool,
+    ) -> Result<CompactedHistory, StorageError> {
+        let limit = self.compaction_batch_limit.load(Ordering::Relaxed);
         let mut from: Option<Vec<u8>> = None;
         let mut rows = 0;
+        let mut steps = 0;
         loop {
+            steps += 1;
             let next = {
                 let _apply = if lock_steps {
                     Some(self.lock_apply()?)
@@ -531,7 +561,7 @@ impl MvccStore {
                 };
                 let (removed, next) = {
                     let mut st = self.write_state()?;
-                    compact::compact_index_step(&mut st, rev, from.as_deref())
+                    compact::compact_index_step(&mut st, rev, from.as_deref(), limit)
                 };
                 compact::delete_rows(&self.engine()?.tree, &removed)?;
                 rows += removed.len();
@@ -545,9 +575,15 @@ impl MvccStore {
                 std::thread::sleep(compact::COMPACT_STEP_PAUSE);
             }
         }
-        tracing::debug!(rev, rows, "compacted history removed");
+        tracing::debug!(
+            rev,
+            rows,
+            steps,
+            batch_limit = limit,
+            "compacted history removed"
+        );
         self.mark_removed(rev);
-        Ok(rows)
+        Ok(CompactedHistory { rows, steps })
     }
 
     /// Records that the history of compactions through `rev` is gone.
