@@ -155,6 +155,10 @@ pub struct Config {
     pub cors: Vec<String>,
     /// `--host-whitelist`: Host names plaintext HTTP requests may name (empty or `*`: all).
     pub host_whitelist: Vec<String>,
+    /// `--experimental-enable-lease-checkpoint` with
+    /// `--experimental-lease-checkpoint-interval`: how often the leader checkpoints the
+    /// remaining TTL of leases; `None`: off.
+    pub lease_checkpoint_interval: Option<Duration>,
     /// `--experimental-compaction-batch-limit`: the bound of one compaction step.
     pub compaction_batch_limit: i64,
     /// `--force-new-cluster`: restart as the only member of this member's cluster.
@@ -324,6 +328,10 @@ impl Config {
             pre_vote: f.pre_vote,
             initial_corrupt_check: f.experimental_initial_corrupt_check,
             force_new_cluster: f.force_new_cluster,
+            lease_checkpoint_interval: lease_checkpoint_interval(
+                f.experimental_enable_lease_checkpoint,
+                f.experimental_lease_checkpoint_interval,
+            )?,
             cors: parse_cors(&f.cors)?,
             host_whitelist: split_list(&f.host_whitelist),
             compaction_batch_limit: f.experimental_compaction_batch_limit,
@@ -543,6 +551,17 @@ fn check_status(m: &clap::ArgMatches, notices: &mut Vec<Notice>) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// The lease checkpoint interval when checkpoints are on.
+fn lease_checkpoint_interval(on: bool, every: Duration) -> Result<Option<Duration>, ConfigError> {
+    if on && every.is_zero() {
+        return Err(ConfigError::BadValue {
+            flag: "experimental-lease-checkpoint-interval",
+            reason: "must be positive".into(),
+        });
+    }
+    Ok(on.then_some(every))
 }
 
 /// A comma-separated flag's values, blanks dropped.
@@ -884,8 +903,8 @@ mod load_tests {
                 "STATUS names --{name}, which is no flag"
             );
         }
-        // `etcd --help` (3.4.23) lists 80 flags besides --config-file; minietcd adds one.
-        assert_eq!(longs.len(), 1 + 80 + 1);
+        // `etcd --help` (3.4.23) lists 80 flags besides --config-file; minietcd adds two.
+        assert_eq!(longs.len(), 1 + 80 + 2);
     }
 
     #[test]

@@ -392,12 +392,13 @@ impl Services {
             max_txn_ops: cfg.max_txn_ops,
             quota: Arc::new(SpaceQuota::new(store.clone(), cfg.quota_backend_bytes)),
         };
-        let lessor = Lessor::new(
+        let lessor = Lessor::with_checkpoints(
             store,
             raft.raft(),
             identity.member_id,
             cfg.heartbeat_interval_ms,
             cfg.election_timeout_ms,
+            cfg.lease_checkpoint_interval,
         );
         let admin = Admin::new(
             identity.member_id,

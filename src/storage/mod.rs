@@ -399,6 +399,17 @@ impl MvccStore {
                 ));
                 continue;
             }
+            if let Request::LeaseCheckpoint(c) = request {
+                // Not a write to the key space: no revision, and allowed under any alarm
+                // (etcd's corrupt applier lets it through too).
+                for cp in &c.checkpoints {
+                    if let Some(l) = st.leases.get_mut(&cp.id) {
+                        l.remaining_ttl_secs = cp.remaining_ttl;
+                    }
+                }
+                outcomes.push(outcome(None, None, Vec::new(), st.current));
+                continue;
+            }
             if let Request::Auth(a) = request {
                 let (resp, err) = match auth::apply(&mut st.auth, &self.tokens, a, &mut batch) {
                     Ok(r) => (Some(Response::Auth(r)), None),
@@ -452,9 +463,9 @@ impl MvccStore {
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
                     ))),
-                    Request::Alarm(_) | Request::Auth(_) => {
+                    Request::Alarm(_) | Request::Auth(_) | Request::LeaseCheckpoint(_) => {
                         Err(TxnError::Storage(StorageError::Corrupt(
-                            "an alarm or auth call reached the write path".into(),
+                            "an alarm, auth call or lease checkpoint reached the write path".into(),
                         )))
                     }
                 };
@@ -836,6 +847,27 @@ impl MvccStore {
             .iter()
             .map(|(id, l)| (*id, l.ttl_secs))
             .collect())
+    }
+
+    /// Every lease's checkpointed remaining TTL in seconds, for the leases that have one
+    /// (a new leader starts their clocks from it).
+    pub fn lease_checkpoints(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        Ok(self
+            .read_state()?
+            .leases
+            .iter()
+            .filter(|(_, l)| l.remaining_ttl_secs > 0)
+            .map(|(id, l)| (*id, l.remaining_ttl_secs))
+            .collect())
+    }
+
+    /// A lease's checkpointed remaining TTL in seconds; 0 when it has none or is unknown.
+    pub fn lease_checkpoint(&self, id: i64) -> Result<i64, StorageError> {
+        Ok(self
+            .read_state()?
+            .leases
+            .get(&id)
+            .map_or(0, |l| l.remaining_ttl_secs))
     }
 
     /// A lease's granted TTL in seconds, None if unknown (keep-alives).
