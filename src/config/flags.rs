@@ -438,7 +438,7 @@ pub const STATUS: &[(&str, Status, &str)] = {
         (
             "initial-election-tick-advance",
             NoEffect,
-            "openraft has no tick fast-forward; a one-member cluster elects itself at once anyway",
+            "openraft has no election ticks to fast-forward: a starting member campaigns after one randomized election timeout (a one-member cluster at once); campaigning earlier would raise its term and could depose a live leader",
         ),
         ("listen-peer-urls", Implemented, "http only"),
         ("listen-client-urls", Implemented, "http only"),

@@ -86,8 +86,8 @@ pub async fn rewrite(
         member = %format!("{me:x}"),
         removed = ?effective
             .nodes()
+            .filter(|(id, _)| **id != me)
             .map(|(id, _)| format!("{id:x}"))
-            .filter(|id| *id != format!("{me:x}"))
             .collect::<Vec<_>>(),
         log_id = %log_id,
         "forcing a new one-member cluster from this member's data"
