@@ -148,6 +148,21 @@ pub struct Config {
     pub pre_vote: bool,
     /// `--experimental-initial-corrupt-check`: compare HashKV with the peers before serving.
     pub initial_corrupt_check: bool,
+    /// `--experimental-corrupt-check-time`: how often the leader compares the members'
+    /// HashKV; `None`: never (0).
+    pub corrupt_check_time: Option<Duration>,
+    /// `--cors`: origins the client port's HTTP answers allow (empty or `*`: all).
+    pub cors: Vec<String>,
+    /// `--host-whitelist`: Host names plaintext HTTP requests may name (empty or `*`: all).
+    pub host_whitelist: Vec<String>,
+    /// `--experimental-enable-lease-checkpoint` with
+    /// `--experimental-lease-checkpoint-interval`: how often the leader checkpoints the
+    /// remaining TTL of leases; `None`: off.
+    pub lease_checkpoint_interval: Option<Duration>,
+    /// `--experimental-compaction-batch-limit`: the bound of one compaction step.
+    pub compaction_batch_limit: i64,
+    /// `--force-new-cluster`: restart as the only member of this member's cluster.
+    pub force_new_cluster: bool,
     /// `--wal-dir`: the Raft log's segments outside the data dir.
     pub wal_dir: Option<PathBuf>,
     /// `--auto-compaction-mode` and `--auto-compaction-retention`; None: off (retention 0).
@@ -312,6 +327,15 @@ impl Config {
             strict_reconfig_check: f.strict_reconfig_check,
             pre_vote: f.pre_vote,
             initial_corrupt_check: f.experimental_initial_corrupt_check,
+            force_new_cluster: f.force_new_cluster,
+            lease_checkpoint_interval: lease_checkpoint_interval(
+                f.experimental_enable_lease_checkpoint,
+                f.experimental_lease_checkpoint_interval,
+            )?,
+            cors: parse_cors(&f.cors)?,
+            host_whitelist: split_list(&f.host_whitelist),
+            compaction_batch_limit: f.experimental_compaction_batch_limit,
+            corrupt_check_time: Some(f.experimental_corrupt_check_time).filter(|d| !d.is_zero()),
             wal_dir: f.wal_dir.filter(|p| !p.as_os_str().is_empty()),
             auto_compaction: auto_compaction(f.auto_compaction_mode, &f.auto_compaction_retention)?,
             max_concurrent_streams: f.max_concurrent_streams,
@@ -527,6 +551,50 @@ fn check_status(m: &clap::ArgMatches, notices: &mut Vec<Notice>) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// The lease checkpoint interval when checkpoints are on.
+fn lease_checkpoint_interval(on: bool, every: Duration) -> Result<Option<Duration>, ConfigError> {
+    if on && every.is_zero() {
+        return Err(ConfigError::BadValue {
+            flag: "experimental-lease-checkpoint-interval",
+            reason: "must be positive".into(),
+        });
+    }
+    Ok(on.then_some(every))
+}
+
+/// A comma-separated flag's values, blanks dropped.
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// `--cors`: `*` or URLs with a host and port, as etcd's flag checks them.
+fn parse_cors(s: &str) -> Result<Vec<String>, ConfigError> {
+    let list = split_list(s);
+    for v in list.iter().filter(|v| *v != "*") {
+        let bad = |why: &str| ConfigError::BadValue {
+            flag: "cors",
+            reason: format!("invalid value {s:?}: {why}: {v}"),
+        };
+        let u = url::Url::parse(v)
+            .map_err(|_| bad("URL address does not have the form \"host:port\""))?;
+        if !matches!(u.scheme(), "http" | "https" | "unix" | "unixs") {
+            return Err(bad("URL scheme must be http, https, unix, or unixs"));
+        }
+        if !matches!(u.path(), "" | "/") || v.ends_with('/') {
+            return Err(bad("URL must not contain a path"));
+        }
+        let authority = v.split_once("://").map_or("", |(_, rest)| rest);
+        if u.host_str().is_none() || !authority.contains(':') {
+            return Err(bad("URL address does not have the form \"host:port\""));
+        }
+    }
+    Ok(list)
 }
 
 /// `--log-outputs`: comma-separated stderr, stdout, default (stderr) or file paths.
@@ -835,8 +903,32 @@ mod load_tests {
                 "STATUS names --{name}, which is no flag"
             );
         }
-        // `etcd --help` (3.4.23) lists 80 flags besides --config-file; minietcd adds one.
-        assert_eq!(longs.len(), 1 + 80 + 1);
+        // `etcd --help` (3.4.23) lists 80 flags besides --config-file; minietcd adds two.
+        assert_eq!(longs.len(), 1 + 80 + 2);
+    }
+
+    #[test]
+    fn cors_takes_urls_with_a_port_or_star() {
+        let c = load(
+            &[
+                "--cors=http://a.example:80, https://b:443",
+                "--host-whitelist=localhost,*",
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cors, vec!["http://a.example:80", "https://b:443"]);
+        assert_eq!(c.host_whitelist, vec!["localhost", "*"]);
+        assert!(c.notices.is_empty(), "{:?}", c.notices);
+        assert!(load(&["--cors=*"], &[]).is_ok());
+        for (v, want) in [
+            ("http://a.example", "does not have the form \"host:port\""),
+            ("ftp://a:1", "URL scheme must be http"),
+            ("http://a:1/x", "must not contain a path"),
+        ] {
+            let e = err(&[&format!("--cors={v}")], &[]);
+            assert!(e.contains(want), "{v}: {e}");
+        }
     }
 
     #[test]
@@ -928,7 +1020,7 @@ mod load_tests {
                 "--backend-batch-limit=10",
                 "--experimental-backend-bbolt-freelist-type=map",
                 "--log-package-levels=etcdserver=DEBUG",
-                "--cors=http://a",
+                "--enable-pprof",
             ],
             &[],
         )
@@ -949,10 +1041,6 @@ mod load_tests {
             ),
             (vec!["--discovery-srv=example.com"], "--discovery-srv="),
             (vec!["--peer-crl-file=/c.pem"], "revocation lists"),
-            (
-                vec!["--force-new-cluster"],
-                "--force-new-cluster=true is refused",
-            ),
             (vec!["--experimental-enable-v2v3=/v2"], "v2 API"),
         ] {
             let e = err(&args, &[]);

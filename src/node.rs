@@ -48,6 +48,7 @@ use crate::pb::v3electionpb::election_server::ElectionServer;
 use crate::pb::v3lockpb::lock_server::LockServer;
 use crate::raft::types::{ApplyObserver, MemberNode};
 use crate::raft::{RaftNode, RaftSettings, RaftTuning};
+use crate::server::access::{self, AccessControl};
 use crate::server::admin::Admin;
 use crate::server::auth::AuthService;
 use crate::server::authority_fix::AuthorityFix;
@@ -111,6 +112,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
     let listeners = Listeners::bind(&cfg).await?;
     let data_dir = open_data_dir(&cfg, &tls).await?;
     let (store, watchable) = open_store(&data_dir)?;
+    store.set_compaction_batch_limit(cfg.compaction_batch_limit);
     // Catch-up of unsynced watchers and victim retries; they stop when this guard drops.
     let _watch_loops = watchable.start();
     let raft = start_raft(&cfg, &data_dir, &tls, store.clone(), watchable.clone()).await?;
@@ -302,6 +304,7 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir, tls: &MemberTls) -> RaftSetti
     settings.sled_data_file = Some(data_dir.sled_data_file());
     settings.pre_vote = cfg.pre_vote;
     settings.peer_tls = tls.peer_dialer();
+    settings.force_new_cluster = cfg.force_new_cluster;
     settings
 }
 
@@ -357,6 +360,9 @@ struct Services {
     logger: crate::config::Logger,
     /// `--bcrypt-cost` for the Auth service.
     auth: crate::server::auth::AuthConfig,
+    /// `--cors` and `--host-whitelist`, applied to the client port's HTTP requests.
+    cors: Vec<String>,
+    host_whitelist: Vec<String>,
 }
 
 /// HTTP/2 settings of a client listener, etcd's gRPC server options.
@@ -386,12 +392,13 @@ impl Services {
             max_txn_ops: cfg.max_txn_ops,
             quota: Arc::new(SpaceQuota::new(store.clone(), cfg.quota_backend_bytes)),
         };
-        let lessor = Lessor::new(
+        let lessor = Lessor::with_checkpoints(
             store,
             raft.raft(),
             identity.member_id,
             cfg.heartbeat_interval_ms,
             cfg.election_timeout_ms,
+            cfg.lease_checkpoint_interval,
         );
         let admin = Admin::new(
             identity.member_id,
@@ -445,6 +452,8 @@ impl Services {
             auth: crate::server::auth::AuthConfig {
                 bcrypt_cost: cfg.bcrypt_cost,
             },
+            cors: cfg.cors.clone(),
+            host_whitelist: cfg.host_whitelist.clone(),
         }
     }
 }
@@ -533,6 +542,17 @@ fn start_background(
             }
         });
     }
+    if let Some(every) = cfg.corrupt_check_time {
+        let check =
+            crate::server::corrupt::monitor(services.ctx.clone(), services.leader.clone(), every);
+        let stop = self::stopped(stop_rx);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = check => {}
+                () = stop => {}
+            }
+        });
+    }
     Background {
         publish: Some(publish),
         lessor,
@@ -588,9 +608,10 @@ fn serve_clients(
     stop_rx: &watch::Receiver<bool>,
 ) {
     for (l, tls) in listeners.into_iter().zip(tls) {
+        let secure = tls.is_some();
         spawn_client_server(
             servers,
-            client_routes(services),
+            client_routes(services, secure),
             l,
             tls,
             stop_rx,
@@ -624,8 +645,9 @@ fn serve_metrics(
     }
 }
 
-/// The client-facing gRPC services of one listener, and etcd's HTTP endpoints beside them.
-fn client_routes(s: &Services) -> Routes {
+/// The client-facing gRPC services of one listener (`secure`: a TLS one), and etcd's HTTP
+/// endpoints beside them behind `--cors` and `--host-whitelist`.
+fn client_routes(s: &Services, secure: bool) -> Routes {
     // clientv3's WithRequireLeader on unary calls: refused while there is no leader.
     let leader_rx = s.leader.clone();
     let store = s.ctx.store.clone();
@@ -707,7 +729,11 @@ fn client_routes(s: &Services) -> Routes {
             tracing::error!(error = %e, "the JSON gateway's descriptors do not load; serving without it")
         }
     }
-    Routes::from(all.fallback(http::not_found))
+    let access = AccessControl::new(&s.cors, &s.host_whitelist, secure);
+    Routes::from(
+        all.fallback(http::not_found)
+            .layer(axum::middleware::from_fn_with_state(access, access::check)),
+    )
 }
 
 /// Serves `router` on `l` until the stop signal; over TLS when `tls` is given.

@@ -30,6 +30,7 @@ const DURATION_FLAGS: &[&str] = &[
     "grpc-keepalive-timeout",
     "backend-batch-interval",
     "experimental-corrupt-check-time",
+    "experimental-lease-checkpoint-interval",
     "experimental-watch-progress-notify-interval",
     "experimental-warning-apply-duration",
 ];

@@ -139,3 +139,47 @@ async fn a_follower_keeps_no_deadlines() {
     assert!(d.by_id.is_empty());
     assert_eq!(d.leader_term, 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn long_leases_are_checkpointed_every_interval_with_their_remaining_ttl() {
+    let every = Duration::from_secs(10);
+    // 60 s and 5 s leases: only the long one has more than an interval left.
+    let mut d = leading(1, &[(7, 60), (8, 5)]);
+    assert!(d.take_checkpoints(Instant::now(), every, 1000).is_empty());
+    advance(Duration::from_secs(10)).await;
+    assert_eq!(
+        d.take_checkpoints(Instant::now(), every, 1000),
+        vec![(7, 50)]
+    );
+    advance(Duration::from_secs(5)).await;
+    assert!(d.take_checkpoints(Instant::now(), every, 1000).is_empty());
+    advance(Duration::from_secs(5)).await;
+    assert_eq!(
+        d.take_checkpoints(Instant::now(), every, 1000),
+        vec![(7, 40)]
+    );
+    // At most `max` a round; the rest wait for the next one.
+    let mut d = leading(1, &[(1, 60), (2, 60), (3, 60)]);
+    d.take_checkpoints(Instant::now(), every, 2);
+    advance(every).await;
+    assert_eq!(d.take_checkpoints(Instant::now(), every, 2).len(), 2);
+    assert_eq!(d.take_checkpoints(Instant::now(), every, 2).len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_leader_starts_from_the_checkpointed_remainder() {
+    let mut d = Deadlines::default();
+    let remaining = HashMap::from([(7, 42)]);
+    d.lead_from(2, &[(7, 60), (8, 60)], &remaining, Instant::now());
+    assert_eq!(d.remaining(7, 60, Instant::now()), 42);
+    assert_eq!(d.remaining(8, 60, Instant::now()), 60);
+    // Within the same term the clocks run on; a checkpoint seen later changes nothing.
+    advance(Duration::from_secs(2)).await;
+    d.lead_from(
+        2,
+        &[(7, 60), (8, 60)],
+        &HashMap::from([(8, 10)]),
+        Instant::now(),
+    );
+    assert_eq!(d.remaining(8, 60, Instant::now()), 58);
+}

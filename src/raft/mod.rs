@@ -11,6 +11,7 @@
 
 pub mod batcher;
 pub mod codec;
+pub mod force_new_cluster;
 pub mod log_store;
 pub mod network;
 pub mod proposer;
@@ -92,6 +93,9 @@ pub struct RaftSettings {
     pub pre_vote: bool,
     /// How to dial `https://` peer URLs (`--peer-cert-file`, ...); `None`: plaintext only.
     pub peer_tls: Option<minietcd_client::tls::TlsConnector>,
+    /// `--force-new-cluster`: before starting, make this member the only voter of its
+    /// cluster (see [`force_new_cluster`]).
+    pub force_new_cluster: bool,
 }
 
 impl RaftSettings {
@@ -113,6 +117,7 @@ impl RaftSettings {
             sled_data_file: None,
             pre_vote: false,
             peer_tls: None,
+            force_new_cluster: false,
         }
     }
 
@@ -293,7 +298,7 @@ pub async fn start_tuned(
     let config = Arc::new(cfg.openraft_config(&tuning)?);
     let wal_opts = tuning.wal.clone();
     let wal_dir = cfg.wal_dir.clone();
-    let log_store = tokio::task::spawn_blocking(move || LogStore::open(&wal_dir, wal_opts))
+    let mut log_store = tokio::task::spawn_blocking(move || LogStore::open(&wal_dir, wal_opts))
         .await
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .map_err(|e| RaftError::Storage(e.to_string()))?;
@@ -303,6 +308,9 @@ pub async fn start_tuned(
         state_machine = state_machine
             .with_data_file(path)
             .map_err(|e| RaftError::Storage(format!("{}: {e}", path.display())))?;
+    }
+    if cfg.force_new_cluster {
+        force_new_cluster::rewrite(&mut log_store, &mut state_machine, cfg.node_id).await?;
     }
     let channels = Arc::new(PeerChannels::with_tls(cfg.peer_tls.clone()));
     let network =

@@ -1,6 +1,7 @@
 //! The etcd v3 facade: validate, translate, delegate. One file per gRPC service; errors
 //! become `tonic::Status` only in [`status`]; headers are filled only in [`header`].
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod auth_check;

@@ -3,7 +3,8 @@
 //! Applying a compaction only records its revision (reads below it are refused from then
 //! on); the history goes afterwards, in the background, as etcd's scheduled compaction does.
 //! The index decides what goes ([`KeyIndex::compact`](super::key_index::KeyIndex::compact)),
-//! [`COMPACT_STEP_KEYS`] keys per step under the lock, with a pause between steps; each step's
+//! a bounded step under the lock at a time (`--experimental-compaction-batch-limit`, default
+//! [`COMPACT_STEP_KEYS`]), with a pause between steps; each step's
 //! rows are deleted from sled in batches of [`COMPACT_BATCH_ROWS`] so that a large history
 //! never turns into one giant batch. A crash before the end leaves superseded rows behind, and
 //! open() compacts again at the recorded revision (compaction is idempotent).
@@ -17,8 +18,8 @@ use super::revision::{row_key, Revision};
 
 /// Rows deleted per sled batch during a compaction.
 pub const COMPACT_BATCH_ROWS: usize = 4096;
-/// Keys whose history one background compaction step drops under the lock (etcd's
-/// compaction batch limit is 1000 revisions).
+/// etcd's default compaction batch limit: one compaction step visits at most this many keys
+/// and stops once it has dropped this many revisions (etcd's batch reads this many revisions).
 pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
@@ -29,7 +30,7 @@ pub(crate) fn compact_index(state: &mut State, at: i64) -> Vec<(Revision, bool)>
     let mut removed = Vec::new();
     let mut from: Option<Vec<u8>> = None;
     loop {
-        let (rows, next) = compact_index_step(state, at, from.as_deref());
+        let (rows, next) = compact_index_step(state, at, from.as_deref(), COMPACT_STEP_KEYS);
         removed.extend(rows);
         match next {
             Some(key) => from = Some(key),
@@ -38,14 +39,17 @@ pub(crate) fn compact_index(state: &mut State, at: i64) -> Vec<(Revision, bool)>
     }
 }
 
-/// Compacts the index at `at` for up to [`COMPACT_STEP_KEYS`] keys after `after` (from the
-/// first key when `None`); returns the rows no longer reachable and the last key compacted
-/// when keys may remain.
+/// Compacts the index at `at` for the keys after `after` (from the first key when `None`),
+/// stopping after `limit` keys or once `limit` revisions were dropped, whichever comes first
+/// (one key's history is never split, so a step may drop a few more); returns the rows no
+/// longer reachable and the last key compacted when keys may remain.
 pub(crate) fn compact_index_step(
     state: &mut State,
     at: i64,
     after: Option<&[u8]>,
+    limit: usize,
 ) -> (Vec<(Revision, bool)>, Option<Vec<u8>>) {
+    let limit = limit.max(1);
     let lower = after.map_or(Bound::Unbounded, Bound::Excluded);
     let mut removed = Vec::new();
     let mut emptied = Vec::new();
@@ -57,7 +61,7 @@ pub(crate) fn compact_index_step(
             emptied.push(key.clone());
         }
         n += 1;
-        if n == COMPACT_STEP_KEYS {
+        if n >= limit || removed.len() >= limit {
             last = Some(key.clone());
             break;
         }

@@ -22,6 +22,9 @@ pub(crate) struct Lease {
     pub ttl_secs: i64,
     /// Keys attached (live keys whose KeyValue.lease is this lease).
     pub keys: BTreeSet<Vec<u8>>,
+    /// The remaining TTL the leader last checkpointed (etcd's `remainingTTL`); 0 when none.
+    /// Kept in memory only, as etcd 3.4 does: a restart forgets it.
+    pub remaining_ttl_secs: i64,
 }
 
 /// What the lease service needs to answer LeaseTimeToLive and LeaseLeases.

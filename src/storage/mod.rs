@@ -66,7 +66,7 @@ pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
@@ -153,6 +153,18 @@ pub struct MvccStore {
     removed: tokio::sync::watch::Sender<i64>,
     /// This member's login tokens (in memory; see [`auth_tokens`]).
     tokens: auth_tokens::Tokens,
+    /// `--experimental-compaction-batch-limit`: the bound of one compaction step (see
+    /// [`compact::compact_index_step`]).
+    compaction_batch_limit: AtomicUsize,
+}
+
+/// What removing a compaction's history did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactedHistory {
+    /// Rows deleted.
+    pub rows: usize,
+    /// Steps taken (each under the locks, with a pause between them in the background).
+    pub steps: usize,
 }
 
 impl MvccStore {
@@ -258,7 +270,18 @@ impl MvccStore {
             compactor: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(state_compacted),
             tokens,
+            compaction_batch_limit: AtomicUsize::new(compact::COMPACT_STEP_KEYS),
         })
+    }
+
+    /// Sets `--experimental-compaction-batch-limit`: the bound of each compaction step (etcd
+    /// takes 0 or less for its default, [`compact::COMPACT_STEP_KEYS`]).
+    pub fn set_compaction_batch_limit(&self, limit: i64) {
+        let limit = usize::try_from(limit)
+            .ok()
+            .filter(|l| *l > 0)
+            .unwrap_or(compact::COMPACT_STEP_KEYS);
+        self.compaction_batch_limit.store(limit, Ordering::Relaxed);
     }
 
     /// The latest revision (1 on a fresh store, as in etcd).
@@ -376,6 +399,17 @@ impl MvccStore {
                 ));
                 continue;
             }
+            if let Request::LeaseCheckpoint(c) = request {
+                // Not a write to the key space: no revision, and allowed under any alarm
+                // (etcd's corrupt applier lets it through too).
+                for cp in &c.checkpoints {
+                    if let Some(l) = st.leases.get_mut(&cp.id) {
+                        l.remaining_ttl_secs = cp.remaining_ttl;
+                    }
+                }
+                outcomes.push(outcome(None, None, Vec::new(), st.current));
+                continue;
+            }
             if let Request::Auth(a) = request {
                 let (resp, err) = match auth::apply(&mut st.auth, &self.tokens, a, &mut batch) {
                     Ok(r) => (Some(Response::Auth(r)), None),
@@ -429,9 +463,9 @@ impl MvccStore {
                     Request::Compaction(_) => Err(TxnError::Storage(StorageError::Corrupt(
                         "compaction reached a write group".into(),
                     ))),
-                    Request::Alarm(_) | Request::Auth(_) => {
+                    Request::Alarm(_) | Request::Auth(_) | Request::LeaseCheckpoint(_) => {
                         Err(TxnError::Storage(StorageError::Corrupt(
-                            "an alarm or auth call reached the write path".into(),
+                            "an alarm, auth call or lease checkpoint reached the write path".into(),
                         )))
                     }
                 };
@@ -508,21 +542,28 @@ impl MvccStore {
         ))
     }
 
-    /// Drops the history a compaction at `rev` made unreachable: the key index a step of
-    /// [`compact::COMPACT_STEP_KEYS`] keys at a time, each step's rows deleted before the
-    /// next, so writes and reads get the locks between steps. Each step holds the apply lock
-    /// too, so a defragment or a snapshot install never runs in the middle of one. Returns
-    /// how many rows went.
-    pub fn remove_compacted(&self, rev: i64) -> Result<usize, StorageError> {
+    /// Drops the history a compaction at `rev` made unreachable: the key index a step at a
+    /// time (bounded by the compaction batch limit, see
+    /// [`Self::set_compaction_batch_limit`]), each step's rows deleted before the next, so
+    /// writes and reads get the locks between steps. Each step holds the apply lock too, so a
+    /// defragment or a snapshot install never runs in the middle of one.
+    pub fn remove_compacted(&self, rev: i64) -> Result<CompactedHistory, StorageError> {
         self.remove_compacted_steps(rev, true)
     }
 
     /// [`Self::remove_compacted`]; `lock_steps` false when the caller holds the apply lock
     /// (then the steps run back to back).
-    fn remove_compacted_steps(&self, rev: i64, lock_steps: bool) -> Result<usize, StorageError> {
+    fn remove_compacted_steps(
+        &self,
+        rev: i64,
+        lock_steps: bool,
+    ) -> Result<CompactedHistory, StorageError> {
+        let limit = self.compaction_batch_limit.load(Ordering::Relaxed);
         let mut from: Option<Vec<u8>> = None;
         let mut rows = 0;
+        let mut steps = 0;
         loop {
+            steps += 1;
             let next = {
                 let _apply = if lock_steps {
                     Some(self.lock_apply()?)
@@ -531,7 +572,7 @@ impl MvccStore {
                 };
                 let (removed, next) = {
                     let mut st = self.write_state()?;
-                    compact::compact_index_step(&mut st, rev, from.as_deref())
+                    compact::compact_index_step(&mut st, rev, from.as_deref(), limit)
                 };
                 compact::delete_rows(&self.engine()?.tree, &removed)?;
                 rows += removed.len();
@@ -545,9 +586,15 @@ impl MvccStore {
                 std::thread::sleep(compact::COMPACT_STEP_PAUSE);
             }
         }
-        tracing::debug!(rev, rows, "compacted history removed");
+        tracing::debug!(
+            rev,
+            rows,
+            steps,
+            batch_limit = limit,
+            "compacted history removed"
+        );
         self.mark_removed(rev);
-        Ok(rows)
+        Ok(CompactedHistory { rows, steps })
     }
 
     /// Records that the history of compactions through `rev` is gone.
@@ -800,6 +847,27 @@ impl MvccStore {
             .iter()
             .map(|(id, l)| (*id, l.ttl_secs))
             .collect())
+    }
+
+    /// Every lease's checkpointed remaining TTL in seconds, for the leases that have one
+    /// (a new leader starts their clocks from it).
+    pub fn lease_checkpoints(&self) -> Result<Vec<(i64, i64)>, StorageError> {
+        Ok(self
+            .read_state()?
+            .leases
+            .iter()
+            .filter(|(_, l)| l.remaining_ttl_secs > 0)
+            .map(|(id, l)| (*id, l.remaining_ttl_secs))
+            .collect())
+    }
+
+    /// A lease's checkpointed remaining TTL in seconds; 0 when it has none or is unknown.
+    pub fn lease_checkpoint(&self, id: i64) -> Result<i64, StorageError> {
+        Ok(self
+            .read_state()?
+            .leases
+            .get(&id)
+            .map_or(0, |l| l.remaining_ttl_secs))
     }
 
     /// A lease's granted TTL in seconds, None if unknown (keep-alives).

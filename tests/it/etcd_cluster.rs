@@ -330,9 +330,16 @@ impl Cluster {
     /// Starts reserved member `i` as etcd starts a member added at run time:
     /// `--initial-cluster-state existing` with an `--initial-cluster` of every member.
     pub fn spawn_joining(&mut self, i: usize) {
-        let initial = self
-            .members
+        let all: Vec<usize> = (0..self.members.len()).collect();
+        self.spawn_joining_with(i, &all);
+    }
+
+    /// [`Cluster::spawn_joining`] with an `--initial-cluster` of `members` alone (the members
+    /// the cluster has now, e.g. after `--force-new-cluster`), `i` among them.
+    pub fn spawn_joining_with(&mut self, i: usize, members: &[usize]) {
+        let initial = members
             .iter()
+            .map(|&j| &self.members[j])
             .map(|m| format!("{}={}", m.name, m.advertised_peer_url()))
             .collect::<Vec<_>>()
             .join(",");
@@ -444,6 +451,16 @@ impl Cluster {
         self.kill(i);
         tracing::info!(member = i, "restarting member");
         self.spawn(i);
+    }
+
+    /// Starts member `i` again with `args` added to its flags (kills it first if running).
+    pub fn restart_with(&mut self, i: usize, args: &[&str]) {
+        self.kill(i);
+        tracing::info!(member = i, ?args, "restarting member with extra flags");
+        let saved = self.extra_args.clone();
+        self.extra_args.extend(args.iter().map(|a| a.to_string()));
+        self.spawn(i);
+        self.extra_args = saved;
     }
 
     /// Indices of running members.

@@ -270,3 +270,48 @@ async fn lease_survives_a_leader_change_late_in_its_ttl() {
 async fn etcd_lease_survives_a_leader_change_late_in_its_ttl() {
     lease_survives_a_leader_change(ServerKind::Etcd).await;
 }
+
+/// The TTL a new leader reports for a 60 s lease granted 5 s before the old leader died,
+/// with or without lease checkpoints (every second).
+async fn ttl_after_a_leader_change(checkpoints: bool) -> i64 {
+    let mut config = ClusterConfig::new(ServerKind::Minietcd, 3);
+    if checkpoints {
+        config = config
+            .arg("--experimental-enable-lease-checkpoint")
+            .arg("--experimental-lease-checkpoint-interval=1s");
+    }
+    let mut c = Cluster::start_ready(config).await;
+    let leader = c.wait_ready().await;
+    let follower = (0..3).find(|i| *i != leader).expect("a follower");
+    let mut cl = client_on(&c, follower).await;
+    let id = cl.lease_grant(60, None).await.unwrap().id();
+    // Five seconds of the lease pass on the leader's clock (a checkpoint each second).
+    let cl2 = cl.clone();
+    wait_until_async("5 s of the lease to pass", Duration::from_secs(15), || {
+        let mut cl = cl2.clone();
+        async move {
+            let t = cl.lease_time_to_live(id, None).await.ok()?;
+            (t.ttl() <= 55).then_some(())
+        }
+    })
+    .await;
+    c.kill(leader);
+    let next = c.wait_ready().await;
+    assert_ne!(next, leader);
+    // Asked on the surviving follower: the new leader's clock.
+    let t = cl.lease_time_to_live(id, None).await.unwrap();
+    assert_eq!(t.granted_ttl(), 60);
+    t.ttl()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_checkpoints_keep_the_remaining_ttl_across_a_leader_change() {
+    let ttl = ttl_after_a_leader_change(true).await;
+    assert!((1..=58).contains(&ttl), "TTL {ttl} after the leader change");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_lease_checkpoints_a_new_leader_restarts_the_full_ttl() {
+    let ttl = ttl_after_a_leader_change(false).await;
+    assert!(ttl >= 59, "TTL {ttl} after the leader change");
+}

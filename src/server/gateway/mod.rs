@@ -155,12 +155,6 @@ pub fn routes(grpc: Routes) -> Result<axum::Router, json::JsonError> {
 }
 
 async fn handle(State(g): State<Gateway>, req: Request) -> Response {
-    if req.method() == Method::OPTIONS {
-        // A CORS preflight: etcd answers every path so.
-        let mut resp = StatusCode::OK.into_response();
-        set_cors_headers(&mut resp);
-        return resp;
-    }
     let path = req.uri().path();
     let rest = path
         .strip_prefix("/v3beta")
@@ -364,28 +358,11 @@ fn plain(status: StatusCode, message: &str) -> Response {
     resp
 }
 
-/// The content type, and the CORS headers etcd's gateway answers with.
+/// The content type of a gateway answer (the CORS headers and preflights are
+/// `server::access`'s, for every HTTP path of the client port).
 fn set_gateway_headers(resp: &mut Response, content_type: &'static str) {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    set_cors_headers(resp);
-}
-
-/// The CORS headers etcd answers with on its client port (`--cors` at its default `*`).
-fn set_cors_headers(resp: &mut Response) {
-    let h = resp.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("POST, GET, OPTIONS, PUT, DELETE"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("accept, content-type, authorization"),
-    );
 }
 
 /// grpc-gateway v1's `HTTPStatusFromCode`.

@@ -117,3 +117,23 @@ fn a_tombstone_without_puts_above_the_compaction_is_refused() {
         other => panic!("opened: {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn the_compaction_batch_limit_bounds_each_step() {
+    // 95 keys with one superseded revision each: the default limit removes them in one
+    // step, a limit of 10 in ten.
+    for (limit, steps) in [(0, 1), (10, 10), (1000, 1)] {
+        let f = fixture();
+        for i in 0..95 {
+            put(&f.store, &format!("k{i:03}"), "1");
+            put(&f.store, &format!("k{i:03}"), "2");
+        }
+        f.store.set_compaction_batch_limit(limit);
+        let done = f
+            .store
+            .remove_compacted(f.store.current_revision())
+            .unwrap();
+        assert_eq!(done, CompactedHistory { rows: 95, steps }, "limit {limit}");
+        assert_eq!(kv_rows(&f.store), 95);
+    }
+}

@@ -93,6 +93,34 @@ fn compaction_of_a_trailing_tombstone_keeps_the_current_revision_on_restart() {
 }
 
 #[test]
+fn lease_checkpoints_record_the_remaining_ttl_in_memory_without_a_revision() {
+    use crate::pb::etcdserverpb::{LeaseCheckpoint, LeaseCheckpointRequest};
+    let f = fixture();
+    apply(
+        &f.store,
+        Request::LeaseGrant(LeaseGrantRequest { ttl: 60, id: 9 }),
+    );
+    let cp = |id, remaining_ttl| {
+        Request::LeaseCheckpoint(LeaseCheckpointRequest {
+            checkpoints: vec![LeaseCheckpoint { id, remaining_ttl }],
+        })
+    };
+    // An unknown lease is skipped; no revision is taken.
+    let out = apply(&f.store, cp(9, 42));
+    apply(&f.store, cp(10, 5));
+    assert_eq!((out.revision, out.response.error), (1, 0));
+    assert_eq!(f.store.lease_checkpoint(9).unwrap(), 42);
+    assert_eq!(f.store.lease_checkpoints().unwrap(), vec![(9, 42)]);
+    // A checkpoint of 0 clears it.
+    apply(&f.store, cp(9, 0));
+    assert!(f.store.lease_checkpoints().unwrap().is_empty());
+    // In memory only, as etcd 3.4: a restart forgets it.
+    apply(&f.store, cp(9, 42));
+    let f = f.restart();
+    assert_eq!(f.store.lease_checkpoint(9).unwrap(), 0);
+}
+
+#[test]
 fn leases_attach_detach_and_revoke() {
     let f = fixture();
     let g = apply(
