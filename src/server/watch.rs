@@ -502,7 +502,7 @@ mod tests {
 
     #[tokio::test]
     async fn leader_follows_raft_metrics() {
-        use openraft::async_runtime::watch::{WatchReceiver, WatchSender};
+        use openraft::async_runtime::watch::WatchSender;
         use openraft::type_config::TypeConfigExt;
         let initial = openraft::RaftMetrics::<crate::raft::types::TypeConfig>::new_initial(1);
         let (stx, srx) = crate::raft::types::TypeConfig::watch_channel(server_of(&initial));
