@@ -1,16 +1,22 @@
-//! etcdctl's output formats, `simple` and `json`, for each command. Every function returns
-//! the exact text etcdctl writes to stdout (trailing newline included).
+//! etcdctl's output formats (`simple`, `json`, `fields`, `table`) for each command. Every
+//! function returns the exact text etcdctl writes to stdout (trailing newline included), or
+//! etcdctl's "not supported as output format" failure where etcdctl 3.4 has no printer for
+//! that format and command; callers print after the request, as etcdctl fails only then.
 
 use minietcd_client::pb::etcdserverpb::ResponseHeader;
 use minietcd_client::pb::etcdserverpb::{
-    response_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
-    LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
-    MemberListResponse, PutResponse, RangeResponse, ResponseOp, StatusResponse, TxnResponse,
+    response_op, AlarmResponse, AlarmType, CompactionResponse, DeleteRangeResponse, HashKvResponse,
+    LeaseGrantResponse, LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse,
+    LeaseTimeToLiveResponse, MemberAddResponse, MemberListResponse, MemberRemoveResponse,
+    MoveLeaderResponse, PutResponse, RangeResponse, ResponseOp, StatusResponse, TxnResponse,
 };
 use minietcd_client::pb::mvccpb::{event::EventType, KeyValue};
 use minietcd_client::WatchBatch;
 
+use crate::fields;
 use crate::json::{self, Obj};
+use crate::ops::{Failure, EXIT_BAD_FEATURE};
+use crate::table;
 
 /// The `-w` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,6 +25,32 @@ pub enum Format {
     Simple,
     /// Go's JSON of the response structs.
     Json,
+    /// One `"Field" : value` line per field.
+    Fields,
+    /// Boxed tables (member list, endpoint and snapshot status, health, hashes).
+    Table,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Simple => "simple",
+            Format::Json => "json",
+            Format::Fields => "fields",
+            Format::Table => "table",
+        }
+    }
+}
+
+/// What etcdctl prints, or its failure, for a format it has no printer for.
+pub type Printed = Result<String, Failure>;
+
+/// etcdctl's error for a command the format cannot print (exit code 4).
+pub fn unsupported(format: Format) -> Failure {
+    Failure::new(
+        EXIT_BAD_FEATURE,
+        format!("{} not supported as output format", format.name()),
+    )
 }
 
 /// Simple-format switches that change how a key-value prints.
@@ -95,9 +127,11 @@ fn response_op_json(op: &ResponseOp) -> String {
     Obj::new().raw("Response", inner.build()).build()
 }
 
-pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) -> String {
-    match format {
+pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) -> Printed {
+    Ok(match format {
         Format::Json => json_line(range_json(r)),
+        Format::Fields => fields::get(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if count_only => format!("{}\n", r.count),
         Format::Simple => {
             let mut out = String::new();
@@ -106,12 +140,14 @@ pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) 
             }
             out
         }
-    }
+    })
 }
 
-pub fn put(format: Format, r: &PutResponse) -> String {
-    match format {
+pub fn put(format: Format, r: &PutResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(put_json(r)),
+        Format::Fields => fields::put(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = String::from("OK\n");
             if let Some(prev) = &r.prev_kv {
@@ -119,12 +155,14 @@ pub fn put(format: Format, r: &PutResponse) -> String {
             }
             out
         }
-    }
+    })
 }
 
-pub fn delete(format: Format, r: &DeleteRangeResponse) -> String {
-    match format {
+pub fn delete(format: Format, r: &DeleteRangeResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(delete_json(r)),
+        Format::Fields => fields::delete(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = format!("{}\n", r.deleted);
             for kv in &r.prev_kvs {
@@ -132,43 +170,53 @@ pub fn delete(format: Format, r: &DeleteRangeResponse) -> String {
             }
             out
         }
-    }
+    })
 }
 
-pub fn txn(format: Format, r: &TxnResponse) -> String {
-    match format {
+pub fn txn(format: Format, r: &TxnResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(txn_json(r)),
-        Format::Simple => {
-            let mut out = String::from(if r.succeeded {
-                "SUCCESS\n"
-            } else {
-                "FAILURE\n"
-            });
-            for op in &r.responses {
-                out.push('\n');
-                match &op.response {
-                    Some(response_op::Response::ResponseRange(r)) => {
-                        out.push_str(&get(Format::Simple, r, KvStyle::default(), false))
-                    }
-                    Some(response_op::Response::ResponsePut(r)) => {
-                        out.push_str(&put(Format::Simple, r))
-                    }
-                    Some(response_op::Response::ResponseDeleteRange(r)) => {
-                        out.push_str(&delete(Format::Simple, r))
-                    }
-                    Some(response_op::Response::ResponseTxn(r)) => {
-                        out.push_str(&txn(Format::Simple, r))
-                    }
-                    None => out.push_str("unexpected response\n"),
+        Format::Fields => fields::txn(r),
+        Format::Table => return Err(unsupported(format)),
+        Format::Simple => txn_simple(r),
+    })
+}
+
+fn txn_simple(r: &TxnResponse) -> String {
+    let mut out = String::from(if r.succeeded {
+        "SUCCESS\n"
+    } else {
+        "FAILURE\n"
+    });
+    for op in &r.responses {
+        out.push('\n');
+        match &op.response {
+            Some(response_op::Response::ResponseRange(r)) => {
+                for kv in &r.kvs {
+                    simple_kv(&mut out, kv, KvStyle::default());
                 }
             }
-            out
+            Some(response_op::Response::ResponsePut(r)) => {
+                out.push_str("OK\n");
+                if let Some(prev) = &r.prev_kv {
+                    simple_kv(&mut out, prev, KvStyle::default());
+                }
+            }
+            Some(response_op::Response::ResponseDeleteRange(r)) => {
+                out.push_str(&format!("{}\n", r.deleted));
+                for kv in &r.prev_kvs {
+                    simple_kv(&mut out, kv, KvStyle::default());
+                }
+            }
+            Some(response_op::Response::ResponseTxn(r)) => out.push_str(&txn_simple(r)),
+            None => out.push_str("unexpected response\n"),
         }
     }
+    out
 }
 
-pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
-    match format {
+pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> Printed {
+    Ok(match format {
         Format::Json => {
             let events: Vec<String> = b.events.iter().map(json::event).collect();
             let header = json::header_fields(b.header.as_ref()).build();
@@ -182,6 +230,8 @@ pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
                     .build(),
             )
         }
+        Format::Fields => fields::watch(b),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if b.is_progress_notify() => format!("progress notify: {}\n", b.revision()),
         Format::Simple => {
             let mut out = String::new();
@@ -202,7 +252,7 @@ pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
             }
             out
         }
-    }
+    })
 }
 
 /// The JSON etcdctl prints for a watch the server canceled because of compaction.
@@ -219,12 +269,12 @@ pub fn watch_compacted_json(header: Option<&ResponseHeader>, compact_revision: i
 }
 
 pub fn compaction(_format: Format, _r: &CompactionResponse, rev: i64) -> String {
-    // etcdctl prints the same line in both formats.
+    // etcdctl prints the same line in every format.
     format!("compacted revision {rev}\n")
 }
 
-pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> String {
-    match format {
+pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             json::header_fields(r.header.as_ref())
                 .raw("ID", r.id.to_string())
@@ -232,35 +282,41 @@ pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> String {
                 .raw("Error", json::string(&r.error))
                 .build(),
         ),
+        Format::Fields => fields::lease_grant(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {:016x} granted with TTL({}s)\n", r.id, r.ttl),
-    }
+    })
 }
 
-pub fn lease_revoke(format: Format, id: i64, r: &LeaseRevokeResponse) -> String {
-    match format {
+pub fn lease_revoke(format: Format, id: i64, r: &LeaseRevokeResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             Obj::new()
                 .opt("header", json::header(r.header.as_ref()))
                 .build(),
         ),
+        Format::Fields => fields::header_only(r.header.as_ref()),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {id:016x} revoked\n"),
-    }
+    })
 }
 
-pub fn lease_keep_alive(format: Format, r: &LeaseKeepAliveResponse) -> String {
-    match format {
+pub fn lease_keep_alive(format: Format, r: &LeaseKeepAliveResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             json::header_fields(r.header.as_ref())
                 .raw("ID", r.id.to_string())
                 .raw("TTL", r.ttl.to_string())
                 .build(),
         ),
+        Format::Fields => fields::lease_keep_alive(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {:016x} keepalived with TTL({})\n", r.id, r.ttl),
-    }
+    })
 }
 
-pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys: bool) -> String {
-    match format {
+pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys: bool) -> Printed {
+    Ok(match format {
         Format::Json => {
             let keys = if r.keys.is_empty() {
                 "null".to_string()
@@ -281,6 +337,8 @@ pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys
                     .build(),
             )
         }
+        Format::Fields => fields::lease_time_to_live(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if r.granted_ttl == 0 && r.ttl == -1 => {
             format!("lease {:016x} already expired\n", r.id)
         }
@@ -295,11 +353,11 @@ pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys
             }
             line + "\n"
         }
-    }
+    })
 }
 
-pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
-    match format {
+pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> Printed {
+    Ok(match format {
         Format::Json => {
             let leases = json::array(
                 r.leases
@@ -313,6 +371,8 @@ pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
                     .build(),
             )
         }
+        Format::Fields => fields::lease_list(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = format!("found {} leases\n", r.leases.len());
             for l in &r.leases {
@@ -320,41 +380,120 @@ pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
             }
             out
         }
-    }
+    })
 }
 
-pub fn member_list(format: Format, r: &MemberListResponse) -> String {
-    match format {
+/// etcdctl's `makeMemberListTable`: the rows `member list` prints as a table or lines.
+fn member_rows(r: &MemberListResponse) -> Vec<Vec<String>> {
+    r.members
+        .iter()
+        .map(|m| {
+            let status = if m.name.is_empty() {
+                "unstarted"
+            } else {
+                "started"
+            };
+            vec![
+                format!("{:x}", m.id),
+                status.to_string(),
+                m.name.clone(),
+                m.peer_ur_ls.join(","),
+                m.client_ur_ls.join(","),
+                m.is_learner.to_string(),
+            ]
+        })
+        .collect()
+}
+
+/// Rows as the simple format prints them: cells joined by `, `.
+fn lines(rows: &[Vec<String>]) -> String {
+    rows.iter().map(|r| r.join(", ") + "\n").collect()
+}
+
+pub fn member_list(format: Format, r: &MemberListResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             Obj::new()
                 .opt("header", json::header(r.header.as_ref()))
                 .list("members", r.members.iter().map(json::member).collect())
                 .build(),
         ),
-        Format::Simple => {
-            let mut out = String::new();
-            for m in &r.members {
-                let status = if m.name.is_empty() {
-                    "unstarted"
-                } else {
-                    "started"
-                };
-                out.push_str(&format!(
-                    "{:x}, {status}, {}, {}, {}, {}\n",
-                    m.id,
-                    m.name,
-                    m.peer_ur_ls.join(","),
-                    m.client_ur_ls.join(","),
-                    m.is_learner
-                ));
-            }
-            out
-        }
-    }
+        Format::Fields => fields::member_list(r),
+        Format::Table => table::render(
+            &[
+                "ID",
+                "Status",
+                "Name",
+                "Peer Addrs",
+                "Client Addrs",
+                "Is Learner",
+            ],
+            &member_rows(r),
+        ),
+        Format::Simple => lines(&member_rows(r)),
+    })
 }
 
-pub fn endpoint_status(format: Format, statuses: &[(String, StatusResponse)]) -> String {
-    match format {
+/// `member add`'s answer: etcdctl prints the new member and, in the simple format only, the
+/// environment the new member starts with (`env`).
+pub fn member_add(format: Format, r: &MemberAddResponse, env: &str) -> Printed {
+    let id = r.member.as_ref().map_or(0, |m| m.id);
+    Ok(match format {
+        Format::Json => json_line(
+            Obj::new()
+                .opt("header", json::header(r.header.as_ref()))
+                .opt("member", r.member.as_ref().map(json::member))
+                .list("members", r.members.iter().map(json::member).collect())
+                .build(),
+        ),
+        Format::Fields | Format::Table => return Err(unsupported(format)),
+        Format::Simple => {
+            let cluster_id = r.header.as_ref().map_or(0, |h| h.cluster_id);
+            format!("Member {id:16x} added to cluster {cluster_id:16x}\n{env}")
+        }
+    })
+}
+
+pub fn member_remove(format: Format, id: u64, r: &MemberRemoveResponse) -> Printed {
+    Ok(match format {
+        Format::Json => json_line(
+            Obj::new()
+                .opt("header", json::header(r.header.as_ref()))
+                .list("members", r.members.iter().map(json::member).collect())
+                .build(),
+        ),
+        Format::Fields | Format::Table => return Err(unsupported(format)),
+        Format::Simple => {
+            let cluster_id = r.header.as_ref().map_or(0, |h| h.cluster_id);
+            format!("Member {id:16x} removed from cluster {cluster_id:16x}\n")
+        }
+    })
+}
+
+/// etcdctl's `makeEndpointStatusTable` rows.
+fn status_rows(statuses: &[(String, StatusResponse)]) -> Vec<Vec<String>> {
+    statuses
+        .iter()
+        .map(|(ep, st)| {
+            let id = st.header.as_ref().map_or(0, |h| h.member_id);
+            vec![
+                ep.clone(),
+                format!("{id:x}"),
+                st.version.clone(),
+                json::human_bytes(u64::try_from(st.db_size).unwrap_or(0)),
+                (st.leader == id).to_string(),
+                st.is_learner.to_string(),
+                st.raft_term.to_string(),
+                st.raft_index.to_string(),
+                st.raft_applied_index.to_string(),
+                st.errors.join(", "),
+            ]
+        })
+        .collect()
+}
+
+pub fn endpoint_status(format: Format, statuses: &[(String, StatusResponse)]) -> Printed {
+    Ok(match format {
         Format::Json => {
             let items = statuses
                 .iter()
@@ -367,25 +506,107 @@ pub fn endpoint_status(format: Format, statuses: &[(String, StatusResponse)]) ->
                 .collect();
             json_line(json::array(items))
         }
-        Format::Simple => {
-            let mut out = String::new();
-            for (ep, st) in statuses {
-                let id = st.header.as_ref().map_or(0, |h| h.member_id);
-                out.push_str(&format!(
-                    "{ep}, {id:x}, {}, {}, {}, {}, {}, {}, {}, {}\n",
-                    st.version,
-                    json::human_bytes(u64::try_from(st.db_size).unwrap_or(0)),
-                    st.leader == id,
-                    st.is_learner,
-                    st.raft_term,
-                    st.raft_index,
-                    st.raft_applied_index,
-                    st.errors.join(", ")
-                ));
-            }
-            out
+        Format::Fields => fields::endpoint_status(statuses),
+        Format::Table => table::render(
+            &[
+                "endpoint",
+                "ID",
+                "version",
+                "db size",
+                "is leader",
+                "is learner",
+                "raft term",
+                "raft index",
+                "raft applied index",
+                "errors",
+            ],
+            &status_rows(statuses),
+        ),
+        Format::Simple => lines(&status_rows(statuses)),
+    })
+}
+
+pub fn endpoint_hashkv(format: Format, hashes: &[(String, HashKvResponse)]) -> Printed {
+    let rows: Vec<Vec<String>> = hashes
+        .iter()
+        .map(|(ep, h)| vec![ep.clone(), h.hash.to_string()])
+        .collect();
+    Ok(match format {
+        Format::Json => {
+            let items = hashes
+                .iter()
+                .map(|(ep, h)| {
+                    let hash = Obj::new()
+                        .opt("header", json::header(h.header.as_ref()))
+                        .int("hash", h.hash)
+                        .int("compact_revision", h.compact_revision)
+                        .build();
+                    Obj::new()
+                        .raw("Endpoint", json::string(ep))
+                        .raw("HashKV", hash)
+                        .build()
+                })
+                .collect();
+            json_line(json::array(items))
         }
-    }
+        Format::Fields => fields::endpoint_hashkv(hashes),
+        Format::Table => table::render(&["endpoint", "hash"], &rows),
+        Format::Simple => lines(&rows),
+    })
+}
+
+/// An alarm type's name, as Go's `String()` of the enum prints it.
+pub fn alarm_name(alarm: i32) -> String {
+    AlarmType::try_from(alarm).map_or_else(|_| alarm.to_string(), |a| a.as_str_name().to_string())
+}
+
+pub fn alarm(format: Format, r: &AlarmResponse) -> Printed {
+    Ok(match format {
+        Format::Json => {
+            let alarms = r
+                .alarms
+                .iter()
+                .map(|a| {
+                    Obj::new()
+                        .int("memberID", a.member_id)
+                        .int("alarm", a.alarm)
+                        .build()
+                })
+                .collect();
+            json_line(
+                Obj::new()
+                    .opt("header", json::header(r.header.as_ref()))
+                    .list("alarms", alarms)
+                    .build(),
+            )
+        }
+        Format::Fields => fields::alarm(r),
+        Format::Table => return Err(unsupported(format)),
+        // Go's `%+v` of the protobuf message: its compact text form, trailing space included.
+        Format::Simple => r
+            .alarms
+            .iter()
+            .map(|a| {
+                if a.alarm == 0 {
+                    format!("memberID:{} \n", a.member_id)
+                } else {
+                    format!("memberID:{} alarm:{} \n", a.member_id, alarm_name(a.alarm))
+                }
+            })
+            .collect(),
+    })
+}
+
+pub fn move_leader(format: Format, leader: u64, target: u64, r: &MoveLeaderResponse) -> Printed {
+    Ok(match format {
+        Format::Json => json_line(
+            Obj::new()
+                .opt("header", json::header(r.header.as_ref()))
+                .build(),
+        ),
+        Format::Fields | Format::Table => return Err(unsupported(format)),
+        Format::Simple => format!("Leadership transferred from {leader:x} to {target:x}\n"),
+    })
 }
 
 /// One endpoint's health check.
@@ -397,8 +618,8 @@ pub struct Health {
 }
 
 /// Returns (stdout, stderr): etcdctl writes the simple health lines to stderr.
-pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
-    match format {
+pub fn endpoint_health(format: Format, results: &[Health]) -> Result<(String, String), Failure> {
+    Ok(match format {
         Format::Json => {
             let items = results
                 .iter()
@@ -414,6 +635,24 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
                 })
                 .collect();
             (json_line(json::array(items)), String::new())
+        }
+        Format::Fields => (fields::endpoint_health(results), String::new()),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = results
+                .iter()
+                .map(|h| {
+                    vec![
+                        h.endpoint.clone(),
+                        h.healthy.to_string(),
+                        json::go_duration(h.took),
+                        h.error.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            (
+                table::render(&["endpoint", "health", "took", "error"], &rows),
+                String::new(),
+            )
         }
         Format::Simple => {
             let mut err = String::new();
@@ -434,15 +673,22 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
             }
             (String::new(), err)
         }
-    }
+    })
 }
 
-/// etcdctl's `snapshot status`: hash (hex in simple), revision, total keys, total size.
+/// etcdctl's `snapshot status`: hash (hex in simple and table), revision, total keys, total
+/// size.
 pub fn snapshot_status(
     format: Format,
     st: &minietcd::storage::snapshot_file::SnapshotStatus,
-) -> String {
-    match format {
+) -> Printed {
+    let rows = vec![vec![
+        format!("{:x}", st.hash),
+        st.revision.to_string(),
+        st.total_keys.to_string(),
+        json::human_bytes(st.total_size),
+    ]];
+    Ok(match format {
         Format::Json => json_line(
             json::Obj::new()
                 .raw("hash", st.hash.to_string())
@@ -451,14 +697,10 @@ pub fn snapshot_status(
                 .raw("totalSize", st.total_size.to_string())
                 .build(),
         ),
-        Format::Simple => format!(
-            "{:x}, {}, {}, {}\n",
-            st.hash,
-            st.revision,
-            st.total_keys,
-            json::human_bytes(st.total_size)
-        ),
-    }
+        Format::Fields => fields::snapshot_status(st),
+        Format::Table => table::render(&["hash", "revision", "total keys", "total size"], &rows),
+        Format::Simple => lines(&rows),
+    })
 }
 
 #[cfg(test)]
@@ -490,15 +732,15 @@ mod tests {
             count: 1,
         };
         assert_eq!(
-            get(Format::Json, &r, KvStyle::default(), false),
+            get(Format::Json, &r, KvStyle::default(), false).unwrap(),
             "{\"header\":{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"revision\":5,\"raft_term\":2},\"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":2,\"mod_revision\":5,\"version\":3,\"value\":\"YmF6\"}],\"count\":1}\n"
         );
         assert_eq!(
-            get(Format::Simple, &r, KvStyle::default(), false),
+            get(Format::Simple, &r, KvStyle::default(), false).unwrap(),
             "foo\nbaz\n"
         );
         assert_eq!(
-            get(Format::Simple, &r, KvStyle { value_only: true }, false),
+            get(Format::Simple, &r, KvStyle { value_only: true }, false).unwrap(),
             "baz\n"
         );
     }
@@ -512,11 +754,11 @@ mod tests {
             error: String::new(),
         };
         assert_eq!(
-            lease_grant(Format::Simple, &r),
+            lease_grant(Format::Simple, &r).unwrap(),
             "lease 2040a1fd53e4c921 granted with TTL(100s)\n"
         );
         assert_eq!(
-            lease_grant(Format::Json, &r),
+            lease_grant(Format::Json, &r).unwrap(),
             "{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"revision\":5,\"raft_term\":2,\"ID\":2324035517129476385,\"TTL\":100,\"Error\":\"\"}\n"
         );
     }
