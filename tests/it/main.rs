@@ -15,6 +15,7 @@ mod cluster_membership;
 mod corrupt_check;
 mod crash;
 mod ctl_etcdctl;
+mod ctl_formats;
 mod errors;
 mod etcd_cluster;
 mod etcdctl;
