@@ -22,7 +22,13 @@ pub(crate) struct Run {
     pub code: Option<i32>,
 }
 
-pub(crate) fn run(program: &Path, endpoint: &str, cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) fn run(
+    program: &Path,
+    endpoint: &str,
+    cwd: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Run {
     let mut child = Command::new(program)
         .env("ETCDCTL_API", "3")
         .current_dir(cwd)

@@ -40,7 +40,13 @@ fn mask(s: &str) -> String {
     ] {
         s = mask_after(&s, field, "<ID>");
     }
-    for field in ["\"ttl\":", "\"TTL\" : ", "remaining(", "\"Took\" : ", "took = "] {
+    for field in [
+        "\"ttl\":",
+        "\"TTL\" : ",
+        "remaining(",
+        "\"Took\" : ",
+        "took = ",
+    ] {
         s = mask_after(&s, field, "<T>");
     }
     s = mask_after(&s, "\"took\":\"", "<T>");
@@ -229,12 +235,21 @@ async fn format_matrix(kind: ServerKind) {
             &f(&["txn"]),
             Some("value(\"foo\") = \"baz\"\n\nget foo\nput t1 v\ndel t1 --prev-kv\n\nput t2 v\n\n"),
         );
-        p.check_in(&f(&["txn"]), Some("version(\"foo\") = \"99\"\n\nput no v\n\nget lk\n\n"));
+        p.check_in(
+            &f(&["txn"]),
+            Some("version(\"foo\") = \"99\"\n\nput no v\n\nget lk\n\n"),
+        );
         // leases: each format gets its own lease to revoke
         let per_lease = |args: &[&str], id: usize| {
             let with = |lease: &str| {
                 args.iter()
-                    .map(|x| if *x == "ID" { lease.to_string() } else { x.to_string() })
+                    .map(|x| {
+                        if *x == "ID" {
+                            lease.to_string()
+                        } else {
+                            x.to_string()
+                        }
+                    })
                     .collect::<Vec<_>>()
             };
             let (ta, tb) = (with(&leases[id].0), with(&leases[id].1));
@@ -255,8 +270,14 @@ async fn format_matrix(kind: ServerKind) {
         let r = role.as_str();
         let u = user.as_str();
         p.check(&with_format(w, &["role", "add", r]));
-        p.check(&with_format(w, &["role", "grant-permission", r, "readwrite", "a", "z"]));
-        p.check(&with_format(w, &["role", "grant-permission", r, "read", "p/", "--prefix"]));
+        p.check(&with_format(
+            w,
+            &["role", "grant-permission", r, "readwrite", "a", "z"],
+        ));
+        p.check(&with_format(
+            w,
+            &["role", "grant-permission", r, "read", "p/", "--prefix"],
+        ));
         p.check(&with_format(w, &["role", "get", r]));
         p.check(&with_format(w, &["role", "list"]));
         p.check(&with_format(w, &["user", "add", &user_pw]));
@@ -371,8 +392,14 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
     let plain = |s: &str| s.to_string();
     tools.ours(&all, &["put", "k", "v"], None);
     for w in FORMATS {
-        same(&with_format(w, &["endpoint", "status", "--cluster"]), &plain);
-        same(&with_format(w, &["endpoint", "hashkv", "--cluster"]), &plain);
+        same(
+            &with_format(w, &["endpoint", "status", "--cluster"]),
+            &plain,
+        );
+        same(
+            &with_format(w, &["endpoint", "hashkv", "--cluster"]),
+            &plain,
+        );
         // (Through one endpoint: the answering member is in the header.)
         let args = with_format(w, &["member", "list"]);
         let one = c.endpoint(0);
@@ -391,7 +418,10 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
         lines.join("\n")
     };
     for w in ["json", "table"] {
-        same(&with_format(w, &["endpoint", "health", "--cluster"]), &sorted);
+        same(
+            &with_format(w, &["endpoint", "health", "--cluster"]),
+            &sorted,
+        );
     }
 
     // Leadership moves to a follower with etcdctl, back with minietcdctl.
@@ -427,11 +457,22 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
         } else {
             ("", Some(4))
         };
-        assert_eq!((ours.stdout.as_str(), ours.code), expected, "{}", ours.stderr);
+        assert_eq!(
+            (ours.stdout.as_str(), ours.code),
+            expected,
+            "{}",
+            ours.stderr
+        );
         if w == "fields" {
-            assert_eq!(last_line(&ours.stderr), "Error: fields not supported as output format");
+            assert_eq!(
+                last_line(&ours.stderr),
+                "Error: fields not supported as output format"
+            );
         }
-        assert_ne!(current, target, "moving to the leader itself proves nothing");
+        assert_ne!(
+            current, target,
+            "moving to the leader itself proves nothing"
+        );
         assert_eq!(leader_of(&tools, &all, &ms), target);
     }
     // Only followers given: no leader to ask.
@@ -462,7 +503,8 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
                 Duration::from_secs(15),
                 || {
                     let t = metrics_text(&c, member);
-                    let count = format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{peer}\"}}");
+                    let count =
+                        format!("etcd_network_peer_round_trip_time_seconds_count{{To=\"{peer}\"}}");
                     t.lines()
                         .find_map(|l| l.strip_prefix(&count))
                         .and_then(|v| v.trim().parse::<u64>().ok())
@@ -527,7 +569,10 @@ async fn ctl_space_alarm_prints_like_etcdctl() {
     }
     same(&with_format("fields", &["endpoint", "status"]));
     let listed = tools.ours(&ep, &["alarm", "list"], None);
-    assert_eq!(listed.stdout, format!("memberID:{decimal} alarm:NOSPACE \n"));
+    assert_eq!(
+        listed.stdout,
+        format!("memberID:{decimal} alarm:NOSPACE \n")
+    );
     let table = tools.ours(&ep, &["endpoint", "status", "-w", "table"], None);
     assert!(
         table.stdout.contains(&format!(" memberID:{decimal} |\n")),
@@ -536,14 +581,19 @@ async fn ctl_space_alarm_prints_like_etcdctl() {
     );
     let fields = tools.ours(&ep, &["alarm", "list", "-w", "fields"], None);
     assert!(
-        fields
-            .stdout
-            .ends_with(&format!("\"MemberID\" : {decimal}\n\"AlarmType\" : NOSPACE\n\n")),
+        fields.stdout.ends_with(&format!(
+            "\"MemberID\" : {decimal}\n\"AlarmType\" : NOSPACE\n\n"
+        )),
         "{}",
         fields.stdout
     );
     // Disarm answers the alarms it cleared; writing on raises the alarm again.
-    for (w, tool) in [("simple", "etcdctl"), ("simple", "ours"), ("json", "etcdctl"), ("json", "ours")] {
+    for (w, tool) in [
+        ("simple", "etcdctl"),
+        ("simple", "ours"),
+        ("json", "etcdctl"),
+        ("json", "ours"),
+    ] {
         let args = with_format(w, &["alarm", "disarm"]);
         let out = if tool == "etcdctl" {
             tools.etcdctl(&ep, &args, None)
@@ -555,7 +605,12 @@ async fn ctl_space_alarm_prints_like_etcdctl() {
         } else {
             format!("{{\"alarms\":[{{\"memberID\":{decimal},\"alarm\":1}}]}}\n")
         };
-        assert_eq!((out.stdout, out.code), (expected, Some(0)), "{tool} {w}: {}", out.stderr);
+        assert_eq!(
+            (out.stdout, out.code),
+            (expected, Some(0)),
+            "{tool} {w}: {}",
+            out.stderr
+        );
         assert_eq!(tools.ours(&ep, &["alarm", "list"], None).stdout, "");
         fill_until_nospace(&c).await;
     }
@@ -575,7 +630,10 @@ async fn ctl_check_perf_judges_like_etcdctl() {
     };
     assert_eq!(same(&["check", "perf", "--load", "huge"]).code, Some(4));
     tools.ours(&ep, &["put", "/perf-test/x", "1"], None);
-    assert_eq!(same(&["check", "perf", "--prefix", "/perf-test/"]).code, Some(3));
+    assert_eq!(
+        same(&["check", "perf", "--prefix", "/perf-test/"]).code,
+        Some(3)
+    );
     tools.ours(&ep, &["del", "/perf-test/x"], None);
 
     // A short run of the small load, then compaction and defragmentation.
@@ -627,7 +685,11 @@ async fn ctl_check_perf_judges_like_etcdctl() {
     assert_eq!(lines[7], if passed { "PASS" } else { "FAIL" });
     assert_eq!(out.code, Some(if passed { 0 } else { 1 }), "{}", out.stderr);
     // The keys are gone and the history compacted.
-    let left = tools.ours(&ep, &["get", "/perf-test/", "--prefix", "--keys-only"], None);
+    let left = tools.ours(
+        &ep,
+        &["get", "/perf-test/", "--prefix", "--keys-only"],
+        None,
+    );
     assert_eq!((left.stdout.as_str(), left.code), ("", Some(0)));
     let old = tools.ours(&ep, &["get", "x", "--rev", "1"], None);
     assert_eq!(
