@@ -762,4 +762,49 @@ mod tests {
             "{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"revision\":5,\"raft_term\":2,\"ID\":2324035517129476385,\"TTL\":100,\"Error\":\"\"}\n"
         );
     }
+
+    #[test]
+    fn snapshot_status_prints_like_etcdctl_in_every_format() {
+        // What etcdctl 3.4.23 printed for a snapshot of hash 157208308 (0x95ecef4).
+        let st = minietcd::storage::snapshot_file::SnapshotStatus {
+            hash: 157_208_308,
+            revision: 10,
+            total_keys: 14,
+            total_size: 20480,
+            live_keys: 3,
+        };
+        assert_eq!(
+            snapshot_status(Format::Table, &st).unwrap(),
+            "+---------+----------+------------+------------+\n\
+             |  HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
+             +---------+----------+------------+------------+\n\
+             | 95ecef4 |       10 |         14 |      20 kB |\n\
+             +---------+----------+------------+------------+\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Fields, &st).unwrap(),
+            "\"Hash\" : 157208308\n\"Revision\" : 10\n\"Keys\" : 14\n\"Size\" : 20480\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Simple, &st).unwrap(),
+            "95ecef4, 10, 14, 20 kB\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Json, &st).unwrap(),
+            "{\"hash\":157208308,\"revision\":10,\"totalKey\":14,\"totalSize\":20480}\n"
+        );
+    }
+
+    #[test]
+    fn formats_without_a_printer_fail_like_etcdctl() {
+        let r = PutResponse::default();
+        let f = put(Format::Table, &r).unwrap_err();
+        assert_eq!(
+            (f.message.as_str(), f.code),
+            ("table not supported as output format", 4)
+        );
+        let m = MemberRemoveResponse::default();
+        let f = member_remove(Format::Fields, 1, &m).unwrap_err();
+        assert_eq!(f.message, "fields not supported as output format");
+    }
 }
