@@ -112,8 +112,7 @@ pub enum Command {
     #[command(subcommand)]
     Member(MemberCommand),
     /// Endpoint related commands
-    #[command(subcommand)]
-    Endpoint(EndpointCommand),
+    Endpoint(EndpointArgs),
     /// Compacts the event history in etcd
     Compaction(CompactionArgs),
     /// Manages etcd node snapshots
@@ -331,25 +330,24 @@ pub enum MemberCommand {
     Remove { id: String },
 }
 
+/// `endpoint`: `--cluster` goes before or after the subcommand, as etcdctl's persistent flag.
+#[derive(Args)]
+pub struct EndpointArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
 #[derive(Subcommand)]
 pub enum EndpointCommand {
     /// Checks the healthiness of endpoints specified in `--endpoints` flag
-    Health {
-        /// use all endpoints from the cluster member list
-        #[arg(long)]
-        cluster: bool,
-    },
+    Health,
     /// Prints out the status of endpoints specified in `--endpoints` flag
-    Status {
-        /// use all endpoints from the cluster member list
-        #[arg(long)]
-        cluster: bool,
-    },
+    Status,
     /// Prints the KV history hash for each endpoint in --endpoints
     Hashkv {
-        /// use all endpoints from the cluster member list
-        #[arg(long)]
-        cluster: bool,
         /// maximum revision to hash (default: all revisions)
         #[arg(long, default_value_t = 0)]
         rev: i64,

@@ -236,7 +236,7 @@ pub fn endpoint_health(results: &[Health]) -> String {
     for h in results {
         l.quoted("Endpoint", h.endpoint.as_bytes())
             .field("Health", h.healthy)
-            .field("Took", crate::json::go_duration(h.took))
+            .field("Took", h.took_text())
             .field("Error", h.error.as_deref().unwrap_or(""))
             .blank();
     }

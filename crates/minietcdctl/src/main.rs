@@ -25,8 +25,8 @@ use minietcd_client::{
 };
 
 use args::{
-    AlarmCommand, CheckCommand, Cli, Command, EndpointCommand, LeaseCommand, MemberCommand,
-    RestoreArgs, SnapshotCommand, TxnArgs, WatchArgs,
+    AlarmCommand, CheckCommand, Cli, Command, EndpointArgs, EndpointCommand, LeaseCommand,
+    MemberCommand, RestoreArgs, SnapshotCommand, TxnArgs, WatchArgs,
 };
 use minietcd::data_dir::restore;
 use minietcd_client::pb::etcdserverpb::AlarmMember;
@@ -307,14 +307,44 @@ pub(crate) async fn endpoint_targets(ctx: &Ctx, cluster: bool) -> Result<Vec<Str
         .collect())
 }
 
+/// etcdctl's health check of one endpoint: a linearizable get of the key `health` (a
+/// permission error counts as healthy: the request went through consensus). The time covers
+/// dialling too, as etcdctl's lazily dialling client's get does; an endpoint that cannot be
+/// dialled fails as etcdctl's get does, with its deadline.
+async fn health(ctx: &Ctx, endpoint: String) -> printer::Health {
+    let start = Instant::now();
+    let outcome = match single(ctx, &endpoint).await {
+        Ok(client) => client
+            .kv()
+            .get("health", GetOptions::new())
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from(e).message),
+        Err(_) => Err(MSG_DEADLINE.to_string()),
+    };
+    let error = outcome.err().filter(|m| m != MSG_PERMISSION_DENIED);
+    printer::Health {
+        endpoint,
+        healthy: error.is_none(),
+        took: start.elapsed(),
+        error,
+    }
+}
+
+/// What etcdctl's get says when its endpoint cannot be reached in time.
+const MSG_DEADLINE: &str = "context deadline exceeded";
+/// etcd's permission error, which a health check counts as a success.
+const MSG_PERMISSION_DENIED: &str = "etcdserver: permission denied";
+
 /// A client on one endpoint only (endpoint commands report on each member separately).
 pub(crate) async fn single(ctx: &Ctx, endpoint: &str) -> Result<Client, ClientError> {
     Client::connect([endpoint], ctx.options.clone()).await
 }
 
-async fn run_endpoint(ctx: &Ctx, cmd: &EndpointCommand) -> Result<(), Failure> {
-    match cmd {
-        EndpointCommand::Status { cluster } => {
+async fn run_endpoint(ctx: &Ctx, args: &EndpointArgs) -> Result<(), Failure> {
+    let cluster = &args.cluster;
+    match &args.command {
+        EndpointCommand::Status => {
             let mut statuses = Vec::new();
             let mut failed = false;
             for ep in endpoint_targets(ctx, *cluster).await? {
@@ -337,21 +367,13 @@ async fn run_endpoint(ctx: &Ctx, cmd: &EndpointCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        EndpointCommand::Health { cluster } => {
-            let mut results = Vec::new();
-            for ep in endpoint_targets(ctx, *cluster).await? {
-                let start = Instant::now();
-                let outcome = match single(ctx, &ep).await {
-                    Ok(c) => c.kv().get("health", GetOptions::new()).await.map(|_| ()),
-                    Err(e) => Err(e),
-                };
-                results.push(printer::Health {
-                    endpoint: ep,
-                    healthy: outcome.is_ok(),
-                    took: start.elapsed(),
-                    error: outcome.err().map(|e| Failure::from(e).message),
-                });
-            }
+        EndpointCommand::Health => {
+            // Every endpoint at once, as etcdctl checks them; results in endpoint order.
+            let checks = endpoint_targets(ctx, *cluster)
+                .await?
+                .into_iter()
+                .map(|ep| health(ctx, ep));
+            let results = futures::future::join_all(checks).await;
             let (out, err) = printer::endpoint_health(ctx.format, &results)?;
             emit_err(&err);
             emit(&out)?;
@@ -360,7 +382,7 @@ async fn run_endpoint(ctx: &Ctx, cmd: &EndpointCommand) -> Result<(), Failure> {
             }
             Ok(())
         }
-        EndpointCommand::Hashkv { cluster, rev } => {
+        EndpointCommand::Hashkv { rev } => {
             let mut hashes = Vec::new();
             let mut last_error = None;
             for ep in endpoint_targets(ctx, *cluster).await? {

@@ -617,6 +617,13 @@ pub struct Health {
     pub error: Option<String>,
 }
 
+impl Health {
+    /// The time as Go prints a duration.
+    pub fn took_text(&self) -> String {
+        json::go_duration(self.took)
+    }
+}
+
 /// Returns (stdout, stderr): etcdctl writes the simple health lines to stderr.
 pub fn endpoint_health(format: Format, results: &[Health]) -> Result<(String, String), Failure> {
     Ok(match format {
@@ -627,7 +634,7 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> Result<(String, St
                     let obj = Obj::new()
                         .raw("endpoint", json::string(&h.endpoint))
                         .raw("health", h.healthy.to_string())
-                        .raw("took", json::string(&json::go_duration(h.took)));
+                        .raw("took", json::string(&h.took_text()));
                     match &h.error {
                         Some(e) => obj.raw("error", json::string(e)).build(),
                         None => obj.build(),
@@ -644,7 +651,7 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> Result<(String, St
                     vec![
                         h.endpoint.clone(),
                         h.healthy.to_string(),
-                        json::go_duration(h.took),
+                        h.took_text(),
                         h.error.clone().unwrap_or_default(),
                     ]
                 })
@@ -661,7 +668,7 @@ pub fn endpoint_health(format: Format, results: &[Health]) -> Result<(String, St
                     err.push_str(&format!(
                         "{} is healthy: successfully committed proposal: took = {}\n",
                         h.endpoint,
-                        json::go_duration(h.took)
+                        h.took_text()
                     ));
                 } else {
                     err.push_str(&format!(
