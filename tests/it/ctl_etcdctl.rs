@@ -184,7 +184,7 @@ fn lease_id(grant_output: &str) -> String {
 }
 
 /// Spawns a watch, waits until it printed `lines` lines, kills it, returns the output.
-fn watch_output(program: &Path, endpoint: &str, args: &[&str], lines: usize) -> String {
+pub(crate) fn watch_output(program: &Path, endpoint: &str, args: &[&str], lines: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
     let out = std::fs::File::create(&out_path).unwrap();

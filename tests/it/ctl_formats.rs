@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use minietcd_client::{ClientError, PutOptions};
 
-use crate::ctl_etcdctl::{mask_after, run, Run};
+use crate::ctl_etcdctl::{mask_after, run, watch_output, Run};
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::support::{require_program, wait_until};
 
@@ -219,6 +219,24 @@ async fn format_matrix(kind: ServerKind) {
     let ours = tools.ours(&p.b, &["put", "lk", "lv", "--lease", &leases[0].1], None);
     assert_same(&["put", "--lease"], &theirs, &ours, mask);
 
+    // Watch: one past event in the fields format (header, type, key-value: 11 lines); the
+    // table format fails at the first event.
+    p.check(&["put", "wf", "v"]);
+    let (theirs, _) = p.check(&["-w", "fields", "get", "wf"]);
+    let rev = theirs
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("\"ModRevision\" : "))
+        .unwrap()
+        .to_string();
+    let args = ["-w", "fields", "watch", "wf", "--rev", rev.as_str()];
+    assert_eq!(
+        mask(&watch_output(&tools.ours, &p.b, &args, 11)),
+        mask(&watch_output(&tools.etcdctl, &p.a, &args, 11)),
+        "watch -w fields"
+    );
+    p.check(&["-w", "table", "watch", "wf", "--rev", &rev]);
+
     for (i, w) in FORMATS.into_iter().enumerate() {
         let f = |args: &[&'static str]| with_format(w, args);
         // key-value
@@ -262,6 +280,10 @@ async fn format_matrix(kind: ServerKind) {
         per_lease(&["-w", w, "lease", "timetolive", "ID", "--keys"], 0);
         per_lease(&["-w", w, "lease", "timetolive", "ID"], i);
         per_lease(&["-w", w, "lease", "keep-alive", "--once", "ID"], i);
+        if w == "table" {
+            // Without --once too: refused at the first answer.
+            per_lease(&["-w", w, "lease", "keep-alive", "ID"], i);
+        }
         p.check(&f(&["lease", "list"]));
         p.check(&f(&["lease", "grant", "60"]));
         // users and roles
