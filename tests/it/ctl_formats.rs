@@ -214,9 +214,9 @@ async fn format_matrix(kind: ServerKind) {
         let (theirs, ours) = p.check(&["lease", "grant", "600"]);
         leases.push((lease_id(&theirs.stdout), lease_id(&ours.stdout)));
     }
-    // A key on the first lease (each server's own).
-    let theirs = tools.etcdctl(&p.a, &["put", "lk", "lv", "--lease", &leases[0].0], None);
-    let ours = tools.ours(&p.b, &["put", "lk", "lv", "--lease", &leases[0].1], None);
+    // A key on the last lease (each server's own), revoked last.
+    let theirs = tools.etcdctl(&p.a, &["put", "lk", "lv", "--lease", &leases[3].0], None);
+    let ours = tools.ours(&p.b, &["put", "lk", "lv", "--lease", &leases[3].1], None);
     assert_same(&["put", "--lease"], &theirs, &ours, mask);
 
     // Watch: one past event in the fields format (header, type, key-value: 11 lines); the
@@ -277,7 +277,7 @@ async fn format_matrix(kind: ServerKind) {
             let ours = tools.ours(&p.b, &tb, None);
             assert_same(args, &theirs, &ours, mask);
         };
-        per_lease(&["-w", w, "lease", "timetolive", "ID", "--keys"], 0);
+        per_lease(&["-w", w, "lease", "timetolive", "ID", "--keys"], 3);
         per_lease(&["-w", w, "lease", "timetolive", "ID"], i);
         per_lease(&["-w", w, "lease", "keep-alive", "--once", "ID"], i);
         if w == "table" {
@@ -286,6 +286,9 @@ async fn format_matrix(kind: ServerKind) {
         }
         p.check(&f(&["lease", "list"]));
         p.check(&f(&["lease", "grant", "60"]));
+        per_lease(&["-w", w, "lease", "revoke", "ID"], i);
+        per_lease(&["-w", w, "lease", "revoke", "ID"], i);
+        per_lease(&["-w", w, "lease", "timetolive", "ID"], i);
         // users and roles
         let (role, user) = (format!("r{i}"), format!("u{i}"));
         let user_pw = format!("{user}:pw");
