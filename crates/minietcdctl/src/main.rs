@@ -6,6 +6,7 @@
 mod args;
 mod auth_cmd;
 mod check_perf;
+mod cluster_printer;
 mod fields;
 mod json;
 mod maint_cmd;
