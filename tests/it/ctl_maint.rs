@@ -149,6 +149,29 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
         );
         assert_eq!(ours.code, Some(1));
     }
+    // The other per-endpoint commands report the dead endpoint and exit with 1.
+    for cmd in [
+        &["endpoint", "status"][..],
+        &["endpoint", "hashkv"],
+        &["defrag"],
+    ] {
+        let args = [&["--command-timeout=1s"][..], cmd].concat();
+        let theirs = tools.etcdctl(&with_dead, &args, None);
+        let ours = tools.ours(&with_dead, &args, None);
+        assert_same(&args, &theirs, &ours, str::to_string);
+        let errors = |s: &str| {
+            s.lines()
+                .filter(|l| !l.starts_with('{'))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            errors(&ours.stderr),
+            errors(&theirs.stderr),
+            "stderr of {args:?}"
+        );
+        assert_eq!(ours.code, Some(1));
+    }
 
     // Leadership moves to a follower with etcdctl, back with minietcdctl.
     let ms = members(&tools, &all);

@@ -310,8 +310,7 @@ pub(crate) async fn endpoint_targets(ctx: &Ctx, cluster: bool) -> Result<Vec<Str
 
 /// etcdctl's health check of one endpoint: a linearizable get of the key `health` (a
 /// permission error counts as healthy: the request went through consensus). The time covers
-/// dialling too, as etcdctl's lazily dialling client's get does; an endpoint that cannot be
-/// dialled fails as etcdctl's get does, with its deadline.
+/// dialling too, as etcdctl's lazily dialling client's get does.
 async fn health(ctx: &Ctx, endpoint: String) -> printer::Health {
     let start = Instant::now();
     let outcome = match single(ctx, &endpoint).await {
@@ -321,7 +320,7 @@ async fn health(ctx: &Ctx, endpoint: String) -> printer::Health {
             .await
             .map(|_| ())
             .map_err(|e| Failure::from(e).message),
-        Err(_) => Err(MSG_DEADLINE.to_string()),
+        Err(f) => Err(f.message),
     };
     let error = outcome.err().filter(|m| m != MSG_PERMISSION_DENIED);
     printer::Health {
@@ -338,8 +337,14 @@ const MSG_DEADLINE: &str = "context deadline exceeded";
 const MSG_PERMISSION_DENIED: &str = "etcdserver: permission denied";
 
 /// A client on one endpoint only (endpoint commands report on each member separately).
-pub(crate) async fn single(ctx: &Ctx, endpoint: &str) -> Result<Client, ClientError> {
-    Client::connect([endpoint], ctx.options.clone()).await
+pub(crate) async fn single(ctx: &Ctx, endpoint: &str) -> Result<Client, Failure> {
+    Client::connect([endpoint], ctx.options.clone())
+        .await
+        .map_err(|e| match e {
+            // etcdctl's client dials lazily: its request runs out of time instead.
+            ClientError::Unavailable(_) => Failure::new(EXIT_ERROR, MSG_DEADLINE),
+            e => Failure::from(e),
+        })
 }
 
 async fn run_endpoint(ctx: &Ctx, args: &EndpointArgs) -> Result<(), Failure> {
@@ -350,14 +355,21 @@ async fn run_endpoint(ctx: &Ctx, args: &EndpointArgs) -> Result<(), Failure> {
             let mut failed = false;
             for ep in endpoint_targets(ctx, *cluster).await? {
                 let status = match single(ctx, &ep).await {
-                    Ok(c) => c.maintenance().status(MaintenanceOptions::new()).await,
-                    Err(e) => Err(e),
+                    Ok(c) => c
+                        .maintenance()
+                        .status(MaintenanceOptions::new())
+                        .await
+                        .map_err(Failure::from),
+                    Err(f) => Err(f),
                 };
                 match status {
                     Ok(st) => statuses.push((ep, st)),
-                    Err(e) => {
+                    Err(f) => {
                         failed = true;
-                        emit_err(&format!("Failed to get the status of endpoint {ep} (context deadline exceeded: {e})\n"));
+                        emit_err(&format!(
+                            "Failed to get the status of endpoint {ep} ({})\n",
+                            f.message
+                        ));
                     }
                 }
             }
@@ -388,17 +400,16 @@ async fn run_endpoint(ctx: &Ctx, args: &EndpointArgs) -> Result<(), Failure> {
             let mut last_error = None;
             for ep in endpoint_targets(ctx, *cluster).await? {
                 let hash = match single(ctx, &ep).await {
-                    Ok(c) => {
-                        c.maintenance()
-                            .hash_kv(*rev, MaintenanceOptions::new())
-                            .await
-                    }
-                    Err(e) => Err(e),
+                    Ok(c) => c
+                        .maintenance()
+                        .hash_kv(*rev, MaintenanceOptions::new())
+                        .await
+                        .map_err(Failure::from),
+                    Err(f) => Err(f),
                 };
                 match hash {
                     Ok(h) => hashes.push((ep, h)),
-                    Err(e) => {
-                        let f = Failure::from(e);
+                    Err(f) => {
                         emit_err(&format!(
                             "Failed to get the hash of endpoint {ep} ({})\n",
                             f.message

@@ -11,16 +11,20 @@ pub async fn defrag(ctx: &Ctx, cluster: bool) -> Result<(), Failure> {
     let mut failures = 0;
     for ep in endpoint_targets(ctx, cluster).await? {
         let result = match single(ctx, &ep).await {
-            Ok(c) => c.maintenance().defragment(MaintenanceOptions::new()).await,
-            Err(e) => Err(e),
+            Ok(c) => c
+                .maintenance()
+                .defragment(MaintenanceOptions::new())
+                .await
+                .map_err(Failure::from),
+            Err(f) => Err(f),
         };
         match result {
             Ok(_) => emit(&format!("Finished defragmenting etcd member[{ep}]\n"))?,
-            Err(e) => {
+            Err(f) => {
                 failures += 1;
                 emit_err(&format!(
                     "Failed to defragment etcd member[{ep}] ({})\n",
-                    Failure::from(e).message
+                    f.message
                 ));
             }
         }
