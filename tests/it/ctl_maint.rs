@@ -270,6 +270,12 @@ async fn ctl_cluster_maintenance_like_etcdctl() {
                 .filter_map(|l| l.split("le=\"").nth(1)?.split('"').next())
                 .collect();
             assert_eq!(les, buckets, "buckets of the round trips to {peer}");
+            for line in [
+                "# HELP etcd_network_peer_round_trip_time_seconds Round-Trip-Time histogram between peers",
+                "# TYPE etcd_network_peer_round_trip_time_seconds histogram",
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} missing");
+            }
         }
     }
 }
