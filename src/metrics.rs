@@ -11,8 +11,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 use tokio::sync::watch;
 
@@ -33,11 +33,17 @@ struct Metrics {
     watchers: IntGauge,
     grpc_started: IntCounterVec,
     grpc_handled: IntCounterVec,
+    peer_rtt: HistogramVec,
 }
 
 /// etcd's buckets for disk latencies: 1 ms to 8 s, doubling.
 fn disk_buckets() -> Vec<f64> {
     exponential_buckets(0.001, 2.0, 14).unwrap_or_default()
+}
+
+/// etcd's buckets for peer round trips: 0.1 ms to 3.2768 s, doubling.
+fn rtt_buckets() -> Vec<f64> {
+    exponential_buckets(0.0001, 2.0, 16).unwrap_or_default()
 }
 
 fn gauge(name: &str, help: &str) -> IntGauge {
@@ -112,6 +118,15 @@ impl Metrics {
                 "Total number of RPCs completed on the server, regardless of success or failure.",
                 &["grpc_type", "grpc_service", "grpc_method", "grpc_code"],
             ),
+            peer_rtt: HistogramVec::new(
+                HistogramOpts::new(
+                    "etcd_network_peer_round_trip_time_seconds",
+                    "Round-Trip-Time histogram between peers",
+                )
+                .buckets(rtt_buckets()),
+                &["To"],
+            )
+            .unwrap_or_else(|e| panic!("metric etcd_network_peer_round_trip_time_seconds: {e}")),
         };
         let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(m.has_leader.clone()),
@@ -126,6 +141,7 @@ impl Metrics {
             Box::new(m.watchers.clone()),
             Box::new(m.grpc_started.clone()),
             Box::new(m.grpc_handled.clone()),
+            Box::new(m.peer_rtt.clone()),
         ];
         for c in collectors {
             // Names are distinct constants: a clash is a programming error caught by tests.
@@ -188,6 +204,14 @@ impl Drop for Proposal {
             m.proposals_failed.inc();
         }
     }
+}
+
+/// Records a round trip to peer `to` (labelled with its id in hex, as etcd's `types.ID`).
+pub fn peer_round_trip(to: u64, rtt: std::time::Duration) {
+    metrics()
+        .peer_rtt
+        .with_label_values(&[&format!("{to:x}")])
+        .observe(rtt.as_secs_f64());
 }
 
 /// Counts a gRPC call that started.

@@ -529,6 +529,16 @@ fn start_background(
             .clone()
             .run(services.ctx.proposer.clone(), stop_rx.clone()),
     );
+    {
+        let probing = services.admin.clone().probe_peers();
+        let stop = self::stopped(stop_rx);
+        tokio::spawn(async move {
+            tokio::select! {
+                () = probing => {}
+                () = stop => {}
+            }
+        });
+    }
     if let Some(mode) = cfg.auto_compaction {
         let member = crate::server::compactor::Member {
             ctx: services.ctx.clone(),

@@ -40,6 +40,7 @@ use crate::raft::{PeerChannels, ProposeError};
 use super::ApiError;
 
 mod move_leader;
+mod peer_rtt;
 
 /// How many times one request may be sent to a (new) leader before giving up.
 const MAX_ROUTING_ATTEMPTS: usize = 5;

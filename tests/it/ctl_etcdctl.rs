@@ -16,13 +16,19 @@ use crate::support::require_program;
 
 /// One command's result.
 #[derive(Debug)]
-struct Run {
-    stdout: String,
-    stderr: String,
-    code: Option<i32>,
+pub(crate) struct Run {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: Option<i32>,
 }
 
-fn run(program: &Path, endpoint: &str, cwd: &Path, args: &[&str], stdin: Option<&str>) -> Run {
+pub(crate) fn run(
+    program: &Path,
+    endpoint: &str,
+    cwd: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Run {
     let mut child = Command::new(program)
         .env("ETCDCTL_API", "3")
         .current_dir(cwd)
@@ -47,7 +53,7 @@ fn run(program: &Path, endpoint: &str, cwd: &Path, args: &[&str], stdin: Option<
 }
 
 /// Replaces the token after every `marker` (up to a delimiter) with `with`.
-fn mask_after(s: &str, marker: &str, with: &str) -> String {
+pub(crate) fn mask_after(s: &str, marker: &str, with: &str) -> String {
     let mut out = String::new();
     let mut rest = s;
     while let Some(pos) = rest.find(marker) {
@@ -178,7 +184,7 @@ fn lease_id(grant_output: &str) -> String {
 }
 
 /// Spawns a watch, waits until it printed `lines` lines, kills it, returns the output.
-fn watch_output(program: &Path, endpoint: &str, args: &[&str], lines: usize) -> String {
+pub(crate) fn watch_output(program: &Path, endpoint: &str, args: &[&str], lines: usize) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("out");
     let out = std::fs::File::create(&out_path).unwrap();

@@ -15,6 +15,8 @@ mod cluster_membership;
 mod corrupt_check;
 mod crash;
 mod ctl_etcdctl;
+mod ctl_formats;
+mod ctl_maint;
 mod errors;
 mod etcd_cluster;
 mod etcdctl;

@@ -32,7 +32,7 @@ pub struct Cli {
     /// timeout for short running command (excluding dial timeout)
     #[arg(long, global = true, default_value = "5s", value_parser = parse_duration, env = "ETCDCTL_COMMAND_TIMEOUT")]
     pub command_timeout: Duration,
-    /// set the output format (simple, json)
+    /// set the output format (fields, json, simple, table)
     #[arg(
         short = 'w',
         long = "write-out",
@@ -112,8 +112,7 @@ pub enum Command {
     #[command(subcommand)]
     Member(MemberCommand),
     /// Endpoint related commands
-    #[command(subcommand)]
-    Endpoint(EndpointCommand),
+    Endpoint(EndpointArgs),
     /// Compacts the event history in etcd
     Compaction(CompactionArgs),
     /// Manages etcd node snapshots
@@ -128,6 +127,61 @@ pub enum Command {
     /// Enable or disable authentication
     #[command(subcommand)]
     Auth(crate::auth_cmd::AuthCommand),
+    /// Alarm related commands
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+    /// Defragments the storage of the etcd members with given endpoints
+    Defrag(DefragArgs),
+    /// Transfers leadership to another etcd cluster member.
+    MoveLeader {
+        /// the transferee's member id, in hex
+        #[arg(value_name = "TRANSFEREE_MEMBER_ID")]
+        target: String,
+    },
+    /// commands for checking properties of the etcd cluster
+    #[command(subcommand)]
+    Check(CheckCommand),
+}
+
+#[derive(Subcommand)]
+pub enum AlarmCommand {
+    /// Disarms all alarms
+    Disarm,
+    /// Lists all alarms
+    List,
+}
+
+#[derive(Args, Debug)]
+pub struct DefragArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long)]
+    pub cluster: bool,
+}
+
+#[derive(Subcommand)]
+pub enum CheckCommand {
+    /// Check the performance of the etcd cluster
+    Perf(CheckPerfArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CheckPerfArgs {
+    /// The performance check's workload model. Accepted workloads: s(small), m(medium),
+    /// l(large), xl(xLarge)
+    #[arg(long, default_value = "s")]
+    pub load: String,
+    /// The prefix for writing the performance check's keys.
+    #[arg(long, default_value = "/etcdctl-check-perf/")]
+    pub prefix: String,
+    /// Compact storage with last revision after test is finished.
+    #[arg(long)]
+    pub auto_compact: bool,
+    /// Defragment storage after test is finished.
+    #[arg(long)]
+    pub auto_defrag: bool,
+    /// How long the load runs instead of the model's 60s (for tests; not an etcdctl flag).
+    #[arg(long, hide = true, value_parser = parse_duration)]
+    pub duration: Option<Duration>,
 }
 
 #[derive(Args, Debug)]
@@ -276,19 +330,27 @@ pub enum MemberCommand {
     Remove { id: String },
 }
 
+/// `endpoint`: `--cluster` goes before or after the subcommand, as etcdctl's persistent flag.
+#[derive(Args)]
+pub struct EndpointArgs {
+    /// use all endpoints from the cluster member list
+    #[arg(long, global = true)]
+    pub cluster: bool,
+    #[command(subcommand)]
+    pub command: EndpointCommand,
+}
+
 #[derive(Subcommand)]
 pub enum EndpointCommand {
     /// Checks the healthiness of endpoints specified in `--endpoints` flag
-    Health {
-        /// use all endpoints from the cluster member list
-        #[arg(long)]
-        cluster: bool,
-    },
+    Health,
     /// Prints out the status of endpoints specified in `--endpoints` flag
-    Status {
-        /// use all endpoints from the cluster member list
-        #[arg(long)]
-        cluster: bool,
+    Status,
+    /// Prints the KV history hash for each endpoint in --endpoints
+    Hashkv {
+        /// maximum revision to hash (default: all revisions)
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
     },
 }
 

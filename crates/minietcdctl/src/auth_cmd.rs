@@ -8,9 +8,10 @@ use minietcd_client::pb::authpb::permission::Type as PermType;
 use minietcd_client::pb::etcdserverpb::{AuthRoleGetResponse, ResponseHeader};
 use minietcd_client::{prefix_range_end, Client, ClientError};
 
+use crate::fields;
 use crate::json::{self, Obj};
 use crate::ops::{Failure, EXIT_BAD_ARGS, EXIT_IO};
-use crate::printer::Format;
+use crate::printer::{unsupported, Format};
 
 /// etcdctl's `-w json` of an auth response (Go's JSON of the response struct): its header,
 /// then what `fields` adds.
@@ -18,12 +19,25 @@ fn json_of(header: Option<&ResponseHeader>, fields: impl FnOnce(Obj) -> Obj) -> 
     fields(Obj::new().opt("header", json::header(header))).build() + "\n"
 }
 
-/// The output in `format`: etcdctl's line, or the response's JSON.
-fn pick(format: Format, simple: String, json: impl FnOnce() -> String) -> String {
+/// The output in `format`: etcdctl's line, the response's JSON or its fields (`None`:
+/// etcdctl has no fields printer for the command).
+fn pick(
+    format: Format,
+    simple: String,
+    json: impl FnOnce() -> String,
+    fields: Option<String>,
+) -> Result<String, Failure> {
     match format {
-        Format::Json => json(),
-        _ => simple,
+        Format::Simple => Ok(simple),
+        Format::Json => Ok(json()),
+        Format::Fields => fields.ok_or_else(|| unsupported(format)),
+        Format::Table => Err(unsupported(format)),
     }
+}
+
+/// The fields of a response that prints its header only.
+fn hdr(h: Option<&ResponseHeader>) -> Option<String> {
+    Some(fields::header_only(h))
 }
 
 /// A role's permissions as etcdctl's JSON prints them.
@@ -171,15 +185,21 @@ pub async fn run_user(
                 }
             };
             let r = a.user_add(&name, &password, *no_password).await?;
-            pick(format, format!("User {name} created\n"), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                format!("User {name} created\n"),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         UserCommand::Delete { name } => {
             let r = a.user_delete(name).await?;
-            pick(format, format!("User {name} deleted\n"), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                format!("User {name} deleted\n"),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         UserCommand::Get { name, detail } => {
             let r = a.user_get(name).await?;
@@ -188,10 +208,22 @@ pub async fn run_user(
                 for role in &r.roles {
                     out.push('\n');
                     let role_resp = a.role_get(role).await?;
-                    out.push_str(&pick(format, role_text(role, &role_resp), || {
-                        role_json(&role_resp)
-                    }));
+                    match pick(
+                        format,
+                        role_text(role, &role_resp),
+                        || role_json(&role_resp),
+                        Some(fields::role_get(&role_resp)),
+                    ) {
+                        Ok(text) => out.push_str(&text),
+                        Err(f) => {
+                            // etcdctl has printed the lines before the role by then.
+                            crate::emit(&out)?;
+                            return Err(f);
+                        }
+                    }
                 }
+            } else if matches!(format, Format::Fields | Format::Table) {
+                return Err(unsupported(format));
             } else if format == Format::Json {
                 out = json_of(r.header.as_ref(), |o| {
                     o.list("roles", r.roles.iter().map(|x| json::string(x)).collect())
@@ -216,14 +248,18 @@ pub async fn run_user(
                         o.list("users", r.users.iter().map(|x| json::string(x)).collect())
                     })
                 },
-            )
+                None,
+            )?
         }
         UserCommand::Passwd { name, interactive } => {
             let password = read_password(name, *interactive)?;
             let r = a.user_change_password(name, &password).await?;
-            pick(format, "Password updated\n".to_string(), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                "Password updated\n".to_string(),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         UserCommand::GrantRole { name, role } => {
             let r = a.user_grant_role(name, role).await?;
@@ -231,7 +267,8 @@ pub async fn run_user(
                 format,
                 format!("Role {role} is granted to user {name}\n"),
                 || json_of(r.header.as_ref(), |o| o),
-            )
+                hdr(r.header.as_ref()),
+            )?
         }
         UserCommand::RevokeRole { name, role } => {
             let r = a.user_revoke_role(name, role).await?;
@@ -239,7 +276,8 @@ pub async fn run_user(
                 format,
                 format!("Role {role} is revoked from user {name}\n"),
                 || json_of(r.header.as_ref(), |o| o),
-            )
+                hdr(r.header.as_ref()),
+            )?
         }
     })
 }
@@ -324,19 +362,30 @@ pub async fn run_role(
     Ok(match cmd {
         RoleCommand::Add { name } => {
             let r = a.role_add(name).await?;
-            pick(format, format!("Role {name} created\n"), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                format!("Role {name} created\n"),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         RoleCommand::Delete { name } => {
             let r = a.role_delete(name).await?;
-            pick(format, format!("Role {name} deleted\n"), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                format!("Role {name} deleted\n"),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         RoleCommand::Get { name } => {
             let r = a.role_get(name).await?;
-            pick(format, role_text(name, &r), || role_json(&r))
+            pick(
+                format,
+                role_text(name, &r),
+                || role_json(&r),
+                Some(fields::role_get(&r)),
+            )?
         }
         RoleCommand::List => {
             let r = a.role_list().await?;
@@ -348,7 +397,8 @@ pub async fn run_role(
                         o.list("roles", r.roles.iter().map(|x| json::string(x)).collect())
                     })
                 },
-            )
+                Some(fields::role_list(&r)),
+            )?
         }
         RoleCommand::GrantPermission(p) => {
             if p.args.len() < 3 {
@@ -357,9 +407,12 @@ pub async fn run_role(
             let t = perm_type(&p.args[1])?;
             let (key, end) = perm_range(&p.args[2..], p)?;
             let r = a.role_grant_permission(&p.args[0], t, key, end).await?;
-            pick(format, format!("Role {} updated\n", p.args[0]), || {
-                json_of(r.header.as_ref(), |o| o)
-            })
+            pick(
+                format,
+                format!("Role {} updated\n", p.args[0]),
+                || json_of(r.header.as_ref(), |o| o),
+                hdr(r.header.as_ref()),
+            )?
         }
         RoleCommand::RevokePermission(p) => {
             if p.args.len() < 2 {
@@ -369,8 +422,11 @@ pub async fn run_role(
             let r = a
                 .role_revoke_permission(&p.args[0], key, end.clone())
                 .await?;
-            if format == Format::Json {
-                return Ok(json_of(r.header.as_ref(), |o| o));
+            match format {
+                Format::Json => return Ok(json_of(r.header.as_ref(), |o| o)),
+                Format::Fields => return Ok(fields::header_only(r.header.as_ref())),
+                Format::Table => return Err(unsupported(format)),
+                Format::Simple => {}
             }
             let (role, key) = (&p.args[0], &p.args[1]);
             if end.is_empty() {

@@ -5,9 +5,14 @@
 
 mod args;
 mod auth_cmd;
+mod check_perf;
+mod cluster_printer;
+mod fields;
 mod json;
+mod maint_cmd;
 mod ops;
 mod printer;
+mod table;
 mod txn_input;
 
 use std::io::Write;
@@ -21,10 +26,11 @@ use minietcd_client::{
 };
 
 use args::{
-    Cli, Command, EndpointCommand, LeaseCommand, MemberCommand, RestoreArgs, SnapshotCommand,
-    TxnArgs, WatchArgs,
+    AlarmCommand, CheckCommand, Cli, Command, EndpointArgs, EndpointCommand, LeaseCommand,
+    MemberCommand, RestoreArgs, SnapshotCommand, TxnArgs, WatchArgs,
 };
 use minietcd::data_dir::restore;
+use minietcd_client::pb::etcdserverpb::AlarmMember;
 use ops::{
     del_op, get_op, parse_lease_id, put_op, txn_op, Failure, EXIT_BAD_ARGS, EXIT_ERROR,
     EXIT_INTERRUPTED, EXIT_INVALID_INPUT, EXIT_IO,
@@ -32,25 +38,25 @@ use ops::{
 use printer::{Format, KvStyle};
 
 /// Writes to stdout and flushes (watch and keep-alive print as they go).
-fn emit(text: &str) -> Result<(), Failure> {
+pub(crate) fn emit(text: &str) -> Result<(), Failure> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())
         .and_then(|_| out.flush())
         .map_err(|e| Failure::new(EXIT_IO, e.to_string()))
 }
 
-fn emit_err(text: &str) {
+pub(crate) fn emit_err(text: &str) {
     let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
 
-struct Ctx {
+pub(crate) struct Ctx {
     endpoints: Vec<String>,
     options: ClientOptions,
     format: Format,
 }
 
 impl Ctx {
-    async fn client(&self) -> Result<Client, Failure> {
+    pub(crate) async fn client(&self) -> Result<Client, Failure> {
         Client::connect(&self.endpoints, self.options.clone())
             .await
             .map_err(|e| match e {
@@ -96,7 +102,7 @@ async fn run_txn(ctx: &Ctx, args: &TxnArgs) -> Result<(), Failure> {
         .kv()
         .txn(Txn::new().when(compares).and_then(success).or_else(failure))
         .await?;
-    emit(&printer::txn(ctx.format, &resp))
+    emit(&printer::txn(ctx.format, &resp)?)
 }
 
 async fn run_watch(ctx: &Ctx, a: &WatchArgs) -> Result<(), Failure> {
@@ -144,7 +150,7 @@ async fn run_watch(ctx: &Ctx, a: &WatchArgs) -> Result<(), Failure> {
     };
     loop {
         match watcher.recv().await {
-            Some(Ok(batch)) => emit(&printer::watch(ctx.format, &batch, KvStyle::default()))?,
+            Some(Ok(batch)) => emit(&printer::watch(ctx.format, &batch, KvStyle::default())?)?,
             Some(Err(ClientError::Compacted { compact_revision })) => {
                 if ctx.format == Format::Json {
                     emit(&printer::watch_compacted_json(
@@ -177,7 +183,7 @@ async fn run_lease(ctx: &Ctx, cmd: &LeaseCommand) -> Result<(), Failure> {
                 .grant(*ttl, LeaseOptions::new())
                 .await
                 .map_err(|e| Failure::new(EXIT_ERROR, format!("failed to grant lease ({e})")))?;
-            emit(&printer::lease_grant(ctx.format, &r))
+            emit(&printer::lease_grant(ctx.format, &r)?)
         }
         LeaseCommand::Revoke { id } => {
             let id = parse_lease_id(id)?;
@@ -185,7 +191,7 @@ async fn run_lease(ctx: &Ctx, cmd: &LeaseCommand) -> Result<(), Failure> {
                 .revoke(id, LeaseOptions::new())
                 .await
                 .map_err(|e| Failure::new(EXIT_ERROR, format!("failed to revoke lease ({e})")))?;
-            emit(&printer::lease_revoke(ctx.format, id, &r))
+            emit(&printer::lease_revoke(ctx.format, id, &r)?)
         }
         LeaseCommand::Timetolive { id, keys } => {
             let id = parse_lease_id(id)?;
@@ -195,14 +201,14 @@ async fn run_lease(ctx: &Ctx, cmd: &LeaseCommand) -> Result<(), Failure> {
                 LeaseOptions::new()
             };
             let r = lease.time_to_live(id, opts).await?;
-            emit(&printer::lease_time_to_live(ctx.format, &r, *keys))
+            emit(&printer::lease_time_to_live(ctx.format, &r, *keys)?)
         }
         LeaseCommand::List => {
             let r = lease
                 .leases(LeaseOptions::new())
                 .await
                 .map_err(|e| Failure::new(EXIT_ERROR, format!("failed to list leases ({e})")))?;
-            emit(&printer::lease_list(ctx.format, &r))
+            emit(&printer::lease_list(ctx.format, &r)?)
         }
         LeaseCommand::KeepAlive { id, once } => {
             let id = parse_lease_id(id)?;
@@ -210,7 +216,7 @@ async fn run_lease(ctx: &Ctx, cmd: &LeaseCommand) -> Result<(), Failure> {
             loop {
                 match stream.message().await? {
                     Some(r) if r.ttl > 0 => {
-                        emit(&printer::lease_keep_alive(ctx.format, &r))?;
+                        emit(&printer::lease_keep_alive(ctx.format, &r)?)?;
                         if *once {
                             return Ok(());
                         }
@@ -240,7 +246,7 @@ async fn run_member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), Failure> {
     match cmd {
         MemberCommand::List => {
             let r = client.cluster().member_list().await?;
-            emit(&printer::member_list(ctx.format, &r))
+            emit(&printer::member_list(ctx.format, &r)?)
         }
         MemberCommand::Add {
             name,
@@ -257,7 +263,6 @@ async fn run_member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), Failure> {
             };
             let r = client.cluster().member_add(peer_urls.clone(), opts).await?;
             let id = r.member.as_ref().map_or(0, |m| m.id);
-            let cluster_id = r.header.as_ref().map_or(0, |h| h.cluster_id);
             let mut initial = Vec::new();
             for m in &r.members {
                 let member_name = if m.id == id {
@@ -269,11 +274,12 @@ async fn run_member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), Failure> {
                     initial.push(format!("{member_name}={u}"));
                 }
             }
-            emit(&format!(
-                "Member {id:16x} added to cluster {cluster_id:16x}\n\nETCD_NAME=\"{name}\"\nETCD_INITIAL_CLUSTER=\"{}\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n",
+            let env = format!(
+                "\nETCD_NAME=\"{name}\"\nETCD_INITIAL_CLUSTER=\"{}\"\nETCD_INITIAL_ADVERTISE_PEER_URLS=\"{}\"\nETCD_INITIAL_CLUSTER_STATE=\"existing\"\n",
                 initial.join(","),
                 peer_urls.join(",")
-            ))
+            );
+            emit(&printer::member_add(ctx.format, &r, &env)?)
         }
         MemberCommand::Remove { id } => {
             let id = u64::from_str_radix(id, 16).map_err(|e| {
@@ -283,16 +289,13 @@ async fn run_member(ctx: &Ctx, cmd: &MemberCommand) -> Result<(), Failure> {
                 )
             })?;
             let r = client.cluster().member_remove(id).await?;
-            let cluster_id = r.header.as_ref().map_or(0, |h| h.cluster_id);
-            emit(&format!(
-                "Member {id:16x} removed from cluster {cluster_id:16x}\n"
-            ))
+            emit(&printer::member_remove(ctx.format, id, &r)?)
         }
     }
 }
 
 /// The endpoints an endpoint command covers: the flag's, or every member's with --cluster.
-async fn endpoint_targets(ctx: &Ctx, cluster: bool) -> Result<Vec<String>, Failure> {
+pub(crate) async fn endpoint_targets(ctx: &Ctx, cluster: bool) -> Result<Vec<String>, Failure> {
     if !cluster {
         return Ok(ctx.endpoints.clone());
     }
@@ -305,60 +308,121 @@ async fn endpoint_targets(ctx: &Ctx, cluster: bool) -> Result<Vec<String>, Failu
         .collect())
 }
 
-/// A client on one endpoint only (endpoint commands report on each member separately).
-async fn single(ctx: &Ctx, endpoint: &str) -> Result<Client, ClientError> {
-    Client::connect([endpoint], ctx.options.clone()).await
+/// etcdctl's health check of one endpoint: a linearizable get of the key `health` (a
+/// permission error counts as healthy: the request went through consensus). The time covers
+/// dialling too, as etcdctl's lazily dialling client's get does.
+async fn health(ctx: &Ctx, endpoint: String) -> printer::Health {
+    let start = Instant::now();
+    let outcome = match single(ctx, &endpoint).await {
+        Ok(client) => client
+            .kv()
+            .get("health", GetOptions::new())
+            .await
+            .map(|_| ())
+            .map_err(|e| Failure::from(e).message),
+        Err(f) => Err(f.message),
+    };
+    let error = outcome.err().filter(|m| m != MSG_PERMISSION_DENIED);
+    printer::Health {
+        endpoint,
+        healthy: error.is_none(),
+        took: start.elapsed(),
+        error,
+    }
 }
 
-async fn run_endpoint(ctx: &Ctx, cmd: &EndpointCommand) -> Result<(), Failure> {
-    match cmd {
-        EndpointCommand::Status { cluster } => {
+/// What etcdctl's get says when its endpoint cannot be reached in time.
+const MSG_DEADLINE: &str = "context deadline exceeded";
+/// etcd's permission error, which a health check counts as a success.
+const MSG_PERMISSION_DENIED: &str = "etcdserver: permission denied";
+
+/// A client on one endpoint only (endpoint commands report on each member separately).
+pub(crate) async fn single(ctx: &Ctx, endpoint: &str) -> Result<Client, Failure> {
+    Client::connect([endpoint], ctx.options.clone())
+        .await
+        .map_err(|e| match e {
+            // etcdctl's client dials lazily: its request runs out of time instead.
+            ClientError::Unavailable(_) => Failure::new(EXIT_ERROR, MSG_DEADLINE),
+            e => Failure::from(e),
+        })
+}
+
+async fn run_endpoint(ctx: &Ctx, args: &EndpointArgs) -> Result<(), Failure> {
+    let cluster = &args.cluster;
+    match &args.command {
+        EndpointCommand::Status => {
             let mut statuses = Vec::new();
             let mut failed = false;
             for ep in endpoint_targets(ctx, *cluster).await? {
                 let status = match single(ctx, &ep).await {
-                    Ok(c) => c.maintenance().status(MaintenanceOptions::new()).await,
-                    Err(e) => Err(e),
+                    Ok(c) => c
+                        .maintenance()
+                        .status(MaintenanceOptions::new())
+                        .await
+                        .map_err(Failure::from),
+                    Err(f) => Err(f),
                 };
                 match status {
                     Ok(st) => statuses.push((ep, st)),
-                    Err(e) => {
+                    Err(f) => {
                         failed = true;
-                        emit_err(&format!("Failed to get the status of endpoint {ep} (context deadline exceeded: {e})\n"));
+                        emit_err(&format!(
+                            "Failed to get the status of endpoint {ep} ({})\n",
+                            f.message
+                        ));
                     }
                 }
             }
-            emit(&printer::endpoint_status(ctx.format, &statuses))?;
+            emit(&printer::endpoint_status(ctx.format, &statuses)?)?;
             if failed {
-                return Err(Failure::new(
-                    EXIT_ERROR,
-                    "failed to get the status of some endpoints",
-                ));
+                // etcdctl exits without an error line: each failure was reported above.
+                return Err(Failure::silent(EXIT_ERROR));
             }
             Ok(())
         }
-        EndpointCommand::Health { cluster } => {
-            let mut results = Vec::new();
-            for ep in endpoint_targets(ctx, *cluster).await? {
-                let start = Instant::now();
-                let outcome = match single(ctx, &ep).await {
-                    Ok(c) => c.kv().get("health", GetOptions::new()).await.map(|_| ()),
-                    Err(e) => Err(e),
-                };
-                results.push(printer::Health {
-                    endpoint: ep,
-                    healthy: outcome.is_ok(),
-                    took: start.elapsed(),
-                    error: outcome.err().map(|e| Failure::from(e).message),
-                });
-            }
-            let (out, err) = printer::endpoint_health(ctx.format, &results);
+        EndpointCommand::Health => {
+            // Every endpoint at once, as etcdctl checks them; results in endpoint order.
+            let checks = endpoint_targets(ctx, *cluster)
+                .await?
+                .into_iter()
+                .map(|ep| health(ctx, ep));
+            let results = futures::future::join_all(checks).await;
+            let (out, err) = printer::endpoint_health(ctx.format, &results)?;
             emit_err(&err);
             emit(&out)?;
             if results.iter().any(|h| !h.healthy) {
                 return Err(Failure::new(EXIT_ERROR, "unhealthy cluster"));
             }
             Ok(())
+        }
+        EndpointCommand::Hashkv { rev } => {
+            let mut hashes = Vec::new();
+            let mut last_error = None;
+            for ep in endpoint_targets(ctx, *cluster).await? {
+                let hash = match single(ctx, &ep).await {
+                    Ok(c) => c
+                        .maintenance()
+                        .hash_kv(*rev, MaintenanceOptions::new())
+                        .await
+                        .map_err(Failure::from),
+                    Err(f) => Err(f),
+                };
+                match hash {
+                    Ok(h) => hashes.push((ep, h)),
+                    Err(f) => {
+                        emit_err(&format!(
+                            "Failed to get the hash of endpoint {ep} ({})\n",
+                            f.message
+                        ));
+                        last_error = Some(f);
+                    }
+                }
+            }
+            emit(&printer::endpoint_hashkv(ctx.format, &hashes)?)?;
+            match last_error {
+                Some(f) => Err(f),
+                None => Ok(()),
+            }
         }
     }
 }
@@ -449,7 +513,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Put(a) => {
             let (k, v, o) = put_op(a)?;
             let r = ctx.client().await?.kv().put(k, v, o).await?;
-            emit(&printer::put(ctx.format, &r))
+            emit(&printer::put(ctx.format, &r)?)
         }
         Command::Get(a) => {
             let (k, o) = get_op(a, ctx.format)?;
@@ -457,12 +521,12 @@ async fn run(cli: Cli) -> Result<(), Failure> {
             let style = KvStyle {
                 value_only: a.print_value_only,
             };
-            emit(&printer::get(ctx.format, &r, style, a.count_only))
+            emit(&printer::get(ctx.format, &r, style, a.count_only)?)
         }
         Command::Del(a) => {
             let (k, o) = del_op(a)?;
             let r = ctx.client().await?.kv().delete(k, o).await?;
-            emit(&printer::delete(ctx.format, &r))
+            emit(&printer::delete(ctx.format, &r)?)
         }
         Command::Txn(a) => run_txn(&ctx, a).await,
         Command::Watch(a) => run_watch(&ctx, a).await,
@@ -484,12 +548,26 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Snapshot(SnapshotCommand::Status { filename }) => {
             let st = restore::snapshot_status(std::path::Path::new(filename))
                 .map_err(|e| Failure::new(EXIT_ERROR, e.to_string()))?;
-            emit(&printer::snapshot_status(ctx.format, &st))
+            emit(&printer::snapshot_status(ctx.format, &st)?)
         }
         Command::Snapshot(SnapshotCommand::Restore(a)) => run_snapshot_restore(a),
         Command::User(c) => emit(&auth_cmd::run_user(&ctx.client().await?, c, ctx.format).await?),
         Command::Role(c) => emit(&auth_cmd::run_role(&ctx.client().await?, c, ctx.format).await?),
         Command::Auth(c) => emit(&auth_cmd::run_auth(&ctx.client().await?, c).await?),
+        Command::Alarm(c) => {
+            let m = ctx.client().await?.maintenance();
+            let r = match c {
+                AlarmCommand::List => m.alarm_list(MaintenanceOptions::new()).await?,
+                AlarmCommand::Disarm => {
+                    m.alarm_disarm(AlarmMember::default(), MaintenanceOptions::new())
+                        .await?
+                }
+            };
+            emit(&printer::alarm(ctx.format, &r)?)
+        }
+        Command::Defrag(a) => maint_cmd::defrag(&ctx, a.cluster).await,
+        Command::MoveLeader { target } => maint_cmd::move_leader(&ctx, target).await,
+        Command::Check(CheckCommand::Perf(a)) => check_perf::run(&ctx, a).await,
     }
 }
 
@@ -515,7 +593,9 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            emit_err(&format!("Error: {}\n", f.message));
+            if !f.message.is_empty() {
+                emit_err(&format!("Error: {}\n", f.message));
+            }
             ExitCode::from(f.code)
         }
     }

@@ -19,7 +19,8 @@ pub const EXIT_INTERRUPTED: u8 = 5;
 pub const EXIT_IO: u8 = 6;
 pub const EXIT_BAD_ARGS: u8 = 128;
 
-/// A failed command: what to print after `Error: ` and the exit code.
+/// A failed command: what to print after `Error: ` (nothing when empty: the command reported
+/// its failures itself, as etcdctl's plain `os.Exit` does) and the exit code.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct Failure {
@@ -33,6 +34,11 @@ impl Failure {
             message: message.into(),
             code,
         }
+    }
+
+    /// A failure whose details were already printed.
+    pub fn silent(code: u8) -> Self {
+        Failure::new(code, "")
     }
 }
 

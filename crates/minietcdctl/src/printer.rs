@@ -1,16 +1,23 @@
-//! etcdctl's output formats, `simple` and `json`, for each command. Every function returns
-//! the exact text etcdctl writes to stdout (trailing newline included).
+//! etcdctl's output formats (`simple`, `json`, `fields`, `table`) for each command. Every
+//! function returns the exact text etcdctl writes to stdout (trailing newline included), or
+//! etcdctl's "not supported as output format" failure where etcdctl 3.4 has no printer for
+//! that format and command; callers print after the request, as etcdctl fails only then.
 
 use minietcd_client::pb::etcdserverpb::ResponseHeader;
 use minietcd_client::pb::etcdserverpb::{
     response_op, CompactionResponse, DeleteRangeResponse, LeaseGrantResponse,
     LeaseKeepAliveResponse, LeaseLeasesResponse, LeaseRevokeResponse, LeaseTimeToLiveResponse,
-    MemberListResponse, PutResponse, RangeResponse, ResponseOp, StatusResponse, TxnResponse,
+    PutResponse, RangeResponse, ResponseOp, TxnResponse,
 };
 use minietcd_client::pb::mvccpb::{event::EventType, KeyValue};
 use minietcd_client::WatchBatch;
 
+use crate::fields;
 use crate::json::{self, Obj};
+use crate::ops::{Failure, EXIT_BAD_FEATURE};
+
+// Membership, endpoint, alarm, leadership and snapshot output.
+pub use crate::cluster_printer::*;
 
 /// The `-w` formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,6 +26,32 @@ pub enum Format {
     Simple,
     /// Go's JSON of the response structs.
     Json,
+    /// One `"Field" : value` line per field.
+    Fields,
+    /// Boxed tables (member list, endpoint and snapshot status, health, hashes).
+    Table,
+}
+
+impl Format {
+    fn name(self) -> &'static str {
+        match self {
+            Format::Simple => "simple",
+            Format::Json => "json",
+            Format::Fields => "fields",
+            Format::Table => "table",
+        }
+    }
+}
+
+/// What etcdctl prints, or its failure, for a format it has no printer for.
+pub type Printed = Result<String, Failure>;
+
+/// etcdctl's error for a command the format cannot print (exit code 4).
+pub fn unsupported(format: Format) -> Failure {
+    Failure::new(
+        EXIT_BAD_FEATURE,
+        format!("{} not supported as output format", format.name()),
+    )
 }
 
 /// Simple-format switches that change how a key-value prints.
@@ -42,7 +75,7 @@ fn simple_kv(out: &mut String, kv: &KeyValue, style: KvStyle) {
     out.push('\n');
 }
 
-fn json_line(s: String) -> String {
+pub(crate) fn json_line(s: String) -> String {
     s + "\n"
 }
 
@@ -95,9 +128,11 @@ fn response_op_json(op: &ResponseOp) -> String {
     Obj::new().raw("Response", inner.build()).build()
 }
 
-pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) -> String {
-    match format {
+pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) -> Printed {
+    Ok(match format {
         Format::Json => json_line(range_json(r)),
+        Format::Fields => fields::get(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if count_only => format!("{}\n", r.count),
         Format::Simple => {
             let mut out = String::new();
@@ -106,12 +141,14 @@ pub fn get(format: Format, r: &RangeResponse, style: KvStyle, count_only: bool) 
             }
             out
         }
-    }
+    })
 }
 
-pub fn put(format: Format, r: &PutResponse) -> String {
-    match format {
+pub fn put(format: Format, r: &PutResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(put_json(r)),
+        Format::Fields => fields::put(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = String::from("OK\n");
             if let Some(prev) = &r.prev_kv {
@@ -119,12 +156,14 @@ pub fn put(format: Format, r: &PutResponse) -> String {
             }
             out
         }
-    }
+    })
 }
 
-pub fn delete(format: Format, r: &DeleteRangeResponse) -> String {
-    match format {
+pub fn delete(format: Format, r: &DeleteRangeResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(delete_json(r)),
+        Format::Fields => fields::delete(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = format!("{}\n", r.deleted);
             for kv in &r.prev_kvs {
@@ -132,43 +171,53 @@ pub fn delete(format: Format, r: &DeleteRangeResponse) -> String {
             }
             out
         }
-    }
+    })
 }
 
-pub fn txn(format: Format, r: &TxnResponse) -> String {
-    match format {
+pub fn txn(format: Format, r: &TxnResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(txn_json(r)),
-        Format::Simple => {
-            let mut out = String::from(if r.succeeded {
-                "SUCCESS\n"
-            } else {
-                "FAILURE\n"
-            });
-            for op in &r.responses {
-                out.push('\n');
-                match &op.response {
-                    Some(response_op::Response::ResponseRange(r)) => {
-                        out.push_str(&get(Format::Simple, r, KvStyle::default(), false))
-                    }
-                    Some(response_op::Response::ResponsePut(r)) => {
-                        out.push_str(&put(Format::Simple, r))
-                    }
-                    Some(response_op::Response::ResponseDeleteRange(r)) => {
-                        out.push_str(&delete(Format::Simple, r))
-                    }
-                    Some(response_op::Response::ResponseTxn(r)) => {
-                        out.push_str(&txn(Format::Simple, r))
-                    }
-                    None => out.push_str("unexpected response\n"),
+        Format::Fields => fields::txn(r),
+        Format::Table => return Err(unsupported(format)),
+        Format::Simple => txn_simple(r),
+    })
+}
+
+fn txn_simple(r: &TxnResponse) -> String {
+    let mut out = String::from(if r.succeeded {
+        "SUCCESS\n"
+    } else {
+        "FAILURE\n"
+    });
+    for op in &r.responses {
+        out.push('\n');
+        match &op.response {
+            Some(response_op::Response::ResponseRange(r)) => {
+                for kv in &r.kvs {
+                    simple_kv(&mut out, kv, KvStyle::default());
                 }
             }
-            out
+            Some(response_op::Response::ResponsePut(r)) => {
+                out.push_str("OK\n");
+                if let Some(prev) = &r.prev_kv {
+                    simple_kv(&mut out, prev, KvStyle::default());
+                }
+            }
+            Some(response_op::Response::ResponseDeleteRange(r)) => {
+                out.push_str(&format!("{}\n", r.deleted));
+                for kv in &r.prev_kvs {
+                    simple_kv(&mut out, kv, KvStyle::default());
+                }
+            }
+            Some(response_op::Response::ResponseTxn(r)) => out.push_str(&txn_simple(r)),
+            None => out.push_str("unexpected response\n"),
         }
     }
+    out
 }
 
-pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
-    match format {
+pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> Printed {
+    Ok(match format {
         Format::Json => {
             let events: Vec<String> = b.events.iter().map(json::event).collect();
             let header = json::header_fields(b.header.as_ref()).build();
@@ -182,6 +231,8 @@ pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
                     .build(),
             )
         }
+        Format::Fields => fields::watch(b),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if b.is_progress_notify() => format!("progress notify: {}\n", b.revision()),
         Format::Simple => {
             let mut out = String::new();
@@ -202,7 +253,7 @@ pub fn watch(format: Format, b: &WatchBatch, style: KvStyle) -> String {
             }
             out
         }
-    }
+    })
 }
 
 /// The JSON etcdctl prints for a watch the server canceled because of compaction.
@@ -219,12 +270,12 @@ pub fn watch_compacted_json(header: Option<&ResponseHeader>, compact_revision: i
 }
 
 pub fn compaction(_format: Format, _r: &CompactionResponse, rev: i64) -> String {
-    // etcdctl prints the same line in both formats.
+    // etcdctl prints the same line in every format.
     format!("compacted revision {rev}\n")
 }
 
-pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> String {
-    match format {
+pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             json::header_fields(r.header.as_ref())
                 .raw("ID", r.id.to_string())
@@ -232,35 +283,41 @@ pub fn lease_grant(format: Format, r: &LeaseGrantResponse) -> String {
                 .raw("Error", json::string(&r.error))
                 .build(),
         ),
+        Format::Fields => fields::lease_grant(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {:016x} granted with TTL({}s)\n", r.id, r.ttl),
-    }
+    })
 }
 
-pub fn lease_revoke(format: Format, id: i64, r: &LeaseRevokeResponse) -> String {
-    match format {
+pub fn lease_revoke(format: Format, id: i64, r: &LeaseRevokeResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             Obj::new()
                 .opt("header", json::header(r.header.as_ref()))
                 .build(),
         ),
+        Format::Fields => fields::header_only(r.header.as_ref()),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {id:016x} revoked\n"),
-    }
+    })
 }
 
-pub fn lease_keep_alive(format: Format, r: &LeaseKeepAliveResponse) -> String {
-    match format {
+pub fn lease_keep_alive(format: Format, r: &LeaseKeepAliveResponse) -> Printed {
+    Ok(match format {
         Format::Json => json_line(
             json::header_fields(r.header.as_ref())
                 .raw("ID", r.id.to_string())
                 .raw("TTL", r.ttl.to_string())
                 .build(),
         ),
+        Format::Fields => fields::lease_keep_alive(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => format!("lease {:016x} keepalived with TTL({})\n", r.id, r.ttl),
-    }
+    })
 }
 
-pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys: bool) -> String {
-    match format {
+pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys: bool) -> Printed {
+    Ok(match format {
         Format::Json => {
             let keys = if r.keys.is_empty() {
                 "null".to_string()
@@ -281,6 +338,8 @@ pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys
                     .build(),
             )
         }
+        Format::Fields => fields::lease_time_to_live(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple if r.granted_ttl == 0 && r.ttl == -1 => {
             format!("lease {:016x} already expired\n", r.id)
         }
@@ -295,11 +354,11 @@ pub fn lease_time_to_live(format: Format, r: &LeaseTimeToLiveResponse, with_keys
             }
             line + "\n"
         }
-    }
+    })
 }
 
-pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
-    match format {
+pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> Printed {
+    Ok(match format {
         Format::Json => {
             let leases = json::array(
                 r.leases
@@ -313,6 +372,8 @@ pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
                     .build(),
             )
         }
+        Format::Fields => fields::lease_list(r),
+        Format::Table => return Err(unsupported(format)),
         Format::Simple => {
             let mut out = format!("found {} leases\n", r.leases.len());
             for l in &r.leases {
@@ -320,150 +381,13 @@ pub fn lease_list(format: Format, r: &LeaseLeasesResponse) -> String {
             }
             out
         }
-    }
-}
-
-pub fn member_list(format: Format, r: &MemberListResponse) -> String {
-    match format {
-        Format::Json => json_line(
-            Obj::new()
-                .opt("header", json::header(r.header.as_ref()))
-                .list("members", r.members.iter().map(json::member).collect())
-                .build(),
-        ),
-        Format::Simple => {
-            let mut out = String::new();
-            for m in &r.members {
-                let status = if m.name.is_empty() {
-                    "unstarted"
-                } else {
-                    "started"
-                };
-                out.push_str(&format!(
-                    "{:x}, {status}, {}, {}, {}, {}\n",
-                    m.id,
-                    m.name,
-                    m.peer_ur_ls.join(","),
-                    m.client_ur_ls.join(","),
-                    m.is_learner
-                ));
-            }
-            out
-        }
-    }
-}
-
-pub fn endpoint_status(format: Format, statuses: &[(String, StatusResponse)]) -> String {
-    match format {
-        Format::Json => {
-            let items = statuses
-                .iter()
-                .map(|(ep, st)| {
-                    Obj::new()
-                        .raw("Endpoint", json::string(ep))
-                        .raw("Status", json::status(st))
-                        .build()
-                })
-                .collect();
-            json_line(json::array(items))
-        }
-        Format::Simple => {
-            let mut out = String::new();
-            for (ep, st) in statuses {
-                let id = st.header.as_ref().map_or(0, |h| h.member_id);
-                out.push_str(&format!(
-                    "{ep}, {id:x}, {}, {}, {}, {}, {}, {}, {}, {}\n",
-                    st.version,
-                    json::human_bytes(u64::try_from(st.db_size).unwrap_or(0)),
-                    st.leader == id,
-                    st.is_learner,
-                    st.raft_term,
-                    st.raft_index,
-                    st.raft_applied_index,
-                    st.errors.join(", ")
-                ));
-            }
-            out
-        }
-    }
-}
-
-/// One endpoint's health check.
-pub struct Health {
-    pub endpoint: String,
-    pub healthy: bool,
-    pub took: std::time::Duration,
-    pub error: Option<String>,
-}
-
-/// Returns (stdout, stderr): etcdctl writes the simple health lines to stderr.
-pub fn endpoint_health(format: Format, results: &[Health]) -> (String, String) {
-    match format {
-        Format::Json => {
-            let items = results
-                .iter()
-                .map(|h| {
-                    let obj = Obj::new()
-                        .raw("endpoint", json::string(&h.endpoint))
-                        .raw("health", h.healthy.to_string())
-                        .raw("took", json::string(&json::go_duration(h.took)));
-                    match &h.error {
-                        Some(e) => obj.raw("error", json::string(e)).build(),
-                        None => obj.build(),
-                    }
-                })
-                .collect();
-            (json_line(json::array(items)), String::new())
-        }
-        Format::Simple => {
-            let mut err = String::new();
-            for h in results {
-                if h.healthy {
-                    err.push_str(&format!(
-                        "{} is healthy: successfully committed proposal: took = {}\n",
-                        h.endpoint,
-                        json::go_duration(h.took)
-                    ));
-                } else {
-                    err.push_str(&format!(
-                        "{} is unhealthy: failed to commit proposal: {}\n",
-                        h.endpoint,
-                        h.error.as_deref().unwrap_or("unknown error")
-                    ));
-                }
-            }
-            (String::new(), err)
-        }
-    }
-}
-
-/// etcdctl's `snapshot status`: hash (hex in simple), revision, total keys, total size.
-pub fn snapshot_status(
-    format: Format,
-    st: &minietcd::storage::snapshot_file::SnapshotStatus,
-) -> String {
-    match format {
-        Format::Json => json_line(
-            json::Obj::new()
-                .raw("hash", st.hash.to_string())
-                .raw("revision", st.revision.to_string())
-                .raw("totalKey", st.total_keys.to_string())
-                .raw("totalSize", st.total_size.to_string())
-                .build(),
-        ),
-        Format::Simple => format!(
-            "{:x}, {}, {}, {}\n",
-            st.hash,
-            st.revision,
-            st.total_keys,
-            json::human_bytes(st.total_size)
-        ),
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use minietcd_client::pb::etcdserverpb::MemberRemoveResponse;
 
     fn header() -> Option<ResponseHeader> {
         Some(ResponseHeader {
@@ -490,15 +414,15 @@ mod tests {
             count: 1,
         };
         assert_eq!(
-            get(Format::Json, &r, KvStyle::default(), false),
+            get(Format::Json, &r, KvStyle::default(), false).unwrap(),
             "{\"header\":{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"revision\":5,\"raft_term\":2},\"kvs\":[{\"key\":\"Zm9v\",\"create_revision\":2,\"mod_revision\":5,\"version\":3,\"value\":\"YmF6\"}],\"count\":1}\n"
         );
         assert_eq!(
-            get(Format::Simple, &r, KvStyle::default(), false),
+            get(Format::Simple, &r, KvStyle::default(), false).unwrap(),
             "foo\nbaz\n"
         );
         assert_eq!(
-            get(Format::Simple, &r, KvStyle { value_only: true }, false),
+            get(Format::Simple, &r, KvStyle { value_only: true }, false).unwrap(),
             "baz\n"
         );
     }
@@ -512,12 +436,57 @@ mod tests {
             error: String::new(),
         };
         assert_eq!(
-            lease_grant(Format::Simple, &r),
+            lease_grant(Format::Simple, &r).unwrap(),
             "lease 2040a1fd53e4c921 granted with TTL(100s)\n"
         );
         assert_eq!(
-            lease_grant(Format::Json, &r),
+            lease_grant(Format::Json, &r).unwrap(),
             "{\"cluster_id\":324952591200643719,\"member_id\":3319814642761637952,\"revision\":5,\"raft_term\":2,\"ID\":2324035517129476385,\"TTL\":100,\"Error\":\"\"}\n"
         );
+    }
+
+    #[test]
+    fn snapshot_status_prints_like_etcdctl_in_every_format() {
+        // What etcdctl 3.4.23 printed for a snapshot of hash 157208308 (0x95ecef4).
+        let st = minietcd::storage::snapshot_file::SnapshotStatus {
+            hash: 157_208_308,
+            revision: 10,
+            total_keys: 14,
+            total_size: 20480,
+            live_keys: 3,
+        };
+        assert_eq!(
+            snapshot_status(Format::Table, &st).unwrap(),
+            "+---------+----------+------------+------------+\n\
+             |  HASH   | REVISION | TOTAL KEYS | TOTAL SIZE |\n\
+             +---------+----------+------------+------------+\n\
+             | 95ecef4 |       10 |         14 |      20 kB |\n\
+             +---------+----------+------------+------------+\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Fields, &st).unwrap(),
+            "\"Hash\" : 157208308\n\"Revision\" : 10\n\"Keys\" : 14\n\"Size\" : 20480\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Simple, &st).unwrap(),
+            "95ecef4, 10, 14, 20 kB\n"
+        );
+        assert_eq!(
+            snapshot_status(Format::Json, &st).unwrap(),
+            "{\"hash\":157208308,\"revision\":10,\"totalKey\":14,\"totalSize\":20480}\n"
+        );
+    }
+
+    #[test]
+    fn formats_without_a_printer_fail_like_etcdctl() {
+        let r = PutResponse::default();
+        let f = put(Format::Table, &r).unwrap_err();
+        assert_eq!(
+            (f.message.as_str(), f.code),
+            ("table not supported as output format", 4)
+        );
+        let m = MemberRemoveResponse::default();
+        let f = member_remove(Format::Fields, 1, &m).unwrap_err();
+        assert_eq!(f.message, "fields not supported as output format");
     }
 }
