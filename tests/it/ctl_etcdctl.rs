@@ -86,6 +86,11 @@ fn mask(s: &str) -> String {
     s = mask_after(&s, "\"ttl\":", "<TTL>");
     s = mask_after(&s, "\"took\":\"", "<TOOK>");
     s = mask_after(&s, "127.0.0.1:", "<PORT>");
+    mask_lease_lines(&s)
+}
+
+/// Masks lines that are a lease id alone (what `lease grant`'s and `lease list`'s ids print).
+pub(crate) fn mask_lease_lines(s: &str) -> String {
     s.lines()
         .map(|l| {
             if l.len() == 16 && l.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -175,7 +180,7 @@ impl Pair {
     }
 }
 
-fn lease_id(grant_output: &str) -> String {
+pub(crate) fn lease_id(grant_output: &str) -> String {
     grant_output
         .split_whitespace()
         .nth(1)

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use crate::ctl_etcdctl::{mask_after, run, watch_output, Run};
+use crate::ctl_etcdctl::{lease_id, mask_after, mask_lease_lines, run, watch_output, Run};
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 use crate::support::require_program;
 
@@ -49,16 +49,7 @@ pub(crate) fn mask(s: &str) -> String {
     s = mask_after(&s, "Leadership transferred from ", "<ID>");
     s = mask_after(&s, " to ", "<ID>");
     s = mask_after(&s, "127.0.0.1:", "<PORT>");
-    s.lines()
-        .map(|l| {
-            if l.len() == 16 && l.chars().all(|c| c.is_ascii_hexdigit()) {
-                "<LEASE>"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
+    mask_lease_lines(&s)
 }
 
 /// Tables with a timing cell: the cell's width changes the rules, so runs of `-` and spaces
@@ -199,14 +190,6 @@ pub(crate) fn with_format<'a>(w: &'a str, args: &[&'a str]) -> Vec<&'a str> {
     let mut all = vec!["-w", w];
     all.extend_from_slice(args);
     all
-}
-
-fn lease_id(grant_output: &str) -> String {
-    grant_output
-        .split_whitespace()
-        .nth(1)
-        .expect("lease id in grant output")
-        .to_string()
 }
 
 /// The member id (hex) of a one-member server, from `member list`.
