@@ -306,7 +306,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.cache().purge_to(log_id.index);
         self.wal
             .purge(log_id.index, &bytes)
-            .map_err(|e| io_err("delete logs", &e))
+            .map_err(|e| io_err("delete logs", &e))?;
+        tracing::info!(index = log_id.index, "raft log purged");
+        Ok(())
     }
 }
 

@@ -733,6 +733,37 @@ async fn a_follower_restored_from_a_snapshot_serves_history_from_an_old_revision
     for t in tasks {
         t.await.unwrap();
     }
+    // The leader purges its log behind a snapshot only while no replication reads it, and it
+    // retries after progress: keep a trickle of writes going until it has purged past what
+    // the lagging follower holds (at most the 30 writes before the kill, plus set-up entries).
+    let leader_log = cluster.dir().join(format!("m{leader}.log"));
+    let mut trickle = w.clone();
+    let purged = wait_until_async("the leader to purge its log", WAIT, || {
+        let leader_log = leader_log.clone();
+        let mut trickle = trickle.clone();
+        async move {
+            let log = std::fs::read_to_string(&leader_log).unwrap_or_default();
+            let furthest = log
+                .lines()
+                .filter(|l| l.contains("raft log purged"))
+                .filter_map(|l| {
+                    l.split("index: ")
+                        .nth(1)?
+                        .split(|c: char| !c.is_ascii_digit())
+                        .next()?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .max();
+            if furthest.is_some_and(|i| i > 60) {
+                return Some(());
+            }
+            trickle.put("/s/trickle", "x").await;
+            None
+        }
+    });
+    purged.await;
+    trickle.put("/s/trickle", "y").await;
     let last = writes.last();
     cluster.restart(lagging);
     let ep = cluster.endpoint(lagging);
