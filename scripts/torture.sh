@@ -3,11 +3,11 @@
 # concurrent recorded clients, watches on every member) with a random sequence of faults for
 # the given duration, then every checker on the whole history.
 #
-# Usage: scripts/torture.sh [--duration 10m] [--seed N] [--faults partition,pause,kill]
+# Usage: scripts/torture.sh [--duration 10m] [--seed N] [--faults partition,pause,kill,membership]
 #                           [--against etcd]
 #   --duration  seconds, or with an s/m/h suffix (default 60s)
 #   --seed      workload and fault choice (default 1); a violation names it
-#   --faults    kinds to draw from (default all three)
+#   --faults    kinds to draw from (default all four)
 #   --against   etcd: run against real etcd 3.4 instead of minietcd
 # Prints the operations, faults injected and every violation; exits non-zero on a violation.
 # A failing run keeps the members' logs and the history (history.txt) in a temp dir it names.
@@ -15,7 +15,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DURATION=60s
 SEED=1
-FAULTS=partition,pause,kill
+FAULTS=partition,pause,kill,membership
 AGAINST=minietcd
 while [[ $# -gt 0 ]]; do
   case "$1" in

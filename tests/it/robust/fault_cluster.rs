@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind, TEST_ELECTION_TIMEOUT_MS};
 use crate::robust::proxy::{LinkFault, PeerProxies};
-use crate::robust::workload::{self, PREFIX};
+use crate::robust::workload::{self, Recorder, PREFIX};
 use crate::support::wait_until_async;
 
 /// How long a fault lasts: several election timeouts.
@@ -25,6 +25,8 @@ pub struct FaultCluster {
     paused: Vec<usize>,
     /// Member ids, by index.
     ids: Vec<u64>,
+    /// Told when a member is removed and added back (its ops count as a new member's).
+    pub recorder: Option<std::sync::Arc<Recorder>>,
 }
 
 impl FaultCluster {
@@ -59,6 +61,7 @@ impl FaultCluster {
             proxies,
             paused: Vec::new(),
             ids,
+            recorder: None,
         }
     }
 
@@ -139,6 +142,71 @@ impl FaultCluster {
         .await;
     }
 
+    /// Removes member `i` through member `via` (a client there), waits until the removed
+    /// member has stopped (etcd 3.4 and minietcd exit once they learn they were removed; it is
+    /// killed if it has not after a few seconds), wipes its data dir, adds it back under
+    /// its old name and peer URL and starts it empty with `--initial-cluster-state
+    /// existing`; returns once it has caught up with `via`.
+    pub async fn remove_and_re_add(&mut self, i: usize, via: usize) {
+        let old_id = self.ids[i];
+        let ep = self.cluster.endpoint(via);
+        wait_until_async(
+            &format!("member {i} removed through member {via}"),
+            FAULT_EFFECT_TIMEOUT,
+            || {
+                let ep = ep.clone();
+                async move {
+                    let mut cl = workload::client_on(&ep, Duration::from_secs(3)).await?;
+                    cl.member_remove(old_id).await.ok().map(drop)
+                }
+            },
+        )
+        .await;
+        tracing::info!(member = i, "removed");
+        let stopped = Instant::now() + Duration::from_secs(10);
+        while self.cluster.exited(i).is_none() && Instant::now() < stopped {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let exited_by_itself = self.cluster.exited(i).is_some();
+        tracing::info!(member = i, exited_by_itself, "removed member stopped");
+        self.kill(i);
+        let dir = self.cluster.members[i].data_dir.clone();
+        std::fs::remove_dir_all(&dir).expect("wipe the removed member's data dir");
+        if let Some(rec) = &self.recorder {
+            rec.new_incarnation(i);
+        }
+        let url = self.cluster.members[i].advertised_peer_url();
+        let new_id = wait_until_async(
+            &format!("member {i} added back through member {via}"),
+            FAULT_EFFECT_TIMEOUT,
+            || {
+                let (ep, url) = (ep.clone(), url.clone());
+                async move {
+                    let mut cl = workload::client_on(&ep, Duration::from_secs(3)).await?;
+                    let r = cl.member_add([url.as_str()], None).await.ok()?;
+                    r.member().map(|m| m.id())
+                }
+            },
+        )
+        .await;
+        self.ids[i] = new_id;
+        self.cluster.spawn_joining(i);
+        self.proxies.set_pid(i, self.cluster.pid(i));
+        tracing::info!(member = i, id = %format!("{new_id:x}"), "added back, started empty");
+        // Caught up: its own (serializable) revision reaches the one `via` had now.
+        let me = &*self;
+        let target = wait_until_async("a revision to catch up to", FAULT_EFFECT_TIMEOUT, || {
+            me.local_rev(via)
+        })
+        .await;
+        wait_until_async(
+            &format!("the re-added member {i} to catch up to revision {target}"),
+            FAULT_EFFECT_TIMEOUT,
+            || async move { (me.local_rev(i).await? >= target).then_some(()) },
+        )
+        .await;
+    }
+
     /// A follower other than `not`.
     pub fn other(&self, not: &[usize]) -> usize {
         (0..self.n())
@@ -182,6 +250,9 @@ pub enum Fault {
     KillLeader,
     /// kill -9 every member, restart them all.
     KillAll,
+    /// Remove a follower from the membership (through the leader), wipe it, add it back
+    /// and start it empty: it catches up from the others while the clients keep going.
+    RemoveAndReAddFollower,
     /// One follower loses every peer link until the others are [`PAST_SNAPSHOT_REVS`]
     /// revisions ahead, with members snapshotting often: minietcd (which keeps only
     /// `--experimental-snapshot-catchup-entries` behind a snapshot) must send it a snapshot,
@@ -282,6 +353,9 @@ pub async fn inject(fc: &mut FaultCluster, fault: Fault) {
             fc.expect_new_leader(follower, leader).await;
             tokio::time::sleep(hold).await;
             fc.restart(leader);
+        }
+        Fault::RemoveAndReAddFollower => {
+            fc.remove_and_re_add(follower, leader).await;
         }
         Fault::KillAll => {
             for i in 0..fc.n() {

@@ -18,7 +18,7 @@ pub struct Kv {
 }
 
 /// What a client asked for. Every operation touches one key, so histories can be checked
-/// key by key.
+/// key by key; a multi-key txn is recorded as one [`Op`] per key, sharing a [`Op::txn`] id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Input {
     /// Put `value`.
@@ -66,6 +66,9 @@ pub struct Op {
     /// Return time; `u64::MAX` when the outcome is unknown (it may take effect any time
     /// after its invocation).
     pub return_ns: u64,
+    /// For one key's part of a multi-key txn: the txn's id, the same in every part. The
+    /// parts take effect together at one revision, or none does.
+    pub txn: Option<u64>,
 }
 
 impl Op {
@@ -139,6 +142,8 @@ pub struct WatchSession {
     pub prev_kv: bool,
     /// Whether it filtered DELETE events out (etcd's NODELETE filter).
     pub no_delete: bool,
+    /// Whether it filtered PUT events out (etcd's NOPUT filter).
+    pub no_put: bool,
     pub responses: Vec<WatchResponse>,
     /// Why it ended (`None`: stopped by the test after it saw everything).
     pub ended: Option<String>,

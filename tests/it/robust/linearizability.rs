@@ -399,14 +399,48 @@ pub fn check_revisions_real_time(ops: &[Op]) -> Vec<String> {
             ));
         }
     }
-    let mut seen = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<i64, &Op> = std::collections::HashMap::new();
     for op in ops {
         if let Some((_, rev)) = op.acked_write() {
             if let Some(other) = seen.insert(rev, op) {
-                out.push(format!(
-                    "two writes at revision {rev}: {other:?} and {op:?}"
-                ));
+                // The parts of one multi-key txn share its revision.
+                if other.txn.is_none() || other.txn != op.txn {
+                    out.push(format!(
+                        "two writes at revision {rev}: {other:?} and {op:?}"
+                    ));
+                }
             }
+        }
+    }
+    out
+}
+
+/// Every multi-key txn took effect whole, at one revision, or not at all: in `patched`
+/// (unknown outcomes resolved from the committed history) its parts are all present with
+/// one revision, or all gone. `original` has every part.
+pub fn check_txns_atomic(original: &[Op], patched: &[Op]) -> Vec<String> {
+    use std::collections::BTreeMap;
+    let mut parts: BTreeMap<u64, usize> = BTreeMap::new();
+    for op in original {
+        if let Some(t) = op.txn {
+            *parts.entry(t).or_default() += 1;
+        }
+    }
+    let mut revs: BTreeMap<u64, Vec<Option<i64>>> = BTreeMap::new();
+    for op in patched {
+        if let Some(t) = op.txn {
+            revs.entry(t).or_default().push(op.header_rev());
+        }
+    }
+    let mut out = Vec::new();
+    for (t, n) in parts {
+        let got = revs.remove(&t).unwrap_or_default();
+        let whole = got.len() == n && got.windows(2).all(|w| w[0] == w[1]) && got[0].is_some();
+        if !got.is_empty() && !whole {
+            out.push(format!(
+                "txn {t} not atomic: {} of its {n} puts took effect, at revisions {got:?}",
+                got.len()
+            ));
         }
     }
     out
@@ -418,6 +452,7 @@ mod tests {
 
     fn op(key: &str, input: Input, output: Output, inv: u64, ret: Option<u64>) -> Op {
         Op {
+            txn: None,
             client: 0,
             member: 0,
             key: key.into(),
@@ -702,5 +737,67 @@ mod tests {
             check_linearizable(&patch_unknowns(&dirty, &committed)).len(),
             1
         );
+    }
+
+    #[test]
+    fn txn_parts_share_a_revision_and_take_effect_together() {
+        use crate::robust::history::Event;
+        let part = |key: &str, v: &str, out: Output| {
+            let mut o = op(key, Input::Put { value: v.into() }, out, 0, Some(10));
+            if o.output == Output::Unknown {
+                o.return_ns = u64::MAX;
+            }
+            o.txn = Some(7);
+            o
+        };
+        let ev = |key: &str, v: &str, rev: i64| Event {
+            put: true,
+            key: key.into(),
+            kv: Kv {
+                value: v.into(),
+                mod_rev: rev,
+                create_rev: rev,
+                version: 1,
+            },
+            prev: None,
+        };
+        // Acknowledged: both parts at revision 2, not "two writes at one revision".
+        let acked = vec![
+            part("a", "t1", Output::Put { rev: 2 }),
+            part("b", "t1", Output::Put { rev: 2 }),
+        ];
+        assert!(check_revisions_real_time(&acked).is_empty());
+        assert!(check_txns_atomic(&acked, &acked).is_empty());
+        // Two writes of different txns (or none) at one revision still fail.
+        let mut other = acked.clone();
+        other[1].txn = Some(8);
+        assert_eq!(check_revisions_real_time(&other).len(), 1);
+        // Unknown, and both committed at one revision: whole.
+        let unknown = vec![
+            part("a", "t1", Output::Unknown),
+            part("b", "t1", Output::Unknown),
+        ];
+        let both: crate::robust::watch_check::Committed =
+            [(2, vec![ev("a", "t1", 2), ev("b", "t1", 2)])]
+                .into_iter()
+                .collect();
+        let patched = patch_unknowns(&unknown, &both);
+        assert!(check_txns_atomic(&unknown, &patched).is_empty());
+        // Unknown, and nothing committed: none took effect, also fine.
+        let none = patch_unknowns(&unknown, &Default::default());
+        assert!(none.is_empty());
+        assert!(check_txns_atomic(&unknown, &none).is_empty());
+        // Only one part committed: not atomic.
+        let half: crate::robust::watch_check::Committed =
+            [(2, vec![ev("a", "t1", 2)])].into_iter().collect();
+        let v = check_txns_atomic(&unknown, &patch_unknowns(&unknown, &half));
+        assert!(v.iter().any(|v| v.contains("not atomic")), "{v:?}");
+        // Parts at two revisions: not atomic.
+        let split: crate::robust::watch_check::Committed =
+            [(2, vec![ev("a", "t1", 2)]), (3, vec![ev("b", "t1", 3)])]
+                .into_iter()
+                .collect();
+        let v = check_txns_atomic(&unknown, &patch_unknowns(&unknown, &split));
+        assert!(v.iter().any(|v| v.contains("not atomic")), "{v:?}");
     }
 }

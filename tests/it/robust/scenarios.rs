@@ -16,7 +16,7 @@ use crate::etcd_cluster::ServerKind;
 use crate::robust::fault_cluster::{inject, Fault, FaultCluster};
 use crate::robust::history::{History, Input, Output};
 use crate::robust::linearizability::{
-    check_linearizable, check_revisions_real_time, patch_unknowns,
+    check_linearizable, check_revisions_real_time, check_txns_atomic, patch_unknowns,
 };
 use crate::robust::watch_check::{check_all, committed_history};
 use crate::robust::workload::{self, Recorder, WatcherKind, WorkloadConfig, PREFIX, SENTINEL};
@@ -49,6 +49,7 @@ pub fn check_history(h: &History, expect_through: &[Option<i64>]) -> Vec<String>
         violations.push(format!("not linearizable on {}: {}", v.key, v.reason));
     }
     violations.extend(check_revisions_real_time(&patched));
+    violations.extend(check_txns_atomic(&h.ops, &patched));
     violations
 }
 
@@ -212,6 +213,7 @@ pub async fn record_run(
     let mut fc = FaultCluster::start(kind, extra).await;
     let cfg = WorkloadConfig::default();
     let rec = Recorder::new();
+    fc.recorder = Some(rec.clone());
     let stop = Arc::new(AtomicBool::new(false));
     let target = Arc::new(AtomicI64::new(0));
     let give_up = Arc::new(AtomicBool::new(false));
@@ -219,11 +221,7 @@ pub async fn record_run(
 
     let mut watchers = Vec::new();
     for m in 0..n {
-        let kinds = [
-            WatcherKind::PrevKv,
-            WatcherKind::RequireLeader,
-            WatcherKind::PutsWithProgress,
-        ];
+        let kinds = WatcherKind::ALL;
         for (j, kind) in kinds.into_iter().enumerate() {
             let w = kinds.len() * m + j;
             watchers.push(tokio::spawn(workload::run_watcher(
@@ -380,6 +378,11 @@ scenario!(
 scenario!(KillFollower, kill_follower_minietcd, kill_follower_etcd);
 scenario!(KillLeader, kill_leader_minietcd, kill_leader_etcd);
 scenario!(KillAll, kill_all_minietcd, kill_all_etcd);
+scenario!(
+    RemoveAndReAddFollower,
+    remove_and_re_add_follower_minietcd,
+    remove_and_re_add_follower_etcd
+);
 
 /// The checkers are not vacuous on real data: a fault-free minietcd history passes, and each
 /// violation planted in a copy of it is found.
@@ -465,6 +468,58 @@ async fn planted_violations_in_a_recorded_history_are_found() {
         .expect("an event with prev_kv");
     ev.prev = None;
     found(&prev, "prev_kv");
+
+    // Half a txn: both puts of an acknowledged two-key txn made unknown, and the second
+    // one's event taken out of every watch, as if only the first had taken effect.
+    let txn = h
+        .ops
+        .iter()
+        .find(|o| o.txn.is_some() && o.acked_write().is_some())
+        .and_then(|o| o.txn)
+        .expect("an acknowledged two-key txn");
+    let mut half = h.clone();
+    let parts: Vec<usize> = (0..half.ops.len())
+        .filter(|i| half.ops[*i].txn == Some(txn))
+        .collect();
+    assert_eq!(parts.len(), 2, "a two-key txn is recorded as two ops");
+    let (second_key, rev) = (
+        half.ops[parts[1]].key.clone(),
+        half.ops[parts[1]].header_rev().unwrap_or(0),
+    );
+    for &i in &parts {
+        half.ops[i].output = Output::Unknown;
+        half.ops[i].return_ns = u64::MAX;
+    }
+    for w in &mut half.watches {
+        for r in &mut w.responses {
+            r.events
+                .retain(|e| !(e.rev() == rev && e.key == second_key));
+        }
+    }
+    found(&half, "not atomic");
+
+    // A PUT through a NOPUT filter.
+    let put_ev = h
+        .watches
+        .iter()
+        .flat_map(|w| w.events())
+        .find(|e| e.put)
+        .cloned()
+        .expect("a put event");
+    let mut leaky = h.clone();
+    let noput = leaky
+        .watches
+        .iter_mut()
+        .find(|w| w.no_put && w.events().count() > 0)
+        .expect("a NOPUT session that saw deletes");
+    noput.responses.insert(
+        0,
+        crate::robust::history::WatchResponse {
+            header_rev: put_ev.rev(),
+            events: vec![put_ev],
+        },
+    );
+    found(&leaky, "filter not respected: PUT");
 }
 
 /// A random sequence of faults, chosen by `ROBUST_SEED` among the kinds `ROBUST_FAULTS` names
@@ -476,7 +531,8 @@ async fn torture(kind: ServerKind) {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(10);
-    let kinds = std::env::var("ROBUST_FAULTS").unwrap_or_else(|_| "partition,pause,kill".into());
+    let kinds =
+        std::env::var("ROBUST_FAULTS").unwrap_or_else(|_| "partition,pause,kill,membership".into());
     let mut pool = Vec::new();
     for k in kinds.split(',').map(str::trim) {
         match k {
@@ -488,6 +544,7 @@ async fn torture(kind: ServerKind) {
             ]),
             "pause" => pool.extend([Fault::PauseLeader, Fault::PauseFollower]),
             "kill" => pool.extend([Fault::KillFollower, Fault::KillLeader, Fault::KillAll]),
+            "membership" => pool.push(Fault::RemoveAndReAddFollower),
             other => panic!("ROBUST_FAULTS: unknown fault kind {other:?}"),
         }
     }

@@ -2,8 +2,10 @@
 //! history the watches reveal.
 //!
 //! The committed history is the union of every session's events, keyed by revision. The
-//! workload writes only its own keys, one key per revision, on a fresh cluster, so that
-//! history must be gap-free: every revision from the first write to the last.
+//! workload writes only its own keys on a fresh cluster (one key per revision, or several
+//! puts of one txn), so that history must be gap-free: every revision from the first write
+//! to the last. A filtered session sees all or none of a revision's events (a txn only
+//! puts), so sessions still agree on every revision they saw.
 //!
 //! Per session (etcd's watch guarantees, named as etcd's robustness validators name them):
 //! - ordered: revisions never go down;
@@ -12,8 +14,8 @@
 //! - reliable: no committed revision missing between the session's start and the last
 //!   revision it saw, and sessions that were expected to reach a revision did;
 //! - bookmarkable: after a progress notification at revision R, no event at or below R;
-//! - filters respected: no DELETE event in a NODELETE session (and reliability is judged
-//!   against the filtered history);
+//! - filters respected: no DELETE event in a NODELETE session, no PUT in a NOPUT one (and
+//!   reliability is judged against the filtered history);
 //! - prev_kv: the state before the event, as the committed history has it;
 //! - every event is the write that produced it: a put or delete some client issued on that
 //!   key with that value, at the revision the client was told if it was told one.
@@ -140,7 +142,8 @@ pub fn check_sessions(
 ) {
     for (s, session) in sessions.iter().enumerate() {
         let name = format!("watch session {s} on member {}", session.member);
-        let mut last: Option<(i64, &str)> = None;
+        let mut last: Option<i64> = None;
+        let mut keys_at_rev: std::collections::HashSet<(i64, &str)> = Default::default();
         let mut response_of_rev: HashMap<i64, usize> = HashMap::new();
         let mut seen: Vec<i64> = Vec::new();
         let mut bookmark: Option<i64> = None;
@@ -160,20 +163,25 @@ pub fn check_sessions(
                 if session.no_delete && !ev.put {
                     out.push(format!("{name}: filter not respected: DELETE at {rev}"));
                 }
+                if session.no_put && ev.put {
+                    out.push(format!("{name}: filter not respected: PUT at {rev}"));
+                }
                 if rev < session.start_rev {
                     out.push(format!(
                         "{name}: event at {rev} before its start {}",
                         session.start_rev
                     ));
                 }
-                if let Some((lr, lk)) = last {
+                if let Some(lr) = last {
                     if rev < lr {
                         out.push(format!("{name}: not ordered: revision {rev} after {lr}"));
-                    } else if rev == lr && ev.key.as_str() <= lk {
-                        out.push(format!("{name}: not unique: {} at {rev} twice", ev.key));
                     }
                 }
-                last = Some((rev, ev.key.as_str()));
+                // One txn's events come in the txn's order, not the keys'.
+                if !keys_at_rev.insert((rev, ev.key.as_str())) {
+                    out.push(format!("{name}: not unique: {} at {rev} twice", ev.key));
+                }
+                last = Some(rev);
                 if let Some(prev_resp) = response_of_rev.insert(rev, ri) {
                     if prev_resp != ri {
                         out.push(format!(
@@ -201,7 +209,9 @@ pub fn check_sessions(
             }
         }
         let through = expect_through.get(s).copied().flatten();
-        let reached = session.last_rev();
+        // A progress notification at R shows every event up to R was sent: a filtered
+        // session may see nothing at the revision it must reach.
+        let reached = session.last_rev().max(bookmark);
         if let Some(want) = through {
             if reached.is_none_or(|r| r < want) {
                 out.push(format!(
@@ -215,6 +225,7 @@ pub fn check_sessions(
             let missing: Vec<i64> = committed
                 .range(session.start_rev..=end)
                 .filter(|(_, evs)| !session.no_delete || evs.iter().any(|e| e.put))
+                .filter(|(_, evs)| !session.no_put || evs.iter().any(|e| !e.put))
                 .map(|(r, _)| *r)
                 .filter(|r| seen.binary_search(r).is_err())
                 .collect();
@@ -403,6 +414,7 @@ mod tests {
             start_rev: start,
             prev_kv: true,
             no_delete: false,
+            no_put: false,
             responses: evs
                 .into_iter()
                 .map(|e| WatchResponse {
@@ -422,6 +434,7 @@ mod tests {
             output,
             invoke_ns: inv,
             return_ns: ret,
+            txn: None,
         }
     }
     fn put(key: &str, v: &str, rev: i64) -> Op {
@@ -567,6 +580,40 @@ mod tests {
     }
 
     #[test]
+    fn noput_session_passes_and_a_put_through_it_fails() {
+        let (ops, evs) = good();
+        // Only the delete at 5 passes a NOPUT filter.
+        let mut deletes = session(0, 2, vec![evs[3].clone()]);
+        deletes.no_put = true;
+        let whole = session(1, 2, evs.clone());
+        let v = check_all(&ops, &[whole.clone(), deletes.clone()], &[Some(5), Some(5)]);
+        assert!(v.is_empty(), "{v:?}");
+        // A progress notification at 5 without the delete at 5 before it: not reliable,
+        // even filtered.
+        let mut missed = deletes.clone();
+        missed.responses = vec![WatchResponse {
+            header_rev: 5,
+            events: vec![],
+        }];
+        let v = check_all(&ops, &[whole.clone(), missed], &[Some(5), Some(5)]);
+        assert!(v.iter().any(|v| v.contains("not reliable")), "{v:?}");
+        // A PUT through a NOPUT filter.
+        let mut leaky = deletes;
+        leaky.responses.insert(
+            0,
+            WatchResponse {
+                header_rev: 4,
+                events: vec![evs[2].clone()],
+            },
+        );
+        let v = check_all(&ops, &[whole, leaky], &[Some(5), Some(5)]);
+        assert!(
+            v.iter().any(|v| v.contains("filter not respected: PUT")),
+            "{v:?}"
+        );
+    }
+
+    #[test]
     fn wrong_prev_kv_fails() {
         let (ops, mut evs) = good();
         evs[2].prev = Some(kv("b1", 3, 3, 1));
@@ -620,6 +667,7 @@ mod tests {
             output: Output::Get { kv, rev },
             invoke_ns: inv,
             return_ns: inv + 1,
+            txn: None,
         };
         // Stale but consistent: the state of revision 3.
         ops.push(read(Some(kv("a1", 2, 2, 1)), 3, 10));

@@ -1,12 +1,13 @@
 //! The clients and watchers of a run, recording into a [`History`].
 //!
-//! Clients (`etcd-client`, each on one member) issue random single-key operations on a few
-//! keys: puts with unique values, linearizable and serializable gets, deletes, and txn
-//! compare-and-swaps on the last value the client saw. A write that errs or times out is
+//! Clients (`etcd-client`, each on one member) issue random operations on a few keys: puts
+//! with unique values, linearizable and serializable gets, deletes, txn compare-and-swaps on
+//! the last value the client saw, and txns putting two keys at once. A write that errs or times out is
 //! recorded as unknown; a read that fails is dropped (it changed nothing).
 //!
-//! Watchers: three per member on the whole key prefix from revision 1: one with prev_kv, one
-//! with require-leader, one with the NODELETE filter and progress notifications. A watch that breaks is re-created on the same member from
+//! Watchers: four per member on the whole key prefix from revision 1: one with prev_kv, one
+//! with require-leader, one with the NODELETE filter and one with the NOPUT filter, both
+//! with progress notifications. A watch that breaks is re-created on the same member from
 //! the revision after the last event it saw, as a new session.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -56,11 +57,20 @@ impl Default for WorkloadConfig {
     }
 }
 
+/// Ops on a member that was removed and added back are recorded as on member
+/// `member + INCARNATION_STRIDE * n` after its `n`-th re-add: a new member with an empty
+/// store, whose serializable reads start over.
+pub const INCARNATION_STRIDE: usize = 1000;
+
 /// Shared by everything that records.
 pub struct Recorder {
     start: Instant,
     ops: Mutex<Vec<Op>>,
     sessions: Mutex<Vec<(usize, WatchSession)>>,
+    /// Member -> how many times it was removed and added back.
+    incarnations: Mutex<std::collections::HashMap<usize, usize>>,
+    /// Ids of multi-key txns.
+    next_txn: std::sync::atomic::AtomicU64,
 }
 
 impl Recorder {
@@ -69,7 +79,26 @@ impl Recorder {
             start: Instant::now(),
             ops: Mutex::default(),
             sessions: Mutex::default(),
+            incarnations: Mutex::default(),
+            next_txn: std::sync::atomic::AtomicU64::new(1),
         })
+    }
+
+    /// Member `member` was removed and is about to be added back, empty.
+    pub fn new_incarnation(&self, member: usize) {
+        *self.incarnations.lock().unwrap().entry(member).or_default() += 1;
+    }
+
+    /// What ops on `member` are recorded as, now.
+    fn member_now(&self, member: usize) -> usize {
+        let n = self
+            .incarnations
+            .lock()
+            .unwrap()
+            .get(&member)
+            .copied()
+            .unwrap_or(0);
+        member + INCARNATION_STRIDE * n
     }
 
     fn now_ns(&self) -> u64 {
@@ -88,24 +117,80 @@ impl Recorder {
     ) where
         F: std::future::Future<Output = Option<Output>>,
     {
+        let parts = vec![(key.to_string(), input)];
+        let f = async move { f.await.map(|o| vec![o]) };
+        self.record_parts(client, member, parts, None, timeout, f)
+            .await;
+    }
+
+    /// Runs `f` as one recorded request touching several keys (`parts`: key and what was
+    /// asked of it), each recorded as an op of its own; `f` returns one output per part.
+    async fn record_parts<F>(
+        &self,
+        client: usize,
+        member: usize,
+        parts: Vec<(String, Input)>,
+        txn: Option<u64>,
+        timeout: Duration,
+        f: F,
+    ) where
+        F: std::future::Future<Output = Option<Vec<Output>>>,
+    {
         let invoke_ns = self.now_ns();
+        let member_at_invoke = self.member_now(member);
         let out = tokio::time::timeout(timeout, f).await.ok().flatten();
         let return_ns = self.now_ns();
-        let is_read = matches!(input, Input::Get { .. });
-        let (output, return_ns) = match out {
-            Some(o) => (o, return_ns),
-            None if is_read => return,
-            None => (Output::Unknown, u64::MAX),
+        let is_read = parts.iter().all(|(_, i)| matches!(i, Input::Get { .. }));
+        // A read that spans a member's removal and re-add may have been served by either
+        // incarnation: it is left out (it changed nothing).
+        if is_read && member_at_invoke != self.member_now(member) {
+            return;
+        }
+        let outputs = match out {
+            Some(o) if o.len() == parts.len() => o.into_iter().map(|o| (o, return_ns)).collect(),
+            _ if is_read => return,
+            _ => vec![(Output::Unknown, u64::MAX); parts.len()],
         };
-        self.ops.lock().unwrap().push(Op {
-            client,
-            member,
-            key: key.to_string(),
-            input,
-            output,
-            invoke_ns,
-            return_ns,
-        });
+        let mut ops = self.ops.lock().unwrap();
+        for ((key, input), (output, return_ns)) in parts.into_iter().zip(outputs) {
+            ops.push(Op {
+                client,
+                member: member_at_invoke,
+                key,
+                input,
+                output,
+                invoke_ns,
+                return_ns,
+                txn,
+            });
+        }
+    }
+
+    /// A txn putting `values[i]` to `keys[i]` unconditionally, recorded as one op per key.
+    pub async fn multi_put(
+        &self,
+        cl: &mut etcd_client::Client,
+        client: usize,
+        member: usize,
+        puts: Vec<(String, String)>,
+        timeout: Duration,
+    ) {
+        let txn = self.next_txn.fetch_add(1, Ordering::Relaxed);
+        let parts: Vec<(String, Input)> = puts
+            .iter()
+            .map(|(k, v)| (k.clone(), Input::Put { value: v.clone() }))
+            .collect();
+        let n = puts.len();
+        let ops: Vec<TxnOp> = puts
+            .into_iter()
+            .map(|(k, v)| TxnOp::put(k, v, None))
+            .collect();
+        self.record_parts(client, member, parts, Some(txn), timeout, async move {
+            let r = cl.txn(Txn::new().and_then(ops)).await.ok()?;
+            let rev = rev_of(r.header());
+            r.succeeded().then(|| vec![Output::Put { rev }; n])
+        })
+        .await;
     }
 
     /// The history so far, and for each watch session whether it is the last one of its
@@ -235,15 +320,33 @@ pub async fn run_client(
             n += 1;
             let value = format!("c{id}-{n}");
             let roll = rng.gen_range(0..100);
+            if roll >= 92 && cfg.keys > 1 {
+                // A txn putting two keys at one revision.
+                let k2 = (k + rng.gen_range(1..cfg.keys)) % cfg.keys;
+                let puts = vec![
+                    (key.clone(), value.clone()),
+                    (format!("{PREFIX}k{k2}"), value.clone()),
+                ];
+                let before = rec.ops.lock().unwrap().len();
+                rec.multi_put(&mut cl, id, member, puts, cfg.op_timeout)
+                    .await;
+                let failed = remember(&rec, before, id, &mut last_seen[k2]);
+                if !failed {
+                    last_seen[k] = Some(value);
+                    continue;
+                }
+                tokio::time::sleep(FAILED_OP_BACKOFF).await;
+                break;
+            }
             let input = match roll {
-                0..35 => Input::Put {
+                0..32 => Input::Put {
                     value: value.clone(),
                 },
-                35..60 => Input::Get {
+                32..57 => Input::Get {
                     serializable: false,
                 },
-                60..75 => Input::Get { serializable: true },
-                75..85 => Input::Delete,
+                57..72 => Input::Get { serializable: true },
+                72..82 => Input::Delete,
                 _ => match &last_seen[k] {
                     Some(expect) => Input::Cas {
                         expect: expect.clone(),
@@ -303,6 +406,25 @@ pub enum WatcherKind {
     RequireLeader,
     /// NODELETE filter, progress notifications.
     PutsWithProgress,
+    /// NOPUT filter, progress notifications (which show it reached the final write, a put).
+    DeletesWithProgress,
+}
+
+impl WatcherKind {
+    /// Every kind, one watcher each per member.
+    pub const ALL: [WatcherKind; 4] = [
+        WatcherKind::PrevKv,
+        WatcherKind::RequireLeader,
+        WatcherKind::PutsWithProgress,
+        WatcherKind::DeletesWithProgress,
+    ];
+
+    fn progress(self) -> bool {
+        matches!(
+            self,
+            WatcherKind::PutsWithProgress | WatcherKind::DeletesWithProgress
+        )
+    }
 }
 
 /// One watcher on member `member` until it has seen revision `target` (once set, > 0) or
@@ -324,11 +446,14 @@ pub async fn run_watcher(
     while !reached(next_rev) && !give_up.load(Ordering::Relaxed) {
         let prev_kv = kind == WatcherKind::PrevKv;
         let no_delete = kind == WatcherKind::PutsWithProgress;
+        let no_put = kind == WatcherKind::DeletesWithProgress;
+        let progress = kind.progress();
         let mut session = WatchSession {
             member,
             start_rev: next_rev,
             prev_kv,
             no_delete,
+            no_put,
             responses: Vec::new(),
             ended: None,
         };
@@ -346,9 +471,13 @@ pub async fn run_watcher(
             wopts = wopts.with_prev_key();
         }
         if no_delete {
-            wopts = wopts
-                .with_filters([WatchFilterType::NoDelete])
-                .with_progress_notify();
+            wopts = wopts.with_filters([WatchFilterType::NoDelete]);
+        }
+        if no_put {
+            wopts = wopts.with_filters([WatchFilterType::NoPut]);
+        }
+        if progress {
+            wopts = wopts.with_progress_notify();
         }
         let mut stream =
             match tokio::time::timeout(Duration::from_secs(2), cl.watch(PREFIX, Some(wopts))).await
@@ -384,7 +513,7 @@ pub async fn run_watcher(
                 session.ended = Some(format!("canceled: {}", msg.cancel_reason()));
                 break;
             }
-            if msg.created() || (msg.events().is_empty() && !no_delete) {
+            if msg.created() || (msg.events().is_empty() && !progress) {
                 continue;
             }
             if msg.events().is_empty() {
@@ -434,6 +563,7 @@ pub async fn run_watcher(
                 start_rev: next_rev,
                 prev_kv: kind == WatcherKind::PrevKv,
                 no_delete: kind == WatcherKind::PutsWithProgress,
+                no_put: kind == WatcherKind::DeletesWithProgress,
                 responses: Vec::new(),
                 ended: Some("never reached the final write".into()),
             },
