@@ -29,6 +29,16 @@ pub enum Input {
     Delete,
     /// Txn: if the value equals `expect` then put `value`, else get the key.
     Cas { expect: String, value: String },
+    /// Revoke lease `lease`, recorded on the one key the workload attached to it (a put of a
+    /// value ending in [`lease_suffix`]): it deletes the key if that value is still there.
+    /// `expiry`: not a request but the lease's expiry, recorded as an unknown revoke invoked
+    /// at the lease's grant plus its TTL (it may not take effect earlier).
+    Revoke { lease: i64, expiry: bool },
+}
+
+/// The end of every value the workload puts with lease `lease` attached.
+pub fn lease_suffix(lease: i64) -> String {
+    format!("@L{lease:x}")
 }
 
 /// What the server answered. `Unknown` is a timeout or any error for a write: the write may
@@ -47,6 +57,8 @@ pub enum Output {
         rev: i64,
         current: Option<Kv>,
     },
+    /// The lease was revoked; header revision `rev`.
+    Revoke { rev: i64 },
     /// Outcome unknown.
     Unknown,
 }
@@ -96,7 +108,8 @@ impl Op {
             Output::Put { rev }
             | Output::Get { rev, .. }
             | Output::Delete { rev, .. }
-            | Output::Cas { rev, .. } => Some(*rev),
+            | Output::Cas { rev, .. }
+            | Output::Revoke { rev } => Some(*rev),
             Output::Unknown => None,
         }
     }

@@ -141,8 +141,34 @@ pub fn patch_unknowns(ops: &[Op], committed: &crate::robust::watch_check::Commit
         .filter(|(rev, e)| !e.put && !acked_deletes.contains(&(e.key.as_str(), *rev)))
         .map(|(_, e)| e.key.as_str())
         .collect();
+    let revokes = attribute_lease_deletions(ops, committed, &acked_deletes);
     ops.iter()
-        .filter_map(|op| {
+        .enumerate()
+        .filter_map(|(i, op)| {
+            if let Input::Revoke { .. } = op.input {
+                // A revoke (or expiry) is the DELETE it caused, or nothing.
+                let mut op = op.clone();
+                op.input = Input::Delete;
+                match revokes.get(&i)? {
+                    LeaseDeletion::At {
+                        rev,
+                        invoke_ns,
+                        return_ns,
+                    } => {
+                        op.output = Output::Delete {
+                            deleted: 1,
+                            rev: *rev,
+                        };
+                        op.invoke_ns = *invoke_ns;
+                        op.return_ns = *return_ns;
+                    }
+                    LeaseDeletion::AfterTheHistory => {
+                        op.output = Output::Unknown;
+                        op.return_ns = u64::MAX;
+                    }
+                }
+                return Some(op);
+            }
             if op.output != Output::Unknown {
                 return Some(op.clone());
             }
@@ -168,6 +194,96 @@ pub fn patch_unknowns(ops: &[Op], committed: &crate::robust::watch_check::Commit
             Some(op)
         })
         .collect()
+}
+
+/// What a revoke (or expiry) op did to its key.
+enum LeaseDeletion {
+    /// Deleted it at revision `rev`, some time between the two instants.
+    At {
+        rev: i64,
+        invoke_ns: u64,
+        return_ns: u64,
+    },
+    /// The lease's put is the key's last watched event: the deletion, if any, came after
+    /// the watched history (a lease expiring after the final write).
+    AfterTheHistory,
+}
+
+/// Which revoke (or expiry) op deleted its key, and at which revision: op index -> revision.
+///
+/// The workload attaches each lease to one put on one key, of a value ending in
+/// [`lease_suffix`]. If the committed history has that put, and the key's next event is a
+/// DELETE no acknowledged delete accounts for, the lease deleted it: a revoke acknowledged at
+/// that revision, a revoke with an unknown outcome or the lease's expiry (whose invocation is
+/// the grant plus the TTL, so the search rejects an expiry that readers saw earlier), no
+/// earlier than the first of them was invoked. Every other revoke op did nothing. If
+/// the lease's put is the key's last event, every revoke op of the lease may have deleted it
+/// after the watched history ended.
+fn attribute_lease_deletions(
+    ops: &[Op],
+    committed: &crate::robust::watch_check::Committed,
+    acked_deletes: &HashSet<(&str, i64)>,
+) -> std::collections::HashMap<usize, LeaseDeletion> {
+    use crate::robust::history::lease_suffix;
+    let mut by_lease: std::collections::BTreeMap<(&str, i64), Vec<usize>> = Default::default();
+    for (i, op) in ops.iter().enumerate() {
+        if let Input::Revoke { lease, .. } = op.input {
+            by_lease
+                .entry((op.key.as_str(), lease))
+                .or_default()
+                .push(i);
+        }
+    }
+    let mut out = std::collections::HashMap::new();
+    for ((key, lease), idx) in by_lease {
+        let suffix = lease_suffix(lease);
+        let mut events = committed
+            .iter()
+            .flat_map(|(rev, evs)| evs.iter().map(move |e| (*rev, e)))
+            .filter(|(_, e)| e.key == key)
+            .skip_while(|(_, e)| !(e.put && e.kv.value.ends_with(&suffix)));
+        if events.next().is_none() {
+            continue;
+        }
+        let Some((rev, next)) = events.next() else {
+            for i in idx {
+                out.insert(i, LeaseDeletion::AfterTheHistory);
+            }
+            continue;
+        };
+        if next.put || acked_deletes.contains(&(key, rev)) {
+            continue;
+        }
+        // The ops that may have done it: a revoke acknowledged at that revision, a revoke
+        // with an unknown outcome, the expiry. It happened after the earliest of their
+        // invocations, and before the acknowledged revoke's return if there is one.
+        let could: Vec<usize> = idx
+            .iter()
+            .copied()
+            .filter(|i| match &ops[*i].output {
+                Output::Revoke { rev: r } => *r == rev,
+                Output::Unknown => true,
+                _ => false,
+            })
+            .collect();
+        let Some(&first) = could.iter().min_by_key(|i| ops[**i].invoke_ns) else {
+            continue;
+        };
+        let by = could
+            .iter()
+            .map(|i| ops[*i].return_ns)
+            .min()
+            .unwrap_or(u64::MAX);
+        out.insert(
+            first,
+            LeaseDeletion::At {
+                rev,
+                invoke_ns: ops[first].invoke_ns,
+                return_ns: by,
+            },
+        );
+    }
+    out
 }
 
 /// Most search steps per key before the check gives up (a give-up is reported as a
@@ -799,5 +915,93 @@ mod tests {
                 .collect();
         let v = check_txns_atomic(&unknown, &patch_unknowns(&unknown, &split));
         assert!(v.iter().any(|v| v.contains("not atomic")), "{v:?}");
+    }
+
+    #[test]
+    fn a_lease_expiry_seen_before_its_ttl_fails() {
+        use crate::robust::history::{lease_suffix, Event};
+        let value = format!("v{}", lease_suffix(5));
+        let committed: crate::robust::watch_check::Committed = [
+            (
+                2,
+                vec![Event {
+                    put: true,
+                    key: "k".into(),
+                    kv: Kv {
+                        value: value.clone(),
+                        mod_rev: 2,
+                        create_rev: 2,
+                        version: 1,
+                    },
+                    prev: None,
+                }],
+            ),
+            (
+                3,
+                vec![Event {
+                    put: false,
+                    key: "k".into(),
+                    kv: Kv {
+                        value: String::new(),
+                        mod_rev: 3,
+                        create_rev: 0,
+                        version: 0,
+                    },
+                    prev: None,
+                }],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        let expiry = |at: u64| {
+            let mut o = op(
+                "k",
+                Input::Revoke {
+                    lease: 5,
+                    expiry: true,
+                },
+                Output::Unknown,
+                at,
+                None,
+            );
+            o.txn = None;
+            o
+        };
+        // Put at 2 (ack by 10), expiry possible from 100; the key read absent at 150.
+        let ok = vec![put(&value, 2, 0, 10), expiry(100), get(None, 3, 150, 160)];
+        let patched = patch_unknowns(&ok, &committed);
+        assert!(
+            patched
+                .iter()
+                .any(|o| o.output == Output::Delete { deleted: 1, rev: 3 }),
+            "the expiry is the delete at 3: {patched:?}"
+        );
+        assert!(check_linearizable(&patched).is_empty());
+        // The same deletion seen at 50, before the TTL was up: the lease expired early.
+        let early = vec![put(&value, 2, 0, 10), expiry(100), get(None, 3, 40, 50)];
+        assert_eq!(
+            check_linearizable(&patch_unknowns(&early, &committed)).len(),
+            1
+        );
+        // An acknowledged revoke at 3 takes the deletion instead of the expiry: seen at 50 is
+        // then fine.
+        let mut revoke = op(
+            "k",
+            Input::Revoke {
+                lease: 5,
+                expiry: false,
+            },
+            Output::Revoke { rev: 3 },
+            20,
+            Some(30),
+        );
+        revoke.txn = None;
+        let revoked = vec![
+            put(&value, 2, 0, 10),
+            expiry(100),
+            revoke,
+            get(None, 3, 40, 50),
+        ];
+        assert!(check_linearizable(&patch_unknowns(&revoked, &committed)).is_empty());
     }
 }

@@ -135,6 +135,17 @@ pub async fn check_run(kind: ServerKind, run: Run) {
         .await
         .expect("checkers");
     let unknown = h.ops.iter().filter(|o| o.output == Output::Unknown).count();
+    let leases = h
+        .ops
+        .iter()
+        .filter(|o| matches!(o.input, Input::Revoke { expiry: true, .. }))
+        .count();
+    let revoked = h
+        .ops
+        .iter()
+        .filter(|o| matches!(o.output, Output::Revoke { .. }))
+        .count();
+    let txns = h.ops.iter().filter_map(|o| o.txn).max().unwrap_or(0);
     let events: usize = h.watches.iter().map(|s| s.events().count()).sum();
     let progress: usize = h
         .watches
@@ -148,6 +159,9 @@ pub async fn check_run(kind: ServerKind, run: Run) {
         seed,
         ops = h.ops.len(),
         unknown,
+        leases,
+        revoked,
+        txns,
         sessions = h.watches.len(),
         events,
         progress,
@@ -301,8 +315,10 @@ pub async fn record_run(
         if let Some(mut cl) =
             workload::client_on(&fc.cluster.endpoint(m), Duration::from_secs(3)).await
         {
-            for k in 0..cfg.keys {
-                let key = format!("{PREFIX}k{k}");
+            let keys = (0..cfg.keys)
+                .map(|k| format!("{PREFIX}k{k}"))
+                .chain((0..cfg.clients).map(workload::lease_key));
+            for key in keys {
                 let input = Input::Get {
                     serializable: false,
                 };
@@ -497,6 +513,27 @@ async fn planted_violations_in_a_recorded_history_are_found() {
         }
     }
     found(&half, "not atomic");
+
+    // A revoke acknowledged one revision before its key's deletion: the key was still
+    // attached to the lease when the revoke claims to have been done.
+    let lease_deleted: Vec<(String, i64)> = committed
+        .iter()
+        .flat_map(|(rev, evs)| evs.iter().map(move |e| (*rev, e)))
+        .filter(|(_, e)| !e.put)
+        .map(|(rev, e)| (e.key.clone(), rev))
+        .collect();
+    let revoke = h
+        .ops
+        .iter()
+        .position(|o| {
+            matches!(o.output, Output::Revoke { rev } if lease_deleted.contains(&(o.key.clone(), rev)))
+        })
+        .expect("an acknowledged revoke that deleted its key");
+    let mut early = h.clone();
+    if let Output::Revoke { rev } = &mut early.ops[revoke].output {
+        *rev -= 1;
+    }
+    found(&early, "still holds");
 
     // A PUT through a NOPUT filter.
     let put_ev = h

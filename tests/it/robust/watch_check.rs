@@ -247,7 +247,7 @@ pub fn check_events_have_writes(committed: &Committed, ops: &[Op], out: &mut Vec
     for op in ops {
         let value = match &op.input {
             Input::Put { value } | Input::Cas { value, .. } => Some(value.as_str()),
-            Input::Delete => None,
+            Input::Delete | Input::Revoke { .. } => None,
             Input::Get { .. } => continue,
         };
         writes.entry((op.key.as_str(), value)).or_default().push(op);
@@ -259,6 +259,8 @@ pub fn check_events_have_writes(committed: &Committed, ops: &[Op], out: &mut Vec
             let explained = candidates.is_some_and(|c| {
                 c.iter().any(|op| match (&op.input, &op.output) {
                     (_, Output::Unknown) => true,
+                    // Whether the revoke deleted this key is checked by `check_revokes`.
+                    (_, Output::Revoke { rev: r }) => r == rev,
                     (_, _) => op.acked_write().is_some_and(|(_, r)| r == *rev),
                 })
             });
@@ -268,6 +270,28 @@ pub fn check_events_have_writes(committed: &Committed, ops: &[Op], out: &mut Vec
                      (candidates {candidates:?})",
                     if ev.put { "PUT" } else { "DELETE" },
                     ev.key
+                ));
+            }
+        }
+    }
+}
+
+/// A revoke acknowledged at revision `rev` left no key attached to its lease: the value the
+/// workload put with the lease is not the key's value at `rev`.
+pub fn check_revokes(t: &Timeline, last_rev: i64, ops: &[Op], out: &mut Vec<String>) {
+    for op in ops {
+        let (Input::Revoke { lease, .. }, Output::Revoke { rev }) = (&op.input, &op.output) else {
+            continue;
+        };
+        if *rev > last_rev {
+            continue;
+        }
+        let suffix = crate::robust::history::lease_suffix(*lease);
+        if let Some(kv) = state_at(t, &op.key, *rev) {
+            if kv.value.ends_with(&suffix) {
+                out.push(format!(
+                    "lease revoke acknowledged at revision {rev}, but {} still holds {:?},                      attached to that lease: {op:?}",
+                    op.key, kv.value
                 ));
             }
         }
@@ -370,6 +394,7 @@ pub fn check_all(
     check_no_lost_writes(&committed, ops, &mut out);
     let last = committed.keys().last().copied().unwrap_or(0);
     check_reads_against_history(&t, last, ops, &mut out);
+    check_revokes(&t, last, ops, &mut out);
     check_serializable_monotonic(ops, &mut out);
     out
 }

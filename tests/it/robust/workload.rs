@@ -2,7 +2,11 @@
 //!
 //! Clients (`etcd-client`, each on one member) issue random operations on a few keys: puts
 //! with unique values, linearizable and serializable gets, deletes, txn compare-and-swaps on
-//! the last value the client saw, and txns putting two keys at once. A write that errs or times out is
+//! the last value the client saw, txns putting two keys at once, and leases: a client grants
+//! one (with an id of its own, TTL [`LEASE_TTL`]), puts its own lease key with it attached,
+//! and at its next lease step revokes it or leaves it to expire; a third of the reads go to
+//! the lease keys. A lease's expiry is recorded as an unknown revoke
+//! invoked at the grant plus the TTL, so the checkers reject a lease that expired early. A write that errs or times out is
 //! recorded as unknown; a read that fails is dropped (it changed nothing).
 //!
 //! Watchers: four per member on the whole key prefix from revision 1: one with prev_kv, one
@@ -15,18 +19,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
-    WatchFilterType, WatchOptions,
+    Compare, CompareOp, ConnectOptions, EventType, GetOptions, LeaseGrantOptions, PutOptions, Txn,
+    TxnOp, TxnOpResponse, WatchFilterType, WatchOptions,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::robust::history::{Event, History, Input, Kv, Op, Output, WatchResponse, WatchSession};
+use crate::robust::history::{
+    lease_suffix, Event, History, Input, Kv, Op, Output, WatchResponse, WatchSession,
+};
 
 /// Every key the workload touches starts with this.
 pub const PREFIX: &str = "rb/";
 /// The key of the final write every watcher must reach.
 pub const SENTINEL: &str = "rb/~end";
+
+/// TTL of the workload's leases: short, so that some expire during a run.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// Pause after an operation that failed or timed out, before the client reconnects.
 pub const FAILED_OP_BACKOFF: Duration = Duration::from_millis(200);
@@ -166,6 +175,88 @@ impl Recorder {
         }
     }
 
+    /// Records the expiry of `lease`, attached to `key`: an unknown revoke invoked at
+    /// `at_ns` (the grant's invocation plus the TTL: the lease cannot expire earlier).
+    fn record_expiry(&self, client: usize, member: usize, key: &str, lease: i64, at_ns: u64) {
+        let member = self.member_now(member);
+        self.ops.lock().unwrap().push(Op {
+            client,
+            member,
+            key: key.to_string(),
+            input: Input::Revoke {
+                lease,
+                expiry: true,
+            },
+            output: Output::Unknown,
+            invoke_ns: at_ns,
+            return_ns: u64::MAX,
+            txn: None,
+        });
+    }
+
+    /// One lease step of client `id`: with a lease `held`, revoke it or leave it to expire;
+    /// without one, grant a lease (an id of the client's own) and put `key` with it
+    /// attached. Whether the step failed (the client should back off and reconnect).
+    #[allow(clippy::too_many_arguments)]
+    async fn lease_step(
+        &self,
+        cl: &mut etcd_client::Client,
+        id: usize,
+        member: usize,
+        key: String,
+        n: u64,
+        held: &mut Option<(i64, String)>,
+        revoke: bool,
+        timeout: Duration,
+    ) -> bool {
+        if let Some((lease, key)) = held.take() {
+            if !revoke {
+                // Left to expire: its expiry was recorded at the grant.
+                return false;
+            }
+            let input = Input::Revoke {
+                lease,
+                expiry: false,
+            };
+            let before = self.ops.lock().unwrap().len();
+            do_op(self, cl, id, member, &key, input, timeout).await;
+            return self.ops.lock().unwrap()[before..]
+                .iter()
+                .any(|o| o.client == id && o.output == Output::Unknown);
+        }
+        let lease = ((id as i64 + 1) << 32) | (n as i64 & 0xffff_ffff);
+        let grant_ns = self.now_ns();
+        let grant = cl.lease_grant(
+            LEASE_TTL.as_secs() as i64,
+            Some(LeaseGrantOptions::new().with_id(lease)),
+        );
+        let granted = tokio::time::timeout(timeout, grant).await;
+        // Whatever the grant's outcome, the lease may exist.
+        let ttl_ns = LEASE_TTL.as_nanos() as u64;
+        self.record_expiry(id, member, &key, lease, grant_ns + ttl_ns);
+        if !matches!(granted, Ok(Ok(_))) {
+            return true;
+        }
+        let value = format!("c{id}-{n}{}", lease_suffix(lease));
+        let input = Input::Put {
+            value: value.clone(),
+        };
+        let k = key.clone();
+        let before = self.ops.lock().unwrap().len();
+        self.record(id, member, &key, input, timeout, async move {
+            let opts = PutOptions::new().with_lease(lease);
+            let r = cl.put(k, value, Some(opts)).await.ok()?;
+            Some(Output::Put {
+                rev: rev_of(r.header()),
+            })
+        })
+        .await;
+        *held = Some((lease, key));
+        self.ops.lock().unwrap()[before..]
+            .iter()
+            .any(|o| o.client == id && o.output == Output::Unknown)
+    }
+
     /// A txn putting `values[i]` to `keys[i]` unconditionally, recorded as one op per key.
     pub async fn multi_put(
         &self,
@@ -291,6 +382,12 @@ pub async fn do_op(
                     current,
                 })
             }
+            Input::Revoke { lease, .. } => {
+                let r = cl.lease_revoke(lease).await.ok()?;
+                Some(Output::Revoke {
+                    rev: rev_of(r.header()),
+                })
+            }
         }
     })
     .await;
@@ -308,6 +405,8 @@ pub async fn run_client(
     let mut rng = StdRng::seed_from_u64(cfg.seed.wrapping_mul(1000).wrapping_add(id as u64));
     // Last value this client saw per key: what its CAS expects.
     let mut last_seen: Vec<Option<String>> = vec![None; cfg.keys];
+    // The lease this client holds, and the key it put with it attached.
+    let mut lease: Option<(i64, String)> = None;
     let mut n = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let Some(mut cl) = client_on(&endpoint, cfg.op_timeout).await else {
@@ -338,15 +437,35 @@ pub async fn run_client(
                 tokio::time::sleep(FAILED_OP_BACKOFF).await;
                 break;
             }
+            if (86..92).contains(&roll) {
+                let revoke = rng.gen_bool(0.5);
+                let failed = rec
+                    .lease_step(
+                        &mut cl,
+                        id,
+                        member,
+                        lease_key(id),
+                        n,
+                        &mut lease,
+                        revoke,
+                        cfg.op_timeout,
+                    )
+                    .await;
+                if failed {
+                    tokio::time::sleep(FAILED_OP_BACKOFF).await;
+                    break;
+                }
+                continue;
+            }
             let input = match roll {
-                0..32 => Input::Put {
+                0..30 => Input::Put {
                     value: value.clone(),
                 },
-                32..57 => Input::Get {
+                30..55 => Input::Get {
                     serializable: false,
                 },
-                57..72 => Input::Get { serializable: true },
-                72..82 => Input::Delete,
+                55..68 => Input::Get { serializable: true },
+                68..76 => Input::Delete,
                 _ => match &last_seen[k] {
                     Some(expect) => Input::Cas {
                         expect: expect.clone(),
@@ -357,10 +476,18 @@ pub async fn run_client(
                     },
                 },
             };
+            // A third of the reads go to a client's lease key (where leases expire).
+            let mut scratch = None;
+            let (key, seen) = match input {
+                Input::Get { .. } if rng.gen_bool(0.3) => {
+                    (lease_key(rng.gen_range(0..cfg.clients)), &mut scratch)
+                }
+                _ => (key, &mut last_seen[k]),
+            };
             let before = rec.ops.lock().unwrap().len();
             do_op(&rec, &mut cl, id, member, &key, input, cfg.op_timeout).await;
             // Remember what this op showed about the key.
-            let failed = remember(&rec, before, id, &mut last_seen[k]);
+            let failed = remember(&rec, before, id, seen);
             if failed {
                 // A member down answers at once; back off instead of piling up unknowns,
                 // and reconnect.
@@ -369,6 +496,12 @@ pub async fn run_client(
             }
         }
     }
+}
+
+/// The key client `id` attaches its leases to (only its lease puts write it, so that a lease
+/// left to expire still holds it when it expires).
+pub fn lease_key(id: usize) -> String {
+    format!("{PREFIX}l{id}")
 }
 
 /// Notes what client `id`'s last op (recorded at or after `from`) showed about its key in
