@@ -269,34 +269,40 @@ impl Config {
         };
         let initial_cluster = parse_initial_cluster(&initial, &f.initial_cluster_token)?;
         let mine: Vec<String> = advertise_peer.iter().map(|u| u.0.clone()).collect();
-        let member_id = initial_cluster
-            .iter()
-            .find(|(_, m)| m.name == f.name)
-            .map(|(id, m)| (*id, m))
-            .ok_or_else(|| {
-                ConfigError::BadInitialCluster(format!("does not name this member {:?}", f.name))
-            })
-            .and_then(|(id, m)| {
-                let mut a = m.peer_urls.clone();
-                let mut b = mine.clone();
+        let data_dir = f
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("{}.minietcd", f.name)));
+        // A member whose data dir is already initialized is the member its data says it is:
+        // etcd ignores --initial-cluster then (a member added at run time is restarted with
+        // the first start's flags, which may not name it). An unreadable dir is checked
+        // like a new one; opening it reports the problem.
+        let initialized = !crate::data_dir::DataDir::is_new(&data_dir).unwrap_or(true);
+        let member_id = match initial_cluster.iter().find(|(_, m)| m.name == f.name) {
+            None if initialized => 0,
+            None => {
+                return Err(ConfigError::BadInitialCluster(format!(
+                    "does not name this member {:?}",
+                    f.name
+                )))
+            }
+            Some((id, m)) => {
+                let (mut a, mut b) = (m.peer_urls.clone(), mine.clone());
                 a.sort();
                 b.sort();
-                if a == b {
-                    Ok(id)
-                } else {
-                    Err(ConfigError::BadInitialCluster(format!(
+                if a != b && !initialized {
+                    return Err(ConfigError::BadInitialCluster(format!(
                         "{:?} has peer URLs {} but --initial-advertise-peer-urls is {}",
                         f.name,
                         a.join(","),
                         b.join(",")
-                    )))
+                    )));
                 }
-            })?;
+                *id
+            }
+        };
         Ok(Config {
-            data_dir: f
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from(format!("{}.minietcd", f.name))),
+            data_dir,
             name: f.name,
             listen_client_addrs: listen_client.iter().map(|u| u.1).collect(),
             advertise_client_urls: advertise_client.into_iter().map(|u| u.0).collect(),

@@ -58,15 +58,6 @@ pub enum DataDirError {
         given: u64,
     },
     #[error(
-        "data dir {path}: belongs to member {stored:x} but the flags make this member {given:x} \
-         (check --initial-advertise-peer-urls and --initial-cluster-token)"
-    )]
-    WrongMemberId {
-        path: PathBuf,
-        stored: u64,
-        given: u64,
-    },
-    #[error(
         "wal dir {0}: not empty (it holds another member's log?); give an empty or new directory"
     )]
     WalDirNotEmpty(PathBuf),
@@ -220,11 +211,14 @@ impl DataDir {
             });
         }
         if check_ids && !fresh && identity.member_id != given.member_id {
-            return Err(DataDirError::WrongMemberId {
-                path: path.to_path_buf(),
-                stored: identity.member_id,
-                given: given.member_id,
-            });
+            // A member added at run time (its id given by the cluster), restarted with the
+            // flags of the cluster's first start: etcd starts it as the member its data
+            // says it is, and so does this.
+            tracing::info!(
+                member_id = %format!("{:x}", identity.member_id),
+                from_flags = %format!("{:x}", given.member_id),
+                "the data dir is already initialized as this member; its id is kept"
+            );
         }
         if fresh {
             db.insert(DB_MARKER_KEY, FORMAT.as_bytes())
@@ -471,11 +465,12 @@ mod tests {
                 .contains("cluster 2 but the flags describe cluster 3"),
             "{e}"
         );
+        // A member id the flags do not give (a member added at run time, restarted with
+        // the first start's flags) is kept, as etcd keeps it.
         let other_member = Identity::new("a", 9, 2, "t");
-        let e = DataDir::open(&dir, other_member.clone(), true)
-            .err()
-            .unwrap();
-        assert!(matches!(e, DataDirError::WrongMemberId { .. }), "{e}");
+        let d = DataDir::open(&dir, other_member.clone(), true).unwrap();
+        assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));
+        drop(d);
         // A member that joined a running cluster keeps the ids on disk.
         let d = DataDir::open(&dir, other_cluster, false).unwrap();
         assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));

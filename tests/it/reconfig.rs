@@ -113,3 +113,60 @@ async fn member_add_on_a_one_member_cluster_answers_at_once_etcd() {
 async fn member_add_on_a_one_member_cluster_answers_at_once_minietcd() {
     add_to_one_member(ServerKind::Minietcd).await;
 }
+
+/// A member added at run time, restarted later with the flags of the cluster's first start
+/// (`--initial-cluster-state new`, whose member id is not the one the cluster gave it): etcd
+/// starts it as the member its data dir says it is; so must minietcd (found by the fault
+/// soak, which restarts every member with its first flags).
+async fn runtime_member_restarted_with_first_start_flags(kind: ServerKind) {
+    let mut c = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
+    let mut cl = client_on(&c, 0).await;
+    let (new, url) = c.reserve_member();
+    let added = tokio::time::timeout(Duration::from_secs(3), cl.member_add([url.as_str()], None))
+        .await
+        .expect("member add answers at once")
+        .unwrap();
+    let id = added.member().unwrap().id();
+    c.spawn_joining(new);
+    let serves = |what: &'static str| {
+        let cl = cl.clone();
+        wait_until_async(what, Duration::from_secs(30), move || {
+            let mut cl = cl.clone();
+            async move {
+                cl.put("k", "v", None).await.ok()?;
+                let list = cl.member_list().await.ok()?;
+                let m = list.members().iter().find(|m| m.id() == id)?;
+                (!m.name().is_empty()).then_some(())
+            }
+        })
+    };
+    serves("the added member joined").await;
+    // `restart` starts it as the cluster's first members start: state new.
+    c.restart(new);
+    serves("the cluster of two serving after the restart").await;
+    let (member_id, _) = wait_until_async(
+        "the restarted member answering",
+        Duration::from_secs(30),
+        || c.status(new),
+    )
+    .await;
+    assert_eq!(
+        member_id, id,
+        "{kind:?}: it keeps the id the cluster gave it"
+    );
+    assert!(
+        c.members[new].is_running(),
+        "{kind:?}: it runs:\n{}",
+        c.log(new)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_member_restarted_with_first_start_flags_etcd() {
+    runtime_member_restarted_with_first_start_flags(ServerKind::Etcd).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_member_restarted_with_first_start_flags_minietcd() {
+    runtime_member_restarted_with_first_start_flags(ServerKind::Minietcd).await;
+}

@@ -16,6 +16,9 @@ pub const FAULT_MS: u64 = 5 * TEST_ELECTION_TIMEOUT_MS;
 pub const PROGRESS_NOTIFY_MS: u64 = 300;
 /// How long a fault may take to show (a new leader, a member falling behind).
 pub const FAULT_EFFECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a member added back empty may take to catch up (it replays the whole history,
+/// which grows with a long soak).
+pub const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A three-member cluster whose peer links go through [`PeerProxies`].
 pub struct FaultCluster {
@@ -201,7 +204,7 @@ impl FaultCluster {
         .await;
         wait_until_async(
             &format!("the re-added member {i} to catch up to revision {target}"),
-            FAULT_EFFECT_TIMEOUT,
+            CATCH_UP_TIMEOUT,
             || async move { (me.local_rev(i).await? >= target).then_some(()) },
         )
         .await;
