@@ -193,7 +193,11 @@ impl Kv for KvService {
                 if physical {
                     // etcd: answer once the compacted history is gone from this member's
                     // database, not only scheduled for removal.
-                    self.ctx.store.removed_compacted(at).await;
+                    self.ctx
+                        .store
+                        .removed_compacted(at)
+                        .await
+                        .map_err(|e| Status::internal(format!("etcdserver: {e}")))?;
                 }
                 self.ctx.header.fill(&mut resp.header, rev);
                 Ok(Response::new(resp))

@@ -148,9 +148,9 @@ pub struct MvccStore {
     /// Where an applied compaction sends its revision for the background compactor (see
     /// [`MvccStore::spawn_compactor`]); without one, apply compacts in place.
     compactor: Mutex<Option<mpsc::Sender<i64>>>,
-    /// The revision through which compacted history is gone from the database (what a
-    /// physical Compact waits for).
-    removed: tokio::sync::watch::Sender<i64>,
+    /// How far compacted history is gone from the database (what a physical Compact waits
+    /// for).
+    removed: tokio::sync::watch::Sender<Removed>,
     /// This member's login tokens (in memory; see [`auth_tokens`]).
     tokens: auth_tokens::Tokens,
     /// `--experimental-compaction-batch-limit`: the bound of one compaction step (see
@@ -165,6 +165,15 @@ pub struct CompactedHistory {
     pub rows: usize,
     /// Steps taken (each under the locks, with a pause between them in the background).
     pub steps: usize,
+}
+
+/// How far the background compactor got (see [`MvccStore::removed_compacted`]).
+#[derive(Debug, Clone)]
+struct Removed {
+    /// Compacted history through this revision is gone from the database.
+    through: i64,
+    /// The last removal that failed: its compaction revision, and why.
+    failed: Option<(i64, String)>,
 }
 
 impl MvccStore {
@@ -268,7 +277,10 @@ impl MvccStore {
             apply_lock: Mutex::new(()),
             interrupted_install: AtomicBool::new(interrupted),
             compactor: Mutex::new(None),
-            removed: tokio::sync::watch::Sender::new(state_compacted),
+            removed: tokio::sync::watch::Sender::new(Removed {
+                through: state_compacted,
+                failed: None,
+            }),
             tokens,
             compaction_batch_limit: AtomicUsize::new(compact::COMPACT_STEP_KEYS),
         })
@@ -599,20 +611,37 @@ impl MvccStore {
 
     /// Records that the history of compactions through `rev` is gone.
     fn mark_removed(&self, rev: i64) {
-        self.removed.send_if_modified(|through| {
-            let newer = rev > *through;
+        self.removed.send_if_modified(|r| {
+            let newer = rev > r.through;
             if newer {
-                *through = rev;
+                r.through = rev;
+                r.failed = None;
             }
             newer
         });
     }
 
-    /// Resolves once the history a compaction at `rev` dropped is gone from the database.
-    pub async fn removed_compacted(&self, rev: i64) {
-        let mut through = self.removed.subscribe();
+    /// Records that removing the history of a compaction at `rev` failed: whoever waits for
+    /// it is told (the rows stay until a later compaction or the next start removes them).
+    fn mark_removal_failed(&self, rev: i64, error: &StorageError) {
+        self.removed.send_modify(|r| {
+            r.failed = Some((rev, error.to_string()));
+        });
+    }
+
+    /// Resolves once the history a compaction at `rev` dropped is gone from the database, or
+    /// with the error that stopped its removal.
+    pub async fn removed_compacted(&self, rev: i64) -> Result<(), String> {
+        let mut removed = self.removed.subscribe();
         // The sender lives as long as the store, which the caller borrows.
-        let _ = through.wait_for(|r| *r >= rev).await;
+        let r = removed
+            .wait_for(|r| r.through >= rev || r.failed.as_ref().is_some_and(|(f, _)| *f >= rev))
+            .await
+            .map_err(|_| "the store is closed".to_string())?;
+        match &r.failed {
+            Some((_, e)) if r.through < rev => Err(format!("removing compacted history: {e}")),
+            _ => Ok(()),
+        }
     }
 
     /// Starts the thread that removes compacted history in the background
@@ -633,6 +662,7 @@ impl MvccStore {
                     if let Err(e) = store.remove_compacted(rev) {
                         // The rows stay; the next start removes them (open compacts again).
                         tracing::error!(rev, error = %e, "removing compacted history failed");
+                        store.mark_removal_failed(rev, &e);
                     }
                 }
             })?;

@@ -2,6 +2,7 @@
 //! in steps afterwards, and a crash between steps leaves nothing that the next start cannot
 //! finish.
 
+use crate::storage::error::StorageError;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -66,7 +67,18 @@ fn with_a_compactor_apply_returns_and_the_history_goes_after() {
     rt.block_on(async {
         tokio::time::timeout(Duration::from_secs(10), store.removed_compacted(cur))
             .await
-            .expect("compacted history removed in time");
+            .expect("compacted history removed in time")
+            .expect("removal succeeded");
+        // A removal that fails answers whoever waits for it with the error, instead of
+        // leaving a physical Compact waiting for ever.
+        let later = cur + 5;
+        store.mark_removal_failed(later, &StorageError::Corrupt("disk gone".into()));
+        let r = tokio::time::timeout(Duration::from_secs(10), store.removed_compacted(later))
+            .await
+            .expect("answered at once");
+        assert!(r.as_ref().is_err_and(|e| e.contains("disk gone")), "{r:?}");
+        // Earlier compactions stay done.
+        assert_eq!(store.removed_compacted(cur).await, Ok(()));
     });
     assert_eq!(kv_rows(&store), 1);
     drop((store, db, dir));
