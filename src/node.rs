@@ -135,8 +135,13 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()> + Send) -> Resu
         let ctx = &services.ctx;
         let peers =
             crate::server::admin::members_of(ctx.header.metrics().membership_config.membership());
-        if let Err(e) =
-            crate::server::corrupt::check_initial(&ctx.store, ctx.header.member_id(), &peers).await
+        if let Err(e) = crate::server::corrupt::check_initial(
+            &ctx.store,
+            ctx.header.member_id(),
+            &peers,
+            &services.admin,
+        )
+        .await
         {
             stop(stop_tx, servers, background, &raft, &data_dir).await;
             return Err(NodeError::Corrupt(e));
@@ -408,7 +413,8 @@ impl Services {
             lessor.clone(),
             crate::server::admin::request_timeout(cfg.election_timeout_ms),
         )
-        .with_strict_reconfig_check(cfg.strict_reconfig_check);
+        .with_strict_reconfig_check(cfg.strict_reconfig_check)
+        .with_store(ctx.store.clone());
         let header = ctx.header.clone();
         let watch_config = WatchConfig {
             progress_interval: Duration::from_millis(cfg.progress_notify_interval_ms),
@@ -553,8 +559,12 @@ fn start_background(
         });
     }
     if let Some(every) = cfg.corrupt_check_time {
-        let check =
-            crate::server::corrupt::monitor(services.ctx.clone(), services.leader.clone(), every);
+        let check = crate::server::corrupt::monitor(
+            services.ctx.clone(),
+            services.admin.clone(),
+            services.leader.clone(),
+            every,
+        );
         let stop = self::stopped(stop_rx);
         tokio::spawn(async move {
             tokio::select! {

@@ -168,6 +168,8 @@ struct Inner {
     request_timeout: Duration,
     /// `--strict-reconfig-check`: refuse a member remove that would lose quorum.
     strict_reconfig_check: bool,
+    /// The store whose HashKV peers ask for (the corruption checks).
+    store: Option<Arc<crate::storage::MvccStore>>,
 }
 
 impl Admin {
@@ -190,6 +192,7 @@ impl Admin {
                 reads: node.proposer().reads(),
                 request_timeout,
                 strict_reconfig_check: true,
+                store: None,
             }),
         }
     }
@@ -205,6 +208,56 @@ impl Admin {
             inner.strict_reconfig_check = on;
         }
         self
+    }
+
+    /// Answers peers' HashKV requests from `store`; call before sharing.
+    pub fn with_store(mut self, store: Arc<crate::storage::MvccStore>) -> Admin {
+        let inner = Arc::get_mut(&mut self.inner);
+        assert!(
+            inner.is_some(),
+            "with_store is called on a new Admin, before it is cloned"
+        );
+        if let Some(inner) = inner {
+            inner.store = Some(store);
+        }
+        self
+    }
+
+    /// `peer`'s HashKV at `rev`, asked over the peer port (etcd's corruption checks ask
+    /// there too, so they need no client credentials when auth is on).
+    pub async fn peer_hash_kv(
+        &self,
+        peer: &crate::pb::etcdserverpb::Member,
+        rev: i64,
+        timeout: Duration,
+    ) -> Result<crate::storage::KvHash, String> {
+        let node = MemberNode {
+            peer_urls: peer.peer_ur_ls.clone(),
+            ..MemberNode::default()
+        };
+        let mut client = self
+            .inner
+            .channels
+            .client(peer.id, &node)
+            .map_err(|e| e.to_string())?;
+        let mut request = tonic::Request::new(AdminRequest {
+            request: Some(AdminReq::HashKv(crate::pb::etcdserverpb::HashKvRequest {
+                revision: rev,
+            })),
+        });
+        request.set_timeout(timeout);
+        let answer = tokio::time::timeout(timeout, client.admin(request))
+            .await
+            .map_err(|_| format!("no answer within {timeout:?}"))?
+            .map_err(|s| s.message().to_string())?;
+        match answer.into_inner().response {
+            Some(AdminResp::HashKv(r)) => Ok(crate::storage::KvHash {
+                hash: r.hash,
+                current: r.header.map_or(0, |h| h.revision),
+                compacted: r.compact_revision,
+            }),
+            _ => Err("the peer answered something else".into()),
+        }
     }
 
     /// etcd's `mayRemoveMember`: with `--strict-reconfig-check`, removing a voter must leave
@@ -327,6 +380,27 @@ impl Admin {
                     members: members_of(&self.membership()),
                     member_id: self.inner.id,
                     leader_id: leader.unwrap_or(0),
+                })
+            }
+            Some(AdminReq::HashKv(r)) => {
+                let store = self
+                    .inner
+                    .store
+                    .clone()
+                    .ok_or_else(|| Status::unavailable("this member has no store to hash"))?;
+                let h = tokio::task::spawn_blocking(move || store.hash_kv(r.revision))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(|e| Status::from(crate::server::status::ApiError::from(e)))?;
+                AdminResp::HashKv(crate::pb::etcdserverpb::HashKvResponse {
+                    header: Some(crate::pb::etcdserverpb::ResponseHeader {
+                        revision: h.current,
+                        member_id: self.inner.id,
+                        cluster_id: self.inner.cluster_id,
+                        raft_term: 0,
+                    }),
+                    hash: h.hash,
+                    compact_revision: h.compacted,
                 })
             }
             Some(AdminReq::LeaseRenew(r)) => {

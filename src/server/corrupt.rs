@@ -12,20 +12,18 @@
 //! "etcdserver: corrupt cluster" (see `storage::alarm`).
 //!
 //! As in etcd, a peer that cannot answer (down, behind, compacted past the revision) is only
-//! logged: the check cannot tell anything from it. etcd asks its peers over the peer port;
-//! minietcd asks the Maintenance service at their published client URLs (so, with auth
-//! enabled, the peers' HashKV refuses the unauthenticated call and only the leader's own
-//! hashes are compared).
+//! logged: the check cannot tell anything from it. As etcd, members ask each other over the
+//! peer port (the peer service's Admin HashKV), so the checks need no client credentials
+//! when auth is on.
 
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tonic::transport::Endpoint;
 
 use crate::pb::etcdserverpb::alarm_request::AlarmAction;
-use crate::pb::etcdserverpb::maintenance_client::MaintenanceClient;
-use crate::pb::etcdserverpb::{AlarmRequest, AlarmType, HashKvRequest, Member};
+use crate::pb::etcdserverpb::{AlarmRequest, AlarmType, Member};
 use crate::pb::minietcdpb::internal_request::Request as Write;
+use crate::server::admin::Admin;
 use crate::server::ServerContext;
 use crate::storage::{KvHash, MvccStore};
 
@@ -47,6 +45,7 @@ pub async fn check_initial(
     store: &MvccStore,
     member_id: u64,
     peers: &[Member],
+    admin: &Admin,
 ) -> Result<(), CorruptError> {
     let local = store.hash_kv(0)?;
     tracing::info!(
@@ -58,7 +57,7 @@ pub async fn check_initial(
     );
     let mut mismatches = Vec::new();
     for peer in peers.iter().filter(|m| m.id != member_id) {
-        match peer_hash(peer, local.current).await {
+        match peer_hash(admin, peer, local.current).await {
             Ok(theirs) => {
                 if let Some(m) = mismatch(&local, &theirs) {
                     tracing::error!(
@@ -94,7 +93,12 @@ pub async fn check_initial(
 
 /// etcd's `monitorKVHash`: every `every`, while this member leads, checks the cluster's
 /// hashes ([`check_cluster`]). Runs until the future is dropped.
-pub async fn monitor(ctx: ServerContext, leader: watch::Receiver<Option<u64>>, every: Duration) {
+pub async fn monitor(
+    ctx: ServerContext,
+    admin: Admin,
+    leader: watch::Receiver<Option<u64>>,
+    every: Duration,
+) {
     let me = ctx.header.member_id();
     tracing::info!(interval = ?every, "enabled corruption checking");
     loop {
@@ -102,7 +106,7 @@ pub async fn monitor(ctx: ServerContext, leader: watch::Receiver<Option<u64>>, e
         if *leader.borrow() != Some(me) {
             continue;
         }
-        if let Err(e) = check_cluster(&ctx).await {
+        if let Err(e) = check_cluster(&ctx, &admin).await {
             tracing::debug!(error = %e, "failed to check hash KV");
         }
     }
@@ -110,14 +114,14 @@ pub async fn monitor(ctx: ServerContext, leader: watch::Receiver<Option<u64>>, e
 
 /// One pass of etcd's `checkHashKV`, run by the leader: raises the CORRUPT alarm of the
 /// first member found inconsistent.
-async fn check_cluster(ctx: &ServerContext) -> Result<(), String> {
+async fn check_cluster(ctx: &ServerContext, admin: &Admin) -> Result<(), String> {
     let me = ctx.header.member_id();
     let before = local_hash(ctx).await?;
     let members =
         crate::server::admin::members_of(ctx.header.metrics().membership_config.membership());
     let mut answers = Vec::new();
     for peer in members.iter().filter(|m| m.id != me) {
-        match peer_hash(peer, before.current).await {
+        match peer_hash(admin, peer, before.current).await {
             Ok(h) => answers.push((peer.id, h)),
             Err(why) => tracing::warn!(
                 peer = %format!("{:x}", peer.id),
@@ -234,34 +238,11 @@ fn mismatch(local: &KvHash, theirs: &KvHash) -> Option<String> {
 }
 
 /// The peer's HashKV at `rev`, from the first of its client URLs that answers.
-async fn peer_hash(peer: &Member, rev: i64) -> Result<KvHash, String> {
-    if peer.client_ur_ls.is_empty() {
-        return Err("the peer has not published its client URLs".into());
+async fn peer_hash(admin: &Admin, peer: &Member, rev: i64) -> Result<KvHash, String> {
+    if peer.peer_ur_ls.is_empty() {
+        return Err("the peer has no peer URLs".into());
     }
-    let mut last = String::new();
-    for url in &peer.client_ur_ls {
-        match tokio::time::timeout(PEER_HASH_TIMEOUT, ask(url, rev)).await {
-            Ok(Ok(h)) => return Ok(h),
-            Ok(Err(e)) => last = format!("{url}: {e}"),
-            Err(_) => last = format!("{url}: no answer within {PEER_HASH_TIMEOUT:?}"),
-        }
-    }
-    Err(last)
-}
-
-async fn ask(url: &str, rev: i64) -> Result<KvHash, String> {
-    let endpoint = Endpoint::from_shared(url.to_string()).map_err(|e| e.to_string())?;
-    let channel = endpoint.connect().await.map_err(|e| e.to_string())?;
-    let resp = MaintenanceClient::new(channel)
-        .hash_kv(HashKvRequest { revision: rev })
-        .await
-        .map_err(|s| s.message().to_string())?
-        .into_inner();
-    Ok(KvHash {
-        hash: resp.hash,
-        current: resp.header.map_or(0, |h| h.revision),
-        compacted: resp.compact_revision,
-    })
+    admin.peer_hash_kv(peer, rev, PEER_HASH_TIMEOUT).await
 }
 
 #[cfg(test)]

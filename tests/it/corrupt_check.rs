@@ -54,11 +54,22 @@ async fn wait_applied_everywhere(c: &Cluster) {
     }
 }
 
+/// The root user's credentials when a test turns auth on.
+const ROOT: &str = "root:corrupt-check";
+
 /// etcdctl 3.4 on `endpoint`: (success, stdout, stderr).
 fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    etcdctl_as(None, endpoint, args)
+}
+
+/// [`etcdctl`] as `user` (`name:password`), if given.
+fn etcdctl_as(user: Option<&str>, endpoint: &str, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(require_program("etcdctl"));
+    if let Some(user) = user {
+        cmd.arg(format!("--user={user}"));
+    }
     let out = output_within(
-        Command::new(require_program("etcdctl"))
-            .env("ETCDCTL_API", "3")
+        cmd.env("ETCDCTL_API", "3")
             .arg(format!("--endpoints={endpoint}"))
             .arg("--command-timeout=5s")
             .args(args),
@@ -74,6 +85,17 @@ fn etcdctl(endpoint: &str, args: &[&str]) -> (bool, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn periodic_corrupt_check_raises_the_corrupt_alarm_and_writes_fail() {
+    periodic_check(false).await;
+}
+
+/// With auth on, members still compare hashes: they ask each other over the peer port, which
+/// needs no client credentials (as etcd's peers do).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn periodic_corrupt_check_works_with_auth_on() {
+    periodic_check(true).await;
+}
+
+async fn periodic_check(auth: bool) {
     tokio::time::timeout(Duration::from_secs(60), async {
         let config = ClusterConfig::new(ServerKind::Minietcd, 3)
             .arg("--experimental-corrupt-check-time=300ms");
@@ -84,6 +106,18 @@ async fn periodic_corrupt_check_raises_the_corrupt_alarm_and_writes_fail() {
         wait_applied_everywhere(&c).await;
         let victim = (leader + 1) % 3;
         let victim_id = c.status(victim).await.expect("victim status").0;
+        let user = auth.then_some(ROOT);
+        if auth {
+            let ep = c.endpoint(leader);
+            let pw = ROOT.split_once(':').map_or("", |(_, p)| p);
+            let (ok, _, err) = etcdctl(&ep, &["user", "add", "root", "--new-user-password", pw]);
+            assert!(ok, "{err}");
+            let (ok, _, err) = etcdctl(&ep, &["auth", "enable"]);
+            assert!(ok, "{err}");
+            let (ok, _, err) = etcdctl(&ep, &["put", "anonymous", "x"]);
+            assert!(!ok, "auth is on: an anonymous put is refused ({err})");
+        }
+        let etcdctl = |ep: &str, args: &[&str]| etcdctl_as(user, ep, args);
         // A healthy cluster raises nothing for a few passes.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (ok, alarms, err) = etcdctl(&c.endpoint(leader), &["alarm", "list"]);
