@@ -43,9 +43,10 @@ if [[ "$AGAINST" == etcd ]] && ! command -v etcd >/dev/null; then
 fi
 cd "$REPO"
 export ROBUST_TORTURE_SECS="$SECS" ROBUST_SEED="$SEED" ROBUST_FAULTS="$FAULTS"
-export RUST_LOG="${RUST_LOG:-it::robust=info}"
+# The members inherit RUST_LOG: their own info lines go to the kept logs of a failed run.
+export RUST_LOG="${RUST_LOG:-it::robust=info,minietcd=info}"
 echo "torture: $AGAINST for ${SECS}s, seed $SEED, faults $FAULTS"
 cargo test --test it "robust::scenarios::torture_$AGAINST" -- --exact --nocapture 2>&1 |
-  grep -E "injecting|scenario done|torture run done|violations|^not |^watch|^read|^ack|^event|^sessions|^revision|^two |^no watch|history written|logs kept|test result|panicked" |
+  grep -E -A1 "injecting|scenario done|torture run done|violations|^not |^watch|^read|^ack|^event|^sessions|^revision|^two |^txn|^lease|^no watch|history written|logs kept|test result|panicked" |
   sed 's/\x1b\[[0-9;]*m//g'
 exit "${PIPESTATUS[0]}"
