@@ -38,6 +38,7 @@ mod auth_api;
 mod auth_perm;
 pub mod auth_tokens;
 mod backend;
+pub mod bbolt;
 mod compact;
 mod defrag;
 mod error;
