@@ -22,16 +22,10 @@ pub(super) const LEAF_ELEMENT_SIZE: usize = 16;
 pub(super) const BRANCH_ELEMENT_SIZE: usize = 16;
 /// A bucket's header: root page id u64, sequence u64.
 pub(super) const BUCKET_HEADER_SIZE: usize = 16;
-/// The page count field's largest value; a larger freelist stores its count in the first
-/// element.
-pub(super) const MAX_COUNT: u16 = 0xFFFF;
 /// The meta fields before the checksum, which the checksum covers.
 const META_SUMMED: usize = 56;
 /// The meta fields, checksum included.
 pub(super) const META_SIZE: usize = 64;
-
-/// The page id meaning "no freelist" (bbolt's `pgidNoFreelist`).
-pub(super) const NO_FREELIST: u64 = u64::MAX;
 
 /// A page header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
