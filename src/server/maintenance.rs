@@ -21,6 +21,7 @@ use crate::pb::etcdserverpb::{
     StatusResponse,
 };
 
+use super::admin::members_of;
 use super::admin::Admin;
 use super::{ApiError, ServerContext};
 use crate::pb::minietcdpb::internal_request::Request as Write;
@@ -28,7 +29,6 @@ use crate::pb::minietcdpb::internal_response::Response as Applied;
 use crate::raft::state_machine::AppliedState;
 use crate::storage::snapshot_file::{self, ExportInfo, ExportMember, SnapshotFileError};
 use crate::storage::{MvccStore, StorageError};
-use super::admin::members_of;
 use tokio::io::AsyncReadExt;
 
 /// Bytes per Snapshot message (etcd sends 32 KiB chunks).

@@ -765,9 +765,10 @@ impl MvccStore {
     ) -> Result<T, E> {
         let _apply = self.lock_apply()?;
         let tree = self.engine()?.tree.clone();
-        let mut rows = tree.iter().map(|r| r.map_err(StorageError::from)).filter(
-            |r| !matches!(r, Ok((k, _)) if k.as_ref() == backend::META_INSTALLING),
-        );
+        let mut rows = tree
+            .iter()
+            .map(|r| r.map_err(StorageError::from))
+            .filter(|r| !matches!(r, Ok((k, _)) if k.as_ref() == backend::META_INSTALLING));
         f(&mut rows)
     }
 

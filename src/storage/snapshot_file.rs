@@ -235,7 +235,10 @@ pub fn read_etcd(path: &Path, skip_hash_check: bool) -> Result<Imported, Snapsho
     let mut newest = 0;
     let (mut finished, mut scheduled) = (0, 0);
     let bad = |bucket: &[u8], what: String| {
-        SnapshotFileError::Contents(format!("bucket {}: {what}", String::from_utf8_lossy(bucket)))
+        SnapshotFileError::Contents(format!(
+            "bucket {}: {what}",
+            String::from_utf8_lossy(bucket)
+        ))
     };
     let status = scan(&reader, |bucket, k, v| {
         match bucket {
@@ -257,13 +260,20 @@ pub fn read_etcd(path: &Path, skip_hash_check: bool) -> Result<Imported, Snapsho
                 rows.push((row_key(rev, tombstone).into(), value.into()));
             }
             META_BUCKET => match k {
-                FINISHED_COMPACT => finished = read_i64(v.get(..8)).map_err(|e| bad(bucket, e.to_string()))?,
-                SCHEDULED_COMPACT => scheduled = read_i64(v.get(..8)).map_err(|e| bad(bucket, e.to_string()))?,
+                FINISHED_COMPACT => {
+                    finished = read_i64(v.get(..8)).map_err(|e| bad(bucket, e.to_string()))?
+                }
+                SCHEDULED_COMPACT => {
+                    scheduled = read_i64(v.get(..8)).map_err(|e| bad(bucket, e.to_string()))?
+                }
                 _ => {}
             },
             LEASE_BUCKET => {
                 let l = LeaseRow::decode(v).map_err(|e| bad(bucket, e.to_string()))?;
-                rows.push((lease_key(l.id).to_vec().into(), l.ttl.to_be_bytes().to_vec().into()));
+                rows.push((
+                    lease_key(l.id).to_vec().into(),
+                    l.ttl.to_be_bytes().to_vec().into(),
+                ));
             }
             AUTH_BUCKET => match k {
                 AUTH_ENABLED => rows.push((ENABLED_KEY.into(), v.into())),
@@ -274,7 +284,10 @@ pub fn read_etcd(path: &Path, skip_hash_check: bool) -> Result<Imported, Snapsho
             AUTH_ROLES_BUCKET => rows.push(([ROLE_PREFIX, k].concat().into(), v.into())),
             ALARM_BUCKET => {
                 let a = AlarmMember::decode(k).map_err(|e| bad(bucket, e.to_string()))?;
-                rows.push((alarm_key(a.member_id, a.alarm).into(), sled::IVec::default()));
+                rows.push((
+                    alarm_key(a.member_id, a.alarm).into(),
+                    sled::IVec::default(),
+                ));
             }
             // Membership is the new cluster's (restore's flags); the rest is not the store's.
             _ => {}
@@ -287,7 +300,10 @@ pub fn read_etcd(path: &Path, skip_hash_check: bool) -> Result<Imported, Snapsho
     rows.push((META_SCHEMA.into(), SCHEMA_VERSION.into()));
     rows.push((META_COMMIT.into(), commit_row(current, None).into()));
     if compacted > 0 {
-        rows.push((META_COMPACTED.into(), compacted.to_be_bytes().to_vec().into()));
+        rows.push((
+            META_COMPACTED.into(),
+            compacted.to_be_bytes().to_vec().into(),
+        ));
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     if rows.windows(2).any(|w| w[0].0 == w[1].0) {
@@ -353,9 +369,9 @@ pub fn write_etcd(
     // Rows sort as A (auth) < a (alarms) < k (kv) < l (leases) < m (meta): the small ones
     // before and after are kept, the kv rows and leases stream through.
     let mut small: Vec<Row> = Vec::new();
-    while let Some(row) = rows.next_if(
-        |r| !matches!(r, Ok((k, _)) if k.first().is_some_and(|b| *b >= KV_PREFIX)),
-    ) {
+    while let Some(row) =
+        rows.next_if(|r| !matches!(r, Ok((k, _)) if k.first().is_some_and(|b| *b >= KV_PREFIX)))
+    {
         small.push(row?);
     }
     let kvs = std::iter::from_fn(|| next_with_prefix(&mut rows, KV_PREFIX)).map(|r| {
@@ -458,7 +474,10 @@ fn write_small_buckets(
         (Ok(a), Ok(b)) => a.0.cmp(&b.0),
         _ => std::cmp::Ordering::Equal,
     });
-    let mut meta: Items = vec![Ok((CONSISTENT_INDEX.to_vec(), consistent_index.to_be_bytes().to_vec()))];
+    let mut meta: Items = vec![Ok((
+        CONSISTENT_INDEX.to_vec(),
+        consistent_index.to_be_bytes().to_vec(),
+    ))];
     if compacted > 0 {
         let rev = etcd_rev(Revision::new(compacted, 0), false);
         meta.push(Ok((FINISHED_COMPACT.to_vec(), rev.clone())));
@@ -467,7 +486,12 @@ fn write_small_buckets(
     let mut members: Vec<(Vec<u8>, Vec<u8>)> = info
         .members
         .iter()
-        .map(|m| (format!("{:x}", m.id).into_bytes(), member_json(m).into_bytes()))
+        .map(|m| {
+            (
+                format!("{:x}", m.id).into_bytes(),
+                member_json(m).into_bytes(),
+            )
+        })
         .collect();
     members.sort();
     w.bucket(AUTH_BUCKET, auth)?;
@@ -475,11 +499,17 @@ fn write_small_buckets(
     w.bucket(AUTH_ROLES_BUCKET, roles)?;
     w.bucket(ALARM_BUCKET, alarms)?;
     w.bucket(META_BUCKET, meta)?;
-    w.bucket(MEMBERS_BUCKET, members.into_iter().map(Ok::<_, SnapshotFileError>))?;
+    w.bucket(
+        MEMBERS_BUCKET,
+        members.into_iter().map(Ok::<_, SnapshotFileError>),
+    )?;
     w.bucket(MEMBERS_REMOVED_BUCKET, Items::new())?;
     w.bucket(
         CLUSTER_BUCKET,
-        [Ok::<_, SnapshotFileError>((CLUSTER_VERSION_KEY.to_vec(), CLUSTER_VERSION.to_vec()))],
+        [Ok::<_, SnapshotFileError>((
+            CLUSTER_VERSION_KEY.to_vec(),
+            CLUSTER_VERSION.to_vec(),
+        ))],
     )?;
     Ok(())
 }

@@ -155,7 +155,9 @@ impl<S: PageSource + ?Sized> BoltReader<S> {
         let extra = u64::from(h.overflow);
         if extra > 0 {
             if id + extra >= self.meta.pgid {
-                return Err(bad(format!("{extra} overflow pages beyond the high-water mark")));
+                return Err(bad(format!(
+                    "{extra} overflow pages beyond the high-water mark"
+                )));
             }
             let total = usize::try_from((extra + 1) * self.page_size as u64)
                 .map_err(|_| bad("too large".into()))?;

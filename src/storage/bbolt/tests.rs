@@ -18,7 +18,11 @@ fn write(buckets: &[(&str, Items)]) -> Vec<u8> {
     }
     let (out, size) = w.finish().unwrap();
     let bytes = out.into_inner();
-    assert_eq!(bytes.len() as u64, size, "the file ends at the high-water mark");
+    assert_eq!(
+        bytes.len() as u64,
+        size,
+        "the file ends at the high-water mark"
+    );
     assert_eq!(bytes.len() % PAGE_SIZE, 0);
     bytes
 }
@@ -55,7 +59,11 @@ fn keys(n: usize, key_len: usize, value_len: usize) -> Items {
 #[test]
 fn small_buckets_roundtrip_inline_in_name_order() {
     let a = keys(3, 8, 5);
-    let bytes = write(&[("zeta", a.clone()), ("alpha", Vec::new()), ("mid", a.clone())]);
+    let bytes = write(&[
+        ("zeta", a.clone()),
+        ("alpha", Vec::new()),
+        ("mid", a.clone()),
+    ]);
     // Metas, freelist and the root bucket's one page: the small buckets take no page.
     assert_eq!(bytes.len(), 4 * PAGE_SIZE);
     let got = read_all(bytes);
@@ -127,7 +135,11 @@ fn damaged_files_are_errors_not_panics() {
     // Truncated.
     let short = good[..good.len() / 2].to_vec();
     let r = BoltReader::open(short.into_boxed_slice()).unwrap();
-    assert!(r.check_length().unwrap_err().to_string().contains("truncated"));
+    assert!(r
+        .check_length()
+        .unwrap_err()
+        .to_string()
+        .contains("truncated"));
     // The root bucket's page is the last one written.
     let err = r.buckets().unwrap_err();
     assert!(err.to_string().contains("truncated"), "{err}");

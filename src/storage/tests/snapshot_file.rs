@@ -88,8 +88,14 @@ fn the_store_roundtrips_through_an_etcd_snapshot_file() {
     assert_eq!(g.store.current_revision(), rev);
     assert_eq!(g.store.compact_revision(), 100);
     assert_eq!(rows(&g.store), rows(&f.store));
-    assert_eq!(g.store.lease_info(9).unwrap().unwrap().keys, vec![b"leased".to_vec()]);
-    assert_eq!(g.store.auth_status().unwrap(), f.store.auth_status().unwrap());
+    assert_eq!(
+        g.store.lease_info(9).unwrap().unwrap().keys,
+        vec![b"leased".to_vec()]
+    );
+    assert_eq!(
+        g.store.auth_status().unwrap(),
+        f.store.auth_status().unwrap()
+    );
 }
 
 #[test]
@@ -156,7 +162,10 @@ fn damaged_files_are_refused_with_etcdctls_words() {
         "snapshot missing hash but --skip-hash-check=false"
     );
     assert_eq!(
-        snapshot_file::read_etcd(&bare, true).unwrap().status.revision,
+        snapshot_file::read_etcd(&bare, true)
+            .unwrap()
+            .status
+            .revision,
         307
     );
 
