@@ -22,14 +22,14 @@ pub trait PageSource {
     /// Fills `buf` from `offset`.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
     /// The source's length in bytes.
-    fn len(&self) -> io::Result<u64>;
+    fn size_bytes(&self) -> io::Result<u64>;
 }
 
 impl PageSource for std::fs::File {
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         std::os::unix::fs::FileExt::read_exact_at(self, buf, offset)
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         Ok(self.metadata()?.len())
     }
 }
@@ -43,7 +43,7 @@ impl PageSource for [u8] {
         buf.copy_from_slice(src);
         Ok(())
     }
-    fn len(&self) -> io::Result<u64> {
+    fn size_bytes(&self) -> io::Result<u64> {
         Ok(<[u8]>::len(self) as u64)
     }
 }
@@ -80,7 +80,7 @@ impl<S: PageSource + ?Sized> BoltReader<S> {
     /// Reads the meta pages (as bbolt's Open: the valid one with the higher txid wins; no
     /// valid one is "invalid database").
     pub fn open(src: Box<S>) -> Result<Self, BoltError> {
-        let len = src.len()?;
+        let len = src.size_bytes()?;
         let read_meta = |at: u64| -> Option<Meta> {
             let mut b = [0u8; PAGE_HEADER_SIZE + META_SIZE];
             if at + b.len() as u64 > len {
@@ -124,7 +124,7 @@ impl<S: PageSource + ?Sized> BoltReader<S> {
 
     /// Checks that the source holds every page the meta page counts.
     pub fn check_length(&self) -> Result<(), BoltError> {
-        let len = self.src.len()?;
+        let len = self.src.size_bytes()?;
         if len < self.size() {
             return Err(BoltError::Corrupt(format!(
                 "truncated: {len} bytes, the database needs {}",
