@@ -106,7 +106,7 @@ pub enum SnapshotFileError {
     Contents(String),
     #[error("{0}")]
     Store(#[from] StorageError),
-    #[error("open {path}: {source}")]
+    #[error("open {path}: {}", go_io_error(.source))]
     Open {
         path: String,
         source: std::io::Error,
@@ -120,6 +120,20 @@ fn open(path: &Path) -> Result<File, SnapshotFileError> {
         path: path.display().to_string(),
         source,
     })
+}
+
+/// An I/O error as Go words it: `no such file or directory`, without Rust's `(os error 2)`.
+fn go_io_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let text = match text.find(" (os error") {
+        Some(at) => text.get(..at).unwrap_or(&text).to_string(),
+        None => text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
 }
 
 /// A byte slice as Go's `%v` prints it: `[1 2 3]`.

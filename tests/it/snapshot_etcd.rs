@@ -167,6 +167,13 @@ async fn snapshot_of_minietcd_restores_into_a_real_etcd() {
     // etcdctl's save, status (which checks every page as bbolt) and restore, unchanged.
     ctl(&ours.endpoint(0), &["snapshot", "save", f]);
     assert_eq!(std::fs::metadata(&file).unwrap().len() % 512, 32);
+    // The member's scratch file went with the stream.
+    let scratch: Vec<_> = std::fs::read_dir(&ours.members[0].data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("snapshot-"))
+        .collect();
+    assert!(scratch.is_empty(), "{scratch:?}");
     let st = same_status(&file);
     assert_eq!(format!("revision {}", st["revision"]), expected[0]);
 

@@ -183,8 +183,10 @@ fn damaged_files_are_refused_with_etcdctls_words() {
     );
 
     let missing = work.path().join("missing.db");
-    assert!(matches!(
-        snapshot_file::read_etcd(&missing, false),
-        Err(SnapshotFileError::Open { .. })
-    ));
+    let e = snapshot_file::read_etcd(&missing, false).unwrap_err();
+    assert!(matches!(e, SnapshotFileError::Open { .. }));
+    assert_eq!(
+        e.to_string(),
+        format!("open {}: no such file or directory", missing.display())
+    );
 }
