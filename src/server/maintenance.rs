@@ -1,7 +1,7 @@
 //! The Maintenance service, etcd's operator calls: Status (`etcdctl endpoint status` and
 //! `health`), Hash and HashKV (`endpoint hashkv`), Alarm (`alarm list|disarm`, and the
 //! NOSPACE alarm the space quota raises, see [`super::quota`]), Defragment (`defrag`),
-//! Snapshot (`snapshot save`) and MoveLeader (`move-leader`, see `admin::move_leader`).
+//! Snapshot (`snapshot save`: etcd's bbolt file, see [`crate::storage::snapshot_file`]) and MoveLeader (`move-leader`, see `admin::move_leader`).
 //! Downgrade (etcd 3.5) answers Unimplemented. The work is the store's; this layer
 //! validates, delegates and fills headers.
 

@@ -15,10 +15,13 @@
 //! - `range` reads at a revision; reads never see a half-applied write.
 //! - `snapshot()` / `install_snapshot()` carry the whole MVCC state (history since the last
 //!   compaction, leases, counters) plus the `applied` blob, consistently.
+//! - `with_rows()` hands out every row under the apply lock (one consistent state), which
+//!   [`snapshot_file`] writes as etcd's bbolt snapshot; `install_rows()` installs rows that
+//!   [`snapshot_file`] read from one.
 //!
 //! Inside: [`backend`] (sled layout, recovery), [`revision`], [`key_index`] (etcd's
 //! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
-//! (history), [`snapshot`].
+//! (history), [`snapshot`], [`snapshot_file`] and [`bbolt`] (etcd's snapshot files).
 //!
 //! Leases: a LeaseGrant with ID 0 gets an id derived from the `applied` blob and the
 //! revision, so every member picks the same one provided the blob is byte-identical on all
