@@ -1,5 +1,10 @@
-//! `snapshot restore`: a new member's data dir built from a snapshot file, from which a new
-//! cluster starts serving the snapshot's keys at the same revisions.
+//! `snapshot restore`: a new member's data dir built from a snapshot file in etcd's format
+//! (see [`crate::storage::snapshot_file`]), whether a real etcd 3.4 or minietcd wrote it, from
+//! which a new cluster starts serving the snapshot's keys at the same revisions.
+//!
+//! The file is checked first as etcdctl checks it: the hash trailer must be there and match
+//! (unless `--skip-hash-check`), and every page is read through the bbolt reader, which
+//! refuses a damaged one.
 //!
 //! What it writes, in `--data-dir` (which must not exist, as with etcd):
 //!
@@ -9,18 +14,22 @@
 //!   start with the same flags and `--initial-cluster-state new` accepts the dir);
 //! - `db/` (sled, the member's shared database): the data dir's format marker; the tree of
 //!   Raft's kept snapshot is left empty;
-//! - `mvcc/` (sled, the store's own database): the `mvcc` tree holding every row of the
-//!   snapshot (kv history since the snapshot's compaction, leases, alarms, revision
-//!   counters), installed with the store's own snapshot install; then its commit record's
-//!   applied state is replaced: last applied log id `(term 0, node 0, index 1)` and, at that
-//!   same log id, the membership of the new cluster (every `--initial-cluster` member a
-//!   voter, with its name and peer URLs). The snapshot's own Raft position and membership,
-//!   from the cluster it was taken in, are dropped.
-//! - `wal/` (or `--wal-dir`, recorded in `member.json`): empty. On start, Raft finds no log but a state machine that applied index 1;
-//!   it treats the log as purged up to there, takes the membership from the state machine,
-//!   and does not initialize a new cluster (it already has one). Every member restored with
-//!   the same `--initial-cluster` holds the same state at the same log id, so the first
-//!   election proceeds as in any cluster, and the leader's log continues at index 2.
+//! - `mvcc/` (sled, the store's own database): the `mvcc` tree holding the snapshot's
+//!   buckets converted into the store's rows (kv history since the snapshot's compaction,
+//!   a compaction the snapshot had scheduled finished as etcd would, leases with their
+//!   granted TTLs, users, roles, the auth flag, alarms), installed with the store's own
+//!   install; then its commit record's applied state is set: last applied log id
+//!   `(term 0, node 0, index 1)` and, at that same log id, the membership of the new cluster
+//!   (every `--initial-cluster` member a voter, with its name and peer URLs). The
+//!   snapshot's own members and consistent index, from the cluster it was taken in, are
+//!   dropped. Leases start afresh with their full TTL once a leader is elected, as etcd's do
+//!   after a restore.
+//! - `wal/` (or `--wal-dir`, recorded in `member.json`): empty. On start, Raft finds no log
+//!   but a state machine that applied index 1; it treats the log as purged up to there,
+//!   takes the membership from the state machine, and does not initialize a new cluster (it
+//!   already has one). Every member restored with the same `--initial-cluster` holds the same
+//!   state at the same log id, so the first election proceeds as in any cluster, and the
+//!   leader's log continues at index 2.
 
 use std::path::{Path, PathBuf};
 
@@ -51,6 +60,9 @@ pub struct RestoreOptions {
     pub initial_advertise_peer_urls: String,
     /// `--data-dir`.
     pub data_dir: PathBuf,
+    /// `--skip-hash-check`: accept a file without the hash trailer (a database copied from
+    /// a member's data dir).
+    pub skip_hash_check: bool,
     /// `--wal-dir`: the Raft log's directory, created empty (the member must then start
     /// with the same `--wal-dir`); `None`: `wal/` in the data dir.
     pub wal_dir: Option<PathBuf>,
@@ -59,12 +71,8 @@ pub struct RestoreOptions {
 /// Why a restore failed, one line each.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("cannot read snapshot {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("snapshot {path}: {source}")]
+    /// etcdctl's wording, which names no path.
+    #[error("{source}")]
     Snapshot {
         path: PathBuf,
         source: SnapshotFileError,
@@ -86,18 +94,9 @@ pub enum RestoreError {
     },
 }
 
-/// Reads and verifies a snapshot file (what `snapshot status` shows).
+/// Reads a snapshot file's status as etcdctl does (what `snapshot status` shows).
 pub fn snapshot_status(path: &Path) -> Result<SnapshotStatus, RestoreError> {
-    let bytes = read(path)?;
-    let file = snapshot_file::open(&bytes).map_err(|source| RestoreError::Snapshot {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(file.status)
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, RestoreError> {
-    std::fs::read(path).map_err(|source| RestoreError::Read {
+    snapshot_file::status(path).map_err(|source| RestoreError::Snapshot {
         path: path.to_path_buf(),
         source,
     })
@@ -105,10 +104,11 @@ fn read(path: &Path) -> Result<Vec<u8>, RestoreError> {
 
 /// Restores `snapshot` into a new data dir (see the module comment for what it writes).
 pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus, RestoreError> {
-    let bytes = read(snapshot)?;
-    let file = snapshot_file::open(&bytes).map_err(|source| RestoreError::Snapshot {
-        path: snapshot.to_path_buf(),
-        source,
+    let file = snapshot_file::read_etcd(snapshot, opts.skip_hash_check).map_err(|source| {
+        RestoreError::Snapshot {
+            path: snapshot.to_path_buf(),
+            source,
+        }
     })?;
     if opts.data_dir.exists() {
         return Err(RestoreError::DataDirExists(opts.data_dir.clone()));
@@ -128,7 +128,7 @@ pub fn restore(snapshot: &Path, opts: &RestoreOptions) -> Result<SnapshotStatus,
     );
     let dir = DataDir::open_with_wal(&opts.data_dir, identity, true, opts.wal_dir.as_deref())?;
     let store = MvccStore::open_dir(&dir.path, &dir.db)?;
-    store.install_snapshot(file.data)?;
+    store.install_rows(file.rows)?;
     let log_id = LogId::new(
         LeaderId {
             term: 0,

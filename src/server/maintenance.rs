@@ -1,11 +1,14 @@
 //! The Maintenance service, etcd's operator calls: Status (`etcdctl endpoint status` and
 //! `health`), Hash and HashKV (`endpoint hashkv`), Alarm (`alarm list|disarm`, and the
 //! NOSPACE alarm the space quota raises, see [`super::quota`]), Defragment (`defrag`),
-//! Snapshot (`snapshot save`) and MoveLeader (`move-leader`, see `admin::move_leader`).
+//! Snapshot (`snapshot save`: etcd's bbolt file, see [`crate::storage::snapshot_file`]) and MoveLeader (`move-leader`, see `admin::move_leader`).
 //! Downgrade (etcd 3.5) answers Unimplemented. The work is the store's; this layer
 //! validates, delegates and fills headers.
 
+use std::io::{Seek, SeekFrom};
+use std::path::Path;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::Stream;
 use tonic::{Request, Response, Status};
@@ -18,11 +21,15 @@ use crate::pb::etcdserverpb::{
     StatusResponse,
 };
 
+use super::admin::members_of;
 use super::admin::Admin;
 use super::{ApiError, ServerContext};
 use crate::pb::minietcdpb::internal_request::Request as Write;
 use crate::pb::minietcdpb::internal_response::Response as Applied;
-use crate::storage::{snapshot_file, StorageError};
+use crate::raft::state_machine::AppliedState;
+use crate::storage::snapshot_file::{self, ExportInfo, ExportMember, SnapshotFileError};
+use crate::storage::{MvccStore, StorageError};
+use tokio::io::AsyncReadExt;
 
 /// Bytes per Snapshot message (etcd sends 32 KiB chunks).
 const SNAPSHOT_CHUNK_BYTES: usize = 32 * 1024;
@@ -61,6 +68,46 @@ async fn blocking<T: Send + 'static>(
         Ok(r) => r.map_err(|e| Status::from(ApiError::from(e))),
         Err(e) => Err(Status::from(ApiError::Internal(e.to_string()))),
     }
+}
+
+/// Names scratch files of snapshots being sent apart.
+static SNAPSHOT_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Writes the store as etcd's snapshot file (see [`snapshot_file`]) into an unnamed scratch
+/// file in the data dir: its name is removed at once, so the file goes when the stream that
+/// reads it ends, whatever way it ends, and nothing is left after a crash. The rows are read
+/// under the store's apply lock (one consistent state); only the file, not the snapshot,
+/// is in memory. Returns the file at its start, its size and the snapshot's revision.
+fn write_snapshot(
+    store: &MvccStore,
+    info: &ExportInfo,
+) -> Result<(std::fs::File, u64, i64), SnapshotFileError> {
+    let dir = store
+        .data_dir()
+        .map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let seq = SNAPSHOT_SEQ.fetch_add(1, Ordering::Relaxed);
+    let path = dir.join(format!("snapshot-{}-{seq}.tmp", std::process::id()));
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    std::fs::remove_file(&path)?;
+    let (size, rev) = store.with_rows(|rows| {
+        let rev = store.current_revision();
+        let size = snapshot_file::write_etcd(&mut file, rows, info)?;
+        Ok::<_, SnapshotFileError>((size, rev))
+    })?;
+    file.seek(SeekFrom::Start(0))?;
+    Ok((file, size, rev))
+}
+
+/// The Raft index the store's `applied` blob names: etcd's consistent index.
+fn applied_index(blob: &[u8]) -> u64 {
+    crate::raft::codec::decode::<AppliedState>("applied state", blob)
+        .ok()
+        .and_then(|a| a.last_applied)
+        .map_or(0, |l| l.index)
 }
 
 fn unimplemented(what: &str) -> Status {
@@ -185,30 +232,56 @@ impl Maintenance for MaintenanceService {
         req: Request<SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
         self.ctx.check_admin_unconverted(req.metadata())?;
-        // One consistent copy, taken under the store's apply lock (no write is half in it),
-        // then streamed in chunks; the copy stays in memory while it streams.
         let store = self.ctx.store.clone();
-        let (data, rev) = blocking(move || {
-            let rev = store.current_revision();
-            let data = store.snapshot()?;
-            Ok((snapshot_file::seal(data), rev))
-        })
-        .await?;
+        let membership = self.ctx.header.metrics().membership_config;
+        let info = ExportInfo {
+            members: members_of(membership.membership())
+                .into_iter()
+                .map(|m| ExportMember {
+                    id: m.id,
+                    name: m.name,
+                    peer_urls: m.peer_ur_ls,
+                    client_urls: m.client_ur_ls,
+                })
+                .collect(),
+            applied_index,
+        };
+        let written = tokio::task::spawn_blocking(move || write_snapshot(&store, &info)).await;
+        let (file, total, rev) = match written {
+            Ok(Ok(w)) => w,
+            Ok(Err(SnapshotFileError::Store(e))) => return Err(ApiError::from(e).into()),
+            Ok(Err(e)) => return Err(ApiError::Internal(format!("snapshot: {e}")).into()),
+            Err(e) => return Err(ApiError::Internal(e.to_string()).into()),
+        };
         let header = self.ctx.header.at(rev);
-        let total = data.len();
         tracing::info!(bytes = total, rev, "sending a snapshot");
-        let chunks: Vec<Result<SnapshotResponse, Status>> = data
-            .chunks(SNAPSHOT_CHUNK_BYTES)
-            .scan(total, |remaining, chunk| {
-                *remaining -= chunk.len();
-                Some(Ok(SnapshotResponse {
-                    header: Some(header),
-                    remaining_bytes: *remaining as u64,
-                    blob: chunk.to_vec(),
-                }))
-            })
-            .collect();
-        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
+        let file = tokio::fs::File::from_std(file);
+        let chunks = futures::stream::unfold(Some((file, total)), move |state| async move {
+            let (mut file, remaining) = state?;
+            if remaining == 0 {
+                return None;
+            }
+            let n = usize::try_from(remaining)
+                .unwrap_or(SNAPSHOT_CHUNK_BYTES)
+                .min(SNAPSHOT_CHUNK_BYTES);
+            let mut blob = vec![0u8; n];
+            match file.read_exact(&mut blob).await {
+                Ok(_) => {
+                    let left = remaining - n as u64;
+                    let msg = SnapshotResponse {
+                        header: Some(header),
+                        remaining_bytes: left,
+                        blob,
+                    };
+                    Some((Ok(msg), Some((file, left))))
+                }
+                Err(e) => Some((
+                    Err(Status::internal(format!("reading the snapshot file: {e}"))),
+                    None,
+                )),
+            }
+        });
+        Ok(Response::new(Box::pin(chunks)))
     }
 
     async fn move_leader(

@@ -37,13 +37,13 @@ use crate::pb::minietcdpb::{ApplyError, InternalAuthRequest, InternalAuthRespons
 /// First byte of auth rows.
 pub(crate) const AUTH_PREFIX: u8 = b'A';
 /// The enabled flag's row.
-const ENABLED_KEY: &[u8] = b"A/enabled";
+pub(crate) const ENABLED_KEY: &[u8] = b"A/enabled";
 /// The auth revision's row.
-const REVISION_KEY: &[u8] = b"A/revision";
+pub(crate) const REVISION_KEY: &[u8] = b"A/revision";
 /// Prefix of user rows.
-const USER_PREFIX: &[u8] = b"A/u/";
+pub(crate) const USER_PREFIX: &[u8] = b"A/u/";
 /// Prefix of role rows.
-const ROLE_PREFIX: &[u8] = b"A/r/";
+pub(crate) const ROLE_PREFIX: &[u8] = b"A/r/";
 /// etcd's built-in root user and role.
 pub(crate) const ROOT: &str = "root";
 /// The auth revision of a store that never changed auth (etcd commits 1 on creation).

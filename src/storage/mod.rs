@@ -15,10 +15,13 @@
 //! - `range` reads at a revision; reads never see a half-applied write.
 //! - `snapshot()` / `install_snapshot()` carry the whole MVCC state (history since the last
 //!   compaction, leases, counters) plus the `applied` blob, consistently.
+//! - `with_rows()` hands out every row under the apply lock (one consistent state), which
+//!   [`snapshot_file`] writes as etcd's bbolt snapshot; `install_rows()` installs rows that
+//!   [`snapshot_file`] read from one.
 //!
 //! Inside: [`backend`] (sled layout, recovery), [`revision`], [`key_index`] (etcd's
 //! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
-//! (history), [`snapshot`].
+//! (history), [`snapshot`], [`snapshot_file`] and [`bbolt`] (etcd's snapshot files).
 //!
 //! Leases: a LeaseGrant with ID 0 gets an id derived from the `applied` blob and the
 //! revision, so every member picks the same one provided the blob is byte-identical on all
@@ -38,6 +41,7 @@ mod auth_api;
 mod auth_perm;
 pub mod auth_tokens;
 mod backend;
+pub mod bbolt;
 mod compact;
 mod defrag;
 mod error;
@@ -82,6 +86,9 @@ use crate::pb::minietcdpb::internal_response::Response;
 use crate::pb::minietcdpb::{ApplyError, InternalRequest, InternalResponse};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::Event;
+
+/// One row of the store's tree: key and value.
+pub type Row = (sled::IVec, sled::IVec);
 
 /// Rows written per sled batch while installing a snapshot.
 const INSTALL_BATCH_ROWS: usize = 4096;
@@ -778,7 +785,37 @@ impl MvccStore {
     /// anything is touched; while the tree is rewritten a marker row makes a crash visible
     /// to the next open().
     pub fn install_snapshot(&self, data: &[u8]) -> Result<(), StorageError> {
-        let rows = snapshot::decode(data)?;
+        self.install_rows(snapshot::decode(data)?)
+    }
+
+    /// Calls `f` with every row of the store in key order (an install marker excepted)
+    /// while holding the apply lock: no write lands meanwhile, so the rows are one
+    /// consistent state, the `applied` blob among them. Maintenance.Snapshot writes them
+    /// out as etcd's bbolt file (see [`snapshot_file`]).
+    pub fn with_rows<T, E: From<StorageError>>(
+        &self,
+        f: impl FnOnce(&mut dyn Iterator<Item = Result<Row, StorageError>>) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let _apply = self.lock_apply()?;
+        let tree = self.engine()?.tree.clone();
+        let mut rows = tree
+            .iter()
+            .map(|r| r.map_err(StorageError::from))
+            .filter(|r| !matches!(r, Ok((k, _)) if k.as_ref() == backend::META_INSTALLING));
+        f(&mut rows)
+    }
+
+    /// The data dir of a store opened with [`MvccStore::open_dir`] (where scratch files such
+    /// as a snapshot being sent belong).
+    pub fn data_dir(&self) -> Option<&Path> {
+        self.home.as_ref().map(|h| h.path.as_path())
+    }
+
+    /// Replaces the whole state with `rows` (key order, as [`MvccStore::with_rows`] gives
+    /// them or as [`snapshot_file::read_etcd`] converts an etcd snapshot). The rows are fully
+    /// validated before anything is touched; while the tree is rewritten a marker row makes
+    /// a crash visible to the next open().
+    pub fn install_rows(&self, rows: Vec<Row>) -> Result<(), StorageError> {
         let rec = backend::recover(rows.iter().cloned().map(Ok))?;
         if rec.empty || rec.installing {
             return Err(StorageError::Corrupt(

@@ -453,7 +453,6 @@ mod tests {
             revision: 10,
             total_keys: 14,
             total_size: 20480,
-            live_keys: 3,
         };
         assert_eq!(
             snapshot_status(Format::Table, &st).unwrap(),

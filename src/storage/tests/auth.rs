@@ -16,7 +16,7 @@ fn auth(s: &MvccStore, r: AuthReq) -> ApplyOutcome {
     )
 }
 
-fn setup_root(s: &MvccStore) {
+pub(super) fn setup_root(s: &MvccStore) {
     auth(
         s,
         AuthReq::UserAdd(AuthUserAddRequest {

@@ -7,6 +7,7 @@ mod defrag;
 mod kv;
 mod lifecycle;
 mod reads;
+mod snapshot_file;
 mod txn;
 
 use super::*;
