@@ -5,7 +5,7 @@
 //!
 //! [`start`] wires them: it opens the log store and state machine in the node's sled
 //! database, starts openraft with etcd's timing (heartbeat 100 ms, election 1000 ms, a
-//! snapshot every `snapshot_count` entries), initializes a brand-new cluster, and hands back
+//! snapshot every `snapshot_count` applied writes), initializes a brand-new cluster, and hands back
 //! a [`RaftNode`] whose [`Proposer`] the gRPC servers use and whose peer service the node
 //! mounts on its peer URL.
 
@@ -129,7 +129,9 @@ impl RaftSettings {
             election_timeout_max: self.election_timeout_ms * 2 / 3,
             install_snapshot_timeout: tuning.snapshot_timeout_ms,
             max_payload_entries: tuning.max_payload_entries,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count),
+            // `--snapshot-count` counts applied writes, as etcd's does; the state machine
+            // counts them and asks for snapshots (see `state_machine::SnapshotTrigger`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: tuning.snapshot_catchup_entries,
             // The state machine is not flushed per apply and the committed id is saved
             // lazily: a restarted leader must win an election again rather than resume with a
@@ -302,8 +304,10 @@ pub async fn start_tuned(
         .await
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .map_err(|e| RaftError::Storage(e.to_string()))?;
-    let mut state_machine =
-        StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let mut state_machine = StateMachine::open(&db, store, observer)
+        .map_err(|e| RaftError::Storage(e.to_string()))?
+        .with_snapshot_count(cfg.snapshot_count);
+    let snapshot_trigger = state_machine.snapshot_trigger();
     if let Some(path) = &cfg.sled_data_file {
         state_machine = state_machine
             .with_data_file(path)
@@ -318,6 +322,8 @@ pub async fn start_tuned(
     let raft = RaftHandle::new(cfg.node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| RaftError::Raft(e.to_string()))?;
+
+    tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_trigger));
 
     let initialized = raft
         .is_initialized()
@@ -358,6 +364,37 @@ pub async fn start_tuned(
         channels,
         writes,
     })
+}
+
+/// How often a snapshot request openraft dropped (one was being built) is repeated.
+const SNAPSHOT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Asks openraft for a snapshot each time `--snapshot-count` writes were applied since the
+/// last one; ends when Raft shuts down.
+async fn ask_for_snapshots(raft: RaftHandle, trigger: Arc<state_machine::SnapshotTrigger>) {
+    let mut server = raft.server_metrics();
+    loop {
+        tokio::select! {
+            () = trigger.wait_due() => {}
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        while trigger.pending() {
+            tracing::info!(
+                writes = trigger.since_last(),
+                "snapshot-count reached; building a snapshot"
+            );
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::debug!(error = %e, "raft stopped; no more snapshots");
+                return;
+            }
+            tokio::time::sleep(SNAPSHOT_RETRY_INTERVAL).await;
+        }
+    }
 }
 
 fn is_sole_voter(raft: &RaftHandle, id: NodeId) -> bool {

@@ -41,6 +41,7 @@ use crate::raft::types::{
     StoredMembership, TypeConfig,
 };
 use crate::storage::{GroupWrite, MvccStore};
+pub use snapshot_trigger::SnapshotTrigger;
 
 /// The sled tree that keeps the last built or installed snapshot (so that it survives a
 /// restart and a lagging follower can be served without rebuilding).
@@ -99,6 +100,8 @@ struct Shared {
     /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`], and
     /// sled's directory of large values (sled writes them to files of their own, unsynced).
     data_file: OnceLock<(std::fs::File, std::path::PathBuf)>,
+    /// Counts applied writes for `--snapshot-count`.
+    trigger: Arc<SnapshotTrigger>,
 }
 
 impl Shared {
@@ -149,6 +152,7 @@ impl Shared {
                 .store
                 .snapshot()
                 .map_err(|e| sm_err("read state machine", &e))?;
+            self.trigger.captured();
             (data, applied.clone())
         };
         let meta = SnapshotMeta {
@@ -346,6 +350,7 @@ impl Shared {
             .set_applied(&blob)
             .map_err(|e| sm_err("write snapshot", &e))?;
         *applied = next;
+        self.trigger.captured();
         drop(applied);
         self.make_durable()?;
         self.observer.restored(self.store.current_revision());
@@ -484,6 +489,7 @@ impl StateMachine {
             applied: Mutex::new(applied),
             keep_lock: Mutex::new(()),
             data_file: OnceLock::new(),
+            trigger: SnapshotTrigger::new(0),
         });
         if blob.is_none() {
             // An empty store next to a kept snapshot: the store lost its state (a snapshot
@@ -519,6 +525,22 @@ impl StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        let writes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => cmd.0.len(),
+                _ => 0,
+            })
+            .sum();
+        let responses = self.apply_counted(entries).await;
+        self.shared
+            .trigger
+            .applied(u64::try_from(writes).unwrap_or(u64::MAX));
+        responses
+    }
+
+    /// [`Self::apply_entries`] without the counting.
+    async fn apply_counted(&mut self, entries: Vec<Entry>) -> StoreResult<Vec<CommandResponse>> {
         if is_short(&entries) {
             // A few single-key writes take tens of microseconds: applied here, on the state
             // machine's task, they skip two thread hand-offs (to the blocking pool and back)
@@ -530,6 +552,18 @@ impl StateMachine {
         }
         let shared = self.shared.clone();
         blocking(move || shared.apply_entries(entries)).await
+    }
+
+    /// Asks for a snapshot every `writes` applied writes (`--snapshot-count`; 0 never asks).
+    /// Whoever holds the Raft handle waits on [`Self::snapshot_trigger`] and asks openraft.
+    pub fn with_snapshot_count(self, writes: u64) -> StateMachine {
+        self.shared.trigger.set_every(writes);
+        self
+    }
+
+    /// Counts applied writes and says when a snapshot is due.
+    pub fn snapshot_trigger(&self) -> Arc<SnapshotTrigger> {
+        self.shared.trigger.clone()
     }
 
     /// The MVCC store this state machine applies to.
@@ -601,5 +635,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+mod snapshot_trigger;
 #[cfg(test)]
 mod tests;

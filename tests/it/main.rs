@@ -31,6 +31,7 @@ mod maint;
 mod ops_http;
 mod reconfig;
 mod robust;
+mod snapshot_scale;
 mod startup;
 mod support;
 mod tls;
