@@ -17,6 +17,8 @@ pub mod network;
 pub mod proposer;
 pub mod read_batcher;
 pub mod service;
+pub mod snapshot;
+pub mod snapshot_transfer;
 pub mod state_machine;
 pub mod types;
 pub mod wal;
@@ -52,8 +54,9 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// Entries per AppendEntries (openraft's default); bounds one peer message.
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
-/// How long sending a whole snapshot may take.
-pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// How long one chunk of a snapshot may take to go out (or to come in, on the receiver);
+/// a snapshot as a whole takes as long as its chunks do (see [`snapshot_transfer`]).
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
 /// A request waits for a leader for this many election timeouts before "no leader": a
 /// follower notices a dead leader after `[1, 4/3)` timeouts (see
 /// [`RaftSettings::election_timeout_ms`]), a split vote costs another, and the slack covers
@@ -85,6 +88,8 @@ pub struct RaftSettings {
     pub snapshot_count: u64,
     /// Where the Raft log's segment files live (`<data dir>/wal`).
     pub wal_dir: std::path::PathBuf,
+    /// Where snapshot files live (`<data dir>/snap`; by default beside `wal_dir`).
+    pub snapshot_dir: std::path::PathBuf,
     /// sled's data file (`<sled dir>/db`), fdatasync'ed after sled's flush before a snapshot
     /// covers the state machine (the log below it may then be purged); `None` leaves that to
     /// sled's flush.
@@ -107,6 +112,7 @@ impl RaftSettings {
         wal_dir: std::path::PathBuf,
     ) -> RaftSettings {
         RaftSettings {
+            snapshot_dir: wal_dir.with_file_name(snapshot::SNAP_DIR),
             wal_dir,
             node_id,
             members,
@@ -166,7 +172,7 @@ pub struct RaftTuning {
     pub max_payload_entries: u64,
     /// Snapshot bytes per streamed chunk.
     pub snapshot_chunk_bytes: usize,
-    /// Budget for sending one whole snapshot.
+    /// Deadline of each snapshot chunk, sent or received.
     pub snapshot_timeout_ms: u64,
     /// The Raft log's segment size.
     pub wal: wal::WalOptions,
@@ -211,6 +217,8 @@ pub struct RaftNode {
     /// The leader's group commit, shared by local writes and the peer Forward RPC so that
     /// both fill the same entries.
     writes: WriteBatcher,
+    /// Where received snapshots go.
+    snapshots: service::SnapshotInbox,
 }
 
 impl RaftNode {
@@ -236,7 +244,13 @@ impl RaftNode {
 
     /// The peer gRPC service, to mount on the peer listener.
     pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone(), self.writes.clone()).into_server()
+        PeerService::new(
+            self.id,
+            self.raft.clone(),
+            self.writes.clone(),
+            self.snapshots.clone(),
+        )
+        .into_server()
     }
 
     /// The peer service answering Admin requests with `admin`.
@@ -244,9 +258,14 @@ impl RaftNode {
         &self,
         admin: Arc<dyn service::AdminHandler>,
     ) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone(), self.writes.clone())
-            .with_admin(admin)
-            .into_server()
+        PeerService::new(
+            self.id,
+            self.raft.clone(),
+            self.writes.clone(),
+            self.snapshots.clone(),
+        )
+        .with_admin(admin)
+        .into_server()
     }
 
     /// Resolves with the error once Raft has stopped on a fatal error (a storage failure:
@@ -288,12 +307,14 @@ pub async fn start(
     start_tuned(cfg, RaftTuning::default(), db, store, observer).await
 }
 
-/// [`start`] with non-default [`RaftTuning`].
+/// [`start`] with non-default [`RaftTuning`]. `_db`, the node's shared sled database, is
+/// no longer used by Raft (its log has its own WAL, its snapshots are files in
+/// `cfg.snapshot_dir`); it stays in the signature for the callers' sake.
 #[tracing::instrument(level = "info", skip_all, fields(id = cfg.node_id))]
 pub async fn start_tuned(
     cfg: RaftSettings,
     tuning: RaftTuning,
-    db: sled::Db,
+    _db: sled::Db,
     store: Arc<MvccStore>,
     observer: Arc<dyn ApplyObserver>,
 ) -> Result<RaftNode, RaftError> {
@@ -304,10 +325,14 @@ pub async fn start_tuned(
         .await
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .map_err(|e| RaftError::Storage(e.to_string()))?;
-    let mut state_machine = StateMachine::open(&db, store, observer)
+    let mut state_machine = StateMachine::open(&cfg.snapshot_dir, store, observer)
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .with_snapshot_count(cfg.snapshot_count);
     let snapshot_trigger = state_machine.snapshot_trigger();
+    let snapshots = service::SnapshotInbox {
+        dir: state_machine.snapshot_dir(),
+        chunk_timeout: Duration::from_millis(tuning.snapshot_timeout_ms),
+    };
     if let Some(path) = &cfg.sled_data_file {
         state_machine = state_machine
             .with_data_file(path)
@@ -363,6 +388,7 @@ pub async fn start_tuned(
         proposer,
         channels,
         writes,
+        snapshots,
     })
 }
 

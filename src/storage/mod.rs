@@ -13,8 +13,10 @@
 //!   publishes the new revision. Apply-time errors (lease not found, ...) are answered in
 //!   `InternalResponse.error`; `Err` is reserved for fatal I/O.
 //! - `range` reads at a revision; reads never see a half-applied write.
-//! - `snapshot()` / `install_snapshot()` carry the whole MVCC state (history since the last
-//!   compaction, leases, counters) plus the `applied` blob, consistently.
+//! - `begin_snapshot()` / `install_snapshot_from()` carry the whole MVCC state (history
+//!   since the last compaction, leases, counters) plus the `applied` blob, consistently,
+//!   streaming, without stopping applies ([`snapshot_view`]); `snapshot()` /
+//!   `install_snapshot()` do the same in memory.
 //!
 //! Inside: [`backend`] (sled layout, recovery), [`revision`], [`key_index`] (etcd's
 //! keyIndex), [`range`] (reads), [`txn`] (writes), [`compact`], [`lease`], [`events`]
@@ -49,6 +51,7 @@ mod range;
 mod revision;
 mod snapshot;
 pub mod snapshot_file;
+mod snapshot_view;
 mod txn;
 
 #[cfg(test)]
@@ -64,10 +67,11 @@ pub use error::StorageError;
 pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
+pub use snapshot_view::SnapshotView;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
 use range::View;
@@ -83,7 +87,7 @@ use crate::pb::minietcdpb::{ApplyError, InternalRequest, InternalResponse};
 use crate::pb::mvccpb::event::EventType;
 use crate::pb::mvccpb::Event;
 
-/// Rows written per sled batch while installing a snapshot.
+/// Rows written (or cleared) per sled batch while installing a snapshot.
 const INSTALL_BATCH_ROWS: usize = 4096;
 /// Attempts at deriving a free lease id for a LeaseGrant with id 0.
 const LEASE_ID_ATTEMPTS: u64 = 64;
@@ -141,8 +145,12 @@ pub struct MvccStore {
     current: AtomicI64,
     /// The published compaction revision, readable without a lock.
     compacted: AtomicI64,
-    /// Serialises applies, snapshots and installs.
+    /// Serialises applies, the start of snapshots, and installs.
     apply_lock: Mutex<()>,
+    /// Open snapshot views (see [`snapshot_view`]): while any is, nothing deletes kv rows.
+    snapshot_readers: Mutex<usize>,
+    /// Signalled when a snapshot view closes.
+    readers_done: Condvar,
     /// Set when open() found (and discarded) a half-installed snapshot.
     interrupted_install: AtomicBool,
     /// Where an applied compaction sends its revision for the background compactor (see
@@ -266,6 +274,8 @@ impl MvccStore {
             compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
+            snapshot_readers: Mutex::new(0),
+            readers_done: Condvar::new(),
             interrupted_install: AtomicBool::new(interrupted),
             compactor: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(state_compacted),
@@ -565,9 +575,12 @@ impl MvccStore {
         loop {
             steps += 1;
             let next = {
+                // A snapshot being read needs every row it may reach: deletion waits for it
+                // (without the apply lock in the background; inside an apply, holding it).
                 let _apply = if lock_steps {
-                    Some(self.lock_apply()?)
+                    Some(self.lock_apply_without_readers()?)
                 } else {
+                    self.wait_snapshot_readers()?;
                     None
                 };
                 let (removed, next) = {
@@ -701,7 +714,7 @@ impl MvccStore {
         let home = self.home.as_ref().ok_or_else(|| {
             StorageError::Corrupt("this store has no data dir to defragment in".into())
         })?;
-        let _apply = self.lock_apply()?;
+        let _apply = self.lock_apply_without_readers()?;
         let old = self.engine()?;
         old.db.flush()?;
         let before_bytes = old.db.size_on_disk()?;
@@ -736,57 +749,6 @@ impl MvccStore {
             before_bytes,
             after_bytes,
         })
-    }
-
-    /// The whole MVCC state, consistent with the `applied` blob it contains.
-    pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
-        let _apply = self.lock_apply()?;
-        snapshot::encode(&self.engine()?.tree)
-    }
-
-    /// Replaces the whole state with a snapshot's. The snapshot is fully validated before
-    /// anything is touched; while the tree is rewritten a marker row makes a crash visible
-    /// to the next open().
-    pub fn install_snapshot(&self, data: &[u8]) -> Result<(), StorageError> {
-        let rows = snapshot::decode(data)?;
-        let rec = backend::recover(rows.iter().cloned().map(Ok))?;
-        if rec.empty || rec.installing {
-            return Err(StorageError::Corrupt(
-                "snapshot holds no store or an unfinished install".into(),
-            ));
-        }
-        let mut state = rec.state;
-        let _apply = self.lock_apply()?;
-        // Readers are held off for the whole rewrite: the rows they would load vanish.
-        let mut st = self.write_state()?;
-        let e = self.engine()?;
-        // The marker is durable before the first old row goes, and stays until the last new
-        // row is in: a crash anywhere in between is seen as an interrupted install on open,
-        // never as a store to trust (sled's `clear` removes rows one by one, marker included).
-        e.tree.insert(backend::META_INSTALLING, &[][..])?;
-        e.tree.flush()?;
-        clear_keeping_marker(&e.tree)?;
-        for chunk in rows.chunks(INSTALL_BATCH_ROWS) {
-            let mut batch = sled::Batch::default();
-            for (k, v) in chunk {
-                batch.insert(k, v);
-            }
-            e.tree.apply_batch(batch)?;
-        }
-        finish_compaction(&e.tree, &mut state)?;
-        e.tree.remove(backend::META_INSTALLING)?;
-        e.tree.flush()?;
-        self.current.store(state.current, Ordering::Release);
-        self.compacted.store(state.compacted, Ordering::Release);
-        self.mark_removed(state.compacted);
-        tracing::info!(
-            rev = state.current,
-            keys = state.index.len(),
-            "snapshot installed"
-        );
-        self.tokens.set_enabled(state.auth.enabled);
-        *st = state;
-        Ok(())
     }
 
     /// History for watch catch-up: the events of revisions `from_rev..=to_rev`, grouped by
