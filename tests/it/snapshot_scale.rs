@@ -69,6 +69,9 @@ async fn snapshot_count_counts_writes_not_raft_entries() {
     );
 }
 
+/// Key, value, create, mod revision and version of a key.
+type KvSummary = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
 /// A three-member cluster that snapshots every 50 writes and keeps 5 entries past a
 /// snapshot, with member `lagging` killed; returns it and the leader.
 async fn cluster_with_a_dead_follower() -> (Cluster, usize, usize) {
@@ -274,7 +277,7 @@ async fn a_follower_killed_while_installing_a_snapshot_recovers_a_correct_store(
         let theirs = on_follower.get("row/", opts()).await.unwrap();
         let ours = cl.get("row/", opts()).await.unwrap();
         assert_eq!(theirs.kvs().len(), TXNS / 2 * PUTS_PER_TXN);
-        let summary = |r: &etcd_client::GetResponse| -> Vec<(Vec<u8>, Vec<u8>, i64, i64, i64)> {
+        let summary = |r: &etcd_client::GetResponse| -> Vec<KvSummary> {
             r.kvs()
                 .iter()
                 .map(|kv| {
