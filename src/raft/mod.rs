@@ -409,11 +409,18 @@ async fn ask_for_snapshots(raft: RaftHandle, trigger: Arc<state_machine::Snapsho
                 continue;
             }
         }
+        let mut attempt = 0u32;
         while trigger.pending() {
-            tracing::info!(
-                writes = trigger.since_last(),
-                "snapshot-count reached; building a snapshot"
-            );
+            if attempt == 0 {
+                tracing::info!(
+                    writes = trigger.since_last(),
+                    "snapshot-count reached; building a snapshot"
+                );
+            } else {
+                // A build was running: openraft dropped the request.
+                tracing::debug!(attempt, "asking for the snapshot again");
+            }
+            attempt += 1;
             if let Err(e) = raft.trigger().snapshot().await {
                 tracing::debug!(error = %e, "raft stopped; no more snapshots");
                 return;

@@ -71,8 +71,8 @@ impl SnapshotData {
         self.len == 0
     }
 
-    /// A reader of the store snapshot, from its first byte (a handle of its own: readers do
-    /// not disturb each other's position only if used one at a time).
+    /// A reader of the store snapshot, from its first byte. Readers of one `SnapshotData`
+    /// share the file position (the handles are duplicates): use one at a time.
     pub fn reader(&self) -> io::Result<io::Take<File>> {
         let mut f = self.file.try_clone()?;
         f.seek(SeekFrom::Start(self.offset))?;
