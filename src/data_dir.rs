@@ -1,8 +1,8 @@
 //! The data directory: `member.json` (who this member is, in which cluster) beside the sled
-//! database in `db/` (the format marker and Raft's kept snapshot; in data dirs made before
-//! the store moved out, the MVCC store too), the MVCC store's own sled database in `mvcc/`
-//! (see `storage::defrag`, which replaces it when defragmenting), and the Raft log's
-//! segments in `wal/`, or in the
+//! database in `db/` (the format marker; in data dirs made before the store moved out, the
+//! MVCC store too), the MVCC store's own sled database in `mvcc/` (see `storage::defrag`,
+//! which replaces it when defragmenting), Raft's kept snapshot in `snap/` (see
+//! `raft::snapshot`), and the Raft log's segments in `wal/`, or in the
 //! dedicated directory `--wal-dir` names (recorded in `member.json`, so that a restart with
 //! another or no `--wal-dir` is refused instead of starting from an empty log). A directory
 //! that holds something else, or a damaged one, is refused with a clear error instead of being
@@ -16,10 +16,16 @@ use serde::{Deserialize, Serialize};
 
 pub mod restore;
 
-/// Marks a data dir written by this version of minietcd: the Raft log in its own WAL.
-const FORMAT: &str = "minietcd/2";
+/// Marks a data dir written by this version of minietcd: the Raft log in its own WAL, Raft
+/// snapshots in files under `snap/`.
+const FORMAT: &str = "minietcd/3";
 /// The first format: the Raft log inside sled. Not readable by this build.
 const FORMAT_SLED_LOG: &str = "minietcd/1";
+/// The second format: Raft's kept snapshot inside sled (one value holding the whole store).
+/// Not readable by this build.
+const FORMAT_SLED_SNAPSHOT: &str = "minietcd/2";
+/// Raft's snapshot files.
+const SNAP_DIR: &str = crate::raft::snapshot::SNAP_DIR;
 const WAL_DIR: &str = "wal";
 const IDENTITY_FILE: &str = "member.json";
 const DB_DIR: &str = "db";
@@ -34,11 +40,16 @@ pub enum DataDirError {
     #[error("data dir {0}: not a minietcd data dir (it holds other files and no {IDENTITY_FILE})")]
     Foreign(PathBuf),
     #[error(
-        "data dir {path}: format {found:?} keeps the Raft log inside sled; this build reads \
-         only {FORMAT:?} (Raft log in its own write-ahead log): move the data with a snapshot \
-         or start the member from an empty dir"
+        "data dir {path}: format {found:?} keeps {what} inside sled; this build reads \
+         only {FORMAT:?} (Raft log in its own write-ahead log, Raft snapshots in files): move \
+         the data with a snapshot (snapshot save, then snapshot restore) or start the member \
+         from an empty dir"
     )]
-    OldFormat { path: PathBuf, found: String },
+    OldFormat {
+        path: PathBuf,
+        found: String,
+        what: &'static str,
+    },
     #[error("data dir {path}: damaged: {reason}")]
     Damaged { path: PathBuf, reason: String },
     #[error("data dir {path}: belongs to member {stored:?} but --name is {given:?}")]
@@ -170,10 +181,16 @@ impl DataDir {
             };
             let stored: Identity = serde_json::from_slice(&raw)
                 .map_err(|e| damaged(format!("{IDENTITY_FILE}: {e}")))?;
-            if stored.format == FORMAT_SLED_LOG {
+            let old = match stored.format.as_str() {
+                FORMAT_SLED_LOG => Some("the Raft log"),
+                FORMAT_SLED_SNAPSHOT => Some("Raft snapshots"),
+                _ => None,
+            };
+            if let Some(what) = old {
                 return Err(DataDirError::OldFormat {
                     path: path.to_path_buf(),
                     found: stored.format,
+                    what,
                 });
             }
             if stored.format != FORMAT {
@@ -256,6 +273,11 @@ impl DataDir {
     /// The Raft log's directory.
     pub fn wal_dir(&self) -> PathBuf {
         self.wal.clone()
+    }
+
+    /// Where Raft's snapshot files live.
+    pub fn snapshot_dir(&self) -> PathBuf {
+        self.path.join(SNAP_DIR)
     }
 
     /// sled's data file, which the Raft log fdatasyncs after each flush.
@@ -487,6 +509,15 @@ mod tests {
         assert!(
             e.to_string()
                 .contains("\"minietcd/1\" keeps the Raft log inside sled"),
+            "{e}"
+        );
+        // And so is one of the second (Raft snapshots inside sled).
+        old["format"] = "minietcd/2".into();
+        fs::write(dir.join(IDENTITY_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
+        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        assert!(
+            e.to_string()
+                .contains("\"minietcd/2\" keeps Raft snapshots inside sled"),
             "{e}"
         );
         fs::write(dir.join(IDENTITY_FILE), current).unwrap();

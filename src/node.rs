@@ -307,6 +307,7 @@ fn raft_settings(cfg: &Config, data_dir: &DataDir, tls: &MemberTls) -> RaftSetti
     settings.election_timeout_ms = cfg.election_timeout_ms;
     settings.snapshot_count = cfg.snapshot_count;
     settings.sled_data_file = Some(data_dir.sled_data_file());
+    settings.snapshot_dir = data_dir.snapshot_dir();
     settings.pre_vote = cfg.pre_vote;
     settings.peer_tls = tls.peer_dialer();
     settings.force_new_cluster = cfg.force_new_cluster;

@@ -160,6 +160,7 @@ async fn start_in(
     listener: TcpListener,
 ) -> Member {
     settings.wal_dir = dir.path().join("wal");
+    settings.snapshot_dir = dir.path().join("snap");
     tuning.wal.segment_bytes = 1 << 20;
     let db = open_db(&dir.path().join("db")).await;
     let store = Arc::new(MvccStore::open(&db).unwrap());

@@ -322,9 +322,11 @@ pub(crate) mod tests {
     use openraft::EntryPayload;
 
     use super::*;
-    use crate::raft::types::{
-        CommandResponse, Snapshot, SnapshotData, SnapshotMeta, StoredMembership,
-    };
+    use crate::raft::types::{CommandResponse, SnapshotMeta, StoredMembership};
+
+    /// The in-memory state machine's snapshots: bytes in memory.
+    type SnapshotData = Cursor<Vec<u8>>;
+    type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, SnapshotData>;
 
     /// A state machine kept in memory: just enough for the suite's state machine half, so
     /// that the suite checks the log store on its own.

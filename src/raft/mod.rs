@@ -5,7 +5,7 @@
 //!
 //! [`start`] wires them: it opens the log store and state machine in the node's sled
 //! database, starts openraft with etcd's timing (heartbeat 100 ms, election 1000 ms, a
-//! snapshot every `snapshot_count` entries), initializes a brand-new cluster, and hands back
+//! snapshot every `snapshot_count` applied writes), initializes a brand-new cluster, and hands back
 //! a [`RaftNode`] whose [`Proposer`] the gRPC servers use and whose peer service the node
 //! mounts on its peer URL.
 
@@ -17,6 +17,8 @@ pub mod network;
 pub mod proposer;
 pub mod read_batcher;
 pub mod service;
+pub mod snapshot;
+pub mod snapshot_transfer;
 pub mod state_machine;
 pub mod types;
 pub mod wal;
@@ -52,8 +54,9 @@ pub const DEFAULT_SNAPSHOT_COUNT: u64 = 100_000;
 pub const DEFAULT_SNAPSHOT_CATCHUP_ENTRIES: u64 = 5000;
 /// Entries per AppendEntries (openraft's default); bounds one peer message.
 pub const DEFAULT_MAX_PAYLOAD_ENTRIES: u64 = 300;
-/// How long sending a whole snapshot may take.
-pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// How long one chunk of a snapshot may take to go out (or to come in, on the receiver);
+/// a snapshot as a whole takes as long as its chunks do (see [`snapshot_transfer`]).
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 30_000;
 /// A request waits for a leader for this many election timeouts before "no leader": a
 /// follower notices a dead leader after `[1, 4/3)` timeouts (see
 /// [`RaftSettings::election_timeout_ms`]), a split vote costs another, and the slack covers
@@ -85,6 +88,8 @@ pub struct RaftSettings {
     pub snapshot_count: u64,
     /// Where the Raft log's segment files live (`<data dir>/wal`).
     pub wal_dir: std::path::PathBuf,
+    /// Where snapshot files live (`<data dir>/snap`; by default beside `wal_dir`).
+    pub snapshot_dir: std::path::PathBuf,
     /// sled's data file (`<sled dir>/db`), fdatasync'ed after sled's flush before a snapshot
     /// covers the state machine (the log below it may then be purged); `None` leaves that to
     /// sled's flush.
@@ -107,6 +112,7 @@ impl RaftSettings {
         wal_dir: std::path::PathBuf,
     ) -> RaftSettings {
         RaftSettings {
+            snapshot_dir: wal_dir.with_file_name(snapshot::SNAP_DIR),
             wal_dir,
             node_id,
             members,
@@ -129,7 +135,9 @@ impl RaftSettings {
             election_timeout_max: self.election_timeout_ms * 2 / 3,
             install_snapshot_timeout: tuning.snapshot_timeout_ms,
             max_payload_entries: tuning.max_payload_entries,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_count),
+            // `--snapshot-count` counts applied writes, as etcd's does; the state machine
+            // counts them and asks for snapshots (see `state_machine::SnapshotTrigger`).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: tuning.snapshot_catchup_entries,
             // The state machine is not flushed per apply and the committed id is saved
             // lazily: a restarted leader must win an election again rather than resume with a
@@ -164,7 +172,7 @@ pub struct RaftTuning {
     pub max_payload_entries: u64,
     /// Snapshot bytes per streamed chunk.
     pub snapshot_chunk_bytes: usize,
-    /// Budget for sending one whole snapshot.
+    /// Deadline of each snapshot chunk, sent or received.
     pub snapshot_timeout_ms: u64,
     /// The Raft log's segment size.
     pub wal: wal::WalOptions,
@@ -209,6 +217,8 @@ pub struct RaftNode {
     /// The leader's group commit, shared by local writes and the peer Forward RPC so that
     /// both fill the same entries.
     writes: WriteBatcher,
+    /// Where received snapshots go.
+    snapshots: service::SnapshotInbox,
 }
 
 impl RaftNode {
@@ -234,7 +244,13 @@ impl RaftNode {
 
     /// The peer gRPC service, to mount on the peer listener.
     pub fn peer_service(&self) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone(), self.writes.clone()).into_server()
+        PeerService::new(
+            self.id,
+            self.raft.clone(),
+            self.writes.clone(),
+            self.snapshots.clone(),
+        )
+        .into_server()
     }
 
     /// The peer service answering Admin requests with `admin`.
@@ -242,9 +258,14 @@ impl RaftNode {
         &self,
         admin: Arc<dyn service::AdminHandler>,
     ) -> RaftPeerServer<PeerService> {
-        PeerService::new(self.id, self.raft.clone(), self.writes.clone())
-            .with_admin(admin)
-            .into_server()
+        PeerService::new(
+            self.id,
+            self.raft.clone(),
+            self.writes.clone(),
+            self.snapshots.clone(),
+        )
+        .with_admin(admin)
+        .into_server()
     }
 
     /// Resolves with the error once Raft has stopped on a fatal error (a storage failure:
@@ -286,12 +307,14 @@ pub async fn start(
     start_tuned(cfg, RaftTuning::default(), db, store, observer).await
 }
 
-/// [`start`] with non-default [`RaftTuning`].
+/// [`start`] with non-default [`RaftTuning`]. `_db`, the node's shared sled database, is
+/// no longer used by Raft (its log has its own WAL, its snapshots are files in
+/// `cfg.snapshot_dir`); it stays in the signature for the callers' sake.
 #[tracing::instrument(level = "info", skip_all, fields(id = cfg.node_id))]
 pub async fn start_tuned(
     cfg: RaftSettings,
     tuning: RaftTuning,
-    db: sled::Db,
+    _db: sled::Db,
     store: Arc<MvccStore>,
     observer: Arc<dyn ApplyObserver>,
 ) -> Result<RaftNode, RaftError> {
@@ -302,8 +325,14 @@ pub async fn start_tuned(
         .await
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .map_err(|e| RaftError::Storage(e.to_string()))?;
-    let mut state_machine =
-        StateMachine::open(&db, store, observer).map_err(|e| RaftError::Storage(e.to_string()))?;
+    let mut state_machine = StateMachine::open(&cfg.snapshot_dir, store, observer)
+        .map_err(|e| RaftError::Storage(e.to_string()))?
+        .with_snapshot_count(cfg.snapshot_count);
+    let snapshot_trigger = state_machine.snapshot_trigger();
+    let snapshots = service::SnapshotInbox {
+        dir: state_machine.snapshot_dir(),
+        chunk_timeout: Duration::from_millis(tuning.snapshot_timeout_ms),
+    };
     if let Some(path) = &cfg.sled_data_file {
         state_machine = state_machine
             .with_data_file(path)
@@ -318,6 +347,8 @@ pub async fn start_tuned(
     let raft = RaftHandle::new(cfg.node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| RaftError::Raft(e.to_string()))?;
+
+    tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_trigger));
 
     let initialized = raft
         .is_initialized()
@@ -357,7 +388,46 @@ pub async fn start_tuned(
         proposer,
         channels,
         writes,
+        snapshots,
     })
+}
+
+/// How often a snapshot request openraft dropped (one was being built) is repeated.
+const SNAPSHOT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Asks openraft for a snapshot each time `--snapshot-count` writes were applied since the
+/// last one; ends when Raft shuts down.
+async fn ask_for_snapshots(raft: RaftHandle, trigger: Arc<state_machine::SnapshotTrigger>) {
+    let mut server = raft.server_metrics();
+    loop {
+        tokio::select! {
+            () = trigger.wait_due() => {}
+            changed = server.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+        }
+        let mut attempt = 0u32;
+        while trigger.pending() {
+            if attempt == 0 {
+                tracing::info!(
+                    writes = trigger.since_last(),
+                    "snapshot-count reached; building a snapshot"
+                );
+            } else {
+                // A build was running: openraft dropped the request.
+                tracing::debug!(attempt, "asking for the snapshot again");
+            }
+            attempt += 1;
+            if let Err(e) = raft.trigger().snapshot().await {
+                tracing::debug!(error = %e, "raft stopped; no more snapshots");
+                return;
+            }
+            tokio::time::sleep(SNAPSHOT_RETRY_INTERVAL).await;
+        }
+    }
 }
 
 fn is_sole_voter(raft: &RaftHandle, id: NodeId) -> bool {

@@ -31,8 +31,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
 use crate::pb::minietcdpb::raft_peer_client::RaftPeerClient;
-use crate::pb::minietcdpb::{RaftPayload, SnapshotChunk};
+use crate::pb::minietcdpb::RaftPayload;
 use crate::raft::codec;
+use crate::raft::snapshot_transfer;
 use crate::raft::types::{MemberNode, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
 
 /// How long establishing a TCP connection to a peer may take before the call fails; this is
@@ -344,48 +345,6 @@ fn status_to_rpc_error<E: std::error::Error>(
     }
 }
 
-/// The chunks of one snapshot, produced lazily so that only one chunk is copied at a time.
-struct SnapshotChunks {
-    /// Encoded vote and meta, sent with the first chunk.
-    header: Option<(Vec<u8>, Vec<u8>)>,
-    /// The whole snapshot.
-    data: Vec<u8>,
-    /// The next byte to send.
-    pos: usize,
-    /// Bytes per chunk.
-    chunk_bytes: usize,
-    /// Set once the `done` chunk was produced.
-    finished: bool,
-}
-
-impl Iterator for SnapshotChunks {
-    type Item = SnapshotChunk;
-
-    fn next(&mut self) -> Option<SnapshotChunk> {
-        if self.finished {
-            return None;
-        }
-        let end = self
-            .pos
-            .saturating_add(self.chunk_bytes)
-            .min(self.data.len());
-        let data = self
-            .data
-            .get(self.pos..end)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
-        self.pos = end;
-        self.finished = self.pos >= self.data.len();
-        let (vote, meta) = self.header.take().unwrap_or_default();
-        Some(SnapshotChunk {
-            vote,
-            meta,
-            data,
-            done: self.finished,
-        })
-    }
-}
-
 impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     type SnapshotData = SnapshotData;
 
@@ -570,8 +529,9 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         .await
     }
 
-    /// Streams the whole snapshot in one client-streaming call; `cancel` (the replication
-    /// stream closing) and the deadline both abort it.
+    /// Streams the snapshot from its file in one client-streaming call, a chunk at a time
+    /// (see [`snapshot_transfer`]); `cancel` (the replication stream closing) and the
+    /// per-chunk deadline (openraft's `install_snapshot_timeout`) both abort it.
     async fn full_snapshot(
         &mut self,
         vote: Vote,
@@ -584,36 +544,49 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             codec::encode("vote", &vote).map_err(net_err)?,
             codec::encode("snapshot meta", &snapshot.meta).map_err(net_err)?,
         );
-        let data = snapshot.snapshot.into_inner();
-        let total = data.len();
-        let chunks = SnapshotChunks {
-            header: Some(header),
-            data,
-            pos: 0,
-            chunk_bytes: self.snapshot_chunk_bytes,
-            finished: false,
-        };
+        let total = snapshot.snapshot.len();
+        let reader = snapshot
+            .snapshot
+            .async_reader()
+            .await
+            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+        let progress = Arc::new(snapshot_transfer::Progress::default());
+        let chunks = snapshot_transfer::chunks(
+            reader,
+            total,
+            header,
+            self.snapshot_chunk_bytes,
+            progress.clone(),
+        );
         let mut client = self
             .client
             .clone()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
-        let ttl = option.hard_ttl();
-        let mut request = tonic::Request::new(futures::stream::iter(chunks));
-        request.set_timeout(ttl);
+        let chunk_ttl = option.hard_ttl();
+        let started = std::time::Instant::now();
         tracing::info!(target = self.target, bytes = total, last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
+        let call = client.install_snapshot(tonic::Request::new(chunks));
         let answer = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),
-            r = tokio::time::timeout(ttl, client.install_snapshot(request)) => r,
+            r = snapshot_transfer::with_chunk_deadlines(call, &progress, total, chunk_ttl) => r,
         };
         let answer = match answer {
-            Err(_) => {
+            Err(why) => {
+                tracing::warn!(
+                    target = self.target,
+                    ?why,
+                    sent = progress.bytes(),
+                    bytes = total,
+                    "snapshot send timed out"
+                );
                 return Err(StreamingError::Timeout(
-                    self.timeout(RPCTypes::InstallSnapshot, ttl),
-                ))
+                    self.timeout(RPCTypes::InstallSnapshot, chunk_ttl),
+                ));
             }
             Ok(Err(status)) => {
-                let e: RPCError<TypeConfig> =
-                    status_to_rpc_error(status, || self.timeout(RPCTypes::InstallSnapshot, ttl));
+                let e: RPCError<TypeConfig> = status_to_rpc_error(status, || {
+                    self.timeout(RPCTypes::InstallSnapshot, chunk_ttl)
+                });
                 return Err(match e {
                     RPCError::Timeout(t) => StreamingError::Timeout(t),
                     RPCError::Unreachable(u) => StreamingError::Unreachable(u),
@@ -623,6 +596,13 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             }
             Ok(Ok(resp)) => resp.into_inner(),
         };
+        tracing::info!(
+            target = self.target,
+            bytes = total,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot sent"
+        );
+        drop(snapshot);
         let result: Result<SnapshotResponse<TypeConfig>, Fatal<TypeConfig>> =
             codec::decode("snapshot answer", &answer.data).map_err(net_err)?;
         result.map_err(|e| {
@@ -645,37 +625,6 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunks(len: usize, chunk: usize) -> Vec<SnapshotChunk> {
-        SnapshotChunks {
-            header: Some((vec![1], vec![2])),
-            data: (0..len).map(|i| i as u8).collect(),
-            pos: 0,
-            chunk_bytes: chunk,
-            finished: false,
-        }
-        .collect()
-    }
-
-    #[test]
-    fn snapshot_chunks_cover_data_once_header_first_done_last() {
-        for (len, chunk, expect) in [(0, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 2), (1000, 7, 143)] {
-            let got = chunks(len, chunk);
-            assert_eq!(got.len(), expect, "len {len} chunk {chunk}");
-            let joined: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
-            assert_eq!(joined, (0..len).map(|i| i as u8).collect::<Vec<_>>());
-            assert_eq!(
-                (got[0].vote.as_slice(), got[0].meta.as_slice()),
-                (&[1u8][..], &[2u8][..])
-            );
-            assert!(got
-                .iter()
-                .skip(1)
-                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
-            assert!(got.last().unwrap().done);
-            assert!(got.iter().rev().skip(1).all(|c| !c.done));
-        }
-    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

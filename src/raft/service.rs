@@ -7,7 +7,6 @@
 //! retries there (nothing was proposed, so a retry cannot apply a write twice).
 
 use openraft::async_runtime::watch::WatchReceiver;
-use std::io::Cursor;
 use std::pin::Pin;
 
 use crate::raft::RaftHandle;
@@ -27,13 +26,12 @@ use crate::pb::minietcdpb::{
 use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::types::{NodeId, Snapshot, SnapshotMeta, TypeConfig, Vote};
+use crate::raft::snapshot::SnapshotDir;
+use crate::raft::snapshot_transfer;
+use crate::raft::types::{NodeId, Snapshot, TypeConfig};
 
 /// The status message of a Forward or ReadIndex sent to a member that is not the leader.
 pub const NOT_LEADER: &str = "raft: not leader";
-/// The largest snapshot accepted from a peer: etcd's largest allowed backend quota (8 GiB),
-/// so that a confused peer cannot make this member buffer without limit.
-pub const MAX_SNAPSHOT_BYTES: usize = 8 << 30;
 /// Metadata key carrying the leader id (hex) a non-leader knows of, if any.
 pub const LEADER_ID_METADATA: &str = "minietcd-leader-id";
 
@@ -57,16 +55,33 @@ pub struct PeerService {
     admin: Option<std::sync::Arc<dyn AdminHandler>>,
     /// Forwarded writes join the leader's group commit.
     writes: WriteBatcher,
+    /// Where received snapshots go.
+    snapshots: SnapshotInbox,
+}
+
+/// Where and how this member receives snapshots.
+#[derive(Debug, Clone)]
+pub struct SnapshotInbox {
+    /// The member's snapshot directory (received files are renamed into place there).
+    pub dir: SnapshotDir,
+    /// How long to wait for each chunk.
+    pub chunk_timeout: std::time::Duration,
 }
 
 impl PeerService {
     /// The service for member `id`.
-    pub fn new(id: NodeId, raft: RaftHandle, writes: WriteBatcher) -> Self {
+    pub fn new(
+        id: NodeId,
+        raft: RaftHandle,
+        writes: WriteBatcher,
+        snapshots: SnapshotInbox,
+    ) -> Self {
         PeerService {
             raft,
             id,
             admin: None,
             writes,
+            snapshots,
         }
     }
 
@@ -141,47 +156,32 @@ impl RaftPeer for PeerService {
         encode_answer("vote answer", &res)
     }
 
-    /// Collects the chunks in order, then installs the whole snapshot at once.
+    /// Writes the chunks to a file as they arrive (see [`snapshot_transfer::receive`]),
+    /// then has openraft install it.
     #[instrument(level = "info", skip_all)]
     async fn install_snapshot(
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let mut stream = request.into_inner();
-        let mut header: Option<(Vote, SnapshotMeta)> = None;
-        let mut data = Vec::new();
-        let mut chunks = 0usize;
-        let mut done = false;
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
-            chunks += 1;
-            if header.is_none() {
-                let vote = codec::decode("vote", &chunk.vote).map_err(bad_request)?;
-                let meta = codec::decode("snapshot meta", &chunk.meta).map_err(bad_request)?;
-                header = Some((vote, meta));
-            }
-            if data.len().saturating_add(chunk.data.len()) > MAX_SNAPSHOT_BYTES {
-                return Err(Status::resource_exhausted(
-                    "snapshot larger than MAX_SNAPSHOT_BYTES",
-                ));
-            }
-            data.extend_from_slice(&chunk.data);
-            if chunk.done {
-                done = true;
-                break;
-            }
-        }
-        let (Some((vote, meta)), true) = (header, done) else {
-            return Err(Status::aborted(
-                "snapshot stream ended before its last chunk",
-            ));
-        };
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), chunks, "snapshot received");
+        let started = std::time::Instant::now();
+        let got = snapshot_transfer::receive(
+            request.into_inner(),
+            &self.snapshots.dir,
+            self.snapshots.chunk_timeout,
+        )
+        .await?;
+        tracing::info!(
+            last_log_id = ?got.meta.last_log_id,
+            bytes = got.data.len(),
+            chunks = got.chunks,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "snapshot received"
+        );
         let snapshot = Snapshot {
-            meta,
-            snapshot: Cursor::new(data),
+            meta: got.meta,
+            snapshot: got.data,
         };
-        let res = self.raft.install_full_snapshot(vote, snapshot).await;
+        let res = self.raft.install_full_snapshot(got.vote, snapshot).await;
         encode_answer("snapshot answer", &res)
     }
 

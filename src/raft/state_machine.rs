@@ -24,7 +24,7 @@
 // The error types are openraft's, fixed by the traits implemented here.
 #![allow(clippy::result_large_err)]
 
-use std::io::{self, Cursor};
+use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use futures::TryStreamExt;
@@ -36,17 +36,13 @@ use tracing::instrument;
 use crate::pb::minietcdpb::internal_request::Request;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::codec;
+use crate::raft::snapshot::SnapshotDir;
 use crate::raft::types::{
     ApplyObserver, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
-use crate::storage::{GroupWrite, MvccStore};
-
-/// The sled tree that keeps the last built or installed snapshot (so that it survives a
-/// restart and a lagging follower can be served without rebuilding).
-pub const SNAPSHOT_TREE: &str = "raft_snapshot";
-const SNAPSHOT_META_KEY: &[u8] = b"meta";
-const SNAPSHOT_DATA_KEY: &[u8] = b"data";
+use crate::storage::{GroupWrite, MvccStore, StorageError};
+pub use snapshot_trigger::SnapshotTrigger;
 
 type StoreResult<T> = Result<T, io::Error>;
 
@@ -89,8 +85,9 @@ struct Shared {
     store: Arc<MvccStore>,
     /// Told about every write and every snapshot install (the watch layer).
     observer: Arc<dyn ApplyObserver>,
-    /// Keeps the current snapshot across restarts.
-    snapshots: sled::Tree,
+    /// Keeps the current snapshot across restarts (so that a lagging follower is served
+    /// without rebuilding, and an interrupted install can be redone).
+    snapshots: SnapshotDir,
     /// The applied state; its lock also keeps a snapshot build from interleaving with an
     /// apply, so that a snapshot's data and its meta describe the same point in the log.
     applied: Mutex<AppliedState>,
@@ -99,6 +96,8 @@ struct Shared {
     /// sled's data file, fdatasync'ed after sled's flush in [`Shared::make_durable`], and
     /// sled's directory of large values (sled writes them to files of their own, unsynced).
     data_file: OnceLock<(std::fs::File, std::path::PathBuf)>,
+    /// Counts applied writes for `--snapshot-count`.
+    trigger: Arc<SnapshotTrigger>,
 }
 
 impl Shared {
@@ -124,44 +123,46 @@ impl Shared {
         })
     }
 
-    fn store_snapshot(&self, meta: &SnapshotMeta, data: &[u8]) -> StoreResult<()> {
-        let meta_bytes =
-            codec::encode("snapshot meta", meta).map_err(|e| sm_err("write snapshot", &e))?;
-        let mut batch = sled::Batch::default();
-        batch.insert(SNAPSHOT_META_KEY, meta_bytes);
-        batch.insert(SNAPSHOT_DATA_KEY, data);
-        self.snapshots
-            .apply_batch(batch)
-            .map_err(|e| sm_err("write snapshot", &e))
-    }
-
     /// Builds a snapshot of the store as it is now, and keeps it as the current one.
     fn build_snapshot(&self) -> StoreResult<Snapshot> {
         let (meta, data) = self.capture_snapshot()?;
         self.keep_built(meta, data)
     }
 
-    /// The store's state and the log position it reflects, read under the apply lock.
-    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta, Vec<u8>)> {
-        let (data, state) = {
+    /// Writes the store's state and the log position it reflects to a new snapshot file.
+    ///
+    /// The apply lock is held only while the store's view begins (see
+    /// `storage::snapshot_view`): applies go on while the rows stream into the file.
+    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta, SnapshotData)> {
+        let (meta, view) = {
             let applied = self.lock()?;
-            let data = self
+            let view = self
                 .store
-                .snapshot()
+                .begin_snapshot()
                 .map_err(|e| sm_err("read state machine", &e))?;
-            (data, applied.clone())
+            self.trigger.captured();
+            let meta = SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+            };
+            (meta, view)
         };
-        let meta = SnapshotMeta {
-            last_log_id: state.last_applied,
-            last_membership: state.last_membership,
-        };
+        let mut file = self
+            .snapshots
+            .create(&meta)
+            .map_err(|e| sm_err("write snapshot", &e))?;
+        let body = file.body().map_err(|e| sm_err("write snapshot", &e))?;
+        view.write_to(body)
+            .map_err(|e| sm_err("write snapshot", &e))?;
+        drop(view);
+        let data = file.finish().map_err(|e| sm_err("write snapshot", &e))?;
         Ok((meta, data))
     }
 
     /// Keeps a built snapshot as the current one, unless a newer one was kept meanwhile (an
     /// install that ran while this one was being built): then that newer one is the answer,
     /// so that openraft never believes it holds a snapshot older than the one it serves.
-    fn keep_built(&self, meta: SnapshotMeta, data: Vec<u8>) -> StoreResult<Snapshot> {
+    fn keep_built(&self, meta: SnapshotMeta, mut data: SnapshotData) -> StoreResult<Snapshot> {
         {
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kept) = self.current_snapshot()? {
@@ -174,13 +175,15 @@ impl Shared {
                     return Ok(kept);
                 }
             }
-            self.store_snapshot(&meta, &data)?;
+            self.snapshots
+                .keep(&mut data)
+                .map_err(|e| sm_err("write snapshot", &e))?;
         }
         self.make_durable()?;
         tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
         Ok(Snapshot {
             meta,
-            snapshot: Cursor::new(data),
+            snapshot: data,
         })
     }
 
@@ -319,7 +322,7 @@ impl Shared {
     }
 
     /// Replaces the store with a snapshot's state and keeps the snapshot as the current one.
-    fn install(&self, meta: &SnapshotMeta, data: &[u8]) -> StoreResult<()> {
+    fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> StoreResult<()> {
         let next = AppliedState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
@@ -329,16 +332,28 @@ impl Shared {
             codec::encode("applied state", &next).map_err(|e| sm_err("write snapshot", &e))?;
         // Keep the snapshot first: if the node dies while the store is being rewritten,
         // `open` finds the store empty and installs this snapshot again.
-        {
+        let data = if self.snapshots.is_kept(&data) {
+            data
+        } else {
+            let mut data = if self.snapshots.owns(&data) {
+                data
+            } else {
+                self.snapshots
+                    .copy_in(meta, &data)
+                    .map_err(|e| sm_err("write snapshot", &e))?
+            };
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
-            self.store_snapshot(meta, data)?;
-        }
-        self.snapshots
-            .flush()
-            .map_err(|e| sm_err("write snapshot", &e))?;
+            self.snapshots
+                .keep(&mut data)
+                .map_err(|e| sm_err("write snapshot", &e))?;
+            data
+        };
         let mut applied = self.lock()?;
         self.store
-            .install_snapshot(data)
+            .install_snapshot_from(|| {
+                data.reader()
+                    .map_err(|e| StorageError::Sled(sled::Error::Io(e)))
+            })
             .map_err(|e| sm_err("write snapshot", &e))?;
         // The snapshot carries the blob of the state it was built from; writing the meta's
         // own blob makes the applied id exactly the one openraft installed.
@@ -346,6 +361,7 @@ impl Shared {
             .set_applied(&blob)
             .map_err(|e| sm_err("write snapshot", &e))?;
         *applied = next;
+        self.trigger.captured();
         drop(applied);
         self.make_durable()?;
         self.observer.restored(self.store.current_revision());
@@ -354,20 +370,11 @@ impl Shared {
     }
 
     fn current_snapshot(&self) -> StoreResult<Option<Snapshot>> {
-        let read = |key: &[u8]| {
-            self.snapshots
-                .get(key)
-                .map_err(|e| sm_err("read snapshot", &e))
-        };
-        let (Some(meta), Some(data)) = (read(SNAPSHOT_META_KEY)?, read(SNAPSHOT_DATA_KEY)?) else {
-            return Ok(None);
-        };
-        let meta: SnapshotMeta =
-            codec::decode("snapshot meta", &meta).map_err(|e| sm_err("read snapshot", &e))?;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: Cursor::new(data.to_vec()),
-        }))
+        let kept = self
+            .snapshots
+            .kept()
+            .map_err(|e| sm_err("read snapshot", &e))?;
+        Ok(kept.map(|(meta, snapshot)| Snapshot { meta, snapshot }))
     }
 }
 
@@ -465,13 +472,12 @@ impl StateMachine {
     /// Opens the state machine over `store`, recovering the applied state from the store's
     /// applied blob.
     pub fn open(
-        db: &sled::Db,
+        snapshot_dir: &std::path::Path,
         store: Arc<MvccStore>,
         observer: Arc<dyn ApplyObserver>,
     ) -> StoreResult<StateMachine> {
-        let snapshots = db
-            .open_tree(SNAPSHOT_TREE)
-            .map_err(|e| sm_err("read", &e))?;
+        let snapshots = SnapshotDir::open(snapshot_dir)
+            .map_err(|e| sm_err(&format!("open {}", snapshot_dir.display()), &e))?;
         let blob = store.applied().map_err(|e| sm_err("read", &e))?;
         let applied = match &blob {
             Some(b) => codec::decode("applied state", b).map_err(|e| sm_err("read", &e))?,
@@ -484,6 +490,7 @@ impl StateMachine {
             applied: Mutex::new(applied),
             keep_lock: Mutex::new(()),
             data_file: OnceLock::new(),
+            trigger: SnapshotTrigger::new(0),
         });
         if blob.is_none() {
             // An empty store next to a kept snapshot: the store lost its state (a snapshot
@@ -491,7 +498,7 @@ impl StateMachine {
             // snapshot is the only way back.
             if let Some(snap) = shared.current_snapshot()? {
                 tracing::warn!(last_log_id = ?snap.meta.last_log_id, "store empty, restoring kept snapshot");
-                shared.install(&snap.meta, snap.snapshot.get_ref())?;
+                shared.install(&snap.meta, snap.snapshot)?;
             }
         }
         let last_applied = shared.lock()?.last_applied;
@@ -519,6 +526,22 @@ impl StateMachine {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
+        let writes: usize = entries
+            .iter()
+            .map(|e| match &e.payload {
+                EntryPayload::Normal(cmd) => cmd.0.len(),
+                _ => 0,
+            })
+            .sum();
+        let responses = self.apply_counted(entries).await;
+        self.shared
+            .trigger
+            .applied(u64::try_from(writes).unwrap_or(u64::MAX));
+        responses
+    }
+
+    /// [`Self::apply_entries`] without the counting.
+    async fn apply_counted(&mut self, entries: Vec<Entry>) -> StoreResult<Vec<CommandResponse>> {
         if is_short(&entries) {
             // A few single-key writes take tens of microseconds: applied here, on the state
             // machine's task, they skip two thread hand-offs (to the blocking pool and back)
@@ -530,6 +553,23 @@ impl StateMachine {
         }
         let shared = self.shared.clone();
         blocking(move || shared.apply_entries(entries)).await
+    }
+
+    /// Asks for a snapshot every `writes` applied writes (`--snapshot-count`; 0 never asks).
+    /// Whoever holds the Raft handle waits on [`Self::snapshot_trigger`] and asks openraft.
+    pub fn with_snapshot_count(self, writes: u64) -> StateMachine {
+        self.shared.trigger.set_every(writes);
+        self
+    }
+
+    /// Counts applied writes and says when a snapshot is due.
+    pub fn snapshot_trigger(&self) -> Arc<SnapshotTrigger> {
+        self.shared.trigger.clone()
+    }
+
+    /// The directory of this member's snapshot files (where received snapshots go).
+    pub fn snapshot_dir(&self) -> SnapshotDir {
+        self.shared.snapshots.clone()
     }
 
     /// The MVCC store this state machine applies to.
@@ -592,7 +632,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     ) -> StoreResult<()> {
         let shared = self.shared.clone();
         let meta = meta.clone();
-        blocking(move || shared.install(&meta, snapshot.get_ref())).await
+        blocking(move || shared.install(&meta, snapshot)).await
     }
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot>> {
@@ -601,5 +641,6 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 }
 
+mod snapshot_trigger;
 #[cfg(test)]
 mod tests;

@@ -5,8 +5,6 @@
 //! the protobuf encoding of `InternalRequestBatch` so that every serde format stores it
 //! compactly.
 
-use std::io::Cursor;
-
 use prost::Message;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -26,8 +24,9 @@ openraft::declare_raft_types!(
         Node = MemberNode,
 );
 
-/// What a snapshot carries between the state machine and the network: the encoded state.
-pub type SnapshotData = Cursor<Vec<u8>>;
+/// What a snapshot carries between the state machine and the network: a file holding the
+/// encoded state, read in chunks (see [`crate::raft::snapshot`]).
+pub type SnapshotData = crate::raft::snapshot::SnapshotData;
 /// A log position: the leader that proposed it (term, member) and its index.
 pub type LogId = openraft::type_config::alias::LogIdOf<TypeConfig>;
 /// A member's vote (term, candidate, committed).

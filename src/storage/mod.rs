@@ -13,8 +13,10 @@
 //!   publishes the new revision. Apply-time errors (lease not found, ...) are answered in
 //!   `InternalResponse.error`; `Err` is reserved for fatal I/O.
 //! - `range` reads at a revision; reads never see a half-applied write.
-//! - `snapshot()` / `install_snapshot()` carry the whole MVCC state (history since the last
-//!   compaction, leases, counters) plus the `applied` blob, consistently.
+//! - `begin_snapshot()` / `install_snapshot_from()` carry the whole MVCC state (history
+//!   since the last compaction, leases, counters) plus the `applied` blob, consistently,
+//!   streaming, without stopping applies ([`snapshot_view`]); `snapshot()` /
+//!   `install_snapshot()` do the same in memory.
 //! - `with_rows()` hands out every row under the apply lock (one consistent state), which
 //!   [`snapshot_file`] writes as etcd's bbolt snapshot; `install_rows()` installs rows that
 //!   [`snapshot_file`] read from one.
@@ -53,6 +55,7 @@ mod range;
 mod revision;
 mod snapshot;
 pub mod snapshot_file;
+mod snapshot_view;
 mod txn;
 
 #[cfg(test)]
@@ -68,10 +71,11 @@ pub use error::StorageError;
 pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
+pub use snapshot_view::SnapshotView;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
 use range::View;
@@ -90,7 +94,7 @@ use crate::pb::mvccpb::Event;
 /// One row of the store's tree: key and value.
 pub type Row = (sled::IVec, sled::IVec);
 
-/// Rows written per sled batch while installing a snapshot.
+/// Rows written (or cleared) per sled batch while installing a snapshot.
 const INSTALL_BATCH_ROWS: usize = 4096;
 /// Attempts at deriving a free lease id for a LeaseGrant with id 0.
 const LEASE_ID_ATTEMPTS: u64 = 64;
@@ -148,8 +152,12 @@ pub struct MvccStore {
     current: AtomicI64,
     /// The published compaction revision, readable without a lock.
     compacted: AtomicI64,
-    /// Serialises applies, snapshots and installs.
+    /// Serialises applies, the start of snapshots, and installs.
     apply_lock: Mutex<()>,
+    /// Open snapshot views (see [`snapshot_view`]): while any is, nothing deletes kv rows.
+    snapshot_readers: Mutex<usize>,
+    /// Signalled when a snapshot view closes.
+    readers_done: Condvar,
     /// Set when open() found (and discarded) a half-installed snapshot.
     interrupted_install: AtomicBool,
     /// Where an applied compaction sends its revision for the background compactor (see
@@ -282,6 +290,8 @@ impl MvccStore {
             compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
+            snapshot_readers: Mutex::new(0),
+            readers_done: Condvar::new(),
             interrupted_install: AtomicBool::new(interrupted),
             compactor: Mutex::new(None),
             removed: tokio::sync::watch::Sender::new(Removed {
@@ -584,9 +594,12 @@ impl MvccStore {
         loop {
             steps += 1;
             let next = {
+                // A snapshot being read needs every row it may reach: deletion waits for it
+                // (without the apply lock in the background; inside an apply, holding it).
                 let _apply = if lock_steps {
-                    Some(self.lock_apply()?)
+                    Some(self.lock_apply_without_readers()?)
                 } else {
+                    self.wait_snapshot_readers()?;
                     None
                 };
                 let (removed, next) = {
@@ -738,7 +751,7 @@ impl MvccStore {
         let home = self.home.as_ref().ok_or_else(|| {
             StorageError::Corrupt("this store has no data dir to defragment in".into())
         })?;
-        let _apply = self.lock_apply()?;
+        let _apply = self.lock_apply_without_readers()?;
         let old = self.engine()?;
         old.db.flush()?;
         let before_bytes = old.db.size_on_disk()?;
@@ -773,19 +786,6 @@ impl MvccStore {
             before_bytes,
             after_bytes,
         })
-    }
-
-    /// The whole MVCC state, consistent with the `applied` blob it contains.
-    pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
-        let _apply = self.lock_apply()?;
-        snapshot::encode(&self.engine()?.tree)
-    }
-
-    /// Replaces the whole state with a snapshot's. The snapshot is fully validated before
-    /// anything is touched; while the tree is rewritten a marker row makes a crash visible
-    /// to the next open().
-    pub fn install_snapshot(&self, data: &[u8]) -> Result<(), StorageError> {
-        self.install_rows(snapshot::decode(data)?)
     }
 
     /// Calls `f` with every row of the store in key order (an install marker excepted)
@@ -823,7 +823,7 @@ impl MvccStore {
             ));
         }
         let mut state = rec.state;
-        let _apply = self.lock_apply()?;
+        let _apply = self.lock_apply_without_readers()?;
         // Readers are held off for the whole rewrite: the rows they would load vanish.
         let mut st = self.write_state()?;
         let e = self.engine()?;

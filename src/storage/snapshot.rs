@@ -8,8 +8,13 @@
 //! Carrying the raw rows (kv history since the last compaction, leases, meta with the
 //! `applied` blob) means a restored member replays exactly the history the sender had, and
 //! install validates them with the same code that validates the tree at open.
+//!
+//! Both directions stream: [`Encoder`] writes rows one at a time to any seekable writer (the
+//! row count is patched into the header at the end), and [`RowReader`] reads them back one
+//! at a time from any reader, so neither side ever holds the whole snapshot.
 
-use super::backend::META_INSTALLING;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
 use super::error::StorageError;
 
 /// Identifies a minietcd MVCC snapshot.
@@ -17,88 +22,196 @@ pub(crate) const MAGIC: &[u8] = b"MINIETCD-MVCC-SNAP";
 /// The format this code writes and reads.
 const FORMAT_VERSION: u32 = 1;
 
-/// Serialises every row of `tree` (except an install marker).
-pub(crate) fn encode(tree: &sled::Tree) -> Result<Vec<u8>, StorageError> {
-    let mut out = Vec::with_capacity(MAGIC.len() + 12);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
-    let count_at = out.len();
-    out.extend_from_slice(&0u64.to_be_bytes());
-    let mut count: u64 = 0;
-    for row in tree.iter() {
-        let (k, v) = row?;
-        if k.as_ref() == META_INSTALLING {
-            continue;
-        }
-        put_chunk(&mut out, &k)?;
-        put_chunk(&mut out, &v)?;
-        count += 1;
-    }
-    if let Some(slot) = out.get_mut(count_at..count_at + 8) {
-        slot.copy_from_slice(&count.to_be_bytes());
-    }
-    Ok(out)
+fn io_err(what: &str, e: io::Error) -> StorageError {
+    StorageError::Corrupt(format!("snapshot: {what}: {e}"))
 }
 
-fn put_chunk(out: &mut Vec<u8>, bytes: &[u8]) -> Result<(), StorageError> {
-    let len = u32::try_from(bytes.len())
-        .map_err(|_| StorageError::Corrupt("row larger than 4 GiB in snapshot".into()))?;
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(bytes);
-    Ok(())
+/// Writes a snapshot row by row.
+pub(crate) struct Encoder<W: Write + Seek> {
+    out: W,
+    /// Where the row count sits.
+    count_at: u64,
+    count: u64,
+    /// Bytes written so far.
+    bytes: u64,
 }
 
-/// Parses a snapshot back into its rows, in key order.
-pub(crate) fn decode(data: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>, StorageError> {
-    let bad = |what: &str| StorageError::Corrupt(format!("snapshot: {what}"));
-    let mut r = Reader { data, pos: 0 };
-    if r.take(MAGIC.len()).ok_or_else(|| bad("too short"))? != MAGIC {
+impl<W: Write + Seek> Encoder<W> {
+    /// Writes the header at the writer's position.
+    pub fn new(mut out: W) -> Result<Self, StorageError> {
+        let start = out
+            .stream_position()
+            .map_err(|e| io_err("write header", e))?;
+        out.write_all(MAGIC)
+            .and_then(|()| out.write_all(&FORMAT_VERSION.to_be_bytes()))
+            .and_then(|()| out.write_all(&0u64.to_be_bytes()))
+            .map_err(|e| io_err("write header", e))?;
+        Ok(Encoder {
+            out,
+            count_at: start + MAGIC.len() as u64 + 4,
+            count: 0,
+            bytes: MAGIC.len() as u64 + 12,
+        })
+    }
+
+    /// Appends one row (rows must come in key order).
+    pub fn row(&mut self, k: &[u8], v: &[u8]) -> Result<(), StorageError> {
+        self.chunk(k)?;
+        self.chunk(v)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    fn chunk(&mut self, bytes: &[u8]) -> Result<(), StorageError> {
+        let len = u32::try_from(bytes.len())
+            .map_err(|_| StorageError::Corrupt("row larger than 4 GiB in snapshot".into()))?;
+        self.out
+            .write_all(&len.to_be_bytes())
+            .and_then(|()| self.out.write_all(bytes))
+            .map_err(|e| io_err("write row", e))?;
+        self.bytes += 4 + bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Patches the row count into the header; returns the writer (positioned after the last
+    /// row) and the snapshot's size in bytes.
+    pub fn finish(mut self) -> Result<(W, u64), StorageError> {
+        let end = self.out.stream_position().map_err(|e| io_err("write", e))?;
+        self.out
+            .seek(SeekFrom::Start(self.count_at))
+            .and_then(|_| self.out.write_all(&self.count.to_be_bytes()))
+            .and_then(|()| self.out.seek(SeekFrom::Start(end)))
+            .and_then(|_| self.out.flush())
+            .map_err(|e| io_err("write row count", e))?;
+        Ok((self.out, self.bytes))
+    }
+}
+
+/// Reads a snapshot's rows one at a time, in key order, checking the order, the count and
+/// that nothing follows the last row.
+pub(crate) struct RowReader<R: Read> {
+    r: R,
+    remaining: u64,
+    last: Option<sled::IVec>,
+    /// Set after the end (or an error): the iterator is fused.
+    finished: bool,
+}
+
+fn bad(what: &str) -> StorageError {
+    StorageError::Corrupt(format!("snapshot: {what}"))
+}
+
+/// Reads the header from `r` and returns a reader of the rows after it.
+pub(crate) fn rows<R: Read>(mut r: R) -> Result<RowReader<R>, StorageError> {
+    let mut magic = vec![0u8; MAGIC.len()];
+    read_exact(&mut r, &mut magic, "too short")?;
+    if magic != MAGIC {
         return Err(bad("not a minietcd MVCC snapshot"));
     }
-    let version = r.u32().ok_or_else(|| bad("truncated header"))?;
+    let mut v = [0u8; 4];
+    read_exact(&mut r, &mut v, "truncated header")?;
+    let version = u32::from_be_bytes(v);
     if version != FORMAT_VERSION {
         return Err(bad(&format!(
             "format version {version}, this build reads {FORMAT_VERSION}"
         )));
     }
-    let count = r.u64().ok_or_else(|| bad("truncated header"))?;
-    let mut rows = Vec::new();
-    let mut last: Option<sled::IVec> = None;
-    for _ in 0..count {
-        let k = r.chunk().ok_or_else(|| bad("truncated row"))?;
-        let v = r.chunk().ok_or_else(|| bad("truncated row"))?;
-        let k = sled::IVec::from(k);
-        if last.as_ref().is_some_and(|l| *l >= k) {
+    let mut c = [0u8; 8];
+    read_exact(&mut r, &mut c, "truncated header")?;
+    Ok(RowReader {
+        r,
+        remaining: u64::from_be_bytes(c),
+        last: None,
+        finished: false,
+    })
+}
+
+fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), StorageError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => bad(what),
+        _ => io_err("read", e),
+    })
+}
+
+impl<R: Read> RowReader<R> {
+    fn chunk(&mut self) -> Result<Vec<u8>, StorageError> {
+        let mut len = [0u8; 4];
+        read_exact(&mut self.r, &mut len, "truncated row")?;
+        let len = u64::from(u32::from_be_bytes(len));
+        // Grown as bytes arrive: a garbled length cannot make this allocate gigabytes.
+        let mut out = Vec::new();
+        let got = (&mut self.r)
+            .take(len)
+            .read_to_end(&mut out)
+            .map_err(|e| io_err("read", e))?;
+        if got as u64 != len {
+            return Err(bad("truncated row"));
+        }
+        Ok(out)
+    }
+
+    fn next_row(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
+        if self.remaining == 0 {
+            let mut one = [0u8; 1];
+            return match self.r.read(&mut one).map_err(|e| io_err("read", e))? {
+                0 => Ok(None),
+                _ => Err(bad("trailing bytes")),
+            };
+        }
+        let k = sled::IVec::from(self.chunk()?);
+        let v = sled::IVec::from(self.chunk()?);
+        if self.last.as_ref().is_some_and(|l| *l >= k) {
             return Err(bad("rows out of order"));
         }
-        last = Some(k.clone());
-        rows.push((k, sled::IVec::from(v)));
+        self.last = Some(k.clone());
+        self.remaining -= 1;
+        Ok(Some((k, v)))
     }
-    if r.pos != data.len() {
-        return Err(bad("trailing bytes"));
-    }
-    Ok(rows)
 }
 
-struct Reader<'a> {
-    data: &'a [u8],
-    pos: usize,
+impl<R: Read> Iterator for RowReader<R> {
+    type Item = Result<(sled::IVec, sled::IVec), StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.finished {
+            return None;
+        }
+        let row = self.next_row().transpose();
+        if !matches!(row, Some(Ok(_))) {
+            self.finished = true;
+        }
+        row
+    }
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let s = self.data.get(self.pos..self.pos.checked_add(n)?)?;
-        self.pos += n;
-        Some(s)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn encode(rows: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut enc = Encoder::new(io::Cursor::new(Vec::new())).unwrap();
+        for (k, v) in rows {
+            enc.row(k, v).unwrap();
+        }
+        let (out, bytes) = enc.finish().unwrap();
+        let out = out.into_inner();
+        assert_eq!(out.len() as u64, bytes);
+        out
     }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn chunk(&mut self) -> Option<&'a [u8]> {
-        let n = usize::try_from(self.u32()?).ok()?;
-        self.take(n)
+
+    #[test]
+    fn rows_round_trip_and_damage_is_refused() {
+        let data = encode(&[(b"a", b"1"), (b"b", b""), (b"c", &[7u8; 1000])]);
+        let back: Vec<_> = rows(&data[..]).unwrap().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back.len(), 3);
+        assert_eq!(back[2].1.as_ref(), &[7u8; 1000][..]);
+        let all = |d: &[u8]| -> Result<Vec<_>, StorageError> { rows(d)?.collect() };
+        assert!(all(&data[..data.len() - 1]).is_err(), "a cut snapshot");
+        let mut longer = data.clone();
+        longer.push(0);
+        assert!(all(&longer).is_err(), "trailing bytes");
+        let disordered = encode(&[(b"b", b"1"), (b"a", b"2")]);
+        assert!(all(&disordered).is_err(), "rows out of order");
+        assert!(all(b"nonsense").is_err());
     }
 }

@@ -131,7 +131,7 @@ async fn a_first_start_killed_before_raft_init_elects_on_restart() {
     {
         // What DataDir::open leaves before Raft starts: the format marker only.
         let db = sled::open(dir.join("db")).unwrap();
-        db.insert(b"minietcd/format", &b"minietcd/2"[..]).unwrap();
+        db.insert(b"minietcd/format", &b"minietcd/3"[..]).unwrap();
         db.flush().unwrap();
     }
     c.restart(0);

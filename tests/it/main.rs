@@ -32,6 +32,7 @@ mod ops_http;
 mod reconfig;
 mod robust;
 mod snapshot_etcd;
+mod snapshot_scale;
 mod startup;
 mod support;
 mod tls;

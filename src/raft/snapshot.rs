@@ -1,0 +1,321 @@
+//! Raft snapshots on disk: the snapshot a member keeps, and the files snapshots travel in.
+//!
+//! A member keeps its current snapshot in `<data dir>/snap/current.snap`:
+//!
+//! ```text
+//! magic "MINIETCD-RAFT-SNAP" | meta length u32 BE | meta (serde) | store snapshot
+//! ```
+//!
+//! where the store snapshot is the MVCC store's own format (`storage::snapshot`). A new one
+//! (built here, or received from the leader) is written to a temporary file in the same
+//! directory, synced, and renamed over `current.snap`, so the kept snapshot is always a
+//! whole one. [`SnapshotData`] is an open file plus where the store snapshot starts in it:
+//! what the state machine hands to openraft and the network reads in chunks, so a snapshot
+//! is never held in memory.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::raft::codec;
+use crate::raft::types::SnapshotMeta;
+
+/// The directory of snapshot files inside a data dir.
+pub const SNAP_DIR: &str = "snap";
+/// The kept snapshot's file name.
+const KEPT: &str = "current.snap";
+/// Temporary files end with this; leftovers are removed when the directory is opened.
+const TEMP_SUFFIX: &str = ".tmp";
+/// Identifies a kept snapshot file.
+const MAGIC: &[u8] = b"MINIETCD-RAFT-SNAP";
+/// The largest meta accepted in a header (a membership of a few members is a few KiB).
+const MAX_META_BYTES: u32 = 1 << 20;
+
+/// The write buffer of a snapshot file.
+const WRITE_BUFFER_BYTES: usize = 256 << 10;
+/// Makes temporary file names unique within a process.
+static TEMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A snapshot's bytes: an open file and the range of it holding the store snapshot.
+pub struct SnapshotData {
+    /// Open for reading; survives the file being renamed or replaced.
+    file: File,
+    /// Where the file was when opened (a temporary file until kept).
+    path: PathBuf,
+    /// The store snapshot's first byte.
+    offset: u64,
+    /// The store snapshot's length.
+    len: u64,
+    /// Removed when dropped: a received snapshot openraft did not install.
+    temp: bool,
+}
+
+impl std::fmt::Debug for SnapshotData {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SnapshotData")
+            .field("path", &self.path)
+            .field("len", &self.len)
+            .finish()
+    }
+}
+
+impl SnapshotData {
+    /// The store snapshot's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the store snapshot is empty (never, for a valid one).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// A reader of the store snapshot, from its first byte. Readers of one `SnapshotData`
+    /// share the file position (the handles are duplicates): use one at a time.
+    pub fn reader(&self) -> io::Result<io::Take<File>> {
+        let mut f = self.file.try_clone()?;
+        f.seek(SeekFrom::Start(self.offset))?;
+        Ok(f.take(self.len))
+    }
+
+    /// An async reader of the store snapshot, from its first byte.
+    pub async fn async_reader(&self) -> io::Result<tokio::io::Take<tokio::fs::File>> {
+        use tokio::io::{AsyncReadExt, AsyncSeekExt};
+        let mut f = tokio::fs::File::from_std(self.file.try_clone()?);
+        f.seek(SeekFrom::Start(self.offset)).await?;
+        Ok(f.take(self.len))
+    }
+}
+
+impl Drop for SnapshotData {
+    fn drop(&mut self) {
+        if self.temp {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::debug!(path = %self.path.display(), error = %e, "temporary snapshot not removed");
+            }
+        }
+    }
+}
+
+/// Writes one snapshot file: the header with its meta, then the store snapshot. Dropped
+/// before [`SnapshotWriter::finish`], it removes its file.
+pub struct SnapshotWriter {
+    /// `None` once finished.
+    out: Option<BufWriter<File>>,
+    path: PathBuf,
+    offset: u64,
+}
+
+impl SnapshotWriter {
+    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("snapshot file already finished"))
+    }
+
+    /// Where the store snapshot goes (seekable, for the store's row count).
+    pub fn body(&mut self) -> io::Result<&mut BufWriter<File>> {
+        self.out()
+    }
+
+    /// Appends bytes of the store snapshot (a received chunk).
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.out()?.write_all(bytes)
+    }
+
+    /// Syncs the file and opens it as [`SnapshotData`] (still temporary: removed when
+    /// dropped unless [`SnapshotDir::keep`] keeps it).
+    pub fn finish(mut self) -> io::Result<SnapshotData> {
+        let out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("snapshot file already finished"))?;
+        let path = std::mem::take(&mut self.path);
+        let file = match out.into_inner().map_err(|e| e.into_error()).and_then(|f| {
+            f.sync_all()?;
+            Ok(f)
+        }) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&path);
+                return Err(e);
+            }
+        };
+        let size = file.metadata()?.len();
+        // From here on `SnapshotData` removes the file if it is not kept.
+        let data = SnapshotData {
+            file: File::open(&path)?,
+            path,
+            offset: self.offset,
+            len: size.saturating_sub(self.offset),
+            temp: true,
+        };
+        Ok(data)
+    }
+}
+
+impl Drop for SnapshotWriter {
+    fn drop(&mut self) {
+        if self.out.take().is_some() {
+            if let Err(e) = fs::remove_file(&self.path) {
+                tracing::debug!(path = %self.path.display(), error = %e, "unfinished snapshot not removed");
+            }
+        }
+    }
+}
+
+/// The directory of snapshot files.
+#[derive(Debug, Clone)]
+pub struct SnapshotDir {
+    path: PathBuf,
+}
+
+impl SnapshotDir {
+    /// Opens (or creates) the directory, removing temporary files a previous run left.
+    pub fn open(path: &Path) -> io::Result<SnapshotDir> {
+        fs::create_dir_all(path)?;
+        for entry in fs::read_dir(path)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().ends_with(TEMP_SUFFIX) {
+                tracing::info!(path = %entry.path().display(), "removing an unfinished snapshot file");
+                fs::remove_file(entry.path())?;
+            }
+        }
+        Ok(SnapshotDir {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Starts a temporary snapshot file for `meta`.
+    pub fn create(&self, meta: &SnapshotMeta) -> io::Result<SnapshotWriter> {
+        let meta_bytes = codec::encode("snapshot meta", meta).map_err(io::Error::other)?;
+        let meta_len = u32::try_from(meta_bytes.len())
+            .ok()
+            .filter(|l| *l <= MAX_META_BYTES)
+            .ok_or_else(|| io::Error::other("snapshot meta too large"))?;
+        let name = format!(
+            "{}-{}{TEMP_SUFFIX}",
+            std::process::id(),
+            TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
+        );
+        let path = self.path.join(name);
+        let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&path)?);
+        let offset = (MAGIC.len() + 4 + meta_bytes.len()) as u64;
+        let mut w = SnapshotWriter {
+            out: Some(out),
+            path,
+            offset,
+        };
+        w.write(MAGIC)?;
+        w.write(&meta_len.to_be_bytes())?;
+        w.write(&meta_bytes)?;
+        Ok(w)
+    }
+
+    /// Makes `data` (a temporary file of this directory, synced) the kept snapshot,
+    /// atomically. `data` then refers to the kept file.
+    pub fn keep(&self, data: &mut SnapshotData) -> io::Result<()> {
+        let kept = self.path.join(KEPT);
+        if !data.temp || data.path.parent() != Some(self.path.as_path()) {
+            return Err(io::Error::other(format!(
+                "{} is not a new snapshot of {}",
+                data.path.display(),
+                self.path.display()
+            )));
+        }
+        fs::rename(&data.path, &kept)?;
+        File::open(&self.path)?.sync_all()?;
+        data.path = kept;
+        data.temp = false;
+        Ok(())
+    }
+
+    /// Copies a snapshot from elsewhere into a temporary file of this directory.
+    pub fn copy_in(&self, meta: &SnapshotMeta, data: &SnapshotData) -> io::Result<SnapshotData> {
+        let mut w = self.create(meta)?;
+        io::copy(&mut data.reader()?, w.body()?)?;
+        w.finish()
+    }
+
+    /// Whether `data` is this directory's kept snapshot.
+    pub fn is_kept(&self, data: &SnapshotData) -> bool {
+        !data.temp && data.path == self.path.join(KEPT)
+    }
+
+    /// Whether `data` is a temporary file of this directory (one [`Self::keep`] takes).
+    pub fn owns(&self, data: &SnapshotData) -> bool {
+        data.temp && data.path.parent() == Some(self.path.as_path())
+    }
+
+    /// The kept snapshot, if any.
+    pub fn kept(&self) -> io::Result<Option<(SnapshotMeta, SnapshotData)>> {
+        let path = self.path.join(KEPT);
+        let mut file = match File::open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bad = |what: &str| io::Error::other(format!("{}: {what}", path.display()));
+        let mut magic = vec![0u8; MAGIC.len()];
+        file.read_exact(&mut magic)
+            .map_err(|_| bad("not a snapshot file"))?;
+        if magic != MAGIC {
+            return Err(bad("not a snapshot file"));
+        }
+        let mut len = [0u8; 4];
+        file.read_exact(&mut len).map_err(|_| bad("truncated"))?;
+        let len = u32::from_be_bytes(len);
+        if len > MAX_META_BYTES {
+            return Err(bad("garbled header"));
+        }
+        let mut meta = vec![0u8; len as usize];
+        file.read_exact(&mut meta).map_err(|_| bad("truncated"))?;
+        let meta: SnapshotMeta =
+            codec::decode("snapshot meta", &meta).map_err(|e| bad(&e.to_string()))?;
+        let offset = (MAGIC.len() + 4) as u64 + u64::from(len);
+        let size = file.metadata()?.len();
+        Ok(Some((
+            meta,
+            SnapshotData {
+                file,
+                path,
+                offset,
+                len: size.saturating_sub(offset),
+                temp: false,
+            },
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_snapshot_reads_back_and_unkept_ones_vanish() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(&tmp.path().join(SNAP_DIR)).unwrap();
+        assert!(dir.kept().unwrap().is_none());
+        let meta = SnapshotMeta::default();
+        let mut w = dir.create(&meta).unwrap();
+        w.write(b"hello ").unwrap();
+        w.write(b"world").unwrap();
+        let mut data = w.finish().unwrap();
+        assert_eq!(data.len(), 11);
+        dir.keep(&mut data).unwrap();
+        let (back, kept) = dir.kept().unwrap().unwrap();
+        assert_eq!(back, meta);
+        let mut s = String::new();
+        kept.reader().unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello world");
+        // A received snapshot that is dropped unkept leaves nothing behind.
+        let w = dir.create(&meta).unwrap();
+        drop(w.finish().unwrap());
+        let names: Vec<_> = fs::read_dir(tmp.path().join(SNAP_DIR))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from(KEPT)]);
+    }
+}

@@ -1,0 +1,344 @@
+//! Moving a snapshot between members: a stream of `SnapshotChunk`s read from the sender's
+//! snapshot file and written to a file on the receiver, one chunk in memory at a time on
+//! each side.
+//!
+//! Deadlines are per chunk, not per snapshot: the sender gives up when no chunk went out for
+//! the chunk deadline (openraft's `install_snapshot_timeout`, from
+//! `RaftTuning::snapshot_timeout_ms`), the receiver when no chunk came in for as long. After
+//! the last chunk the receiver installs before it answers; the sender then waits the chunk
+//! deadline plus the time an install of that size may take at
+//! [`INSTALL_MIN_BYTES_PER_SEC`]. A transfer that goes on logs its progress every
+//! [`PROGRESS_LOG_INTERVAL`].
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::time::Instant as TokioInstant;
+
+use futures::Stream;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_stream::StreamExt;
+use tonic::Status;
+
+use crate::pb::minietcdpb::SnapshotChunk;
+use crate::raft::codec;
+use crate::raft::snapshot::{SnapshotData, SnapshotDir, SnapshotWriter};
+use crate::raft::types::{SnapshotMeta, Vote};
+
+/// A transfer logs its progress this often.
+pub const PROGRESS_LOG_INTERVAL: Duration = Duration::from_secs(5);
+/// The slowest install a sender waits for after its last chunk (a receiver installs the
+/// whole snapshot before it answers).
+pub const INSTALL_MIN_BYTES_PER_SEC: u64 = 4 << 20;
+/// The largest snapshot accepted from a peer: etcd's largest allowed backend quota (8 GiB),
+/// so that a confused peer cannot fill this member's disk.
+pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
+
+/// Bytes of a transfer handed over so far, shared between the chunk stream and the
+/// deadline watcher.
+#[derive(Debug, Default)]
+pub struct Progress {
+    bytes: AtomicU64,
+}
+
+impl Progress {
+    /// Bytes handed over so far.
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Acquire)
+    }
+}
+
+/// Logs a transfer's progress at most every [`PROGRESS_LOG_INTERVAL`].
+struct ProgressLog {
+    what: &'static str,
+    started: Instant,
+    last: Instant,
+    total: Option<u64>,
+}
+
+impl ProgressLog {
+    fn new(what: &'static str, total: Option<u64>) -> Self {
+        let now = Instant::now();
+        ProgressLog {
+            what,
+            started: now,
+            last: now,
+            total,
+        }
+    }
+
+    fn tick(&mut self, bytes: u64) {
+        if self.last.elapsed() >= PROGRESS_LOG_INTERVAL {
+            self.last = Instant::now();
+            tracing::info!(
+                bytes,
+                total = ?self.total,
+                elapsed_ms = self.started.elapsed().as_millis() as u64,
+                "snapshot {} progress",
+                self.what
+            );
+        }
+    }
+}
+
+/// The chunks of one snapshot read lazily from `reader` (`total` bytes): `vote` and `meta`
+/// ride in the first chunk, `done` is set on the last. A read error ends the stream
+/// without a `done` chunk, which the receiver refuses.
+pub fn chunks<R: AsyncRead + Unpin + Send + 'static>(
+    reader: R,
+    total: u64,
+    header: (Vec<u8>, Vec<u8>),
+    chunk_bytes: usize,
+    progress: Arc<Progress>,
+) -> impl Stream<Item = SnapshotChunk> + Send + 'static {
+    struct St<R> {
+        reader: R,
+        header: Option<(Vec<u8>, Vec<u8>)>,
+        sent: u64,
+        finished: bool,
+        log: ProgressLog,
+    }
+    let st = St {
+        reader,
+        header: Some(header),
+        sent: 0,
+        finished: false,
+        log: ProgressLog::new("send", Some(total)),
+    };
+    let chunk_bytes = chunk_bytes.max(1) as u64;
+    futures::stream::unfold(st, move |mut st| {
+        let progress = progress.clone();
+        async move {
+            if st.finished {
+                return None;
+            }
+            let n = (total - st.sent).min(chunk_bytes);
+            let mut data = vec![0u8; usize::try_from(n).ok()?];
+            if let Err(e) = st.reader.read_exact(&mut data).await {
+                tracing::error!(error = %e, sent = st.sent, "reading the snapshot to send failed");
+                return None;
+            }
+            st.sent += n;
+            st.finished = st.sent >= total;
+            progress.bytes.store(st.sent, Ordering::Release);
+            st.log.tick(st.sent);
+            let (vote, meta) = st.header.take().unwrap_or_default();
+            let chunk = SnapshotChunk {
+                vote,
+                meta,
+                data,
+                done: st.finished,
+            };
+            Some((chunk, st))
+        }
+    })
+}
+
+/// Why a send stopped waiting.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SendTimeout {
+    /// No chunk went out for the chunk deadline.
+    Stalled {
+        /// Bytes sent before the stall.
+        sent: u64,
+    },
+    /// The receiver did not answer in time after the last chunk.
+    NoAnswer,
+}
+
+/// Waits for `call` (the InstallSnapshot RPC fed by [`chunks`]) with per-chunk deadlines:
+/// `chunk_ttl` without progress fails it, and after the last of `total` bytes the answer
+/// may take `chunk_ttl` plus an install's time.
+pub async fn with_chunk_deadlines<T>(
+    call: impl std::future::Future<Output = T>,
+    progress: &Progress,
+    total: u64,
+    chunk_ttl: Duration,
+) -> Result<T, SendTimeout> {
+    tokio::pin!(call);
+    let check = (chunk_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+    let mut last = (progress.bytes(), TokioInstant::now());
+    let install = Duration::from_secs(total / INSTALL_MIN_BYTES_PER_SEC);
+    loop {
+        tokio::select! {
+            r = &mut call => return Ok(r),
+            () = tokio::time::sleep(check) => {
+                let sent = progress.bytes();
+                if sent != last.0 {
+                    last = (sent, TokioInstant::now());
+                }
+                let all_sent = sent >= total;
+                let allowed = if all_sent { chunk_ttl + install } else { chunk_ttl };
+                if last.1.elapsed() > allowed {
+                    return Err(if all_sent { SendTimeout::NoAnswer } else { SendTimeout::Stalled { sent } });
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot received into a file.
+pub struct Received {
+    /// The sender's vote.
+    pub vote: Vote,
+    /// What the snapshot covers.
+    pub meta: SnapshotMeta,
+    /// The snapshot's bytes, in a temporary file of the snapshot directory.
+    pub data: SnapshotData,
+    /// Chunks received.
+    pub chunks: usize,
+}
+
+/// Receives one snapshot from `stream` into a temporary file of `dir`, waiting at most
+/// `chunk_ttl` for each chunk.
+pub async fn receive<S>(
+    mut stream: S,
+    dir: &SnapshotDir,
+    chunk_ttl: Duration,
+) -> Result<Received, Status>
+where
+    S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
+{
+    let mut header: Option<(Vote, SnapshotMeta)> = None;
+    let mut writer: Option<SnapshotWriter> = None;
+    let mut bytes = 0u64;
+    let mut chunks = 0usize;
+    let mut log = ProgressLog::new("receive", None);
+    loop {
+        let chunk = match tokio::time::timeout(chunk_ttl, stream.next()).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "no snapshot chunk for {chunk_ttl:?} after {bytes} bytes"
+                )))
+            }
+            Ok(None) => {
+                return Err(Status::aborted(
+                    "snapshot stream ended before its last chunk",
+                ))
+            }
+            Ok(Some(chunk)) => chunk?,
+        };
+        chunks += 1;
+        let mut w = match writer.take() {
+            Some(w) => w,
+            None => {
+                let vote = codec::decode("vote", &chunk.vote).map_err(bad_request)?;
+                let meta: SnapshotMeta =
+                    codec::decode("snapshot meta", &chunk.meta).map_err(bad_request)?;
+                let w = dir.create(&meta).map_err(io_status)?;
+                header = Some((vote, meta));
+                w
+            }
+        };
+        bytes = bytes.saturating_add(chunk.data.len() as u64);
+        if bytes > MAX_SNAPSHOT_BYTES {
+            return Err(Status::resource_exhausted(
+                "snapshot larger than MAX_SNAPSHOT_BYTES",
+            ));
+        }
+        let done = chunk.done;
+        // Writing may block on the disk: off the runtime's threads.
+        let w = tokio::task::spawn_blocking(move || w.write(&chunk.data).map(|()| w))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(io_status)?;
+        log.tick(bytes);
+        if done {
+            let data = tokio::task::spawn_blocking(move || w.finish())
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?
+                .map_err(io_status)?;
+            let (vote, meta) = header.ok_or_else(|| Status::internal("snapshot header lost"))?;
+            return Ok(Received {
+                vote,
+                meta,
+                data,
+                chunks,
+            });
+        }
+        writer = Some(w);
+    }
+}
+
+fn bad_request(e: codec::CodecError) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
+fn io_status(e: std::io::Error) -> Status {
+    Status::internal(format!("snapshot file: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn collect(len: usize, chunk: usize) -> Vec<SnapshotChunk> {
+        let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
+        let progress = Arc::new(Progress::default());
+        chunks(
+            std::io::Cursor::new(data),
+            len as u64,
+            (vec![1], vec![2]),
+            chunk,
+            progress.clone(),
+        )
+        .collect::<Vec<_>>()
+        .await
+    }
+
+    #[tokio::test]
+    async fn chunks_cover_data_once_header_first_done_last() {
+        for (len, chunk, expect) in [(0, 4, 1), (1, 4, 1), (4, 4, 1), (5, 4, 2), (1000, 7, 143)] {
+            let got = collect(len, chunk).await;
+            assert_eq!(got.len(), expect, "len {len} chunk {chunk}");
+            let joined: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
+            assert_eq!(joined, (0..len).map(|i| i as u8).collect::<Vec<_>>());
+            assert_eq!(
+                (got[0].vote.as_slice(), got[0].meta.as_slice()),
+                (&[1u8][..], &[2u8][..])
+            );
+            assert!(got
+                .iter()
+                .skip(1)
+                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+            assert!(got.last().unwrap().done);
+            assert!(got.iter().rev().skip(1).all(|c| !c.done));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_short_file_ends_the_stream_without_done() {
+        let progress = Arc::new(Progress::default());
+        let got: Vec<_> = chunks(&b"abc"[..], 10, (vec![], vec![]), 2, progress)
+            .collect::<Vec<_>>()
+            .await;
+        assert_eq!(got.len(), 1);
+        assert!(!got[0].done);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn deadlines_are_per_chunk_not_per_snapshot() {
+        let ttl = Duration::from_secs(1);
+        let progress = Arc::new(Progress::default());
+        // Progress every 500 ms for 5 s: far longer than one deadline, never stalled.
+        let p = progress.clone();
+        let call = async move {
+            for i in 1..=10u64 {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                p.bytes.store(i, Ordering::Release);
+            }
+            "answer"
+        };
+        assert_eq!(
+            with_chunk_deadlines(call, &progress, 10, ttl).await,
+            Ok("answer")
+        );
+        // No progress at all: fails after about one deadline.
+        let stalled = Arc::new(Progress::default());
+        let start = tokio::time::Instant::now();
+        let r = with_chunk_deadlines(std::future::pending::<()>(), &stalled, 10, ttl).await;
+        assert_eq!(r, Err(SendTimeout::Stalled { sent: 0 }));
+        assert!(start.elapsed() < ttl * 2);
+    }
+}

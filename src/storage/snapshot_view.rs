@@ -1,0 +1,223 @@
+//! Taking and installing snapshots of the store without holding it still.
+//!
+//! Taking one: under the apply lock (a moment), [`MvccStore::begin_snapshot`] records the
+//! current revision and copies the few rows that change in place (meta with the `applied`
+//! blob, leases, alarms, auth), and registers a reader. Applies go on meanwhile: the kv rows
+//! a snapshot needs are immutable once written (one row per revision), rows of later
+//! revisions are skipped, and the only thing that deletes kv rows (compaction, and a
+//! defragment or install that rewrite the tree) waits while a reader is registered. The
+//! rows then stream into any seekable writer ([`SnapshotView::write_to`]), a file on a
+//! member, so a snapshot never sits in memory.
+//!
+//! Installing one: [`MvccStore::install_snapshot_from`] reads the rows twice from a source
+//! that can be reopened (a file): once to validate everything and rebuild the index, once to
+//! write them in batches bounded by rows and bytes. A marker row makes a crash in the middle
+//! visible to the next open, which then starts from an empty store; the raft layer keeps
+//! the snapshot file until the install is done and installs it again.
+
+use std::io::{Read, Seek, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
+
+use super::backend::{self, META_INSTALLING};
+use super::error::StorageError;
+use super::revision::{parse_row_key, KV_PREFIX};
+use super::snapshot::{self, Encoder};
+use super::{clear_keeping_marker, finish_compaction, Engine, MvccStore, INSTALL_BATCH_ROWS};
+
+/// Bytes (keys and values) written per sled batch while installing a snapshot: with large
+/// values, the row bound alone would let one batch hold hundreds of megabytes.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
+/// An install logs its progress every this many bytes written.
+const INSTALL_PROGRESS_BYTES: u64 = 64 << 20;
+
+/// A consistent view of the store for one snapshot; physical deletion of kv rows waits
+/// until it is dropped.
+pub struct SnapshotView<'a> {
+    store: &'a MvccStore,
+    /// The database as it was when the view began (a defragment waits for the view).
+    engine: Arc<Engine>,
+    /// The revision the view is at: kv rows above it are later writes.
+    current: i64,
+    /// The rows before the kv rows, copied under the apply lock.
+    head: Vec<(sled::IVec, sled::IVec)>,
+    /// The rows after the kv rows, copied under the apply lock.
+    tail: Vec<(sled::IVec, sled::IVec)>,
+}
+
+impl SnapshotView<'_> {
+    /// The revision this view is at.
+    pub fn revision(&self) -> i64 {
+        self.current
+    }
+
+    /// Writes the snapshot to `out` (from its current position), a row at a time; returns
+    /// the writer and the snapshot's size in bytes.
+    pub fn write_to<W: Write + Seek>(&self, out: W) -> Result<(W, u64), StorageError> {
+        let mut enc = Encoder::new(out)?;
+        for (k, v) in &self.head {
+            enc.row(k, v)?;
+        }
+        for row in self.engine.tree.scan_prefix([KV_PREFIX]) {
+            let (k, v) = row?;
+            // Row keys sort by revision: everything from here on is newer than the view.
+            if parse_row_key(&k)?.0.main > self.current {
+                break;
+            }
+            enc.row(&k, &v)?;
+        }
+        for (k, v) in &self.tail {
+            enc.row(k, v)?;
+        }
+        enc.finish()
+    }
+}
+
+impl Drop for SnapshotView<'_> {
+    fn drop(&mut self) {
+        let mut readers = self
+            .store
+            .snapshot_readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        *readers = readers.saturating_sub(1);
+        self.store.readers_done.notify_all();
+    }
+}
+
+impl MvccStore {
+    /// Begins a snapshot: a view of the store as it is now, which applies do not disturb.
+    /// Takes the apply lock only while the rows that change in place are copied.
+    pub fn begin_snapshot(&self) -> Result<SnapshotView<'_>, StorageError> {
+        let _apply = self.lock_apply()?;
+        let engine = self.engine()?;
+        let mut head = Vec::new();
+        for row in engine.tree.range::<&[u8], _>(..&[KV_PREFIX][..]) {
+            head.push(row?);
+        }
+        let mut tail = Vec::new();
+        for row in engine.tree.range::<&[u8], _>(&[KV_PREFIX + 1][..]..) {
+            let (k, v) = row?;
+            if k.as_ref() != META_INSTALLING {
+                tail.push((k, v));
+            }
+        }
+        *self
+            .snapshot_readers
+            .lock()
+            .map_err(|_| StorageError::Poisoned)? += 1;
+        Ok(SnapshotView {
+            store: self,
+            engine,
+            current: self.current_revision(),
+            head,
+            tail,
+        })
+    }
+
+    /// The whole MVCC state, consistent with the `applied` blob it contains, in memory
+    /// (for Maintenance.Snapshot and tests; Raft snapshots stream to a file).
+    pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
+        let view = self.begin_snapshot()?;
+        let (out, _) = view.write_to(std::io::Cursor::new(Vec::new()))?;
+        Ok(out.into_inner())
+    }
+
+    /// Waits until no snapshot view is open.
+    pub(super) fn wait_snapshot_readers(&self) -> Result<(), StorageError> {
+        let mut readers = self
+            .snapshot_readers
+            .lock()
+            .map_err(|_| StorageError::Poisoned)?;
+        while *readers > 0 {
+            readers = self
+                .readers_done
+                .wait(readers)
+                .map_err(|_| StorageError::Poisoned)?;
+        }
+        Ok(())
+    }
+
+    /// The apply lock, taken once no snapshot view is open (none can begin while it is
+    /// held); the wait happens without the lock, so applies go on meanwhile.
+    pub(super) fn lock_apply_without_readers(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        loop {
+            self.wait_snapshot_readers()?;
+            let guard = self.lock_apply()?;
+            if *self
+                .snapshot_readers
+                .lock()
+                .map_err(|_| StorageError::Poisoned)?
+                == 0
+            {
+                return Ok(guard);
+            }
+        }
+    }
+
+    /// Replaces the whole state with a snapshot's, given in memory (see
+    /// [`Self::install_snapshot_from`]).
+    pub fn install_snapshot(&self, data: &[u8]) -> Result<(), StorageError> {
+        self.install_snapshot_from(|| Ok(data))
+    }
+
+    /// Replaces the whole state with a snapshot's, read from `open()` twice (it must give
+    /// the same bytes both times: a file). The snapshot is fully validated before anything
+    /// is touched; while the tree is rewritten a marker row makes a crash visible to the
+    /// next open().
+    pub fn install_snapshot_from<R: Read>(
+        &self,
+        mut open: impl FnMut() -> Result<R, StorageError>,
+    ) -> Result<(), StorageError> {
+        let rec = backend::recover(snapshot::rows(open()?)?)?;
+        if rec.empty || rec.installing {
+            return Err(StorageError::Corrupt(
+                "snapshot holds no store or an unfinished install".into(),
+            ));
+        }
+        let mut state = rec.state;
+        let _apply = self.lock_apply_without_readers()?;
+        // Readers are held off for the whole rewrite: the rows they would load vanish.
+        let mut st = self.write_state()?;
+        let e = self.engine()?;
+        // The marker is durable before the first old row goes, and stays until the last new
+        // row is in: a crash anywhere in between is seen as an interrupted install on open,
+        // never as a store to trust (sled's `clear` removes rows one by one, marker included).
+        e.tree.insert(META_INSTALLING, &[][..])?;
+        e.tree.flush()?;
+        clear_keeping_marker(&e.tree)?;
+        let mut batch = sled::Batch::default();
+        let (mut rows, mut bytes, mut total, mut logged) = (0usize, 0usize, 0u64, 0u64);
+        for row in snapshot::rows(open()?)? {
+            let (k, v) = row?;
+            rows += 1;
+            bytes += k.len() + v.len();
+            batch.insert(k, v);
+            if rows >= INSTALL_BATCH_ROWS || bytes >= INSTALL_BATCH_BYTES {
+                e.tree.apply_batch(std::mem::take(&mut batch))?;
+                total += bytes as u64;
+                (rows, bytes) = (0, 0);
+                if total - logged >= INSTALL_PROGRESS_BYTES {
+                    logged = total;
+                    tracing::info!(bytes = total, "snapshot install progress");
+                }
+            }
+        }
+        e.tree.apply_batch(batch)?;
+        finish_compaction(&e.tree, &mut state)?;
+        e.tree.remove(META_INSTALLING)?;
+        e.tree.flush()?;
+        self.current.store(state.current, Ordering::Release);
+        self.compacted.store(state.compacted, Ordering::Release);
+        self.mark_removed(state.compacted);
+        tracing::info!(
+            rev = state.current,
+            keys = state.index.len(),
+            bytes = total + bytes as u64,
+            "snapshot installed"
+        );
+        self.tokens.set_enabled(state.auth.enabled);
+        *st = state;
+        Ok(())
+    }
+}
