@@ -97,6 +97,31 @@ fn code_name(code: &str) -> &'static str {
     }
 }
 
+/// tonic refuses a request above the decoding limit with OutOfRange and a message of its own;
+/// etcd (grpc-go) answers ResourceExhausted "grpc: received message larger than max (N vs.
+/// M)", which clients match on. Rewrites the first into the second (a trailers-only
+/// response: the status is in the headers).
+fn etcd_size_status(headers: &mut HeaderMap) {
+    const PREFIX: &str = "Error, decoded message length too large: found ";
+    let Some(msg) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let Some(rest) = msg.strip_prefix(PREFIX) else {
+        return;
+    };
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let (Some(found), Some(limit)) = (numbers.next(), numbers.next()) else {
+        return;
+    };
+    let etcd = format!("grpc: received message larger than max ({found} vs. {limit})");
+    if let Ok(v) = http::HeaderValue::from_str(&etcd) {
+        headers.insert("grpc-message", v);
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    }
+}
+
 fn status_in(headers: &HeaderMap) -> Option<&'static str> {
     headers
         .get("grpc-status")
@@ -135,6 +160,8 @@ where
                     return Err(e);
                 }
             };
+            let mut res = res;
+            etcd_size_status(res.headers_mut());
             // A trailers-only response carries its status in the headers.
             let call = match (call, status_in(res.headers())) {
                 (Some(c), Some(code)) => {

@@ -103,7 +103,6 @@ fn unary_cases() -> Vec<&'static str> {
         "range negative revision",
         "range max revision",
         "range invalid sort order",
-        "range invalid sort target",
         "range negative sort order",
         "range negative filters",
         "range keys and count only",
@@ -158,7 +157,6 @@ fn unary_cases() -> Vec<&'static str> {
         "member update missing",
         "member update bad url",
         "member promote missing",
-        "alarm invalid action",
         "alarm invalid type",
         "alarm activate missing member",
         "hashkv negative",
@@ -178,7 +176,6 @@ fn unary_cases() -> Vec<&'static str> {
         "role get missing",
         "role delete missing",
         "role grant invalid perm type",
-        "role grant no perm",
         "role revoke missing",
         "auth enable without root",
         "auth disable when disabled",
@@ -375,6 +372,11 @@ async fn unary(c: &mut RawClients, name: &str) -> String {
             out(c.kv.txn(txn(Vec::new(), ops)).await)
         }
         "txn deep nesting" => out(
+            c.kv
+                .txn(txn(Vec::new(), vec![nested(30, put(b"deep", b"v"))]))
+                .await,
+        ),
+        "txn deeper nesting" => out(
             c.kv
                 .txn(txn(Vec::new(), vec![nested(60, put(b"deep", b"v"))]))
                 .await,
@@ -753,6 +755,25 @@ async fn malformed_requests_answer_like_etcd() {
     let mut e = RawClients::connect(&etcd.endpoint(0)).await;
     let mut m = RawClients::connect(&mini.endpoint(0)).await;
     let mut diffs = Vec::new();
+    // etcd 3.4 crashes (nil sort.Interface) on a sort target outside the enum when the range
+    // is sorted; etcd 3.5 refuses it with "invalid sort option", as minietcd does.
+    let b = unary(&mut m, "range invalid sort target").await;
+    assert_eq!(b, "InvalidArgument: etcdserver: invalid sort option");
+    // etcd 3.4 also crashes on an alarm action outside the enum (its applier returns no
+    // response); minietcd answers like a GET.
+    let b = unary(&mut m, "alarm invalid action").await;
+    assert_eq!(b, "ok");
+    // And on a permission grant without a permission; etcd 3.5 refuses it.
+    let b = unary(&mut m, "role grant no perm").await;
+    assert_eq!(b, "InvalidArgument: etcdserver: permission not given");
+    // 60 nested txns are 120 nested messages: etcd 3.4 applies them (and its own client cannot
+    // decode the answer); prost, under minietcd, stops decoding at 100 nested messages
+    // (docs/fault-testing.md, "Deliberate differences").
+    let b = unary(&mut m, "txn deeper nesting").await;
+    assert!(
+        b.starts_with("Internal: failed to decode Protobuf message") && b.ends_with("recursion limit reached"),
+        "{b}"
+    );
     for name in unary_cases() {
         let a = unary(&mut e, name).await;
         let b = unary(&mut m, name).await;
@@ -792,6 +813,14 @@ async fn malformed_requests_answer_like_etcd() {
             diffs.push(format!("{name}:\n  etcd:     {}\n  minietcd: {}", r[0], r[1]));
         }
     }
+    let (mut etcd, mut mini) = (etcd, mini);
+    assert!(
+        etcd.exited(0).is_none(),
+        "etcd exited:\n{}\ndifferences so far:\n{}",
+        etcd.log(0),
+        diffs.join("\n")
+    );
+    assert!(mini.exited(0).is_none(), "minietcd exited:\n{}", mini.log(0));
     assert!(
         !mini.log(0).contains("panicked"),
         "minietcd panicked:\n{}",
@@ -833,6 +862,12 @@ async fn random_field_values_answer_like_etcd() {
             .new_tree(&mut runner)
             .expect("value")
             .current();
+        // Sorted ranges on a target outside the enum crash etcd 3.4 (see above).
+        let target = if order != 0 && !(0..5).contains(&target) {
+            0
+        } else {
+            target
+        };
         let req = RangeRequest {
             key,
             range_end,
