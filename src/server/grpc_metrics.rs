@@ -103,10 +103,13 @@ fn code_name(code: &str) -> &'static str {
 /// response: the status is in the headers).
 fn etcd_size_status(headers: &mut HeaderMap) {
     const PREFIX: &str = "Error, decoded message length too large: found ";
-    let Some(msg) = headers.get("grpc-message").and_then(|v| v.to_str().ok()) else {
+    let Some(status) = tonic::Status::from_header_map(headers) else {
         return;
     };
-    let Some(rest) = msg.strip_prefix(PREFIX) else {
+    if status.code() != tonic::Code::OutOfRange {
+        return;
+    }
+    let Some(rest) = status.message().strip_prefix(PREFIX) else {
         return;
     };
     let mut numbers = rest
@@ -115,10 +118,11 @@ fn etcd_size_status(headers: &mut HeaderMap) {
     let (Some(found), Some(limit)) = (numbers.next(), numbers.next()) else {
         return;
     };
-    let etcd = format!("grpc: received message larger than max ({found} vs. {limit})");
-    if let Ok(v) = http::HeaderValue::from_str(&etcd) {
-        headers.insert("grpc-message", v);
-        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+    let etcd = tonic::Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ));
+    if etcd.add_header(headers).is_err() {
+        tracing::debug!("could not rewrite an oversized request's status");
     }
 }
 

@@ -21,11 +21,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use minietcd::pb::etcdserverpb::{
     auth_client::AuthClient, cluster_client::ClusterClient, compare, kv_client::KvClient,
-    lease_client::LeaseClient, maintenance_client::MaintenanceClient, request_op,
-    watch_client::WatchClient, response_op, Compare,
-    CompactionRequest, DeleteRangeRequest, LeaseGrantRequest, LeaseLeasesRequest,
-    LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest, RequestOp,
-    ResponseHeader, ResponseOp, TxnRequest,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, request_op, response_op,
+    watch_client::WatchClient, CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest,
+    LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, PutRequest, RangeRequest,
+    RequestOp, ResponseHeader, ResponseOp, TxnRequest,
 };
 use minietcd::pb::mvccpb::KeyValue;
 use proptest::prelude::*;
@@ -35,7 +34,7 @@ use tonic::transport::Channel;
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 
 /// Cases per run in the suite (about 20 s on two cores); `DIFF_CASES` overrides it.
-const DEFAULT_CASES: u32 = 48;
+const DEFAULT_CASES: u32 = 160;
 
 /// Keys of a case, below its prefix.
 const KEYS: [&str; 5] = ["a", "b", "b/x", "c", "d"];
@@ -188,11 +187,21 @@ enum Op {
     Put(PutOp),
     Delete(DeleteOp),
     Txn(TxnOp),
-    Grant { slot: Slot, ttl: i64, explicit_id: bool },
+    Grant {
+        slot: Slot,
+        ttl: i64,
+        explicit_id: bool,
+    },
     Revoke(Slot),
-    TimeToLive { slot: Slot, keys: bool },
+    TimeToLive {
+        slot: Slot,
+        keys: bool,
+    },
     Leases,
-    Compact { rev: Rev, physical: bool },
+    Compact {
+        rev: Rev,
+        physical: bool,
+    },
 }
 
 fn rev() -> impl Strategy<Value = Rev> {
@@ -349,9 +358,8 @@ struct Side {
 impl Side {
     async fn start(c: &RawClients, case: u64) -> Side {
         let mut c = c.clone();
-        let base = c
-            .kv
-            .range(RangeRequest {
+        let base =
+            c.kv.range(RangeRequest {
                 key: b"\x01probe".to_vec(),
                 ..Default::default()
             })
@@ -364,7 +372,9 @@ impl Side {
         Side {
             c,
             base,
-            slots: (0..SLOTS).map(|s| explicit_lease_id(case, Slot(s))).collect(),
+            slots: (0..SLOTS)
+                .map(|s| explicit_lease_id(case, Slot(s)))
+                .collect(),
             labels: HashMap::new(),
         }
     }
@@ -449,7 +459,11 @@ fn put_req(case: u64, side: &Side, p: &PutOp) -> PutRequest {
         } else {
             VALUES[p.value].as_bytes().to_vec()
         },
-        lease: if p.ignore_lease { 0 } else { side.lease(p.lease) },
+        lease: if p.ignore_lease {
+            0
+        } else {
+            side.lease(p.lease)
+        },
         prev_kv: p.prev_kv,
         ignore_value: p.ignore_value,
         ignore_lease: p.ignore_lease,
@@ -492,9 +506,13 @@ fn txn_req(case: u64, side: &Side, t: &TxnOp) -> TxnRequest {
             .iter()
             .map(|b| RequestOp {
                 request: Some(match b {
-                    TxnBody::Range(r) => request_op::Request::RequestRange(range_req(case, side, r)),
+                    TxnBody::Range(r) => {
+                        request_op::Request::RequestRange(range_req(case, side, r))
+                    }
                     TxnBody::Put(p) => request_op::Request::RequestPut(put_req(case, side, p)),
-                    TxnBody::Delete(d) => request_op::Request::RequestDeleteRange(delete_req(case, d)),
+                    TxnBody::Delete(d) => {
+                        request_op::Request::RequestDeleteRange(delete_req(case, d))
+                    }
                     TxnBody::Txn(t) => request_op::Request::RequestTxn(txn_req(case, side, t)),
                 }),
             })
@@ -637,7 +655,12 @@ async fn apply(case: u64, side: &mut Side, op: &Op) -> String {
             } else {
                 0
             };
-            match side.c.lease.lease_grant(LeaseGrantRequest { ttl: *ttl, id }).await {
+            match side
+                .c
+                .lease
+                .lease_grant(LeaseGrantRequest { ttl: *ttl, id })
+                .await
+            {
                 Ok(r) => {
                     let r = r.into_inner();
                     let label = i64::from(slot.0) + 1;
