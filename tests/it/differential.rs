@@ -34,7 +34,7 @@ use tonic::transport::Channel;
 use crate::etcd_cluster::{Cluster, ClusterConfig, ServerKind};
 
 /// Cases per run in the suite (about 20 s on two cores); `DIFF_CASES` overrides it.
-const DEFAULT_CASES: u32 = 160;
+const DEFAULT_CASES: u32 = 96;
 
 /// Keys of a case, below its prefix.
 const KEYS: [&str; 5] = ["a", "b", "b/x", "c", "d"];
