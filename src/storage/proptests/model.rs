@@ -290,13 +290,14 @@ impl MTxn<'_> {
         for op in if ok { &t.success } else { &t.failure } {
             match &op.request {
                 Some(Op::RequestPut(p)) => {
-                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) {
-                        return Err(ApplyError::LeaseNotFound);
-                    }
+                    // The key first, then the lease (etcd's checkRequestPut).
                     if (p.ignore_value || p.ignore_lease)
                         && self.m.at(&p.key, self.m.current).is_none()
                     {
                         return Err(ApplyError::KeyNotFound);
+                    }
+                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) {
+                        return Err(ApplyError::LeaseNotFound);
                     }
                 }
                 Some(Op::RequestTxn(n)) => self.check_puts(n, path, pos)?,
