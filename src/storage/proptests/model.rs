@@ -21,6 +21,9 @@ pub(super) struct Model {
     pub hist: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
     pub current: i64,
     pub compacted: i64,
+    /// Whether any compaction succeeded: etcd's compacted revision starts at -1, so a first
+    /// compaction at 0 succeeds.
+    pub compacted_once: bool,
     /// lease id -> attached keys.
     pub leases: BTreeMap<i64, BTreeSet<Vec<u8>>>,
     /// revision -> its events.
@@ -429,7 +432,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             }
         },
         Request::Compaction(c) => {
-            if c.revision <= m.compacted {
+            if c.revision <= m.compacted && (c.revision != 0 || m.compacted_once) {
                 Err(ApplyError::Compacted)
             } else if c.revision > m.current {
                 Err(ApplyError::FutureRevision)
@@ -455,6 +458,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             } = t;
             if let Request::Compaction(c) = req {
                 m.compacted = c.revision;
+                m.compacted_once = true;
             }
             m.leases = leases;
             if !events.is_empty() {
