@@ -662,13 +662,14 @@ impl Admin {
     }
 
     async fn update(&self, r: MemberUpdateRequest) -> Result<MemberUpdateResponse, Status> {
-        if !valid_peer_urls(&r.peer_ur_ls) {
-            return Err(bad_urls());
-        }
+        // etcd looks the member up first: an unknown id is "member not found" whatever URLs.
         let m = self.leader_membership()?;
         let Some(node) = m.get_node(&r.id) else {
             return Err(member_not_found());
         };
+        if !valid_peer_urls(&r.peer_ur_ls) {
+            return Err(bad_urls());
+        }
         let wanted: BTreeSet<&String> = r.peer_ur_ls.iter().collect();
         if m.nodes()
             .any(|(id, n)| *id != r.id && n.peer_urls.iter().any(|u| wanted.contains(u)))

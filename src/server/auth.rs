@@ -304,6 +304,10 @@ impl Auth for AuthService {
         &self,
         req: Request<AuthRoleGrantPermissionRequest>,
     ) -> Result<Response<AuthRoleGrantPermissionResponse>, Status> {
+        // etcd 3.5's check (etcd 3.4 dereferences the missing permission and crashes).
+        if req.get_ref().perm.is_none() {
+            return Err(ApiError::PermissionNotGiven.into());
+        }
         let md = req.metadata().clone();
         answer!(self, md, RoleGrantPermission, req.into_inner())
     }

@@ -97,6 +97,35 @@ fn code_name(code: &str) -> &'static str {
     }
 }
 
+/// tonic refuses a request above the decoding limit with OutOfRange and a message of its own;
+/// etcd (grpc-go) answers ResourceExhausted "grpc: received message larger than max (N vs.
+/// M)", which clients match on. Rewrites the first into the second (a trailers-only
+/// response: the status is in the headers).
+fn etcd_size_status(headers: &mut HeaderMap) {
+    const PREFIX: &str = "Error, decoded message length too large: found ";
+    let Some(status) = tonic::Status::from_header_map(headers) else {
+        return;
+    };
+    if status.code() != tonic::Code::OutOfRange {
+        return;
+    }
+    let Some(rest) = status.message().strip_prefix(PREFIX) else {
+        return;
+    };
+    let mut numbers = rest
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty());
+    let (Some(found), Some(limit)) = (numbers.next(), numbers.next()) else {
+        return;
+    };
+    let etcd = tonic::Status::resource_exhausted(format!(
+        "grpc: received message larger than max ({found} vs. {limit})"
+    ));
+    if etcd.add_header(headers).is_err() {
+        tracing::debug!("could not rewrite an oversized request's status");
+    }
+}
+
 fn status_in(headers: &HeaderMap) -> Option<&'static str> {
     headers
         .get("grpc-status")
@@ -135,6 +164,8 @@ where
                     return Err(e);
                 }
             };
+            let mut res = res;
+            etcd_size_status(res.headers_mut());
             // A trailers-only response carries its status in the headers.
             let call = match (call, status_in(res.headers())) {
                 (Some(c), Some(code)) => {

@@ -18,6 +18,10 @@ pub enum ApiError {
     ValueProvided,
     #[error("etcdserver: lease is provided")]
     LeaseProvided,
+    #[error("etcdserver: permission not given")]
+    PermissionNotGiven,
+    #[error("etcdserver: invalid sort option")]
+    InvalidSortOption,
     #[error("etcdserver: too many operations in txn request")]
     TooManyOps,
     #[error("etcdserver: duplicate key given in txn request")]
@@ -100,7 +104,7 @@ impl ApiError {
         use ApiError::*;
         match self {
             EmptyKey | KeyNotFound | ValueProvided | LeaseProvided | TooManyOps | DuplicateKey
-            | RequestTooLarge => Code::InvalidArgument,
+            | RequestTooLarge | InvalidSortOption | PermissionNotGiven => Code::InvalidArgument,
             Compacted | FutureRevision | LeaseTtlTooLarge => Code::OutOfRange,
             LeaseNotFound | MemberNotFound => Code::NotFound,
             LeaseExists | NotLeader | BadLeaderTransferee => Code::FailedPrecondition,

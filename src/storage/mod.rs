@@ -528,14 +528,18 @@ impl MvccStore {
             let st = self.read_state()?;
             (st.current, st.compacted)
         };
-        let error = if rev <= compacted {
+        let e = self.engine()?;
+        // etcd starts with compactMainRev = -1: a first compaction at revision 0 succeeds
+        // (and compacts nothing); once any compaction happened, 0 is "compacted".
+        let first_at_zero =
+            rev == 0 && compacted == 0 && !e.tree.contains_key(backend::META_COMPACTED)?;
+        let error = if rev <= compacted && !first_at_zero {
             Some(ApplyError::Compacted)
         } else if rev > cur {
             Some(ApplyError::FutureRevision)
         } else {
             None
         };
-        let e = self.engine()?;
         let mut batch = sled::Batch::default();
         batch.insert(
             backend::META_COMMIT,

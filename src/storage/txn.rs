@@ -366,11 +366,13 @@ impl<'a> WriteTxn<'a> {
         for op in branch(req, ok) {
             match &op.request {
                 Some(Op::RequestPut(p)) if puts => {
-                    if p.lease != 0 && !self.lease_exists(p.lease) {
-                        return Err(ApplyError::LeaseNotFound.into());
-                    }
+                    // etcd's checkRequestPut: the key first, then the lease (a plain Put
+                    // checks them the other way round).
                     if (p.ignore_value || p.ignore_lease) && self.before(&p.key)?.is_none() {
                         return Err(ApplyError::KeyNotFound.into());
+                    }
+                    if p.lease != 0 && !self.lease_exists(p.lease) {
+                        return Err(ApplyError::LeaseNotFound.into());
                     }
                 }
                 Some(Op::RequestRange(r)) if !puts && r.revision != 0 => {

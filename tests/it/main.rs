@@ -3,6 +3,7 @@
 
 mod auth;
 mod auto_compaction;
+mod bad_input;
 mod bench_smoke;
 mod certs;
 mod client_kv;
@@ -17,6 +18,7 @@ mod crash;
 mod ctl_etcdctl;
 mod ctl_formats;
 mod ctl_maint;
+mod differential;
 mod errors;
 mod etcd_cluster;
 mod etcdctl;

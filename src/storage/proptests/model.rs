@@ -21,6 +21,9 @@ pub(super) struct Model {
     pub hist: BTreeMap<Vec<u8>, Vec<(i64, Option<KeyValue>)>>,
     pub current: i64,
     pub compacted: i64,
+    /// Whether any compaction succeeded: etcd's compacted revision starts at -1, so a first
+    /// compaction at 0 succeeds.
+    pub compacted_once: bool,
     /// lease id -> attached keys.
     pub leases: BTreeMap<i64, BTreeSet<Vec<u8>>>,
     /// revision -> its events.
@@ -290,13 +293,14 @@ impl MTxn<'_> {
         for op in if ok { &t.success } else { &t.failure } {
             match &op.request {
                 Some(Op::RequestPut(p)) => {
-                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) {
-                        return Err(ApplyError::LeaseNotFound);
-                    }
+                    // The key first, then the lease (etcd's checkRequestPut).
                     if (p.ignore_value || p.ignore_lease)
                         && self.m.at(&p.key, self.m.current).is_none()
                     {
                         return Err(ApplyError::KeyNotFound);
+                    }
+                    if p.lease != 0 && !self.m.leases.contains_key(&p.lease) {
+                        return Err(ApplyError::LeaseNotFound);
                     }
                 }
                 Some(Op::RequestTxn(n)) => self.check_puts(n, path, pos)?,
@@ -428,7 +432,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             }
         },
         Request::Compaction(c) => {
-            if c.revision <= m.compacted {
+            if c.revision <= m.compacted && (c.revision != 0 || m.compacted_once) {
                 Err(ApplyError::Compacted)
             } else if c.revision > m.current {
                 Err(ApplyError::FutureRevision)
@@ -454,6 +458,7 @@ pub(super) fn model_write(m: &mut Model, req: &Request) -> (i32, Option<Response
             } = t;
             if let Request::Compaction(c) = req {
                 m.compacted = c.revision;
+                m.compacted_once = true;
             }
             m.leases = leases;
             if !events.is_empty() {
