@@ -820,44 +820,7 @@ impl MvccStore {
     /// validated before anything is touched; while the tree is rewritten a marker row makes
     /// a crash visible to the next open().
     pub fn install_rows(&self, rows: Vec<Row>) -> Result<(), StorageError> {
-        let rec = backend::recover(rows.iter().cloned().map(Ok))?;
-        if rec.empty || rec.installing {
-            return Err(StorageError::Corrupt(
-                "snapshot holds no store or an unfinished install".into(),
-            ));
-        }
-        let mut state = rec.state;
-        let _apply = self.lock_apply_without_readers()?;
-        // Readers are held off for the whole rewrite: the rows they would load vanish.
-        let mut st = self.write_state()?;
-        let e = self.engine()?;
-        // The marker is durable before the first old row goes, and stays until the last new
-        // row is in: a crash anywhere in between is seen as an interrupted install on open,
-        // never as a store to trust (sled's `clear` removes rows one by one, marker included).
-        e.tree.insert(backend::META_INSTALLING, &[][..])?;
-        e.tree.flush()?;
-        clear_keeping_marker(&e.tree)?;
-        for chunk in rows.chunks(INSTALL_BATCH_ROWS) {
-            let mut batch = sled::Batch::default();
-            for (k, v) in chunk {
-                batch.insert(k, v);
-            }
-            e.tree.apply_batch(batch)?;
-        }
-        finish_compaction(&e.tree, &mut state)?;
-        e.tree.remove(backend::META_INSTALLING)?;
-        e.tree.flush()?;
-        self.current.store(state.current, Ordering::Release);
-        self.compacted.store(state.compacted, Ordering::Release);
-        self.mark_removed(state.compacted);
-        tracing::info!(
-            rev = state.current,
-            keys = state.index.len(),
-            "snapshot installed"
-        );
-        self.tokens.set_enabled(state.auth.enabled);
-        *st = state;
-        Ok(())
+        self.install_rows_from(|| Ok(rows.iter().cloned().map(Ok)))
     }
 
     /// History for watch catch-up: the events of revisions `from_rev..=to_rev`, grouped by

@@ -169,7 +169,19 @@ impl MvccStore {
         &self,
         mut open: impl FnMut() -> Result<R, StorageError>,
     ) -> Result<(), StorageError> {
-        let rec = backend::recover(snapshot::rows(open()?)?)?;
+        self.install_rows_from(|| snapshot::rows(open()?))
+    }
+
+    /// Replaces the whole state with the rows `source()` gives (key order), asked for twice:
+    /// once to validate them and rebuild the index, once to write them.
+    pub(super) fn install_rows_from<I>(
+        &self,
+        mut source: impl FnMut() -> Result<I, StorageError>,
+    ) -> Result<(), StorageError>
+    where
+        I: Iterator<Item = Result<super::Row, StorageError>>,
+    {
+        let rec = backend::recover(source()?)?;
         if rec.empty || rec.installing {
             return Err(StorageError::Corrupt(
                 "snapshot holds no store or an unfinished install".into(),
@@ -188,7 +200,7 @@ impl MvccStore {
         clear_keeping_marker(&e.tree)?;
         let mut batch = sled::Batch::default();
         let (mut rows, mut bytes, mut total, mut logged) = (0usize, 0usize, 0u64, 0u64);
-        for row in snapshot::rows(open()?)? {
+        for row in source()? {
             let (k, v) = row?;
             rows += 1;
             bytes += k.len() + v.len();
