@@ -514,25 +514,28 @@ async fn planted_violations_in_a_recorded_history_are_found() {
     }
     found(&half, "not atomic");
 
-    // A revoke acknowledged one revision before its key's deletion: the key was still
-    // attached to the lease when the revoke claims to have been done.
-    let lease_deleted: Vec<(String, i64)> = committed
-        .iter()
-        .flat_map(|(rev, evs)| evs.iter().map(move |e| (*rev, e)))
-        .filter(|(_, e)| !e.put)
-        .map(|(rev, e)| (e.key.clone(), rev))
-        .collect();
-    let revoke = h
+    // A revoke acknowledged at a revision where its key still held the value put with the
+    // lease: a lease put of the run, and a revoke of that lease claiming that revision.
+    let (put_op, lease, rev) = h
         .ops
         .iter()
-        .position(|o| {
-            matches!(o.output, Output::Revoke { rev } if lease_deleted.contains(&(o.key.clone(), rev)))
+        .find_map(|o| match (&o.input, &o.output) {
+            (Input::Put { value }, Output::Put { rev }) => {
+                let lease = i64::from_str_radix(value.rsplit_once("@L")?.1, 16).ok()?;
+                Some((o.clone(), lease, *rev))
+            }
+            _ => None,
         })
-        .expect("an acknowledged revoke that deleted its key");
+        .expect("an acknowledged put with a lease attached");
     let mut early = h.clone();
-    if let Output::Revoke { rev } = &mut early.ops[revoke].output {
-        *rev -= 1;
-    }
+    early.ops.push(crate::robust::history::Op {
+        input: Input::Revoke {
+            lease,
+            expiry: false,
+        },
+        output: Output::Revoke { rev },
+        ..put_op
+    });
     found(&early, "still holds");
 
     // A PUT through a NOPUT filter.
