@@ -72,9 +72,10 @@ async fn strict_reconfig_check_off_allows_the_remove() {
     }
 }
 
-/// Member add on a one-member cluster answers at once with the new member list; the new
-/// member then joins with `--initial-cluster-state existing` and the cluster serves.
-async fn add_to_one_member(kind: ServerKind) {
+/// A one-member cluster of `kind`, a member added to it (`member add` answers at once with
+/// both members) and started joining: the cluster, a client of the first member, the new
+/// member's index and the id the cluster gave it.
+async fn one_member_plus_a_joiner(kind: ServerKind) -> (Cluster, etcd_client::Client, usize, u64) {
     let mut c = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
     let mut cl = client_on(&c, 0).await;
     let (new, url) = c.reserve_member();
@@ -85,6 +86,13 @@ async fn add_to_one_member(kind: ServerKind) {
     assert_eq!(added.member_list().len(), 2, "{kind:?}");
     let id = added.member().unwrap().id();
     c.spawn_joining(new);
+    (c, cl, new, id)
+}
+
+/// Member add on a one-member cluster answers at once with the new member list; the new
+/// member then joins with `--initial-cluster-state existing` and the cluster serves.
+async fn add_to_one_member(kind: ServerKind) {
+    let (_cluster, cl, _, id) = one_member_plus_a_joiner(kind).await;
     wait_until_async(
         "the cluster of two serving",
         Duration::from_secs(30),
@@ -119,15 +127,7 @@ async fn member_add_on_a_one_member_cluster_answers_at_once_minietcd() {
 /// starts it as the member its data dir says it is; so must minietcd (found by the fault
 /// soak, which restarts every member with its first flags).
 async fn runtime_member_restarted_with_first_start_flags(kind: ServerKind) {
-    let mut c = Cluster::start_ready(ClusterConfig::new(kind, 1)).await;
-    let mut cl = client_on(&c, 0).await;
-    let (new, url) = c.reserve_member();
-    let added = tokio::time::timeout(Duration::from_secs(3), cl.member_add([url.as_str()], None))
-        .await
-        .expect("member add answers at once")
-        .unwrap();
-    let id = added.member().unwrap().id();
-    c.spawn_joining(new);
+    let (mut c, cl, new, id) = one_member_plus_a_joiner(kind).await;
     let serves = |what: &'static str| {
         let cl = cl.clone();
         wait_until_async(what, Duration::from_secs(30), move || {
