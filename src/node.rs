@@ -519,8 +519,12 @@ fn start_background(
     );
     let (member_id, cluster_id) = (data_dir.identity.member_id, data_dir.identity.cluster_id);
     let stopped = stop_rx.clone();
+    let proposer = services.ctx.proposer.clone();
     let publish = tokio::spawn(async move {
         publishing.await;
+        // As etcd applies its publish entry before it serves: the store catches up with
+        // everything committed before this start.
+        proposer.catch_up(stopped.clone()).await;
         if !*stopped.borrow() {
             lifecycle::published(logger, &name, &urls, member_id, cluster_id);
         }

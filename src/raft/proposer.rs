@@ -86,7 +86,12 @@ pub const LEASE_NOT_READY: &str = "raft: leader lease not established yet";
 
 /// Gets writes committed and reads confirmed through the current leader. Cheap to clone
 /// (every field is a shared handle).
+/// First and largest pause between start-up read index attempts ([`Proposer::catch_up`]).
+const CATCH_UP_BACKOFF_MIN: Duration = Duration::from_millis(50);
+const CATCH_UP_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
+
 pub struct Proposer {
     /// This member.
     id: NodeId,
@@ -100,6 +105,9 @@ pub struct Proposer {
     writes: WriteBatcher,
     /// Shares one leadership confirmation among the local reads queued while it runs.
     reads: ReadIndexBatcher,
+    /// Whether this member has applied everything the cluster committed before it started
+    /// (see [`Self::catch_up`]); serializable reads wait for it.
+    caught_up: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Proposer {
@@ -119,6 +127,46 @@ impl Proposer {
             timeouts,
             writes,
             reads,
+            caught_up: Arc::new(tokio::sync::watch::Sender::new(false)),
+        }
+    }
+
+    /// Brings a starting member's store up to what the cluster had committed: a read index
+    /// round through the leader, retried until it succeeds or `stop` turns true. Until then a
+    /// restarted member's store may be behind what it served before it stopped (applied
+    /// writes reach sled's disk after their answer; the WAL replays them), so serializable
+    /// reads wait for this ([`Self::wait_caught_up`]), as etcd serves nothing before its
+    /// publish entry is applied.
+    pub async fn catch_up(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut backoff = CATCH_UP_BACKOFF_MIN;
+        loop {
+            let res = tokio::select! {
+                r = self.read_index() => r,
+                _ = stop.wait_for(|s| *s) => return,
+            };
+            match res {
+                Ok(()) => break,
+                Err(e) => tracing::debug!(error = %e, "start-up read index failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            backoff = (backoff * 2).min(CATCH_UP_BACKOFF_MAX);
+        }
+        self.caught_up.send_replace(true);
+    }
+
+    /// Returns once [`Self::catch_up`] is done, or a timeout after the request budget.
+    pub async fn wait_caught_up(&self) -> Result<(), ProposeError> {
+        let mut rx = self.caught_up.subscribe();
+        let caught_up = tokio::time::timeout(self.timeouts.request, rx.wait_for(|c| *c))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if caught_up {
+            Ok(())
+        } else {
+            Err(ProposeError::Timeout)
         }
     }
 

@@ -75,9 +75,13 @@ impl ServerContext {
         Ok((applied, resp.revision))
     }
 
-    /// A linearizable read barrier unless the request asked for a serializable read.
+    /// A linearizable read barrier unless the request asked for a serializable read; a
+    /// serializable read still waits until a starting member has caught up with what it
+    /// may have served before it stopped, so that its reads never go back in time.
     pub async fn read_barrier(&self, serializable: bool) -> Result<(), ApiError> {
-        if !serializable {
+        if serializable {
+            self.proposer.wait_caught_up().await?;
+        } else {
             self.proposer.read_index().await?;
         }
         Ok(())

@@ -23,6 +23,8 @@ pub const COMPACT_BATCH_ROWS: usize = 4096;
 pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
+/// How often a long removal of compacted history logs its progress.
+pub const COMPACT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Compacts the whole index at `at` (step after step, without pauses) and returns the rows
 /// that are no longer reachable.

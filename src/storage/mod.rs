@@ -595,6 +595,9 @@ impl MvccStore {
         let mut from: Option<Vec<u8>> = None;
         let mut rows = 0;
         let mut steps = 0;
+        let started = std::time::Instant::now();
+        let mut last_progress = started;
+        tracing::info!(rev, batch_limit = limit, "removing compacted history");
         loop {
             steps += 1;
             let next = {
@@ -618,15 +621,19 @@ impl MvccStore {
                 Some(key) => from = Some(key),
                 None => break,
             }
+            if last_progress.elapsed() >= compact::COMPACT_PROGRESS_EVERY {
+                last_progress = std::time::Instant::now();
+                tracing::info!(rev, rows, steps, "removing compacted history: in progress");
+            }
             if lock_steps {
                 std::thread::sleep(compact::COMPACT_STEP_PAUSE);
             }
         }
-        tracing::debug!(
+        tracing::info!(
             rev,
             rows,
             steps,
-            batch_limit = limit,
+            took_ms = started.elapsed().as_millis() as u64,
             "compacted history removed"
         );
         self.mark_removed(rev);

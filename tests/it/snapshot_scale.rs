@@ -70,7 +70,24 @@ async fn snapshot_count_counts_writes_not_raft_entries() {
 }
 
 /// Key, value, create, mod revision and version of a key.
-type KvSummary = (Vec<u8>, Vec<u8>, i64, i64, i64);
+pub type KvSummary = (Vec<u8>, Vec<u8>, i64, i64, i64);
+
+/// What a range answered, key by key, without the header: two members' answers compare
+/// equal when they hold the same data.
+pub fn summary(r: &etcd_client::GetResponse) -> Vec<KvSummary> {
+    r.kvs()
+        .iter()
+        .map(|kv| {
+            (
+                kv.key().to_vec(),
+                kv.value().to_vec(),
+                kv.create_revision(),
+                kv.mod_revision(),
+                kv.version(),
+            )
+        })
+        .collect()
+}
 
 /// A three-member cluster that snapshots every 50 writes and keeps 5 entries past a
 /// snapshot, with member `lagging` killed; returns it and the leader.
@@ -277,20 +294,6 @@ async fn a_follower_killed_while_installing_a_snapshot_recovers_a_correct_store(
         let theirs = on_follower.get("row/", opts()).await.unwrap();
         let ours = cl.get("row/", opts()).await.unwrap();
         assert_eq!(theirs.kvs().len(), TXNS / 2 * PUTS_PER_TXN);
-        let summary = |r: &etcd_client::GetResponse| -> Vec<KvSummary> {
-            r.kvs()
-                .iter()
-                .map(|kv| {
-                    (
-                        kv.key().to_vec(),
-                        kv.value().to_vec(),
-                        kv.create_revision(),
-                        kv.mod_revision(),
-                        kv.version(),
-                    )
-                })
-                .collect()
-        };
         assert_eq!(summary(&theirs), summary(&ours), "at revision {at}");
     }
 }
