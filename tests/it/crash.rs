@@ -301,7 +301,7 @@ async fn serializable_reads_do_not_go_back_after_every_member_is_killed() {
     // heartbeat, applies them and serves them, while neither its WAL's commit record nor
     // its store has reached the disk yet. Killed right then.
     let serializable = || Some(GetOptions::new().with_serializable());
-    let mut on_follower = client_on(&c, follower).await;
+    let on_follower = client_on(&c, follower).await;
     let served = wait_until_async(
         "the follower serves the last write",
         Duration::from_secs(10),
