@@ -669,6 +669,7 @@ load_with_progress() {
   bench_start "$kind" "$r" "$name" --target-leader --conns 10 --clients 100 put --key-size 8 --val-size 256 \
     --sequential-keys --key-space-size "$SCALE_KEYS" --total "$total"
   url=$(member_url "$kind" 0)
+  last=$(status_field "$url" revision); last=${last:-0}
   t_last=$EPOCHREALTIME
   while kill -0 "$BENCH_PID" 2>/dev/null; do
     for (( k = 0; k < 25; k++ )); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
@@ -833,6 +834,7 @@ run_scale() {
     fi
     bench_stop "$kind" "$r" scale-put-compact && record_put_latency "$r" "$kind" "$SC_COMPACT" p99
   fi
+  return 0
 }
 
 
