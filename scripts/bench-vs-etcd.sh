@@ -788,12 +788,19 @@ run_scale() {
       port_busy "$p" && die "port $p is in use: pick another --port-base"
     done
     r0=$(status_field "$leader_url" revision)
-    log "  catch-up: member add $kind$MEMBERS, started empty, until it reaches revision $r0"
+    log "  catch-up: member add $kind$MEMBERS, then started empty, until it reaches revision $r0"
+    # etcd refuses a new voter ("unhealthy cluster") until every member has been connected for
+    # 5 s, which the restarted follower may not have been yet: retry that for a minute.
+    local add_log="$OUT/logs/$kind-r$r-member-add.log" add_deadline=$(( SECONDS + 60 ))
+    until etcdctl --endpoints "$leader_url" member add "$kind$MEMBERS" \
+        --peer-urls="http://127.0.0.1:$(peer_port "$kind" "$MEMBERS")" >>"$add_log" 2>&1; do
+      if ! grep -q "unhealthy cluster" "$add_log" || (( SECONDS >= add_deadline )); then
+        die "member add failed on $kind (see $add_log)"
+      fi
+      sleep 0.5
+    done
     rate_load_start "$kind" "$r" scale-put-snapshot $(( SCALE_RATE * SCALE_EVENT_TIMEOUT_S ))
     sleep 1
-    etcdctl --endpoints "$leader_url" member add "$kind$MEMBERS" \
-      --peer-urls="http://127.0.0.1:$(peer_port "$kind" "$MEMBERS")" >>"$OUT/logs/$kind-r$r-member-add.log" 2>&1 ||
-      die "member add failed on $kind (see $OUT/logs/$kind-r$r-member-add.log)"
     dir=$(member_dir "$kind" "$r" "$MEMBERS")
     rm -rf "$dir"; DATA_DIRS+=("$dir")
     t0=$EPOCHREALTIME
