@@ -33,8 +33,9 @@
 #   --scale-keys N   keys loaded (default 1000000; the overwrite is N/5)
 #   --snapshot-count C  --snapshot-count of both servers (default etcd's 100000; for a small N
 #                 pick one well below N, so that the new member still needs a snapshot)
-#   Both servers also get --quota-backend-bytes 8589934592. Takes about 15 minutes per
-#   server at N = 1000000 on 2 cores; see docs/benchmarks.md.
+#   Both servers also get --quota-backend-bytes 8589934592. On 2 cores, both servers
+#   together: 1.5 minutes for N = 20000, 3 minutes for N = 200000, and an estimated 15 to 20
+#   minutes for N = 1000000 (the load dominates); see docs/benchmarks.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
