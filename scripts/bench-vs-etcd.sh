@@ -20,6 +20,22 @@
 #   --only LIST   run only these workloads, a comma-separated list of put, range, txn, lease,
 #                 watch (default: all); for quick A/B runs of one path, the full table needs all
 #   --report DIR  print the table of an earlier run's --out DIR again, and run nothing
+#
+# Scale (issue 14): scripts/bench-vs-etcd.sh --scale [--scale-keys N] [--snapshot-count C]
+#   --scale       instead of the suite, one round per server of: load N keys of 256 bytes
+#                 (100 clients), overwrite N/5 of them; RSS and data-dir size of the largest
+#                 member; put p50/p99 of a quiet rate-limited load (10 clients, 1000 puts/s,
+#                 15 s); a range of 10,000 keys (--limit) and a full count (--count-only);
+#                 restart of a follower (kill -9) until it serves a linearizable read; a new
+#                 member (member add, started empty) until it has caught up through a snapshot,
+#                 with put p99 meanwhile; physical compaction of every revision so far, with put
+#                 p99 meanwhile. Prints the table and one line per target of issue 14.
+#   --scale-keys N   keys loaded (default 1000000; the overwrite is N/5)
+#   --snapshot-count C  --snapshot-count of both servers (default etcd's 100000; for a small N
+#                 pick one well below N, so that the new member still needs a snapshot)
+#   Both servers also get --quota-backend-bytes 8589934592. On 2 cores, both servers
+#   together: 1.5 minutes for N = 20000, 3 minutes for N = 200000, and an estimated 15 to 20
+#   minutes for N = 1000000 (the load dominates); see docs/benchmarks.md.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -32,6 +48,9 @@ BUILD=1
 KEEP=0
 REPORT=""
 ONLY="put,range,txn,lease,watch"
+SCALE=0
+SCALE_KEYS=1000000
+SNAPSHOT_COUNT=""
 
 die() { echo "bench-vs-etcd: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
@@ -52,11 +71,26 @@ while [[ $# -gt 0 ]]; do
     --only=*) ONLY="${1#*=}" ;;
     --report) REPORT="${2:?--report needs a directory}"; shift ;;
     --report=*) REPORT="${1#*=}" ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
+    --scale) SCALE=1 ;;
+    --scale-keys) SCALE_KEYS="${2:?--scale-keys needs a number}"; shift ;;
+    --scale-keys=*) SCALE_KEYS="${1#*=}" ;;
+    --snapshot-count) SNAPSHOT_COUNT="${2:?--snapshot-count needs a number}"; shift ;;
+    --snapshot-count=*) SNAPSHOT_COUNT="${1#*=}" ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {print}' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
   shift
 done
+if [[ $SCALE == 1 ]]; then
+  (( MEMBERS == 3 )) || die "--scale runs three-member clusters; --single does not apply"
+  [[ "$SCALE_KEYS" =~ ^[1-9][0-9]*$ ]] && (( SCALE_KEYS >= 1000 )) || die "--scale-keys must be a number of at least 1000"
+  SNAPSHOT_COUNT="${SNAPSHOT_COUNT:-100000}"
+  [[ "$SNAPSHOT_COUNT" =~ ^[1-9][0-9]*$ ]] || die "--snapshot-count must be a positive number"
+  [[ -z "$ROUNDS" ]] || die "--scale runs one round per server; --rounds does not apply"
+  ROUNDS=1
+elif [[ -n "$SNAPSHOT_COUNT" || "$SCALE_KEYS" != 1000000 ]]; then
+  die "--scale-keys and --snapshot-count go with --scale"
+fi
 [[ -z "$ROUNDS" ]] && { [[ $QUICK == 1 ]] && ROUNDS=1 || ROUNDS=3; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
 for w in ${ONLY//,/ }; do
@@ -102,7 +136,7 @@ trap 'exit 130' INT TERM
 # The table: medians over rounds, from DIR/results.tsv, DIR/meta and DIR/notes.txt.
 print_table() {
   local dir=$1 members rounds
-  read -r members rounds <"$dir/meta"
+  read -r members rounds _ <"$dir/meta"
   python3 - "$dir/results.tsv" "$members" "$rounds" "$dir/notes.txt" <<'PY' | tee "$dir/table.txt"
 import statistics, sys
 from collections import OrderedDict
@@ -175,9 +209,59 @@ for note in open(notes_path).read().splitlines():
 PY
 }
 
+# Scale rows (--scale): their workload names; the targets of issue 14 refer to them.
+SC_LOAD="scale: load N keys, 100 clients"
+SC_OVERWRITE="scale: overwrite N/5 keys, 100 clients"
+SC_SIZE="scale: after load + overwrite, largest member"
+SC_QUIET="scale: put 1000/s, 10 clients, quiet"
+SC_SNAP="scale: put 1000/s, 10 clients, during snapshot catch-up"
+SC_COMPACT="scale: put 1000/s, 10 clients, during compaction"
+SC_LIMIT="scale: range from the first key, --limit 10000"
+SC_COUNT="scale: range over every key, --count-only"
+SC_RESTART="scale: follower kill -9 to a linearizable read"
+SC_CATCHUP="scale: new member, start to caught up (snapshot)"
+SC_COMPACTION="scale: physical compaction of every revision"
+
+# print_scale_targets DIR: one line per target of issue 14, from DIR/results.tsv.
+print_scale_targets() {
+  python3 - "$1/results.tsv" "$SC_SIZE" "$SC_RESTART" "$SC_CATCHUP" "$SC_QUIET" "$SC_SNAP" "$SC_COMPACT" <<'PY' | tee -a "$1/table.txt"
+import sys
+path, size, restart, catchup, quiet, snap, compact = sys.argv[1:8]
+v = {}
+for line in open(path):
+    _, kind, workload, metric, value, _ = line.rstrip("\n").split("\t")
+    try:
+        v[(kind, workload, metric)] = float(value)
+    except ValueError:
+        pass
+print("\nTargets (issue 14):")
+def no_worse(label, workload, metric):
+    e, m = v.get(("etcd", workload, metric)), v.get(("minietcd", workload, metric))
+    if e is None or m is None:
+        print(f"  {label}: not measured")
+    else:
+        print(f"  {label} no worse than etcd's: {'met' if m <= e else 'missed'} (minietcd {m:g}, etcd {e:g})")
+no_worse("RSS after the load", size, "RSS MiB")
+no_worse("restart to a linearizable read", restart, "s")
+no_worse("catch-up of a new member", catchup, "s")
+def within_2x(label, workload):
+    q, d = v.get(("minietcd", quiet, "p99 ms")), v.get(("minietcd", workload, "p99 ms"))
+    eq, ed = v.get(("etcd", quiet, "p99 ms")), v.get(("etcd", workload, "p99 ms"))
+    ref = f"; etcd {ed / eq:.2f}x its quiet p99" if eq and ed is not None else ""
+    if not q or d is None:
+        print(f"  put p99 {label} at most 2x quiet: not measured{ref}")
+    else:
+        print(f"  put p99 {label} at most 2x quiet: {'met' if d <= 2 * q else 'missed'} "
+              f"(minietcd {d / q:.2f}x its quiet p99{ref})")
+within_2x("during snapshot catch-up", snap)
+within_2x("during compaction", compact)
+PY
+}
+
 if [[ -n "$REPORT" ]]; then
   [[ -f "$REPORT/results.tsv" && -f "$REPORT/meta" ]] || die "$REPORT holds no results of this script"
   print_table "$REPORT"
+  if [[ "$(awk '{print $3}' "$REPORT/meta")" == scale ]]; then print_scale_targets "$REPORT"; fi
   exit 0
 fi
 
@@ -225,40 +309,45 @@ endpoints() {
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 CLUSTER_PIDS=()
-# start_cluster KIND ROUND: starts the members with identical flags; 0 when all are healthy.
-start_cluster() {
-  local kind=$1 round=$2 i initial="" bin
-  CLUSTER_PIDS=()
+# Flags both servers get besides those below (--scale sets the snapshot count and quota).
+SERVER_FLAGS=()
+member_dir() { echo "$OUT/data/$1-r$2-m$3"; }
+member_url() { echo "http://127.0.0.1:$(client_port "$1" "$2")"; }
+# start_member KIND ROUND I INITIAL_CLUSTER STATE LOG_LEVEL: starts member I on its data dir
+# as it is (a restart reuses it) with the flags every member gets; the pid lands in
+# MEMBER_PID and PIDS, the output is appended to the member's log.
+MEMBER_PID=""
+start_member() {
+  local kind=$1 round=$2 i=$3 initial=$4 state=$5 level=$6 bin cu pu
   [[ "$kind" == etcd ]] && bin="$(command -v etcd)" || bin="$MINIETCD"
-  for (( i = 0; i < MEMBERS; i++ )); do
+  cu="$(member_url "$kind" "$i")"
+  pu="http://127.0.0.1:$(peer_port "$kind" "$i")"
+  # etcd 3.4 warns at start-up unless it is told to use its structured logger.
+  local extra=()
+  [[ "$kind" == etcd ]] && extra=(--logger=zap)
+  "$bin" --name "$kind$i" --data-dir "$(member_dir "$kind" "$round" "$i")" \
+    --listen-client-urls "$cu" --advertise-client-urls "$cu" \
+    --listen-peer-urls "$pu" --initial-advertise-peer-urls "$pu" \
+    --initial-cluster "$initial" --initial-cluster-state "$state" \
+    --initial-cluster-token "bench-$kind-r$round" --log-level="$level" \
+    "${SERVER_FLAGS[@]}" "${extra[@]}" >>"$OUT/logs/$kind-r$round-m$i.log" 2>&1 &
+  MEMBER_PID=$!
+  PIDS+=($!)
+}
+# initial_cluster KIND COUNT: --initial-cluster for members 0..COUNT-1.
+initial_cluster() {
+  local kind=$1 i initial=""
+  for (( i = 0; i < $2; i++ )); do
     initial+="${initial:+,}$kind$i=http://127.0.0.1:$(peer_port "$kind" "$i")"
-    for p in "$(client_port "$kind" "$i")" "$(peer_port "$kind" "$i")"; do
-      port_busy "$p" && die "port $p is in use: pick another --port-base"
-    done
   done
-  for (( i = 0; i < MEMBERS; i++ )); do
-    local dir="$OUT/data/$kind-r$round-m$i"
-    rm -rf "$dir"; mkdir -p "$(dirname "$dir")"
-    DATA_DIRS+=("$dir")
-    local cu pu
-    cu="http://127.0.0.1:$(client_port "$kind" "$i")"
-    pu="http://127.0.0.1:$(peer_port "$kind" "$i")"
-    # etcd 3.4 warns at start-up unless it is told to use its structured logger.
-    local extra=()
-    [[ "$kind" == etcd ]] && extra=(--logger=zap)
-    "$bin" --name "$kind$i" --data-dir "$dir" \
-      --listen-client-urls "$cu" --advertise-client-urls "$cu" \
-      --listen-peer-urls "$pu" --initial-advertise-peer-urls "$pu" \
-      --initial-cluster "$initial" --initial-cluster-state new \
-      --initial-cluster-token "bench-$kind-r$round" --log-level=warn "${extra[@]}" \
-      >"$OUT/logs/$kind-r$round-m$i.log" 2>&1 &
-    PIDS+=($!)
-    CLUSTER_PIDS+=($!)
-  done
-  local deadline=$(( SECONDS + 30 ))
+  echo "$initial"
+}
+# wait_healthy KIND: 0 once every member answers `endpoint health` (30 s at most).
+wait_healthy() {
+  local kind=$1 deadline=$(( SECONDS + 30 )) pid
   while (( SECONDS < deadline )); do
     for pid in "${CLUSTER_PIDS[@]}"; do
-      kill -0 "$pid" 2>/dev/null || { log "$kind member $pid exited during start-up (log: $OUT/logs/)"; return 1; }
+      kill -0 "$pid" 2>/dev/null || { log "$kind member $pid exited (log: $OUT/logs/)"; return 1; }
     done
     if etcdctl --endpoints "$(endpoints "$kind")" --command-timeout=1s endpoint health >/dev/null 2>&1; then
       return 0
@@ -267,6 +356,27 @@ start_cluster() {
   done
   log "$kind did not become healthy within 30 s (log: $OUT/logs/)"
   return 1
+}
+
+# start_cluster KIND ROUND: starts the members with identical flags; 0 when all are healthy.
+start_cluster() {
+  local kind=$1 round=$2 i initial p
+  CLUSTER_PIDS=()
+  initial="$(initial_cluster "$kind" "$MEMBERS")"
+  for (( i = 0; i < MEMBERS; i++ )); do
+    for p in "$(client_port "$kind" "$i")" "$(peer_port "$kind" "$i")"; do
+      port_busy "$p" && die "port $p is in use: pick another --port-base"
+    done
+  done
+  for (( i = 0; i < MEMBERS; i++ )); do
+    local dir
+    dir="$(member_dir "$kind" "$round" "$i")"
+    rm -rf "$dir"; mkdir -p "$(dirname "$dir")"
+    DATA_DIRS+=("$dir")
+    start_member "$kind" "$round" "$i" "$initial" new warn
+    CLUSTER_PIDS+=("$MEMBER_PID")
+  done
+  wait_healthy "$kind"
 }
 
 stop_cluster() {
@@ -303,7 +413,7 @@ cluster_rss_kb() {
 # The suite. Each row of $RESULTS: round kind workload metric value direction.
 RESULTS="$OUT/results.tsv"
 : >"$RESULTS"
-echo "$MEMBERS $ROUNDS" >"$OUT/meta"
+echo "$MEMBERS $ROUNDS $([[ $SCALE == 1 ]] && echo scale || echo suite)" >"$OUT/meta"
 : >"$OUT/notes.txt"
 mkdir -p "$OUT/logs" "$OUT/json"
 # record_cpu ROUND KIND NAME FILE TICKS_BEFORE: the client's CPU (from its report) beside the
@@ -487,10 +597,278 @@ run_suite() {
 }
 
 # ---------------------------------------------------------------------------------------------
+# Scale (--scale, issue 14): one cluster per server, loaded with SCALE_KEYS keys, then measured.
+# The rate-limited put load of the quiet figure and of the loads during events.
+SCALE_RATE=1000
+SCALE_QUIET_SECS=15
+# Longest an event (catch-up, compaction, restart) may take before the run gives up.
+SCALE_EVENT_TIMEOUT_S=3600
+
+# elapsed T0 T1: seconds between two $EPOCHREALTIME readings.
+elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+
+# status_field URL FIELD: a field of the member's own `endpoint status` (revision, leader,
+# member_id), empty when it does not answer.
+status_field() {
+  etcdctl --endpoints "$1" --dial-timeout=1s --command-timeout=2s endpoint status -w json 2>/dev/null |
+    python3 -c '
+import json, sys
+s = json.load(sys.stdin)[0]["Status"]
+print({"revision": s["header"]["revision"], "member_id": s["header"]["member_id"], "leader": s["leader"]}[sys.argv[1]])' "$2" 2>/dev/null || true
+}
+# leader_index KIND: the index of the member that is leader, per the members themselves.
+leader_index() {
+  local kind=$1 i
+  for (( i = 0; i < MEMBERS; i++ )); do
+    local url id leader
+    url=$(member_url "$kind" "$i")
+    id=$(status_field "$url" member_id)
+    leader=$(status_field "$url" leader)
+    if [[ -n "$id" && "$id" == "$leader" ]]; then echo "$i"; return 0; fi
+  done
+  log "  no member of $kind says it is the leader"
+  return 1
+}
+
+# bench_start KIND ROUND NAME ARGS...: a run in the background (BENCH_PID, BENCH_FILE); no
+# timeout wrapper, so that SIGINT reaches it (it then stops and reports what it sent).
+BENCH_PID=""; BENCH_FILE=""; BENCH_CPU=""
+bench_start() {
+  local kind=$1 round=$2 name=$3; shift 3
+  BENCH_FILE="$OUT/json/r$round-$kind-$name.json"
+  BENCH_CPU=$(cluster_cpu_ticks)
+  "$BENCH" --endpoints "$(endpoints "$kind")" --json "$@" >"$BENCH_FILE" 2>"$OUT/logs/bench-r$round-$kind-$name.err" &
+  BENCH_PID=$!
+  PIDS+=("$BENCH_PID")
+}
+# bench_finish KIND ROUND NAME: waits for the run of bench_start; 0 when its report is usable.
+bench_finish() {
+  if ! wait "$BENCH_PID"; then run_failed "$1" "$2" "$3"; return 1; fi
+  record_cpu "$2" "$1" "$3" "$BENCH_FILE" "$BENCH_CPU"
+  note_errors "$1" "$2" "$3" "$BENCH_FILE"
+}
+# bench_stop KIND ROUND NAME: ends a run of bench_start early (SIGINT) and finishes it.
+bench_stop() {
+  kill -INT "$BENCH_PID" 2>/dev/null || true
+  bench_finish "$@"
+}
+# rate_load_start KIND ROUND NAME TOTAL: the rate-limited put load, on keys of the loaded space.
+rate_load_start() {
+  bench_start "$1" "$2" "$3" --target-leader --conns 10 --clients 10 put --key-size 8 --val-size 256 \
+    --key-space-size "$SCALE_KEYS" --rate "$SCALE_RATE" --total "$4"
+}
+# record_put_latency ROUND KIND WORKLOAD METRICS...: p50/p99 of the last bench_start run.
+record_put_latency() {
+  local r=$1 kind=$2 workload=$3 m; shift 3
+  for m in "$@"; do record "$r" "$kind" "$workload" "$m ms" "$(jget "$BENCH_FILE" put "latency_ms.$m")" lower; done
+}
+
+# load_with_progress KIND ROUND NAME TOTAL: TOTAL puts of sequential keys (0, 1, ... modulo the
+# key space) from 100 clients, a progress line every 5 s; fails when the revision stalls 120 s.
+load_with_progress() {
+  local kind=$1 r=$2 name=$3 total=$4 url rev last=0 stalled=0 t_last t_now k
+  bench_start "$kind" "$r" "$name" --target-leader --conns 10 --clients 100 put --key-size 8 --val-size 256 \
+    --sequential-keys --key-space-size "$SCALE_KEYS" --total "$total"
+  url=$(member_url "$kind" 0)
+  last=$(status_field "$url" revision); last=${last:-0}
+  t_last=$EPOCHREALTIME
+  while kill -0 "$BENCH_PID" 2>/dev/null; do
+    for (( k = 0; k < 25; k++ )); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.2; done
+    kill -0 "$BENCH_PID" 2>/dev/null || break
+    rev=$(status_field "$url" revision); t_now=$EPOCHREALTIME
+    if [[ -n "$rev" ]]; then
+      log "    $name: revision $rev, $(awk -v d="$(( rev - last ))" -v t="$(elapsed "$t_last" "$t_now")" 'BEGIN { printf "%.0f", d / t }') puts/s"
+      if (( rev == last )); then stalled=$(( stalled + 5 )); else stalled=0; fi
+      last=$rev; t_last=$t_now
+    fi
+    if (( stalled >= 120 )); then
+      log "  $name: no progress on $kind for 120 s; stopping it"
+      kill -INT "$BENCH_PID" 2>/dev/null || true
+    fi
+  done
+  bench_finish "$kind" "$r" "$name"
+}
+
+# range_note_field FILE FIELD: key-values or count of the last range response of a report.
+range_note_field() {
+  python3 - "$1" "$2" <<'PY'
+import json, re, sys
+for note in json.load(open(sys.argv[1])).get("notes", []):
+    m = re.match(r"each range response: (\d+) key-values, count (\d+)", note)
+    if m:
+        print(m.group(1) if sys.argv[2] == "kvs" else m.group(2)); break
+else:
+    print("")
+PY
+}
+
+# The log line each server writes when a member installs a snapshot from its leader (etcd 3.4
+# at info level; minietcd's state machine).
+snapshot_installed_pattern() {
+  [[ "$1" == etcd ]] && echo '"msg":"applied snapshot"' || echo 'snapshot installed'
+}
+
+run_scale() {
+  local kind=$1 r=1 f li url t0 t1 k
+  local overwrite=$(( SCALE_KEYS / 5 ))
+
+  # a. The load and the overwrite.
+  log "  load: $SCALE_KEYS keys of 256 bytes, 100 clients"
+  load_with_progress "$kind" "$r" scale-load "$SCALE_KEYS" &&
+    record "$r" "$kind" "$SC_LOAD" "puts/s" "$(jget "$BENCH_FILE" put per_sec)" higher
+  log "  overwrite: $overwrite keys"
+  load_with_progress "$kind" "$r" scale-overwrite "$overwrite" &&
+    record "$r" "$kind" "$SC_OVERWRITE" "puts/s" "$(jget "$BENCH_FILE" put per_sec)" higher
+
+  # b. Memory and disk of the largest member.
+  local pid kb rss=0 du_max=0 i
+  for pid in "${CLUSTER_PIDS[@]}"; do kb=$(proc_kb "$pid" VmRSS); (( kb > rss )) && rss=$kb; done
+  for (( i = 0; i < MEMBERS; i++ )); do
+    kb=$(du -sk "$(member_dir "$kind" "$r" "$i")" | awk '{print $1}'); (( kb > du_max )) && du_max=$kb
+  done
+  record "$r" "$kind" "$SC_SIZE" "RSS MiB" "$(( rss / 1024 ))" lower
+  record "$r" "$kind" "$SC_SIZE" "data dir MiB" "$(( du_max / 1024 ))" lower
+  log "  after the load: RSS $(( rss / 1024 )) MiB, data dir $(( du_max / 1024 )) MiB (largest member)"
+
+  # c. Put latency with nothing else running.
+  log "  quiet put: $SCALE_RATE/s for $SCALE_QUIET_SECS s"
+  rate_load_start "$kind" "$r" scale-put-quiet $(( SCALE_RATE * SCALE_QUIET_SECS ))
+  bench_finish "$kind" "$r" scale-put-quiet && record_put_latency "$r" "$kind" "$SC_QUIET" p50 p99
+
+  # d. A range of 10,000 keys, and a count of every key.
+  log "  range: --limit 10000, and --count-only over every key"
+  if f=$(bench "$kind" "$r" scale-range-limit --conns 1 --clients 1 range "" --from-key --limit 10000 --total 20); then
+    record "$r" "$kind" "$SC_LIMIT" "p50 ms" "$(jget "$f" range latency_ms.p50)" lower
+    record "$r" "$kind" "$SC_LIMIT" "p99 ms" "$(jget "$f" range latency_ms.p99)" lower
+    k=$(range_note_field "$f" kvs)
+    [[ "$k" == 10000 || ( $SCALE_KEYS -lt 10000 && "$k" == "$SCALE_KEYS" ) ]] ||
+      echo "$kind: the range with --limit 10000 returned ${k:-no} key-values" >>"$OUT/notes.txt"
+  fi
+  if f=$(bench "$kind" "$r" scale-count --conns 1 --clients 1 range "" --from-key --count-only --total 10); then
+    record "$r" "$kind" "$SC_COUNT" "p50 ms" "$(jget "$f" range latency_ms.p50)" lower
+    k=$(range_note_field "$f" count)
+    [[ "$k" == "$SCALE_KEYS" ]] || echo "$kind: the full count was ${k:-missing}, not $SCALE_KEYS" >>"$OUT/notes.txt"
+  fi
+
+  # e. Restart of a follower: kill -9, start it again, time to its first linearizable read.
+  if li=$(leader_index "$kind"); then
+    local fol=$(( (li + 1) % MEMBERS ))
+    log "  restart: kill -9 of follower $kind$fol"
+    pid=${CLUSTER_PIDS[$fol]}
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    url=$(member_url "$kind" "$fol")
+    t0=$EPOCHREALTIME
+    start_member "$kind" "$r" "$fol" "$(initial_cluster "$kind" "$MEMBERS")" new warn
+    CLUSTER_PIDS[fol]=$MEMBER_PID
+    local deadline=$(( SECONDS + SCALE_EVENT_TIMEOUT_S )) ok=0
+    while (( SECONDS < deadline )) && kill -0 "$MEMBER_PID" 2>/dev/null; do
+      # Wait for the listener first: etcdctl's dial of a closed port backs off for a second.
+      if port_busy "$(client_port "$kind" "$fol")" &&
+        etcdctl --endpoints "$url" --dial-timeout=1s --command-timeout=10s get scale-restart-probe >/dev/null 2>&1; then
+        ok=1; break
+      fi
+      sleep 0.02
+    done
+    t1=$EPOCHREALTIME
+    if (( ok )); then
+      record "$r" "$kind" "$SC_RESTART" "s" "$(elapsed "$t0" "$t1")" lower
+      log "    served a linearizable read after $(elapsed "$t0" "$t1") s"
+    else
+      echo "$kind: the restarted follower never served a linearizable read (log: $OUT/logs/$kind-r$r-m$fol.log)" >>"$OUT/notes.txt"
+    fi
+    wait_healthy "$kind" || true
+  fi
+
+  # f. A new member catches up through a snapshot while the put load runs.
+  if li=$(leader_index "$kind"); then
+    local leader_url new_url r0 rev dir p
+    leader_url=$(member_url "$kind" "$li")
+    new_url=$(member_url "$kind" "$MEMBERS")
+    for p in "$(client_port "$kind" "$MEMBERS")" "$(peer_port "$kind" "$MEMBERS")"; do
+      port_busy "$p" && die "port $p is in use: pick another --port-base"
+    done
+    r0=$(status_field "$leader_url" revision)
+    log "  catch-up: member add $kind$MEMBERS, then started empty, until it reaches revision $r0"
+    # etcd refuses a new voter ("unhealthy cluster") until every member has been connected for
+    # 5 s, which the restarted follower may not have been yet: retry that for a minute.
+    local add_log="$OUT/logs/$kind-r$r-member-add.log" add_deadline=$(( SECONDS + 60 ))
+    until etcdctl --endpoints "$leader_url" member add "$kind$MEMBERS" \
+        --peer-urls="http://127.0.0.1:$(peer_port "$kind" "$MEMBERS")" >>"$add_log" 2>&1; do
+      if ! grep -q "unhealthy cluster" "$add_log" || (( SECONDS >= add_deadline )); then
+        die "member add failed on $kind (see $add_log)"
+      fi
+      sleep 0.5
+    done
+    rate_load_start "$kind" "$r" scale-put-snapshot $(( SCALE_RATE * SCALE_EVENT_TIMEOUT_S ))
+    sleep 1
+    dir=$(member_dir "$kind" "$r" "$MEMBERS")
+    rm -rf "$dir"; DATA_DIRS+=("$dir")
+    t0=$EPOCHREALTIME
+    start_member "$kind" "$r" "$MEMBERS" "$(initial_cluster "$kind" $(( MEMBERS + 1 )))" existing info
+    CLUSTER_PIDS+=("$MEMBER_PID")
+    local deadline=$(( SECONDS + SCALE_EVENT_TIMEOUT_S )) ok=0
+    while (( SECONDS < deadline )) && kill -0 "$MEMBER_PID" 2>/dev/null; do
+      rev=$(status_field "$new_url" revision)
+      if [[ -n "$rev" ]] && (( rev >= r0 )); then ok=1; break; fi
+      sleep 0.1
+    done
+    t1=$EPOCHREALTIME
+    bench_stop "$kind" "$r" scale-put-snapshot && record_put_latency "$r" "$kind" "$SC_SNAP" p99
+    (( ok )) || die "the new $kind member did not catch up within $SCALE_EVENT_TIMEOUT_S s (log: $OUT/logs/$kind-r$r-m$MEMBERS.log)"
+    grep -qF "$(snapshot_installed_pattern "$kind")" "$OUT/logs/$kind-r$r-m$MEMBERS.log" ||
+      die "the new $kind member caught up without installing a snapshot (no \"$(snapshot_installed_pattern "$kind")\" in $OUT/logs/$kind-r$r-m$MEMBERS.log): its leader still had the whole log; raise --scale-keys or lower --snapshot-count"
+    record "$r" "$kind" "$SC_CATCHUP" "s" "$(elapsed "$t0" "$t1")" lower
+    log "    caught up through a snapshot after $(elapsed "$t0" "$t1") s"
+  fi
+
+  # g. Physical compaction of every revision so far while the put load runs.
+  if li=$(leader_index "$kind"); then
+    local leader_url rev
+    leader_url=$(member_url "$kind" "$li")
+    rev=$(status_field "$leader_url" revision)
+    log "  compaction: compact $rev --physical"
+    rate_load_start "$kind" "$r" scale-put-compact $(( SCALE_RATE * SCALE_EVENT_TIMEOUT_S ))
+    sleep 1
+    t0=$EPOCHREALTIME
+    if etcdctl --endpoints "$leader_url" --command-timeout="${SCALE_EVENT_TIMEOUT_S}s" compact "$rev" --physical \
+        >/dev/null 2>>"$OUT/logs/$kind-r$r-compact.err"; then
+      t1=$EPOCHREALTIME
+      record "$r" "$kind" "$SC_COMPACTION" "s" "$(elapsed "$t0" "$t1")" lower
+      echo "$kind: compacted at revision $rev" >>"$OUT/notes.txt"
+      log "    compacted in $(elapsed "$t0" "$t1") s"
+    else
+      echo "$kind: compact $rev --physical failed (see $OUT/logs/$kind-r$r-compact.err)" >>"$OUT/notes.txt"
+    fi
+    bench_stop "$kind" "$r" scale-put-compact && record_put_latency "$r" "$kind" "$SC_COMPACT" p99
+  fi
+  return 0
+}
+
+
+# ---------------------------------------------------------------------------------------------
 log "results in $OUT; $MEMBERS member(s) per cluster, $ROUNDS round(s)$([[ $QUICK == 1 ]] && echo ', quick')"
 MINI_OK=1
 if [[ -z "$MINIETCD" ]]; then
   MINI_OK=0; echo "minietcd was not found at $TARGET/release/minietcd: etcd figures only" >>"$OUT/notes.txt"
+fi
+if [[ $SCALE == 1 ]]; then
+  SERVER_FLAGS=(--snapshot-count "$SNAPSHOT_COUNT" --quota-backend-bytes 8589934592)
+  log "scale: $SCALE_KEYS keys, overwrite $(( SCALE_KEYS / 5 )), --snapshot-count $SNAPSHOT_COUNT"
+  SCALE_START=$SECONDS
+  for kind in etcd minietcd; do
+    [[ "$kind" == minietcd && $MINI_OK == 0 ]] && continue
+    log "scale: $kind"
+    start_cluster "$kind" 1 || die "$kind failed to start (logs in $OUT/logs)"
+    KIND_START=$SECONDS
+    run_scale "$kind"
+    log "scale: $kind took $(( SECONDS - KIND_START )) s"
+    stop_cluster
+  done
+  print_table "$OUT"
+  print_scale_targets "$OUT"
+  log "scale run took $(( SECONDS - SCALE_START )) s; JSON reports: $OUT/json, table: $OUT/table.txt"
+  exit 0
 fi
 for (( r = 1; r <= ROUNDS; r++ )); do
   order=(etcd minietcd)

@@ -238,3 +238,121 @@ fn bench_fails_cleanly_when_nothing_listens() {
         "no report for a run that never started"
     );
 }
+
+/// The notes of a JSON report.
+fn notes(report: &Value) -> Vec<String> {
+    report["notes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The revision etcd reports for itself.
+fn revision(endpoint: &str) -> i64 {
+    let out = Command::new(require_program("etcdctl"))
+        .args(["--endpoints", endpoint, "endpoint", "status", "-w", "json"])
+        .env("ETCDCTL_API", "3")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    status[0]["Status"]["header"]["revision"].as_i64().unwrap()
+}
+
+#[test]
+fn bench_range_limit_count_only_and_from_key_read_what_was_written() {
+    let etcd = start_etcd();
+    // 30 distinct keys (sequential keys 0..29 of the key space).
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--clients=3",
+            "put",
+            "--sequential-keys",
+            "--key-space-size=30",
+            "--total=30",
+            "--val-size=16",
+        ],
+    );
+    assert_phase_adds_up(phase(&serde_json::from_str(&out).unwrap(), "put"), 30);
+
+    // From the first key on, at most 10 key-values per response: 10 of 30, more to come.
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "range",
+            "",
+            "--from-key",
+            "--limit=10",
+            "--total=3",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_phase_adds_up(phase(&report, "range"), 3);
+    assert_eq!(
+        notes(&report),
+        ["each range response: 10 key-values, count 30, more true"]
+    );
+
+    // A count alone carries no key-values; serializable reads see the same count.
+    let out = bench(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--consistency=s",
+            "range",
+            "",
+            "--from-key",
+            "--count-only",
+            "--total=2",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_phase_adds_up(phase(&report, "range"), 2);
+    assert_eq!(
+        notes(&report),
+        ["each range response: 0 key-values, count 30, more false"]
+    );
+}
+
+#[test]
+fn bench_stopped_by_sigint_reports_the_requests_it_sent() {
+    let etcd = start_etcd();
+    let start = revision(&etcd.endpoint);
+    let bin = crate::support::workspace_bin("minietcd-bench");
+    let child = Command::new(bin)
+        .args(["--endpoints", &etcd.endpoint, "--json", "--clients=2"])
+        .args([
+            "put",
+            "--rate=200",
+            "--total=1000000",
+            "--key-space-size=100",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Puts are arriving, so the loop (and its SIGINT handler) runs.
+    wait_until("puts arrive", Duration::from_secs(20), || {
+        (revision(&etcd.endpoint) >= start + 20).then_some(())
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let put = phase(&report, "put");
+    let ok = put["ok"].as_u64().unwrap();
+    assert!((20..1_000_000).contains(&ok), "{put}");
+    assert_phase_adds_up(put, ok);
+    assert_eq!(
+        notes(&report),
+        [format!("stopped early by SIGINT: {ok} requests sent")]
+    );
+    // Every put the report counts reached the server.
+    assert!(revision(&etcd.endpoint) >= start + ok as i64);
+}

@@ -125,7 +125,7 @@ pub struct PutArgs {
 /// Flags of `range`.
 #[derive(Debug, Clone, Args)]
 pub struct RangeArgs {
-    /// The key to read.
+    /// The key to read (with --from-key, an empty key starts at the first key).
     pub key: String,
     /// End of the range (exclusive); absent reads the single key.
     pub end: Option<String>,
@@ -135,6 +135,15 @@ pub struct RangeArgs {
     /// Maximum requests per second (0 = unlimited).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Maximum number of key-values in each response (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub limit: i64,
+    /// Ask only for the number of matching keys, not the key-values.
+    #[arg(long)]
+    pub count_only: bool,
+    /// Read every key from KEY on (etcdctl's `get --from-key`); END must then be absent.
+    #[arg(long, conflicts_with = "end")]
+    pub from_key: bool,
 }
 
 /// Flags of `txn-put`.
@@ -266,6 +275,28 @@ mod tests {
             panic!("not range")
         };
         assert_eq!((r.key.as_str(), r.end, r.total), ("foo", None, 5));
+        assert_eq!((r.limit, r.count_only, r.from_key), (0, false, false));
+    }
+
+    #[test]
+    fn range_takes_limit_count_only_and_from_key() {
+        let cli = Cli::try_parse_from([
+            "minietcd-bench",
+            "range",
+            "",
+            "--from-key",
+            "--limit=10000",
+            "--count-only",
+        ])
+        .expect("parses");
+        let Command::Range(r) = cli.command else {
+            panic!("not range")
+        };
+        assert_eq!((r.limit, r.count_only, r.from_key), (10000, true, true));
+        assert!(
+            Cli::try_parse_from(["minietcd-bench", "range", "a", "b", "--from-key"]).is_err(),
+            "--from-key with an END is ambiguous"
+        );
     }
 
     #[test]

@@ -56,10 +56,7 @@ pub async fn run(cli: &Cli) -> Result<RunReport> {
     let cpu_start = CpuSample::now();
     let (phases, mut notes) = match &cli.command {
         Command::Put(a) => (vec![kv::put(&conns, cli.clients, a).await?], Vec::new()),
-        Command::Range(a) => (
-            vec![kv::range(&conns, cli.clients, cli.consistency, a).await?],
-            Vec::new(),
-        ),
+        Command::Range(a) => kv::range(&conns, cli.clients, cli.consistency, a).await?,
         Command::TxnPut(a) => (vec![kv::txn_put(&conns, cli.clients, a).await?], Vec::new()),
         Command::LeaseKeepalive(a) => (
             vec![lease::lease_keepalive(&conns, cli.clients, a).await?],
@@ -69,6 +66,12 @@ pub async fn run(cli: &Cli) -> Result<RunReport> {
         Command::Watch(a) => watch::watch(&conns, cli.clients, a).await?,
     };
     let client_cpu = CpuSample::now().since(&cpu_start);
+    if runner::interrupted() {
+        notes.push(format!(
+            "stopped early by SIGINT: {} requests sent",
+            phases.iter().map(|p| p.total).sum::<u64>()
+        ));
+    }
     let threads = f64::from(cli.client_threads);
     if client_cpu.percent_of_one_core > CLIENT_SATURATED_PERCENT * threads {
         notes.push(format!(

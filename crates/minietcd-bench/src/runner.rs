@@ -1,14 +1,26 @@
 //! The closed-loop driver shared by the request/response workloads: `--clients` workers each
 //! take the next request number from a shared counter, wait for the rate limiter, send, wait
 //! for the answer and record its latency, until `--total` requests have been taken.
+//!
+//! SIGINT (Ctrl-C) during a loop stops it early: workers take no new request, the ones in
+//! flight finish, and the report covers the requests sent. A script can so measure a load over
+//! a window it decides on the fly (from the start of the load to the end of some event).
 
 use super::limiter::RateLimiter;
 use super::progress::Progress;
 use super::report::{PhaseReport, Recorder};
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Set when SIGINT arrived during a closed loop.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// Whether a closed loop of this process was stopped early by SIGINT.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(Ordering::Relaxed)
+}
 
 /// Runs `total` requests over `clients` workers; `op(worker, seq)` sends request number `seq`.
 ///
@@ -29,6 +41,11 @@ where
     let next = Arc::new(AtomicU64::new(0));
     let limiter = Arc::new(RateLimiter::new(rate));
     let progress = Progress::start(name, total);
+    let on_sigint = tokio::spawn(async {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            INTERRUPTED.store(true, Ordering::Relaxed);
+        }
+    });
     let start = Instant::now();
     let mut workers = Vec::with_capacity(clients);
     for worker in 0..clients {
@@ -38,7 +55,7 @@ where
         let done = progress.counter();
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
-            loop {
+            while !INTERRUPTED.load(Ordering::Relaxed) {
                 let seq = next.fetch_add(1, Ordering::Relaxed);
                 if seq >= total {
                     break;
@@ -62,6 +79,7 @@ where
         }
     }
     let elapsed = start.elapsed();
+    on_sigint.abort();
     progress.finish();
     all.report(name, "requests", elapsed)
 }
