@@ -201,6 +201,9 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, NodeError> {
     Ok(out)
 }
 
+/// Streams a peer may reset before the server accepted them, on one peer connection.
+const PEER_MAX_RESET_STREAMS: usize = 10_000;
+
 /// How long a starting member waits to publish its attributes before serving clients.
 fn publish_gate(election_timeout_ms: u64) -> Duration {
     crate::server::admin::request_timeout(election_timeout_ms)
@@ -616,8 +619,13 @@ fn serve_peers(
 ) {
     for (l, tls) in listeners.into_iter().zip(tls) {
         let admin = Arc::new(services.admin.clone());
-        let router =
-            tonic::transport::Server::builder().add_service(raft.peer_service_with_admin(admin));
+        // A follower busy installing a large snapshot leaves the leader's appends waiting;
+        // the leader gives up on each after its timeout and resets the stream. hyper's
+        // default of 20 such resets closes the whole connection, the snapshot's answer with
+        // it, and the leader would send the snapshot again.
+        let router = tonic::transport::Server::builder()
+            .http2_max_pending_accept_reset_streams(Some(PEER_MAX_RESET_STREAMS))
+            .add_service(raft.peer_service_with_admin(admin));
         spawn_server(servers, router, l, tls, stop_rx, services.logger, "peer");
     }
 }

@@ -21,6 +21,8 @@ use super::error::StorageError;
 pub(crate) const MAGIC: &[u8] = b"MINIETCD-MVCC-SNAP";
 /// The format this code writes and reads.
 const FORMAT_VERSION: u32 = 1;
+/// The read buffer of a snapshot being read back row by row.
+const READ_BUFFER_BYTES: usize = 256 << 10;
 
 fn io_err(what: &str, e: io::Error) -> StorageError {
     StorageError::Corrupt(format!("snapshot: {what}: {e}"))
@@ -102,7 +104,9 @@ fn bad(what: &str) -> StorageError {
 }
 
 /// Reads the header from `r` and returns a reader of the rows after it.
-pub(crate) fn rows<R: Read>(mut r: R) -> Result<RowReader<R>, StorageError> {
+pub(crate) fn rows<R: Read>(r: R) -> Result<RowReader<io::BufReader<R>>, StorageError> {
+    // Rows are small: unbuffered, each would cost several reads of the file.
+    let mut r = io::BufReader::with_capacity(READ_BUFFER_BYTES, r);
     let mut magic = vec![0u8; MAGIC.len()];
     read_exact(&mut r, &mut magic, "too short")?;
     if magic != MAGIC {
