@@ -78,7 +78,15 @@ fn answers(ep: &str, lease: &str, compacted: i64) -> Vec<String> {
     let ttl = ctl(ep, &["lease", "timetolive", lease, "--keys"]);
     // "lease X granted with TTL(600s), remaining(598s), attached keys([...])"
     let (granted, rest) = ttl.split_once(", remaining(").unwrap();
-    out.push(format!("{granted} {}", rest.split_once("), ").unwrap().1));
+    // etcd 3.4 lists the attached keys in its map's (random) order: compared as a set.
+    let attached = rest.split_once("attached keys([").unwrap().1;
+    let mut keys: Vec<&str> = attached
+        .trim_end()
+        .trim_end_matches("])")
+        .split(' ')
+        .collect();
+    keys.sort_unstable();
+    out.push(format!("{granted} attached keys({keys:?})"));
     out.push(ctl(ep, &["lease", "list"]));
     for args in [
         &["user", "list"][..],
