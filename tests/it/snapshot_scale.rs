@@ -72,6 +72,28 @@ async fn snapshot_count_counts_writes_not_raft_entries() {
 /// Key, value, create, mod revision and version of a key.
 pub type KvSummary = (Vec<u8>, Vec<u8>, i64, i64, i64);
 
+/// Reads `prefix` at revision `at` serializably from both clients' members: they must hold
+/// the same key-values there. Returns how many.
+pub async fn same_prefix_at(
+    theirs: &mut Client,
+    ours: &mut Client,
+    prefix: &str,
+    at: i64,
+) -> usize {
+    let opts = || {
+        Some(
+            etcd_client::GetOptions::new()
+                .with_prefix()
+                .with_revision(at)
+                .with_serializable(),
+        )
+    };
+    let a = theirs.get(prefix, opts()).await.unwrap();
+    let b = ours.get(prefix, opts()).await.unwrap();
+    assert_eq!(summary(&a), summary(&b), "at revision {at}");
+    a.kvs().len()
+}
+
 /// What a range answered, key by key, without the header: two members' answers compare
 /// equal when they hold the same data.
 pub fn summary(r: &etcd_client::GetResponse) -> Vec<KvSummary> {
@@ -225,7 +247,7 @@ async fn a_snapshot_of_many_chunks_streams_and_installs_with_bounded_follower_me
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_killed_while_installing_a_snapshot_recovers_a_correct_store() {
-    use etcd_client::{GetOptions, Txn, TxnOp};
+    use etcd_client::{Txn, TxnOp};
     const TXNS: usize = 120;
     const PUTS_PER_TXN: usize = 100;
     let (mut c, leader, lagging) = cluster_with_a_dead_follower().await;
@@ -283,17 +305,7 @@ async fn a_follower_killed_while_installing_a_snapshot_recovers_a_correct_store(
     // Every key and its history, as on the leader.
     let mut on_follower = client_on(&c, lagging).await;
     for at in [rev, rev - (TXNS as i64) / 2] {
-        let opts = || {
-            Some(
-                GetOptions::new()
-                    .with_prefix()
-                    .with_revision(at)
-                    .with_serializable(),
-            )
-        };
-        let theirs = on_follower.get("row/", opts()).await.unwrap();
-        let ours = cl.get("row/", opts()).await.unwrap();
-        assert_eq!(theirs.kvs().len(), TXNS / 2 * PUTS_PER_TXN);
-        assert_eq!(summary(&theirs), summary(&ours), "at revision {at}");
+        let n = same_prefix_at(&mut on_follower, &mut cl, "row/", at).await;
+        assert_eq!(n, TXNS / 2 * PUTS_PER_TXN);
     }
 }
