@@ -16,6 +16,7 @@ pub mod log_store;
 pub mod network;
 pub mod proposer;
 pub mod read_batcher;
+pub mod retry;
 pub mod service;
 pub mod snapshot;
 pub mod snapshot_transfer;

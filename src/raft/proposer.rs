@@ -84,14 +84,13 @@ const RETRY_PAUSE: Duration = Duration::from_millis(5);
 /// established (nothing was proposed).
 pub const LEASE_NOT_READY: &str = "raft: leader lease not established yet";
 
-/// Gets writes committed and reads confirmed through the current leader. Cheap to clone
-/// (every field is a shared handle).
 /// First and largest pause between start-up read index attempts ([`Proposer::catch_up`]).
 const CATCH_UP_BACKOFF_MIN: Duration = Duration::from_millis(50);
 const CATCH_UP_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
+/// Gets writes committed and reads confirmed through the current leader. Cheap to clone
+/// (every field is a shared handle).
 #[derive(Clone)]
-
 pub struct Proposer {
     /// This member.
     id: NodeId,
@@ -137,28 +136,26 @@ impl Proposer {
     /// writes reach sled's disk after their answer; the WAL replays them), so serializable
     /// reads wait for this ([`Self::wait_caught_up`]), as etcd serves nothing before its
     /// publish entry is applied.
-    pub async fn catch_up(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut backoff = CATCH_UP_BACKOFF_MIN;
-        loop {
-            let res = tokio::select! {
-                r = self.read_index() => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match res {
-                Ok(()) => break,
-                Err(e) => tracing::debug!(error = %e, "start-up read index failed; retrying"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            backoff = (backoff * 2).min(CATCH_UP_BACKOFF_MAX);
+    pub async fn catch_up(&self, stop: tokio::sync::watch::Receiver<bool>) {
+        let done = crate::raft::retry::until_stopped(
+            stop,
+            CATCH_UP_BACKOFF_MIN,
+            CATCH_UP_BACKOFF_MAX,
+            || self.read_index(),
+            |e| tracing::debug!(error = %e, "start-up read index failed; retrying"),
+        )
+        .await;
+        if done.is_some() {
+            self.caught_up.send_replace(true);
         }
-        self.caught_up.send_replace(true);
     }
 
     /// Returns once [`Self::catch_up`] is done, or a timeout after the request budget.
     pub async fn wait_caught_up(&self) -> Result<(), ProposeError> {
+        // Every serializable read asks: once caught up, no receiver and no timer.
+        if *self.caught_up.borrow() {
+            return Ok(());
+        }
         let mut rx = self.caught_up.subscribe();
         let caught_up = tokio::time::timeout(self.timeouts.request, rx.wait_for(|c| *c))
             .await

@@ -737,7 +737,7 @@ impl Admin {
         name: String,
         client_urls: Vec<String>,
         fresh: bool,
-        mut stop: tokio::sync::watch::Receiver<bool>,
+        stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let attrs = MemberAttributes {
             id: self.inner.id,
@@ -751,27 +751,20 @@ impl Admin {
         if known && !fresh {
             return;
         }
-        let mut backoff = PUBLISH_BACKOFF_MIN;
-        loop {
-            let req = AdminRequest {
-                request: Some(AdminReq::Publish(attrs.clone())),
-            };
-            let res = tokio::select! {
-                r = self.route(req) => r,
-                _ = stop.wait_for(|s| *s) => return,
-            };
-            match res {
-                Ok(_) => return,
-                Err(e) => {
-                    warn!(code = ?e.code(), message = e.message(), "publishing member attributes failed; retrying");
-                }
-            }
-            tokio::select! {
-                _ = sleep(backoff) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
-        }
+        crate::raft::retry::until_stopped(
+            stop,
+            PUBLISH_BACKOFF_MIN,
+            PUBLISH_BACKOFF_MAX,
+            || {
+                self.route(AdminRequest {
+                    request: Some(AdminReq::Publish(attrs.clone())),
+                })
+            },
+            |e: &Status| {
+                warn!(code = ?e.code(), message = e.message(), "publishing member attributes failed; retrying");
+            },
+        )
+        .await;
     }
 }
 
