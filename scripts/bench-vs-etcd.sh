@@ -33,6 +33,8 @@
 #   --scale-keys N   keys loaded (default 1000000; the overwrite is N/5)
 #   --snapshot-count C  --snapshot-count of both servers (default etcd's 100000; for a small N
 #                 pick one well below N, so that the new member still needs a snapshot)
+#   --scale-servers LIST  which servers to run, etcd,minietcd (default both; one alone is for
+#                 quick iterations on a single figure, the ratios need both)
 #   Both servers also get --quota-backend-bytes 8589934592. On 2 cores, both servers
 #   together: 1.5 minutes for N = 20000, 3 minutes for N = 200000, and an estimated 15 to 20
 #   minutes for N = 1000000 (the load dominates); see docs/benchmarks.md.
@@ -51,6 +53,7 @@ ONLY="put,range,txn,lease,watch"
 SCALE=0
 SCALE_KEYS=1000000
 SNAPSHOT_COUNT=""
+SCALE_SERVERS="etcd,minietcd"
 
 die() { echo "bench-vs-etcd: $*" >&2; exit 1; }
 log() { echo "[$(date -u +%H:%M:%S)] $*" >&2; }
@@ -76,6 +79,8 @@ while [[ $# -gt 0 ]]; do
     --scale-keys=*) SCALE_KEYS="${1#*=}" ;;
     --snapshot-count) SNAPSHOT_COUNT="${2:?--snapshot-count needs a number}"; shift ;;
     --snapshot-count=*) SNAPSHOT_COUNT="${1#*=}" ;;
+    --scale-servers) SCALE_SERVERS="${2:?--scale-servers needs a list}"; shift ;;
+    --scale-servers=*) SCALE_SERVERS="${1#*=}" ;;
     -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {print}' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
@@ -88,9 +93,12 @@ if [[ $SCALE == 1 ]]; then
   [[ "$SNAPSHOT_COUNT" =~ ^[1-9][0-9]*$ ]] || die "--snapshot-count must be a positive number"
   [[ -z "$ROUNDS" ]] || die "--scale runs one round per server; --rounds does not apply"
   ROUNDS=1
-elif [[ -n "$SNAPSHOT_COUNT" || "$SCALE_KEYS" != 1000000 ]]; then
-  die "--scale-keys and --snapshot-count go with --scale"
+elif [[ -n "$SNAPSHOT_COUNT" || "$SCALE_KEYS" != 1000000 || "$SCALE_SERVERS" != "etcd,minietcd" ]]; then
+  die "--scale-keys, --snapshot-count and --scale-servers go with --scale"
 fi
+for s in ${SCALE_SERVERS//,/ }; do
+  [[ "$s" == etcd || "$s" == minietcd ]] || die "--scale-servers: unknown server $s (etcd, minietcd)"
+done
 [[ -z "$ROUNDS" ]] && { [[ $QUICK == 1 ]] && ROUNDS=1 || ROUNDS=3; }
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "--rounds must be a positive number"
 for w in ${ONLY//,/ }; do
@@ -858,6 +866,7 @@ if [[ $SCALE == 1 ]]; then
   SCALE_START=$SECONDS
   for kind in etcd minietcd; do
     [[ "$kind" == minietcd && $MINI_OK == 0 ]] && continue
+    [[ ",$SCALE_SERVERS," == *",$kind,"* ]] || continue
     log "scale: $kind"
     start_cluster "$kind" 1 || die "$kind failed to start (logs in $OUT/logs)"
     KIND_START=$SECONDS
