@@ -483,6 +483,7 @@ impl StateMachine {
             Some(b) => codec::decode("applied state", b).map_err(|e| sm_err("read", &e))?,
             None => AppliedState::default(),
         };
+        let applied_id = applied.last_applied;
         let shared = Arc::new(Shared {
             store,
             observer,
@@ -492,12 +493,17 @@ impl StateMachine {
             data_file: OnceLock::new(),
             trigger: SnapshotTrigger::new(0),
         });
-        if blob.is_none() {
-            // An empty store next to a kept snapshot: the store lost its state (a snapshot
-            // install was interrupted). The log below the snapshot may be purged, so the
-            // snapshot is the only way back.
-            if let Some(snap) = shared.current_snapshot()? {
-                tracing::warn!(last_log_id = ?snap.meta.last_log_id, "store empty, restoring kept snapshot");
+        // A kept snapshot ahead of the store: an install that did not finish. The store is
+        // either empty (an in-place install, interrupted) or still the one before the install
+        // (a copy that was never switched in). The log below the snapshot may be purged, so
+        // the snapshot is the only way forward.
+        if let Some(snap) = shared.current_snapshot()? {
+            if snap.meta.last_log_id > applied_id {
+                tracing::warn!(
+                    last_log_id = ?snap.meta.last_log_id,
+                    store_applied = ?applied_id,
+                    "the store is behind its kept snapshot, restoring the snapshot"
+                );
                 shared.install(&snap.meta, snap.snapshot)?;
             }
         }

@@ -72,6 +72,22 @@ pub(crate) struct Recovered {
     pub empty: bool,
 }
 
+/// The fields of a kv row's `KeyValue` that recovery reads: decoding the whole message would
+/// copy every value only to drop it (prost skips the fields a message does not declare).
+#[derive(Clone, PartialEq, prost::Message)]
+struct KvHead {
+    #[prost(bytes = "vec", tag = "1")]
+    key: Vec<u8>,
+    #[prost(int64, tag = "2")]
+    create_revision: i64,
+    #[prost(int64, tag = "3")]
+    mod_revision: i64,
+    #[prost(int64, tag = "4")]
+    version: i64,
+    #[prost(int64, tag = "6")]
+    lease: i64,
+}
+
 /// Rebuilds the state from rows in key order (the tree's or a snapshot's). Every row is
 /// validated: anything minietcd would not have written is `Corrupt`.
 pub(crate) fn recover<I>(rows: I) -> Result<Recovered, StorageError>
@@ -96,7 +112,7 @@ where
         match k.first() {
             Some(&KV_PREFIX) => {
                 let (rev, tombstone) = parse_row_key(&k)?;
-                let kv = KeyValue::decode(v.as_ref()).map_err(|e| {
+                let kv = KvHead::decode(v.as_ref()).map_err(|e| {
                     StorageError::Corrupt(format!("undecodable kv row at {rev:?}: {e}"))
                 })?;
                 if kv.key.is_empty() || kv.mod_revision != rev.main {
@@ -106,7 +122,12 @@ where
                     )));
                 }
                 max_row_main = max_row_main.max(rev.main);
-                let ki = rec.state.index.entry(kv.key.clone()).or_default();
+                // Rows come in revision order, keys in no order: look the key up before
+                // copying it, most rows of a loaded store are not a key's first.
+                let ki = match rec.state.index.get_mut(&kv.key) {
+                    Some(ki) => ki,
+                    None => rec.state.index.entry(kv.key.clone()).or_default(),
+                };
                 if tombstone {
                     if !ki.tombstone(rev) {
                         // Left by a compaction interrupted between a generation's put rows
@@ -120,7 +141,7 @@ where
                     ki.restore_put(rev, kv.create_revision, kv.version);
                     if kv.lease != 0 {
                         key_lease.insert(kv.key, kv.lease);
-                    } else {
+                    } else if !key_lease.is_empty() {
                         key_lease.remove(&kv.key);
                     }
                 }

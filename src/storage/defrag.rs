@@ -54,32 +54,70 @@ pub(crate) fn recover(home: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Copies every row of `tree` into a new database in `home/mvcc.defrag`, durably. The copy
-/// is closed again: sled reads large values by path, so it is reopened after its rename.
-pub(crate) fn copy(home: &Path, tree: &sled::Tree, tree_name: &str) -> Result<(), StorageError> {
-    let copy = home.join(COPY_DIR);
-    if copy.exists() {
-        fs::remove_dir_all(&copy).map_err(|e| io("remove", &copy, e))?;
-    }
-    {
-        let db = sled::open(&copy)?;
-        let out = db.open_tree(tree_name)?;
-        let mut batch = sled::Batch::default();
-        let mut n = 0;
-        for row in tree.iter() {
-            let (k, v) = row?;
-            batch.insert(k, v);
-            n += 1;
-            if n == COPY_BATCH_ROWS {
-                out.apply_batch(std::mem::take(&mut batch))?;
-                n = 0;
-            }
+/// A new database being filled in `home/mvcc.defrag` (by a defragment or a snapshot
+/// install); [`Copy::finish`] makes it durable, [`switch`] then moves it into place. Dropped
+/// unfinished, it stays behind for [`recover`] (or the next copy) to remove.
+pub(crate) struct Copy {
+    db: sled::Db,
+    tree: sled::Tree,
+    dir: PathBuf,
+}
+
+impl Copy {
+    /// Starts an empty copy, removing what an earlier unfinished one left.
+    pub(crate) fn create(home: &Path, tree_name: &str) -> Result<Copy, StorageError> {
+        let dir = home.join(COPY_DIR);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(|e| io("remove", &dir, e))?;
         }
-        out.apply_batch(batch)?;
-        db.flush()?;
+        let db = sled::open(&dir)?;
+        let tree = db.open_tree(tree_name)?;
+        Ok(Copy { db, tree, dir })
     }
-    sync_db_files(&copy)?;
-    Ok(())
+
+    /// The tree the rows go to.
+    pub(crate) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Flushes the copy, closes it and fsyncs its files. It is closed because sled reads
+    /// large values by path: the copy is opened again after its rename.
+    pub(crate) fn finish(self) -> Result<(), StorageError> {
+        let Copy { db, tree, dir } = self;
+        db.flush()?;
+        drop(tree);
+        drop(db);
+        sync_db_files(&dir)
+    }
+
+    /// Closes and removes an unfinished copy (what is left if that fails goes on the next
+    /// open or copy).
+    pub(crate) fn discard(self) {
+        let Copy { db, tree, dir } = self;
+        drop(tree);
+        drop(db);
+        if let Err(e) = fs::remove_dir_all(&dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not remove an unfinished copy");
+        }
+    }
+}
+
+/// Copies every row of `tree` into a new database in `home/mvcc.defrag`, durably.
+pub(crate) fn copy(home: &Path, tree: &sled::Tree, tree_name: &str) -> Result<(), StorageError> {
+    let copy = Copy::create(home, tree_name)?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for row in tree.iter() {
+        let (k, v) = row?;
+        batch.insert(k, v);
+        n += 1;
+        if n == COPY_BATCH_ROWS {
+            copy.tree().apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    copy.tree().apply_batch(batch)?;
+    copy.finish()
 }
 
 /// Moves the finished copy into place: `mvcc/` (if any) aside, the copy in, the data dir
@@ -130,21 +168,14 @@ pub(crate) fn create(
     tree_name: &str,
     rows: &[(&[u8], Vec<u8>)],
 ) -> Result<(), StorageError> {
+    let copy = Copy::create(home, tree_name)?;
+    let mut batch = sled::Batch::default();
+    for (k, v) in rows {
+        batch.insert(*k, v.clone());
+    }
+    copy.tree().apply_batch(batch)?;
+    copy.finish()?;
     let copy = home.join(COPY_DIR);
-    if copy.exists() {
-        fs::remove_dir_all(&copy).map_err(|e| io("remove", &copy, e))?;
-    }
-    {
-        let db = sled::open(&copy)?;
-        let tree = db.open_tree(tree_name)?;
-        let mut batch = sled::Batch::default();
-        for (k, v) in rows {
-            batch.insert(*k, v.clone());
-        }
-        tree.apply_batch(batch)?;
-        db.flush()?;
-    }
-    sync_db_files(&copy)?;
     let live = home.join(MVCC_DIR);
     fs::rename(&copy, &live).map_err(|e| io("rename", &copy, e))?;
     sync_dir(home)

@@ -767,22 +767,37 @@ impl MvccStore {
         old.db.flush()?;
         let before_bytes = old.db.size_on_disk()?;
         defrag::copy(&home.path, &old.tree, backend::TREE_NAME)?;
+        drop(old);
         let st = self.write_state()?;
+        let after_bytes = self.switch_to_copy(home)?.db.size_on_disk()?;
+        drop(st);
+        tracing::info!(before_bytes, after_bytes, "defragmented");
+        Ok(Defragmented {
+            before_bytes,
+            after_bytes,
+        })
+    }
+
+    /// Moves the finished copy (see [`defrag`]) into place and makes it the store's database;
+    /// the caller holds the apply lock and the state. Returns the new engine.
+    fn switch_to_copy(&self, home: &Home) -> Result<Arc<Engine>, StorageError> {
         let aside = defrag::switch(&home.path)?;
         let own = home.path.join(defrag::MVCC_DIR);
         let db = defrag::open_db(&own)?;
         let tree = db.open_tree(backend::TREE_NAME)?;
-        let after_bytes = db.size_on_disk()?;
-        *self.engine.write().map_err(|_| StorageError::Poisoned)? = Arc::new(Engine {
+        let new = Arc::new(Engine {
             db,
             tree,
             own_dir: Some(own),
         });
+        let old = std::mem::replace(
+            &mut *self.engine.write().map_err(|_| StorageError::Poisoned)?,
+            new.clone(),
+        );
         // A range that planned before the switch may still load rows from the old database
         // through its `Arc`: its files stay open until the last such read drops it.
         let legacy = old.own_dir.is_none();
         drop(old);
-        drop(st);
         if let Some(dir) = aside {
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 tracing::warn!(dir = %dir.display(), error = %e, "could not remove the old database");
@@ -792,11 +807,7 @@ impl MvccStore {
             // The rows now live in their own database; the shared one's tree goes.
             home.shared.drop_tree(backend::TREE_NAME)?;
         }
-        tracing::info!(before_bytes, after_bytes, "defragmented");
-        Ok(Defragmented {
-            before_bytes,
-            after_bytes,
-        })
+        Ok(new)
     }
 
     /// Calls `f` with every row of the store in key order (an install marker excepted)

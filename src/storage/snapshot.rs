@@ -23,6 +23,8 @@ pub(crate) const MAGIC: &[u8] = b"MINIETCD-MVCC-SNAP";
 const FORMAT_VERSION: u32 = 1;
 /// The read buffer of a snapshot being read back row by row.
 const READ_BUFFER_BYTES: usize = 256 << 10;
+/// Keys and values up to this size are read into a buffer of their stated length at once.
+const DIRECT_READ_BYTES: usize = 1 << 20;
 
 fn io_err(what: &str, e: io::Error) -> StorageError {
     StorageError::Corrupt(format!("snapshot: {what}: {e}"))
@@ -95,6 +97,8 @@ pub(crate) struct RowReader<R: Read> {
     r: R,
     remaining: u64,
     last: Option<sled::IVec>,
+    /// Where a key or value is read before it is copied into its row.
+    buf: Vec<u8>,
     /// Set after the end (or an error): the iterator is fused.
     finished: bool,
 }
@@ -126,6 +130,7 @@ pub(crate) fn rows<R: Read>(r: R) -> Result<RowReader<io::BufReader<R>>, Storage
         r,
         remaining: u64::from_be_bytes(c),
         last: None,
+        buf: Vec::new(),
         finished: false,
     })
 }
@@ -138,20 +143,27 @@ fn read_exact<R: Read>(r: &mut R, buf: &mut [u8], what: &str) -> Result<(), Stor
 }
 
 impl<R: Read> RowReader<R> {
-    fn chunk(&mut self) -> Result<Vec<u8>, StorageError> {
+    fn chunk(&mut self) -> Result<sled::IVec, StorageError> {
         let mut len = [0u8; 4];
         read_exact(&mut self.r, &mut len, "truncated row")?;
-        let len = u64::from(u32::from_be_bytes(len));
-        // Grown as bytes arrive: a garbled length cannot make this allocate gigabytes.
-        let mut out = Vec::new();
-        let got = (&mut self.r)
-            .take(len)
-            .read_to_end(&mut out)
-            .map_err(|e| io_err("read", e))?;
-        if got as u64 != len {
-            return Err(bad("truncated row"));
+        let len = u32::from_be_bytes(len) as usize;
+        // Read into the reused buffer, then copied once into the row. A length up to
+        // `DIRECT_READ_BYTES` is read in one go; a longer one grows the buffer as bytes
+        // arrive, so that a garbled length cannot make this allocate gigabytes.
+        self.buf.clear();
+        if len <= DIRECT_READ_BYTES {
+            self.buf.resize(len, 0);
+            read_exact(&mut self.r, &mut self.buf, "truncated row")?;
+        } else {
+            let got = (&mut self.r)
+                .take(len as u64)
+                .read_to_end(&mut self.buf)
+                .map_err(|e| io_err("read", e))?;
+            if got != len {
+                return Err(bad("truncated row"));
+            }
         }
-        Ok(out)
+        Ok(sled::IVec::from(&self.buf[..]))
     }
 
     fn next_row(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
@@ -162,8 +174,8 @@ impl<R: Read> RowReader<R> {
                 _ => Err(bad("trailing bytes")),
             };
         }
-        let k = sled::IVec::from(self.chunk()?);
-        let v = sled::IVec::from(self.chunk()?);
+        let k = self.chunk()?;
+        let v = self.chunk()?;
         if self.last.as_ref().is_some_and(|l| *l >= k) {
             return Err(bad("rows out of order"));
         }

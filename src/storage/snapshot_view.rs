@@ -17,17 +17,21 @@
 
 use std::io::{Read, Seek, Write};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::{mpsc, Arc, MutexGuard};
 
 use super::backend::{self, META_INSTALLING};
 use super::error::StorageError;
 use super::revision::{parse_row_key, KV_PREFIX};
 use super::snapshot::{self, Encoder};
-use super::{clear_keeping_marker, finish_compaction, Engine, MvccStore, INSTALL_BATCH_ROWS};
+use super::{
+    clear_keeping_marker, defrag, finish_compaction, Engine, MvccStore, INSTALL_BATCH_ROWS,
+};
 
 /// Bytes (keys and values) written per sled batch while installing a snapshot: with large
 /// values, the row bound alone would let one batch hold hundreds of megabytes.
 const INSTALL_BATCH_BYTES: usize = 4 << 20;
+/// Batches a snapshot install may have read ahead of the writer.
+const INSTALL_QUEUE_BATCHES: usize = 4;
 /// An install logs its progress every this many bytes written.
 const INSTALL_PROGRESS_BYTES: u64 = 64 << 20;
 
@@ -172,9 +176,92 @@ impl MvccStore {
         self.install_rows_from(|| snapshot::rows(open()?))
     }
 
-    /// Replaces the whole state with the rows `source()` gives (key order), asked for twice:
-    /// once to validate them and rebuild the index, once to write them.
+    /// Replaces the whole state with the rows `source()` gives (key order). A store with a
+    /// data dir is rebuilt in a new database beside the live one, in one pass, and switched
+    /// in once the rows are validated and durable ([`Self::install_by_copy`]); a store inside
+    /// a database it does not own is rewritten in place ([`Self::install_in_place`]).
     pub(super) fn install_rows_from<I>(
+        &self,
+        mut source: impl FnMut() -> Result<I, StorageError>,
+    ) -> Result<(), StorageError>
+    where
+        I: Iterator<Item = Result<super::Row, StorageError>>,
+    {
+        match &self.home {
+            Some(home) => self.install_by_copy(home, source()?),
+            None => self.install_in_place(source),
+        }
+    }
+
+    /// Writes `rows` into a new database (the defragment's copy, see [`defrag`]) on one
+    /// thread while this one validates them and rebuilds the index, then switches the copy
+    /// in. Until the switch the live database is untouched: a bad snapshot, a failed write or
+    /// a crash leaves the old store whole (a crash's copy is removed on the next open).
+    fn install_by_copy<I>(&self, home: &super::Home, rows: I) -> Result<(), StorageError>
+    where
+        I: Iterator<Item = Result<super::Row, StorageError>>,
+    {
+        let _apply = self.lock_apply_without_readers()?;
+        let copy = defrag::Copy::create(&home.path, backend::TREE_NAME)?;
+        let (tx, rx) = mpsc::sync_channel(INSTALL_QUEUE_BATCHES);
+        let (recovered, written) = std::thread::scope(|s| {
+            let writer = std::thread::Builder::new()
+                .name("snapshot-install".into())
+                .spawn_scoped(s, || write_batches(copy.tree(), rx))
+                .map_err(|e| StorageError::Corrupt(format!("snapshot install: {e}")))?;
+            let recovered = backend::recover(Batches::new(rows, tx));
+            let written = writer.join().unwrap_or_else(|_| {
+                Err(StorageError::Corrupt(
+                    "snapshot install: the writer thread panicked".into(),
+                ))
+            });
+            Ok::<_, StorageError>((recovered, written))
+        })?;
+        // The writer's own error explains a validation that stopped because it went away.
+        let outcome = written.and_then(|bytes| {
+            let rec = recovered?;
+            if rec.empty || rec.installing {
+                return Err(StorageError::Corrupt(
+                    "snapshot holds no store or an unfinished install".into(),
+                ));
+            }
+            Ok((rec, bytes))
+        });
+        let (rec, bytes) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                copy.discard();
+                return Err(e);
+            }
+        };
+        let mut state = rec.state;
+        finish_compaction(copy.tree(), &mut state)?;
+        copy.finish()?;
+        // Readers are held off only for the switch itself.
+        let mut st = self.write_state()?;
+        self.switch_to_copy(home)?;
+        self.installed(&mut st, state, bytes);
+        Ok(())
+    }
+
+    /// Publishes the state of a finished install.
+    fn installed(&self, st: &mut super::State, state: super::State, bytes: u64) {
+        self.current.store(state.current, Ordering::Release);
+        self.compacted.store(state.compacted, Ordering::Release);
+        self.mark_removed(state.compacted);
+        tracing::info!(
+            rev = state.current,
+            keys = state.index.len(),
+            bytes,
+            "snapshot installed"
+        );
+        self.tokens.set_enabled(state.auth.enabled);
+        *st = state;
+    }
+
+    /// Replaces the whole state with the rows `source()` gives, asked for twice: once to
+    /// validate them and rebuild the index, once to write them over the live tree.
+    fn install_in_place<I>(
         &self,
         mut source: impl FnMut() -> Result<I, StorageError>,
     ) -> Result<(), StorageError>
@@ -219,17 +306,91 @@ impl MvccStore {
         finish_compaction(&e.tree, &mut state)?;
         e.tree.remove(META_INSTALLING)?;
         e.tree.flush()?;
-        self.current.store(state.current, Ordering::Release);
-        self.compacted.store(state.compacted, Ordering::Release);
-        self.mark_removed(state.compacted);
-        tracing::info!(
-            rev = state.current,
-            keys = state.index.len(),
-            bytes = total + bytes as u64,
-            "snapshot installed"
-        );
-        self.tokens.set_enabled(state.auth.enabled);
-        *st = state;
+        self.installed(&mut st, state, total + bytes as u64);
         Ok(())
     }
+}
+
+/// Batches the rows of a snapshot being installed pass through on their way to validation:
+/// each full batch goes to the writer thread ([`write_batches`]).
+struct Batches<I> {
+    rows: I,
+    batch: Vec<super::Row>,
+    bytes: usize,
+    tx: Option<mpsc::SyncSender<Vec<super::Row>>>,
+}
+
+impl<I> Batches<I> {
+    fn new(rows: I, tx: mpsc::SyncSender<Vec<super::Row>>) -> Self {
+        Batches {
+            rows,
+            batch: Vec::new(),
+            bytes: 0,
+            tx: Some(tx),
+        }
+    }
+
+    /// Hands the batch to the writer; `false` when the writer has stopped (its error says
+    /// why).
+    fn send(&mut self) -> bool {
+        let batch = std::mem::take(&mut self.batch);
+        self.bytes = 0;
+        self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok())
+    }
+}
+
+impl<I> Iterator for Batches<I>
+where
+    I: Iterator<Item = Result<super::Row, StorageError>>,
+{
+    type Item = Result<super::Row, StorageError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.tx.as_ref()?;
+        let Some(row) = self.rows.next() else {
+            // The end: the last batch goes, and closing the channel tells the writer.
+            let sent = self.send();
+            self.tx = None;
+            return (!sent).then(writer_gone);
+        };
+        if let Ok((k, v)) = &row {
+            self.bytes += k.len() + v.len();
+            self.batch.push((k.clone(), v.clone()));
+            if (self.batch.len() >= INSTALL_BATCH_ROWS || self.bytes >= INSTALL_BATCH_BYTES)
+                && !self.send()
+            {
+                self.tx = None;
+                return Some(writer_gone());
+            }
+        }
+        Some(row)
+    }
+}
+
+fn writer_gone() -> Result<super::Row, StorageError> {
+    Err(StorageError::Corrupt(
+        "snapshot install: the writer stopped".into(),
+    ))
+}
+
+/// Writes the batches `rx` gives into `tree` until the channel closes; returns the bytes
+/// written.
+fn write_batches(
+    tree: &sled::Tree,
+    rx: mpsc::Receiver<Vec<super::Row>>,
+) -> Result<u64, StorageError> {
+    let (mut total, mut logged) = (0u64, 0u64);
+    for rows in rx {
+        let mut batch = sled::Batch::default();
+        for (k, v) in rows {
+            total += (k.len() + v.len()) as u64;
+            batch.insert(k, v);
+        }
+        tree.apply_batch(batch)?;
+        if total - logged >= INSTALL_PROGRESS_BYTES {
+            logged = total;
+            tracing::info!(bytes = total, "snapshot install progress");
+        }
+    }
+    Ok(total)
 }

@@ -4,6 +4,7 @@
 mod auth;
 mod compaction;
 mod defrag;
+mod install;
 mod kv;
 mod lifecycle;
 mod reads;
