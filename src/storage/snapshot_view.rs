@@ -9,11 +9,15 @@
 //! rows then stream into any seekable writer ([`SnapshotView::write_to`]), a file on a
 //! member, so a snapshot never sits in memory.
 //!
-//! Installing one: [`MvccStore::install_snapshot_from`] reads the rows twice from a source
-//! that can be reopened (a file): once to validate everything and rebuild the index, once to
-//! write them in batches bounded by rows and bytes. A marker row makes a crash in the middle
-//! visible to the next open, which then starts from an empty store; the raft layer keeps
-//! the snapshot file until the install is done and installs it again.
+//! Installing one: [`MvccStore::install_snapshot_from`] reads the rows once. A member's
+//! store (in its own database) writes them into a new database beside the live one on a
+//! writer thread while this thread validates them and rebuilds the index; once both are done
+//! the copy is made durable and switched in as a defragment's copy is (see [`defrag`]), so a
+//! bad snapshot or a crash at any point leaves the old store whole. A store inside a database
+//! it does not own is rewritten in place instead: validated first, then written, with a
+//! marker row that makes a crash in the middle visible to the next open (which starts from an
+//! empty store). Either way the raft layer keeps the snapshot file until the install is done
+//! and installs it again on start if the store is behind it.
 
 use std::io::{Read, Seek, Write};
 use std::sync::atomic::Ordering;
@@ -373,7 +377,7 @@ fn writer_gone() -> Result<super::Row, StorageError> {
     ))
 }
 
-/// Writes the batches `rx` gives into `tree` until the channel closes; returns the bytes
+/// Writes the rows `rx` gives into `tree` until the channel closes; returns the bytes
 /// written.
 fn write_batches(
     tree: &sled::Tree,
@@ -381,12 +385,12 @@ fn write_batches(
 ) -> Result<u64, StorageError> {
     let (mut total, mut logged) = (0u64, 0u64);
     for rows in rx {
-        let mut batch = sled::Batch::default();
+        // One insert per row: the copy is trusted only once finished, so sled's atomic
+        // batches (a quarter more CPU per row) buy nothing here.
         for (k, v) in rows {
             total += (k.len() + v.len()) as u64;
-            batch.insert(k, v);
+            tree.insert(k, v)?;
         }
-        tree.apply_batch(batch)?;
         if total - logged >= INSTALL_PROGRESS_BYTES {
             logged = total;
             tracing::info!(bytes = total, "snapshot install progress");
