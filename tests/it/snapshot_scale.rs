@@ -292,8 +292,9 @@ async fn a_follower_killed_while_installing_a_snapshot_recovers_a_correct_store(
     crate::cluster_basic::wait_local_value(&c, lagging, "last", b"1", Duration::from_secs(40))
         .await;
     if interrupted {
-        // The restart found the half-rewritten store and put it right from the kept
-        // snapshot (or, had the kill come before the marker, from the snapshot again).
+        // The restart found its store (the old one: the copy being written was never
+        // switched in) behind the kept snapshot and installed the snapshot again (or, had the
+        // kill come before the snapshot was kept, got it from the leader again).
         let after = &c.log(lagging)[log_len..];
         assert!(
             after.contains("snapshot installed"),
