@@ -190,7 +190,7 @@ const REOPEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 pub(crate) fn open_db(dir: &Path) -> Result<sled::Db, StorageError> {
     let mut attempt = 0;
     loop {
-        match sled::open(dir) {
+        match super::backend::store_db_config(dir).open() {
             Ok(db) => return Ok(db),
             Err(sled::Error::Io(e))
                 if attempt < REOPEN_ATTEMPTS

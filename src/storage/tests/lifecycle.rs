@@ -548,3 +548,36 @@ fn a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store() {
     }
     eprintln!("outcomes: {outcomes:?}");
 }
+
+#[test]
+fn the_store_database_has_a_bounded_page_cache() {
+    // sled's default (1 GiB) kept a store of a million keys wholly in memory; the store's
+    // database is opened with a smaller bound, at the given path.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = backend::store_db_config(dir.path());
+    assert_eq!(cfg.cache_capacity, backend::STORE_CACHE_BYTES);
+    assert!(cfg.cache_capacity < sled::Config::new().cache_capacity);
+    assert_eq!(cfg.path, dir.path());
+    // And a store opened through it keeps what it wrote across a reopen.
+    let shared = sled::open(dir.path().join("db")).unwrap();
+    let s = MvccStore::open_dir(dir.path(), &shared).unwrap();
+    apply(
+        &s,
+        Request::Put(PutRequest {
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+            ..Default::default()
+        }),
+    );
+    drop(s);
+    let s = MvccStore::open_dir(dir.path(), &shared).unwrap();
+    let kvs = s
+        .range(&RangeRequest {
+            key: b"k".to_vec(),
+            ..Default::default()
+        })
+        .unwrap()
+        .kvs;
+    assert_eq!(kvs.len(), 1);
+    assert_eq!(kvs[0].value, b"v");
+}
