@@ -41,17 +41,20 @@ pub(crate) const META_INSTALLING: &[u8] = b"m/installing";
 pub(crate) const SCHEMA_VERSION: &[u8] = b"minietcd-mvcc-v1";
 /// etcd's first revision: a fresh store is at 1 and its first write gets 2.
 pub(crate) const FIRST_REVISION: i64 = 1;
-/// sled's page cache of the store's database, in sled's measure (the pages' encoded bytes;
-/// decoded in memory they take about 1.5-2x that). sled's default of 1 GiB held a whole store
-/// of a million keys in memory: one member after a million 256-byte puts and 200,000
-/// overwrites had an RSS of 816 MiB with it, 614 MiB with this bound and 460 MiB with 128 MiB
-/// (etcd 3.4's largest member, three members, same load: 723 MiB). New rows go to the pages
-/// of the newest revisions; a read of an older row (a range, or the previous value an
-/// overwrite reads) whose page was evicted costs a `pread`, mostly from the OS page cache, and
-/// a decode of that page, as a bbolt page etcd has not touched lately costs it a page fault.
-/// That is measurable: with 128 MiB, 300,000 keys already overflowed the cache and an
-/// overwrite took about 30% more CPU, so the bound is twice that.
-pub(crate) const STORE_CACHE_BYTES: u64 = 256 << 20;
+/// sled's page cache of the store's live database, in sled's measure (the pages' encoded
+/// bytes; decoded in memory they take about 1.5-2x that): sled's own default of 1 GiB, which
+/// holds a million-key store (256-byte values, a fifth overwritten) wholly in memory. Smaller
+/// bounds were measured at that size, three members, 1000 puts/s on random keys: 256 MiB
+/// brought the largest member's RSS from 826 to 572 MiB (etcd 3.4: 734) but the quiet put p50
+/// from 1.4 to 5.3 ms (etcd 1.0), because a put reads the key's current row (its lease, and
+/// the previous value for watch events) and a page sled evicted is read back and decoded
+/// whole; 512 MiB gave 799 MiB and 1.8 ms. Until a put no longer needs that row, latency wins.
+pub(crate) const STORE_CACHE_BYTES: u64 = 1 << 30;
+/// sled's page cache of a database being filled (a snapshot install's or a defragment's
+/// copy, see `defrag`): rows only go in, and a small cache makes the copy faster as well as
+/// lighter (a million-key install alone: 12.5 s with 1 GiB, 7.5 s with this, peak RSS 790 ->
+/// 525 MB).
+pub(crate) const COPY_CACHE_BYTES: u64 = 256 << 20;
 
 /// How the store's own sled database is opened (its page cache bounded by
 /// [`STORE_CACHE_BYTES`]).
@@ -59,6 +62,11 @@ pub(crate) fn store_db_config(dir: &std::path::Path) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .cache_capacity(STORE_CACHE_BYTES)
+}
+
+/// How a copy of the store being filled is opened (see [`COPY_CACHE_BYTES`]).
+pub(crate) fn copy_db_config(dir: &std::path::Path) -> sled::Config {
+    sled::Config::new().path(dir).cache_capacity(COPY_CACHE_BYTES)
 }
 
 /// The in-memory state: what reads need besides the kv rows.

@@ -70,7 +70,7 @@ impl Copy {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(|e| io("remove", &dir, e))?;
         }
-        let db = super::backend::store_db_config(&dir).open()?;
+        let db = super::backend::copy_db_config(&dir).open()?;
         let tree = db.open_tree(tree_name)?;
         Ok(Copy { db, tree, dir })
     }
