@@ -66,7 +66,9 @@ pub(crate) fn store_db_config(dir: &std::path::Path) -> sled::Config {
 
 /// How a copy of the store being filled is opened (see [`COPY_CACHE_BYTES`]).
 pub(crate) fn copy_db_config(dir: &std::path::Path) -> sled::Config {
-    sled::Config::new().path(dir).cache_capacity(COPY_CACHE_BYTES)
+    sled::Config::new()
+        .path(dir)
+        .cache_capacity(COPY_CACHE_BYTES)
 }
 
 /// The in-memory state: what reads need besides the kv rows.

@@ -201,31 +201,11 @@ fn a_kill_inside_an_install_by_copy_leaves_the_old_store_or_the_new_one() {
         drop(store);
         shared.flush().unwrap();
         drop(shared);
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "storage::tests::install::a_kill_inside_an_install_by_copy_leaves_the_old_store_or_the_new_one",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_SNAPSHOT, &snap_file)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the child is installing, then kill it a little later.
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("installing") {
-            line.clear();
-            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5 + attempt * 37 % 200));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_child_while_installing(
+            "storage::tests::install::a_kill_inside_an_install_by_copy_leaves_the_old_store_or_the_new_one",
+            [(CHILD_DIR, dir.path()), (CHILD_SNAPSHOT, &snap_file)],
+            attempt,
+        );
         let shared = open_db(&dir.path().join("db"));
         let store = MvccStore::open_dir(dir.path(), &shared).unwrap();
         let rows = contents(&store);

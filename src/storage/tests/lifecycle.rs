@@ -494,31 +494,11 @@ fn a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store() {
         drop(store);
         db.flush().unwrap();
         drop(db);
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "storage::tests::lifecycle::a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .env(CHILD_SNAPSHOT, &snap_file)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        // Wait until the child is installing, then kill it a little later.
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        while !line.contains("installing") {
-            line.clear();
-            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
-                break;
-            }
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5 + attempt * 37 % 200));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_child_while_installing(
+            "storage::tests::lifecycle::a_kill_inside_a_snapshot_install_never_leaves_a_trusted_half_store",
+            [(CHILD_DIR, dir.path()), (CHILD_SNAPSHOT, &snap_file)],
+            attempt,
+        );
         let db = open_db(dir.path());
         let store = MvccStore::open(&db).unwrap();
         let rows = range(&store, "\0", "\0").kvs;

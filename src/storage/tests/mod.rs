@@ -43,6 +43,35 @@ fn open_db(path: &std::path::Path) -> sled::Db {
     panic!("sled did not reopen: {last:?}");
 }
 
+/// Runs the test `test` of this binary again as a child process, with `env` set (the child
+/// side of a crash test: it prints "installing" and then installs until killed), waits until
+/// it says "installing", lets it run a while longer that depends on `attempt`, and kills it
+/// (SIGKILL).
+pub(super) fn kill_child_while_installing(
+    test: &str,
+    env: [(&str, &std::path::Path); 2],
+    attempt: u64,
+) {
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("installing") {
+        line.clear();
+        if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+            break;
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(5 + attempt * 37 % 200));
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 pub(super) fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let db = open_db(dir.path());
