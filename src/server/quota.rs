@@ -103,7 +103,7 @@ impl SpaceQuota {
     /// a measurement is reused for [`IN_USE_REFRESH`] (longer for a slow one), and one that
     /// took over [`IN_USE_WAIT_LIMIT`] is renewed in the background while callers get the
     /// last figure. Blocking.
-    pub fn size_in_use(self: &Arc<Self>) -> Result<u64, crate::storage::StorageError> {
+    pub fn size_in_use(self: &Arc<Self>) -> Result<u64, StorageError> {
         {
             let mut c = self.in_use.lock().map_err(|_| StorageError::Poisoned)?;
             if c.fresh() {
@@ -134,7 +134,7 @@ impl SpaceQuota {
     }
 
     /// Reads every row to measure the bytes in use, and keeps the figure.
-    fn measure_in_use(&self) -> Result<u64, crate::storage::StorageError> {
+    fn measure_in_use(&self) -> Result<u64, StorageError> {
         let started = Instant::now();
         // Staleness is judged from the start: a compaction during the scan may not be in it.
         if let Ok(mut c) = self.in_use.lock() {

@@ -28,8 +28,6 @@ pub(crate) const MVCC_DIR: &str = "mvcc";
 const COPY_DIR: &str = "mvcc.defrag";
 /// The database being replaced.
 const OLD_DIR: &str = "mvcc.old";
-/// Rows per batch while copying.
-const COPY_BATCH_ROWS: usize = 4096;
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StorageError {
     StorageError::Corrupt(format!("{what} {}: {e}", path.display()))
@@ -102,21 +100,14 @@ impl Copy {
     }
 }
 
-/// Copies every row of `tree` into a new database in `home/mvcc.defrag`, durably.
+/// Copies every row of `tree` into a new database in `home/mvcc.defrag`, durably. One insert
+/// per row: the copy is trusted only once finished, so sled's atomic batches buy nothing.
 pub(crate) fn copy(home: &Path, tree: &sled::Tree, tree_name: &str) -> Result<(), StorageError> {
     let copy = Copy::create(home, tree_name)?;
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
     for row in tree.iter() {
         let (k, v) = row?;
-        batch.insert(k, v);
-        n += 1;
-        if n == COPY_BATCH_ROWS {
-            copy.tree().apply_batch(std::mem::take(&mut batch))?;
-            n = 0;
-        }
+        copy.tree().insert(k, v)?;
     }
-    copy.tree().apply_batch(batch)?;
     copy.finish()
 }
 
