@@ -282,6 +282,9 @@ fn open_store(data_dir: &DataDir) -> Result<(Arc<MvccStore>, Arc<WatchableStore>
     let store = Arc::new(store);
     MvccStore::spawn_compactor(&store).map_err(NodeError::Compactor)?;
     let watchable = WatchableStore::new(store.clone());
+    // Apply events carry prev_kv only while a watcher wants it: a put then need not read
+    // its key's old row.
+    store.fill_prev_kv_on_demand(watchable.prev_kv_demand().clone());
     Ok((store, watchable))
 }
 

@@ -26,7 +26,7 @@ use tracing::Instrument;
 use crate::pb::etcdserverpb::watch_request::RequestUnion;
 use crate::pb::etcdserverpb::watch_server::Watch;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchRequest, WatchResponse};
-use crate::watch::stream::{fragment, to_response, StreamWatchers};
+use crate::watch::stream::{fill_missing_prev_kvs, fragment, to_response, StreamWatchers};
 use crate::watch::watcher::WatcherId;
 use crate::watch::{Delivery, WatchableStore, CHAN_BUF_LEN};
 
@@ -418,6 +418,9 @@ impl WatchStreamTask {
             return true;
         };
         let mut resp = to_response(&d, opts.prev_kv);
+        if opts.prev_kv {
+            fill_missing_prev_kvs(&mut resp, self.watchers.store());
+        }
         self.fill_header(&mut resp);
         if opts.fragment {
             for part in fragment(resp, self.config.max_request_bytes) {

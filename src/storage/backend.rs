@@ -12,7 +12,7 @@
 //! - `m/...`: meta: schema marker, current and compacted revision, the `applied` blob, and
 //!   the marker of a snapshot install in progress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use prost::Message;
 
@@ -78,6 +78,9 @@ pub(crate) struct State {
     pub index: BTreeMap<Vec<u8>, KeyIndex>,
     /// lease id -> lease.
     pub leases: BTreeMap<i64, Lease>,
+    /// live key -> the lease it is attached to (the reverse of `Lease::keys`), so that a
+    /// put learns its key's lease without reading the key's row.
+    pub key_leases: HashMap<Vec<u8>, i64>,
     /// The latest revision.
     pub current: i64,
     /// The last compaction revision (0 when never compacted).
@@ -242,7 +245,8 @@ where
     for (key, id) in key_lease {
         match rec.state.leases.get_mut(&id) {
             Some(l) => {
-                l.keys.insert(key);
+                l.keys.insert(key.clone());
+                rec.state.key_leases.insert(key, id);
             }
             None => tracing::warn!(lease = id, "live key attached to a missing lease; detached"),
         }

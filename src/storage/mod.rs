@@ -94,6 +94,34 @@ use crate::pb::mvccpb::Event;
 /// One row of the store's tree: key and value.
 pub type Row = (sled::IVec, sled::IVec);
 
+/// How many consumers of apply events want each event's `prev_kv` (watchers created with
+/// prev_kv). A store handed one (see [`MvccStore::fill_prev_kv_on_demand`]) fills `prev_kv`
+/// only while the count is above zero, so that a put need not read its key's old row, whose
+/// page may have left the cache; a consumer that finds it missing reads it itself, at the
+/// event's revision minus one, as etcd's watch server does. A store without one always fills
+/// it.
+#[derive(Debug, Clone, Default)]
+pub struct PrevKvDemand(Arc<AtomicUsize>);
+
+impl PrevKvDemand {
+    /// Whether anyone wants prev_kv now.
+    pub fn wanted(&self) -> bool {
+        self.0.load(Ordering::Acquire) > 0
+    }
+
+    /// One more consumer wants it.
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One consumer no longer wants it (paired with an earlier [`PrevKvDemand::add`]).
+    pub fn remove(&self) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
 /// Rows written (or cleared) per sled batch while installing a snapshot.
 const INSTALL_BATCH_ROWS: usize = 4096;
 /// Attempts at deriving a free lease id for a LeaseGrant with id 0.
@@ -171,6 +199,8 @@ pub struct MvccStore {
     /// `--experimental-compaction-batch-limit`: the bound of one compaction step (see
     /// [`compact::compact_index_step`]).
     compaction_batch_limit: AtomicUsize,
+    /// Who wants prev_kv on apply events; unset: always filled.
+    prev_kv_demand: std::sync::OnceLock<PrevKvDemand>,
 }
 
 /// What removing a compaction's history did.
@@ -300,7 +330,34 @@ impl MvccStore {
             }),
             tokens,
             compaction_batch_limit: AtomicUsize::new(compact::COMPACT_STEP_KEYS),
+            prev_kv_demand: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on, apply events carry `prev_kv` only while `demand` says someone wants it
+    /// (see [`PrevKvDemand`]). Set once; later calls are ignored.
+    pub fn fill_prev_kv_on_demand(&self, demand: PrevKvDemand) {
+        let _ = self.prev_kv_demand.set(demand);
+    }
+
+    /// Whether this apply's events need `prev_kv`.
+    fn prev_kv_wanted(&self) -> bool {
+        self.prev_kv_demand.get().is_none_or(PrevKvDemand::wanted)
+    }
+
+    /// The key as of main revision `rev`: None when it did not exist then, or when `rev` is
+    /// below the compaction (what etcd's watch server gets when it fills a prev_kv).
+    pub fn kv_at(
+        &self,
+        key: &[u8],
+        rev: i64,
+    ) -> Result<Option<crate::pb::mvccpb::KeyValue>, StorageError> {
+        let st = self.read_state()?;
+        if rev < st.compacted || rev > st.current {
+            return Ok(None);
+        }
+        let e = self.engine()?;
+        View::committed(&st, &e.tree).get(key, rev)
     }
 
     /// Sets `--experimental-compaction-batch-limit`: the bound of each compaction step (etcd
@@ -407,6 +464,7 @@ impl MvccStore {
         applied: &[u8],
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let _apply = self.lock_apply()?;
+        let fill_prev = self.prev_kv_wanted();
         let mut st = self.write_state()?;
         let e = self.engine()?;
         let mut batch = sled::Batch::default();
@@ -480,7 +538,7 @@ impl MvccStore {
                 }
             }
             let done = {
-                let mut w = WriteTxn::new(&st, &e.tree, Some(&overlay));
+                let mut w = WriteTxn::new(&st, &e.tree, Some(&overlay)).fill_prev(fill_prev);
                 let result: Result<Response, TxnError> = match request {
                     Request::Put(p) => w.put(p).map(Response::Put),
                     Request::DeleteRange(d) => w.delete_range(d).map(Response::DeleteRange),
@@ -1047,12 +1105,16 @@ fn commit(
         match op {
             LeaseOp::Attach(id, key) => {
                 if let Some(l) = st.leases.get_mut(&id) {
-                    l.keys.insert(key);
+                    l.keys.insert(key.clone());
+                    st.key_leases.insert(key, id);
                 }
             }
             LeaseOp::Detach(id, key) => {
                 if let Some(l) = st.leases.get_mut(&id) {
                     l.keys.remove(&key);
+                }
+                if st.key_leases.get(&key) == Some(&id) {
+                    st.key_leases.remove(&key);
                 }
             }
             LeaseOp::Grant(id, ttl_secs) => {
@@ -1065,7 +1127,14 @@ fn commit(
                 );
             }
             LeaseOp::Revoke(id) => {
-                st.leases.remove(&id);
+                // The revoke deleted (and so detached) every key first.
+                if let Some(l) = st.leases.remove(&id) {
+                    for key in l.keys {
+                        if st.key_leases.get(&key) == Some(&id) {
+                            st.key_leases.remove(&key);
+                        }
+                    }
+                }
             }
         }
     }

@@ -69,6 +69,27 @@ pub(crate) struct WriteTxn<'a> {
     batch: RowOps,
     /// The lease table changes to make after the batch is written.
     lease_ops: Vec<LeaseOp>,
+    /// Whether events carry prev_kv (see [`super::PrevKvDemand`]); when not, a put reads its
+    /// key's old row only if the request needs its value.
+    fill_prev: bool,
+}
+
+/// What a put needs of its key's current version besides the value.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    created: i64,
+    version: i64,
+    lease: i64,
+}
+
+impl Head {
+    fn of(kv: &KeyValue) -> Self {
+        Head {
+            created: kv.create_revision,
+            version: kv.version,
+            lease: kv.lease,
+        }
+    }
 }
 
 /// What a finished txn hands to the commit step.
@@ -97,7 +118,14 @@ impl<'a> WriteTxn<'a> {
             },
             batch: RowOps::default(),
             lease_ops: Vec::new(),
+            fill_prev: true,
         }
+    }
+
+    /// Whether the events carry prev_kv (on by default).
+    pub fn fill_prev(mut self, fill: bool) -> Self {
+        self.fill_prev = fill;
+        self
     }
 
     /// The revision reads inside the txn see (etcd: `beginRev + 1` once something changed).
@@ -132,6 +160,17 @@ impl<'a> WriteTxn<'a> {
         self.view().get(key, self.pending.rev)
     }
 
+    /// The key's current creation, version and lease from the index, without reading its row
+    /// (the caller has checked that this txn has not touched the key).
+    fn committed_head(&self, key: &[u8]) -> Option<Head> {
+        let at = self.view_state.index.get(key)?.get(self.base)?;
+        Some(Head {
+            created: at.created,
+            version: at.version,
+            lease: self.view_state.key_leases.get(key).copied().unwrap_or(0),
+        })
+    }
+
     /// The key as it was before this txn (what watchers get as prev_kv).
     fn before(&self, key: &[u8]) -> Result<Option<KeyValue>, StorageError> {
         self.base_view().get(key, self.base)
@@ -159,12 +198,22 @@ impl<'a> WriteTxn<'a> {
         if req.lease != 0 && !self.lease_exists(req.lease) {
             return Err(ApplyError::LeaseNotFound.into());
         }
-        let old = self.current(&req.key)?;
-        if (req.ignore_value || req.ignore_lease) && old.is_none() {
+        let touched = self.pending.latest.contains_key(&req.key);
+        // The old row is read only when its value is needed: by the request, or as the
+        // event's prev_kv. Otherwise the index and the lease map have all a put needs.
+        let load_old =
+            touched || req.prev_kv || req.ignore_value || req.ignore_lease || self.fill_prev;
+        let (head, old) = if load_old {
+            let old = self.current(&req.key)?;
+            (old.as_ref().map(Head::of), old)
+        } else {
+            (self.committed_head(&req.key), None)
+        };
+        if (req.ignore_value || req.ignore_lease) && head.is_none() {
             return Err(ApplyError::KeyNotFound.into());
         }
-        let lease = match (&old, req.ignore_lease) {
-            (Some(o), true) => o.lease,
+        let lease = match (&head, req.ignore_lease) {
+            (Some(h), true) => h.lease,
             _ => req.lease,
         };
         if lease != 0 && !self.lease_exists(lease) {
@@ -177,14 +226,14 @@ impl<'a> WriteTxn<'a> {
         };
         let kv = KeyValue {
             key: req.key.clone(),
-            create_revision: old.as_ref().map_or(rev.main, |o| o.create_revision),
+            create_revision: head.map_or(rev.main, |h| h.created),
             mod_revision: rev.main,
-            version: old.as_ref().map_or(1, |o| o.version + 1),
+            version: head.map_or(1, |h| h.version + 1),
             value,
             lease,
         };
         self.batch.insert(row_key(rev, false), kv.encode_to_vec());
-        let old_lease = old.as_ref().map_or(0, |o| o.lease);
+        let old_lease = head.map_or(0, |h| h.lease);
         if old_lease != 0 {
             self.lease_ops
                 .push(LeaseOp::Detach(old_lease, req.key.clone()));
@@ -194,10 +243,16 @@ impl<'a> WriteTxn<'a> {
         }
         // A create event carries no prev_kv (etcd's watch skips it); otherwise prev_kv is
         // the key before this txn, which is `old` unless the txn already touched the key.
+        // Without fill_prev, `old` is loaded only when the request asked for it.
         let (prev, prev_kv) = if kv.create_revision == kv.mod_revision {
             (None, old.filter(|_| req.prev_kv))
-        } else if self.pending.latest.contains_key(&req.key) {
-            (self.before(&req.key)?, old.filter(|_| req.prev_kv))
+        } else if touched {
+            let prev = if self.fill_prev {
+                self.before(&req.key)?
+            } else {
+                None
+            };
+            (prev, old.filter(|_| req.prev_kv))
         } else if req.prev_kv {
             (old.clone(), old)
         } else {
@@ -234,7 +289,12 @@ impl<'a> WriteTxn<'a> {
             self.lease_ops
                 .push(LeaseOp::Detach(old.lease, old.key.clone()));
         }
-        let prev = self.before(&old.key)?;
+        // Before this txn the key was `old` unless the txn already touched it.
+        let prev = if self.pending.latest.contains_key(&old.key) {
+            self.before(&old.key)?
+        } else {
+            Some(old.clone())
+        };
         self.record(
             old.key.clone(),
             Event {

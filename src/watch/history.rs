@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::pb::mvccpb::Event;
+use crate::pb::mvccpb::{Event, KeyValue};
 use crate::storage::{MvccStore, StorageError};
 
 /// Read access to the store's write history.
@@ -23,6 +23,9 @@ pub trait History: Send + Sync + 'static {
         to: i64,
         max_revs: usize,
     ) -> Result<Vec<(i64, Vec<Event>)>, StorageError>;
+    /// The key as of main revision `rev`; None when it did not exist then or `rev` is
+    /// compacted away (fills a prev_kv that the apply left out).
+    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StorageError>;
 }
 
 impl History for MvccStore {
@@ -40,6 +43,9 @@ impl History for MvccStore {
     ) -> Result<Vec<(i64, Vec<Event>)>, StorageError> {
         MvccStore::events(self, from, to, max_revs)
     }
+    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StorageError> {
+        MvccStore::kv_at(self, key, rev)
+    }
 }
 
 impl<T: History> History for Arc<T> {
@@ -56,6 +62,9 @@ impl<T: History> History for Arc<T> {
         max_revs: usize,
     ) -> Result<Vec<(i64, Vec<Event>)>, StorageError> {
         (**self).events(from, to, max_revs)
+    }
+    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StorageError> {
+        (**self).kv_at(key, rev)
     }
 }
 
@@ -132,5 +141,25 @@ impl History for MemoryHistory {
             .take(max_revs)
             .map(|(r, e)| (*r, e.clone()))
             .collect())
+    }
+    fn kv_at(&self, key: &[u8], rev: i64) -> Result<Option<KeyValue>, StorageError> {
+        if rev < self.compacted.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let revs = self
+            .revs
+            .lock()
+            .map_err(|_| StorageError::Corrupt("history lock poisoned".into()))?;
+        // The key's latest event at or below `rev`: a put is the key, a delete its absence.
+        let latest = revs.range(..=rev).rev().find_map(|(_, evs)| {
+            evs.iter()
+                .rev()
+                .find(|e| e.kv.as_ref().is_some_and(|kv| kv.key == key))
+        });
+        Ok(latest.and_then(|e| {
+            (e.r#type != crate::pb::mvccpb::event::EventType::Delete as i32)
+                .then(|| e.kv.clone())
+                .flatten()
+        }))
     }
 }

@@ -124,6 +124,11 @@ impl StreamWatchers {
             }
         }
         let target = WatchTarget::new(&req.key, &req.range_end);
+        if req.prev_kv {
+            // Counted before the watcher exists, so every write it is notified of fills
+            // prev_kv (a missing one is read back: see [`fill_missing_prev_kvs`]).
+            self.store.prev_kv_demand().add();
+        }
         let watcher = self
             .store
             .watch(target, start, filters, id, self.tx.clone());
@@ -146,9 +151,17 @@ impl StreamWatchers {
         match self.ids.remove(&watch_id) {
             Some(o) => {
                 self.store.cancel(o.watcher);
+                self.forget(&o);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Takes a removed watcher out of the prev_kv count.
+    fn forget(&self, o: &WatchOptions) {
+        if o.prev_kv {
+            self.store.prev_kv_demand().remove();
         }
     }
 
@@ -166,6 +179,7 @@ impl StreamWatchers {
         if d.compact_revision != 0 {
             // The store has dropped the watcher.
             self.ids.remove(&d.watch_id);
+            self.forget(&opts);
         }
         Some(opts)
     }
@@ -207,6 +221,7 @@ impl Drop for StreamWatchers {
     fn drop(&mut self) {
         for o in self.ids.values() {
             self.store.cancel(o.watcher);
+            self.forget(o);
         }
     }
 }
@@ -224,6 +239,24 @@ pub fn to_response(d: &Delivery, prev_kv: bool) -> WatchResponse {
         compact_revision: d.compact_revision,
         events: d.events.to_events(prev_kv),
         ..Default::default()
+    }
+}
+
+/// Fills the prev_kv of put events that lack one (written while no watcher wanted prev_kv,
+/// see [`crate::storage::PrevKvDemand`]) by reading the key at the revision before the
+/// event, as etcd's watch server fills every prev_kv; a create has none, and a read that
+/// fails (compacted meanwhile) leaves it out, as etcd does.
+pub fn fill_missing_prev_kvs(resp: &mut WatchResponse, store: &WatchableStore) {
+    for ev in &mut resp.events {
+        let Some(kv) = &ev.kv else { continue };
+        let is_put = ev.r#type == crate::pb::mvccpb::event::EventType::Put as i32;
+        if ev.prev_kv.is_some() || !is_put || kv.version <= 1 {
+            continue;
+        }
+        match store.kv_at(&kv.key, kv.mod_revision - 1) {
+            Ok(prev) => ev.prev_kv = prev,
+            Err(e) => tracing::debug!(error = %e, "prev_kv of a watch event not read"),
+        }
     }
 }
 
@@ -310,5 +343,83 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(fragment(small.clone(), 1 << 20), vec![small]);
+    }
+
+    fn put_event(key: &str, value: &str, rev: i64, version: i64) -> Event {
+        Event {
+            kv: Some(KeyValue {
+                key: key.into(),
+                value: value.into(),
+                create_revision: rev - version + 1,
+                mod_revision: rev,
+                version,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn watchers_with_prev_kv_are_counted_until_canceled_or_dropped() {
+        let store = WatchableStore::new(Arc::new(crate::watch::MemoryHistory::new()));
+        let demand = store.prev_kv_demand().clone();
+        let (tx, _rx) = mpsc::channel(16);
+        let mut ws = StreamWatchers::new(store.clone(), tx);
+        let create = |prev_kv: bool| WatchCreateRequest {
+            key: b"k".to_vec(),
+            prev_kv,
+            ..Default::default()
+        };
+        let plain = ws.create(create(false)).watch_id;
+        assert!(!demand.wanted(), "a plain watcher wants no prev_kv");
+        let a = ws.create(create(true)).watch_id;
+        let b = ws.create(create(true)).watch_id;
+        assert!(demand.wanted());
+        assert!(ws.cancel(a));
+        assert!(demand.wanted(), "one prev_kv watcher is left");
+        assert!(ws.cancel(plain));
+        assert!(!ws.cancel(a), "canceled twice");
+        assert!(demand.wanted());
+        drop(ws);
+        assert!(
+            !demand.wanted(),
+            "the stream's end takes watcher {b} with it"
+        );
+    }
+
+    #[test]
+    fn missing_prev_kvs_are_read_from_the_revision_before() {
+        let hist = Arc::new(crate::watch::MemoryHistory::new());
+        hist.append(2, vec![put_event("k", "1", 2, 1)]);
+        hist.append(3, vec![put_event("k", "2", 3, 2)]);
+        hist.append(4, vec![put_event("j", "x", 4, 1)]);
+        let store = WatchableStore::new(hist.clone());
+        let mut resp = WatchResponse {
+            events: vec![
+                put_event("k", "2", 3, 2),
+                put_event("j", "x", 4, 1),
+                Event {
+                    prev_kv: Some(KeyValue::default()),
+                    ..put_event("k", "3", 5, 3)
+                },
+            ],
+            ..Default::default()
+        };
+        fill_missing_prev_kvs(&mut resp, &store);
+        let prevs: Vec<Option<&[u8]>> = resp
+            .events
+            .iter()
+            .map(|e| e.prev_kv.as_ref().map(|kv| &kv.value[..]))
+            .collect();
+        // Filled from revision 2; a create has none; one already there is left alone.
+        assert_eq!(prevs, vec![Some(&b"1"[..]), None, Some(&b""[..])]);
+        // Below the compaction it stays out, as in etcd.
+        hist.compact(3);
+        let mut resp = WatchResponse {
+            events: vec![put_event("k", "2", 3, 2)],
+            ..Default::default()
+        };
+        fill_missing_prev_kvs(&mut resp, &store);
+        assert_eq!(resp.events[0].prev_kv, None);
     }
 }

@@ -109,6 +109,8 @@ pub struct WatchableStore {
     /// Wakes the sync loop when a watcher becomes unsynced, so a watch from a past revision
     /// does not wait for the next 100 ms tick.
     pub(super) sync_kick: Notify,
+    /// How many watchers want prev_kv (the store fills it in apply events only then).
+    prev_kv_demand: crate::storage::PrevKvDemand,
 }
 
 impl WatchableStore {
@@ -129,7 +131,23 @@ impl WatchableStore {
                 epoch: 0,
             }),
             sync_kick: Notify::new(),
+            prev_kv_demand: crate::storage::PrevKvDemand::default(),
         })
+    }
+
+    /// The count of watchers that want prev_kv, for the store that feeds this one (see
+    /// [`crate::storage::MvccStore::fill_prev_kv_on_demand`]).
+    pub fn prev_kv_demand(&self) -> &crate::storage::PrevKvDemand {
+        &self.prev_kv_demand
+    }
+
+    /// The key as of main revision `rev` from the history (None when absent or compacted).
+    pub fn kv_at(
+        &self,
+        key: &[u8],
+        rev: i64,
+    ) -> Result<Option<crate::pb::mvccpb::KeyValue>, crate::storage::StorageError> {
+        self.history.kv_at(key, rev)
     }
 
     /// The lock, recovering from poisoning: every critical section leaves `Inner` consistent

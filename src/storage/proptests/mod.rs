@@ -370,8 +370,45 @@ fn check_all(f: &Fixture, m: &Model) -> Result<(), TestCaseError> {
     Ok(())
 }
 
-fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
-    let mut f = fixture();
+/// How a run's store fills prev_kv in apply events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PrevKv {
+    /// Always (a store without a demand count).
+    Always,
+    /// Only on demand, with nobody asking: a put reads no old row unless its request needs
+    /// it, and the test fills a missing prev_kv as the watch server does.
+    OnDemand,
+}
+
+/// A fresh store for a run.
+fn fixture_for(prev: PrevKv) -> Fixture {
+    let f = fixture();
+    set_prev_mode(&f, prev);
+    f
+}
+
+fn set_prev_mode(f: &Fixture, prev: PrevKv) {
+    if prev == PrevKv::OnDemand {
+        f.store.fill_prev_kv_on_demand(PrevKvDemand::default());
+    }
+}
+
+/// Fills what an on-demand apply left out, as the watch server does: a put that is not a
+/// create gets the key as of the revision before.
+fn fill_prev_kvs(store: &MvccStore, events: &mut [Event]) -> Result<(), TestCaseError> {
+    for ev in events {
+        let Some(kv) = &ev.kv else { continue };
+        if ev.prev_kv.is_none() && ev.r#type == EventType::Put as i32 && kv.version > 1 {
+            ev.prev_kv = store
+                .kv_at(&kv.key, kv.mod_revision - 1)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+fn run(steps: Vec<Step>, prev: PrevKv) -> Result<(), TestCaseError> {
+    let mut f = fixture_for(prev);
     let mut m = Model::new();
     for (n, step) in steps.iter().enumerate() {
         let req = match step {
@@ -396,6 +433,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             Step::Revoke { id } => Some(Request::LeaseRevoke(LeaseRevokeRequest { id: *id })),
             Step::Restart => {
                 f = f.restart();
+                set_prev_mode(&f, prev);
                 None
             }
             Step::Snapshot => {
@@ -403,7 +441,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     .store
                     .snapshot()
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let g = fixture();
+                let g = fixture_for(prev);
                 g.store
                     .install_snapshot(&snap)
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
@@ -494,7 +532,17 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             } else {
                 Vec::new()
             };
-            prop_assert_eq!(&out.events, &want_events, "step {}", n);
+            let mut got_events = out.events.clone();
+            fill_prev_kvs(&f.store, &mut got_events)?;
+            if prev == PrevKv::Always {
+                prop_assert_eq!(
+                    &out.events,
+                    &got_events,
+                    "step {}: a prev_kv was missing",
+                    n
+                );
+            }
+            prop_assert_eq!(&got_events, &want_events, "step {}", n);
             prop_assert_eq!(
                 f.store.applied().ok().flatten(),
                 Some(format!("entry-{n}").into_bytes())
@@ -511,6 +559,13 @@ proptest! {
 
     #[test]
     fn store_matches_model(steps in prop::collection::vec(step_s(), 1..60)) {
-        run(steps)?;
+        run(steps, PrevKv::Always)?;
+    }
+
+    #[test]
+    fn store_matches_model_when_events_carry_prev_kv_on_demand(
+        steps in prop::collection::vec(step_s(), 1..60)
+    ) {
+        run(steps, PrevKv::OnDemand)?;
     }
 }
