@@ -330,6 +330,7 @@ pub async fn start_tuned(
         .map_err(|e| RaftError::Storage(e.to_string()))?
         .with_snapshot_count(cfg.snapshot_count);
     let snapshot_trigger = state_machine.snapshot_trigger();
+    let serve_snapshots = state_machine.serve_snapshots();
     let snapshots = service::SnapshotInbox {
         dir: state_machine.snapshot_dir(),
         chunk_timeout: Duration::from_millis(tuning.snapshot_timeout_ms),
@@ -348,6 +349,7 @@ pub async fn start_tuned(
     let raft = RaftHandle::new(cfg.node_id, config, network, log_store, state_machine)
         .await
         .map_err(|e| RaftError::Raft(e.to_string()))?;
+    serve_snapshots.start();
 
     tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_trigger));
 

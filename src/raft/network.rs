@@ -540,6 +540,13 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let net_err = |e: codec::CodecError| StreamingError::Network(NetworkError::new(&e));
+        if snapshot.snapshot.is_marker() {
+            // Only in the moment between openraft's start and `ServeSnapshots::start`: the
+            // next attempt gets the rows.
+            return Err(StreamingError::Network(NetworkError::new(
+                &std::io::Error::other("the snapshot is not written out yet"),
+            )));
+        }
         let header = (
             codec::encode("vote", &vote).map_err(net_err)?,
             codec::encode("snapshot meta", &snapshot.meta).map_err(net_err)?,

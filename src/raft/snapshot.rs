@@ -6,10 +6,13 @@
 //! magic "MINIETCD-RAFT-SNAP" | meta length u32 BE | meta (serde) | store snapshot
 //! ```
 //!
-//! where the store snapshot is the MVCC store's own format (`storage::snapshot`). A new one
-//! (built here, or received from the leader) is written to a temporary file in the same
-//! directory, synced, and renamed over `current.snap`, so the kept snapshot is always a
-//! whole one. [`SnapshotData`] is an open file plus where the store snapshot starts in it:
+//! where the store snapshot is the MVCC store's own format (`storage::snapshot`), or a
+//! marker, which has the same header under the magic "MINIETCD-RAFT-MARK" and no body: a
+//! snapshot whose data is the store itself, durable up to the marker's position (what
+//! `--snapshot-count` makes; the rows are written out only when a member needs them, see
+//! `state_machine`). A new one (built here, or received from the leader) is written to a
+//! temporary file in the same directory, synced, and renamed over `current.snap`, so the
+//! kept snapshot is always a whole one. [`SnapshotData`] is an open file plus where the store snapshot starts in it:
 //! what the state machine hands to openraft and the network reads in chunks, so a snapshot
 //! is never held in memory.
 
@@ -29,6 +32,8 @@ const KEPT: &str = "current.snap";
 const TEMP_SUFFIX: &str = ".tmp";
 /// Identifies a kept snapshot file.
 const MAGIC: &[u8] = b"MINIETCD-RAFT-SNAP";
+/// Identifies a marker: a snapshot whose data is the store (same length as [`MAGIC`]).
+const MARKER_MAGIC: &[u8] = b"MINIETCD-RAFT-MARK";
 /// The largest meta accepted in a header (a membership of a few members is a few KiB).
 const MAX_META_BYTES: u32 = 1 << 20;
 
@@ -49,6 +54,8 @@ pub struct SnapshotData {
     len: u64,
     /// Removed when dropped: a received snapshot openraft did not install.
     temp: bool,
+    /// A marker: no rows, the store holds the data (see the module doc).
+    marker: bool,
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -56,6 +63,7 @@ impl std::fmt::Debug for SnapshotData {
         f.debug_struct("SnapshotData")
             .field("path", &self.path)
             .field("len", &self.len)
+            .field("marker", &self.marker)
             .finish()
     }
 }
@@ -69,6 +77,11 @@ impl SnapshotData {
     /// Whether the store snapshot is empty (never, for a valid one).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether this is a marker, with no rows of its own (see the module doc).
+    pub fn is_marker(&self) -> bool {
+        self.marker
     }
 
     /// A reader of the store snapshot, from its first byte. Readers of one `SnapshotData`
@@ -150,6 +163,7 @@ impl SnapshotWriter {
             offset: self.offset,
             len: size.saturating_sub(self.offset),
             temp: true,
+            marker: false,
         };
         Ok(data)
     }
@@ -189,6 +203,19 @@ impl SnapshotDir {
 
     /// Starts a temporary snapshot file for `meta`.
     pub fn create(&self, meta: &SnapshotMeta) -> io::Result<SnapshotWriter> {
+        self.create_with(MAGIC, meta)
+    }
+
+    /// Keeps a marker for `meta` (the caller has made the store durable up to `meta`), in
+    /// place of the kept snapshot.
+    pub fn keep_marker(&self, meta: &SnapshotMeta) -> io::Result<SnapshotData> {
+        let mut data = self.create_with(MARKER_MAGIC, meta)?.finish()?;
+        data.marker = true;
+        self.keep(&mut data)?;
+        Ok(data)
+    }
+
+    fn create_with(&self, magic: &[u8], meta: &SnapshotMeta) -> io::Result<SnapshotWriter> {
         let meta_bytes = codec::encode("snapshot meta", meta).map_err(io::Error::other)?;
         let meta_len = u32::try_from(meta_bytes.len())
             .ok()
@@ -201,13 +228,13 @@ impl SnapshotDir {
         );
         let path = self.path.join(name);
         let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&path)?);
-        let offset = (MAGIC.len() + 4 + meta_bytes.len()) as u64;
+        let offset = (magic.len() + 4 + meta_bytes.len()) as u64;
         let mut w = SnapshotWriter {
             out: Some(out),
             path,
             offset,
         };
-        w.write(MAGIC)?;
+        w.write(magic)?;
         w.write(&meta_len.to_be_bytes())?;
         w.write(&meta_bytes)?;
         Ok(w)
@@ -260,7 +287,8 @@ impl SnapshotDir {
         let mut magic = vec![0u8; MAGIC.len()];
         file.read_exact(&mut magic)
             .map_err(|_| bad("not a snapshot file"))?;
-        if magic != MAGIC {
+        let marker = magic == MARKER_MAGIC;
+        if magic != MAGIC && !marker {
             return Err(bad("not a snapshot file"));
         }
         let mut len = [0u8; 4];
@@ -275,6 +303,9 @@ impl SnapshotDir {
             codec::decode("snapshot meta", &meta).map_err(|e| bad(&e.to_string()))?;
         let offset = (MAGIC.len() + 4) as u64 + u64::from(len);
         let size = file.metadata()?.len();
+        if marker && size != offset {
+            return Err(bad("a snapshot marker with rows after its header"));
+        }
         Ok(Some((
             meta,
             SnapshotData {
@@ -283,6 +314,7 @@ impl SnapshotDir {
                 offset,
                 len: size.saturating_sub(offset),
                 temp: false,
+                marker,
             },
         )))
     }
@@ -317,5 +349,34 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from(KEPT)]);
+    }
+
+    #[test]
+    fn a_marker_replaces_the_kept_snapshot_and_reads_back_as_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(&tmp.path().join(SNAP_DIR)).unwrap();
+        let mut w = dir.create(&SnapshotMeta::default()).unwrap();
+        w.write(b"rows").unwrap();
+        let mut full = w.finish().unwrap();
+        dir.keep(&mut full).unwrap();
+        assert!(!dir.kept().unwrap().unwrap().1.is_marker());
+        let meta = SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<crate::raft::types::TypeConfig>(
+                3, 1, 77,
+            )),
+            ..SnapshotMeta::default()
+        };
+        let marker = dir.keep_marker(&meta).unwrap();
+        assert!(marker.is_marker() && marker.is_empty());
+        let (back, kept) = dir.kept().unwrap().unwrap();
+        assert_eq!(back, meta);
+        assert!(kept.is_marker());
+        assert_eq!(kept.len(), 0);
+        // A marker with bytes after its header is refused, not read as rows.
+        let path = tmp.path().join(SNAP_DIR).join(KEPT);
+        let mut f = fs::OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"junk").unwrap();
+        let err = dir.kept().unwrap_err().to_string();
+        assert!(err.contains("marker with rows"), "{err}");
     }
 }

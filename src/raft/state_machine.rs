@@ -98,6 +98,13 @@ struct Shared {
     data_file: OnceLock<(std::fs::File, std::path::PathBuf)>,
     /// Counts applied writes for `--snapshot-count`.
     trigger: Arc<SnapshotTrigger>,
+    /// Set once openraft has started (see [`StateMachine::serve_snapshots`]): from then on a
+    /// kept marker asked for is a member to be sent a snapshot, and the rows are written out.
+    serving: std::sync::atomic::AtomicBool,
+    /// Builds write the rows out as they did before markers (openraft's conformance suite
+    /// installs what a build returns elsewhere).
+    #[cfg(test)]
+    write_out_builds: bool,
 }
 
 impl Shared {
@@ -123,10 +130,57 @@ impl Shared {
         })
     }
 
-    /// Builds a snapshot of the store as it is now, and keeps it as the current one.
+    /// openraft's periodic snapshot (`--snapshot-count`): makes the store durable up to
+    /// what is applied now and keeps a marker of that position, after which openraft may
+    /// purge the log below it. The rows are not copied: the store is the snapshot's data,
+    /// and they are written out only when a member needs them ([`Shared::snapshot_to_send`]),
+    /// as etcd sends its live database only to a member that needs it. (Copying the whole
+    /// store every `--snapshot-count` writes cost CPU, disk writes and, with the store larger
+    /// than sled's cache, the cache itself, in proportion to the store's size.)
     fn build_snapshot(&self) -> StoreResult<Snapshot> {
-        let (meta, data) = self.capture_snapshot()?;
-        self.keep_built(meta, data)
+        #[cfg(test)]
+        if self.write_out_builds {
+            let (meta, data) = self.capture_snapshot()?;
+            return self.keep_built(meta, data);
+        }
+        let meta = {
+            let applied = self.lock()?;
+            self.trigger.captured();
+            SnapshotMeta {
+                last_log_id: applied.last_applied,
+                last_membership: applied.last_membership.clone(),
+            }
+        };
+        self.make_durable()?;
+        let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(kept) = self.current_snapshot()? {
+            if kept.meta.last_log_id >= meta.last_log_id {
+                // Installed or written out since at this position or later: it stands.
+                return Ok(kept);
+            }
+        }
+        let data = self
+            .snapshots
+            .keep_marker(&meta)
+            .map_err(|e| sm_err("write snapshot", &e))?;
+        tracing::info!(last_log_id = ?meta.last_log_id, "snapshot built (its data is the store)");
+        Ok(Snapshot {
+            meta,
+            snapshot: data,
+        })
+    }
+
+    /// The snapshot to send to a member: the kept one, or, when that is a marker, the store
+    /// as it is now written out to a file (kept in the marker's place unless a newer
+    /// snapshot was kept meanwhile).
+    fn snapshot_to_send(&self) -> StoreResult<Option<Snapshot>> {
+        match self.current_snapshot()? {
+            Some(kept) if kept.snapshot.is_marker() => {
+                let (meta, data) = self.capture_snapshot()?;
+                self.keep_built(meta, data).map(Some)
+            }
+            other => Ok(other),
+        }
     }
 
     /// Writes the store's state and the log position it reflects to a new snapshot file.
@@ -159,13 +213,21 @@ impl Shared {
         Ok((meta, data))
     }
 
-    /// Keeps a built snapshot as the current one, unless a newer one was kept meanwhile (an
-    /// install that ran while this one was being built): then that newer one is the answer,
-    /// so that openraft never believes it holds a snapshot older than the one it serves.
+    /// Keeps a written-out snapshot as the current one, unless a newer one was kept
+    /// meanwhile (an install that ran while this one was being written): then that newer one
+    /// is the answer, so that openraft never believes it holds a snapshot older than the one
+    /// it serves. A newer marker stays kept and this one is answered without being kept (it
+    /// is removed once sent).
     fn keep_built(&self, meta: SnapshotMeta, mut data: SnapshotData) -> StoreResult<Snapshot> {
         {
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(kept) = self.current_snapshot()? {
+                if kept.meta.last_log_id > meta.last_log_id && kept.snapshot.is_marker() {
+                    return Ok(Snapshot {
+                        meta,
+                        snapshot: data,
+                    });
+                }
                 if kept.meta.last_log_id > meta.last_log_id {
                     tracing::info!(
                         built = ?meta.last_log_id,
@@ -180,7 +242,7 @@ impl Shared {
                 .map_err(|e| sm_err("write snapshot", &e))?;
         }
         self.make_durable()?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built and written out");
         Ok(Snapshot {
             meta,
             snapshot: data,
@@ -468,6 +530,18 @@ pub struct SnapshotBuilder {
     shared: Arc<Shared>,
 }
 
+/// See [`StateMachine::serve_snapshots`].
+pub struct ServeSnapshots(Arc<Shared>);
+
+impl ServeSnapshots {
+    /// From now on, asking for the current snapshot writes out a kept marker.
+    pub fn start(&self) {
+        self.0
+            .serving
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+}
+
 impl StateMachine {
     /// Opens the state machine over `store`, recovering the applied state from the store's
     /// applied blob.
@@ -492,12 +566,25 @@ impl StateMachine {
             keep_lock: Mutex::new(()),
             data_file: OnceLock::new(),
             trigger: SnapshotTrigger::new(0),
+            serving: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            write_out_builds: false,
         });
         // A kept snapshot ahead of the store: an install that did not finish. The store is
         // either empty (an in-place install, interrupted) or still the one before the install
         // (a copy that was never switched in). The log below the snapshot may be purged, so
         // the snapshot is the only way forward.
         if let Some(snap) = shared.current_snapshot()? {
+            if snap.meta.last_log_id > applied_id && snap.snapshot.is_marker() {
+                // A marker is kept only once the store is durable up to it.
+                return Err(sm_err(
+                    "open",
+                    &format!(
+                        "the store (applied {applied_id:?}) is behind the snapshot marker at {:?}: it lost writes it had made durable",
+                        snap.meta.last_log_id
+                    ),
+                ));
+            }
             if snap.meta.last_log_id > applied_id {
                 tracing::warn!(
                     last_log_id = ?snap.meta.last_log_id,
@@ -565,6 +652,23 @@ impl StateMachine {
     /// Whoever holds the Raft handle waits on [`Self::snapshot_trigger`] and asks openraft.
     pub fn with_snapshot_count(self, writes: u64) -> StateMachine {
         self.shared.trigger.set_every(writes);
+        self
+    }
+
+    /// A handle that tells the state machine openraft has started (call
+    /// [`ServeSnapshots::start`] once `Raft::new` has returned): openraft reads the current
+    /// snapshot at start-up only for its position, and afterwards only to send it, so only
+    /// then is a kept marker written out.
+    pub fn serve_snapshots(&self) -> ServeSnapshots {
+        ServeSnapshots(self.shared.clone())
+    }
+
+    /// Builds write the rows out (see `Shared::write_out_builds`).
+    #[cfg(test)]
+    fn with_builds_written_out(mut self) -> StateMachine {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.write_out_builds = true;
+        }
         self
     }
 
@@ -643,7 +747,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> StoreResult<Option<Snapshot>> {
         let shared = self.shared.clone();
-        blocking(move || shared.current_snapshot()).await
+        if shared.serving.load(std::sync::atomic::Ordering::Acquire) {
+            blocking(move || shared.snapshot_to_send()).await
+        } else {
+            blocking(move || shared.current_snapshot()).await
+        }
     }
 }
 

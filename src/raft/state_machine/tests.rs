@@ -129,8 +129,11 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
         let dir = tempfile::tempdir().unwrap();
         let db = sled::open(dir.path().join("db")).unwrap();
         let store = Arc::new(MvccStore::open(&db).unwrap());
-        let sm =
-            StateMachine::open(&dir.path().join("snap"), store, Arc::new(NoopObserver)).unwrap();
+        // The suite installs what a build returns into another state machine: builds write
+        // their rows out here (the markers are tested below).
+        let sm = StateMachine::open(&dir.path().join("snap"), store, Arc::new(NoopObserver))
+            .unwrap()
+            .with_builds_written_out();
         let log = LogStore::open(
             &dir.path().join("wal"),
             crate::raft::log_store::tests::small(),
@@ -202,21 +205,24 @@ async fn snapshot_moves_data_and_survives_restart() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..50).map(|i| put(i, &format!("k{i}"), &format!("v{i}"))));
     leader.apply_entries(entries).await.unwrap();
-    let snap = leader
+    let marker = leader
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
-    assert_eq!(snap.meta.last_log_id, Some(log_id(1, 1, 49)));
-    let again = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
-    // A snapshot is named by the position it covers: two builds at one position are the
-    // same snapshot.
+    assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 49)));
+    assert!(
+        marker.snapshot.is_marker(),
+        "the periodic snapshot copies no rows"
+    );
+    leader.serve_snapshots().start();
+    let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert!(!snap.snapshot.is_marker());
+    assert_eq!(snap.meta, marker.meta, "written out at the same position");
+    let again = leader.get_current_snapshot().await.unwrap().unwrap();
+    // A snapshot is named by the position it covers: asked for again at that position, the
+    // written-out one is kept and served as it is.
     assert_eq!(again.meta, snap.meta);
     assert_eq!(bytes(&again.snapshot), bytes(&snap.snapshot));
 
@@ -495,12 +501,15 @@ async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..30).map(|i| put(i, &format!("k{i}"), "v")));
     leader.apply_entries(entries).await.unwrap();
-    let newer = leader
+    leader
         .get_snapshot_builder()
         .await
         .build_snapshot()
         .await
         .unwrap();
+    leader.serve_snapshots().start();
+    let newer = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert!(!newer.snapshot.is_marker());
 
     let dir = tempfile::tempdir().unwrap();
     let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
@@ -519,4 +528,127 @@ async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 29)));
     let kept = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(kept.meta.last_log_id, newer.meta.last_log_id);
+}
+
+/// `--snapshot-count`'s snapshot is a marker: the store made durable, no rows copied. Before
+/// openraft has started it is answered as it is (openraft only reads its position then);
+/// afterwards, asked for it (to send it), the store as it is then is written out and kept.
+#[tokio::test]
+async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    let mut entries = vec![membership_entry(1)];
+    entries.extend((2..20).map(|i| put(i, &format!("k{i}"), "v")));
+    sm.apply_entries(entries).await.unwrap();
+    let marker = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert!(marker.snapshot.is_marker());
+    assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 19)));
+    // Not serving yet: the marker itself.
+    let at_start = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert!(at_start.snapshot.is_marker());
+    assert_eq!(at_start.meta, marker.meta);
+    // Writes after the marker are in the snapshot that is sent: it is the store as it is.
+    sm.apply_entries((20..25).map(|i| put(i, &format!("k{i}"), "w")).collect())
+        .await
+        .unwrap();
+    sm.serve_snapshots().start();
+    let sent = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert!(!sent.snapshot.is_marker());
+    assert_eq!(sent.meta.last_log_id, Some(log_id(1, 1, 24)));
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_fdb, mut follower) = open(follower_dir.path(), Arc::new(NoopObserver));
+    follower
+        .install_snapshot(&sent.meta, sent.snapshot)
+        .await
+        .unwrap();
+    assert_eq!(get(follower.store(), "k24"), Some(b"w".to_vec()));
+    assert_eq!(get(follower.store(), "k3"), Some(b"v".to_vec()));
+    // The next periodic snapshot replaces the written-out one with a marker again.
+    sm.apply_entries(vec![put(25, "k25", "x")]).await.unwrap();
+    let next = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert!(next.snapshot.is_marker());
+    assert_eq!(next.meta.last_log_id, Some(log_id(1, 1, 25)));
+    // A restart reads the marker's position and installs nothing.
+    db.flush().unwrap();
+    drop(sm);
+    drop(db);
+    let rec = Arc::new(Recorder::default());
+    let (_db, mut sm) = open(dir.path(), rec.clone());
+    assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(1, 1, 25)));
+    let kept = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert!(kept.snapshot.is_marker());
+    assert_eq!(kept.meta, next.meta);
+    assert!(
+        rec.restored.lock().unwrap().is_empty(),
+        "nothing was installed"
+    );
+}
+
+/// A marker ahead of the store cannot happen (it is kept only once the store is durable up
+/// to it): a store found behind one has lost data, and the member refuses to start.
+#[tokio::test]
+async fn a_store_behind_its_marker_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+        sm.apply_entries(vec![membership_entry(1), put(2, "k", "v")])
+            .await
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let snaps = SnapshotDir::open(&dir.path().join("snap")).unwrap();
+    snaps
+        .keep_marker(&SnapshotMeta {
+            last_log_id: Some(log_id(1, 1, 9)),
+            ..SnapshotMeta::default()
+        })
+        .unwrap();
+    let db = sled::open(dir.path().join("db")).unwrap();
+    let store = Arc::new(MvccStore::open(&db).unwrap());
+    let err = StateMachine::open(&dir.path().join("snap"), store, Arc::new(NoopObserver))
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string().contains("behind the snapshot marker"),
+        "{err}"
+    );
+}
+
+/// A snapshot written out for sending while a newer marker was kept is sent as it is but
+/// not kept: the kept position never goes back (openraft purged its log behind the marker).
+#[tokio::test]
+async fn a_written_out_snapshot_older_than_the_marker_is_sent_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    let mut entries = vec![membership_entry(1)];
+    entries.extend((2..10).map(|i| put(i, &format!("k{i}"), "v")));
+    sm.apply_entries(entries).await.unwrap();
+    let (meta, data) = sm.shared.capture_snapshot().unwrap();
+    sm.apply_entries(vec![put(10, "k10", "v")]).await.unwrap();
+    let marker = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 10)));
+    let answered = sm.shared.keep_built(meta, data).unwrap();
+    assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 9)));
+    assert!(!answered.snapshot.is_marker() && !answered.snapshot.is_empty());
+    let kept = sm.shared.current_snapshot().unwrap().unwrap();
+    assert!(kept.snapshot.is_marker());
+    assert_eq!(kept.meta, marker.meta);
+    drop(answered);
+    let files = std::fs::read_dir(dir.path().join("snap")).unwrap().count();
+    assert_eq!(files, 1, "the unkept file is gone once sent");
 }
