@@ -260,8 +260,8 @@ where
 /// key -> value. Reads inside the group look here before the tree.
 pub(crate) type Overlay = std::collections::HashMap<Vec<u8>, sled::IVec>;
 
-/// The row changes of one write, in order. A group of writes gathers them into one sled batch
-/// (sled writes and syncs its log buffer once per batch, so fewer batches cost fewer syscalls).
+/// The row changes of one write, in order (a group of writes gathers them, see
+/// `GroupRows`).
 #[derive(Debug, Default)]
 pub(crate) struct RowOps(Vec<(Vec<u8>, Option<sled::IVec>)>);
 
@@ -277,25 +277,9 @@ impl RowOps {
         self.0.push((key.into(), None));
     }
 
-    /// Adds the changes to `batch`, and the rows set to `overlay` when given (an `IVec`
-    /// clone shares the bytes, so the overlay costs no copy of the values).
-    pub fn apply_to(self, batch: &mut sled::Batch, mut overlay: Option<&mut Overlay>) {
-        for (k, v) in self.0 {
-            match v {
-                Some(v) => {
-                    if let Some(o) = overlay.as_deref_mut() {
-                        o.insert(k.clone(), v.clone());
-                    }
-                    batch.insert(k, v);
-                }
-                None => {
-                    if let Some(o) = overlay.as_deref_mut() {
-                        o.remove(&k);
-                    }
-                    batch.remove(k);
-                }
-            }
-        }
+    /// The changes, in order.
+    pub fn into_inner(self) -> Vec<(Vec<u8>, Option<sled::IVec>)> {
+        self.0
     }
 }
 

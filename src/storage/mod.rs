@@ -8,9 +8,11 @@
 //!   recovers its state; `MvccStore::open(&sled::Db)` keeps it in a tree of the given
 //!   database (tests), where it cannot be defragmented.
 //! - `defragment()` copies the store into a fresh database and switches to it ([`defrag`]).
-//! - `apply(req, applied)` applies one write as ONE atomic sled batch that also stores the
-//!   opaque `applied` blob (the raft layer's last-applied log id and membership), then
-//!   publishes the new revision. Apply-time errors (lease not found, ...) are answered in
+//! - `apply(req, applied)` applies one write (`apply_group` several) atomically together
+//!   with the opaque `applied` blob (the raft layer's last-applied log id and membership),
+//!   then publishes the new revision: key-space rows go in one by one with the commit record
+//!   (revision and blob) last, and a crash's unfinished group is dropped at open (sled
+//!   recovers a prefix of its log); groups with lease, alarm or auth rows use one sled batch. Apply-time errors (lease not found, ...) are answered in
 //!   `InternalResponse.error`; `Err` is reserved for fatal I/O.
 //! - `range` reads at a revision; reads never see a half-applied write.
 //! - `begin_snapshot()` / `install_snapshot_from()` carry the whole MVCC state (history
@@ -31,11 +33,11 @@
 //! does. The TTL is stored as granted: etcd's minimum-TTL clamp depends on the election
 //! timeout and belongs to the server. Expiry is not storage's business either.
 //!
-//! Concurrency: applies are serialised by a mutex. An apply computes its changes under the
-//! state's read lock, writes its sled batch, then takes the write lock to update the index
-//! and the revision together; readers hold the read lock for a whole read, so they see a
-//! write entirely or not at all. No apply fsyncs: the raft log is the durable record, and
-//! the `applied` blob in the same batch tells the raft layer where to resume replaying.
+//! Concurrency: applies are serialised by a mutex. An apply holds the state's write lock
+//! while it computes its changes, updates the index and writes its rows; readers hold the
+//! read lock for a whole read, so they see a write entirely or not at all. No apply fsyncs:
+//! the raft log is the durable record, and the `applied` blob in the commit record tells the
+//! raft layer where to resume replaying.
 
 mod alarm;
 mod auth;
@@ -275,6 +277,7 @@ impl MvccStore {
         home: Option<Home>,
     ) -> Result<Self, StorageError> {
         let tree = db.open_tree(backend::TREE_NAME)?;
+        drop_unfinished_group(&tree)?;
         let mut rec = backend::recover(tree.iter().map(|r| r.map_err(StorageError::from)))?;
         let interrupted = rec.installing;
         if interrupted {
@@ -449,9 +452,8 @@ impl MvccStore {
             .ok_or_else(|| StorageError::Corrupt("a write group lost its outcome".into()))
     }
 
-    /// Applies `writes` in order, each its own revision, in ONE atomic sled batch that also
-    /// records `applied`: sled writes (and `sync_file_range`s) its log buffer once per batch,
-    /// so grouping the writes of a Raft entry costs one such write instead of one per write.
+    /// Applies `writes` in order, each its own revision, atomically with `applied` (see
+    /// `GroupRows::write`).
     ///
     /// The state's write lock is held for the whole group: each write updates the index as
     /// it goes (the next write of the group must see it) while its rows wait in the batch,
@@ -467,7 +469,10 @@ impl MvccStore {
         let fill_prev = self.prev_kv_wanted();
         let mut st = self.write_state()?;
         let e = self.engine()?;
+        // Alarm and auth rows go straight into a batch; the key space's rows are gathered.
         let mut batch = sled::Batch::default();
+        let mut batch_used = false;
+        let mut rows = GroupRows::new();
         let mut overlay = backend::Overlay::new();
         let mut outcomes = Vec::with_capacity(writes.len());
         for write in writes {
@@ -478,6 +483,7 @@ impl MvccStore {
             };
             if let Request::Alarm(a) = request {
                 let resp = alarm::apply(&mut st.alarms, a, &mut batch);
+                batch_used = true;
                 outcomes.push(outcome(
                     Some(Response::Alarm(resp)),
                     None,
@@ -498,6 +504,7 @@ impl MvccStore {
                 continue;
             }
             if let Request::Auth(a) = request {
+                batch_used = true;
                 let (resp, err) = match auth::apply(&mut st.auth, &self.tokens, a, &mut batch) {
                     Ok(r) => (Some(Response::Auth(r)), None),
                     Err(e) => (None, Some(e)),
@@ -564,17 +571,14 @@ impl MvccStore {
             };
             outcomes.push(match done {
                 Ok((fin, response)) => {
-                    let events = commit(&mut st, fin, &mut batch, &mut overlay);
+                    let events = commit(&mut st, fin, &mut rows, &mut overlay);
                     outcome(Some(response), None, events, st.current)
                 }
                 Err(e) => outcome(None, Some(e), Vec::new(), st.current),
             });
         }
-        batch.insert(
-            backend::META_COMMIT,
-            backend::commit_row(st.current, Some(applied)),
-        );
-        e.tree.apply_batch(batch)?;
+        let commit_row = backend::commit_row(st.current, Some(applied));
+        rows.write(&e.tree, batch_used.then_some(batch), commit_row)?;
         self.current.store(st.current, Ordering::Release);
         tracing::Span::current().record("rev", st.current);
         Ok(outcomes)
@@ -1073,10 +1077,107 @@ fn outcome(
 
 /// Adds a finished txn's rows to the group's batch (and overlay), then updates the index
 /// and leases and moves the state's revision (published when the batch is written).
+/// Removes the kv rows above the recorded current revision: rows of a write group whose
+/// commit record never reached the disk. A group of kv writes is written row by row with its
+/// commit record last (see [`GroupRows::write`]), and sled recovers a prefix of what was
+/// written, so a crash can leave some of a group's rows without its record; the Raft log
+/// applies the group again after the restart.
+fn drop_unfinished_group(tree: &sled::Tree) -> Result<(), StorageError> {
+    let Some(commit) = tree.get(backend::META_COMMIT)? else {
+        return Ok(());
+    };
+    let (current, _) = backend::parse_commit_row(&commit)?;
+    let start = revision::main_lower_bound(current.saturating_add(1));
+    let end = [revision::KV_PREFIX + 1];
+    let mut dropped = 0usize;
+    for row in tree.range(start..end.to_vec()) {
+        let (k, _) = row?;
+        tree.remove(k)?;
+        dropped += 1;
+    }
+    if dropped > 0 {
+        tracing::warn!(
+            rows = dropped,
+            current,
+            "dropped the rows of a write group that was not finished before the stop; the log applies it again"
+        );
+        tree.flush()?;
+    }
+    Ok(())
+}
+
+/// The rows of a write group, in order, written at the end of the group.
+#[derive(Default)]
+struct GroupRows {
+    rows: Vec<(Vec<u8>, Option<sled::IVec>)>,
+    /// Whether every row is a kv row (puts and tombstones: inserts only).
+    kv_only: bool,
+}
+
+impl GroupRows {
+    fn new() -> Self {
+        GroupRows {
+            rows: Vec::new(),
+            kv_only: true,
+        }
+    }
+
+    /// Adds a write's rows, keeping the rows it sets in `overlay` for the group's later reads.
+    fn add(&mut self, ops: backend::RowOps, overlay: &mut backend::Overlay) {
+        for (k, v) in ops.into_inner() {
+            self.kv_only &= v.is_some() && k.first() == Some(&revision::KV_PREFIX);
+            match &v {
+                Some(v) => {
+                    overlay.insert(k.clone(), v.clone());
+                }
+                None => {
+                    overlay.remove(&k);
+                }
+            }
+            self.rows.push((k, v));
+        }
+    }
+
+    /// Writes the rows and then `commit` (the commit record). A group of kv rows only is
+    /// written insert by insert: sled then writes its log buffer when it fills (or on a
+    /// flush), where an atomic batch makes it write and `sync_file_range` the buffer at once,
+    /// twice per batch, on every apply. Atomicity is not lost: sled recovers a prefix of its
+    /// log, so the commit record, written last, is there only if every row before it is, and
+    /// rows without their record are dropped at open ([`drop_unfinished_group`]). Groups
+    /// with other rows (leases, which a replay could not tell apart) go in one batch.
+    /// `batch` holds the group's other rows (alarms, auth), if it has any.
+    fn write(
+        self,
+        tree: &sled::Tree,
+        batch: Option<sled::Batch>,
+        commit: Vec<u8>,
+    ) -> Result<(), StorageError> {
+        if self.kv_only && batch.is_none() {
+            for (k, v) in self.rows {
+                if let Some(v) = v {
+                    tree.insert(k, v)?;
+                }
+            }
+            tree.insert(backend::META_COMMIT, commit)?;
+            return Ok(());
+        }
+        let mut batch = batch.unwrap_or_default();
+        for (k, v) in self.rows {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch.insert(backend::META_COMMIT, commit);
+        tree.apply_batch(batch)?;
+        Ok(())
+    }
+}
+
 fn commit(
     st: &mut State,
     fin: Finished,
-    batch: &mut sled::Batch,
+    group: &mut GroupRows,
     overlay: &mut backend::Overlay,
 ) -> Vec<Event> {
     let Finished {
@@ -1085,7 +1186,7 @@ fn commit(
         events,
         lease_ops,
     } = fin;
-    rows.apply_to(batch, Some(overlay));
+    group.add(rows, overlay);
     for (sub, ev) in events.iter().enumerate() {
         let Some(kv) = &ev.kv else { continue };
         let r = Revision::new(rev, i64::try_from(sub).unwrap_or(i64::MAX));

@@ -4,6 +4,7 @@
 mod auth;
 mod compaction;
 mod defrag;
+mod groups;
 mod install;
 mod kv;
 mod lifecycle;
@@ -52,16 +53,26 @@ pub(super) fn kill_child_while_installing(
     env: [(&str, &std::path::Path); 2],
     attempt: u64,
 ) {
+    kill_child_when(test, &env, "installing", attempt);
+}
+
+/// [`kill_child_while_installing`] for a child that prints `ready` once it is at work.
+pub(super) fn kill_child_when(
+    test: &str,
+    env: &[(&str, &std::path::Path)],
+    ready: &str,
+    attempt: u64,
+) {
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
-        .envs(env)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
-    while !line.contains("installing") {
+    while !line.contains(ready) {
         line.clear();
         if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
             break;
