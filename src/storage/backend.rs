@@ -42,14 +42,14 @@ pub(crate) const SCHEMA_VERSION: &[u8] = b"minietcd-mvcc-v1";
 /// etcd's first revision: a fresh store is at 1 and its first write gets 2.
 pub(crate) const FIRST_REVISION: i64 = 1;
 /// sled's page cache of the store's live database, in sled's measure (the pages' encoded
-/// bytes; decoded in memory they take about 1.5-2x that): sled's own default of 1 GiB, which
-/// holds a million-key store (256-byte values, a fifth overwritten) wholly in memory. Smaller
-/// bounds were measured at that size, three members, 1000 puts/s on random keys: 256 MiB
-/// brought the largest member's RSS from 826 to 572 MiB (etcd 3.4: 734) but the quiet put p50
-/// from 1.4 to 5.3 ms (etcd 1.0), because a put reads the key's current row (its lease, and
-/// the previous value for watch events) and a page sled evicted is read back and decoded
-/// whole; 512 MiB gave 799 MiB and 1.8 ms. Until a put no longer needs that row, latency wins.
-pub(crate) const STORE_CACHE_BYTES: u64 = 1 << 30;
+/// bytes; decoded in memory they take about 1.5-2x that). Measured at a million keys (256-byte
+/// values, a fifth overwritten; three members; 1000 puts/s on random keys), once a put no
+/// longer read its key's old row and `--snapshot-count` no longer copied the whole store
+/// through the cache: 256 MiB gave the largest member an RSS of 607 MiB (etcd 3.4: 734) with a
+/// quiet put p50 / p99 of 1.16 / 5.09 ms (etcd about 1.05 / 14); 384 MiB 677-731 MiB and
+/// 1.14-1.24 / 2.9-3.4 ms; sled's default of 1 GiB 798 MiB and 0.99 / 2.15 ms. Before those
+/// two changes 256 MiB cost a 5 ms put p50: a put read an evicted page back for every write.
+pub(crate) const STORE_CACHE_BYTES: u64 = 256 << 20;
 /// sled's page cache of a database being filled (a snapshot install's or a defragment's
 /// copy, see `defrag`): rows only go in, and a small cache makes the copy faster as well as
 /// lighter (a million-key install alone: 12.5 s with 1 GiB, 7.5 s with this, peak RSS 790 ->
