@@ -107,6 +107,24 @@ fn get(store: &MvccStore, key: &str) -> Option<Vec<u8>> {
     resp.kvs.first().map(|kv| kv.value.clone())
 }
 
+/// Opens a state machine in `dir`, applies a membership entry and a put, and closes it.
+async fn apply_one_put_and_close(dir: &std::path::Path) {
+    let (db, mut sm) = open(dir, Arc::new(NoopObserver));
+    sm.apply_entries(vec![membership_entry(1), put(2, "k", "v")])
+        .await
+        .unwrap();
+    db.flush().unwrap();
+}
+
+/// openraft's periodic snapshot of `sm`.
+async fn build(sm: &mut StateMachine) -> Snapshot {
+    sm.get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap()
+}
+
 fn membership_entry(index: u64) -> Entry {
     let nodes = BTreeMap::from([(1u64, MemberNode::default())]);
     Entry {
@@ -183,13 +201,7 @@ async fn writes_notify_the_observer_and_answer_in_order() {
 #[tokio::test]
 async fn applied_state_and_data_survive_restart() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
-        sm.apply_entries(vec![membership_entry(1), put(2, "k", "v")])
-            .await
-            .unwrap();
-        db.flush().unwrap();
-    }
+    apply_one_put_and_close(dir.path()).await;
     let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
     let (applied, membership) = sm.applied_state().await.unwrap();
     assert_eq!(applied, Some(log_id(1, 1, 2)));
@@ -205,12 +217,7 @@ async fn snapshot_moves_data_and_survives_restart() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..50).map(|i| put(i, &format!("k{i}"), &format!("v{i}"))));
     leader.apply_entries(entries).await.unwrap();
-    let marker = leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let marker = build(&mut leader).await;
     assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 49)));
     assert!(
         marker.snapshot.is_marker(),
@@ -501,12 +508,7 @@ async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..30).map(|i| put(i, &format!("k{i}"), "v")));
     leader.apply_entries(entries).await.unwrap();
-    leader
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    build(&mut leader).await;
     leader.serve_snapshots().start();
     let newer = leader.get_current_snapshot().await.unwrap().unwrap();
     assert!(!newer.snapshot.is_marker());
@@ -540,12 +542,7 @@ async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..20).map(|i| put(i, &format!("k{i}"), "v")));
     sm.apply_entries(entries).await.unwrap();
-    let marker = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let marker = build(&mut sm).await;
     assert!(marker.snapshot.is_marker());
     assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 19)));
     // Not serving yet: the marker itself.
@@ -570,12 +567,7 @@ async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
     assert_eq!(get(follower.store(), "k3"), Some(b"v".to_vec()));
     // The next periodic snapshot replaces the written-out one with a marker again.
     sm.apply_entries(vec![put(25, "k25", "x")]).await.unwrap();
-    let next = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let next = build(&mut sm).await;
     assert!(next.snapshot.is_marker());
     assert_eq!(next.meta.last_log_id, Some(log_id(1, 1, 25)));
     // A restart reads the marker's position and installs nothing.
@@ -599,13 +591,7 @@ async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
 #[tokio::test]
 async fn a_store_behind_its_marker_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    {
-        let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
-        sm.apply_entries(vec![membership_entry(1), put(2, "k", "v")])
-            .await
-            .unwrap();
-        db.flush().unwrap();
-    }
+    apply_one_put_and_close(dir.path()).await;
     let snaps = SnapshotDir::open(&dir.path().join("snap")).unwrap();
     snaps
         .keep_marker(&SnapshotMeta {
@@ -635,12 +621,7 @@ async fn a_written_out_snapshot_older_than_the_marker_is_sent_not_kept() {
     sm.apply_entries(entries).await.unwrap();
     let (meta, data) = sm.shared.capture_snapshot().unwrap();
     sm.apply_entries(vec![put(10, "k10", "v")]).await.unwrap();
-    let marker = sm
-        .get_snapshot_builder()
-        .await
-        .build_snapshot()
-        .await
-        .unwrap();
+    let marker = build(&mut sm).await;
     assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 10)));
     let answered = sm.shared.keep_built(meta, data).unwrap();
     assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 9)));

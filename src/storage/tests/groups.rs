@@ -15,14 +15,24 @@ fn group_puts(s: &MvccStore, group: u64, n: usize, value_len: usize) -> Vec<Appl
             })),
         })
         .collect();
+    apply_reqs(s, &reqs, b"", &group.to_be_bytes())
+}
+
+/// Applies `reqs` as one group with `applied` as the blob.
+fn apply_reqs(
+    s: &MvccStore,
+    reqs: &[InternalRequest],
+    seed: &[u8],
+    applied: &[u8],
+) -> Vec<ApplyOutcome> {
     let writes: Vec<GroupWrite<'_>> = reqs
         .iter()
         .map(|r| GroupWrite {
             request: r,
-            lease_seed: b"",
+            lease_seed: seed,
         })
         .collect();
-    s.apply_group(&writes, &group.to_be_bytes()).unwrap()
+    s.apply_group(&writes, applied).unwrap()
 }
 
 /// The kv rows of the tree: how many, and the highest main revision.
@@ -94,14 +104,7 @@ fn a_group_with_a_lease_grant_is_one_batch_and_applies() {
             })),
         },
     ];
-    let writes: Vec<GroupWrite<'_>> = reqs
-        .iter()
-        .map(|r| GroupWrite {
-            request: r,
-            lease_seed: b"seed",
-        })
-        .collect();
-    let out = f.store.apply_group(&writes, b"applied").unwrap();
+    let out = apply_reqs(&f.store, &reqs, b"seed", b"applied");
     assert_eq!(out.len(), 2);
     let f = f.restart();
     let info = f.store.lease_info(7).unwrap().unwrap();
