@@ -540,6 +540,14 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let net_err = |e: codec::CodecError| StreamingError::Network(NetworkError::new(&e));
+        tokio::pin!(cancel);
+        let Snapshot { meta, snapshot } = snapshot;
+        // Rows being written out (see `state_machine`): their file, once complete.
+        let snapshot = tokio::select! {
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
+            r = snapshot.ready() => r.map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
+        };
+        let snapshot = Snapshot { meta, snapshot };
         if snapshot.snapshot.is_marker() {
             // Only in the moment between openraft's start and `ServeSnapshots::start`: the
             // next attempt gets the rows.
@@ -574,7 +582,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         tracing::info!(target = self.target, bytes = total, last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
         let call = client.install_snapshot(tonic::Request::new(chunks));
         let answer = tokio::select! {
-            closed = cancel => return Err(StreamingError::Closed(closed)),
+            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
             r = snapshot_transfer::with_chunk_deadlines(call, &progress, total, chunk_ttl) => r,
         };
         let answer = match answer {

@@ -56,6 +56,9 @@ pub struct SnapshotData {
     temp: bool,
     /// A marker: no rows, the store holds the data (see the module doc).
     marker: bool,
+    /// Rows being written out on another thread, which replace this data when ready (see
+    /// [`SnapshotData::ready`]).
+    pending: Option<tokio::sync::oneshot::Receiver<io::Result<SnapshotData>>>,
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -82,6 +85,32 @@ impl SnapshotData {
     /// Whether this is a marker, with no rows of its own (see the module doc).
     pub fn is_marker(&self) -> bool {
         self.marker
+    }
+
+    /// This data standing for the rows `rows` will deliver (written out on another thread).
+    pub fn pending(
+        mut self,
+        rows: tokio::sync::oneshot::Receiver<io::Result<SnapshotData>>,
+    ) -> Self {
+        self.pending = Some(rows);
+        self
+    }
+
+    /// Whether the rows are still being written out (see [`SnapshotData::ready`]).
+    pub fn is_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The data to send: the rows, once written out when they are pending.
+    pub async fn ready(mut self) -> io::Result<SnapshotData> {
+        match self.pending.take() {
+            None => Ok(self),
+            Some(rows) => {
+                drop(self);
+                rows.await
+                    .map_err(|_| io::Error::other("the snapshot's write-out stopped"))?
+            }
+        }
     }
 
     /// A reader of the store snapshot, from its first byte. Readers of one `SnapshotData`
@@ -164,6 +193,7 @@ impl SnapshotWriter {
             len: size.saturating_sub(self.offset),
             temp: true,
             marker: false,
+            pending: None,
         };
         Ok(data)
     }
@@ -315,6 +345,7 @@ impl SnapshotDir {
                 len: size.saturating_sub(offset),
                 temp: false,
                 marker,
+                pending: None,
             },
         )))
     }

@@ -171,23 +171,79 @@ impl Shared {
     }
 
     /// The snapshot to send to a member: the kept one, or, when that is a marker, the store
-    /// as it is now written out to a file (kept in the marker's place unless a newer
-    /// snapshot was kept meanwhile).
-    fn snapshot_to_send(&self) -> StoreResult<Option<Snapshot>> {
-        match self.current_snapshot()? {
-            Some(kept) if kept.snapshot.is_marker() => {
-                let (meta, data) = self.capture_snapshot()?;
-                self.keep_built(meta, data).map(Some)
-            }
-            other => Ok(other),
+    /// as it is now, written out on a thread of its own: openraft's state machine worker
+    /// asks for it and applies nothing until it has the answer, so the answer is the
+    /// position and the rows to come (the network waits for them, see
+    /// [`SnapshotData::ready`]). The written-out file is kept in the marker's place unless a
+    /// snapshot at least as new was kept meanwhile.
+    fn snapshot_to_send(self: &Arc<Self>) -> StoreResult<Option<Snapshot>> {
+        let kept = match self.current_snapshot()? {
+            Some(kept) if kept.snapshot.is_marker() => kept,
+            other => return Ok(other),
+        };
+        let (meta_tx, meta_rx) = std::sync::mpsc::channel();
+        let (rows_tx, rows_rx) = tokio::sync::oneshot::channel();
+        let shared = self.clone();
+        std::thread::Builder::new()
+            .name("snapshot-out".into())
+            .spawn(move || {
+                let mut begun = false;
+                let written = shared.write_out(|m| {
+                    begun = true;
+                    let _ = meta_tx.send(Ok(m.clone()));
+                });
+                if let Err(e) = &written {
+                    if !begun {
+                        let _ = meta_tx.send(Err(sm_err("write snapshot", e)));
+                    }
+                }
+                let _ = rows_tx.send(written.map(|(_, data)| data));
+            })
+            .map_err(|e| sm_err("write snapshot", &e))?;
+        let meta = meta_rx
+            .recv()
+            .map_err(|_| sm_err("write snapshot", &"the write-out stopped before it began"))??;
+        Ok(Some(Snapshot {
+            meta,
+            snapshot: kept.snapshot.pending(rows_rx),
+        }))
+    }
+
+    /// Writes the store out to a snapshot file (see [`Self::snapshot_to_send`]), calling
+    /// `begun` with its position as soon as the store's view is taken.
+    fn write_out(
+        &self,
+        begun: impl FnOnce(&SnapshotMeta),
+    ) -> std::io::Result<(SnapshotMeta, SnapshotData)> {
+        let (meta, mut data) = self.capture_snapshot_then(begun)?;
+        let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
+        // Kept in place of an older snapshot or of a marker at the same position; not in
+        // place of anything newer (the kept position never goes back).
+        let keep = self.current_snapshot()?.is_none_or(|kept| {
+            kept.meta.last_log_id < meta.last_log_id
+                || (kept.meta.last_log_id == meta.last_log_id && kept.snapshot.is_marker())
+        });
+        if keep {
+            self.snapshots.keep(&mut data)?;
         }
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), kept = keep, "snapshot written out");
+        Ok((meta, data))
     }
 
     /// Writes the store's state and the log position it reflects to a new snapshot file.
     ///
     /// The apply lock is held only while the store's view begins (see
     /// `storage::snapshot_view`): applies go on while the rows stream into the file.
+    #[cfg(test)]
     fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta, SnapshotData)> {
+        self.capture_snapshot_then(|_| {})
+    }
+
+    /// [`Self::capture_snapshot`], calling `begun` with the position once the view is taken.
+    fn capture_snapshot_then(
+        &self,
+        begun: impl FnOnce(&SnapshotMeta),
+    ) -> StoreResult<(SnapshotMeta, SnapshotData)> {
         let (meta, view) = {
             let applied = self.lock()?;
             let view = self
@@ -201,6 +257,7 @@ impl Shared {
             };
             (meta, view)
         };
+        begun(&meta);
         let mut file = self
             .snapshots
             .create(&meta)
@@ -218,6 +275,7 @@ impl Shared {
     /// is the answer, so that openraft never believes it holds a snapshot older than the one
     /// it serves. A newer marker stays kept and this one is answered without being kept (it
     /// is removed once sent).
+    #[cfg(test)]
     fn keep_built(&self, meta: SnapshotMeta, mut data: SnapshotData) -> StoreResult<Snapshot> {
         {
             let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());

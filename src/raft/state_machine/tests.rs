@@ -116,6 +116,15 @@ async fn apply_one_put_and_close(dir: &std::path::Path) {
     db.flush().unwrap();
 }
 
+/// What openraft gets to send from `sm`, with its rows once written out.
+async fn to_send(sm: &mut StateMachine) -> Snapshot {
+    let s = sm.get_current_snapshot().await.unwrap().unwrap();
+    Snapshot {
+        meta: s.meta,
+        snapshot: s.snapshot.ready().await.unwrap(),
+    }
+}
+
 /// openraft's periodic snapshot of `sm`.
 async fn build(sm: &mut StateMachine) -> Snapshot {
     sm.get_snapshot_builder()
@@ -224,10 +233,19 @@ async fn snapshot_moves_data_and_survives_restart() {
         "the periodic snapshot copies no rows"
     );
     leader.serve_snapshots().start();
-    let snap = leader.get_current_snapshot().await.unwrap().unwrap();
+    let pending = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert!(
+        pending.snapshot.is_pending(),
+        "the worker is answered before the rows are written"
+    );
+    let snap = Snapshot {
+        meta: pending.meta,
+        snapshot: pending.snapshot.ready().await.unwrap(),
+    };
     assert!(!snap.snapshot.is_marker());
     assert_eq!(snap.meta, marker.meta, "written out at the same position");
     let again = leader.get_current_snapshot().await.unwrap().unwrap();
+    assert!(!again.snapshot.is_pending(), "kept: served as it is");
     // A snapshot is named by the position it covers: asked for again at that position, the
     // written-out one is kept and served as it is.
     assert_eq!(again.meta, snap.meta);
@@ -510,7 +528,7 @@ async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     leader.apply_entries(entries).await.unwrap();
     build(&mut leader).await;
     leader.serve_snapshots().start();
-    let newer = leader.get_current_snapshot().await.unwrap().unwrap();
+    let newer = to_send(&mut leader).await;
     assert!(!newer.snapshot.is_marker());
 
     let dir = tempfile::tempdir().unwrap();
@@ -554,7 +572,7 @@ async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
         .await
         .unwrap();
     sm.serve_snapshots().start();
-    let sent = sm.get_current_snapshot().await.unwrap().unwrap();
+    let sent = to_send(&mut sm).await;
     assert!(!sent.snapshot.is_marker());
     assert_eq!(sent.meta.last_log_id, Some(log_id(1, 1, 24)));
     let follower_dir = tempfile::tempdir().unwrap();
@@ -619,17 +637,20 @@ async fn a_written_out_snapshot_older_than_the_marker_is_sent_not_kept() {
     let mut entries = vec![membership_entry(1)];
     entries.extend((2..10).map(|i| put(i, &format!("k{i}"), "v")));
     sm.apply_entries(entries).await.unwrap();
-    let (meta, data) = sm.shared.capture_snapshot().unwrap();
-    sm.apply_entries(vec![put(10, "k10", "v")]).await.unwrap();
-    let marker = build(&mut sm).await;
-    assert_eq!(marker.meta.last_log_id, Some(log_id(1, 1, 10)));
-    let answered = sm.shared.keep_built(meta, data).unwrap();
-    assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 9)));
-    assert!(!answered.snapshot.is_marker() && !answered.snapshot.is_empty());
-    let kept = sm.shared.current_snapshot().unwrap().unwrap();
+    let shared = sm.shared.clone();
+    // While the rows are written out, a write is applied and a periodic snapshot kept.
+    let (meta, data) = shared
+        .write_out(|_| {
+            shared.apply_entries(vec![put(10, "k10", "v")]).unwrap();
+            shared.build_snapshot().unwrap();
+        })
+        .unwrap();
+    assert_eq!(meta.last_log_id, Some(log_id(1, 1, 9)));
+    assert!(!data.is_marker() && !data.is_empty());
+    let kept = shared.current_snapshot().unwrap().unwrap();
     assert!(kept.snapshot.is_marker());
-    assert_eq!(kept.meta, marker.meta);
-    drop(answered);
+    assert_eq!(kept.meta.last_log_id, Some(log_id(1, 1, 10)));
+    drop(data);
     let files = std::fs::read_dir(dir.path().join("snap")).unwrap().count();
     assert_eq!(files, 1, "the unkept file is gone once sent");
 }
