@@ -12,9 +12,9 @@
 //! `--snapshot-count` makes; the rows are written out only when a member needs them, see
 //! `state_machine`). A new one (built here, or received from the leader) is written to a
 //! temporary file in the same directory, synced, and renamed over `current.snap`, so the
-//! kept snapshot is always a whole one. [`SnapshotData`] is an open file plus where the store snapshot starts in it:
-//! what the state machine hands to openraft and the network reads in chunks, so a snapshot
-//! is never held in memory.
+//! kept snapshot is always a whole one. [`SnapshotData`] is an open file plus where the
+//! store snapshot starts in it: what the state machine hands to openraft and the network
+//! reads in chunks, so a snapshot is never held in memory.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};

@@ -140,8 +140,8 @@ impl Shared {
     fn build_snapshot(&self) -> StoreResult<Snapshot> {
         #[cfg(test)]
         if self.write_out_builds {
-            let (meta, data) = self.capture_snapshot()?;
-            return self.keep_built(meta, data);
+            let (meta, snapshot) = self.write_out(|_| {})?;
+            return Ok(Snapshot { meta, snapshot });
         }
         let meta = {
             let applied = self.lock()?;
@@ -216,30 +216,32 @@ impl Shared {
         begun: impl FnOnce(&SnapshotMeta),
     ) -> std::io::Result<(SnapshotMeta, SnapshotData)> {
         let (meta, mut data) = self.capture_snapshot_then(begun)?;
+        let kept = self.keep_written(&meta, &mut data)?;
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), kept, "snapshot written out");
+        Ok((meta, data))
+    }
+
+    /// Keeps a written-out snapshot in place of an older one or of a marker at the same
+    /// position, not in place of anything newer (an install that ran meanwhile, a later
+    /// marker): the kept position never goes back. Returns whether it was kept; one that is
+    /// not is removed once sent.
+    fn keep_written(&self, meta: &SnapshotMeta, data: &mut SnapshotData) -> std::io::Result<bool> {
         let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
-        // Kept in place of an older snapshot or of a marker at the same position; not in
-        // place of anything newer (the kept position never goes back).
         let keep = self.current_snapshot()?.is_none_or(|kept| {
             kept.meta.last_log_id < meta.last_log_id
                 || (kept.meta.last_log_id == meta.last_log_id && kept.snapshot.is_marker())
         });
         if keep {
-            self.snapshots.keep(&mut data)?;
+            self.snapshots.keep(data)?;
         }
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), kept = keep, "snapshot written out");
-        Ok((meta, data))
+        Ok(keep)
     }
 
-    /// Writes the store's state and the log position it reflects to a new snapshot file.
+    /// Writes the store's state and the log position it reflects to a new snapshot file,
+    /// calling `begun` with the position once the store's view is taken.
     ///
     /// The apply lock is held only while the store's view begins (see
     /// `storage::snapshot_view`): applies go on while the rows stream into the file.
-    #[cfg(test)]
-    fn capture_snapshot(&self) -> StoreResult<(SnapshotMeta, SnapshotData)> {
-        self.capture_snapshot_then(|_| {})
-    }
-
-    /// [`Self::capture_snapshot`], calling `begun` with the position once the view is taken.
     fn capture_snapshot_then(
         &self,
         begun: impl FnOnce(&SnapshotMeta),
@@ -268,43 +270,6 @@ impl Shared {
         drop(view);
         let data = file.finish().map_err(|e| sm_err("write snapshot", &e))?;
         Ok((meta, data))
-    }
-
-    /// Keeps a written-out snapshot as the current one, unless a newer one was kept
-    /// meanwhile (an install that ran while this one was being written): then that newer one
-    /// is the answer, so that openraft never believes it holds a snapshot older than the one
-    /// it serves. A newer marker stays kept and this one is answered without being kept (it
-    /// is removed once sent).
-    #[cfg(test)]
-    fn keep_built(&self, meta: SnapshotMeta, mut data: SnapshotData) -> StoreResult<Snapshot> {
-        {
-            let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(kept) = self.current_snapshot()? {
-                if kept.meta.last_log_id > meta.last_log_id && kept.snapshot.is_marker() {
-                    return Ok(Snapshot {
-                        meta,
-                        snapshot: data,
-                    });
-                }
-                if kept.meta.last_log_id > meta.last_log_id {
-                    tracing::info!(
-                        built = ?meta.last_log_id,
-                        kept = ?kept.meta.last_log_id,
-                        "a newer snapshot was installed while this one was built; keeping it"
-                    );
-                    return Ok(kept);
-                }
-            }
-            self.snapshots
-                .keep(&mut data)
-                .map_err(|e| sm_err("write snapshot", &e))?;
-        }
-        self.make_durable()?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot built and written out");
-        Ok(Snapshot {
-            meta,
-            snapshot: data,
-        })
     }
 
     /// Applies `entries` in order; runs on the blocking pool.

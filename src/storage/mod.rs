@@ -12,8 +12,9 @@
 //!   with the opaque `applied` blob (the raft layer's last-applied log id and membership),
 //!   then publishes the new revision: key-space rows go in one by one with the commit record
 //!   (revision and blob) last, and a crash's unfinished group is dropped at open (sled
-//!   recovers a prefix of its log); groups with lease, alarm or auth rows use one sled batch. Apply-time errors (lease not found, ...) are answered in
-//!   `InternalResponse.error`; `Err` is reserved for fatal I/O.
+//!   recovers a prefix of its log); groups with lease, alarm or auth rows use one sled batch.
+//!   Apply-time errors (lease not found, ...) are answered in `InternalResponse.error`; `Err`
+//!   is reserved for fatal I/O.
 //! - `range` reads at a revision; reads never see a half-applied write.
 //! - `begin_snapshot()` / `install_snapshot_from()` carry the whole MVCC state (history
 //!   since the last compaction, leases, counters) plus the `applied` blob, consistently,
@@ -456,9 +457,9 @@ impl MvccStore {
     /// `GroupRows::write`).
     ///
     /// The state's write lock is held for the whole group: each write updates the index as
-    /// it goes (the next write of the group must see it) while its rows wait in the batch,
-    /// readable by the group through an [`Overlay`]; readers see the group only once the
-    /// batch is in the tree. A compaction cannot be part of a group (use [`Self::apply`]).
+    /// it goes (the next write of the group must see it) while its rows wait in the group,
+    /// readable by the group through an [`Overlay`]; readers see the group only once it is
+    /// in the tree. A compaction cannot be part of a group (use [`Self::apply`]).
     #[tracing::instrument(level = "debug", skip_all, fields(writes = writes.len(), rev))]
     pub fn apply_group(
         &self,
@@ -1075,8 +1076,6 @@ fn outcome(
     }
 }
 
-/// Adds a finished txn's rows to the group's batch (and overlay), then updates the index
-/// and leases and moves the state's revision (published when the batch is written).
 /// Removes the kv rows above the recorded current revision: rows of a write group whose
 /// commit record never reached the disk. A group of kv writes is written row by row with its
 /// commit record last (see [`GroupRows::write`]), and sled recovers a prefix of what was
@@ -1107,7 +1106,6 @@ fn drop_unfinished_group(tree: &sled::Tree) -> Result<(), StorageError> {
 }
 
 /// The rows of a write group, in order, written at the end of the group.
-#[derive(Default)]
 struct GroupRows {
     rows: Vec<(Vec<u8>, Option<sled::IVec>)>,
     /// Whether every row is a kv row (puts and tombstones: inserts only).
@@ -1144,8 +1142,8 @@ impl GroupRows {
     /// twice per batch, on every apply. Atomicity is not lost: sled recovers a prefix of its
     /// log, so the commit record, written last, is there only if every row before it is, and
     /// rows without their record are dropped at open ([`drop_unfinished_group`]). Groups
-    /// with other rows (leases, which a replay could not tell apart) go in one batch.
-    /// `batch` holds the group's other rows (alarms, auth), if it has any.
+    /// with other rows (leases, which a replay could not tell apart, and `batch`: the alarm
+    /// and auth rows, if any) go in one batch.
     fn write(
         self,
         tree: &sled::Tree,
@@ -1174,6 +1172,8 @@ impl GroupRows {
     }
 }
 
+/// Adds a finished txn's rows to the group (and overlay), then updates the index and leases
+/// and moves the state's revision (published once the group is written).
 fn commit(
     st: &mut State,
     fin: Finished,

@@ -517,8 +517,8 @@ async fn a_compaction_inside_a_group_splits_it_and_survives_restart() {
     assert_eq!(sm.store().compact_revision(), 3);
 }
 
-/// A build that read the store before an install finished must not replace the installed
-/// (newer) snapshot with its older one; the build answers with the newer one.
+/// A write-out that read the store before an install finished must not replace the installed
+/// (newer) snapshot with its older one.
 #[tokio::test]
 async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     let leader_dir = tempfile::tempdir().unwrap();
@@ -536,16 +536,15 @@ async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
     sm.apply_entries(vec![membership_entry(1), put(2, "old", "x")])
         .await
         .unwrap();
-    // The build reads the store (at index 2)...
-    let (old_meta, old_data) = sm.shared.capture_snapshot().unwrap();
+    // The write-out reads the store (at index 2)...
+    let (old_meta, mut old_data) = sm.shared.capture_snapshot_then(|_| {}).unwrap();
     assert_eq!(old_meta.last_log_id, Some(log_id(1, 1, 2)));
     // ...an install of index 29 runs meanwhile...
     sm.install_snapshot(&newer.meta, newer.snapshot)
         .await
         .unwrap();
-    // ...and then the build tries to keep its older snapshot.
-    let answered = sm.shared.keep_built(old_meta, old_data).unwrap();
-    assert_eq!(answered.meta.last_log_id, Some(log_id(1, 1, 29)));
+    // ...and then the write-out tries to keep its older snapshot.
+    assert!(!sm.shared.keep_written(&old_meta, &mut old_data).unwrap());
     let kept = sm.get_current_snapshot().await.unwrap().unwrap();
     assert_eq!(kept.meta.last_log_id, newer.meta.last_log_id);
 }
