@@ -577,18 +577,26 @@ async fn maint_defrag_gives_space_back_like_etcd() {
     assert_eq!(ctl(&o, &["get", "k2", "--print-value-only"]), "v2\n");
 }
 
-/// Member ids (hex, as etcdctl takes them) and the leader's index, from `endpoint status`.
+/// Member ids (hex, as etcdctl takes them) and the leader's index, from `endpoint status`,
+/// polled until the first member knows a leader (it may not yet, just after an election).
 fn ids_and_leader(c: &Cluster) -> (Vec<String>, usize) {
-    let out = json(&ctl(
-        &c.endpoints().join(","),
-        &["endpoint", "status", "-w", "json"],
-    ));
-    let ids: Vec<u64> = (0..c.members.len())
-        .map(|i| out[i]["Status"]["header"]["member_id"].as_u64().unwrap())
-        .collect();
-    let leader = out[0]["Status"]["leader"].as_u64().unwrap();
-    let li = ids.iter().position(|id| *id == leader).unwrap();
-    (ids.iter().map(|id| format!("{id:x}")).collect(), li)
+    wait_until(
+        "a leader in endpoint status",
+        Duration::from_secs(10),
+        || {
+            let out = json(&ctl(
+                &c.endpoints().join(","),
+                &["endpoint", "status", "-w", "json"],
+            ));
+            let ids: Vec<u64> = (0..c.members.len())
+                .map(|i| out[i]["Status"]["header"]["member_id"].as_u64().unwrap())
+                .collect();
+            // No leader yet: etcdctl's JSON leaves the zero out.
+            let leader = out[0]["Status"]["leader"].as_u64()?;
+            let li = ids.iter().position(|id| *id == leader)?;
+            Some((ids.iter().map(|id| format!("{id:x}")).collect(), li))
+        },
+    )
 }
 
 /// move-leader's answers on one cluster: to a follower, to an unknown member, and a direct
