@@ -10,9 +10,10 @@ use tokio::sync::mpsc;
 
 use super::event_batch::Delivery;
 use super::watcher::{Filters, WatchTarget, WatcherId};
-use super::WatchableStore;
+use super::{History, WatchableStore};
 use crate::pb::etcdserverpb::watch_create_request::FilterType;
 use crate::pb::etcdserverpb::{ResponseHeader, WatchCreateRequest, WatchResponse};
+use crate::pb::mvccpb::Event;
 
 /// Why a create request was refused (etcd's mvcc error strings, sent as `cancel_reason`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -243,17 +244,23 @@ pub fn to_response(d: &Delivery, prev_kv: bool) -> WatchResponse {
 }
 
 /// Fills the prev_kv of put events that lack one (written while no watcher wanted prev_kv,
-/// see [`crate::storage::PrevKvDemand`]) by reading the key at the revision before the
-/// event, as etcd's watch server fills every prev_kv; a create has none, and a read that
-/// fails (compacted meanwhile) leaves it out, as etcd does.
+/// see [`crate::storage::PrevKvDemand`]) from the store's history.
 pub fn fill_missing_prev_kvs(resp: &mut WatchResponse, store: &WatchableStore) {
-    for ev in &mut resp.events {
+    fill_prev_kvs(&mut resp.events, store.history.as_ref());
+}
+
+/// Fills the prev_kv of each put event that lacks one by reading the key at the revision
+/// before the event, as etcd's watch server fills every prev_kv: a create event (created at
+/// its own revision, etcd's `IsCreateEvent`) has none, and a read that fails (compacted
+/// meanwhile) leaves it out, as in etcd.
+pub fn fill_prev_kvs(events: &mut [Event], history: &dyn History) {
+    for ev in events {
         let Some(kv) = &ev.kv else { continue };
         let is_put = ev.r#type == crate::pb::mvccpb::event::EventType::Put as i32;
-        if ev.prev_kv.is_some() || !is_put || kv.version <= 1 {
+        if ev.prev_kv.is_some() || !is_put || kv.create_revision == kv.mod_revision {
             continue;
         }
-        match store.kv_at(&kv.key, kv.mod_revision - 1) {
+        match history.kv_at(&kv.key, kv.mod_revision - 1) {
             Ok(prev) => ev.prev_kv = prev,
             Err(e) => tracing::debug!(error = %e, "prev_kv of a watch event not read"),
         }
@@ -413,6 +420,20 @@ mod tests {
             .collect();
         // Filled from revision 2; a create has none; one already there is left alone.
         assert_eq!(prevs, vec![Some(&b"1"[..]), None, Some(&b""[..])]);
+        // A key deleted and put twice in one txn: its second put (version 2) was created at
+        // its own revision, so it is a create event to etcd and has no prev_kv either.
+        let mut resp = WatchResponse {
+            events: vec![Event {
+                kv: Some(KeyValue {
+                    create_revision: 5,
+                    ..put_event("k", "4", 5, 2).kv.unwrap_or_default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        fill_missing_prev_kvs(&mut resp, &store);
+        assert_eq!(resp.events[0].prev_kv, None);
         // Below the compaction it stays out, as in etcd.
         hist.compact(3);
         let mut resp = WatchResponse {

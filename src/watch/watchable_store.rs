@@ -141,15 +141,6 @@ impl WatchableStore {
         &self.prev_kv_demand
     }
 
-    /// The key as of main revision `rev` from the history (None when absent or compacted).
-    pub fn kv_at(
-        &self,
-        key: &[u8],
-        rev: i64,
-    ) -> Result<Option<crate::pb::mvccpb::KeyValue>, crate::storage::StorageError> {
-        self.history.kv_at(key, rev)
-    }
-
     /// The lock, recovering from poisoning: every critical section leaves `Inner` consistent
     /// before doing anything that could panic.
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {

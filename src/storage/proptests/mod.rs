@@ -393,20 +393,6 @@ fn set_prev_mode(f: &Fixture, prev: PrevKv) {
     }
 }
 
-/// Fills what an on-demand apply left out, as the watch server does: a put that is not a
-/// create gets the key as of the revision before.
-fn fill_prev_kvs(store: &MvccStore, events: &mut [Event]) -> Result<(), TestCaseError> {
-    for ev in events {
-        let Some(kv) = &ev.kv else { continue };
-        if ev.prev_kv.is_none() && ev.r#type == EventType::Put as i32 && kv.version > 1 {
-            ev.prev_kv = store
-                .kv_at(&kv.key, kv.mod_revision - 1)
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        }
-    }
-    Ok(())
-}
-
 fn run(steps: Vec<Step>, prev: PrevKv) -> Result<(), TestCaseError> {
     let mut f = fixture_for(prev);
     let mut m = Model::new();
@@ -533,7 +519,8 @@ fn run(steps: Vec<Step>, prev: PrevKv) -> Result<(), TestCaseError> {
                 Vec::new()
             };
             let mut got_events = out.events.clone();
-            fill_prev_kvs(&f.store, &mut got_events)?;
+            // Filled as the watch server fills what an on-demand apply left out.
+            crate::watch::stream::fill_prev_kvs(&mut got_events, &f.store);
             if prev == PrevKv::Always {
                 prop_assert_eq!(
                     &out.events,
