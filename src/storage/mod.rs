@@ -661,6 +661,10 @@ impl MvccStore {
         let started = std::time::Instant::now();
         let mut last_progress = started;
         tracing::info!(rev, batch_limit = limit, "removing compacted history");
+        // The compaction's record on disk first (applies write no more than sled's buffer):
+        // a crash during the removal then finds it, and open finishes the removal, instead of
+        // the Raft log applying the compaction again.
+        self.engine()?.tree.flush()?;
         loop {
             steps += 1;
             let next = {
