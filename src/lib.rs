@@ -18,6 +18,7 @@
 //! - [`data_dir`]: the member's identity file and the sled database on disk.
 //! - [`logging`]: etcd 3.4's log formats (capnslog, zap JSON) and `--log-outputs`.
 //! - [`node`]: wires storage, Raft, watch and the gRPC servers into a running member.
+//! - [`paced`]: bulk file writes paced so that they do not stall the Raft log's fsyncs.
 //! - [`server`]: the etcd v3 gRPC facade, one file per service; the one error -> status table.
 //! - [`raft`]: openraft glue: log store, state machine, proposer, peer network and service.
 //! - [`storage`]: the MVCC store on sled (imports neither raft nor watch nor gRPC).
@@ -35,6 +36,7 @@ pub mod lessor;
 pub mod logging;
 pub mod metrics;
 pub mod node;
+pub mod paced;
 pub mod pb;
 pub mod raft;
 pub mod server;

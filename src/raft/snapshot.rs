@@ -18,6 +18,8 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+
+use crate::paced::PacedFile;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -144,20 +146,20 @@ impl Drop for SnapshotData {
 /// before [`SnapshotWriter::finish`], it removes its file.
 pub struct SnapshotWriter {
     /// `None` once finished.
-    out: Option<BufWriter<File>>,
+    out: Option<BufWriter<PacedFile>>,
     path: PathBuf,
     offset: u64,
 }
 
 impl SnapshotWriter {
-    fn out(&mut self) -> io::Result<&mut BufWriter<File>> {
+    fn out(&mut self) -> io::Result<&mut BufWriter<PacedFile>> {
         self.out
             .as_mut()
             .ok_or_else(|| io::Error::other("snapshot file already finished"))
     }
 
     /// Where the store snapshot goes (seekable, for the store's row count).
-    pub fn body(&mut self) -> io::Result<&mut BufWriter<File>> {
+    pub fn body(&mut self) -> io::Result<&mut BufWriter<PacedFile>> {
         self.out()
     }
 
@@ -175,6 +177,7 @@ impl SnapshotWriter {
             .ok_or_else(|| io::Error::other("snapshot file already finished"))?;
         let path = std::mem::take(&mut self.path);
         let file = match out.into_inner().map_err(|e| e.into_error()).and_then(|f| {
+            let f = f.into_inner();
             f.sync_all()?;
             Ok(f)
         }) {
@@ -257,7 +260,10 @@ impl SnapshotDir {
             TEMP_SEQ.fetch_add(1, Ordering::Relaxed)
         );
         let path = self.path.join(name);
-        let out = BufWriter::with_capacity(WRITE_BUFFER_BYTES, File::create(&path)?);
+        // Written back as it grows: a snapshot is hundreds of MiB, and one fsync of all of it
+        // at the end would hold up every Raft log fsync on the machine meanwhile.
+        let out =
+            BufWriter::with_capacity(WRITE_BUFFER_BYTES, PacedFile::new(File::create(&path)?));
         let offset = (magic.len() + 4 + meta_bytes.len()) as u64;
         let mut w = SnapshotWriter {
             out: Some(out),

@@ -3,11 +3,15 @@
 //! Applying a compaction only records its revision (reads below it are refused from then
 //! on); the history goes afterwards, in the background, as etcd's scheduled compaction does.
 //! The index decides what goes ([`KeyIndex::compact`](super::key_index::KeyIndex::compact)),
-//! a bounded step under the lock at a time (`--experimental-compaction-batch-limit`, default
-//! [`COMPACT_STEP_KEYS`]), with a pause between steps; each step's
-//! rows are deleted from sled in batches of [`COMPACT_BATCH_ROWS`] so that a large history
-//! never turns into one giant batch. A crash before the end leaves superseded rows behind, and
-//! open() compacts again at the recorded revision (compaction is idempotent).
+//! a bounded step under the apply lock at a time (`--experimental-compaction-batch-limit`,
+//! default [`COMPACT_STEP_KEYS`]), with a pause between steps; each step's rows are then
+//! deleted from sled one by one, oldest first, after the apply lock is released (applies only
+//! add rows above the compaction, and reads at or above it never reach the rows that go).
+//! A crash before the end leaves superseded rows behind, and open() compacts again at the
+//! recorded revision (compaction is idempotent). sled recovers a prefix of its log, and a
+//! key's rows go oldest first, a generation's tombstone last: whatever a crash keeps of a
+//! key still reads as it did (a put row left without its tombstone would bring the key
+//! back).
 
 use std::ops::Bound;
 use std::time::Duration;
@@ -16,8 +20,6 @@ use super::backend::State;
 use super::error::StorageError;
 use super::revision::{row_key, Revision};
 
-/// Rows deleted per sled batch during a compaction.
-pub const COMPACT_BATCH_ROWS: usize = 4096;
 /// etcd's default compaction batch limit: one compaction step visits at most this many keys
 /// and stops once it has dropped this many revisions (etcd's batch reads this many revisions).
 pub const COMPACT_STEP_KEYS: usize = 1000;
@@ -74,17 +76,22 @@ pub(crate) fn compact_index_step(
     (removed, last)
 }
 
-/// Deletes `rows` from the tree, [`COMPACT_BATCH_ROWS`] at a time.
+/// Deletes `rows` from the tree in revision order (so each key's rows go oldest first, its
+/// tombstones last), one plain remove at a time: no sled batch, whose lock would hold every
+/// concurrent write back until the whole batch is in.
 pub(crate) fn delete_rows(
     tree: &sled::Tree,
-    rows: &[(Revision, bool)],
+    rows: &mut [(Revision, bool)],
 ) -> Result<(), StorageError> {
-    for chunk in rows.chunks(COMPACT_BATCH_ROWS) {
-        let mut batch = sled::Batch::default();
-        for (rev, tombstone) in chunk {
-            batch.remove(row_key(*rev, *tombstone));
-        }
-        tree.apply_batch(batch)?;
+    removal_order(rows);
+    for (rev, tombstone) in rows.iter() {
+        tree.remove(row_key(*rev, *tombstone))?;
     }
     Ok(())
+}
+
+/// Puts rows in the order [`delete_rows`] deletes them: by revision, so that every prefix of
+/// the deletion (what a crash may keep of it) leaves each key's tombstones in place.
+pub(crate) fn removal_order(rows: &mut [(Revision, bool)]) {
+    rows.sort_unstable_by_key(|(rev, _)| *rev);
 }

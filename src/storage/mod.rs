@@ -69,7 +69,6 @@ mod tests;
 pub use auth::AuthInfo;
 pub use auth_api::AuthCheckError;
 pub use auth_perm::Need;
-pub use compact::COMPACT_BATCH_ROWS;
 pub use error::StorageError;
 pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
@@ -185,6 +184,11 @@ pub struct MvccStore {
     compacted: AtomicI64,
     /// Serialises applies, the start of snapshots, and installs.
     apply_lock: Mutex<()>,
+    /// Held while a compaction step's rows are deleted (after the apply lock is released,
+    /// see [`compact`]), and by whatever reads or rewrites every row: the start of a
+    /// snapshot view, [`MvccStore::with_rows`], a defragment, an install. Taken before the
+    /// apply lock, never while holding it.
+    row_removal: Mutex<()>,
     /// Open snapshot views (see [`snapshot_view`]): while any is, nothing deletes kv rows.
     snapshot_readers: Mutex<usize>,
     /// Signalled when a snapshot view closes.
@@ -324,6 +328,7 @@ impl MvccStore {
             compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
             apply_lock: Mutex::new(()),
+            row_removal: Mutex::new(()),
             snapshot_readers: Mutex::new(0),
             readers_done: Condvar::new(),
             interrupted_install: AtomicBool::new(interrupted),
@@ -640,19 +645,20 @@ impl MvccStore {
 
     /// Drops the history a compaction at `rev` made unreachable: the key index a step at a
     /// time (bounded by the compaction batch limit, see
-    /// [`Self::set_compaction_batch_limit`]), each step's rows deleted before the next, so
-    /// writes and reads get the locks between steps. Each step holds the apply lock too, so a
-    /// defragment or a snapshot install never runs in the middle of one.
+    /// [`Self::set_compaction_batch_limit`]) under the apply lock, then that step's rows
+    /// deleted without it, with a pause before the next step. The deletion holds the row
+    /// removal lock, so a snapshot view, a defragment or an install never starts in the
+    /// middle of one.
     pub fn remove_compacted(&self, rev: i64) -> Result<CompactedHistory, StorageError> {
         self.remove_compacted_steps(rev, true)
     }
 
-    /// [`Self::remove_compacted`]; `lock_steps` false when the caller holds the apply lock
-    /// (then the steps run back to back).
+    /// [`Self::remove_compacted`]; `background` false when the caller holds the apply lock
+    /// (then the steps run back to back, and no view can begin meanwhile).
     fn remove_compacted_steps(
         &self,
         rev: i64,
-        lock_steps: bool,
+        background: bool,
     ) -> Result<CompactedHistory, StorageError> {
         let limit = self.compaction_batch_limit.load(Ordering::Relaxed);
         let mut from: Option<Vec<u8>> = None;
@@ -669,18 +675,23 @@ impl MvccStore {
             steps += 1;
             let next = {
                 // A snapshot being read needs every row it may reach: deletion waits for it
-                // (without the apply lock in the background; inside an apply, holding it).
-                let _apply = if lock_steps {
-                    Some(self.lock_apply_without_readers()?)
+                // (then holds the removal lock, so that no other view begins meanwhile).
+                let _removal = if background {
+                    Some(self.lock_removal_without_readers()?)
                 } else {
                     self.wait_snapshot_readers()?;
                     None
                 };
-                let (removed, next) = {
+                let (mut removed, next) = {
+                    let _apply = if background {
+                        Some(self.lock_apply()?)
+                    } else {
+                        None
+                    };
                     let mut st = self.write_state()?;
                     compact::compact_index_step(&mut st, rev, from.as_deref(), limit)
                 };
-                compact::delete_rows(&self.engine()?.tree, &removed)?;
+                compact::delete_rows(&self.engine()?.tree, &mut removed)?;
                 rows += removed.len();
                 next
             };
@@ -692,7 +703,7 @@ impl MvccStore {
                 last_progress = std::time::Instant::now();
                 tracing::info!(rev, rows, steps, "removing compacted history: in progress");
             }
-            if lock_steps {
+            if background {
                 std::thread::sleep(compact::COMPACT_STEP_PAUSE);
             }
         }
@@ -885,6 +896,7 @@ impl MvccStore {
         &self,
         f: impl FnOnce(&mut dyn Iterator<Item = Result<Row, StorageError>>) -> Result<T, E>,
     ) -> Result<T, E> {
+        let _removal = self.lock_row_removal()?;
         let _apply = self.lock_apply()?;
         let tree = self.engine()?.tree.clone();
         let mut rows = tree
@@ -1030,6 +1042,10 @@ impl MvccStore {
 
     fn lock_apply(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
         self.apply_lock.lock().map_err(|_| StorageError::Poisoned)
+    }
+
+    fn lock_row_removal(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        self.row_removal.lock().map_err(|_| StorageError::Poisoned)
     }
 }
 
@@ -1306,10 +1322,10 @@ fn clear_keeping_marker(tree: &sled::Tree) -> Result<(), StorageError> {
 /// drops (left behind by a crash during compaction, or carried by a snapshot).
 fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<(), StorageError> {
     if state.compacted > 0 {
-        let removed = compact::compact_index(state, state.compacted);
+        let mut removed = compact::compact_index(state, state.compacted);
         if !removed.is_empty() {
             tracing::info!(rows = removed.len(), "finishing an interrupted compaction");
-            compact::delete_rows(tree, &removed)?;
+            compact::delete_rows(tree, &mut removed)?;
         }
     }
     Ok(())

@@ -53,6 +53,13 @@ pub struct SnapshotView<'a> {
     tail: Vec<(sled::IVec, sled::IVec)>,
 }
 
+/// The store held still for a rewrite of every row: no apply, no compaction step's
+/// deletion, no open snapshot view.
+pub(super) struct Exclusive<'a> {
+    _removal: MutexGuard<'a, ()>,
+    _apply: MutexGuard<'a, ()>,
+}
+
 impl SnapshotView<'_> {
     /// The revision this view is at.
     pub fn revision(&self) -> i64 {
@@ -97,6 +104,8 @@ impl MvccStore {
     /// Begins a snapshot: a view of the store as it is now, which applies do not disturb.
     /// Takes the apply lock only while the rows that change in place are copied.
     pub fn begin_snapshot(&self) -> Result<SnapshotView<'_>, StorageError> {
+        // Not in the middle of a compaction step's deletion (see [`super::compact`]).
+        let _removal = self.lock_row_removal()?;
         let _apply = self.lock_apply()?;
         let engine = self.engine()?;
         let mut head = Vec::new();
@@ -146,19 +155,31 @@ impl MvccStore {
         Ok(())
     }
 
-    /// The apply lock, taken once no snapshot view is open (none can begin while it is
-    /// held); the wait happens without the lock, so applies go on meanwhile.
-    pub(super) fn lock_apply_without_readers(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+    /// The row removal lock and the apply lock, taken once no snapshot view is open (none
+    /// can begin while the removal lock is held).
+    pub(super) fn lock_apply_without_readers(&self) -> Result<Exclusive<'_>, StorageError> {
+        let removal = self.lock_removal_without_readers()?;
+        let apply = self.lock_apply()?;
+        Ok(Exclusive {
+            _removal: removal,
+            _apply: apply,
+        })
+    }
+
+    /// The row removal lock, taken once no snapshot view is open. The wait happens without
+    /// the lock: a view being written out can take long, and whoever begins another one
+    /// meanwhile (the state machine, holding up applies) must not wait for this one.
+    pub(super) fn lock_removal_without_readers(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
         loop {
             self.wait_snapshot_readers()?;
-            let guard = self.lock_apply()?;
+            let removal = self.lock_row_removal()?;
             if *self
                 .snapshot_readers
                 .lock()
                 .map_err(|_| StorageError::Poisoned)?
                 == 0
             {
-                return Ok(guard);
+                return Ok(removal);
             }
         }
     }

@@ -207,6 +207,9 @@ fn scenario(base: &str) -> Vec<String> {
     mask(&mut v, &["key"]);
     seen.push(format!("campaign {} {v}", campaign.0));
     let observe = LiveCurl::spawn(base, "/v3/election/observe", r#"{"name":"ZQ=="}"#);
+    // The current leader comes first, once the stream is open: the proclamations below must
+    // not race with curl starting up.
+    seen.push(observe.next("observe 1", &["key"]));
     let mut json = |path: &str, body: &str| seen.push(post_json(base, path, body, &["key"]));
     json("/v3/election/leader", r#"{"name":"ZQ=="}"#);
     json(
@@ -222,7 +225,6 @@ fn scenario(base: &str) -> Vec<String> {
         &format!(r#"{{"leader":{leader_key},"value":"djM="}}"#),
     );
     json("/v3/election/resign", "{}");
-    seen.push(observe.next("observe 1", &["key"]));
     seen.push(observe.next("observe 2", &["key"]));
     seen
 }

@@ -107,6 +107,89 @@ fn a_tombstone_whose_puts_a_crash_already_removed_goes_at_the_next_start() {
     assert!(get(&f.store, "a", del_rev).unwrap().is_none());
 }
 
+/// A history where keys' rows interleave by revision: generations closed by tombstones,
+/// keys deleted for good, keys overwritten. Returns the revision to compact at.
+fn interleaved_history(s: &MvccStore) -> i64 {
+    for round in 0..3 {
+        for k in ["a", "b", "c", "d"] {
+            put(s, k, &format!("{k}{round}"));
+        }
+        del(s, "b", "");
+        if round == 1 {
+            del(s, "a", "c");
+        }
+    }
+    del(s, "d", "");
+    let at = s.current_revision();
+    put(s, "c", "after");
+    at
+}
+
+/// Key, value, create revision and version of a key read.
+type Read = (String, Vec<u8>, i64, i64);
+
+/// What a store answers for every key at every revision from `at` on.
+fn reads_from(s: &MvccStore, at: i64) -> Vec<(i64, Vec<Read>)> {
+    (at..=s.current_revision())
+        .map(|rev| {
+            let r = s
+                .range(&RangeRequest {
+                    key: b"\0".to_vec(),
+                    range_end: b"\0".to_vec(),
+                    revision: rev,
+                    ..Default::default()
+                })
+                .unwrap();
+            let kvs = r
+                .kvs
+                .iter()
+                .map(|kv| {
+                    let key = String::from_utf8_lossy(&kv.key).into_owned();
+                    (key, kv.value.clone(), kv.create_revision, kv.version)
+                })
+                .collect();
+            (rev, kvs)
+        })
+        .collect()
+}
+
+#[test]
+fn a_crash_anywhere_in_a_compactions_deletion_leaves_the_store_reading_the_same() {
+    let whole = fixture();
+    let at = interleaved_history(&whole.store);
+    compact(&whole.store, at);
+    let expected = reads_from(&whole.store, at);
+    let rows = {
+        let probe = fixture();
+        interleaved_history(&probe.store);
+        let mut st = probe.store.write_state().unwrap();
+        let mut rows = compact::compact_index(&mut st, at);
+        compact::removal_order(&mut rows);
+        rows
+    };
+    assert!(rows.iter().filter(|(_, tombstone)| *tombstone).count() >= 3);
+    // Every prefix of the deletion is something a crash may leave (sled keeps a prefix of
+    // its log): the compaction's record, and the first `kept` rows gone.
+    for kept in 0..=rows.len() {
+        let f = fixture();
+        interleaved_history(&f.store);
+        let tree = f.store.tree();
+        tree.insert(backend::META_COMPACTED, &backend::i64_bytes(at)[..])
+            .unwrap();
+        for (rev, tombstone) in &rows[..kept] {
+            tree.remove(revision::row_key(*rev, *tombstone)).unwrap();
+        }
+        drop(tree);
+        let f = f.restart();
+        assert_eq!(reads_from(&f.store, at), expected, "{kept} rows deleted");
+        assert_eq!(
+            kv_rows(&f.store),
+            kv_rows(&whole.store),
+            "{kept} rows deleted"
+        );
+    }
+}
+
 #[test]
 fn a_tombstone_without_puts_above_the_compaction_is_refused() {
     let f = fixture();

@@ -346,9 +346,9 @@ fn interrupted_install_is_detected_on_open() {
 }
 
 #[test]
-fn compaction_of_a_long_history_deletes_in_batches() {
+fn compaction_of_a_long_history_of_one_key_deletes_every_superseded_row() {
     let f = fixture();
-    let n = COMPACT_BATCH_ROWS + 100;
+    let n = 5000;
     for i in 0..n {
         put(&f.store, "hot", &i.to_string());
     }
