@@ -7,6 +7,12 @@
 //! acknowledged just before the read, so reads only ever join a round that starts after them
 //! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
 //! machine runs apart from the rounds, so the next round starts at once.
+//!
+//! A lease renewal needs less: that this member still leads, not that its state machine
+//! caught up. Those rounds ([`ReadIndexBatcher::confirm_leadership`]) take openraft's leader
+//! lease when it holds (a quorum acknowledged this leader within the lease, and no voter
+//! grants another candidate its vote before that lease ends), which needs no message to the
+//! followers, and a read index round when it does not.
 
 use crate::raft::RaftHandle;
 use openraft::error::{LinearizableReadError, RaftError};
@@ -31,14 +37,30 @@ pub type ReadReply = Result<(), RaftError<TypeConfig, LinearizableReadError<Type
 pub struct ReadIndexBatcher {
     /// Where each waiting read gets its answer.
     queue: mpsc::Sender<oneshot::Sender<ReadReply>>,
+    /// Where each waiting leadership check gets its answer.
+    leadership: mpsc::Sender<oneshot::Sender<ReadReply>>,
 }
 
 impl ReadIndexBatcher {
     /// Starts the round task for `raft` (needs a tokio runtime).
     pub fn start(raft: RaftHandle) -> ReadIndexBatcher {
         let (queue, rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+        let (leadership, leadership_rx) = mpsc::channel(READ_QUEUE_CAPACITY);
+        tokio::spawn(
+            run_leadership(raft.clone(), leadership_rx)
+                .instrument(tracing::debug_span!("leadership_batcher")),
+        );
         tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("read_index_batcher")));
-        ReadIndexBatcher { queue }
+        ReadIndexBatcher { queue, leadership }
+    }
+
+    /// Returns once this member's leadership was confirmed by a round that started after
+    /// this call: by its leader lease, or failing that by a quorum. Nothing waits for the
+    /// state machine (for what needs the leader's own clock, not its store: lease renewals).
+    pub async fn confirm_leadership(&self) -> ReadReply {
+        let (tx, rx) = oneshot::channel();
+        self.leadership.send(tx).await.map_err(|_| stopped())?;
+        rx.await.map_err(|_| stopped())?
     }
 
     /// Returns once a local read is linearizable: leadership was confirmed by a round that
@@ -54,13 +76,47 @@ fn stopped() -> RaftError<TypeConfig, LinearizableReadError<TypeConfig>> {
     RaftError::Fatal(openraft::error::Fatal::Stopped)
 }
 
+/// Takes every check waiting when the previous round ended.
+fn gather(
+    first: oneshot::Sender<ReadReply>,
+    rx: &mut mpsc::Receiver<oneshot::Sender<ReadReply>>,
+) -> Vec<oneshot::Sender<ReadReply>> {
+    let mut waiting = vec![first];
+    while waiting.len() < MAX_READS_PER_ROUND {
+        let Ok(next) = rx.try_recv() else { break };
+        waiting.push(next);
+    }
+    waiting
+}
+
+async fn run_leadership(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
+    while let Some(first) = rx.recv().await {
+        // Every check in `waiting` arrived before this round starts.
+        let waiting = gather(first, &mut rx);
+        let reply = match raft.get_read_log_id(ReadPolicy::LeaseRead).await {
+            Ok(_) => Ok(()),
+            Err(e @ RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))
+            | Err(e @ RaftError::Fatal(_)) => Err(e),
+            // The lease ran out (no quorum acknowledgement within it): ask a quorum.
+            Err(RaftError::APIError(_)) => raft
+                .get_read_log_id(ReadPolicy::ReadIndex)
+                .await
+                .map(|_| ()),
+        };
+        tracing::trace!(
+            checks = waiting.len(),
+            ok = reply.is_ok(),
+            "leadership round"
+        );
+        for tx in waiting {
+            let _ = tx.send(reply.clone());
+        }
+    }
+}
+
 async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
     while let Some(first) = rx.recv().await {
-        let mut waiting = vec![first];
-        while waiting.len() < MAX_READS_PER_ROUND {
-            let Ok(next) = rx.try_recv() else { break };
-            waiting.push(next);
-        }
+        let waiting = gather(first, &mut rx);
         // Every read in `waiting` arrived before this round starts.
         let read_index = match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
             Ok((read_log_id, _applied)) => Some(read_log_id.index()),
@@ -165,5 +221,25 @@ mod tests {
             reads.ensure_linearizable().await,
             Err(RaftError::Fatal(_))
         ));
+        assert!(matches!(
+            reads.confirm_leadership().await,
+            Err(RaftError::Fatal(_))
+        ));
+    }
+
+    /// The leader confirms its leadership to many concurrent checks, sharing rounds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_leader_confirms_its_leadership_to_concurrent_checks() {
+        let (_dir, node, _store) = crate::raft::batcher::tests::one_member().await;
+        let reads = node.proposer().reads();
+        let mut checks = tokio::task::JoinSet::new();
+        for _ in 0..200 {
+            let reads = reads.clone();
+            checks.spawn(async move { reads.confirm_leadership().await });
+        }
+        while let Some(r) = checks.join_next().await {
+            assert!(r.unwrap().is_ok());
+        }
+        node.shutdown().await;
     }
 }

@@ -404,7 +404,8 @@ impl Admin {
                 })
             }
             Some(AdminReq::LeaseRenew(r)) => {
-                self.confirm_leader().await?;
+                // The renewal moves the leader's clock, it reads nothing from the store.
+                self.confirm_leadership().await?;
                 let ttl = self.renew(r.id).await?;
                 AdminResp::LeaseRenew(LeaseKeepAliveResponse {
                     header: None,
@@ -461,18 +462,16 @@ impl Admin {
         m.membership_config.membership().clone()
     }
 
-    /// Confirms with a quorum that this member leads.
+    /// Confirms with a quorum that this member leads, and that its store applied everything
+    /// committed before this call.
     async fn confirm_leader(&self) -> Result<(), Status> {
-        match self.inner.reads.ensure_linearizable().await {
-            Ok(_) => Ok(()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => {
-                Err(not_leader(&f))
-            }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
-                Err(Status::from(ApiError::Timeout))
-            }
-            Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
-        }
+        leadership_answer(self.inner.reads.ensure_linearizable().await)
+    }
+
+    /// Confirms that this member leads (by its leader lease when it holds, see
+    /// [`ReadIndexBatcher::confirm_leadership`]); the store may lag.
+    async fn confirm_leadership(&self) -> Result<(), Status> {
+        leadership_answer(self.inner.reads.confirm_leadership().await)
     }
 
     /// Proposes a membership change, waiting out a change still in progress, and returns the
@@ -920,6 +919,18 @@ impl Admin {
             }
         }
         false
+    }
+}
+
+/// The status a failed leadership check answers with.
+fn leadership_answer(reply: crate::raft::read_batcher::ReadReply) -> Result<(), Status> {
+    match reply {
+        Ok(()) => Ok(()),
+        Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(f))) => Err(not_leader(&f)),
+        Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+            Err(Status::from(ApiError::Timeout))
+        }
+        Err(RaftError::Fatal(f)) => Err(Status::unavailable(f.to_string())),
     }
 }
 
