@@ -8,11 +8,13 @@
 //! (etcd's read loop batches its ReadIndex requests the same way). The wait for the state
 //! machine runs apart from the rounds, so the next round starts at once.
 //!
-//! A lease renewal needs less: that this member still leads, not that its state machine
-//! caught up. Those rounds ([`ReadIndexBatcher::confirm_leadership`]) take openraft's leader
+//! Lease renewals come in by the thousand and read little of the store: their rounds
+//! ([`ReadIndexBatcher::confirm_leadership`]) confirm the leadership by openraft's leader
 //! lease when it holds (a quorum acknowledged this leader within the lease, and no voter
 //! grants another candidate its vote before that lease ends), which needs no message to the
-//! followers, and a read index round when it does not.
+//! followers, and by a quorum when it does not; then, like every read, they wait for the
+//! state machine to apply what was committed (a new leader may not have applied a grant or
+//! a revoke committed under the old one yet).
 
 use crate::raft::RaftHandle;
 use openraft::error::{LinearizableReadError, RaftError};
@@ -47,16 +49,18 @@ impl ReadIndexBatcher {
         let (queue, rx) = mpsc::channel(READ_QUEUE_CAPACITY);
         let (leadership, leadership_rx) = mpsc::channel(READ_QUEUE_CAPACITY);
         tokio::spawn(
-            run_leadership(raft.clone(), leadership_rx)
-                .instrument(tracing::debug_span!("leadership_batcher")),
+            run(raft.clone(), leadership_rx, Confirm::LeaseFirst)
+                .instrument(tracing::debug_span!("lease_read_batcher")),
         );
-        tokio::spawn(run(raft, rx).instrument(tracing::debug_span!("read_index_batcher")));
+        tokio::spawn(
+            run(raft, rx, Confirm::Quorum).instrument(tracing::debug_span!("read_index_batcher")),
+        );
         ReadIndexBatcher { queue, leadership }
     }
 
-    /// Returns once this member's leadership was confirmed by a round that started after
-    /// this call: by its leader lease, or failing that by a quorum. Nothing waits for the
-    /// state machine (for what needs the leader's own clock, not its store: lease renewals).
+    /// [`Self::ensure_linearizable`], with the leadership confirmed by the leader lease when
+    /// it holds (by a quorum otherwise): for lease renewals, which move the leader's clock and
+    /// read little of the store (whether the lease exists), and come in by the thousand.
     pub async fn confirm_leadership(&self) -> ReadReply {
         let (tx, rx) = oneshot::channel();
         self.leadership.send(tx).await.map_err(|_| stopped())?;
@@ -89,37 +93,35 @@ fn gather(
     waiting
 }
 
-async fn run_leadership(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
-    while let Some(first) = rx.recv().await {
-        // Every check in `waiting` arrived before this round starts.
-        let waiting = gather(first, &mut rx);
-        let reply = match raft.get_read_log_id(ReadPolicy::LeaseRead).await {
-            Ok(_) => Ok(()),
-            Err(e @ RaftError::APIError(LinearizableReadError::ForwardToLeader(_)))
-            | Err(e @ RaftError::Fatal(_)) => Err(e),
-            // The lease ran out (no quorum acknowledgement within it): ask a quorum.
-            Err(RaftError::APIError(_)) => raft
-                .get_read_log_id(ReadPolicy::ReadIndex)
-                .await
-                .map(|_| ()),
-        };
-        tracing::trace!(
-            checks = waiting.len(),
-            ok = reply.is_ok(),
-            "leadership round"
-        );
-        for tx in waiting {
-            let _ = tx.send(reply.clone());
-        }
-    }
+/// How a round confirms this member's leadership.
+#[derive(Clone, Copy, Debug)]
+enum Confirm {
+    /// By a quorum, always.
+    Quorum,
+    /// By the leader lease when it holds, else by a quorum.
+    LeaseFirst,
 }
 
-async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>) {
+async fn run(
+    raft: RaftHandle,
+    mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>>,
+    confirm: Confirm,
+) {
     while let Some(first) = rx.recv().await {
-        let waiting = gather(first, &mut rx);
         // Every read in `waiting` arrived before this round starts.
-        let read_index = match raft.get_read_log_id(ReadPolicy::ReadIndex).await {
-            Ok((read_log_id, _applied)) => Some(read_log_id.index()),
+        let waiting = gather(first, &mut rx);
+        let read = match confirm {
+            Confirm::Quorum => raft.get_read_log_id(ReadPolicy::ReadIndex).await,
+            Confirm::LeaseFirst => match raft.get_read_log_id(ReadPolicy::LeaseRead).await {
+                // The lease ran out (no quorum acknowledgement within it): ask a quorum.
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(_))) => {
+                    raft.get_read_log_id(ReadPolicy::ReadIndex).await
+                }
+                other => other,
+            },
+        };
+        let (read_index, applied) = match read {
+            Ok((read_log_id, applied)) => (read_log_id.index(), applied.map(|a| a.index())),
             Err(e) => {
                 for tx in waiting {
                     let _ = tx.send(Err(e.clone()));
@@ -127,12 +129,23 @@ async fn run(raft: RaftHandle, mut rx: mpsc::Receiver<oneshot::Sender<ReadReply>
                 continue;
             }
         };
-        tracing::trace!(reads = waiting.len(), ?read_index, "read index round");
+        tracing::trace!(
+            reads = waiting.len(),
+            ?confirm,
+            read_index,
+            "read index round"
+        );
+        if applied.is_some_and(|a| a >= read_index) {
+            for tx in waiting {
+                let _ = tx.send(Ok(()));
+            }
+            continue;
+        }
         let raft = raft.clone();
         tokio::spawn(async move {
             let reply = match raft
                 .wait(None)
-                .applied_index_at_least(read_index, "read index")
+                .applied_index_at_least(Some(read_index), "read index")
                 .await
             {
                 Ok(_) => Ok(()),

@@ -404,7 +404,7 @@ impl Admin {
                 })
             }
             Some(AdminReq::LeaseRenew(r)) => {
-                // The renewal moves the leader's clock, it reads nothing from the store.
+                // The leader lease is enough to know this member leads (see the batcher).
                 self.confirm_leadership().await?;
                 let ttl = self.renew(r.id).await?;
                 AdminResp::LeaseRenew(LeaseKeepAliveResponse {
@@ -468,8 +468,8 @@ impl Admin {
         leadership_answer(self.inner.reads.ensure_linearizable().await)
     }
 
-    /// Confirms that this member leads (by its leader lease when it holds, see
-    /// [`ReadIndexBatcher::confirm_leadership`]); the store may lag.
+    /// [`Self::confirm_leader`], by the leader lease when it holds (see
+    /// [`ReadIndexBatcher::confirm_leadership`]).
     async fn confirm_leadership(&self) -> Result<(), Status> {
         leadership_answer(self.inner.reads.confirm_leadership().await)
     }
