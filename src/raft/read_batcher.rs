@@ -9,8 +9,8 @@
 //! machine runs apart from the rounds, so the next round starts at once.
 //!
 //! Lease renewals come in by the thousand and read little of the store: their rounds
-//! ([`ReadIndexBatcher::confirm_leadership`]) confirm the leadership by openraft's leader
-//! lease when it holds (a quorum acknowledged this leader within the lease, and no voter
+//! ([`ReadIndexBatcher::ensure_linearizable_by_lease`]) confirm the leadership by openraft's
+//! leader lease when it holds (a quorum acknowledged this leader within the lease, and no voter
 //! grants another candidate its vote before that lease ends), which needs no message to the
 //! followers, and by a quorum when it does not; then, like every read, they wait for the
 //! state machine to apply what was committed (a new leader may not have applied a grant or
@@ -61,7 +61,7 @@ impl ReadIndexBatcher {
     /// [`Self::ensure_linearizable`], with the leadership confirmed by the leader lease when
     /// it holds (by a quorum otherwise): for lease renewals, which move the leader's clock and
     /// read little of the store (whether the lease exists), and come in by the thousand.
-    pub async fn confirm_leadership(&self) -> ReadReply {
+    pub async fn ensure_linearizable_by_lease(&self) -> ReadReply {
         let (tx, rx) = oneshot::channel();
         self.leadership.send(tx).await.map_err(|_| stopped())?;
         rx.await.map_err(|_| stopped())?
@@ -235,7 +235,7 @@ mod tests {
             Err(RaftError::Fatal(_))
         ));
         assert!(matches!(
-            reads.confirm_leadership().await,
+            reads.ensure_linearizable_by_lease().await,
             Err(RaftError::Fatal(_))
         ));
     }
@@ -248,7 +248,7 @@ mod tests {
         let mut checks = tokio::task::JoinSet::new();
         for _ in 0..200 {
             let reads = reads.clone();
-            checks.spawn(async move { reads.confirm_leadership().await });
+            checks.spawn(async move { reads.ensure_linearizable_by_lease().await });
         }
         while let Some(r) = checks.join_next().await {
             assert!(r.unwrap().is_ok());

@@ -18,11 +18,10 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
-
-use crate::paced::PacedFile;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::paced::PacedFile;
 use crate::raft::codec;
 use crate::raft::types::SnapshotMeta;
 

@@ -404,8 +404,8 @@ impl Admin {
                 })
             }
             Some(AdminReq::LeaseRenew(r)) => {
-                // The leader lease is enough to know this member leads (see the batcher).
-                self.confirm_leadership().await?;
+                // Renewals come by the thousand: the leader lease confirms the leadership.
+                self.confirm_leader_by_lease().await?;
                 let ttl = self.renew(r.id).await?;
                 AdminResp::LeaseRenew(LeaseKeepAliveResponse {
                     header: None,
@@ -469,9 +469,9 @@ impl Admin {
     }
 
     /// [`Self::confirm_leader`], by the leader lease when it holds (see
-    /// [`ReadIndexBatcher::confirm_leadership`]).
-    async fn confirm_leadership(&self) -> Result<(), Status> {
-        leadership_answer(self.inner.reads.confirm_leadership().await)
+    /// [`ReadIndexBatcher::ensure_linearizable_by_lease`]).
+    async fn confirm_leader_by_lease(&self) -> Result<(), Status> {
+        leadership_answer(self.inner.reads.ensure_linearizable_by_lease().await)
     }
 
     /// Proposes a membership change, waiting out a change still in progress, and returns the
