@@ -9,6 +9,7 @@ mod install;
 mod kv;
 mod lifecycle;
 mod reads;
+mod sled_appends;
 mod snapshot_file;
 mod txn;
 

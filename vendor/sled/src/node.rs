@@ -13,6 +13,17 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+/// A node with fewer items than this is merged into its left sibling.
+fn merge_threshold(data: &Data) -> usize {
+    if cfg!(any(test, feature = "lock_free_delays")) {
+        1
+    } else if data.is_index() {
+        64
+    } else {
+        4
+    }
+}
+
 impl Node {
     pub(crate) fn new_hoisted_root(
         left: PageId,
@@ -163,8 +174,11 @@ impl Node {
         true
     }
 
-    pub(crate) fn split(mut self) -> (Node, Node) {
+    pub(crate) fn split(mut self, appending: bool) -> (Node, Node) {
+        let keep_right = merge_threshold(&self.data).max(1);
         fn split_inner<T>(
+            appending: bool,
+            keep_right: usize,
             keys: &mut Vec<IVec>,
             values: &mut Vec<T>,
             old_prefix: &[u8],
@@ -174,7 +188,16 @@ impl Node {
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
+            // A node split while keys are appended past its end keeps
+            // all but the fewest items a node may hold without being
+            // merged back: the left side is never written to again, so
+            // it stays mostly full instead of half empty.
+            let half = keys.len() / 2 + 1;
+            let split_point = if appending {
+                keys.len().saturating_sub(keep_right).max(half)
+            } else {
+                half
+            };
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -247,6 +270,8 @@ impl Node {
             Data::Index(ref mut index) => {
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
+                        appending,
+                        keep_right,
                         &mut index.keys,
                         &mut index.pointers,
                         prefixed_lo,
@@ -266,6 +291,8 @@ impl Node {
             Data::Leaf(ref mut leaf) => {
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
+                        appending,
+                        keep_right,
                         &mut leaf.keys,
                         &mut leaf.values,
                         prefixed_lo,
@@ -611,16 +638,22 @@ impl Node {
         size_checks && safety_checks
     }
 
-    pub(crate) fn should_merge(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
-            1
-        } else if self.data.is_index() {
-            64
-        } else {
-            4
+    /// Whether `key` (which lies in this node's range) sorts after
+    /// every key the node holds: the node is being appended to.
+    pub(crate) fn is_past_last_key(&self, key: &[u8]) -> bool {
+        let suffix = match key.get(self.prefix_len as usize..) {
+            Some(suffix) => suffix,
+            None => return false,
         };
+        let last = match self.data {
+            Data::Index(ref index) => index.keys.last(),
+            Data::Leaf(ref leaf) => leaf.keys.last(),
+        };
+        last.map_or(false, |last| fastcmp(suffix, last) == std::cmp::Ordering::Greater)
+    }
 
-        let size_checks = self.data.len() < threshold;
+    pub(crate) fn should_merge(&self) -> bool {
+        let size_checks = self.data.len() < merge_threshold(&self.data);
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
