@@ -541,49 +541,56 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
         let net_err = |e: codec::CodecError| StreamingError::Network(NetworkError::new(&e));
         tokio::pin!(cancel);
-        let Snapshot { meta, snapshot } = snapshot;
-        // Rows being written out (see `state_machine`): their file, once complete.
-        let snapshot = tokio::select! {
-            closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-            r = snapshot.ready() => r.map_err(|e| StreamingError::Network(NetworkError::new(&e)))?,
-        };
-        let snapshot = Snapshot { meta, snapshot };
-        if snapshot.snapshot.is_marker() {
+        let Snapshot { meta, mut snapshot } = snapshot;
+        // The store's rows read from a view as they are sent (see `state_machine`), or a
+        // snapshot file's.
+        let stream = snapshot.take_stream();
+        if stream.is_none() && snapshot.is_marker() {
             // Only in the moment between openraft's start and `ServeSnapshots::start`: the
             // next attempt gets the rows.
             return Err(StreamingError::Network(NetworkError::new(
-                &std::io::Error::other("the snapshot is not written out yet"),
+                &std::io::Error::other("the snapshot's rows are not served yet"),
             )));
         }
+        let snapshot = Snapshot { meta, snapshot };
         let header = (
             codec::encode("vote", &vote).map_err(net_err)?,
             codec::encode("snapshot meta", &snapshot.meta).map_err(net_err)?,
         );
-        let total = snapshot.snapshot.len();
-        let reader = snapshot
-            .snapshot
-            .async_reader()
-            .await
-            .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
         let progress = Arc::new(snapshot_transfer::Progress::default());
-        let chunks = snapshot_transfer::chunks(
-            reader,
-            total,
-            header,
-            self.snapshot_chunk_bytes,
-            progress.clone(),
-        );
+        let chunks = match stream {
+            Some(blocks) => futures::future::Either::Left(snapshot_transfer::streamed_chunks(
+                blocks,
+                header,
+                self.snapshot_chunk_bytes,
+                progress.clone(),
+            )),
+            None => {
+                let reader = snapshot
+                    .snapshot
+                    .async_reader()
+                    .await
+                    .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
+                futures::future::Either::Right(snapshot_transfer::chunks(
+                    reader,
+                    snapshot.snapshot.len(),
+                    header,
+                    self.snapshot_chunk_bytes,
+                    progress.clone(),
+                ))
+            }
+        };
         let mut client = self
             .client
             .clone()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let chunk_ttl = option.hard_ttl();
         let started = std::time::Instant::now();
-        tracing::info!(target = self.target, bytes = total, last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
+        tracing::info!(target = self.target, bytes = ?progress.total(), last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
         let call = client.install_snapshot(tonic::Request::new(chunks));
         let answer = tokio::select! {
             closed = &mut cancel => return Err(StreamingError::Closed(closed)),
-            r = snapshot_transfer::with_chunk_deadlines(call, &progress, total, chunk_ttl) => r,
+            r = snapshot_transfer::with_chunk_deadlines(call, &progress, chunk_ttl) => r,
         };
         let answer = match answer {
             Err(why) => {
@@ -591,7 +598,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
                     target = self.target,
                     ?why,
                     sent = progress.bytes(),
-                    bytes = total,
+                    bytes = ?progress.total(),
                     "snapshot send timed out"
                 );
                 return Err(StreamingError::Timeout(
@@ -613,7 +620,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         };
         tracing::info!(
             target = self.target,
-            bytes = total,
+            bytes = progress.bytes(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "snapshot sent"
         );

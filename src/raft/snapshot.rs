@@ -57,9 +57,86 @@ pub struct SnapshotData {
     temp: bool,
     /// A marker: no rows, the store holds the data (see the module doc).
     marker: bool,
-    /// Rows being written out on another thread, which replace this data when ready (see
-    /// [`SnapshotData::ready`]).
-    pending: Option<tokio::sync::oneshot::Receiver<io::Result<SnapshotData>>>,
+    /// The store's rows as they are read from a view on another thread, in place of this
+    /// data's own (see [`SnapshotData::take_stream`]).
+    stream: Option<Streamed>,
+}
+
+/// What a streamed snapshot's reader hands over.
+#[derive(Debug)]
+pub enum Block {
+    /// The next bytes of the store snapshot.
+    Bytes(Vec<u8>),
+    /// The store snapshot is complete.
+    End,
+}
+
+/// The bytes of a store snapshot being read from the store, in order; a channel closed
+/// before [`Block::End`] (or an error) means the snapshot is incomplete.
+pub type Streamed = tokio::sync::mpsc::Receiver<io::Result<Block>>;
+
+/// Blocks of a streamed snapshot waiting for the network: with [`STREAM_BLOCK_BYTES`], the
+/// memory a send holds on the sending side.
+pub const STREAM_QUEUE_BLOCKS: usize = 4;
+/// The size of a streamed snapshot's blocks.
+pub const STREAM_BLOCK_BYTES: usize = 1 << 20;
+
+/// A writer that hands what is written to a [`Streamed`] receiver in blocks of
+/// [`STREAM_BLOCK_BYTES`], waiting while the receiver is [`STREAM_QUEUE_BLOCKS`] behind. It
+/// runs on a thread of its own (it blocks); a receiver that went away fails the next write.
+pub struct BlockWriter {
+    tx: tokio::sync::mpsc::Sender<io::Result<Block>>,
+    buf: Vec<u8>,
+}
+
+impl BlockWriter {
+    /// A writer feeding `tx`.
+    pub fn new(tx: tokio::sync::mpsc::Sender<io::Result<Block>>) -> Self {
+        BlockWriter {
+            tx,
+            buf: Vec::with_capacity(STREAM_BLOCK_BYTES),
+        }
+    }
+
+    fn send(&self, item: io::Result<Block>) -> io::Result<()> {
+        self.tx.blocking_send(item).map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the snapshot's receiver went away",
+            )
+        })
+    }
+
+    /// Hands over what is buffered, then the end.
+    pub fn finish(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let last = std::mem::take(&mut self.buf);
+            self.send(Ok(Block::Bytes(last)))?;
+        }
+        self.send(Ok(Block::End))
+    }
+
+    /// Tells the receiver that the snapshot cannot be completed.
+    pub fn fail(self, e: io::Error) {
+        let _ = self.send(Err(e));
+    }
+}
+
+impl Write for BlockWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        let n = bytes.len().min(STREAM_BLOCK_BYTES - self.buf.len());
+        self.buf.extend_from_slice(&bytes[..n]);
+        if self.buf.len() == STREAM_BLOCK_BYTES {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(STREAM_BLOCK_BYTES));
+            self.send(Ok(Block::Bytes(full)))?;
+        }
+        Ok(n)
+    }
+
+    /// Blocks go when full (or at [`BlockWriter::finish`]), not when flushed.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for SnapshotData {
@@ -88,28 +165,42 @@ impl SnapshotData {
         self.marker
     }
 
-    /// This data standing for the rows `rows` will deliver (written out on another thread).
-    pub fn pending(
-        mut self,
-        rows: tokio::sync::oneshot::Receiver<io::Result<SnapshotData>>,
-    ) -> Self {
-        self.pending = Some(rows);
+    /// This data standing for the rows `stream` delivers (read from the store on another
+    /// thread).
+    pub fn streamed(mut self, stream: Streamed) -> Self {
+        self.stream = Some(stream);
         self
     }
 
-    /// Whether the rows are still being written out (see [`SnapshotData::ready`]).
-    pub fn is_pending(&self) -> bool {
-        self.pending.is_some()
+    /// Whether the rows come from a stream (see [`SnapshotData::take_stream`]).
+    pub fn is_streamed(&self) -> bool {
+        self.stream.is_some()
     }
 
-    /// The data to send: the rows, once written out when they are pending.
-    pub async fn ready(mut self) -> io::Result<SnapshotData> {
-        match self.pending.take() {
-            None => Ok(self),
-            Some(rows) => {
-                drop(self);
-                rows.await
-                    .map_err(|_| io::Error::other("the snapshot's write-out stopped"))?
+    /// The stream of the rows to send, when they come from one; otherwise this data's own
+    /// rows are what is sent.
+    pub fn take_stream(&mut self) -> Option<Streamed> {
+        self.stream.take()
+    }
+
+    /// The data as a file: a streamed snapshot's rows written to a temporary file of `dir`
+    /// (what a receiver of the stream would hold).
+    #[cfg(test)]
+    pub async fn into_file(
+        mut self,
+        dir: &SnapshotDir,
+        meta: &SnapshotMeta,
+    ) -> io::Result<SnapshotData> {
+        let Some(mut stream) = self.take_stream() else {
+            return Ok(self);
+        };
+        let mut w = dir.create(meta)?;
+        loop {
+            match stream.recv().await {
+                Some(Ok(Block::Bytes(b))) => w.write(&b)?,
+                Some(Ok(Block::End)) => return w.finish(),
+                Some(Err(e)) => return Err(e),
+                None => return Err(io::Error::other("the snapshot stream stopped")),
             }
         }
     }
@@ -195,7 +286,7 @@ impl SnapshotWriter {
             len: size.saturating_sub(self.offset),
             temp: true,
             marker: false,
-            pending: None,
+            stream: None,
         };
         Ok(data)
     }
@@ -350,7 +441,7 @@ impl SnapshotDir {
                 len: size.saturating_sub(offset),
                 temp: false,
                 marker,
-                pending: None,
+                stream: None,
             },
         )))
     }

@@ -23,7 +23,7 @@ use tonic::Status;
 
 use crate::pb::minietcdpb::SnapshotChunk;
 use crate::raft::codec;
-use crate::raft::snapshot::{SnapshotData, SnapshotDir, SnapshotWriter};
+use crate::raft::snapshot::{Block, SnapshotData, SnapshotDir, SnapshotWriter, Streamed};
 use crate::raft::types::{SnapshotMeta, Vote};
 
 /// A transfer logs its progress this often.
@@ -37,15 +37,36 @@ pub const MAX_SNAPSHOT_BYTES: u64 = 8 << 30;
 
 /// Bytes of a transfer handed over so far, shared between the chunk stream and the
 /// deadline watcher.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Progress {
     bytes: AtomicU64,
+    /// The snapshot's size, once known (`u64::MAX` before: a streamed snapshot's size is
+    /// known at its end).
+    total: AtomicU64,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            bytes: AtomicU64::new(0),
+            total: AtomicU64::new(u64::MAX),
+        }
+    }
 }
 
 impl Progress {
     /// Bytes handed over so far.
     pub fn bytes(&self) -> u64 {
         self.bytes.load(Ordering::Acquire)
+    }
+
+    /// The snapshot's size, once known.
+    pub fn total(&self) -> Option<u64> {
+        Some(self.total.load(Ordering::Acquire)).filter(|t| *t != u64::MAX)
+    }
+
+    fn set_total(&self, total: u64) {
+        self.total.store(total, Ordering::Release);
     }
 }
 
@@ -107,6 +128,7 @@ pub fn chunks<R: AsyncRead + Unpin + Send + 'static>(
         log: ProgressLog::new("send", Some(total)),
     };
     let chunk_bytes = chunk_bytes.max(1) as u64;
+    progress.set_total(total);
     futures::stream::unfold(st, move |mut st| {
         let progress = progress.clone();
         async move {
@@ -135,6 +157,85 @@ pub fn chunks<R: AsyncRead + Unpin + Send + 'static>(
     })
 }
 
+/// The chunks of a snapshot whose bytes `blocks` delivers as they are read from the store
+/// (see `snapshot::Streamed`), at most `chunk_bytes` each: `vote` and `meta` ride in the
+/// first chunk, `done` is set on the last, sent once the stream says it is complete (the
+/// last chunk may be empty). A stream that fails or stops short ends the chunks without a
+/// `done` chunk, which the receiver refuses.
+pub fn streamed_chunks(
+    blocks: Streamed,
+    header: (Vec<u8>, Vec<u8>),
+    chunk_bytes: usize,
+    progress: Arc<Progress>,
+) -> impl Stream<Item = SnapshotChunk> + Send + 'static {
+    struct St {
+        blocks: Streamed,
+        header: Option<(Vec<u8>, Vec<u8>)>,
+        buf: Vec<u8>,
+        sent: u64,
+        finished: bool,
+        log: ProgressLog,
+    }
+    let st = St {
+        blocks,
+        header: Some(header),
+        buf: Vec::new(),
+        sent: 0,
+        finished: false,
+        log: ProgressLog::new("send", None),
+    };
+    let chunk_bytes = chunk_bytes.max(1);
+    futures::stream::unfold(st, move |mut st| {
+        let progress = progress.clone();
+        async move {
+            if st.finished {
+                return None;
+            }
+            // Gather a whole chunk, or the rest once the stream is complete.
+            let done = loop {
+                if st.buf.len() >= chunk_bytes {
+                    break false;
+                }
+                match st.blocks.recv().await {
+                    Some(Ok(Block::Bytes(b))) => st.buf.extend_from_slice(&b),
+                    Some(Ok(Block::End)) => break true,
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, sent = st.sent, "reading the snapshot to send failed");
+                        return None;
+                    }
+                    None => {
+                        tracing::error!(sent = st.sent, "the snapshot to send stopped short");
+                        return None;
+                    }
+                }
+            };
+            let data = if done {
+                std::mem::take(&mut st.buf)
+            } else {
+                let rest = st.buf.split_off(chunk_bytes);
+                std::mem::replace(&mut st.buf, rest)
+            };
+            st.sent += data.len() as u64;
+            st.finished = done;
+            if done {
+                progress.set_total(st.sent);
+            }
+            progress.bytes.store(st.sent, Ordering::Release);
+            st.log.tick(st.sent);
+            let (vote, meta) = st.header.take().unwrap_or_default();
+            Some((
+                SnapshotChunk {
+                    vote,
+                    meta,
+                    data,
+                    done,
+                },
+                st,
+            ))
+        }
+    })
+}
+
 /// Why a send stopped waiting.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SendTimeout {
@@ -147,19 +248,17 @@ pub enum SendTimeout {
     NoAnswer,
 }
 
-/// Waits for `call` (the InstallSnapshot RPC fed by [`chunks`]) with per-chunk deadlines:
-/// `chunk_ttl` without progress fails it, and after the last of `total` bytes the answer
-/// may take `chunk_ttl` plus an install's time.
+/// Waits for `call` (the InstallSnapshot RPC fed by [`chunks`] or [`streamed_chunks`])
+/// with per-chunk deadlines: `chunk_ttl` without progress fails it, and after the last byte
+/// (the progress's total) the answer may take `chunk_ttl` plus an install's time.
 pub async fn with_chunk_deadlines<T>(
     call: impl std::future::Future<Output = T>,
     progress: &Progress,
-    total: u64,
     chunk_ttl: Duration,
 ) -> Result<T, SendTimeout> {
     tokio::pin!(call);
     let check = (chunk_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut last = (progress.bytes(), TokioInstant::now());
-    let install = Duration::from_secs(total / INSTALL_MIN_BYTES_PER_SEC);
     loop {
         tokio::select! {
             r = &mut call => return Ok(r),
@@ -168,8 +267,12 @@ pub async fn with_chunk_deadlines<T>(
                 if sent != last.0 {
                     last = (sent, TokioInstant::now());
                 }
-                let all_sent = sent >= total;
-                let allowed = if all_sent { chunk_ttl + install } else { chunk_ttl };
+                let total = progress.total();
+                let all_sent = total.is_some_and(|t| sent >= t);
+                let allowed = match total {
+                    Some(t) if all_sent => chunk_ttl + Duration::from_secs(t / INSTALL_MIN_BYTES_PER_SEC),
+                    _ => chunk_ttl,
+                };
                 if last.1.elapsed() > allowed {
                     return Err(if all_sent { SendTimeout::NoAnswer } else { SendTimeout::Stalled { sent } });
                 }
@@ -317,6 +420,82 @@ mod tests {
         assert!(!got[0].done);
     }
 
+    /// Streams `blocks` (then `end`, if any) through [`streamed_chunks`].
+    async fn stream(
+        blocks: &[Vec<u8>],
+        end: Option<std::io::Result<Block>>,
+        chunk: usize,
+    ) -> (Vec<SnapshotChunk>, Arc<Progress>) {
+        let (tx, rx) = tokio::sync::mpsc::channel(blocks.len() + 1);
+        for b in blocks {
+            tx.send(Ok(Block::Bytes(b.clone()))).await.unwrap();
+        }
+        if let Some(end) = end {
+            tx.send(end).await.unwrap();
+        }
+        drop(tx);
+        let progress = Arc::new(Progress::default());
+        let got = streamed_chunks(rx, (vec![1], vec![2]), chunk, progress.clone())
+            .collect::<Vec<_>>()
+            .await;
+        (got, progress)
+    }
+
+    #[tokio::test]
+    async fn streamed_blocks_are_sent_in_chunks_with_done_after_the_end() {
+        let blocks: Vec<Vec<u8>> = [5usize, 0, 13, 1, 7]
+            .iter()
+            .scan(0u8, |n, len| {
+                Some(
+                    (0..*len)
+                        .map(|_| {
+                            *n = n.wrapping_add(1);
+                            *n
+                        })
+                        .collect(),
+                )
+            })
+            .collect();
+        let all: Vec<u8> = blocks.concat();
+        for chunk in [1, 4, 26, 100] {
+            let (got, progress) = stream(&blocks, Some(Ok(Block::End)), chunk).await;
+            let joined: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
+            assert_eq!(joined, all, "chunk {chunk}");
+            assert!(got.iter().all(|c| c.data.len() <= chunk));
+            assert!(got
+                .iter()
+                .rev()
+                .skip(1)
+                .all(|c| !c.done && c.data.len() == chunk));
+            assert!(got.last().unwrap().done);
+            assert_eq!(
+                (got[0].vote.as_slice(), got[0].meta.as_slice()),
+                (&[1u8][..], &[2u8][..])
+            );
+            assert!(got
+                .iter()
+                .skip(1)
+                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+            assert_eq!(progress.total(), Some(all.len() as u64));
+            assert_eq!(progress.bytes(), all.len() as u64);
+        }
+        // Nothing at all: one empty chunk that carries the header and the end.
+        let (got, _) = stream(&[], Some(Ok(Block::End)), 4).await;
+        assert_eq!(got.len(), 1);
+        assert!(got[0].done && got[0].data.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_fails_or_stops_short_is_never_done() {
+        let blocks = vec![vec![7u8; 10]];
+        let failed = Some(Err(std::io::Error::other("disk gone")));
+        for end in [failed, None] {
+            let (got, progress) = stream(&blocks, end, 4).await;
+            assert!(got.iter().all(|c| !c.done), "no done chunk");
+            assert_eq!(progress.total(), None);
+        }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn deadlines_are_per_chunk_not_per_snapshot() {
         let ttl = Duration::from_secs(1);
@@ -330,14 +509,15 @@ mod tests {
             }
             "answer"
         };
+        progress.set_total(10);
         assert_eq!(
-            with_chunk_deadlines(call, &progress, 10, ttl).await,
+            with_chunk_deadlines(call, &progress, ttl).await,
             Ok("answer")
         );
         // No progress at all: fails after about one deadline.
         let stalled = Arc::new(Progress::default());
         let start = tokio::time::Instant::now();
-        let r = with_chunk_deadlines(std::future::pending::<()>(), &stalled, 10, ttl).await;
+        let r = with_chunk_deadlines(std::future::pending::<()>(), &stalled, ttl).await;
         assert_eq!(r, Err(SendTimeout::Stalled { sent: 0 }));
         assert!(start.elapsed() < ttl * 2);
     }

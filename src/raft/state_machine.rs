@@ -36,12 +36,12 @@ use tracing::instrument;
 use crate::pb::minietcdpb::internal_request::Request;
 use crate::pb::minietcdpb::{InternalRequest, InternalResponse};
 use crate::raft::codec;
-use crate::raft::snapshot::SnapshotDir;
+use crate::raft::snapshot::{BlockWriter, SnapshotDir, STREAM_QUEUE_BLOCKS};
 use crate::raft::types::{
     ApplyObserver, CommandResponse, Entry, LogId, Snapshot, SnapshotData, SnapshotMeta,
     StoredMembership, TypeConfig,
 };
-use crate::storage::{GroupWrite, MvccStore, StorageError};
+use crate::storage::{GroupWrite, MvccStore, SnapshotView, StorageError};
 pub use snapshot_trigger::SnapshotTrigger;
 
 type StoreResult<T> = Result<T, io::Error>;
@@ -140,7 +140,7 @@ impl Shared {
     fn build_snapshot(&self) -> StoreResult<Snapshot> {
         #[cfg(test)]
         if self.write_out_builds {
-            let (meta, snapshot) = self.write_out(|_| {})?;
+            let (meta, snapshot) = self.write_out()?;
             return Ok(Snapshot { meta, snapshot });
         }
         let meta = {
@@ -171,95 +171,79 @@ impl Shared {
     }
 
     /// The snapshot to send to a member: the kept one, or, when that is a marker, the store
-    /// as it is now, written out on a thread of its own: openraft's state machine worker
-    /// asks for it and applies nothing until it has the answer, so the answer is the
-    /// position and the rows to come (the network waits for them, see
-    /// [`SnapshotData::ready`]). The written-out file is kept in the marker's place unless a
-    /// snapshot at least as new was kept meanwhile.
+    /// as it is now, read from a view on a thread of its own while the network sends it
+    /// (no file: the rows go from the store to the receiver as they are read, see
+    /// `snapshot::Streamed`). openraft's state machine worker asks for it and applies
+    /// nothing until it has the answer, so the answer is the position and the stream of
+    /// rows to come. A view holds back compaction's deletion while it is open; it closes
+    /// when the rows are all read or the network stops taking them.
     fn snapshot_to_send(self: &Arc<Self>) -> StoreResult<Option<Snapshot>> {
         let kept = match self.current_snapshot()? {
             Some(kept) if kept.snapshot.is_marker() => kept,
             other => return Ok(other),
         };
         let (meta_tx, meta_rx) = std::sync::mpsc::channel();
-        let (rows_tx, rows_rx) = tokio::sync::oneshot::channel();
+        let (blocks_tx, blocks_rx) = tokio::sync::mpsc::channel(STREAM_QUEUE_BLOCKS);
         let shared = self.clone();
         std::thread::Builder::new()
             .name("snapshot-out".into())
             .spawn(move || {
-                let mut begun = false;
-                let written = shared.write_out(|m| {
-                    begun = true;
-                    let _ = meta_tx.send(Ok(m.clone()));
-                });
-                if let Err(e) = &written {
-                    if !begun {
-                        let _ = meta_tx.send(Err(sm_err("write snapshot", e)));
+                let (meta, view) = match shared.capture_view() {
+                    Ok(captured) => captured,
+                    Err(e) => {
+                        let _ = meta_tx.send(Err(e));
+                        return;
                     }
+                };
+                let _ = meta_tx.send(Ok(meta.clone()));
+                let started = std::time::Instant::now();
+                match view.write_to(BlockWriter::new(blocks_tx)) {
+                    Ok((out, bytes)) => match out.finish() {
+                        Ok(()) => tracing::info!(
+                            last_log_id = ?meta.last_log_id,
+                            bytes,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "snapshot read out"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "snapshot not read out"),
+                    },
+                    // The writer is gone with the error; a receiver still there sees the
+                    // stream close before its end.
+                    Err(e) => tracing::warn!(error = %e, "snapshot not read out"),
                 }
-                let _ = rows_tx.send(written.map(|(_, data)| data));
             })
             .map_err(|e| sm_err("write snapshot", &e))?;
         let meta = meta_rx
             .recv()
-            .map_err(|_| sm_err("write snapshot", &"the write-out stopped before it began"))??;
+            .map_err(|_| sm_err("write snapshot", &"the read-out stopped before it began"))??;
         Ok(Some(Snapshot {
             meta,
-            snapshot: kept.snapshot.pending(rows_rx),
+            snapshot: kept.snapshot.streamed(blocks_rx),
         }))
     }
 
-    /// Writes the store out to a snapshot file (see [`Self::snapshot_to_send`]), calling
-    /// `begun` with its position as soon as the store's view is taken.
-    fn write_out(
-        &self,
-        begun: impl FnOnce(&SnapshotMeta),
-    ) -> std::io::Result<(SnapshotMeta, SnapshotData)> {
-        let (meta, mut data) = self.capture_snapshot_then(begun)?;
-        let kept = self.keep_written(&meta, &mut data)?;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), kept, "snapshot written out");
-        Ok((meta, data))
-    }
-
-    /// Keeps a written-out snapshot in place of an older one or of a marker at the same
-    /// position, not in place of anything newer (an install that ran meanwhile, a later
-    /// marker): the kept position never goes back. Returns whether it was kept; one that is
-    /// not is removed once sent.
-    fn keep_written(&self, meta: &SnapshotMeta, data: &mut SnapshotData) -> std::io::Result<bool> {
-        let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let keep = self.current_snapshot()?.is_none_or(|kept| {
-            kept.meta.last_log_id < meta.last_log_id
-                || (kept.meta.last_log_id == meta.last_log_id && kept.snapshot.is_marker())
-        });
-        if keep {
-            self.snapshots.keep(data)?;
-        }
-        Ok(keep)
-    }
-
-    /// Writes the store's state and the log position it reflects to a new snapshot file,
-    /// calling `begun` with the position once the store's view is taken.
-    ///
-    /// The apply lock is held only while the store's view begins (see
-    /// `storage::snapshot_view`): applies go on while the rows stream into the file.
-    fn capture_snapshot_then(
-        &self,
-        begun: impl FnOnce(&SnapshotMeta),
-    ) -> StoreResult<(SnapshotMeta, SnapshotData)> {
-        let (meta, view) = {
-            let applied = self.lock()?;
-            let view = self
-                .store
-                .begin_snapshot()
-                .map_err(|e| sm_err("read state machine", &e))?;
-            self.trigger.captured();
-            let meta = SnapshotMeta {
-                last_log_id: applied.last_applied,
-                last_membership: applied.last_membership.clone(),
-            };
-            (meta, view)
+    /// A view of the store and the log position it reflects. The apply lock is held only
+    /// while the view begins (see `storage::snapshot_view`): applies go on while its rows
+    /// are read.
+    fn capture_view(&self) -> StoreResult<(SnapshotMeta, SnapshotView<'_>)> {
+        let applied = self.lock()?;
+        let view = self
+            .store
+            .begin_snapshot()
+            .map_err(|e| sm_err("read state machine", &e))?;
+        self.trigger.captured();
+        let meta = SnapshotMeta {
+            last_log_id: applied.last_applied,
+            last_membership: applied.last_membership.clone(),
         };
-        begun(&meta);
+        Ok((meta, view))
+    }
+
+    /// Writes the store's state and the log position it reflects to a new snapshot file
+    /// (what openraft's conformance suite gets from a build, see `write_out_builds`).
+    #[cfg(test)]
+    fn write_out(&self) -> StoreResult<(SnapshotMeta, SnapshotData)> {
+        let (meta, view) = self.capture_view()?;
         let mut file = self
             .snapshots
             .create(&meta)
@@ -268,7 +252,17 @@ impl Shared {
         view.write_to(body)
             .map_err(|e| sm_err("write snapshot", &e))?;
         drop(view);
-        let data = file.finish().map_err(|e| sm_err("write snapshot", &e))?;
+        let mut data = file.finish().map_err(|e| sm_err("write snapshot", &e))?;
+        // Kept unless something newer was kept meanwhile: the kept position never goes back.
+        let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if self
+            .current_snapshot()?
+            .is_none_or(|kept| kept.meta.last_log_id <= meta.last_log_id)
+        {
+            self.snapshots
+                .keep(&mut data)
+                .map_err(|e| sm_err("write snapshot", &e))?;
+        }
         Ok((meta, data))
     }
 

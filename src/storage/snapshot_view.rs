@@ -19,7 +19,7 @@
 //! empty store). Either way the raft layer keeps the snapshot file until the install is done
 //! and installs it again on start if the store is behind it.
 
-use std::io::{Read, Seek, Write};
+use std::io::{Read, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc, MutexGuard};
 
@@ -68,7 +68,7 @@ impl SnapshotView<'_> {
 
     /// Writes the snapshot to `out` (from its current position), a row at a time; returns
     /// the writer and the snapshot's size in bytes.
-    pub fn write_to<W: Write + Seek>(&self, out: W) -> Result<(W, u64), StorageError> {
+    pub fn write_to<W: Write>(&self, out: W) -> Result<(W, u64), StorageError> {
         let mut enc = Encoder::new(out)?;
         for (k, v) in &self.head {
             enc.row(k, v)?;

@@ -116,12 +116,17 @@ async fn apply_one_put_and_close(dir: &std::path::Path) {
     db.flush().unwrap();
 }
 
-/// What openraft gets to send from `sm`, with its rows once written out.
+/// What openraft gets to send from `sm`, its rows in a file as a receiver would hold them.
 async fn to_send(sm: &mut StateMachine) -> Snapshot {
     let s = sm.get_current_snapshot().await.unwrap().unwrap();
+    let snapshot = s
+        .snapshot
+        .into_file(&sm.shared.snapshots, &s.meta)
+        .await
+        .unwrap();
     Snapshot {
         meta: s.meta,
-        snapshot: s.snapshot.ready().await.unwrap(),
+        snapshot,
     }
 }
 
@@ -233,21 +238,26 @@ async fn snapshot_moves_data_and_survives_restart() {
         "the periodic snapshot copies no rows"
     );
     leader.serve_snapshots().start();
-    let pending = leader.get_current_snapshot().await.unwrap().unwrap();
+    let streamed = leader.get_current_snapshot().await.unwrap().unwrap();
     assert!(
-        pending.snapshot.is_pending(),
-        "the worker is answered before the rows are written"
+        streamed.snapshot.is_streamed(),
+        "the rows are read from the store as they are sent"
     );
     let snap = Snapshot {
-        meta: pending.meta,
-        snapshot: pending.snapshot.ready().await.unwrap(),
+        snapshot: streamed
+            .snapshot
+            .into_file(&leader.shared.snapshots, &streamed.meta)
+            .await
+            .unwrap(),
+        meta: streamed.meta,
     };
     assert!(!snap.snapshot.is_marker());
-    assert_eq!(snap.meta, marker.meta, "written out at the same position");
-    let again = leader.get_current_snapshot().await.unwrap().unwrap();
-    assert!(!again.snapshot.is_pending(), "kept: served as it is");
-    // A snapshot is named by the position it covers: asked for again at that position, the
-    // written-out one is kept and served as it is.
+    assert_eq!(snap.meta, marker.meta, "read at the same position");
+    // Nothing is kept but the marker; asked for again, the store is read again, to the
+    // same rows (nothing was applied meanwhile).
+    let kept = leader.shared.current_snapshot().unwrap().unwrap();
+    assert!(kept.snapshot.is_marker());
+    let again = to_send(&mut leader).await;
     assert_eq!(again.meta, snap.meta);
     assert_eq!(bytes(&again.snapshot), bytes(&snap.snapshot));
 
@@ -517,43 +527,12 @@ async fn a_compaction_inside_a_group_splits_it_and_survives_restart() {
     assert_eq!(sm.store().compact_revision(), 3);
 }
 
-/// A write-out that read the store before an install finished must not replace the installed
-/// (newer) snapshot with its older one.
-#[tokio::test]
-async fn a_build_racing_an_install_keeps_the_newer_snapshot() {
-    let leader_dir = tempfile::tempdir().unwrap();
-    let (_ldb, mut leader) = open(leader_dir.path(), Arc::new(NoopObserver));
-    let mut entries = vec![membership_entry(1)];
-    entries.extend((2..30).map(|i| put(i, &format!("k{i}"), "v")));
-    leader.apply_entries(entries).await.unwrap();
-    build(&mut leader).await;
-    leader.serve_snapshots().start();
-    let newer = to_send(&mut leader).await;
-    assert!(!newer.snapshot.is_marker());
-
-    let dir = tempfile::tempdir().unwrap();
-    let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
-    sm.apply_entries(vec![membership_entry(1), put(2, "old", "x")])
-        .await
-        .unwrap();
-    // The write-out reads the store (at index 2)...
-    let (old_meta, mut old_data) = sm.shared.capture_snapshot_then(|_| {}).unwrap();
-    assert_eq!(old_meta.last_log_id, Some(log_id(1, 1, 2)));
-    // ...an install of index 29 runs meanwhile...
-    sm.install_snapshot(&newer.meta, newer.snapshot)
-        .await
-        .unwrap();
-    // ...and then the write-out tries to keep its older snapshot.
-    assert!(!sm.shared.keep_written(&old_meta, &mut old_data).unwrap());
-    let kept = sm.get_current_snapshot().await.unwrap().unwrap();
-    assert_eq!(kept.meta.last_log_id, newer.meta.last_log_id);
-}
-
 /// `--snapshot-count`'s snapshot is a marker: the store made durable, no rows copied. Before
 /// openraft has started it is answered as it is (openraft only reads its position then);
-/// afterwards, asked for it (to send it), the store as it is then is written out and kept.
+/// afterwards, asked for it (to send it), the store as it is then is read out as it is sent,
+/// and the marker stays the kept snapshot.
 #[tokio::test]
-async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
+async fn a_marker_is_read_out_only_when_a_snapshot_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
     let mut entries = vec![membership_entry(1)];
@@ -582,7 +561,10 @@ async fn a_marker_is_written_out_only_when_a_snapshot_is_sent() {
         .unwrap();
     assert_eq!(get(follower.store(), "k24"), Some(b"w".to_vec()));
     assert_eq!(get(follower.store(), "k3"), Some(b"v".to_vec()));
-    // The next periodic snapshot replaces the written-out one with a marker again.
+    let kept = sm.shared.current_snapshot().unwrap().unwrap();
+    assert!(kept.snapshot.is_marker(), "nothing but the marker is kept");
+    assert_eq!(kept.meta, marker.meta);
+    // The next periodic snapshot is a marker again.
     sm.apply_entries(vec![put(25, "k25", "x")]).await.unwrap();
     let next = build(&mut sm).await;
     assert!(next.snapshot.is_marker());
@@ -627,29 +609,69 @@ async fn a_store_behind_its_marker_is_refused() {
     );
 }
 
-/// A snapshot written out for sending while a newer marker was kept is sent as it is but
-/// not kept: the kept position never goes back (openraft purged its log behind the marker).
-#[tokio::test]
-async fn a_written_out_snapshot_older_than_the_marker_is_sent_not_kept() {
+/// A snapshot sent from a marker is read from a view while applies go on: the receiver gets
+/// the store at the view's position, not the writes applied while the rows were on their
+/// way. A receiver that goes away part-way (here: after the first blocks, with the reader
+/// waiting for room) closes the view, so compaction's deletion, which waits for open views,
+/// is not held back by it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_snapshot_holds_the_store_still_only_for_itself() {
     let dir = tempfile::tempdir().unwrap();
     let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    // Well over the blocks the stream holds, so that its reader must wait for the network.
+    let big = "x".repeat(4096);
     let mut entries = vec![membership_entry(1)];
-    entries.extend((2..10).map(|i| put(i, &format!("k{i}"), "v")));
+    entries.extend((2..3000).map(|i| put(i, &format!("k{i:05}"), &big)));
     sm.apply_entries(entries).await.unwrap();
-    let shared = sm.shared.clone();
-    // While the rows are written out, a write is applied and a periodic snapshot kept.
-    let (meta, data) = shared
-        .write_out(|_| {
-            shared.apply_entries(vec![put(10, "k10", "v")]).unwrap();
-            shared.build_snapshot().unwrap();
-        })
+    build(&mut sm).await;
+    sm.serve_snapshots().start();
+
+    let streamed = sm.get_current_snapshot().await.unwrap().unwrap();
+    assert!(streamed.snapshot.is_streamed());
+    assert_eq!(streamed.meta.last_log_id, Some(log_id(1, 1, 2999)));
+    // Applies are not held up by the open view.
+    sm.apply_entries(vec![put(3000, "k00002", "changed"), put(3001, "late", "y")])
+        .await
         .unwrap();
-    assert_eq!(meta.last_log_id, Some(log_id(1, 1, 9)));
-    assert!(!data.is_marker() && !data.is_empty());
-    let kept = shared.current_snapshot().unwrap().unwrap();
-    assert!(kept.snapshot.is_marker());
-    assert_eq!(kept.meta.last_log_id, Some(log_id(1, 1, 10)));
-    drop(data);
-    let files = std::fs::read_dir(dir.path().join("snap")).unwrap().count();
-    assert_eq!(files, 1, "the unkept file is gone once sent");
+    let file = streamed
+        .snapshot
+        .into_file(&sm.shared.snapshots, &streamed.meta)
+        .await
+        .unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let (_fdb, mut follower) = open(follower_dir.path(), Arc::new(NoopObserver));
+    follower
+        .install_snapshot(&streamed.meta, file)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(follower.store(), "k00002"),
+        Some(big.clone().into_bytes())
+    );
+    assert_eq!(
+        get(follower.store(), "k02999"),
+        Some(big.clone().into_bytes())
+    );
+    assert_eq!(get(follower.store(), "late"), None);
+
+    // A receiver that reads a little and goes away.
+    let mut abandoned = sm.get_current_snapshot().await.unwrap().unwrap();
+    let mut blocks = abandoned.snapshot.take_stream().expect("streamed");
+    assert!(matches!(
+        blocks.recv().await,
+        Some(Ok(crate::raft::snapshot::Block::Bytes(_)))
+    ));
+    drop(blocks);
+    drop(abandoned);
+    let rev = sm.store().current_revision();
+    let compacted = async {
+        sm.apply_entries(vec![group(3002, vec![compact_req(rev)])])
+            .await
+            .unwrap();
+        sm.store().removed_compacted(rev).await
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(20), compacted)
+        .await
+        .expect("the compaction's deletion was not held back")
+        .unwrap();
 }
