@@ -1,6 +1,6 @@
 //! Bulk disk writes kept out of the way of the requests being served.
 //!
-//! A snapshot written out for a member, or received from the leader, is hundreds of MiB.
+//! A snapshot received from the leader (or written for a test) is hundreds of MiB.
 //! Left to the page cache and made durable by one `fsync` at its end, all of it goes to disk
 //! at once, and every Raft log `fdatasync` on the machine waits behind it for a tenth of a
 //! second or more. A [`PacedFile`] writes its bytes back as they come, a few MiB at a time

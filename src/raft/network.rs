@@ -529,7 +529,8 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
         .await
     }
 
-    /// Streams the snapshot from its file in one client-streaming call, a chunk at a time
+    /// Streams the snapshot (a file's, or the store's rows as they are read, see
+    /// `state_machine`) in one client-streaming call, a chunk at a time
     /// (see [`snapshot_transfer`]); `cancel` (the replication stream closing) and the
     /// per-chunk deadline (openraft's `install_snapshot_timeout`) both abort it.
     async fn full_snapshot(
@@ -586,7 +587,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let chunk_ttl = option.hard_ttl();
         let started = std::time::Instant::now();
-        tracing::info!(target = self.target, bytes = ?progress.total(), last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
+        tracing::info!(target = self.target, bytes = ?progress.total(), streamed = progress.total().is_none(), last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
         let call = client.install_snapshot(tonic::Request::new(chunks));
         let answer = tokio::select! {
             closed = &mut cancel => return Err(StreamingError::Closed(closed)),

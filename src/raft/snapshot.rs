@@ -9,12 +9,13 @@
 //! where the store snapshot is the MVCC store's own format (`storage::snapshot`), or a
 //! marker, which has the same header under the magic "MINIETCD-RAFT-MARK" and no body: a
 //! snapshot whose data is the store itself, durable up to the marker's position (what
-//! `--snapshot-count` makes; the rows are written out only when a member needs them, see
+//! `--snapshot-count` makes; the rows are read out only when a member needs them, see
 //! `state_machine`). A new one (built here, or received from the leader) is written to a
 //! temporary file in the same directory, synced, and renamed over `current.snap`, so the
 //! kept snapshot is always a whole one. [`SnapshotData`] is an open file plus where the
-//! store snapshot starts in it: what the state machine hands to openraft and the network
-//! reads in chunks, so a snapshot is never held in memory.
+//! store snapshot starts in it, or, sent from a marker, the store's rows as a thread reads
+//! them from a view ([`Streamed`]): what the state machine hands to openraft and the network
+//! sends in chunks, so a snapshot is never held in memory.
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
@@ -114,11 +115,6 @@ impl BlockWriter {
             self.send(Ok(Block::Bytes(last)))?;
         }
         self.send(Ok(Block::End))
-    }
-
-    /// Tells the receiver that the snapshot cannot be completed.
-    pub fn fail(self, e: io::Error) {
-        let _ = self.send(Err(e));
     }
 }
 
@@ -248,7 +244,7 @@ impl SnapshotWriter {
             .ok_or_else(|| io::Error::other("snapshot file already finished"))
     }
 
-    /// Where the store snapshot goes (seekable, for the store's row count).
+    /// Where the store snapshot goes.
     pub fn body(&mut self) -> io::Result<&mut BufWriter<PacedFile>> {
         self.out()
     }

@@ -1,6 +1,6 @@
 //! Moving a snapshot between members: a stream of `SnapshotChunk`s read from the sender's
-//! snapshot file and written to a file on the receiver, one chunk in memory at a time on
-//! each side.
+//! snapshot file, or from its store as the rows are read ([`streamed_chunks`]), and written
+//! to a file on the receiver, a few chunks in memory at a time on each side.
 //!
 //! Deadlines are per chunk, not per snapshot: the sender gives up when no chunk went out for
 //! the chunk deadline (openraft's `install_snapshot_timeout`, from
@@ -259,15 +259,19 @@ pub async fn with_chunk_deadlines<T>(
     tokio::pin!(call);
     let check = (chunk_ttl / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
     let mut last = (progress.bytes(), TokioInstant::now());
+    let mut known_total = progress.total().is_some();
     loop {
         tokio::select! {
             r = &mut call => return Ok(r),
             () = tokio::time::sleep(check) => {
                 let sent = progress.bytes();
-                if sent != last.0 {
-                    last = (sent, TokioInstant::now());
-                }
                 let total = progress.total();
+                // The end of a stream (its last chunk may be empty) counts as progress: the
+                // wait for the receiver's install starts there.
+                if sent != last.0 || (total.is_some() && !known_total) {
+                    last = (sent, TokioInstant::now());
+                    known_total = total.is_some();
+                }
                 let all_sent = total.is_some_and(|t| sent >= t);
                 let allowed = match total {
                     Some(t) if all_sent => chunk_ttl + Duration::from_secs(t / INSTALL_MIN_BYTES_PER_SEC),

@@ -85,8 +85,8 @@ struct Shared {
     store: Arc<MvccStore>,
     /// Told about every write and every snapshot install (the watch layer).
     observer: Arc<dyn ApplyObserver>,
-    /// Keeps the current snapshot across restarts (so that a lagging follower is served
-    /// without rebuilding, and an interrupted install can be redone).
+    /// Keeps the current snapshot across restarts (a marker of the durable store, or the
+    /// snapshot last installed, so that an interrupted install can be redone).
     snapshots: SnapshotDir,
     /// The applied state; its lock also keeps a snapshot build from interleaving with an
     /// apply, so that a snapshot's data and its meta describe the same point in the log.
@@ -99,7 +99,7 @@ struct Shared {
     /// Counts applied writes for `--snapshot-count`.
     trigger: Arc<SnapshotTrigger>,
     /// Set once openraft has started (see [`StateMachine::serve_snapshots`]): from then on a
-    /// kept marker asked for is a member to be sent a snapshot, and the rows are written out.
+    /// kept marker asked for is a member to be sent a snapshot, and the rows are read out.
     serving: std::sync::atomic::AtomicBool,
     /// Builds write the rows out as they did before markers (openraft's conformance suite
     /// installs what a build returns elsewhere).
@@ -133,7 +133,7 @@ impl Shared {
     /// openraft's periodic snapshot (`--snapshot-count`): makes the store durable up to
     /// what is applied now and keeps a marker of that position, after which openraft may
     /// purge the log below it. The rows are not copied: the store is the snapshot's data,
-    /// and they are written out only when a member needs them ([`Shared::snapshot_to_send`]),
+    /// and they are read out only when a member needs them ([`Shared::snapshot_to_send`]),
     /// as etcd sends its live database only to a member that needs it. (Copying the whole
     /// store every `--snapshot-count` writes cost CPU, disk writes and, with the store larger
     /// than sled's cache, the cache itself, in proportion to the store's size.)
@@ -155,7 +155,7 @@ impl Shared {
         let _keep = self.keep_lock.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(kept) = self.current_snapshot()? {
             if kept.meta.last_log_id >= meta.last_log_id {
-                // Installed or written out since at this position or later: it stands.
+                // Installed since at this position or later: it stands.
                 return Ok(kept);
             }
         }
@@ -197,7 +197,10 @@ impl Shared {
                 };
                 let _ = meta_tx.send(Ok(meta.clone()));
                 let started = std::time::Instant::now();
-                match view.write_to(BlockWriter::new(blocks_tx)) {
+                let written = view.write_to(BlockWriter::new(blocks_tx));
+                // Every row is read: the view need not wait for the network with the rest.
+                drop(view);
+                match written {
                     Ok((out, bytes)) => match out.finish() {
                         Ok(()) => tracing::info!(
                             last_log_id = ?meta.last_log_id,
@@ -224,14 +227,13 @@ impl Shared {
 
     /// A view of the store and the log position it reflects. The apply lock is held only
     /// while the view begins (see `storage::snapshot_view`): applies go on while its rows
-    /// are read.
+    /// are read. (No snapshot is kept by it: `--snapshot-count`'s count goes on.)
     fn capture_view(&self) -> StoreResult<(SnapshotMeta, SnapshotView<'_>)> {
         let applied = self.lock()?;
         let view = self
             .store
             .begin_snapshot()
             .map_err(|e| sm_err("read state machine", &e))?;
-        self.trigger.captured();
         let meta = SnapshotMeta {
             last_log_id: applied.last_applied,
             last_membership: applied.last_membership.clone(),
@@ -244,6 +246,7 @@ impl Shared {
     #[cfg(test)]
     fn write_out(&self) -> StoreResult<(SnapshotMeta, SnapshotData)> {
         let (meta, view) = self.capture_view()?;
+        self.trigger.captured();
         let mut file = self
             .snapshots
             .create(&meta)
@@ -551,7 +554,7 @@ pub struct SnapshotBuilder {
 pub struct ServeSnapshots(Arc<Shared>);
 
 impl ServeSnapshots {
-    /// From now on, asking for the current snapshot writes out a kept marker.
+    /// From now on, asking for the current snapshot reads a kept marker's store out.
     pub fn start(&self) {
         self.0
             .serving
@@ -675,7 +678,7 @@ impl StateMachine {
     /// A handle that tells the state machine openraft has started (call
     /// [`ServeSnapshots::start`] once `Raft::new` has returned): openraft reads the current
     /// snapshot at start-up only for its position, and afterwards only to send it, so only
-    /// then is a kept marker written out.
+    /// then is a kept marker's store read out.
     pub fn serve_snapshots(&self) -> ServeSnapshots {
         ServeSnapshots(self.shared.clone())
     }

@@ -6,8 +6,8 @@
 //! a snapshot needs are immutable once written (one row per revision), rows of later
 //! revisions are skipped, and the only thing that deletes kv rows (compaction, and a
 //! defragment or install that rewrite the tree) waits while a reader is registered. The
-//! rows then stream into any seekable writer ([`SnapshotView::write_to`]), a file on a
-//! member, so a snapshot never sits in memory.
+//! rows then stream into any writer ([`SnapshotView::write_to`]), on a member the network's
+//! chunks of a snapshot being sent, so a snapshot never sits in memory.
 //!
 //! Installing one: [`MvccStore::install_snapshot_from`] reads the rows once. A member's
 //! store (in its own database) writes them into a new database beside the live one on a
@@ -133,7 +133,7 @@ impl MvccStore {
     }
 
     /// The whole MVCC state, consistent with the `applied` blob it contains, in memory
-    /// (for Maintenance.Snapshot and tests; Raft snapshots stream to a file).
+    /// (for Maintenance.Snapshot and tests; Raft snapshots stream to the network).
     pub fn snapshot(&self) -> Result<Vec<u8>, StorageError> {
         let view = self.begin_snapshot()?;
         let (out, _) = view.write_to(std::io::Cursor::new(Vec::new()))?;
@@ -167,7 +167,7 @@ impl MvccStore {
     }
 
     /// The row removal lock, taken once no snapshot view is open. The wait happens without
-    /// the lock: a view being written out can take long, and whoever begins another one
+    /// the lock: a view being read out (and sent) can take long, and whoever begins another one
     /// meanwhile (the state machine, holding up applies) must not wait for this one.
     pub(super) fn lock_removal_without_readers(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
         loop {

@@ -140,12 +140,13 @@ fn a_bad_snapshot_leaves_the_store_whole_and_no_copy_behind() {
         put(&d.store, &format!("old/{i:04}"), "x");
     }
     let before = contents(&d.store);
-    // Damage found only at the end of the rows (the count in the header is one too many),
-    // after most rows were written into the copy; and a row in the middle that is no kv.
+    // Damage found only at the end of the rows (the row count after the end mark is one
+    // too many), after every row was written into the copy; and a row in the middle that is
+    // no kv.
     let mut short = snap.clone();
-    let count_at = snapshot::MAGIC.len() + 4;
-    let count = u64::from_be_bytes(short[count_at..count_at + 8].try_into().unwrap());
-    short[count_at..count_at + 8].copy_from_slice(&(count + 1).to_be_bytes());
+    let count_at = snap.len() - 8;
+    let count = u64::from_be_bytes(short[count_at..].try_into().unwrap());
+    short[count_at..].copy_from_slice(&(count + 1).to_be_bytes());
     let garbled = garbled_in_the_middle(&snap);
     for bad in [short, garbled, snap[..snap.len() - 3].to_vec()] {
         let err = d.store.install_snapshot(&bad).unwrap_err();
