@@ -380,6 +380,18 @@ fn io_status(e: std::io::Error) -> Status {
 mod tests {
     use super::*;
 
+    /// The vote and meta (`[1]`, `[2]` in these tests) ride in the first chunk and no other.
+    fn assert_header_in_the_first_chunk_only(got: &[SnapshotChunk]) {
+        assert_eq!(
+            (got[0].vote.as_slice(), got[0].meta.as_slice()),
+            (&[1u8][..], &[2u8][..])
+        );
+        assert!(got
+            .iter()
+            .skip(1)
+            .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+    }
+
     async fn collect(len: usize, chunk: usize) -> Vec<SnapshotChunk> {
         let data: Vec<u8> = (0..len).map(|i| i as u8).collect();
         let progress = Arc::new(Progress::default());
@@ -401,14 +413,7 @@ mod tests {
             assert_eq!(got.len(), expect, "len {len} chunk {chunk}");
             let joined: Vec<u8> = got.iter().flat_map(|c| c.data.clone()).collect();
             assert_eq!(joined, (0..len).map(|i| i as u8).collect::<Vec<_>>());
-            assert_eq!(
-                (got[0].vote.as_slice(), got[0].meta.as_slice()),
-                (&[1u8][..], &[2u8][..])
-            );
-            assert!(got
-                .iter()
-                .skip(1)
-                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+            assert_header_in_the_first_chunk_only(&got);
             assert!(got.last().unwrap().done);
             assert!(got.iter().rev().skip(1).all(|c| !c.done));
         }
@@ -472,14 +477,7 @@ mod tests {
                 .skip(1)
                 .all(|c| !c.done && c.data.len() == chunk));
             assert!(got.last().unwrap().done);
-            assert_eq!(
-                (got[0].vote.as_slice(), got[0].meta.as_slice()),
-                (&[1u8][..], &[2u8][..])
-            );
-            assert!(got
-                .iter()
-                .skip(1)
-                .all(|c| c.vote.is_empty() && c.meta.is_empty()));
+            assert_header_in_the_first_chunk_only(&got);
             assert_eq!(progress.total(), Some(all.len() as u64));
             assert_eq!(progress.bytes(), all.len() as u64);
         }
