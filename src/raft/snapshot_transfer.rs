@@ -300,20 +300,21 @@ pub struct Received {
 }
 
 /// Receives one snapshot from `stream` into a temporary file of `dir`, waiting at most
-/// `chunk_ttl` for each chunk. Once the first chunk is in, `prepare` is given a reader of
-/// the snapshot as it arrives (see [`FeedReader`]) and may start preparing its install; the
-/// [`Prepared`] it gives back rides with the received data (and is dropped, abandoning the
-/// preparation, if the transfer fails).
-pub async fn receive<S>(
+/// `chunk_ttl` for each chunk. Once the first chunk is in, `prepare` (if any) is given a
+/// reader of the snapshot as it arrives (see [`FeedReader`]) and may start preparing its
+/// install; the [`Prepared`] it gives back rides with the received data (and is dropped,
+/// abandoning the preparation, if the transfer fails).
+pub async fn receive<S, P>(
     mut stream: S,
     dir: &SnapshotDir,
     chunk_ttl: Duration,
-    prepare: impl FnOnce(FeedReader) -> Option<Prepared>,
+    prepare: Option<P>,
 ) -> Result<Received, Status>
 where
     S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
+    P: FnOnce(FeedReader) -> Option<Prepared>,
 {
-    let mut prepare = Some(prepare);
+    let mut prepare = prepare;
     let mut prepared: Option<Prepared> = None;
     let mut header: Option<(Vote, SnapshotMeta)> = None;
     let mut writer: Option<SnapshotWriter> = None;
