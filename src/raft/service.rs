@@ -74,32 +74,6 @@ pub struct SnapshotInbox {
     pub store: Option<Arc<MvccStore>>,
 }
 
-/// The rows of a snapshot being received, for as long as its install is still wanted: once
-/// the received data (which holds the commit side) is dropped uninstalled, reading fails, so
-/// an abandoned preparation stops instead of finishing a copy nobody will use.
-struct UnlessAbandoned<'a> {
-    rows: FeedReader,
-    commit: &'a mut tokio::sync::oneshot::Receiver<()>,
-    /// Set once the commit has come (while the rows were still being read).
-    committed: &'a mut bool,
-}
-
-impl std::io::Read for UnlessAbandoned<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !*self.committed {
-            use tokio::sync::oneshot::error::TryRecvError;
-            match self.commit.try_recv() {
-                Ok(()) => *self.committed = true,
-                Err(TryRecvError::Closed) => {
-                    return Err(std::io::Error::other("the snapshot is no longer wanted"))
-                }
-                Err(TryRecvError::Empty) => {}
-            }
-        }
-        self.rows.read(buf)
-    }
-}
-
 impl std::fmt::Debug for SnapshotInbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SnapshotInbox")
@@ -120,22 +94,13 @@ fn prepare_install(store: Arc<MvccStore>, rows: FeedReader) -> Option<Prepared> 
     let spawned = std::thread::Builder::new()
         .name("snapshot-prepare".into())
         .spawn(move || {
-            let mut commit_rx = commit_rx;
-            let mut committed = false;
-            let rows = UnlessAbandoned {
-                rows,
-                commit: &mut commit_rx,
-                committed: &mut committed,
-            };
             let outcome = match store.prepare_install(rows) {
                 Err(e) => Err(e.to_string()),
-                Ok(prepared) => {
-                    if !committed && commit_rx.blocking_recv().is_err() {
-                        // Not installed (refused, or the transfer failed): the copy goes.
-                        return;
-                    }
-                    prepared.switch_in().map_err(|e| e.to_string())
-                }
+                Ok(prepared) => match commit_rx.blocking_recv() {
+                    Ok(()) => prepared.switch_in().map_err(|e| e.to_string()),
+                    // Not installed (refused, or the transfer failed): the copy goes.
+                    Err(_) => return,
+                },
             };
             let _ = result_tx.send(outcome);
         });
@@ -244,17 +209,12 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let started = std::time::Instant::now();
-        let prepare = self
-            .snapshots
-            .store
-            .clone()
-            .filter(|s| s.can_prepare_install())
-            .map(|store| move |rows| prepare_install(store, rows));
+        let store = self.snapshots.store.clone();
         let got = snapshot_transfer::receive(
             request.into_inner(),
             &self.snapshots.dir,
             self.snapshots.chunk_timeout,
-            prepare,
+            |rows| prepare_install(store?, rows),
         )
         .await?;
         tracing::info!(

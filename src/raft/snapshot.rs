@@ -377,10 +377,10 @@ impl SnapshotWriter {
     /// A reader of the store snapshot being written here, which waits for the bytes still
     /// to come and ends with the finished file.
     pub fn follow(&mut self) -> io::Result<FeedReader> {
-        self.out()?.flush()?;
         let feed = self.feed.get_or_insert_with(Arc::default).clone();
         let body = self.written.saturating_sub(self.offset);
         feed.update(|st| st.body = body);
+        self.out()?.flush()?;
         Ok(FeedReader {
             file: File::open(&self.path)?,
             base: self.offset,

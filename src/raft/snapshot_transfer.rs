@@ -300,21 +300,20 @@ pub struct Received {
 }
 
 /// Receives one snapshot from `stream` into a temporary file of `dir`, waiting at most
-/// `chunk_ttl` for each chunk. Once the first chunk is in, `prepare` (if any) is given a
-/// reader of the snapshot as it arrives (see [`FeedReader`]) and may start preparing its
-/// install; the [`Prepared`] it gives back rides with the received data (and is dropped,
-/// abandoning the preparation, if the transfer fails).
-pub async fn receive<S, P>(
+/// `chunk_ttl` for each chunk. Once the first chunk is in, `prepare` is given a reader of
+/// the snapshot as it arrives (see [`FeedReader`]) and may start preparing its install; the
+/// [`Prepared`] it gives back rides with the received data (and is dropped, abandoning the
+/// preparation, if the transfer fails).
+pub async fn receive<S>(
     mut stream: S,
     dir: &SnapshotDir,
     chunk_ttl: Duration,
-    prepare: Option<P>,
+    prepare: impl FnOnce(FeedReader) -> Option<Prepared>,
 ) -> Result<Received, Status>
 where
     S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
-    P: FnOnce(FeedReader) -> Option<Prepared>,
 {
-    let mut prepare = prepare;
+    let mut prepare = Some(prepare);
     let mut prepared: Option<Prepared> = None;
     let mut header: Option<(Vote, SnapshotMeta)> = None;
     let mut writer: Option<SnapshotWriter> = None;

@@ -845,7 +845,7 @@ impl MvccStore {
         let home = self.home.as_ref().ok_or_else(|| {
             StorageError::Corrupt("this store has no data dir to defragment in".into())
         })?;
-        let _copying = self.lock_copying();
+        let _copying = self.lock_copying()?;
         let _apply = self.lock_apply_without_readers()?;
         let old = self.engine()?;
         old.db.flush()?;
@@ -1054,25 +1054,8 @@ impl MvccStore {
         self.row_removal.lock().map_err(|_| StorageError::Poisoned)
     }
 
-    /// The copying lock guards no data (a copy is removed before another starts), so a
-    /// panic while it was held does not poison it.
-    fn lock_copying(&self) -> MutexGuard<'_, ()> {
-        self.copying.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The copying lock if no copy is being filled.
-    fn try_lock_copying(&self) -> Option<MutexGuard<'_, ()>> {
-        match self.copying.try_lock() {
-            Ok(guard) => Some(guard),
-            Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-        }
-    }
-
-    /// Whether an install can be prepared beside this store ([`Self::prepare_install`]): it
-    /// has a data dir of its own.
-    pub fn can_prepare_install(&self) -> bool {
-        self.home.is_some()
+    fn lock_copying(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
+        self.copying.lock().map_err(|_| StorageError::Poisoned)
     }
 }
 

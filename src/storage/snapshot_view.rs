@@ -226,7 +226,7 @@ impl MvccStore {
     where
         I: Iterator<Item = Result<super::Row, StorageError>>,
     {
-        let copying = self.lock_copying();
+        let copying = self.lock_copying()?;
         let built = self.build_copy(home, rows)?;
         PreparedInstall {
             store: self,
@@ -240,17 +240,14 @@ impl MvccStore {
     /// Fills the copy beside the store with a snapshot's rows (read from `r`, which may be
     /// a file still being received: it is read as it grows), validated, with the key index
     /// rebuilt, and makes the copy durable, without holding up applies or reads: the live
-    /// store is untouched until [`PreparedInstall::switch_in`]. It is refused (an error; the
-    /// snapshot is then installed with [`Self::install_snapshot_from`]) for a store inside a
-    /// database it does not own, and while another copy is being filled: a preparation
-    /// never waits for another one, whose transfer may be stalled.
+    /// store is untouched until [`PreparedInstall::switch_in`]. A store inside a database it
+    /// does not own cannot be installed this way (an error; install it with
+    /// [`Self::install_snapshot_from`]).
     pub fn prepare_install<R: Read>(&self, r: R) -> Result<PreparedInstall<'_>, StorageError> {
         let home = self.home.as_ref().ok_or_else(|| {
             StorageError::Corrupt("this store has no data dir to prepare an install in".into())
         })?;
-        let copying = self.try_lock_copying().ok_or_else(|| {
-            StorageError::Corrupt("another copy of the store is being filled".into())
-        })?;
+        let copying = self.lock_copying()?;
         let built = self.build_copy(home, snapshot::rows(r)?)?;
         Ok(PreparedInstall {
             store: self,
