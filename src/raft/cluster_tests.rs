@@ -163,9 +163,7 @@ async fn start_in(
     settings.snapshot_dir = dir.path().join("snap");
     tuning.wal.segment_bytes = 1 << 20;
     let db = open_db(&dir.path().join("db")).await;
-    // The store in a data dir of its own, as a member's: a snapshot's install is then
-    // prepared while it arrives (see `service::prepare_install`).
-    let store = Arc::new(MvccStore::open_dir(dir.path(), &db).unwrap());
+    let store = Arc::new(MvccStore::open(&db).unwrap());
     let id = settings.node_id;
     let addr = listener.local_addr().unwrap();
     let node = start_tuned(settings, tuning, db, store.clone(), Arc::new(NoopObserver))

@@ -334,7 +334,6 @@ pub async fn start_tuned(
     let snapshots = service::SnapshotInbox {
         dir: state_machine.snapshot_dir(),
         chunk_timeout: Duration::from_millis(tuning.snapshot_timeout_ms),
-        store: Some(state_machine.store().clone()),
     };
     if let Some(path) = &cfg.sled_data_file {
         state_machine = state_machine

@@ -8,9 +8,6 @@
 
 use openraft::async_runtime::watch::WatchReceiver;
 use std::pin::Pin;
-use std::sync::Arc;
-
-use crate::storage::MvccStore;
 
 use crate::raft::RaftHandle;
 use futures::Stream;
@@ -29,7 +26,7 @@ use crate::pb::minietcdpb::{
 use crate::raft::batcher::{BatchWriteError, WriteBatcher};
 use crate::raft::codec;
 use crate::raft::network::MAX_PEER_MESSAGE_BYTES;
-use crate::raft::snapshot::{FeedReader, Prepared, SnapshotDir};
+use crate::raft::snapshot::SnapshotDir;
 use crate::raft::snapshot_transfer;
 use crate::raft::types::{NodeId, Snapshot, TypeConfig};
 
@@ -63,54 +60,12 @@ pub struct PeerService {
 }
 
 /// Where and how this member receives snapshots.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct SnapshotInbox {
     /// The member's snapshot directory (received files are renamed into place there).
     pub dir: SnapshotDir,
     /// How long to wait for each chunk.
     pub chunk_timeout: std::time::Duration,
-    /// The store a snapshot is installed into: its install is prepared (the rows written
-    /// into a copy beside it) while the snapshot arrives. `None`: installed once received.
-    pub store: Option<Arc<MvccStore>>,
-}
-
-impl std::fmt::Debug for SnapshotInbox {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SnapshotInbox")
-            .field("dir", &self.dir)
-            .field("chunk_timeout", &self.chunk_timeout)
-            .field("prepares_installs", &self.store.is_some())
-            .finish()
-    }
-}
-
-/// Starts preparing the install of the snapshot `rows` reads (as it arrives) into `store`,
-/// on a thread of its own: the rows go into a copy beside the store, which is switched in
-/// when the state machine installs the snapshot (see [`Prepared`]), or removed if it never
-/// does (the received data, which holds the commit side, is dropped).
-fn prepare_install(store: Arc<MvccStore>, rows: FeedReader) -> Option<Prepared> {
-    let (commit, commit_rx) = tokio::sync::oneshot::channel::<()>();
-    let (result_tx, result) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("snapshot-prepare".into())
-        .spawn(move || {
-            let outcome = match store.prepare_install(rows) {
-                Err(e) => Err(e.to_string()),
-                Ok(prepared) => match commit_rx.blocking_recv() {
-                    Ok(()) => prepared.switch_in().map_err(|e| e.to_string()),
-                    // Not installed (refused, or the transfer failed): the copy goes.
-                    Err(_) => return,
-                },
-            };
-            let _ = result_tx.send(outcome);
-        });
-    match spawned {
-        Ok(_) => Some(Prepared { commit, result }),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not start preparing a snapshot install");
-            None
-        }
-    }
 }
 
 impl PeerService {
@@ -209,12 +164,10 @@ impl RaftPeer for PeerService {
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
         let started = std::time::Instant::now();
-        let store = self.snapshots.store.clone();
         let got = snapshot_transfer::receive(
             request.into_inner(),
             &self.snapshots.dir,
             self.snapshots.chunk_timeout,
-            |rows| prepare_install(store?, rows),
         )
         .await?;
         tracing::info!(

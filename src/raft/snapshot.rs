@@ -21,7 +21,6 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
 
 use crate::paced::PacedFile;
 use crate::raft::codec;
@@ -62,8 +61,6 @@ pub struct SnapshotData {
     /// The store's rows as they are read from a view on another thread, in place of this
     /// data's own (see [`SnapshotData::take_stream`]).
     stream: Option<Streamed>,
-    /// An install of these rows prepared while they were received (see [`Prepared`]).
-    prepared: Option<Prepared>,
 }
 
 /// What a streamed snapshot's reader hands over.
@@ -171,17 +168,6 @@ impl SnapshotData {
         self
     }
 
-    /// This data with an install of its rows being prepared (see [`Prepared`]).
-    pub fn with_prepared(mut self, prepared: Option<Prepared>) -> Self {
-        self.prepared = prepared;
-        self
-    }
-
-    /// The install of these rows prepared while they were received, if any.
-    pub fn take_prepared(&mut self) -> Option<Prepared> {
-        self.prepared.take()
-    }
-
     /// Whether the rows come from a stream (see [`SnapshotData::take_stream`]).
     pub fn is_streamed(&self) -> bool {
         self.stream.is_some()
@@ -249,102 +235,6 @@ pub struct SnapshotWriter {
     out: Option<BufWriter<PacedFile>>,
     path: PathBuf,
     offset: u64,
-    /// Bytes written so far, header included.
-    written: u64,
-    /// Tells a [`FeedReader`] of this file what has been written (see
-    /// [`SnapshotWriter::follow`]).
-    feed: Option<Arc<Feed>>,
-}
-
-/// How far a snapshot file being received has been written, and whether it is complete.
-#[derive(Debug, Default)]
-pub struct Feed {
-    state: Mutex<FeedState>,
-    changed: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct FeedState {
-    /// Bytes of the store snapshot written and readable.
-    body: u64,
-    /// `Some(true)` once the file is complete and synced, `Some(false)` if it never will be.
-    end: Option<bool>,
-}
-
-impl Feed {
-    fn update(&self, f: impl FnOnce(&mut FeedState)) {
-        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut st);
-        self.changed.notify_all();
-    }
-}
-
-/// Reads the store snapshot of a file while it is being received, waiting for bytes not yet
-/// written; it ends where the complete file ends, and fails if the transfer stops short.
-#[derive(Debug)]
-pub struct FeedReader {
-    file: File,
-    /// The store snapshot's first byte in the file.
-    base: u64,
-    /// Bytes of the store snapshot read so far.
-    pos: u64,
-    feed: Arc<Feed>,
-}
-
-impl Read for FeedReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        if buf.is_empty() {
-            return Ok(0);
-        }
-        let available = {
-            let mut st = self.feed.state.lock().unwrap_or_else(|p| p.into_inner());
-            loop {
-                if st.body > self.pos {
-                    break st.body - self.pos;
-                }
-                match st.end {
-                    Some(true) => return Ok(0),
-                    Some(false) => {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            "the snapshot's transfer stopped before its end",
-                        ))
-                    }
-                    None => {
-                        st = self
-                            .feed
-                            .changed
-                            .wait(st)
-                            .unwrap_or_else(|p| p.into_inner())
-                    }
-                }
-            }
-        };
-        let n = usize::try_from(available)
-            .unwrap_or(usize::MAX)
-            .min(buf.len());
-        let got = self.file.read_at(&mut buf[..n], self.base + self.pos)?;
-        if got == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "a received snapshot file is shorter than written",
-            ));
-        }
-        self.pos += got as u64;
-        Ok(got)
-    }
-}
-
-/// An install being prepared from a snapshot while it is received (see
-/// `raft::service`): sending on `commit` switches it in and `result` says how that went;
-/// dropping `commit` unsent abandons it.
-#[derive(Debug)]
-pub struct Prepared {
-    /// Switch the prepared copy in.
-    pub commit: tokio::sync::oneshot::Sender<()>,
-    /// The outcome of the preparation and the switch.
-    pub result: tokio::sync::oneshot::Receiver<Result<(), String>>,
 }
 
 impl SnapshotWriter {
@@ -361,32 +251,7 @@ impl SnapshotWriter {
 
     /// Appends bytes of the store snapshot (a received chunk).
     pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out()?.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        if self.feed.is_some() {
-            // What a follower reads must be in the file, not in this writer's buffer.
-            self.out()?.flush()?;
-            let body = self.written.saturating_sub(self.offset);
-            if let Some(feed) = &self.feed {
-                feed.update(|st| st.body = body);
-            }
-        }
-        Ok(())
-    }
-
-    /// A reader of the store snapshot being written here, which waits for the bytes still
-    /// to come and ends with the finished file.
-    pub fn follow(&mut self) -> io::Result<FeedReader> {
-        let feed = self.feed.get_or_insert_with(Arc::default).clone();
-        let body = self.written.saturating_sub(self.offset);
-        feed.update(|st| st.body = body);
-        self.out()?.flush()?;
-        Ok(FeedReader {
-            file: File::open(&self.path)?,
-            base: self.offset,
-            pos: 0,
-            feed,
-        })
+        self.out()?.write_all(bytes)
     }
 
     /// Syncs the file and opens it as [`SnapshotData`] (still temporary: removed when
@@ -405,19 +270,9 @@ impl SnapshotWriter {
             Ok(f) => f,
             Err(e) => {
                 let _ = fs::remove_file(&path);
-                if let Some(feed) = self.feed.take() {
-                    feed.update(|st| st.end = Some(false));
-                }
                 return Err(e);
             }
         };
-        if let Some(feed) = self.feed.take() {
-            let body = self.written.saturating_sub(self.offset);
-            feed.update(|st| {
-                st.body = body;
-                st.end = Some(true);
-            });
-        }
         let size = file.metadata()?.len();
         // From here on `SnapshotData` removes the file if it is not kept.
         let data = SnapshotData {
@@ -428,7 +283,6 @@ impl SnapshotWriter {
             temp: true,
             marker: false,
             stream: None,
-            prepared: None,
         };
         Ok(data)
     }
@@ -436,11 +290,6 @@ impl SnapshotWriter {
 
 impl Drop for SnapshotWriter {
     fn drop(&mut self) {
-        if let Some(feed) = self.feed.take() {
-            feed.update(|st| {
-                st.end.get_or_insert(false);
-            });
-        }
         if self.out.take().is_some() {
             if let Err(e) = fs::remove_file(&self.path) {
                 tracing::debug!(path = %self.path.display(), error = %e, "unfinished snapshot not removed");
@@ -506,8 +355,6 @@ impl SnapshotDir {
             out: Some(out),
             path,
             offset,
-            written: 0,
-            feed: None,
         };
         w.write(magic)?;
         w.write(&meta_len.to_be_bytes())?;
@@ -591,7 +438,6 @@ impl SnapshotDir {
                 temp: false,
                 marker,
                 stream: None,
-                prepared: None,
             },
         )))
     }
@@ -600,51 +446,6 @@ impl SnapshotDir {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn meta_at(index: u64) -> SnapshotMeta {
-        SnapshotMeta {
-            last_log_id: Some(openraft::testing::log_id::<crate::raft::types::TypeConfig>(
-                1, 1, index,
-            )),
-            ..SnapshotMeta::default()
-        }
-    }
-
-    /// A reader following a snapshot file as it is received gets every byte of the store
-    /// snapshot once the file is finished, waiting for bytes not yet written; if the
-    /// transfer stops short (the writer is dropped), it fails instead of ending.
-    #[test]
-    fn a_follower_of_a_file_being_received_reads_it_whole_or_fails() {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = SnapshotDir::open(tmp.path()).unwrap();
-        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
-        let mut w = dir.create(&meta_at(5)).unwrap();
-        w.write(&body[..10]).unwrap();
-        let mut follower = w.follow().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            follower.read_to_end(&mut got).map(|_| got)
-        });
-        for piece in body[10..].chunks(7_001) {
-            w.write(piece).unwrap();
-            std::thread::yield_now();
-        }
-        let data = w.finish().unwrap();
-        assert_eq!(reader.join().unwrap().unwrap(), body);
-        assert_eq!(data.len(), body.len() as u64);
-
-        let mut w = dir.create(&meta_at(6)).unwrap();
-        w.write(&body[..1000]).unwrap();
-        let mut follower = w.follow().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut got = Vec::new();
-            follower.read_to_end(&mut got)
-        });
-        w.write(&body[1000..2000]).unwrap();
-        drop(w);
-        let err = reader.join().unwrap().unwrap_err();
-        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
-    }
 
     #[test]
     fn a_kept_snapshot_reads_back_and_unkept_ones_vanish() {

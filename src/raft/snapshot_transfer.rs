@@ -23,9 +23,7 @@ use tonic::Status;
 
 use crate::pb::minietcdpb::SnapshotChunk;
 use crate::raft::codec;
-use crate::raft::snapshot::{
-    Block, FeedReader, Prepared, SnapshotData, SnapshotDir, SnapshotWriter, Streamed,
-};
+use crate::raft::snapshot::{Block, SnapshotData, SnapshotDir, SnapshotWriter, Streamed};
 use crate::raft::types::{SnapshotMeta, Vote};
 
 /// A transfer logs its progress this often.
@@ -300,21 +298,15 @@ pub struct Received {
 }
 
 /// Receives one snapshot from `stream` into a temporary file of `dir`, waiting at most
-/// `chunk_ttl` for each chunk. Once the first chunk is in, `prepare` is given a reader of
-/// the snapshot as it arrives (see [`FeedReader`]) and may start preparing its install; the
-/// [`Prepared`] it gives back rides with the received data (and is dropped, abandoning the
-/// preparation, if the transfer fails).
+/// `chunk_ttl` for each chunk.
 pub async fn receive<S>(
     mut stream: S,
     dir: &SnapshotDir,
     chunk_ttl: Duration,
-    prepare: impl FnOnce(FeedReader) -> Option<Prepared>,
 ) -> Result<Received, Status>
 where
     S: Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
 {
-    let mut prepare = Some(prepare);
-    let mut prepared: Option<Prepared> = None;
     let mut header: Option<(Vote, SnapshotMeta)> = None;
     let mut writer: Option<SnapshotWriter> = None;
     let mut bytes = 0u64;
@@ -341,11 +333,8 @@ where
                 let vote = codec::decode("vote", &chunk.vote).map_err(bad_request)?;
                 let meta: SnapshotMeta =
                     codec::decode("snapshot meta", &chunk.meta).map_err(bad_request)?;
-                let mut w = dir.create(&meta).map_err(io_status)?;
+                let w = dir.create(&meta).map_err(io_status)?;
                 header = Some((vote, meta));
-                if let Some(prepare) = prepare.take() {
-                    prepared = prepare(w.follow().map_err(io_status)?);
-                }
                 w
             }
         };
@@ -371,7 +360,7 @@ where
             return Ok(Received {
                 vote,
                 meta,
-                data: data.with_prepared(prepared),
+                data,
                 chunks,
             });
         }

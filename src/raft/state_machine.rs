@@ -404,8 +404,7 @@ impl Shared {
     }
 
     /// Replaces the store with a snapshot's state and keeps the snapshot as the current one.
-    fn install(&self, meta: &SnapshotMeta, mut data: SnapshotData) -> StoreResult<()> {
-        let prepared = data.take_prepared();
+    fn install(&self, meta: &SnapshotMeta, data: SnapshotData) -> StoreResult<()> {
         let next = AppliedState {
             last_applied: meta.last_log_id,
             last_membership: meta.last_membership.clone(),
@@ -432,31 +431,12 @@ impl Shared {
             data
         };
         let mut applied = self.lock()?;
-        // The install prepared while the snapshot arrived (its rows already in a copy beside
-        // the store) is switched in; without one, or if it failed, the rows are read from
-        // the kept file.
-        let switched = match prepared {
-            None => false,
-            Some(p) => {
-                let _ = p.commit.send(());
-                match p.result.blocking_recv() {
-                    Ok(Ok(())) => true,
-                    Ok(Err(e)) => {
-                        tracing::warn!(error = %e, "the install prepared while receiving failed; installing from the file");
-                        false
-                    }
-                    Err(_) => false,
-                }
-            }
-        };
-        if !switched {
-            self.store
-                .install_snapshot_from(|| {
-                    data.reader()
-                        .map_err(|e| StorageError::Sled(sled::Error::Io(e)))
-                })
-                .map_err(|e| sm_err("write snapshot", &e))?;
-        }
+        self.store
+            .install_snapshot_from(|| {
+                data.reader()
+                    .map_err(|e| StorageError::Sled(sled::Error::Io(e)))
+            })
+            .map_err(|e| sm_err("write snapshot", &e))?;
         // The snapshot carries the blob of the state it was built from; writing the meta's
         // own blob makes the applied id exactly the one openraft installed.
         self.store
@@ -467,7 +447,7 @@ impl Shared {
         drop(applied);
         self.make_durable()?;
         self.observer.restored(self.store.current_revision());
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), prepared_while_received = switched, "snapshot installed");
+        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "snapshot installed");
         Ok(())
     }
 

@@ -25,7 +25,7 @@ use super::error::StorageError;
 /// The store's own sled database, inside the data dir.
 pub(crate) const MVCC_DIR: &str = "mvcc";
 /// A copy being made.
-pub(crate) const COPY_DIR: &str = "mvcc.defrag";
+const COPY_DIR: &str = "mvcc.defrag";
 /// The database being replaced.
 const OLD_DIR: &str = "mvcc.old";
 

@@ -73,7 +73,7 @@ pub use error::StorageError;
 pub use hash::KvHash;
 pub use lease::{LeaseInfo, MAX_LEASE_TTL_SECS};
 pub use revision::Revision;
-pub use snapshot_view::{PreparedInstall, SnapshotView};
+pub use snapshot_view::SnapshotView;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
@@ -193,10 +193,6 @@ pub struct MvccStore {
     snapshot_readers: Mutex<usize>,
     /// Signalled when a snapshot view closes.
     readers_done: Condvar,
-    /// Held by whoever fills the copy beside the store (`mvcc.defrag/`): a defragment, an
-    /// install, an install prepared while its snapshot arrives. Taken before the row
-    /// removal and apply locks, never while holding them.
-    copying: Mutex<()>,
     /// Set when open() found (and discarded) a half-installed snapshot.
     interrupted_install: AtomicBool,
     /// Where an applied compaction sends its revision for the background compactor (see
@@ -334,7 +330,6 @@ impl MvccStore {
             apply_lock: Mutex::new(()),
             row_removal: Mutex::new(()),
             snapshot_readers: Mutex::new(0),
-            copying: Mutex::new(()),
             readers_done: Condvar::new(),
             interrupted_install: AtomicBool::new(interrupted),
             compactor: Mutex::new(None),
@@ -845,7 +840,6 @@ impl MvccStore {
         let home = self.home.as_ref().ok_or_else(|| {
             StorageError::Corrupt("this store has no data dir to defragment in".into())
         })?;
-        let _copying = self.lock_copying()?;
         let _apply = self.lock_apply_without_readers()?;
         let old = self.engine()?;
         old.db.flush()?;
@@ -1052,10 +1046,6 @@ impl MvccStore {
 
     fn lock_row_removal(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
         self.row_removal.lock().map_err(|_| StorageError::Poisoned)
-    }
-
-    fn lock_copying(&self) -> Result<MutexGuard<'_, ()>, StorageError> {
-        self.copying.lock().map_err(|_| StorageError::Poisoned)
     }
 }
 

@@ -226,44 +226,7 @@ impl MvccStore {
     where
         I: Iterator<Item = Result<super::Row, StorageError>>,
     {
-        let copying = self.lock_copying()?;
-        let built = self.build_copy(home, rows)?;
-        PreparedInstall {
-            store: self,
-            home,
-            built: Some(built),
-            _copying: copying,
-        }
-        .switch_in()
-    }
-
-    /// Fills the copy beside the store with a snapshot's rows (read from `r`, which may be
-    /// a file still being received: it is read as it grows), validated, with the key index
-    /// rebuilt, and makes the copy durable, without holding up applies or reads: the live
-    /// store is untouched until [`PreparedInstall::switch_in`]. A store inside a database it
-    /// does not own cannot be installed this way (an error; install it with
-    /// [`Self::install_snapshot_from`]).
-    pub fn prepare_install<R: Read>(&self, r: R) -> Result<PreparedInstall<'_>, StorageError> {
-        let home = self.home.as_ref().ok_or_else(|| {
-            StorageError::Corrupt("this store has no data dir to prepare an install in".into())
-        })?;
-        let copying = self.lock_copying()?;
-        let built = self.build_copy(home, snapshot::rows(r)?)?;
-        Ok(PreparedInstall {
-            store: self,
-            home,
-            built: Some(built),
-            _copying: copying,
-        })
-    }
-
-    /// Writes `rows` into the copy on one thread while this one validates them and
-    /// rebuilds the index; the copy is durable (and closed) when this returns. The caller
-    /// holds the copying lock.
-    fn build_copy<I>(&self, home: &super::Home, rows: I) -> Result<BuiltCopy, StorageError>
-    where
-        I: Iterator<Item = Result<super::Row, StorageError>>,
-    {
+        let _apply = self.lock_apply_without_readers()?;
         let copy = defrag::Copy::create(&home.path, backend::TREE_NAME)?;
         let (tx, rx) = mpsc::sync_channel(INSTALL_QUEUE_BATCHES);
         let (recovered, written) = std::thread::scope(|s| {
@@ -297,13 +260,13 @@ impl MvccStore {
             }
         };
         let mut state = rec.state;
-        if let Err(e) = finish_compaction(copy.tree(), &mut state) {
-            copy.discard();
-            return Err(e);
-        }
-        let dir = home.path.join(defrag::COPY_DIR);
+        finish_compaction(copy.tree(), &mut state)?;
         copy.finish()?;
-        Ok(BuiltCopy { state, bytes, dir })
+        // Readers are held off only for the switch itself.
+        let mut st = self.write_state()?;
+        self.switch_to_copy(home)?;
+        self.installed(&mut st, state, bytes);
+        Ok(())
     }
 
     /// Publishes the state of a finished install.
@@ -370,52 +333,6 @@ impl MvccStore {
         e.tree.flush()?;
         self.installed(&mut st, state, total + bytes as u64);
         Ok(())
-    }
-}
-
-/// A copy of the store filled from a snapshot, durable, not yet in place.
-struct BuiltCopy {
-    state: super::State,
-    bytes: u64,
-    /// Where the copy is (removed when it is not switched in).
-    dir: std::path::PathBuf,
-}
-
-/// A snapshot's rows ready beside the store ([`MvccStore::prepare_install`]): switched in
-/// with [`PreparedInstall::switch_in`], or removed when dropped. No other copy (defragment,
-/// install) can start while it exists.
-pub struct PreparedInstall<'a> {
-    store: &'a MvccStore,
-    home: &'a super::Home,
-    /// `None` once switched in.
-    built: Option<BuiltCopy>,
-    _copying: MutexGuard<'a, ()>,
-}
-
-impl PreparedInstall<'_> {
-    /// Replaces the store with the copy. Readers are held off only for the switch itself.
-    pub fn switch_in(mut self) -> Result<(), StorageError> {
-        let Some(built) = self.built.take() else {
-            return Err(StorageError::Corrupt(
-                "snapshot install: the copy is gone".into(),
-            ));
-        };
-        let store = self.store;
-        let _exclusive = store.lock_apply_without_readers()?;
-        let mut st = store.write_state()?;
-        store.switch_to_copy(self.home)?;
-        store.installed(&mut st, built.state, built.bytes);
-        Ok(())
-    }
-}
-
-impl Drop for PreparedInstall<'_> {
-    fn drop(&mut self) {
-        if let Some(built) = self.built.take() {
-            if let Err(e) = std::fs::remove_dir_all(&built.dir) {
-                tracing::warn!(dir = %built.dir.display(), error = %e, "could not remove an unused snapshot copy");
-            }
-        }
     }
 }
 

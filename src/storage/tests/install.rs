@@ -160,60 +160,6 @@ fn a_bad_snapshot_leaves_the_store_whole_and_no_copy_behind() {
     put(&d.store, "still", "writable");
 }
 
-/// An install prepared beside the store ([`MvccStore::prepare_install`], what a member does
-/// while a snapshot arrives) leaves the live store serving reads and writes until it is
-/// switched in; dropped instead, it leaves no copy behind; a bad snapshot fails the
-/// preparation with the store untouched.
-#[test]
-fn a_prepared_install_touches_nothing_until_switched_in() {
-    let (snap, want) = source_snapshot();
-    let d = dir_store();
-    for i in 0..200 {
-        put(&d.store, &format!("old/{i:04}"), "x");
-    }
-    let before = contents(&d.store);
-
-    let abandoned = d.store.prepare_install(&snap[..]).unwrap();
-    assert!(d.copy_left(), "the rows wait in the copy");
-    assert_eq!(contents(&d.store), before);
-    drop(abandoned);
-    assert!(!d.copy_left(), "an abandoned copy is removed");
-    assert_eq!(contents(&d.store), before);
-
-    for bad in [
-        garbled_in_the_middle(&snap),
-        snap[..snap.len() - 3].to_vec(),
-    ] {
-        assert!(matches!(
-            d.store.prepare_install(&bad[..]),
-            Err(StorageError::Corrupt(_))
-        ));
-        assert!(!d.copy_left());
-        assert_eq!(contents(&d.store), before);
-    }
-
-    let prepared = d.store.prepare_install(&snap[..]).unwrap();
-    // The live store still takes writes meanwhile (they are replaced by the switch, as an
-    // install replaces everything).
-    put(&d.store, "meanwhile", "1");
-    prepared.switch_in().unwrap();
-    assert_eq!(history(&d.store), want);
-    assert!(!d.copy_left(), "the copy was moved into place");
-    let next = put(&d.store, "new", "1").revision;
-    assert_eq!(next, d.store.current_revision());
-    let want_after = history(&d.store);
-    let d = d.reopen();
-    assert_eq!(history(&d.store), want_after);
-}
-
-/// A store inside a database it does not own is not installed by copy: no preparation.
-#[test]
-fn a_store_without_a_data_dir_prepares_no_install() {
-    let (snap, _) = source_snapshot();
-    let f = fixture();
-    assert!(f.store.prepare_install(&snap[..]).is_err());
-}
-
 /// Child side of the crash test below: installs the snapshot in the file named by
 /// `MINIETCD_TEST_COPY_INSTALL_SNAPSHOT` into the store of the data dir
 /// `MINIETCD_TEST_COPY_INSTALL_DIR`, over and over, until it is killed.
