@@ -197,6 +197,9 @@ pub fn streamed_chunks(
                     break false;
                 }
                 match st.blocks.recv().await {
+                    // A block is taken as it is when nothing waits before it (with blocks
+                    // of the chunk size, every block): no copy on the way to the network.
+                    Some(Ok(Block::Bytes(b))) if st.buf.is_empty() => st.buf = b,
                     Some(Ok(Block::Bytes(b))) => st.buf.extend_from_slice(&b),
                     Some(Ok(Block::End)) => break true,
                     Some(Err(e)) => {

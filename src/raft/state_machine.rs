@@ -197,6 +197,7 @@ impl Shared {
                 };
                 let _ = meta_tx.send(Ok(meta.clone()));
                 let started = std::time::Instant::now();
+                let failures = blocks_tx.clone();
                 let written = view.write_to(BlockWriter::new(blocks_tx));
                 // Every row is read: the view need not wait for the network with the rest.
                 drop(view);
@@ -210,9 +211,11 @@ impl Shared {
                         ),
                         Err(e) => tracing::warn!(error = %e, "snapshot not read out"),
                     },
-                    // The writer is gone with the error; a receiver still there sees the
-                    // stream close before its end.
-                    Err(e) => tracing::warn!(error = %e, "snapshot not read out"),
+                    // The network side says why its stream stops short.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "snapshot not read out");
+                        let _ = failures.blocking_send(Err(io::Error::other(e.to_string())));
+                    }
                 }
             })
             .map_err(|e| sm_err("write snapshot", &e))?;

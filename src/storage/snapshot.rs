@@ -98,9 +98,9 @@ impl<W: Write> Encoder<W> {
 /// that nothing follows the last row.
 pub(crate) struct RowReader<R: Read> {
     r: R,
-    /// Rows left to read when the header gave their count (version 1); `None` when an end
-    /// mark closes them (version 2).
-    remaining: Option<u64>,
+    /// The row count the header gave (version 1); `None` when an end mark closes the rows
+    /// (version 2).
+    count: Option<u64>,
     /// Rows read so far.
     read: u64,
     last: Option<sled::IVec>,
@@ -126,7 +126,7 @@ pub(crate) fn rows<R: Read>(r: R) -> Result<RowReader<io::BufReader<R>>, Storage
     let mut v = [0u8; 4];
     read_exact(&mut r, &mut v, "truncated header")?;
     let version = u32::from_be_bytes(v);
-    let remaining = match version {
+    let count = match version {
         FORMAT_VERSION => None,
         FORMAT_VERSION_COUNTED => {
             let mut c = [0u8; 8];
@@ -141,7 +141,7 @@ pub(crate) fn rows<R: Read>(r: R) -> Result<RowReader<io::BufReader<R>>, Storage
     };
     Ok(RowReader {
         r,
-        remaining,
+        count,
         read: 0,
         last: None,
         buf: Vec::new(),
@@ -194,11 +194,11 @@ impl<R: Read> RowReader<R> {
     }
 
     fn next_row(&mut self) -> Result<Option<(sled::IVec, sled::IVec)>, StorageError> {
-        if self.remaining == Some(0) {
+        if self.count == Some(self.read) {
             return self.at_end();
         }
         let key_len = self.len()?;
-        if key_len == END_MARK && self.remaining.is_none() {
+        if key_len == END_MARK && self.count.is_none() {
             let mut c = [0u8; 8];
             read_exact(&mut self.r, &mut c, "truncated end")?;
             let count = u64::from_be_bytes(c);
@@ -215,9 +215,6 @@ impl<R: Read> RowReader<R> {
         }
         self.last = Some(k.clone());
         self.read += 1;
-        if let Some(n) = self.remaining.as_mut() {
-            *n -= 1;
-        }
         Ok(Some((k, v)))
     }
 }
@@ -258,27 +255,23 @@ mod tests {
         let back: Vec<_> = rows(&data[..]).unwrap().collect::<Result<_, _>>().unwrap();
         assert_eq!(back.len(), 3);
         assert_eq!(back[2].1.as_ref(), &[7u8; 1000][..]);
-        let all = |d: &[u8]| -> Result<Vec<_>, StorageError> { rows(d)?.collect() };
-        assert!(all(&data[..data.len() - 1]).is_err(), "a cut snapshot");
-        let mut longer = data.clone();
-        longer.push(0);
-        assert!(all(&longer).is_err(), "trailing bytes");
+        assert_cut_and_longer_are_refused(&data);
         let disordered = encode(&[(b"b", b"1"), (b"a", b"2")]);
-        assert!(all(&disordered).is_err(), "rows out of order");
-        assert!(all(b"nonsense").is_err());
+        assert!(rows_of(&disordered).is_err(), "rows out of order");
+        assert!(rows_of(b"nonsense").is_err());
         // The end mark's count must be the number of rows.
         let mut miscounted = data.clone();
         let n = miscounted.len();
         miscounted[n - 1] = 4;
         assert!(
-            all(&miscounted).is_err(),
+            rows_of(&miscounted).is_err(),
             "a row count that is not the rows'"
         );
         // Cut right after a whole row: no end mark.
         let without_end = &data[..data.len() - 12];
-        assert!(all(without_end).is_err(), "rows without their end");
+        assert!(rows_of(without_end).is_err(), "rows without their end");
         let unknown = [MAGIC, &3u32.to_be_bytes()[..]].concat();
-        let e = all(&unknown).unwrap_err().to_string();
+        let e = rows_of(&unknown).unwrap_err().to_string();
         assert!(e.contains("format version 3"), "{e}");
     }
 
@@ -303,12 +296,17 @@ mod tests {
         let back: Vec<_> = rows_of(&data).unwrap();
         assert_eq!(back.len(), 2);
         assert_eq!(back[1].1.as_ref(), &[9u8; 300][..]);
-        assert!(rows_of(&data[..data.len() - 1]).is_err(), "a cut snapshot");
-        let mut longer = data.clone();
-        longer.push(0);
-        assert!(rows_of(&longer).is_err(), "trailing bytes");
+        assert_cut_and_longer_are_refused(&data);
         // The same rows in this build's format: the same rows back.
         assert_eq!(rows_of(&encode(&rows)).unwrap(), back);
+    }
+
+    /// `data` cut by a byte, or with a byte more, is refused.
+    fn assert_cut_and_longer_are_refused(data: &[u8]) {
+        assert!(rows_of(&data[..data.len() - 1]).is_err(), "a cut snapshot");
+        let mut longer = data.to_vec();
+        longer.push(0);
+        assert!(rows_of(&longer).is_err(), "trailing bytes");
     }
 
     fn rows_of(d: &[u8]) -> Result<Vec<(sled::IVec, sled::IVec)>, StorageError> {
