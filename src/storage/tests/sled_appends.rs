@@ -3,7 +3,9 @@
 //! write appends. This drives that path and the ordinary one together, against a model: runs
 //! of appended rows long enough to split index nodes as well as leaves, inserts and removals
 //! anywhere (the same key range and a range after it, as the meta rows sit after the kv rows),
-//! and reopening the database from its files; every read must match.
+//! and reopening the database from its files; every read must match. Runs of rows also go in
+//! through `Tree::extend_ordered` (a patch of ours as well: a leaf written once per run of rows
+//! that land in it), appended or among existing rows, overwriting some, a few out of order.
 
 use std::collections::BTreeMap;
 
@@ -21,6 +23,10 @@ enum Step {
     RemoveRun(u32, u16),
     /// A row of the range after `k/`.
     Meta(u8),
+    /// A run through `extend_ordered`: appended (no place) or from a chosen place of the `k/`
+    /// range with a stride chosen by the third field (landing among, and on, existing rows,
+    /// across leaves); the third field also disorders it (see [`disorder`]).
+    Extend(Option<u32>, u16, u8),
     /// Flush, drop and reopen the database.
     Reopen,
 }
@@ -32,6 +38,8 @@ fn step_s() -> impl Strategy<Value = Step> {
         2 => any::<u32>().prop_map(Step::Remove),
         1 => (any::<u32>(), 1u16..3000).prop_map(|(at, n)| Step::RemoveRun(at, n)),
         1 => any::<u8>().prop_map(Step::Meta),
+        3 => (prop::option::of(any::<u32>()), 1u16..4000, any::<u8>())
+            .prop_map(|(at, n, d)| Step::Extend(at, n, d)),
         1 => Just(Step::Reopen),
     ]
 }
@@ -49,6 +57,27 @@ fn value(key: &[u8]) -> Vec<u8> {
     let mut v = key.to_vec();
     v.resize(40 + key.len() % 7, b'v');
     v
+}
+
+/// Makes an ordered run less ordered, by `how`: most runs stay sorted; others get adjacent rows
+/// swapped, a row repeated later with another value (the later one must win), or a stretch
+/// reversed.
+fn disorder(rows: &mut Vec<(Vec<u8>, Vec<u8>)>, how: u8) {
+    let n = rows.len();
+    if n < 2 {
+        return;
+    }
+    let at = usize::from(how) * 7 % (n - 1);
+    match how % 8 {
+        0 => rows.swap(at, at + 1),
+        1 => {
+            let (k, mut v) = rows[at].clone();
+            v[0] ^= 0x55;
+            rows.insert((at + 3).min(n), (k, v));
+        }
+        2 => rows[at..].reverse(),
+        _ => {}
+    }
 }
 
 fn check(tree: &sled::Tree, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
@@ -120,6 +149,39 @@ proptest! {
                     let k = vec![b'm', b'/', m];
                     tree.insert(&k[..], value(&k)).expect("insert");
                     model.insert(k.clone(), value(&k));
+                }
+                Step::Extend(at, n, how) => {
+                    let mut rows = Vec::with_capacity(usize::from(n));
+                    for i in 0..u64::from(n) {
+                        let place = match at {
+                            None => {
+                                let p = next_append;
+                                next_append += 1 + next_append % 3;
+                                p
+                            }
+                            // From a place among the appended rows (even `at`: dense rows,
+                            // whose leaves a run crosses) or anywhere (odd), with a stride of
+                            // 1 to 1021 places: runs denser and sparser than the rows there.
+                            Some(at) => {
+                                let appended = next_append - (1 << 40) + 1;
+                                let base = if at % 2 == 0 {
+                                    (1 << 40) + u64::from(at) % appended
+                                } else {
+                                    u64::from(at) << 9
+                                };
+                                base + i * (1 + u64::from(how) * 4)
+                            }
+                        };
+                        let k = kv_key(place);
+                        let v = value(&k);
+                        rows.push((k, v));
+                    }
+                    disorder(&mut rows, how);
+                    for (k, v) in &rows {
+                        model.insert(k.clone(), v.clone());
+                    }
+                    let rows = rows.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+                    tree.extend_ordered(rows).expect("extend");
                 }
                 Step::Reopen => {
                     db.flush().expect("flush");

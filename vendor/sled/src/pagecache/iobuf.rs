@@ -314,6 +314,8 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
+    // minietcd: taken around each buffer's `pwrite` (see `write_to_log`).
+    write_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
@@ -417,6 +419,7 @@ impl IoBufs {
             segment_accountant: Mutex::new(segment_accountant),
             segment_cleaner,
             deferred_segment_ops: stack::Stack::default(),
+            write_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
             submission_mutex: Mutex::new(()),
             #[cfg(feature = "io_uring")]
@@ -727,7 +730,14 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
+            // minietcd: one buffer copied into the file at a time. The IO pool's threads write
+            // sealed buffers concurrently, and a buffered write holds the file's inode lock,
+            // for which the kernel has waiting writers spin while the holder runs: on two
+            // cores most of these threads' CPU went to that spinning. Waiting here parks
+            // them instead; the writeback below still overlaps.
+            let serial = self.write_mutex.lock();
             pwrite_all(f, data, log_offset)?;
+            drop(serial);
             if !self.config.temporary {
                 #[cfg(target_os = "linux")]
                 {
