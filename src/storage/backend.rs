@@ -64,11 +64,14 @@ pub(crate) fn store_db_config(dir: &std::path::Path) -> sled::Config {
         .cache_capacity(STORE_CACHE_BYTES)
 }
 
-/// How a copy of the store being filled is opened (see [`COPY_CACHE_BYTES`]).
+/// How a copy of the store being filled is opened (see [`COPY_CACHE_BYTES`]): its IO
+/// threads write one buffer at a time (the vendored sled's `serialize_writes`: a copy's writes
+/// come in bursts of whole segments, and concurrent writers spun on the file's lock).
 pub(crate) fn copy_db_config(dir: &std::path::Path) -> sled::Config {
     sled::Config::new()
         .path(dir)
         .cache_capacity(COPY_CACHE_BYTES)
+        .serialize_writes(true)
 }
 
 /// The in-memory state: what reads need besides the kv rows.

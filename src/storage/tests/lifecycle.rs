@@ -539,6 +539,8 @@ fn the_store_database_and_its_copies_have_their_page_cache_bounds() {
     let copy = backend::copy_db_config(dir.path());
     assert_eq!(copy.cache_capacity, backend::COPY_CACHE_BYTES);
     assert!(copy.cache_capacity <= cfg.cache_capacity);
+    // Only a copy's IO threads write one buffer at a time (a lone put pays for the parking).
+    assert!(copy.serialize_writes && !cfg.serialize_writes);
     // And a store opened through it keeps what it wrote across a reopen.
     let shared = sled::open(dir.path().join("db")).unwrap();
     let s = MvccStore::open_dir(dir.path(), &shared).unwrap();

@@ -209,6 +209,10 @@ pub struct Inner {
     pub print_profile_on_drop: bool,
     #[doc(hidden)]
     pub idgen_persist_interval: u64,
+    /// minietcd: whether the IO threads copy one buffer into the file at a time (see
+    /// `IoBufs::write_to_log`).
+    #[doc(hidden)]
+    pub serialize_writes: bool,
     #[doc(hidden)]
     pub version: (usize, usize),
     tmp_path: PathBuf,
@@ -237,6 +241,7 @@ impl Default for Inner {
             print_profile_on_drop: false,
             flush_every_ms: Some(500),
             idgen_persist_interval: 1_000_000,
+            serialize_writes: false,
             global_error: Arc::new(Atomic::default()),
             #[cfg(feature = "event_log")]
             event_log: Arc::new(crate::event_log::EventLog::default()),
@@ -515,6 +520,12 @@ impl Config {
             print_profile_on_drop,
             bool,
             "print a performance profile when the Config is dropped"
+        ),
+        (
+            serialize_writes,
+            bool,
+            "minietcd: copy one log buffer into the file at a time (for a database filled \
+             in bulk, whose IO threads otherwise spin on the file's inode lock)"
         )
     );
 

@@ -314,7 +314,8 @@ pub(crate) struct IoBufs {
     pub segment_accountant: Mutex<SegmentAccountant>,
     pub segment_cleaner: SegmentCleaner,
     deferred_segment_ops: stack::Stack<SegmentOp>,
-    // minietcd: taken around each buffer's `pwrite` (see `write_to_log`).
+    // minietcd: taken around each buffer's `pwrite` with `serialize_writes` (see
+    // `write_to_log`).
     write_mutex: Mutex<()>,
     #[cfg(feature = "io_uring")]
     pub submission_mutex: Mutex<()>,
@@ -730,12 +731,15 @@ impl IoBufs {
         #[cfg(not(feature = "io_uring"))]
         {
             let f = &self.config.file;
-            // minietcd: one buffer copied into the file at a time. The IO pool's threads write
-            // sealed buffers concurrently, and a buffered write holds the file's inode lock,
-            // for which the kernel has waiting writers spin while the holder runs: on two
-            // cores most of these threads' CPU went to that spinning. Waiting here parks
-            // them instead; the writeback below still overlaps.
-            let serial = self.write_mutex.lock();
+            // minietcd: with `serialize_writes`, one buffer copied into the file at a time.
+            // The IO pool's threads write sealed buffers concurrently, and a buffered write
+            // holds the file's inode lock, for which the kernel has waiting writers spin
+            // while the holder runs: filling a database in bulk on two cores, most of these
+            // threads' CPU went to that spinning. Waiting here parks them instead; the
+            // writeback below still overlaps. Off by default: a live database's writes are
+            // few and small, and parking cost a lone write more than the spinning.
+            let serial =
+                self.config.serialize_writes.then(|| self.write_mutex.lock());
             pwrite_all(f, data, log_offset)?;
             drop(serial);
             if !self.config.temporary {
