@@ -28,8 +28,6 @@ pub(crate) const MVCC_DIR: &str = "mvcc";
 const COPY_DIR: &str = "mvcc.defrag";
 /// The database being replaced.
 const OLD_DIR: &str = "mvcc.old";
-/// Rows read from the live tree before they go into the copy together (a run of leaves).
-const COPY_RUN_ROWS: usize = 1024;
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> StorageError {
     StorageError::Corrupt(format!("{what} {}: {e}", path.display()))
@@ -108,11 +106,14 @@ impl Copy {
 /// buy nothing.
 pub(crate) fn copy(home: &Path, tree: &sled::Tree, tree_name: &str) -> Result<(), StorageError> {
     let copy = Copy::create(home, tree_name)?;
-    let mut run = Vec::with_capacity(COPY_RUN_ROWS);
+    let (mut run, mut bytes) = (Vec::new(), 0);
     for row in tree.iter() {
-        run.push(row?);
-        if run.len() == COPY_RUN_ROWS {
+        let (k, v) = row?;
+        bytes += k.len() + v.len();
+        run.push((k, v));
+        if run.len() >= super::INSTALL_BATCH_ROWS || bytes >= super::INSTALL_BATCH_BYTES {
             copy.tree().extend_ordered(std::mem::take(&mut run))?;
+            bytes = 0;
         }
     }
     copy.tree().extend_ordered(run)?;

@@ -124,8 +124,13 @@ impl PrevKvDemand {
     }
 }
 
-/// Rows written (or cleared) per sled batch while installing a snapshot.
+/// Rows handed to sled at once while a store is filled or cleared: a sled batch when an
+/// install rewrites the tree in place, a call of `extend_ordered` when an install or a
+/// defragment fills a copy.
 const INSTALL_BATCH_ROWS: usize = 4096;
+/// Bytes (keys and values) handed to sled at once likewise: with large values, the row bound
+/// alone would let one batch hold hundreds of megabytes.
+const INSTALL_BATCH_BYTES: usize = 4 << 20;
 /// Attempts at deriving a free lease id for a LeaseGrant with id 0.
 const LEASE_ID_ATTEMPTS: u64 = 64;
 

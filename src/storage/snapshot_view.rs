@@ -28,12 +28,10 @@ use super::error::StorageError;
 use super::revision::{parse_row_key, KV_PREFIX};
 use super::snapshot::{self, Encoder};
 use super::{
-    clear_keeping_marker, defrag, finish_compaction, Engine, MvccStore, INSTALL_BATCH_ROWS,
+    clear_keeping_marker, defrag, finish_compaction, Engine, MvccStore, INSTALL_BATCH_BYTES,
+    INSTALL_BATCH_ROWS,
 };
 
-/// Bytes (keys and values) written per sled batch while installing a snapshot: with large
-/// values, the row bound alone would let one batch hold hundreds of megabytes.
-const INSTALL_BATCH_BYTES: usize = 4 << 20;
 /// Batches a snapshot install may have read ahead of the writer.
 const INSTALL_QUEUE_BATCHES: usize = 4;
 /// An install logs its progress every this many bytes written.
@@ -336,17 +334,20 @@ impl MvccStore {
     }
 }
 
+/// A batch of rows on its way to the install's writer, with its bytes (keys and values).
+type RowBatch = (Vec<super::Row>, u64);
+
 /// Batches the rows of a snapshot being installed pass through on their way to validation:
 /// each full batch goes to the writer thread ([`write_batches`]).
 struct Batches<I> {
     rows: I,
     batch: Vec<super::Row>,
     bytes: usize,
-    tx: Option<mpsc::SyncSender<Vec<super::Row>>>,
+    tx: Option<mpsc::SyncSender<RowBatch>>,
 }
 
 impl<I> Batches<I> {
-    fn new(rows: I, tx: mpsc::SyncSender<Vec<super::Row>>) -> Self {
+    fn new(rows: I, tx: mpsc::SyncSender<RowBatch>) -> Self {
         Batches {
             rows,
             batch: Vec::new(),
@@ -358,7 +359,7 @@ impl<I> Batches<I> {
     /// Hands the batch to the writer; `false` when the writer has stopped (its error says
     /// why).
     fn send(&mut self) -> bool {
-        let batch = std::mem::take(&mut self.batch);
+        let batch = (std::mem::take(&mut self.batch), self.bytes as u64);
         self.bytes = 0;
         self.tx.as_ref().is_some_and(|tx| tx.send(batch).is_ok())
     }
@@ -400,19 +401,13 @@ fn writer_gone() -> Result<super::Row, StorageError> {
 
 /// Writes the rows `rx` gives into `tree` until the channel closes; returns the bytes
 /// written.
-fn write_batches(
-    tree: &sled::Tree,
-    rx: mpsc::Receiver<Vec<super::Row>>,
-) -> Result<u64, StorageError> {
+fn write_batches(tree: &sled::Tree, rx: mpsc::Receiver<RowBatch>) -> Result<u64, StorageError> {
     let (mut total, mut logged) = (0u64, 0u64);
-    for rows in rx {
+    for (rows, bytes) in rx {
         // The rows come in key order into a tree that only grows: each leaf is written once
         // per run of rows instead of once per row (sled's atomic batches would buy nothing,
         // the copy is trusted only once finished).
-        total += rows
-            .iter()
-            .map(|(k, v)| (k.len() + v.len()) as u64)
-            .sum::<u64>();
+        total += bytes;
         tree.extend_ordered(rows)?;
         if total - logged >= INSTALL_PROGRESS_BYTES {
             logged = total;
