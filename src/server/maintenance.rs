@@ -192,9 +192,8 @@ impl Maintenance for MaintenanceService {
             after_bytes = d.after_bytes,
             "finished defragmenting"
         );
-        // The next quota check and Status measure the new sizes.
+        // The next quota check measures the new size.
         self.ctx.quota.db_size_now();
-        self.ctx.quota.forget_in_use();
         Ok(Response::new(DefragmentResponse {
             header: Some(self.ctx.header.at(self.ctx.store.current_revision())),
         }))

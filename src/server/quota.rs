@@ -21,18 +21,6 @@ use crate::storage::{MvccStore, StorageError};
 /// How stale the measured database size may be: sled sums its files on every call, so the
 /// quota check of a busy member reuses one measurement for this long.
 const SIZE_REFRESH: Duration = Duration::from_millis(100);
-/// How stale Status's db_size_in_use may be: measuring it reads every row.
-const IN_USE_REFRESH: Duration = Duration::from_secs(5);
-/// A measurement of the bytes in use that takes longer than this (a large store, partly out
-/// of sled's cache) is no longer made while a Status call waits: the call gets the last
-/// figure and a background thread measures again.
-const IN_USE_WAIT_LIMIT: Duration = Duration::from_millis(200);
-/// Before anything was measured: a database up to this size on disk is measured while the
-/// call waits; a larger one reports its size on disk until the first measurement is in.
-const IN_USE_WAIT_MAX_DB_BYTES: u64 = 64 << 20;
-/// A slow measurement is repeated at most once per this many times its own duration, so that
-/// reading every row takes a small share of the member's time (and of sled's cache).
-const IN_USE_SLOW_REFRESH_FACTOR: u32 = 20;
 /// etcd's `kvOverhead`: what a put costs besides its encoded size.
 const KV_OVERHEAD_BYTES: u64 = 256;
 /// etcd's `leaseOverhead`.
@@ -46,28 +34,6 @@ pub struct SpaceQuota {
     quota_bytes: Option<u64>,
     /// The last measurement and when it was taken.
     cached: Mutex<Option<(Instant, u64)>>,
-    /// The bytes in use as last measured.
-    in_use: Mutex<InUse>,
-}
-
-/// What is known of the bytes in use (see [`SpaceQuota::size_in_use`]).
-#[derive(Debug, Default)]
-struct InUse {
-    /// The last measurement: when it ended, the bytes, how long it took.
-    last: Option<(Instant, u64, Duration)>,
-    /// A compaction or a defragment since the last measurement.
-    stale: bool,
-    /// A background measurement is under way.
-    measuring: bool,
-}
-
-impl InUse {
-    /// Whether the last measurement can be given as it is.
-    fn fresh(&self) -> bool {
-        self.last.is_some_and(|(at, _, took)| {
-            !self.stale && at.elapsed() < IN_USE_REFRESH.max(took * IN_USE_SLOW_REFRESH_FACTOR)
-        })
-    }
 }
 
 impl SpaceQuota {
@@ -76,7 +42,6 @@ impl SpaceQuota {
             store,
             quota_bytes,
             cached: Mutex::new(None),
-            in_use: Mutex::new(InUse::default()),
         }
     }
 
@@ -99,65 +64,10 @@ impl SpaceQuota {
         }
     }
 
-    /// The bytes the store's rows take (Status's db_size_in_use). Measuring reads every row:
-    /// a measurement is reused for [`IN_USE_REFRESH`] (longer for a slow one), and one that
-    /// took over [`IN_USE_WAIT_LIMIT`] is renewed in the background while callers get the
-    /// last figure. Blocking.
-    pub fn size_in_use(self: &Arc<Self>) -> Result<u64, StorageError> {
-        {
-            let mut c = self.in_use.lock().map_err(|_| StorageError::Poisoned)?;
-            if c.fresh() {
-                return Ok(c.last.map_or(0, |(_, bytes, _)| bytes));
-            }
-            let wait = match c.last {
-                Some((_, _, took)) => took <= IN_USE_WAIT_LIMIT,
-                None => self.db_size() <= IN_USE_WAIT_MAX_DB_BYTES,
-            };
-            if !wait {
-                let known = c.last.map(|(_, bytes, _)| bytes);
-                if !c.measuring {
-                    c.measuring = true;
-                    let me = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("size-in-use".into())
-                        .spawn(move || me.measure_in_use());
-                    if let Err(e) = spawned {
-                        c.measuring = false;
-                        tracing::warn!(error = %e, "could not start measuring the bytes in use");
-                    }
-                }
-                // Until the first measurement is in: the database's size on disk.
-                return Ok(known.unwrap_or_else(|| self.db_size()));
-            }
-        }
-        self.measure_in_use()
-    }
-
-    /// Reads every row to measure the bytes in use, and keeps the figure.
-    fn measure_in_use(&self) -> Result<u64, StorageError> {
-        let started = Instant::now();
-        // Staleness is judged from the start: a compaction during the scan may not be in it.
-        if let Ok(mut c) = self.in_use.lock() {
-            c.stale = false;
-        }
-        let measured = self.store.size_in_use();
-        if let Ok(mut c) = self.in_use.lock() {
-            c.measuring = false;
-            if let Ok(bytes) = measured {
-                c.last = Some((Instant::now(), bytes, started.elapsed()));
-            }
-        }
-        if let Err(e) = &measured {
-            tracing::debug!(error = %e, "measuring the bytes in use");
-        }
-        measured
-    }
-
-    /// Forgets the measurement of the bytes in use (after a defragment or a compaction).
-    pub fn forget_in_use(&self) {
-        if let Ok(mut c) = self.in_use.lock() {
-            c.stale = true;
-        }
+    /// The bytes the store's rows take (Status's db_size_in_use), as the store counts them
+    /// (see [`MvccStore::size_in_use`]).
+    pub fn size_in_use(&self) -> Result<u64, StorageError> {
+        self.store.size_in_use()
     }
 
     /// The database size, measured at most [`SIZE_REFRESH`] ago.
@@ -259,11 +169,10 @@ mod tests {
     }
 
     #[test]
-    fn a_quick_measurement_is_made_while_the_caller_waits() {
+    fn the_bytes_in_use_follow_every_write() {
         let (_dir, q) = quota_over_rows(10);
         let first = q.size_in_use().unwrap();
         assert!(first > 10 * 100, "{first}");
-        // Reused while fresh; measured again (still waiting for it) once forgotten.
         q.store
             .apply(
                 &InternalRequest {
@@ -277,32 +186,8 @@ mod tests {
                 b"applied",
             )
             .unwrap();
-        assert_eq!(q.size_in_use().unwrap(), first);
-        q.forget_in_use();
-        assert!(q.size_in_use().unwrap() > first + 1000);
-    }
-
-    #[test]
-    fn a_slow_measurement_is_renewed_in_the_background() {
-        let (_dir, q) = quota_over_rows(50);
-        // As if the last measurement had taken seconds and a compaction came since.
-        {
-            let mut c = q.in_use.lock().unwrap();
-            c.last = Some((Instant::now(), 123, Duration::from_secs(2)));
-            c.stale = true;
-        }
-        // The caller gets the last figure at once; the new one follows.
-        assert_eq!(q.size_in_use().unwrap(), 123);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let now = q.in_use.lock().unwrap().last.map(|(_, b, _)| b);
-            if now != Some(123) {
-                assert!(now.unwrap() > 50 * 100);
-                break;
-            }
-            assert!(Instant::now() < deadline, "no background measurement");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(q.size_in_use().unwrap() > 50 * 100);
+        let now = q.size_in_use().unwrap();
+        assert!(now > first + 1000, "{first} -> {now}");
+        assert_eq!(now, q.store.size_in_use_read().unwrap());
     }
 }

@@ -105,6 +105,8 @@ pub(crate) struct Recovered {
     pub installing: bool,
     /// Whether any row at all was seen (an empty tree is a fresh store).
     pub empty: bool,
+    /// The bytes of the kv rows seen (keys and values).
+    pub kv_bytes: u64,
 }
 
 /// The fields of a kv row's `KeyValue` that recovery reads: decoding the whole message would
@@ -157,6 +159,7 @@ where
                     )));
                 }
                 max_row_main = max_row_main.max(rev.main);
+                rec.kv_bytes += (k.len() + v.len()) as u64;
                 // Rows come in revision order, keys in no order: look the key up before
                 // copying it, most rows of a loaded store are not a key's first.
                 let ki = match rec.state.index.get_mut(&kv.key) {

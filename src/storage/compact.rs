@@ -78,16 +78,21 @@ pub(crate) fn compact_index_step(
 
 /// Deletes `rows` from the tree in revision order (so each key's rows go oldest first, its
 /// tombstones last), one plain remove at a time: no sled batch, whose lock would hold every
-/// concurrent write back until the whole batch is in.
+/// concurrent write back until the whole batch is in. Returns the bytes of the rows that
+/// were there (keys and values).
 pub(crate) fn delete_rows(
     tree: &sled::Tree,
     rows: &mut [(Revision, bool)],
-) -> Result<(), StorageError> {
+) -> Result<u64, StorageError> {
     removal_order(rows);
+    let mut bytes = 0u64;
     for (rev, tombstone) in rows.iter() {
-        tree.remove(row_key(*rev, *tombstone))?;
+        let key = row_key(*rev, *tombstone);
+        if let Some(old) = tree.remove(&key)? {
+            bytes += (key.len() + old.len()) as u64;
+        }
     }
-    Ok(())
+    Ok(bytes)
 }
 
 /// Puts rows in the order [`delete_rows`] deletes them: by revision, so that every prefix of

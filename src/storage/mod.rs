@@ -76,7 +76,7 @@ pub use revision::Revision;
 pub use snapshot_view::SnapshotView;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use backend::{i64_bytes, State};
@@ -187,6 +187,10 @@ pub struct MvccStore {
     current: AtomicI64,
     /// The published compaction revision, readable without a lock.
     compacted: AtomicI64,
+    /// The bytes of the kv rows in the tree (keys and values): added as applies write rows,
+    /// taken off as compactions delete them, reset by an install (see
+    /// [`MvccStore::size_in_use`]).
+    kv_bytes: AtomicU64,
     /// Serialises applies, the start of snapshots, and installs.
     apply_lock: Mutex<()>,
     /// Held while a compaction step's rows are deleted (after the apply lock is released,
@@ -315,7 +319,9 @@ impl MvccStore {
             rec.state.current = backend::FIRST_REVISION;
         }
         let mut state = rec.state;
-        finish_compaction(&tree, &mut state)?;
+        let kv_bytes = rec
+            .kv_bytes
+            .saturating_sub(finish_compaction(&tree, &mut state)?);
         tracing::info!(
             rev = state.current,
             compacted = state.compacted,
@@ -332,6 +338,7 @@ impl MvccStore {
             current: AtomicI64::new(state.current),
             compacted: AtomicI64::new(state.compacted),
             state: RwLock::new(state),
+            kv_bytes: AtomicU64::new(kv_bytes),
             apply_lock: Mutex::new(()),
             row_removal: Mutex::new(()),
             snapshot_readers: Mutex::new(0),
@@ -589,7 +596,9 @@ impl MvccStore {
             });
         }
         let commit_row = backend::commit_row(st.current, Some(applied));
+        let kv_bytes = rows.kv_bytes;
         rows.write(&e.tree, batch_used.then_some(batch), commit_row)?;
+        self.kv_bytes.fetch_add(kv_bytes, Ordering::Relaxed);
         self.current.store(st.current, Ordering::Release);
         tracing::Span::current().record("rev", st.current);
         Ok(outcomes)
@@ -696,7 +705,8 @@ impl MvccStore {
                     let mut st = self.write_state()?;
                     compact::compact_index_step(&mut st, rev, from.as_deref(), limit)
                 };
-                compact::delete_rows(&self.engine()?.tree, &mut removed)?;
+                let bytes = compact::delete_rows(&self.engine()?.tree, &mut removed)?;
+                self.kv_bytes.fetch_sub(bytes, Ordering::Relaxed);
                 rows += removed.len();
                 next
             };
@@ -819,11 +829,26 @@ impl MvccStore {
         Ok(())
     }
 
-    /// The bytes the store's rows take (keys and values), read from every row: what the
-    /// database would shrink to, less sled's own overhead (etcd's db size in use). Reads
-    /// the whole tree; callers cache it.
+    /// The bytes the store's rows take (keys and values): what the database would shrink
+    /// to, less sled's own overhead (etcd's db size in use). The kv rows, nearly all of them,
+    /// are counted as they are written and deleted; the other rows (leases, auth, alarms,
+    /// meta) are read.
     pub fn size_in_use(&self) -> Result<u64, StorageError> {
-        let _st = self.read_state()?;
+        let e = self.engine()?;
+        let kv = self.kv_bytes.load(Ordering::Relaxed);
+        let mut other = 0u64;
+        let below = e.tree.range(..[revision::KV_PREFIX].as_slice());
+        let above = e.tree.range([revision::KV_PREFIX + 1].as_slice()..);
+        for row in below.chain(above) {
+            let (k, v) = row?;
+            other += (k.len() + v.len()) as u64;
+        }
+        Ok(kv + other)
+    }
+
+    /// [`Self::size_in_use`] read from every row (what the counting must agree with).
+    #[cfg(test)]
+    pub(crate) fn size_in_use_read(&self) -> Result<u64, StorageError> {
         let e = self.engine()?;
         let mut bytes = 0u64;
         for row in e.tree.iter() {
@@ -1135,6 +1160,8 @@ struct GroupRows {
     rows: Vec<(Vec<u8>, Option<sled::IVec>)>,
     /// Whether every row is a kv row (puts and tombstones: inserts only).
     kv_only: bool,
+    /// The bytes of the kv rows set (keys and values).
+    kv_bytes: u64,
 }
 
 impl GroupRows {
@@ -1142,6 +1169,7 @@ impl GroupRows {
         GroupRows {
             rows: Vec::new(),
             kv_only: true,
+            kv_bytes: 0,
         }
     }
 
@@ -1151,6 +1179,9 @@ impl GroupRows {
             self.kv_only &= v.is_some() && k.first() == Some(&revision::KV_PREFIX);
             match &v {
                 Some(v) => {
+                    if k.first() == Some(&revision::KV_PREFIX) {
+                        self.kv_bytes += (k.len() + v.len()) as u64;
+                    }
                     overlay.insert(k.clone(), v.clone());
                 }
                 None => {
@@ -1325,13 +1356,13 @@ fn clear_keeping_marker(tree: &sled::Tree) -> Result<(), StorageError> {
 
 /// Re-runs the recorded compaction over a freshly rebuilt index and deletes the rows it
 /// drops (left behind by a crash during compaction, or carried by a snapshot).
-fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<(), StorageError> {
+fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<u64, StorageError> {
     if state.compacted > 0 {
         let mut removed = compact::compact_index(state, state.compacted);
         if !removed.is_empty() {
             tracing::info!(rows = removed.len(), "finishing an interrupted compaction");
-            compact::delete_rows(tree, &mut removed)?;
+            return compact::delete_rows(tree, &mut removed);
         }
     }
-    Ok(())
+    Ok(0)
 }

@@ -258,18 +258,21 @@ impl MvccStore {
             }
         };
         let mut state = rec.state;
-        finish_compaction(copy.tree(), &mut state)?;
+        let kv_bytes = rec
+            .kv_bytes
+            .saturating_sub(finish_compaction(copy.tree(), &mut state)?);
         copy.finish()?;
         // Readers are held off only for the switch itself.
         let mut st = self.write_state()?;
         self.switch_to_copy(home)?;
-        self.installed(&mut st, state, bytes);
+        self.installed(&mut st, state, kv_bytes, bytes);
         Ok(())
     }
 
-    /// Publishes the state of a finished install.
-    fn installed(&self, st: &mut super::State, state: super::State, bytes: u64) {
+    /// Publishes the state of a finished install (`kv_bytes` of kv rows in the new tree).
+    fn installed(&self, st: &mut super::State, state: super::State, kv_bytes: u64, bytes: u64) {
         self.current.store(state.current, Ordering::Release);
+        self.kv_bytes.store(kv_bytes, Ordering::Relaxed);
         self.compacted.store(state.compacted, Ordering::Release);
         self.mark_removed(state.compacted);
         tracing::info!(
@@ -297,6 +300,7 @@ impl MvccStore {
                 "snapshot holds no store or an unfinished install".into(),
             ));
         }
+        let rec_kv_bytes = rec.kv_bytes;
         let mut state = rec.state;
         let _apply = self.lock_apply_without_readers()?;
         // Readers are held off for the whole rewrite: the rows they would load vanish.
@@ -326,10 +330,10 @@ impl MvccStore {
             }
         }
         e.tree.apply_batch(batch)?;
-        finish_compaction(&e.tree, &mut state)?;
+        let kv_bytes = rec_kv_bytes.saturating_sub(finish_compaction(&e.tree, &mut state)?);
         e.tree.remove(META_INSTALLING)?;
         e.tree.flush()?;
-        self.installed(&mut st, state, total + bytes as u64);
+        self.installed(&mut st, state, kv_bytes, total + bytes as u64);
         Ok(())
     }
 }

@@ -318,6 +318,12 @@ fn txn_req(t: &TxnSpec) -> TxnRequest {
 
 fn check_all(f: &Fixture, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(f.store.current_revision(), m.current);
+    // The bytes in use as counted agree with the rows.
+    let fail = |e: StorageError| TestCaseError::fail(e.to_string());
+    prop_assert_eq!(
+        f.store.size_in_use().map_err(fail)?,
+        f.store.size_in_use_read().map_err(fail)?
+    );
     prop_assert_eq!(f.store.compact_revision(), m.compacted);
     let all = RangeRequest {
         key: vec![0],

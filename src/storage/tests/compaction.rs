@@ -81,6 +81,11 @@ fn with_a_compactor_apply_returns_and_the_history_goes_after() {
         assert_eq!(store.removed_compacted(cur).await, Ok(()));
     });
     assert_eq!(kv_rows(&store), 1);
+    // The background deletion kept the count of bytes in use.
+    assert_eq!(
+        store.size_in_use().unwrap(),
+        store.size_in_use_read().unwrap()
+    );
     drop((store, db, dir));
 }
 

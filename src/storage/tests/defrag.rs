@@ -56,6 +56,7 @@ fn defragment_gives_space_back_and_keeps_every_row() {
     assert_eq!(s.size_on_disk().unwrap(), d.after_bytes);
     assert_eq!(s.hash_kv(0).unwrap(), hash);
     assert!(get(&s, "keep/00003").is_some());
+    assert_eq!(s.size_in_use().unwrap(), s.size_in_use_read().unwrap());
     // Writes go to the new database, and a second defragment replaces it again.
     put_n(&s, "after/", 3, 10);
     s.defragment().unwrap();

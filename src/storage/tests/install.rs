@@ -122,6 +122,9 @@ fn a_snapshot_installs_into_a_store_with_its_own_database() {
     }
     d.store.install_snapshot(&snap).unwrap();
     assert_eq!(history(&d.store), want);
+    // The installed rows are counted as in use, the old ones no longer.
+    let in_use = d.store.size_in_use().unwrap();
+    assert_eq!(in_use, d.store.size_in_use_read().unwrap());
     assert!(!d.copy_left(), "the copy was moved into place");
     assert!(!d.dir.path().join("mvcc.old").exists());
     // Writes go on from the snapshot's revision, into the new database.
