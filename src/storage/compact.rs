@@ -4,8 +4,9 @@
 //! on); the history goes afterwards, in the background, as etcd's scheduled compaction does.
 //! The index decides what goes ([`KeyIndex::compact`](super::key_index::KeyIndex::compact)),
 //! a bounded step under the apply lock at a time (`--experimental-compaction-batch-limit`,
-//! default [`COMPACT_STEP_KEYS`]), with a pause between steps; each step's rows are then
-//! deleted from sled one by one, oldest first, after the apply lock is released (applies only
+//! default [`COMPACT_STEP_KEYS`]), with a pause between steps; the rows the steps drop are
+//! gathered (up to [`COMPACT_PENDING_ROWS`]) and deleted from sled in revision order, a
+//! batch of as many rows at a time, a leaf at a time, without the apply lock (applies only
 //! add rows above the compaction, and reads at or above it never reach the rows that go).
 //! A crash before the end leaves superseded rows behind, and open() compacts again at the
 //! recorded revision (compaction is idempotent). sled recovers a prefix of its log, and a
@@ -25,6 +26,10 @@ use super::revision::{row_key, Revision};
 pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
+/// The rows a background compaction gathers from its index steps before deleting them (in
+/// revision order, a batch at a time): deleted in revision order across many steps, the
+/// rows that share a leaf go together. About 24 bytes a row.
+pub const COMPACT_PENDING_ROWS: usize = 256 * 1024;
 /// How often a long removal of compacted history logs its progress.
 pub const COMPACT_PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
@@ -77,22 +82,22 @@ pub(crate) fn compact_index_step(
 }
 
 /// Deletes `rows` from the tree in revision order (so each key's rows go oldest first, its
-/// tombstones last), one plain remove at a time: no sled batch, whose lock would hold every
-/// concurrent write back until the whole batch is in. Returns the bytes of the rows that
-/// were there (keys and values).
+/// tombstones last), a leaf at a time (`Tree::remove_ordered`, a patch of ours, see
+/// `vendor/sled/PATCHES.md`): the rows a compaction drops are most of those below it, so
+/// many share a leaf, and each leaf is written once instead of once per row. No sled
+/// batch, whose lock would hold every concurrent write back until the whole batch is in; a
+/// crash keeps a prefix of the leaves written. Returns the bytes of the rows that were
+/// there (keys and values).
 pub(crate) fn delete_rows(
     tree: &sled::Tree,
     rows: &mut [(Revision, bool)],
 ) -> Result<u64, StorageError> {
     removal_order(rows);
-    let mut bytes = 0u64;
-    for (rev, tombstone) in rows.iter() {
-        let key = row_key(*rev, *tombstone);
-        if let Some(old) = tree.remove(&key)? {
-            bytes += (key.len() + old.len()) as u64;
-        }
-    }
-    Ok(bytes)
+    let keys: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|(rev, tombstone)| row_key(*rev, *tombstone))
+        .collect();
+    Ok(tree.remove_ordered(&keys)?)
 }
 
 /// Puts rows in the order [`delete_rows`] deletes them: by revision, so that every prefix of

@@ -659,8 +659,10 @@ impl MvccStore {
 
     /// Drops the history a compaction at `rev` made unreachable: the key index a step at a
     /// time (bounded by the compaction batch limit, see
-    /// [`Self::set_compaction_batch_limit`]) under the apply lock, then that step's rows
-    /// deleted without it, with a pause before the next step. The deletion holds the row
+    /// [`Self::set_compaction_batch_limit`]) under the apply lock, with a pause after each
+    /// step; the rows the steps drop are gathered (up to [`compact::COMPACT_PENDING_ROWS`])
+    /// and deleted without the apply lock, in revision order, as many rows at a time as a
+    /// step visits keys, with a pause after each batch. A batch's deletion holds the row
     /// removal lock, so a snapshot view, a defragment or an install never starts in the
     /// middle of one.
     pub fn remove_compacted(&self, rev: i64) -> Result<CompactedHistory, StorageError> {
@@ -676,6 +678,7 @@ impl MvccStore {
     ) -> Result<CompactedHistory, StorageError> {
         let limit = self.compaction_batch_limit.load(Ordering::Relaxed);
         let mut from: Option<Vec<u8>> = None;
+        let mut pending: Vec<(Revision, bool)> = Vec::new();
         let mut rows = 0;
         let mut steps = 0;
         let started = std::time::Instant::now();
@@ -688,28 +691,21 @@ impl MvccStore {
         loop {
             steps += 1;
             let next = {
-                // A snapshot being read needs every row it may reach: deletion waits for it
-                // (then holds the removal lock, so that no other view begins meanwhile).
-                let _removal = if background {
-                    Some(self.lock_removal_without_readers()?)
+                let _apply = if background {
+                    Some(self.lock_apply()?)
                 } else {
-                    self.wait_snapshot_readers()?;
                     None
                 };
-                let (mut removed, next) = {
-                    let _apply = if background {
-                        Some(self.lock_apply()?)
-                    } else {
-                        None
-                    };
-                    let mut st = self.write_state()?;
-                    compact::compact_index_step(&mut st, rev, from.as_deref(), limit)
-                };
-                let bytes = compact::delete_rows(&self.engine()?.tree, &mut removed)?;
-                self.kv_bytes.fetch_sub(bytes, Ordering::Relaxed);
-                rows += removed.len();
+                let mut st = self.write_state()?;
+                let (removed, next) =
+                    compact::compact_index_step(&mut st, rev, from.as_deref(), limit);
+                pending.extend(removed);
                 next
             };
+            if next.is_none() || pending.len() >= compact::COMPACT_PENDING_ROWS {
+                rows += pending.len();
+                self.delete_compacted_rows(&mut pending, limit, background)?;
+            }
             match next {
                 Some(key) => from = Some(key),
                 None => break,
@@ -731,6 +727,37 @@ impl MvccStore {
         );
         self.mark_removed(rev);
         Ok(CompactedHistory { rows, steps })
+    }
+
+    /// Deletes the gathered rows of a compaction in revision order, `batch` rows at a time
+    /// (see [`Self::remove_compacted_steps`]), and empties `pending`.
+    fn delete_compacted_rows(
+        &self,
+        pending: &mut Vec<(Revision, bool)>,
+        batch: usize,
+        background: bool,
+    ) -> Result<(), StorageError> {
+        compact::removal_order(pending);
+        let mut batches = pending.chunks_mut(batch.max(1)).peekable();
+        while let Some(rows) = batches.next() {
+            let bytes = {
+                // A snapshot being read needs every row it may reach: deletion waits for it
+                // (then holds the removal lock, so that no other view begins meanwhile).
+                let _removal = if background {
+                    Some(self.lock_removal_without_readers()?)
+                } else {
+                    self.wait_snapshot_readers()?;
+                    None
+                };
+                compact::delete_rows(&self.engine()?.tree, rows)?
+            };
+            self.kv_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            if background && batches.peek().is_some() {
+                std::thread::sleep(compact::COMPACT_STEP_PAUSE);
+            }
+        }
+        pending.clear();
+        Ok(())
     }
 
     /// Records that the history of compactions through `rev` is gone.

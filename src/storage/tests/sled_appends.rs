@@ -5,7 +5,9 @@
 //! anywhere (the same key range and a range after it, as the meta rows sit after the kv rows),
 //! and reopening the database from its files; every read must match. Runs of rows also go in
 //! through `Tree::extend_ordered` (a patch of ours as well: a leaf written once per run of rows
-//! that land in it), appended or among existing rows, overwriting some, a few out of order.
+//! that land in it), appended or among existing rows, overwriting some, a few out of order;
+//! and runs of keys are deleted through `Tree::remove_ordered` (a leaf written once per run
+//! of keys deleted from it), dense or sparse, some absent, some repeated, a few out of order.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +29,10 @@ enum Step {
     /// range with a stride chosen by the third field (landing among, and on, existing rows,
     /// across leaves); the third field also disorders it (see [`disorder`]).
     Extend(Option<u32>, u16, u8),
+    /// A run through `remove_ordered`: from the `k/` row at or after a chosen place, every
+    /// `1 + third field % 5`-th row (dense runs empty whole leaves) together with absent keys
+    /// between them, disordered by the third field (see [`disorder`]).
+    RemoveOrdered(u32, u16, u8),
     /// Flush, drop and reopen the database.
     Reopen,
 }
@@ -40,6 +46,8 @@ fn step_s() -> impl Strategy<Value = Step> {
         1 => any::<u8>().prop_map(Step::Meta),
         3 => (prop::option::of(any::<u32>()), 1u16..4000, any::<u8>())
             .prop_map(|(at, n, d)| Step::Extend(at, n, d)),
+        2 => (any::<u32>(), 1u16..4000, any::<u8>())
+            .prop_map(|(at, n, d)| Step::RemoveOrdered(at, n, d)),
         1 => Just(Step::Reopen),
     ]
 }
@@ -182,6 +190,42 @@ proptest! {
                     }
                     let rows = rows.into_iter().map(|(k, v)| (k.into(), v.into())).collect();
                     tree.extend_ordered(rows).expect("extend");
+                }
+                Step::RemoveOrdered(at, n, how) => {
+                    // Even places start among the appended rows, odd ones anywhere.
+                    let from = if at % 2 == 0 {
+                        let appended = next_append - (1 << 40) + 1;
+                        kv_key((1 << 40) + u64::from(at) % appended)
+                    } else {
+                        kv_key(u64::from(at) << 9)
+                    };
+                    let stride = 1 + usize::from(how % 5);
+                    let mut keys: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+                    for (i, (k, _)) in model
+                        .range(from..)
+                        .take_while(|(k, _)| k.starts_with(b"k/"))
+                        .step_by(stride)
+                        .take(usize::from(n))
+                        .enumerate()
+                    {
+                        keys.push((k.clone(), vec![0]));
+                        if i % 3 == 0 {
+                            // A key that is not there, just after this one.
+                            let mut absent = k.clone();
+                            absent.push(0);
+                            keys.push((absent, vec![0]));
+                        }
+                    }
+                    disorder(&mut keys, how);
+                    let keys: Vec<Vec<u8>> = keys.into_iter().map(|(k, _)| k).collect();
+                    let mut want = 0u64;
+                    for k in &keys {
+                        if let Some(v) = model.remove(k) {
+                            want += (k.len() + v.len()) as u64;
+                        }
+                    }
+                    let got = tree.remove_ordered(&keys).expect("remove_ordered");
+                    prop_assert_eq!(got, want, "bytes removed");
                 }
                 Step::Reopen => {
                     db.flush().expect("flush");

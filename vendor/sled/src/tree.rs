@@ -271,6 +271,60 @@ impl Tree {
         Ok(())
     }
 
+    /// minietcd: removes `keys`, meant to be in ascending order (rows deleted oldest first
+    /// from a tree keyed by age), writing each leaf they were in once per run of keys
+    /// instead of once per key, as [`Tree::extend_ordered`] does for inserts. A run's keys
+    /// that fall in one leaf are deleted from a copy of it, which replaces the page in one
+    /// write; a leaf holding none of them is not written. Keys out of order are still
+    /// removed (a key outside the leaf starts the next run). Returns the bytes of the pairs
+    /// removed (keys and values). Each key goes as with `remove`, but the call is not
+    /// atomic (a crash keeps a prefix of its runs), and subscribers are not told. Leaves
+    /// left small are merged the next time a write or read lands in them, as after
+    /// `remove`.
+    pub fn remove_ordered<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
+        let mut removed = 0u64;
+        let mut next = 0;
+        while next < keys.len() {
+            // Pinned for one run only (see `extend_ordered`).
+            let guard = pin();
+            let _cc = concurrency_control::read();
+            let View { node_view, pid, .. } =
+                self.view_for_key(keys[next].as_ref(), &guard)?;
+            let mut copy: Option<Node> = None;
+            let mut bytes = 0u64;
+            let mut end = next;
+            while let Some(key) = keys.get(end) {
+                let key = key.as_ref();
+                let past_hi =
+                    !node_view.hi.is_empty() && key >= node_view.hi.as_ref();
+                if key < node_view.lo.as_ref() || past_hi {
+                    break;
+                }
+                let node = copy.as_ref().unwrap_or(&node_view);
+                if let Some((encoded_key, value)) = node.leaf_pair_for_key(key) {
+                    bytes += (key.len() + value.len()) as u64;
+                    let del = Link::Del(encoded_key.clone());
+                    copy.get_or_insert_with(|| node_view.deref().clone())
+                        .apply(&del);
+                }
+                end += 1;
+            }
+            let Some(node) = copy else {
+                next = end;
+                continue;
+            };
+            if self.context.pagecache.replace(pid, node_view.0, node, &guard)?.is_ok() {
+                let mut guard = guard;
+                guard.writeset.push(pid);
+                removed += bytes;
+                next = end;
+            } else {
+                M.tree_looped();
+            }
+        }
+        Ok(removed)
+    }
+
     /// Perform a multi-key serializable transaction.
     ///
     /// # Examples
