@@ -160,12 +160,16 @@ where
                 }
                 max_row_main = max_row_main.max(rev.main);
                 rec.kv_bytes += (k.len() + v.len()) as u64;
-                // Rows come in revision order, keys in no order: look the key up before
-                // copying it, most rows of a loaded store are not a key's first.
-                let ki = match rec.state.index.get_mut(&kv.key) {
-                    Some(ki) => ki,
-                    None => rec.state.index.entry(kv.key.clone()).or_default(),
-                };
+                // The key's lease first: the index then takes the decoded key itself (one
+                // walk of the index per row; a key seen before drops its copy).
+                if tombstone || kv.lease == 0 {
+                    if !key_lease.is_empty() {
+                        key_lease.remove(&kv.key);
+                    }
+                } else {
+                    key_lease.insert(kv.key.clone(), kv.lease);
+                }
+                let ki = rec.state.index.entry(kv.key).or_default();
                 if tombstone {
                     if !ki.tombstone(rev) {
                         // Left by a compaction interrupted between a generation's put rows
@@ -174,14 +178,8 @@ where
                         lone_tombstones = lone_tombstones.max(rev.main);
                         ki.restore_lone_tombstone(rev, kv.create_revision, kv.version);
                     }
-                    key_lease.remove(&kv.key);
                 } else {
                     ki.restore_put(rev, kv.create_revision, kv.version);
-                    if kv.lease != 0 {
-                        key_lease.insert(kv.key, kv.lease);
-                    } else if !key_lease.is_empty() {
-                        key_lease.remove(&kv.key);
-                    }
                 }
             }
             Some(&LEASE_PREFIX) => {

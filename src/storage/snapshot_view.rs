@@ -257,11 +257,17 @@ impl MvccStore {
                 return Err(e);
             }
         };
+        tracing::info!(
+            bytes,
+            keys = rec.state.index.len(),
+            "snapshot install: rows written and checked"
+        );
         let mut state = rec.state;
         let kv_bytes = rec
             .kv_bytes
             .saturating_sub(finish_compaction(copy.tree(), &mut state)?);
         copy.finish()?;
+        tracing::info!("snapshot install: copy durable; switching to it");
         // Readers are held off only for the switch itself.
         let mut st = self.write_state()?;
         self.switch_to_copy(home)?;
