@@ -26,9 +26,10 @@ use super::revision::{row_key, Revision};
 pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
-/// The rows a background compaction gathers from its index steps before deleting them (in
-/// revision order, a batch at a time): deleted in revision order across many steps, the
-/// rows that share a leaf go together. About 24 bytes a row.
+/// The rows a compaction gathers from its index steps before deleting them (in revision
+/// order, a batch at a time): deleted in revision order across many steps, the rows that
+/// share a leaf go together. About 24 bytes a row; the step that reaches it may add its own
+/// rows beyond it (a step drops about as many rows as the batch limit).
 pub const COMPACT_PENDING_ROWS: usize = 256 * 1024;
 /// How often a long removal of compacted history logs its progress.
 pub const COMPACT_PROGRESS_EVERY: Duration = Duration::from_secs(5);

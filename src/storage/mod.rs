@@ -193,8 +193,8 @@ pub struct MvccStore {
     kv_bytes: AtomicU64,
     /// Serialises applies, the start of snapshots, and installs.
     apply_lock: Mutex<()>,
-    /// Held while a compaction step's rows are deleted (after the apply lock is released,
-    /// see [`compact`]), and by whatever reads or rewrites every row: the start of a
+    /// Held while a batch of a compaction's rows is deleted (without the apply lock, see
+    /// [`compact`]), and by whatever reads or rewrites every row: the start of a
     /// snapshot view, [`MvccStore::with_rows`], a defragment, an install. Taken before the
     /// apply lock, never while holding it.
     row_removal: Mutex<()>,
@@ -224,7 +224,8 @@ pub struct MvccStore {
 pub struct CompactedHistory {
     /// Rows deleted.
     pub rows: usize,
-    /// Steps taken (each under the locks, with a pause between them in the background).
+    /// Index steps taken (each under the apply lock, with a pause after it in the
+    /// background).
     pub steps: usize,
 }
 
@@ -740,24 +741,36 @@ impl MvccStore {
         compact::removal_order(pending);
         let mut batches = pending.chunks_mut(batch.max(1)).peekable();
         while let Some(rows) = batches.next() {
-            let bytes = {
+            {
                 // A snapshot being read needs every row it may reach: deletion waits for it
-                // (then holds the removal lock, so that no other view begins meanwhile).
+                // (then holds the removal lock, so that no other view begins meanwhile). An
+                // install, which resets the count, takes the removal lock as well: the rows
+                // and their count go together.
                 let _removal = if background {
                     Some(self.lock_removal_without_readers()?)
                 } else {
                     self.wait_snapshot_readers()?;
                     None
                 };
-                compact::delete_rows(&self.engine()?.tree, rows)?
-            };
-            self.kv_bytes.fetch_sub(bytes, Ordering::Relaxed);
+                let bytes = compact::delete_rows(&self.engine()?.tree, rows)?;
+                self.uncount_kv_bytes(bytes);
+            }
             if background && batches.peek().is_some() {
                 std::thread::sleep(compact::COMPACT_STEP_PAUSE);
             }
         }
         pending.clear();
         Ok(())
+    }
+
+    /// Takes `bytes` of deleted kv rows off the count of bytes in use (never below zero: an
+    /// install may have reset it).
+    fn uncount_kv_bytes(&self, bytes: u64) {
+        let _ = self
+            .kv_bytes
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                Some(b.saturating_sub(bytes))
+            });
     }
 
     /// Records that the history of compactions through `rev` is gone.
@@ -870,7 +883,7 @@ impl MvccStore {
             let (k, v) = row?;
             other += (k.len() + v.len()) as u64;
         }
-        Ok(kv + other)
+        Ok(kv.saturating_add(other))
     }
 
     /// [`Self::size_in_use`] read from every row (what the counting must agree with).

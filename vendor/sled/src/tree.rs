@@ -126,6 +126,10 @@ unsafe impl Send for Tree {}
 #[allow(unsafe_code)]
 unsafe impl Sync for Tree {}
 
+/// minietcd: the fewest keys of one leaf that [`Tree::remove_ordered`] removes by rewriting
+/// the leaf; fewer go one `remove` (one small fragment) at a time.
+pub const REMOVE_RUN_MIN_KEYS: usize = 4;
+
 impl Tree {
     #[doc(hidden)]
     #[deprecated(since = "0.24.2", note = "replaced by `Tree::insert`")]
@@ -275,23 +279,24 @@ impl Tree {
     /// from a tree keyed by age), writing each leaf they were in once per run of keys
     /// instead of once per key, as [`Tree::extend_ordered`] does for inserts. A run's keys
     /// that fall in one leaf are deleted from a copy of it, which replaces the page in one
-    /// write; a leaf holding none of them is not written. Keys out of order are still
-    /// removed (a key outside the leaf starts the next run). Returns the bytes of the pairs
-    /// removed (keys and values). Each key goes as with `remove`, but the call is not
-    /// atomic (a crash keeps a prefix of its runs), and subscribers are not told. Leaves
-    /// left small are merged the next time a write or read lands in them, as after
-    /// `remove`.
+    /// write; a leaf holding none of them is not written, and one holding fewer than
+    /// [`REMOVE_RUN_MIN_KEYS`] of them loses them one `remove` at a time (a small fragment
+    /// each, where a copy would rewrite the whole leaf). Keys out of order are still removed
+    /// (a key outside the leaf starts the next run). Returns the bytes of the pairs removed
+    /// (keys and values). Each key goes as with `remove`, but the call is not atomic (a
+    /// crash keeps a prefix of its runs), and subscribers are not told. Leaves left small
+    /// are merged the next time a write or read lands in them, as after `remove`.
     pub fn remove_ordered<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<u64> {
         let mut removed = 0u64;
         let mut next = 0;
+        let mut present: Vec<usize> = Vec::new();
         while next < keys.len() {
             // Pinned for one run only (see `extend_ordered`).
             let guard = pin();
-            let _cc = concurrency_control::read();
+            let cc = concurrency_control::read();
             let View { node_view, pid, .. } =
                 self.view_for_key(keys[next].as_ref(), &guard)?;
-            let mut copy: Option<Node> = None;
-            let mut bytes = 0u64;
+            present.clear();
             let mut end = next;
             while let Some(key) = keys.get(end) {
                 let key = key.as_ref();
@@ -300,19 +305,36 @@ impl Tree {
                 if key < node_view.lo.as_ref() || past_hi {
                     break;
                 }
-                let node = copy.as_ref().unwrap_or(&node_view);
-                if let Some((encoded_key, value)) = node.leaf_pair_for_key(key) {
-                    bytes += (key.len() + value.len()) as u64;
-                    let del = Link::Del(encoded_key.clone());
-                    copy.get_or_insert_with(|| node_view.deref().clone())
-                        .apply(&del);
+                if node_view.leaf_pair_for_key(key).is_some() {
+                    present.push(end);
                 }
                 end += 1;
             }
-            let Some(node) = copy else {
+            if present.len() < REMOVE_RUN_MIN_KEYS {
+                drop(cc);
+                drop(guard);
+                for &at in &present {
+                    let key = keys[at].as_ref();
+                    if let Some(old) = self.remove(key)? {
+                        removed += (key.len() + old.len()) as u64;
+                    }
+                }
                 next = end;
                 continue;
-            };
+            }
+            let mut node: Node = node_view.deref().clone();
+            let mut bytes = 0u64;
+            for &at in &present {
+                let key = keys[at].as_ref();
+                // A key given twice is found once.
+                let found = node
+                    .leaf_pair_for_key(key)
+                    .map(|(k, v)| (k.clone(), v.len()));
+                if let Some((encoded_key, value_len)) = found {
+                    bytes += (key.len() + value_len) as u64;
+                    node.apply(&Link::Del(encoded_key));
+                }
+            }
             if self.context.pagecache.replace(pid, node_view.0, node, &guard)?.is_ok() {
                 let mut guard = guard;
                 guard.writeset.push(pid);
