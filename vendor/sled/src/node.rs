@@ -13,6 +13,26 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
+/// minietcd: the bytes two bounds share at their start (at most 255), as a node's prefix is
+/// taken; an empty `hi` (no upper bound) shares none.
+fn shared_prefix_len(lo: &[u8], hi: &[u8]) -> usize {
+    hi.iter()
+        .zip(lo.iter())
+        .take_while(|(a, b)| a == b)
+        .take(u8::max_value() as usize)
+        .count()
+}
+
+/// minietcd: the most items a leaf holds before a traversal splits it (`should_split`), and
+/// the fewest it holds without being merged into its left sibling (`should_merge`).
+pub(crate) fn leaf_item_bounds() -> (usize, usize) {
+    if cfg!(any(test, feature = "lock_free_delays")) {
+        (2, 1)
+    } else {
+        (16, 4)
+    }
+}
+
 /// A node with fewer items than this is merged into its left sibling.
 fn merge_threshold(data: &Data) -> usize {
     if cfg!(any(test, feature = "lock_free_delays")) {
@@ -25,6 +45,49 @@ fn merge_threshold(data: &Data) -> usize {
 }
 
 impl Node {
+    /// minietcd: a leaf holding `rows` (full keys, ascending, each in `[lo, hi)`; an empty
+    /// `hi` has no upper bound), its right sibling `next`: built whole for a tree filled in
+    /// key order (see `Tree::extend_ordered`), with its keys encoded for the prefix `lo`
+    /// and `hi` share, as a split leaves them.
+    pub(crate) fn new_leaf(
+        lo: IVec,
+        hi: IVec,
+        next: Option<NonZeroU64>,
+        rows: &[(IVec, IVec)],
+    ) -> Node {
+        let prefix_len = shared_prefix_len(&lo, &hi);
+        let keys = rows.iter().map(|(k, _)| IVec::from(&k[prefix_len..])).collect();
+        let values = rows.iter().map(|(_, v)| v.clone()).collect();
+        Node {
+            prefix_len: u8::try_from(prefix_len).unwrap(),
+            next,
+            merging_child: None,
+            merging: false,
+            lo,
+            hi,
+            data: Data::Leaf(Leaf { keys, values }),
+        }
+    }
+
+    /// minietcd: this leaf with the upper bound `hi` and the right sibling `next` (what a
+    /// split leaves of its left side), its keys re-encoded for the prefix its bounds now
+    /// share.
+    pub(crate) fn bounded_leaf(mut self, hi: IVec, next: NonZeroU64) -> Node {
+        let old_prefix = self.lo[..self.prefix_len as usize].to_vec();
+        let new_prefix_len = shared_prefix_len(&self.lo, &hi);
+        if new_prefix_len != self.prefix_len as usize {
+            if let Data::Leaf(ref mut leaf) = self.data {
+                for k in &mut leaf.keys {
+                    *k = prefix::reencode(&old_prefix, k, new_prefix_len);
+                }
+            }
+        }
+        self.prefix_len = u8::try_from(new_prefix_len).unwrap();
+        self.hi = hi;
+        self.next = Some(next);
+        self
+    }
+
     pub(crate) fn new_hoisted_root(
         left: PageId,
         at: IVec,

@@ -248,8 +248,17 @@ impl Tree {
             // holds back the reclamation of every page replaced meanwhile, in all threads.
             let mut guard = pin();
             let _cc = concurrency_control::read();
-            let View { node_view, pid, .. } =
-                self.view_for_key(rows[next].0.as_ref(), &guard)?;
+            let (View { node_view, pid, .. }, parent) =
+                self.view_and_parent_for_key(rows[next].0.as_ref(), &guard)?;
+            if let Some(parent) = parent {
+                if let Some(end) =
+                    self.append_leaves(&rows, next, pid, node_view, parent, &guard)?
+                {
+                    guard.writeset.push(pid);
+                    next = end;
+                    continue;
+                }
+            }
             let mut node: Node = node_view.deref().clone();
             let mut end = next;
             while let Some((key, value)) = rows.get(end) {
@@ -273,6 +282,120 @@ impl Tree {
             }
         }
         Ok(())
+    }
+
+    /// minietcd: the part of [`Tree::extend_ordered`] that appends past the last leaf. The
+    /// rows from `rows[next]` that sort after every key of the tree's last leaf (`pid`, seen
+    /// as `view`, under the index node `parent`) and more than fill it are written as whole
+    /// leaves: the last leaf filled up, then new leaves of 16 rows each, written once
+    /// (allocated right to left, so that each knows its right sibling), then the last leaf
+    /// bounded and pointed at the first of them, and the parent given every new child in one
+    /// write. Splitting as the rows arrive instead writes each leaf about two and a half
+    /// times (the split rewrites the left side and writes the right one, which the next run
+    /// rewrites again) and the parent once per leaf. Returns the index after the rows
+    /// written, or `None` when this does not apply (not the last leaf, too few rows, or the
+    /// tree changed meanwhile: the caller goes on the ordinary way).
+    fn append_leaves<'g>(
+        &self,
+        rows: &[(IVec, IVec)],
+        next: usize,
+        pid: PageId,
+        view: NodeView<'g>,
+        parent: PageId,
+        guard: &'g Guard,
+    ) -> Result<Option<usize>> {
+        let (max_items, min_items) = crate::node::leaf_item_bounds();
+        if !view.hi.is_empty() || view.data.is_index() || view.merging {
+            return Ok(None);
+        }
+        // The run that appends: past the leaf's last key, then strictly ascending.
+        let mut end = next;
+        while let Some((key, _)) = rows.get(end) {
+            let appends = if end == next {
+                key.as_ref() >= view.lo.as_ref() && view.is_past_last_key(key)
+            } else {
+                key.as_ref() > rows[end - 1].0.as_ref()
+            };
+            if !appends {
+                break;
+            }
+            end += 1;
+        }
+        let room = max_items.saturating_sub(view.data.len());
+        let fill = room.min(end - next);
+        let tail = &rows[next + fill..end];
+        if tail.len() < min_items.max(1) {
+            return Ok(None);
+        }
+        // The tail in leaves of `max_items` rows but the last, which takes what is left
+        // (at least `min_items`: the one before gives it some).
+        let mut bounds = Vec::new();
+        let mut at = 0;
+        while tail.len() - at > max_items {
+            let rest = tail.len() - at - max_items;
+            let take = if rest < min_items { max_items - (min_items - rest) } else { max_items };
+            bounds.push((at, at + take));
+            at += take;
+        }
+        bounds.push((at, tail.len()));
+        // Right to left, each leaf knowing its right sibling (none for the new last one).
+        let mut right: Option<NonZeroU64> = view.next;
+        let mut allocated: Vec<(PageId, crate::pagecache::PageView<'g>)> =
+            Vec::with_capacity(bounds.len());
+        for (i, &(from, to)) in bounds.iter().enumerate().rev() {
+            let hi = match bounds.get(i + 1) {
+                Some(&(next_from, _)) => tail[next_from].0.clone(),
+                None => IVec::default(),
+            };
+            let leaf = Node::new_leaf(tail[from].0.clone(), hi, right, &tail[from..to]);
+            let (new_pid, new_view) = self.context.pagecache.allocate(leaf, guard)?;
+            right = NonZeroU64::new(new_pid);
+            allocated.push((new_pid, new_view));
+        }
+        allocated.reverse();
+        let first = match right {
+            Some(first) => first,
+            None => return Ok(None),
+        };
+        let mut node: Node = view.deref().clone();
+        for (key, value) in &rows[next..next + fill] {
+            let (encoded_key, _) = node.node_kv_pair(key.as_ref());
+            node.apply(&Link::Set(encoded_key, value.clone()));
+        }
+        let node = node.bounded_leaf(tail[0].0.clone(), first);
+        if self.context.pagecache.replace(pid, view.0, node, guard)?.is_err() {
+            // Changed meanwhile: the new leaves were never reachable.
+            for (new_pid, new_view) in allocated {
+                let _ = self.context.pagecache.free(new_pid, new_view, guard)?;
+            }
+            M.tree_looped();
+            return Ok(None);
+        }
+        // The parent learns of every new leaf at once. Parent splits are an optimization (a
+        // traversal reaches the new leaves through the right-sibling links, and completes
+        // the parent itself): a parent that changed meanwhile is left to that.
+        if let Some(parent_view) = self.view_for_pid(parent, guard)? {
+            if parent_view.data.is_index()
+                && !parent_view.merging
+                && parent_view.lo.as_ref() <= view.lo.as_ref()
+                && parent_view.hi.is_empty()
+            {
+                let mut new_parent: Node = parent_view.deref().clone();
+                let mut added = false;
+                for (&(from, _), (new_pid, _)) in bounds.iter().zip(&allocated) {
+                    added |= new_parent.parent_split(tail[from].0.as_ref(), *new_pid);
+                }
+                if added {
+                    let _ = self.context.pagecache.replace(
+                        parent,
+                        parent_view.node_view.0,
+                        new_parent,
+                        guard,
+                    )?;
+                }
+            }
+        }
+        Ok(Some(end))
     }
 
     /// minietcd: removes `keys`, meant to be in ascending order (rows deleted oldest first
@@ -1726,6 +1849,20 @@ impl Tree {
     where
         K: AsRef<[u8]>,
     {
+        self.view_and_parent_for_key(key, guard).map(|(view, _)| view)
+    }
+
+    /// minietcd: [`Tree::view_for_key`], with the page of the index node the traversal came
+    /// down from (`None` for a root leaf; after a hop to a right sibling it may not point at
+    /// the leaf).
+    pub(crate) fn view_and_parent_for_key<'g, K>(
+        &self,
+        key: K,
+        guard: &'g Guard,
+    ) -> Result<(View<'g>, Option<PageId>)>
+    where
+        K: AsRef<[u8]>,
+    {
         #[cfg(any(test, feature = "lock_free_delays"))]
         const MAX_LOOPS: usize = usize::max_value();
 
@@ -1881,7 +2018,7 @@ impl Tree {
                 cursor = next.1;
             } else {
                 assert!(!overshot && !undershot);
-                return Ok(view);
+                return Ok((view, parent_view.map(|p| p.pid)));
             }
         }
         panic!(
