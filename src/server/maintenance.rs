@@ -140,8 +140,8 @@ impl Maintenance for MaintenanceService {
             .voter_ids()
             .any(|id| id == me);
         let db_size = i64::try_from(self.ctx.quota.db_size_now()).unwrap_or(i64::MAX);
-        let quota = self.ctx.quota.clone();
-        let in_use = blocking(move || quota.size_in_use()).await?;
+        let store = self.ctx.store.clone();
+        let in_use = blocking(move || store.size_in_use()).await?;
         // sled's file holds more than the rows (its own pages and log); never report more in
         // use than the file's size.
         let db_size_in_use = i64::try_from(in_use).unwrap_or(i64::MAX).min(db_size);

@@ -16,7 +16,7 @@ use crate::pb::etcdserverpb::{AlarmRequest, AlarmType, LeaseGrantRequest, PutReq
 use crate::pb::minietcdpb::internal_request::Request as Write;
 
 use super::{ApiError, ServerContext};
-use crate::storage::{MvccStore, StorageError};
+use crate::storage::MvccStore;
 
 /// How stale the measured database size may be: sled sums its files on every call, so the
 /// quota check of a busy member reuses one measurement for this long.
@@ -62,12 +62,6 @@ impl SpaceQuota {
                 cached.map_or(0, |(_, size)| size)
             }
         }
-    }
-
-    /// The bytes the store's rows take (Status's db_size_in_use), as the store counts them
-    /// (see [`MvccStore::size_in_use`]).
-    pub fn size_in_use(&self) -> Result<u64, StorageError> {
-        self.store.size_in_use()
     }
 
     /// The database size, measured at most [`SIZE_REFRESH`] ago.
@@ -141,53 +135,5 @@ impl ServerContext {
             );
         }
         Err(ApiError::NoSpace)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::pb::etcdserverpb::PutRequest;
-    use crate::pb::minietcdpb::InternalRequest;
-
-    fn quota_over_rows(n: usize) -> (tempfile::TempDir, Arc<SpaceQuota>) {
-        let dir = tempfile::tempdir().unwrap();
-        let db = sled::open(dir.path()).unwrap();
-        let store = Arc::new(MvccStore::open(&db).unwrap());
-        for i in 0..n {
-            let put = InternalRequest {
-                caller: None,
-                request: Some(Write::Put(PutRequest {
-                    key: format!("k{i:04}").into_bytes(),
-                    value: vec![b'v'; 100],
-                    ..Default::default()
-                })),
-            };
-            store.apply(&put, b"applied").unwrap();
-        }
-        (dir, Arc::new(SpaceQuota::new(store, None)))
-    }
-
-    #[test]
-    fn the_bytes_in_use_follow_every_write() {
-        let (_dir, q) = quota_over_rows(10);
-        let first = q.size_in_use().unwrap();
-        assert!(first > 10 * 100, "{first}");
-        q.store
-            .apply(
-                &InternalRequest {
-                    caller: None,
-                    request: Some(Write::Put(PutRequest {
-                        key: b"more".to_vec(),
-                        value: vec![b'v'; 1000],
-                        ..Default::default()
-                    })),
-                },
-                b"applied",
-            )
-            .unwrap();
-        let now = q.size_in_use().unwrap();
-        assert!(now > first + 1000, "{first} -> {now}");
-        assert_eq!(now, q.store.size_in_use_read().unwrap());
     }
 }

@@ -320,9 +320,7 @@ impl MvccStore {
             rec.state.current = backend::FIRST_REVISION;
         }
         let mut state = rec.state;
-        let kv_bytes = rec
-            .kv_bytes
-            .saturating_sub(finish_compaction(&tree, &mut state)?);
+        let kv_bytes = finish_compaction(&tree, &mut state, rec.kv_bytes)?;
         tracing::info!(
             rev = state.current,
             compacted = state.compacted,
@@ -1216,10 +1214,11 @@ impl GroupRows {
     /// Adds a write's rows, keeping the rows it sets in `overlay` for the group's later reads.
     fn add(&mut self, ops: backend::RowOps, overlay: &mut backend::Overlay) {
         for (k, v) in ops.into_inner() {
-            self.kv_only &= v.is_some() && k.first() == Some(&revision::KV_PREFIX);
+            let kv_row = k.first() == Some(&revision::KV_PREFIX);
+            self.kv_only &= v.is_some() && kv_row;
             match &v {
                 Some(v) => {
-                    if k.first() == Some(&revision::KV_PREFIX) {
+                    if kv_row {
                         self.kv_bytes += (k.len() + v.len()) as u64;
                     }
                     overlay.insert(k.clone(), v.clone());
@@ -1395,14 +1394,20 @@ fn clear_keeping_marker(tree: &sled::Tree) -> Result<(), StorageError> {
 }
 
 /// Re-runs the recorded compaction over a freshly rebuilt index and deletes the rows it
-/// drops (left behind by a crash during compaction, or carried by a snapshot).
-fn finish_compaction(tree: &sled::Tree, state: &mut State) -> Result<u64, StorageError> {
+/// drops (left behind by a crash during compaction, or carried by a snapshot). `kv_bytes`
+/// are the bytes of the tree's kv rows; returns what is left of them.
+fn finish_compaction(
+    tree: &sled::Tree,
+    state: &mut State,
+    kv_bytes: u64,
+) -> Result<u64, StorageError> {
     if state.compacted > 0 {
         let mut removed = compact::compact_index(state, state.compacted);
         if !removed.is_empty() {
             tracing::info!(rows = removed.len(), "finishing an interrupted compaction");
-            return compact::delete_rows(tree, &mut removed);
+            let gone = compact::delete_rows(tree, &mut removed)?;
+            return Ok(kv_bytes.saturating_sub(gone));
         }
     }
-    Ok(0)
+    Ok(kv_bytes)
 }

@@ -263,9 +263,7 @@ impl MvccStore {
             "snapshot install: rows written and checked"
         );
         let mut state = rec.state;
-        let kv_bytes = rec
-            .kv_bytes
-            .saturating_sub(finish_compaction(copy.tree(), &mut state)?);
+        let kv_bytes = finish_compaction(copy.tree(), &mut state, rec.kv_bytes)?;
         copy.finish()?;
         tracing::info!("snapshot install: copy durable; switching to it");
         // Readers are held off only for the switch itself.
@@ -306,7 +304,6 @@ impl MvccStore {
                 "snapshot holds no store or an unfinished install".into(),
             ));
         }
-        let rec_kv_bytes = rec.kv_bytes;
         let mut state = rec.state;
         let _apply = self.lock_apply_without_readers()?;
         // Readers are held off for the whole rewrite: the rows they would load vanish.
@@ -336,7 +333,7 @@ impl MvccStore {
             }
         }
         e.tree.apply_batch(batch)?;
-        let kv_bytes = rec_kv_bytes.saturating_sub(finish_compaction(&e.tree, &mut state)?);
+        let kv_bytes = finish_compaction(&e.tree, &mut state, rec.kv_bytes)?;
         e.tree.remove(META_INSTALLING)?;
         e.tree.flush()?;
         self.installed(&mut st, state, kv_bytes, total + bytes as u64);

@@ -181,3 +181,18 @@ fn regression_non_key_sort_with_order_none_sorts_only_the_fetched_page() {
     req.sort_order = SortOrder::Ascend as i32;
     assert_eq!(keys(&f.store.range(&req).unwrap()), ["d"]);
 }
+
+/// Status's bytes in use follow every write at once (they are counted, not measured).
+#[test]
+fn the_bytes_in_use_follow_every_write() {
+    let f = fixture();
+    for i in 0..10 {
+        put(&f.store, &format!("k{i:04}"), &"v".repeat(100));
+    }
+    let first = f.store.size_in_use().unwrap();
+    assert!(first > 10 * 100, "{first}");
+    put(&f.store, "more", &"v".repeat(1000));
+    let now = f.store.size_in_use().unwrap();
+    assert!(now > first + 1000, "{first} -> {now}");
+    assert_eq!(now, f.store.size_in_use_read().unwrap());
+}

@@ -13,8 +13,9 @@ pub struct Node {
     pub(crate) data: Data,
 }
 
-/// minietcd: the bytes two bounds share at their start (at most 255), as a node's prefix is
-/// taken; an empty `hi` (no upper bound) shares none.
+/// The bytes two bounds share at their start (at most 255, what a node's `prefix_len` holds):
+/// a node's prefix; an empty `hi` (no upper bound) shares none. (minietcd: one function for
+/// what `split` and `receive_merge` each computed inline.)
 fn shared_prefix_len(lo: &[u8], hi: &[u8]) -> usize {
     hi.iter()
         .zip(lo.iter())
@@ -23,18 +24,20 @@ fn shared_prefix_len(lo: &[u8], hi: &[u8]) -> usize {
         .count()
 }
 
-/// minietcd: the most items a leaf holds before a traversal splits it (`should_split`), and
-/// the fewest it holds without being merged into its left sibling (`should_merge`).
-pub(crate) fn leaf_item_bounds() -> (usize, usize) {
+/// A node with more items than this is split (minietcd: taken out of `should_split`, so
+/// that `Tree::extend_ordered` fills leaves to it).
+pub(crate) fn split_threshold(data: &Data) -> usize {
     if cfg!(any(test, feature = "lock_free_delays")) {
-        (2, 1)
+        2
+    } else if data.is_index() {
+        256
     } else {
-        (16, 4)
+        16
     }
 }
 
 /// A node with fewer items than this is merged into its left sibling.
-fn merge_threshold(data: &Data) -> usize {
+pub(crate) fn merge_threshold(data: &Data) -> usize {
     if cfg!(any(test, feature = "lock_free_delays")) {
         1
     } else if data.is_index() {
@@ -45,6 +48,12 @@ fn merge_threshold(data: &Data) -> usize {
 }
 
 impl Node {
+    /// minietcd: whether `key` lies in this node's range, `[lo, hi)` (an empty `hi` has no
+    /// upper bound).
+    pub(crate) fn covers(&self, key: &[u8]) -> bool {
+        key >= self.lo.as_ref() && (self.hi.is_empty() || key < self.hi.as_ref())
+    }
+
     /// minietcd: a leaf holding `rows` (full keys, ascending, each in `[lo, hi)`; an empty
     /// `hi` has no upper bound), its right sibling `next`: built whole for a tree filled in
     /// key order (see `Tree::extend_ordered`), with its keys encoded for the prefix `lo`
@@ -59,7 +68,8 @@ impl Node {
         let keys = rows.iter().map(|(k, _)| IVec::from(&k[prefix_len..])).collect();
         let values = rows.iter().map(|(_, v)| v.clone()).collect();
         Node {
-            prefix_len: u8::try_from(prefix_len).unwrap(),
+            // At most 255.
+            prefix_len: prefix_len as u8,
             next,
             merging_child: None,
             merging: false,
@@ -82,7 +92,8 @@ impl Node {
                 }
             }
         }
-        self.prefix_len = u8::try_from(new_prefix_len).unwrap();
+        // At most 255.
+        self.prefix_len = new_prefix_len as u8;
         self.hi = hi;
         self.next = Some(next);
         self
@@ -290,12 +301,7 @@ impl Node {
 
             assert!(!split_point.is_empty());
 
-            let new_prefix_len = old_hi
-                .iter()
-                .zip(split_point.iter())
-                .take_while(|(a, b)| a == b)
-                .take(u8::max_value() as usize)
-                .count();
+            let new_prefix_len = shared_prefix_len(&split_point, old_hi);
 
             assert!(
                 new_prefix_len >= old_prefix.len(),
@@ -383,13 +389,7 @@ impl Node {
 
         self.hi = split;
 
-        let new_prefix_len = self
-            .hi
-            .iter()
-            .zip(self.lo.iter())
-            .take_while(|(a, b)| a == b)
-            .take(u8::max_value() as usize)
-            .count();
+        let new_prefix_len = shared_prefix_len(&self.lo, &self.hi);
 
         if new_prefix_len != self.prefix_len as usize {
             match self.data {
@@ -470,13 +470,7 @@ impl Node {
 
         let mut merged = self.clone();
 
-        let new_prefix_len = right
-            .hi
-            .iter()
-            .zip(self.lo.iter())
-            .take_while(|(a, b)| a == b)
-            .take(u8::max_value() as usize)
-            .count();
+        let new_prefix_len = shared_prefix_len(&self.lo, &right.hi);
 
         if new_prefix_len != merged.prefix_len as usize {
             match merged.data {
@@ -687,15 +681,7 @@ impl Node {
     }
 
     pub(crate) fn should_split(&self) -> bool {
-        let threshold = if cfg!(any(test, feature = "lock_free_delays")) {
-            2
-        } else if self.data.is_index() {
-            256
-        } else {
-            16
-        };
-
-        let size_checks = self.data.len() > threshold;
+        let size_checks = self.data.len() > split_threshold(&self.data);
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks

@@ -263,8 +263,7 @@ impl Tree {
             let mut end = next;
             while let Some((key, value)) = rows.get(end) {
                 let key = key.as_ref();
-                let past_hi = !node.hi.is_empty() && key >= node.hi.as_ref();
-                if key < node.lo.as_ref() || past_hi {
+                if !node.covers(key) {
                     break;
                 }
                 if end > next && node.should_split() {
@@ -304,10 +303,11 @@ impl Tree {
         parent: PageId,
         guard: &'g Guard,
     ) -> Result<Option<usize>> {
-        let (max_items, min_items) = crate::node::leaf_item_bounds();
         if !view.hi.is_empty() || view.data.is_index() || view.merging {
             return Ok(None);
         }
+        let max_items = crate::node::split_threshold(&view.data);
+        let min_items = crate::node::merge_threshold(&view.data);
         // The run that appends: past the leaf's last key, then strictly ascending.
         let mut end = next;
         while let Some((key, _)) = rows.get(end) {
@@ -423,9 +423,7 @@ impl Tree {
             let mut end = next;
             while let Some(key) = keys.get(end) {
                 let key = key.as_ref();
-                let past_hi =
-                    !node_view.hi.is_empty() && key >= node_view.hi.as_ref();
-                if key < node_view.lo.as_ref() || past_hi {
+                if !node_view.covers(key) {
                     break;
                 }
                 if node_view.leaf_pair_for_key(key).is_some() {
