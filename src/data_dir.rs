@@ -423,6 +423,31 @@ fn write_identity(path: &Path, id: &Identity) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// [`DataDir::open_with_wal`], waiting while the database is still locked by a handle of
+    /// this process that was just dropped: sled lets its lock go when its flusher thread
+    /// ends, a moment after the drop. Another process holding it would still be `InUse`
+    /// after the wait.
+    fn open_with_wal(
+        dir: &Path,
+        identity: Identity,
+        check_ids: bool,
+        wal_dir: Option<&Path>,
+    ) -> Result<DataDir, DataDirError> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match DataDir::open_with_wal(dir, identity.clone(), check_ids, wal_dir) {
+                Err(DataDirError::InUse(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open(dir: &Path, identity: Identity, check_ids: bool) -> Result<DataDir, DataDirError> {
+        open_with_wal(dir, identity, check_ids, None)
+    }
+
     fn id(name: &str) -> Identity {
         Identity::new(name, 1, 2, "t")
     }
@@ -436,10 +461,10 @@ mod tests {
         fs::create_dir_all(dir.join(WAL_DIR)).unwrap();
         drop(sled::open(dir.join(DB_DIR)).unwrap());
         fs::write(dir.join(format!("{IDENTITY_FILE}.tmp")), b"{half").unwrap();
-        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        let d = open(&dir, id("a"), true).unwrap();
         assert!(d.fresh);
         drop(d);
-        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        let d = open(&dir, id("a"), true).unwrap();
         assert!(!d.fresh, "the second start finds a complete member");
         drop(d);
 
@@ -447,7 +472,7 @@ mod tests {
         fs::create_dir_all(other.join(WAL_DIR)).unwrap();
         fs::write(other.join("notes.txt"), b"mine").unwrap();
         assert!(matches!(
-            DataDir::open(&other, id("a"), true),
+            open(&other, id("a"), true),
             Err(DataDirError::Foreign(_))
         ));
         assert!(
@@ -460,27 +485,25 @@ mod tests {
     fn create_reopen_and_refuse() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
-        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        let d = open(&dir, id("a"), true).unwrap();
         assert!(d.fresh);
         drop(d);
-        let d = DataDir::open(&dir, id("a"), true).unwrap();
+        let d = open(&dir, id("a"), true).unwrap();
         assert!(!d.fresh);
         drop(d);
-        let e = DataDir::open(&dir, id("b"), true).err().unwrap();
+        let e = open(&dir, id("b"), true).err().unwrap();
         assert!(matches!(e, DataDirError::WrongMember { .. }), "{e}");
 
         let foreign = tmp.path().join("f");
         fs::create_dir_all(&foreign).unwrap();
         fs::write(foreign.join("x"), b"hello").unwrap();
         assert!(matches!(
-            DataDir::open(&foreign, id("a"), true),
+            open(&foreign, id("a"), true),
             Err(DataDirError::Foreign(_))
         ));
 
         let other_cluster = Identity::new("a", 1, 3, "t");
-        let e = DataDir::open(&dir, other_cluster.clone(), true)
-            .err()
-            .unwrap();
+        let e = open(&dir, other_cluster.clone(), true).err().unwrap();
         assert!(matches!(e, DataDirError::WrongCluster { .. }), "{e}");
         assert!(
             e.to_string()
@@ -490,11 +513,11 @@ mod tests {
         // A member id the flags do not give (a member added at run time, restarted with
         // the first start's flags) is kept, as etcd keeps it.
         let other_member = Identity::new("a", 9, 2, "t");
-        let d = DataDir::open(&dir, other_member.clone(), true).unwrap();
+        let d = open(&dir, other_member.clone(), true).unwrap();
         assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));
         drop(d);
         // A member that joined a running cluster keeps the ids on disk.
-        let d = DataDir::open(&dir, other_cluster, false).unwrap();
+        let d = open(&dir, other_cluster, false).unwrap();
         assert_eq!((d.identity.member_id, d.identity.cluster_id), (1, 2));
         drop(d);
 
@@ -504,7 +527,7 @@ mod tests {
         let current = fs::read(dir.join(IDENTITY_FILE)).unwrap();
         old["format"] = "minietcd/1".into();
         fs::write(dir.join(IDENTITY_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
-        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        let e = open(&dir, id("a"), true).err().unwrap();
         assert!(matches!(e, DataDirError::OldFormat { .. }), "{e}");
         assert!(
             e.to_string()
@@ -514,7 +537,7 @@ mod tests {
         // And so is one of the second (Raft snapshots inside sled).
         old["format"] = "minietcd/2".into();
         fs::write(dir.join(IDENTITY_FILE), serde_json::to_vec(&old).unwrap()).unwrap();
-        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        let e = open(&dir, id("a"), true).err().unwrap();
         assert!(
             e.to_string()
                 .contains("\"minietcd/2\" keeps Raft snapshots inside sled"),
@@ -524,7 +547,7 @@ mod tests {
 
         fs::write(dir.join(IDENTITY_FILE), b"{not json").unwrap();
         assert!(matches!(
-            DataDir::open(&dir, id("a"), true),
+            open(&dir, id("a"), true),
             Err(DataDirError::Damaged { .. })
         ));
     }
@@ -534,24 +557,24 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("d");
         let wal = tmp.path().join("elsewhere/wal");
-        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        let d = open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
         assert_eq!(d.wal_dir(), fs::canonicalize(&wal).unwrap());
         assert!(!dir.join(WAL_DIR).exists());
         drop(d);
-        let d = DataDir::open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
+        let d = open_with_wal(&dir, id("a"), true, Some(&wal)).unwrap();
         assert!(!d.fresh);
         drop(d);
-        let e = DataDir::open(&dir, id("a"), true).err().unwrap();
+        let e = open(&dir, id("a"), true).err().unwrap();
         assert!(e.to_string().contains("--wal-dir is not given"), "{e}");
         let other = tmp.path().join("other");
         fs::create_dir_all(&other).unwrap();
-        let e = DataDir::open_with_wal(&dir, id("a"), true, Some(&other))
+        let e = open_with_wal(&dir, id("a"), true, Some(&other))
             .err()
             .unwrap();
         assert!(matches!(e, DataDirError::WrongWalDir { .. }), "{e}");
         // A new member refuses a WAL dir that already holds something.
         fs::write(other.join("0000000000000000.wal"), b"x").unwrap();
-        let e = DataDir::open_with_wal(&tmp.path().join("d2"), id("b"), true, Some(&other))
+        let e = open_with_wal(&tmp.path().join("d2"), id("b"), true, Some(&other))
             .err()
             .unwrap();
         assert!(matches!(e, DataDirError::WalDirNotEmpty(_)), "{e}");
