@@ -30,6 +30,7 @@
 //!   internal Raft commands and peer service).
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod background;
 pub mod config;
 pub mod data_dir;
 pub mod lessor;

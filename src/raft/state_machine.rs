@@ -195,6 +195,9 @@ impl Shared {
                         return;
                     }
                 };
+                // Reading out a million rows takes seconds of CPU: behind the requests (once
+                // the view is captured, under the lock applies take).
+                crate::background::lower_this_thread();
                 let _ = meta_tx.send(Ok(meta.clone()));
                 let started = std::time::Instant::now();
                 let failures = blocks_tx.clone();

@@ -703,7 +703,11 @@ impl MvccStore {
             };
             if next.is_none() || pending.len() >= compact::COMPACT_PENDING_ROWS {
                 rows += pending.len();
-                self.delete_compacted_rows(&mut pending, limit, background)?;
+                if background {
+                    self.delete_behind_requests(&mut pending, limit)?;
+                } else {
+                    self.delete_compacted_rows(&mut pending, limit, false)?;
+                }
             }
             match next {
                 Some(key) => from = Some(key),
@@ -726,6 +730,33 @@ impl MvccStore {
         );
         self.mark_removed(rev);
         Ok(CompactedHistory { rows, steps })
+    }
+
+    /// [`Self::delete_compacted_rows`] in the background, on a thread of its own that runs
+    /// behind the requests (`crate::background`): the deletion is seconds of CPU at a million
+    /// keys, and holds no lock a request waits for (only the removal lock, which snapshot
+    /// views and installs take). The index steps stay on the compactor's thread, at normal
+    /// priority: they hold the apply lock.
+    fn delete_behind_requests(
+        &self,
+        pending: &mut Vec<(Revision, bool)>,
+        batch: usize,
+    ) -> Result<(), StorageError> {
+        std::thread::scope(|s| {
+            std::thread::Builder::new()
+                .name("compaction-delete".into())
+                .spawn_scoped(s, || {
+                    crate::background::lower_this_thread();
+                    self.delete_compacted_rows(pending, batch, true)
+                })
+                .map_err(|e| StorageError::Corrupt(format!("compaction: {e}")))?
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(StorageError::Corrupt(
+                        "compaction: the deleting thread panicked".into(),
+                    ))
+                })
+        })
     }
 
     /// Deletes the gathered rows of a compaction in revision order, `batch` rows at a time
