@@ -26,6 +26,16 @@ use super::revision::{row_key, Revision};
 pub const COMPACT_STEP_KEYS: usize = 1000;
 /// The pause between background compaction steps (etcd's is 10 ms).
 pub const COMPACT_STEP_PAUSE: Duration = Duration::from_millis(10);
+/// How long the deletion of compacted rows rests after a batch, per unit of time the batch
+/// took: a deletion that runs behind the requests still shares the disk, sled's buffers and
+/// the cores they leave with them, so it works at most a third of the time.
+pub const COMPACT_DELETE_REST_PER_WORK: u32 = 2;
+
+/// The rest after a batch of deletions that took `worked`: [`COMPACT_DELETE_REST_PER_WORK`]
+/// times as long, and never less than [`COMPACT_STEP_PAUSE`].
+pub fn delete_pause(worked: Duration) -> Duration {
+    (worked * COMPACT_DELETE_REST_PER_WORK).max(COMPACT_STEP_PAUSE)
+}
 /// The rows a compaction gathers from its index steps before deleting them (in revision
 /// order, a batch at a time): deleted in revision order across many steps, the rows that
 /// share a leaf go together. About 24 bytes a row; the step that reaches it may add its own

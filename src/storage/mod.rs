@@ -770,6 +770,7 @@ impl MvccStore {
         compact::removal_order(pending);
         let mut batches = pending.chunks_mut(batch.max(1)).peekable();
         while let Some(rows) = batches.next() {
+            let started = std::time::Instant::now();
             {
                 // A snapshot being read needs every row it may reach: deletion waits for it
                 // (then holds the removal lock, so that no other view begins meanwhile). An
@@ -785,7 +786,7 @@ impl MvccStore {
                 self.uncount_kv_bytes(bytes);
             }
             if background && batches.peek().is_some() {
-                std::thread::sleep(compact::COMPACT_STEP_PAUSE);
+                std::thread::sleep(compact::delete_pause(started.elapsed()));
             }
         }
         pending.clear();

@@ -237,3 +237,18 @@ fn the_compaction_batch_limit_bounds_each_step() {
         assert_eq!(kv_rows(&f.store), 95);
     }
 }
+
+/// The deletion rests twice as long as a batch worked, and at least etcd's pause between
+/// steps.
+#[test]
+fn the_deletion_rests_in_proportion_to_its_work() {
+    assert_eq!(
+        compact::delete_pause(Duration::ZERO),
+        compact::COMPACT_STEP_PAUSE
+    );
+    assert_eq!(
+        compact::delete_pause(Duration::from_millis(30)),
+        Duration::from_millis(30) * compact::COMPACT_DELETE_REST_PER_WORK
+    );
+    assert!(compact::delete_pause(Duration::from_millis(100)) > Duration::from_millis(100));
+}
