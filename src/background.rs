@@ -15,9 +15,8 @@
 //! slow install on a busy machine had the leader move past the snapshot and send another,
 //! two installs back to back with both stores in memory (seen in the suite).
 
-/// How many nice steps a background thread runs below the process (Linux's CFS gives a thread
-/// about 10% of a core against one of normal priority at 10 steps, and yields to a woken
-/// request thread at once).
+/// How many nice steps a background thread runs below the process (at 10 steps Linux's
+/// scheduler weighs it at about a tenth of a thread of normal priority when both want a core).
 pub const BACKGROUND_NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority by [`BACKGROUND_NICE`] steps, for the rest of its
