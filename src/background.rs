@@ -1,19 +1,20 @@
 //! Bulk work kept behind the requests being served, for CPU time.
 //!
-//! A snapshot read out for a new member and the removal of compacted history each keep a core
-//! busy for seconds. On a machine whose cores the members share, the puts being served then
-//! wait for a core behind them: their latency rises for the whole of the bulk work, on every
-//! member, not only on the one doing it. The threads made for such work lower their own
-//! scheduling priority ([`BACKGROUND_NICE`] steps below the process's), as RocksDB does for
-//! its compaction threads: they take what the requests leave, and all of it when the machine
-//! is otherwise idle.
+//! A snapshot read out for a new member, a snapshot installed into a copy, and the removal of
+//! compacted history each keep a core busy for seconds. On a machine whose cores the members
+//! share, the puts being served then wait for a core behind them: their latency rises for the
+//! whole of the bulk work, on every member, not only on the one doing it. The threads made
+//! for such work lower their own scheduling priority ([`BACKGROUND_NICE`] steps below the
+//! process's), as RocksDB does for its compaction threads: they take what the requests leave,
+//! and all of it when the machine is otherwise idle.
 //!
 //! A thread cannot raise its priority back without privilege, so only threads that exist for
 //! the bulk work alone lower theirs (never a thread of a shared pool).
 //!
-//! An install keeps its priority: the member installing is behind until it is done, and a
-//! slow install on a busy machine had the leader move past the snapshot and send another,
-//! two installs back to back with both stores in memory (seen in the suite).
+//! A slower install cannot make the leader send another snapshot: while a snapshot is on its
+//! way (until the receiver has installed it) the leader builds no new one, so the log entries
+//! right after it are still there when the receiver asks for them (see
+//! `raft::PeerChannels::snapshots_not_sending`).
 
 /// How many nice steps a background thread runs below the process (at 10 steps Linux's
 /// scheduler weighs it at about a tenth of a thread of normal priority when both want a core).

@@ -351,7 +351,11 @@ pub async fn start_tuned(
         .map_err(|e| RaftError::Raft(e.to_string()))?;
     serve_snapshots.start();
 
-    tokio::spawn(ask_for_snapshots(raft.clone(), snapshot_trigger));
+    tokio::spawn(ask_for_snapshots(
+        raft.clone(),
+        snapshot_trigger,
+        channels.clone(),
+    ));
 
     let initialized = raft
         .is_initialized()
@@ -399,8 +403,13 @@ pub async fn start_tuned(
 const SNAPSHOT_RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Asks openraft for a snapshot each time `--snapshot-count` writes were applied since the
-/// last one; ends when Raft shuts down.
-async fn ask_for_snapshots(raft: RaftHandle, trigger: Arc<state_machine::SnapshotTrigger>) {
+/// last one, but not while a snapshot is being sent (see
+/// [`PeerChannels::snapshots_not_sending`]); ends when Raft shuts down.
+async fn ask_for_snapshots(
+    raft: RaftHandle,
+    trigger: Arc<state_machine::SnapshotTrigger>,
+    channels: Arc<PeerChannels>,
+) {
     let mut server = raft.server_metrics();
     loop {
         tokio::select! {
@@ -411,6 +420,18 @@ async fn ask_for_snapshots(raft: RaftHandle, trigger: Arc<state_machine::Snapsho
                 }
                 continue;
             }
+        }
+        if channels.is_sending_snapshot() {
+            tracing::info!(
+                writes = trigger.since_last(),
+                "snapshot-count reached; skip the snapshot since one is being sent"
+            );
+            let shut_down = async { while server.changed().await.is_ok() {} };
+            tokio::select! {
+                () = channels.snapshots_not_sending() => {}
+                () = shut_down => return,
+            }
+            tracing::info!("the snapshot was sent; building the snapshot that was due");
         }
         let mut attempt = 0u32;
         while trigger.pending() {

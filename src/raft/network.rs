@@ -91,6 +91,19 @@ pub struct PeerChannels {
     answered: Mutex<HashMap<NodeId, (std::time::Instant, std::time::Instant)>>,
     /// How `https://` peer URLs are dialled (peer TLS); `None`: they cannot be.
     tls: Option<minietcd_client::tls::TlsConnector>,
+    /// How many snapshots this member is sending, each counted until the receiver answers
+    /// (after its install): while any is, no new snapshot is built (see
+    /// [`PeerChannels::snapshots_not_sending`]).
+    sending_snapshots: tokio::sync::watch::Sender<usize>,
+}
+
+/// One snapshot being sent, counted in [`PeerChannels`] while it lives.
+struct SendingSnapshot(Arc<PeerChannels>);
+
+impl Drop for SendingSnapshot {
+    fn drop(&mut self) {
+        self.0.sending_snapshots.send_modify(|n| *n -= 1);
+    }
 }
 
 /// A peer silent this long is no longer active (heartbeats come every heartbeat interval).
@@ -103,6 +116,31 @@ impl PeerChannels {
             tls,
             ..PeerChannels::default()
         }
+    }
+
+    /// Counts a snapshot send until the returned guard is dropped (answered, failed or
+    /// cancelled alike).
+    fn sending_snapshot(self: &Arc<Self>) -> SendingSnapshot {
+        self.sending_snapshots.send_modify(|n| *n += 1);
+        SendingSnapshot(self.clone())
+    }
+
+    /// Resolves once no snapshot is being sent to a peer.
+    ///
+    /// As etcd does, a member sending a snapshot builds no new one: a new snapshot purges the
+    /// log behind it, and the entries right after the snapshot on its way are the ones the
+    /// receiver asks for when its install is done. A send and install that outlast the next
+    /// `--snapshot-count` writes would otherwise find them gone, and the receiver would be
+    /// sent another snapshot, then another, each a whole store.
+    pub async fn snapshots_not_sending(&self) {
+        let mut sending = self.sending_snapshots.subscribe();
+        // The sender lives in `self`, so the wait cannot fail.
+        let _ = sending.wait_for(|n| *n == 0).await;
+    }
+
+    /// Whether a snapshot is being sent to a peer.
+    pub fn is_sending_snapshot(&self) -> bool {
+        *self.sending_snapshots.borrow() > 0
     }
 
     /// Records that member `id` answered a Raft RPC now.
@@ -586,6 +624,7 @@ impl RaftNetworkV2<TypeConfig> for PeerNetwork {
             .clone()
             .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
         let chunk_ttl = option.hard_ttl();
+        let _sending = self.channels.sending_snapshot();
         let started = std::time::Instant::now();
         tracing::info!(target = self.target, bytes = ?progress.total(), streamed = progress.total().is_none(), last_log_id = ?snapshot.meta.last_log_id, "sending snapshot");
         let call = client.install_snapshot(tonic::Request::new(chunks));
