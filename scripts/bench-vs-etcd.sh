@@ -30,7 +30,9 @@
 #                 member (member add, started empty) until it has caught up through a snapshot,
 #                 with put p99 meanwhile; the quiet put again on the four members; physical
 #                 compaction of every revision so far, with put p99 meanwhile. Prints the
-#                 table and one line per target of issue 14.
+#                 table and one line per target of issue 14. Each rate-limited load also
+#                 leaves a timeline (one JSON line per second: requests, p50, p99, max, wall
+#                 clock) in DIR/logs/bench-r1-KIND-scale-put-*.err, to line up with the logs.
 #   --scale-keys N   keys loaded (default 1000000; the overwrite is N/5)
 #   --snapshot-count C  --snapshot-count of both servers (default etcd's 100000; for a small N
 #                 pick one well below N, so that the new member still needs a snapshot)
@@ -664,7 +666,7 @@ bench_stop() {
 }
 # rate_load_start KIND ROUND NAME TOTAL: the rate-limited put load, on keys of the loaded space.
 rate_load_start() {
-  bench_start "$1" "$2" "$3" --target-leader --conns 10 --clients 10 put --key-size 8 --val-size 256 \
+  bench_start "$1" "$2" "$3" --interval-ms 1000 --target-leader --conns 10 --clients 10 put --key-size 8 --val-size 256 \
     --key-space-size "$SCALE_KEYS" --rate "$SCALE_RATE" --total "$4"
 }
 # record_put_latency ROUND KIND WORKLOAD METRICS...: p50/p99 of the last bench_start run.

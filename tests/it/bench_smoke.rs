@@ -72,6 +72,11 @@ fn start_etcd() -> Etcd {
 
 /// Runs the bench binary with `args`, asserting success, and returns its stdout.
 fn bench(endpoint: &str, args: &[&str]) -> String {
+    bench_output(endpoint, args).0
+}
+
+/// Runs the bench binary with `args`, asserting success, and returns its stdout and stderr.
+fn bench_output(endpoint: &str, args: &[&str]) -> (String, String) {
     let bin = &crate::support::workspace_bin("minietcd-bench");
     let out = Command::new(bin)
         .arg("--endpoints")
@@ -89,7 +94,7 @@ fn bench(endpoint: &str, args: &[&str]) -> String {
         "{} {args:?} printed no report; stderr: {stderr}",
         bin.display()
     );
-    String::from_utf8(out.stdout).unwrap()
+    (String::from_utf8(out.stdout).unwrap(), stderr.into_owned())
 }
 
 fn phase<'a>(report: &'a Value, name_prefix: &str) -> &'a Value {
@@ -154,6 +159,50 @@ fn bench_runs_against_real_etcd_and_reports_add_up() {
     let cpu = &report["client_cpu"];
     assert!(cpu["wall_secs"].as_f64().unwrap() > 0.0, "{cpu}");
     assert!(cpu["percent_of_one_core"].is_f64(), "{cpu}");
+
+    // put with a timeline: one JSON line per 50 ms on stderr, which together hold every
+    // request of the report (120 puts at 400/s: about 300 ms).
+    let (out, err) = bench_output(
+        &etcd.endpoint,
+        &[
+            "--json",
+            "--interval-ms=50",
+            "--clients=2",
+            "put",
+            "--total=120",
+            "--rate=400",
+            "--key-space-size=10",
+        ],
+    );
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_phase_adds_up(phase(&report, "put"), 120);
+    let lines: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(lines.len() >= 4, "timeline of {} lines: {err}", lines.len());
+    assert_eq!(
+        lines.iter().map(|l| l["ok"].as_u64().unwrap()).sum::<u64>(),
+        120,
+        "{err}"
+    );
+    let mut last_t = 0.0;
+    for l in &lines {
+        assert_eq!(l["phase"], "put", "{l}");
+        assert_eq!(l["errors"].as_u64(), Some(0), "{l}");
+        let t = l["t_secs"].as_f64().unwrap();
+        assert!(t > last_t, "times out of order: {err}");
+        last_t = t;
+        if l["ok"].as_u64().unwrap() > 0 {
+            let (p50, p99, max) = (
+                l["p50_ms"].as_f64().unwrap(),
+                l["p99_ms"].as_f64().unwrap(),
+                l["max_ms"].as_f64().unwrap(),
+            );
+            assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
+        }
+    }
 
     // range, text output, serializable.
     let text = bench(

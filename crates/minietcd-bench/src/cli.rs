@@ -37,6 +37,11 @@ pub struct Cli {
     /// Print the report as JSON on stdout instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Also print, every this many milliseconds of a request loop, one JSON line on stderr
+    /// with that interval's requests and latency percentiles: a timeline of a load while
+    /// something else happens on the servers (0: none).
+    #[arg(long, global = true, default_value_t = 0)]
+    pub interval_ms: u64,
     /// Output format, as etcd's benchmark spells it (`--output json` = `--json`).
     #[arg(long, global = true, value_enum)]
     pub output: Option<OutputFormat>,

@@ -53,6 +53,7 @@ pub async fn run(cli: &Cli) -> Result<RunReport> {
         Duration::from_millis(cli.dial_timeout_ms),
     )
     .await?;
+    runner::report_every(Duration::from_millis(cli.interval_ms));
     let cpu_start = CpuSample::now();
     let (phases, mut notes) = match &cli.command {
         Command::Put(a) => (vec![kv::put(&conns, cli.clients, a).await?], Vec::new()),

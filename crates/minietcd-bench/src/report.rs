@@ -104,6 +104,25 @@ impl Recorder {
         }
     }
 
+    /// One line of a timeline: the samples of the interval that ended `t` after the phase
+    /// began.
+    pub fn interval(&self, phase: &str, t: Duration) -> IntervalReport {
+        let ok = self.ok_count();
+        let at = |q: f64| (ok > 0).then(|| ms(self.hist.value_at_quantile(q)));
+        IntervalReport {
+            phase: phase.to_string(),
+            t_secs: t.as_secs_f64(),
+            unix_secs: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
+            ok,
+            errors: self.error_count(),
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            max_ms: (ok > 0).then(|| ms(self.hist.max())),
+        }
+    }
+
     /// The phase report for these samples over `duration`.
     pub fn report(&self, name: &str, unit: &str, duration: Duration) -> PhaseReport {
         let ok = self.ok_count();
@@ -177,6 +196,28 @@ fn ms(us: u64) -> f64 {
 /// (`Unavailable: etcdserver: no leader`, `DeadlineExceeded: ...`).
 pub fn error_kind(status: &tonic::Status) -> String {
     format!("{:?}: {}", status.code(), status.message())
+}
+
+/// The requests of one interval of a request loop (`--interval-ms`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IntervalReport {
+    /// The phase the interval belongs to.
+    pub phase: String,
+    /// When the interval ended, in seconds since the phase began.
+    pub t_secs: f64,
+    /// When the interval ended, in seconds since the Unix epoch (to line it up with the
+    /// servers' logs).
+    pub unix_secs: f64,
+    /// Requests answered successfully in the interval.
+    pub ok: u64,
+    /// Requests failed in the interval.
+    pub errors: u64,
+    /// Median latency of the interval's successful requests (none when there was none).
+    pub p50_ms: Option<f64>,
+    /// 99th percentile, as `p50_ms`.
+    pub p99_ms: Option<f64>,
+    /// Slowest, as `p50_ms`.
+    pub max_ms: Option<f64>,
 }
 
 /// Latency percentiles of one phase, in milliseconds.
@@ -368,6 +409,31 @@ mod tests {
         );
         assert_eq!(p.histogram.len(), HISTOGRAM_BUCKETS);
         assert_eq!(p.histogram.iter().map(|b| b.count).sum::<u64>(), 1000);
+    }
+
+    #[test]
+    fn an_interval_reports_its_own_samples() {
+        let mut r = Recorder::new();
+        let empty = r.interval("put", Duration::from_secs(1));
+        assert_eq!(
+            (empty.ok, empty.errors, empty.p50_ms, empty.p99_ms),
+            (0, 0, None, None)
+        );
+        for ms_ in 1..=100u64 {
+            r.ok(Duration::from_millis(ms_));
+        }
+        r.error("Unavailable: etcdserver: no leader");
+        let i = r.interval("put", Duration::from_millis(2500));
+        assert_eq!((i.phase.as_str(), i.ok, i.errors), ("put", 100, 1));
+        assert!((i.t_secs - 2.5).abs() < 1e-9);
+        let (p50, p99, max) = (
+            i.p50_ms.expect("p50"),
+            i.p99_ms.expect("p99"),
+            i.max_ms.expect("max"),
+        );
+        assert!((p50 - 50.0).abs() < 0.5, "p50 {p50}");
+        assert!((p99 - 99.0).abs() < 0.5, "p99 {p99}");
+        assert!((max - 100.0).abs() < 0.5, "max {max}");
     }
 
     #[test]

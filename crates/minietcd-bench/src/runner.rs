@@ -5,17 +5,66 @@
 //! SIGINT (Ctrl-C) during a loop stops it early: workers take no new request, the ones in
 //! flight finish, and the report covers the requests sent. A script can so measure a load over
 //! a window it decides on the fly (from the start of the load to the end of some event).
+//!
+//! With `--interval-ms`, a loop also prints a timeline on stderr: one JSON line per interval
+//! (see [`IntervalReport`]), so a script can see which moment of an event slowed the load.
 
 use super::limiter::RateLimiter;
 use super::progress::Progress;
-use super::report::{PhaseReport, Recorder};
+use super::report::{IntervalReport, PhaseReport, Recorder};
 use std::future::Future;
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Set when SIGINT arrived during a closed loop.
 static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+/// `--interval-ms`: how often a closed loop prints a line of its timeline (0: never).
+static INTERVAL_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Has every closed loop of this process print a line of its timeline every `every` (zero:
+/// none).
+pub fn report_every(every: Duration) {
+    let ms = u64::try_from(every.as_millis()).unwrap_or(u64::MAX);
+    INTERVAL_MS.store(ms, Ordering::Relaxed);
+}
+
+/// The samples of the current interval, shared by a loop's workers and its timeline task.
+type IntervalRecorder = Arc<Mutex<Recorder>>;
+
+/// Prints `line` as one JSON line on stderr.
+fn print_interval(line: &IntervalReport) {
+    if let Ok(json) = serde_json::to_string(line) {
+        let _ = writeln!(std::io::stderr().lock(), "{json}");
+    }
+}
+
+/// Takes the interval's samples, leaving an empty recorder for the next one.
+fn take_interval(current: &IntervalRecorder) -> Recorder {
+    let mut rec = current.lock().unwrap_or_else(|p| p.into_inner());
+    std::mem::take(&mut *rec)
+}
+
+/// The task printing a loop's timeline every `every` from `start`; its last, partial
+/// interval is printed by the loop when it ends.
+fn start_timeline(
+    name: &str,
+    every: Duration,
+    start: Instant,
+    current: IntervalRecorder,
+) -> tokio::task::JoinHandle<()> {
+    let name = name.to_string();
+    tokio::spawn(async move {
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::from_std(start) + every, every);
+        loop {
+            tick.tick().await;
+            print_interval(&take_interval(&current).interval(&name, start.elapsed()));
+        }
+    })
+}
 
 /// Whether a closed loop of this process was stopped early by SIGINT.
 pub fn interrupted() -> bool {
@@ -47,12 +96,19 @@ where
         }
     });
     let start = Instant::now();
+    let every = Duration::from_millis(INTERVAL_MS.load(Ordering::Relaxed));
+    let interval: Option<IntervalRecorder> =
+        (!every.is_zero()).then(|| Arc::new(Mutex::new(Recorder::new())));
+    let timeline = interval
+        .as_ref()
+        .map(|current| start_timeline(name, every, start, Arc::clone(current)));
     let mut workers = Vec::with_capacity(clients);
     for worker in 0..clients {
         let op = Arc::clone(&op);
         let next = Arc::clone(&next);
         let limiter = Arc::clone(&limiter);
         let done = progress.counter();
+        let interval = interval.clone();
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::new();
             while !INTERRUPTED.load(Ordering::Relaxed) {
@@ -62,8 +118,17 @@ where
                 }
                 limiter.wait().await;
                 let t = Instant::now();
-                match op(worker, seq).await {
-                    Ok(()) => rec.ok(t.elapsed()),
+                let result = op(worker, seq).await;
+                let latency = t.elapsed();
+                if let Some(current) = &interval {
+                    let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
+                    match &result {
+                        Ok(()) => current.ok(latency),
+                        Err(status) => current.status(status),
+                    }
+                }
+                match result {
+                    Ok(()) => rec.ok(latency),
                     Err(status) => rec.status(&status),
                 }
                 done.fetch_add(1, Ordering::Relaxed);
@@ -79,6 +144,13 @@ where
         }
     }
     let elapsed = start.elapsed();
+    if let (Some(timeline), Some(current)) = (timeline, &interval) {
+        timeline.abort();
+        let last = take_interval(current);
+        if last.ok_count() + last.error_count() > 0 {
+            print_interval(&last.interval(name, elapsed));
+        }
+    }
     on_sigint.abort();
     progress.finish();
     all.report(name, "requests", elapsed)
