@@ -39,13 +39,13 @@ fn main() -> ExitCode {
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Some(n) = std::env::var("GOMAXPROCS")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|n| *n > 0)
-    {
-        builder.worker_threads(n);
-    }
+    builder.worker_threads(
+        std::env::var("GOMAXPROCS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+            .filter(|n| *n > 0)
+            .unwrap_or_else(default_worker_threads),
+    );
     let rt = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -87,4 +87,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
             (Err(_), Err(_)) => std::future::pending().await,
         }
     }
+}
+
+/// The async runtime's worker threads when `GOMAXPROCS` does not say: one core fewer than the
+/// machine has (at least one). The write path's own threads (the WAL writer, the store's
+/// appliers, sled's flushers) need a core beside the workers; with a worker on every core
+/// they and the workers hand every put back and forth between cores instead.
+fn default_worker_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .saturating_sub(1)
+        .max(1)
 }
