@@ -11,9 +11,10 @@
 //! A thread cannot raise its priority back without privilege, so only threads that exist for
 //! the bulk work alone lower theirs (never a thread of a shared pool).
 //!
-//! A slower install cannot make the leader send another snapshot: while a snapshot is on its
-//! way (until the receiver has installed it) the leader builds no new one, so the log entries
-//! right after it are still there when the receiver asks for them (see
+//! A slower install does not make the leader send another snapshot: while a snapshot is on
+//! its way (until the receiver has answered, after its install, or the sender's deadline for
+//! that answer has passed) the leader builds no new one, so the log entries right after it
+//! are still there when the receiver asks for them (see
 //! `raft::PeerChannels::snapshots_not_sending`).
 
 /// How many nice steps a background thread runs below the process (at 10 steps Linux's

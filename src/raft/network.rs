@@ -127,9 +127,10 @@ impl PeerChannels {
 
     /// Resolves once no snapshot is being sent to a peer.
     ///
-    /// As etcd does, a member sending a snapshot builds no new one: a new snapshot purges the
-    /// log behind it, and the entries right after the snapshot on its way are the ones the
-    /// receiver asks for when its install is done. A send and install that outlast the next
+    /// A member sending a snapshot builds no new one. etcd keeps building its snapshots but
+    /// skips compacting its log while one is in flight; openraft purges the log as soon as a
+    /// snapshot is built, so here the build waits. The entries right after the snapshot on
+    /// its way are the ones the receiver asks for when its install is done. A send and install that outlast the next
     /// `--snapshot-count` writes would otherwise find them gone, and the receiver would be
     /// sent another snapshot, then another, each a whole store.
     pub async fn snapshots_not_sending(&self) {

@@ -284,15 +284,19 @@ impl Shared {
     /// applies every write exactly once.
     fn apply_entries(&self, entries: Vec<Entry>) -> StoreResult<Vec<CommandResponse>> {
         let mut applied = self.lock()?;
-        self.apply_locked(&mut applied, entries)
+        let responses = self.apply_locked(&mut applied, entries, Wait::Yes)?;
+        responses.ok_or_else(|| sm_err("apply", &"the store refused a write that may wait"))
     }
 
-    /// [`Shared::apply_entries`] with the applied state's lock already held.
+    /// [`Shared::apply_entries`] with the applied state's lock already held. With
+    /// [`Wait::No`], `Ok(None)` when the store's apply lock is held by someone else: nothing
+    /// was applied (only for entries without a compaction, see [`is_short`]).
     fn apply_locked(
         &self,
         applied: &mut AppliedState,
         entries: Vec<Entry>,
-    ) -> StoreResult<Vec<CommandResponse>> {
+        wait: Wait,
+    ) -> StoreResult<Option<Vec<CommandResponse>>> {
         let mut responses: Vec<CommandResponse> = Vec::with_capacity(entries.len());
         let mut group = Group::default();
         // The state once everything gathered so far is in the store.
@@ -334,7 +338,8 @@ impl Shared {
                             }),
                             ..state.clone()
                         };
-                        self.flush_group(&mut group, &before, log_id, &mut responses)?;
+                        // A compaction is never applied without waiting (see `is_short`).
+                        self.flush_group(&mut group, &before, log_id, &mut responses, Wait::Yes)?;
                         let after = if i + 1 == count {
                             AppliedState {
                                 last_applied: Some(log_id),
@@ -368,22 +373,26 @@ impl Shared {
             group.last_log_id = Some(log_id);
         }
         if let Some(log_id) = group.last_log_id {
-            self.flush_group(&mut group, &state, log_id, &mut responses)?;
+            if !self.flush_group(&mut group, &state, log_id, &mut responses, wait)? {
+                return Ok(None);
+            }
         }
         *applied = state;
-        Ok(responses)
+        Ok(Some(responses))
     }
 
     /// Writes the gathered writes (or only the blob, when there are none) with `state` as
     /// the applied blob, tells the observer about each write's events, and files each
-    /// response under its entry.
+    /// response under its entry. With [`Wait::No`], returns `false` with nothing written
+    /// when the store's apply lock is held by someone else.
     fn flush_group(
         &self,
         group: &mut Group,
         state: &AppliedState,
         _log_id: LogId,
         responses: &mut [CommandResponse],
-    ) -> StoreResult<()> {
+        wait: Wait,
+    ) -> StoreResult<bool> {
         let blob = encode_applied(state)?;
         let writes: Vec<GroupWrite<'_>> = group
             .writes
@@ -393,8 +402,14 @@ impl Shared {
                 lease_seed: seed,
             })
             .collect();
-        let outcomes = crate::metrics::backend_commit(|| self.store.apply_group(&writes, &blob))
-            .map_err(|e| sm_err("apply", &e))?;
+        let outcomes = crate::metrics::backend_commit(|| match wait {
+            Wait::Yes => self.store.apply_group(&writes, &blob).map(Some),
+            Wait::No => self.store.try_apply_group(&writes, &blob),
+        })
+        .map_err(|e| sm_err("apply", &e))?;
+        let Some(outcomes) = outcomes else {
+            return Ok(false);
+        };
         drop(writes);
         for ((pos, _, _, index), mut outcome) in group.writes.drain(..).zip(outcomes) {
             if !outcome.events.is_empty() {
@@ -406,7 +421,7 @@ impl Shared {
             }
         }
         group.last_log_id = None;
-        Ok(())
+        Ok(true)
     }
 
     /// Replaces the store with a snapshot's state and keeps the snapshot as the current one.
@@ -503,6 +518,15 @@ async fn blocking<T: Send + 'static>(
 
 /// Most writes applied on the state machine's own task; larger groups go to the blocking pool.
 const SHORT_APPLY_WRITES: usize = 32;
+
+/// Whether an apply may wait for the store's apply lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wait {
+    /// It may (on the blocking pool).
+    Yes,
+    /// It may not (on the state machine's task): it gives up, with nothing applied.
+    No,
+}
 
 /// Whether applying `entries` is certainly quick: few writes, each a put or a transaction
 /// on single keys (no key ranges, whose deletes or reads may touch any number of keys), and
@@ -665,9 +689,16 @@ impl StateMachine {
             // A few single-key writes take tens of microseconds: applied here, on the state
             // machine's task, they skip two thread hand-offs (to the blocking pool and back)
             // on every write's way to its answer. Only when nothing holds the applied state
-            // (a snapshot being captured does): the task never waits on a lock.
+            // (a snapshot being captured does) nor the store's apply lock (a defragment or a
+            // Maintenance.Snapshot may, for seconds): the task never waits on a lock, which
+            // with one worker thread would stop the whole runtime.
             if let Ok(mut applied) = self.shared.applied.try_lock() {
-                return self.shared.apply_locked(&mut applied, entries);
+                if let Some(responses) =
+                    self.shared
+                        .apply_locked(&mut applied, entries.clone(), Wait::No)?
+                {
+                    return Ok(responses);
+                }
             }
         }
         let shared = self.shared.clone();

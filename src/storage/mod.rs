@@ -482,7 +482,33 @@ impl MvccStore {
         writes: &[GroupWrite<'_>],
         applied: &[u8],
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
-        let _apply = self.lock_apply()?;
+        let apply = self.lock_apply()?;
+        self.apply_group_holding(apply, writes, applied)
+    }
+
+    /// [`Self::apply_group`] if nothing holds the apply lock (a defragment, a snapshot read
+    /// out by Maintenance.Snapshot, an install or a compaction step may hold it for long);
+    /// `Ok(None)`, with nothing done, if something does. For a caller that must not wait
+    /// (an async task on the runtime's only worker thread).
+    pub fn try_apply_group(
+        &self,
+        writes: &[GroupWrite<'_>],
+        applied: &[u8],
+    ) -> Result<Option<Vec<ApplyOutcome>>, StorageError> {
+        let apply = match self.apply_lock.try_lock() {
+            Ok(apply) => apply,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(StorageError::Poisoned),
+        };
+        self.apply_group_holding(apply, writes, applied).map(Some)
+    }
+
+    fn apply_group_holding(
+        &self,
+        _apply: MutexGuard<'_, ()>,
+        writes: &[GroupWrite<'_>],
+        applied: &[u8],
+    ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let fill_prev = self.prev_kv_wanted();
         let mut st = self.write_state()?;
         let e = self.engine()?;

@@ -59,6 +59,8 @@ fn start_timeline(
     tokio::spawn(async move {
         let mut tick =
             tokio::time::interval_at(tokio::time::Instant::from_std(start) + every, every);
+        // A stalled client prints one long interval, not a burst of empty ones.
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
             print_interval(&take_interval(&current).interval(&name, start.elapsed()));
@@ -146,6 +148,8 @@ where
     let elapsed = start.elapsed();
     if let (Some(timeline), Some(current)) = (timeline, &interval) {
         timeline.abort();
+        // Ended before the last interval is taken, so that it is printed once, here.
+        let _ = timeline.await;
         let last = take_interval(current);
         if last.ok_count() + last.error_count() > 0 {
             print_interval(&last.interval(name, elapsed));

@@ -675,3 +675,59 @@ async fn a_streamed_snapshot_holds_the_store_still_only_for_itself() {
         .expect("the compaction's deletion was not held back")
         .unwrap();
 }
+
+/// A short apply never waits for the store's apply lock on the runtime's thread: while
+/// something holds it (here Maintenance.Snapshot's read of every row), the apply moves to the
+/// blocking pool, the runtime's other tasks keep running (this test's runtime has one
+/// thread), and the write lands once the lock is free.
+#[tokio::test]
+async fn a_short_apply_waits_for_the_store_off_the_runtime_thread() {
+    use crate::storage::StorageError;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+    let dir = tempfile::tempdir().unwrap();
+    let (_db, mut sm) = open(dir.path(), Arc::new(NoopObserver));
+    sm.apply_entries(vec![membership_entry(1)]).await.unwrap();
+    let store = sm.store().clone();
+    let (held_tx, held_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        store
+            .with_rows(|_rows| -> Result<(), StorageError> {
+                held_tx.send(()).unwrap();
+                // Let go after a while even if never told (an apply that blocked the
+                // runtime's thread would keep this test from telling it).
+                let _ = release_rx.recv_timeout(Duration::from_secs(5));
+                Ok(())
+            })
+            .unwrap();
+    });
+    held_rx.recv().unwrap();
+    let ticks = Arc::new(AtomicUsize::new(0));
+    let ticker = {
+        let ticks = ticks.clone();
+        tokio::spawn(async move {
+            loop {
+                ticks.fetch_add(1, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+    };
+    let apply = tokio::spawn(async move {
+        let replies = sm.apply_entries(vec![put(2, "k", "v")]).await;
+        (sm, replies)
+    });
+    while ticks.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        !apply.is_finished(),
+        "the apply blocked the runtime's thread, or went ahead while the store's apply lock was held"
+    );
+    release_tx.send(()).unwrap();
+    let (sm, replies) = apply.await.unwrap();
+    assert_eq!(replies.unwrap()[0].0[0].revision, 2);
+    assert_eq!(get(sm.store(), "k"), Some(b"v".to_vec()));
+    holder.join().unwrap();
+    ticker.abort();
+}
