@@ -483,13 +483,15 @@ impl MvccStore {
         applied: &[u8],
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let apply = self.lock_apply()?;
-        self.apply_group_holding(apply, writes, applied)
+        let st = self.write_state()?;
+        self.apply_group_holding(apply, st, writes, applied)
     }
 
-    /// [`Self::apply_group`] if nothing holds the apply lock (a defragment, a snapshot read
-    /// out by Maintenance.Snapshot, an install or a compaction step may hold it for long);
-    /// `Ok(None)`, with nothing done, if something does. For a caller that must not wait
-    /// (an async task on the runtime's only worker thread).
+    /// [`Self::apply_group`] if it can start without waiting: `Ok(None)`, with nothing done,
+    /// while something holds the apply lock (a defragment, a snapshot read out by
+    /// Maintenance.Snapshot, an install, a compaction step) or the state (HashKV and Hash
+    /// read every row under it). For a caller that must not wait (an async task, maybe on
+    /// the runtime's only worker thread).
     pub fn try_apply_group(
         &self,
         writes: &[GroupWrite<'_>],
@@ -500,17 +502,23 @@ impl MvccStore {
             Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
             Err(std::sync::TryLockError::Poisoned(_)) => return Err(StorageError::Poisoned),
         };
-        self.apply_group_holding(apply, writes, applied).map(Some)
+        let st = match self.state.try_write() {
+            Ok(st) => st,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(StorageError::Poisoned),
+        };
+        self.apply_group_holding(apply, st, writes, applied)
+            .map(Some)
     }
 
     fn apply_group_holding(
         &self,
         _apply: MutexGuard<'_, ()>,
+        mut st: RwLockWriteGuard<'_, State>,
         writes: &[GroupWrite<'_>],
         applied: &[u8],
     ) -> Result<Vec<ApplyOutcome>, StorageError> {
         let fill_prev = self.prev_kv_wanted();
-        let mut st = self.write_state()?;
         let e = self.engine()?;
         // Alarm and auth rows go straight into a batch; the key space's rows are gathered.
         let mut batch = sled::Batch::default();
