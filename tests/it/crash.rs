@@ -209,8 +209,15 @@ async fn a_follower_killed_during_a_background_compaction_recovers_a_correct_sto
     c.restart(victim);
     crate::cluster_basic::wait_local_value(&c, victim, "after", b"1", Duration::from_secs(40))
         .await;
+    // The compaction's record is in the store once sled has written it back (the log is
+    // the source of truth, as etcd's WAL is for its backend): the restart finishes the
+    // interrupted deletion from that record, or, killed before it was written, applies the
+    // compaction again from the log. Either way the compaction runs to its end, which the
+    // reads and hashes below check.
+    let restarted = &c.log(victim)[log_len..];
     assert!(
-        c.log(victim)[log_len..].contains("finishing an interrupted compaction"),
+        restarted.contains("finishing an interrupted compaction")
+            || restarted.contains("removing compacted history"),
         "the restart did not finish the compaction; logs in {}",
         c.dir().display()
     );
