@@ -130,9 +130,10 @@ impl PeerChannels {
     /// A member sending a snapshot builds no new one. etcd keeps building its snapshots but
     /// skips compacting its log while one is in flight; openraft purges the log as soon as a
     /// snapshot is built, so here the build waits. The entries right after the snapshot on
-    /// its way are the ones the receiver asks for when its install is done. A send and install that outlast the next
-    /// `--snapshot-count` writes would otherwise find them gone, and the receiver would be
-    /// sent another snapshot, then another, each a whole store.
+    /// its way are the ones the receiver asks for when its install is done: a send and
+    /// install that outlast the next `--snapshot-count` writes would otherwise find them
+    /// gone, and the receiver would be sent another snapshot, then another, each a whole
+    /// store.
     pub async fn snapshots_not_sending(&self) {
         let mut sending = self.sending_snapshots.subscribe();
         // The sender lives in `self`, so the wait cannot fail.

@@ -69,8 +69,8 @@ pub struct EntryProgress {
 
 /// Writes gathered for one sled batch: (entry position, write, lease seed, entry index).
 #[derive(Default)]
-struct Group {
-    writes: Vec<(usize, InternalRequest, Vec<u8>, u64)>,
+struct Group<'a> {
+    writes: Vec<(usize, &'a InternalRequest, Vec<u8>, u64)>,
     /// The last entry gathered (blank and membership entries included).
     last_log_id: Option<LogId>,
 }
@@ -284,7 +284,7 @@ impl Shared {
     /// applies every write exactly once.
     fn apply_entries(&self, entries: Vec<Entry>) -> StoreResult<Vec<CommandResponse>> {
         let mut applied = self.lock()?;
-        let responses = self.apply_locked(&mut applied, entries, Wait::Yes)?;
+        let responses = self.apply_locked(&mut applied, &entries, Wait::Yes)?;
         responses.ok_or_else(|| sm_err("apply", &"the store refused a write that may wait"))
     }
 
@@ -294,7 +294,7 @@ impl Shared {
     fn apply_locked(
         &self,
         applied: &mut AppliedState,
-        entries: Vec<Entry>,
+        entries: &[Entry],
         wait: Wait,
     ) -> StoreResult<Option<Vec<CommandResponse>>> {
         let mut responses: Vec<CommandResponse> = Vec::with_capacity(entries.len());
@@ -313,9 +313,9 @@ impl Shared {
                 EntryPayload::Membership(m) => StoredMembership::new(Some(log_id), m.clone()),
                 _ => state.last_membership.clone(),
             };
-            if let EntryPayload::Normal(cmd) = entry.payload {
+            if let EntryPayload::Normal(cmd) = &entry.payload {
                 let count = cmd.0.len();
-                for (i, req) in cmd.0.into_iter().enumerate() {
+                for (i, req) in cmd.0.iter().enumerate() {
                     let done = u64::try_from(i + 1).unwrap_or(u64::MAX);
                     if done <= skip {
                         // Applied by a previous run, whose proposer went away with it.
@@ -355,7 +355,7 @@ impl Shared {
                         let blob = encode_applied(&after)?;
                         let mut outcome = self
                             .store
-                            .apply(&req, &blob)
+                            .apply(req, &blob)
                             .map_err(|e| sm_err("apply", &e))?;
                         *applied = after;
                         outcome.response.log_index = log_id.index;
@@ -387,7 +387,7 @@ impl Shared {
     /// when the store's apply lock is held by someone else.
     fn flush_group(
         &self,
-        group: &mut Group,
+        group: &mut Group<'_>,
         state: &AppliedState,
         _log_id: LogId,
         responses: &mut [CommandResponse],
@@ -694,8 +694,7 @@ impl StateMachine {
             // with one worker thread would stop the whole runtime.
             if let Ok(mut applied) = self.shared.applied.try_lock() {
                 if let Some(responses) =
-                    self.shared
-                        .apply_locked(&mut applied, entries.clone(), Wait::No)?
+                    self.shared.apply_locked(&mut applied, &entries, Wait::No)?
                 {
                     return Ok(responses);
                 }

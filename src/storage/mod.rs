@@ -434,10 +434,10 @@ impl MvccStore {
             Ok(e) => e,
             Err(err) => return Some(Err(err)),
         };
-        let st = match self.state.try_read() {
-            Ok(st) => st,
-            Err(std::sync::TryLockError::WouldBlock) => return None,
-            Err(std::sync::TryLockError::Poisoned(_)) => return Some(Err(StorageError::Poisoned)),
+        let st = match acquired(self.state.try_read()) {
+            Ok(Some(st)) => st,
+            Ok(None) => return None,
+            Err(e) => return Some(Err(e)),
         };
         Some(View::committed(&st, &e.tree).range(req, st.current, st.compacted))
     }
@@ -497,15 +497,11 @@ impl MvccStore {
         writes: &[GroupWrite<'_>],
         applied: &[u8],
     ) -> Result<Option<Vec<ApplyOutcome>>, StorageError> {
-        let apply = match self.apply_lock.try_lock() {
-            Ok(apply) => apply,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::sync::TryLockError::Poisoned(_)) => return Err(StorageError::Poisoned),
+        let Some(apply) = acquired(self.apply_lock.try_lock())? else {
+            return Ok(None);
         };
-        let st = match self.state.try_write() {
-            Ok(st) => st,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::sync::TryLockError::Poisoned(_)) => return Err(StorageError::Poisoned),
+        let Some(st) = acquired(self.state.try_write())? else {
+            return Ok(None);
         };
         self.apply_group_holding(apply, st, writes, applied)
             .map(Some)
@@ -1257,6 +1253,15 @@ fn drop_unfinished_group(tree: &sled::Tree) -> Result<(), StorageError> {
         tree.flush()?;
     }
     Ok(())
+}
+
+/// A lock taken without waiting: `None` when another holder has it.
+fn acquired<G>(attempt: std::sync::TryLockResult<G>) -> Result<Option<G>, StorageError> {
+    match attempt {
+        Ok(guard) => Ok(Some(guard)),
+        Err(std::sync::TryLockError::WouldBlock) => Ok(None),
+        Err(std::sync::TryLockError::Poisoned(_)) => Err(StorageError::Poisoned),
+    }
 }
 
 /// The rows of a write group, in order, written at the end of the group.

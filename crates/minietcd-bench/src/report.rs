@@ -74,6 +74,14 @@ impl Recorder {
         *self.errors.entry(kind).or_insert(0) += 1;
     }
 
+    /// Records a call's outcome: its latency if it succeeded, its failure if not.
+    pub fn outcome(&mut self, result: &Result<(), tonic::Status>, latency: Duration) {
+        match result {
+            Ok(()) => self.ok(latency),
+            Err(status) => self.status(status),
+        }
+    }
+
     /// Records a failed gRPC call.
     pub fn status(&mut self, status: &tonic::Status) {
         self.error(error_kind(status));

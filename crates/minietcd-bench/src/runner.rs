@@ -124,15 +124,9 @@ where
                 let latency = t.elapsed();
                 if let Some(current) = &interval {
                     let mut current = current.lock().unwrap_or_else(|p| p.into_inner());
-                    match &result {
-                        Ok(()) => current.ok(latency),
-                        Err(status) => current.status(status),
-                    }
+                    current.outcome(&result, latency);
                 }
-                match result {
-                    Ok(()) => rec.ok(latency),
-                    Err(status) => rec.status(&status),
-                }
+                rec.outcome(&result, latency);
                 done.fetch_add(1, Ordering::Relaxed);
             }
             rec
