@@ -63,6 +63,7 @@ use crate::server::lock::LockService;
 use crate::server::maintenance::MaintenanceService;
 use crate::server::quota::SpaceQuota;
 use crate::server::watch::{check_require_leader, leader_from_metrics, WatchConfig, WatchService};
+use crate::server::write_batching::WriteBatching;
 use crate::server::{HeaderSource, ServerContext};
 use crate::storage::MvccStore;
 use crate::storage::StorageError;
@@ -831,12 +832,13 @@ fn spawn_client_server(
         lifecycle::serving_clients(logger, addr);
         let r = match tls {
             Some(tls) => {
-                let conns =
-                    crate::tls::incoming::incoming(l, tls).map(|c| c.map(AuthorityFix::new));
+                let conns = crate::tls::incoming::incoming(l, tls)
+                    .map(|c| c.map(|io| AuthorityFix::new(WriteBatching::new(io))));
                 router.serve_with_incoming_shutdown(conns, stopped).await
             }
             None => {
-                let conns = incoming(l).map(|c| c.map(AuthorityFix::new));
+                let conns =
+                    incoming(l).map(|c| c.map(|io| AuthorityFix::new(WriteBatching::new(io))));
                 router.serve_with_incoming_shutdown(conns, stopped).await
             }
         };

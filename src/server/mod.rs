@@ -24,6 +24,7 @@ pub mod status;
 pub mod txn_check;
 pub mod watch;
 pub mod watch_auth;
+pub mod write_batching;
 
 use std::sync::Arc;
 
