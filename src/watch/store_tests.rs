@@ -561,3 +561,37 @@ async fn stream_progress_waits_until_every_watcher_is_synced() {
     );
     assert_eq!(last_rev(&got[..got.len() - 1]), w.hist.current_revision());
 }
+
+/// Watchers of one key share the key's bytes (the group's copy), and a target is 16 bytes, so
+/// that a hundred thousand watchers of a few keys cost no allocation each for their key.
+#[test]
+fn watchers_of_one_key_share_it() {
+    let w = Writer::new();
+    let (tx, _rx) = mpsc::channel(16);
+    let a = w.store.watch(
+        WatchTarget::new(b"k", b""),
+        0,
+        Filters::default(),
+        1,
+        tx.clone(),
+    );
+    let b = w.store.watch(
+        WatchTarget::new(b"k", b""),
+        0,
+        Filters::default(),
+        2,
+        tx.clone(),
+    );
+    let other = w
+        .store
+        .watch(WatchTarget::new(b"j", b""), 0, Filters::default(), 3, tx);
+    let inner = w.store.lock();
+    let key = |id: &WatcherId| match &inner.watchers[id].target {
+        WatchTarget::Key(k) => k.clone(),
+        WatchTarget::Range(_) => panic!("a key watcher became a range"),
+    };
+    assert!(Arc::ptr_eq(&key(&a), &key(&b)));
+    assert!(!Arc::ptr_eq(&key(&a), &key(&other)));
+    assert_eq!(&key(&other)[..], b"j");
+    assert_eq!(std::mem::size_of::<WatchTarget>(), 16);
+}

@@ -172,6 +172,10 @@ impl WatchableStore {
         };
         let id = WatcherId(inner.next_id);
         inner.next_id += 1;
+        let target = match target {
+            WatchTarget::Key(k) => WatchTarget::Key(inner.synced.shared_key(&k).unwrap_or(k)),
+            range => range,
+        };
         let state = if synced {
             inner.synced.add(id, &target);
             WatcherState::Synced

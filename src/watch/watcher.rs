@@ -22,12 +22,13 @@ impl WatcherId {
 }
 
 /// What a watcher watches: one key (found by hash lookup) or a range (found by stab query).
+/// Sixteen bytes either way (the rarer range behind a box), since every watcher keeps one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WatchTarget {
-    /// Exactly this key.
+    /// Exactly this key; watchers of one key share it (see `WatcherGroup::shared_key`).
     Key(Arc<[u8]>),
     /// Every key in the interval.
-    Range(Interval),
+    Range(Box<Interval>),
 }
 
 impl WatchTarget {
@@ -36,7 +37,7 @@ impl WatchTarget {
         if range_end.is_empty() {
             WatchTarget::Key(key.into())
         } else {
-            WatchTarget::Range(Interval::new(key, range_end))
+            WatchTarget::Range(Box::new(Interval::new(key, range_end)))
         }
     }
 

@@ -35,6 +35,12 @@ impl WatcherGroup {
         self.len == 0
     }
 
+    /// The group's own copy of `key` when a watcher of it is in the group, for a new watcher
+    /// of the same key to share instead of keeping its own.
+    pub fn shared_key(&self, key: &[u8]) -> Option<Arc<[u8]>> {
+        self.keys.get_key_value(key).map(|(k, _)| k.clone())
+    }
+
     /// Adds `id` watching `target`.
     pub fn add(&mut self, id: WatcherId, target: &WatchTarget) {
         match target {
@@ -44,7 +50,7 @@ impl WatcherGroup {
                 None => {
                     let mut ids = Ids::default();
                     ids.insert(id);
-                    self.ranges.insert(ivl.clone(), ids);
+                    self.ranges.insert((**ivl).clone(), ids);
                 }
             },
         }
