@@ -568,23 +568,16 @@ async fn stream_progress_waits_until_every_watcher_is_synced() {
 fn watchers_of_one_key_share_it() {
     let w = Writer::new();
     let (tx, _rx) = mpsc::channel(16);
-    let a = w.store.watch(
-        WatchTarget::new(b"k", b""),
-        0,
-        Filters::default(),
-        1,
-        tx.clone(),
-    );
-    let b = w.store.watch(
-        WatchTarget::new(b"k", b""),
-        0,
-        Filters::default(),
-        2,
-        tx.clone(),
-    );
-    let other = w
-        .store
-        .watch(WatchTarget::new(b"j", b""), 0, Filters::default(), 3, tx);
+    let watch = |key: &[u8], watch_id| {
+        w.store.watch(
+            WatchTarget::new(key, b""),
+            0,
+            Filters::default(),
+            watch_id,
+            tx.clone(),
+        )
+    };
+    let (a, b, other) = (watch(b"k", 1), watch(b"k", 2), watch(b"j", 3));
     let inner = w.store.lock();
     let key = |id: &WatcherId| match &inner.watchers[id].target {
         WatchTarget::Key(k) => k.clone(),
